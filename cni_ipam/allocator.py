@@ -1,0 +1,92 @@
+"""Allocation policy: which address each range set hands out.  Knows nothing of the file format.
+
+host-local's policy: one address per range set; a requested address is honoured when it lies in
+the set (not its gateway); otherwise round robin from just after the set's last reserved address,
+skipping gateways, network/broadcast and excluded addresses.  Unlike host-local, every range set is
+allocated under one lock (the caller holds the store) and a failure part-way releases only what
+this call reserved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from cni_ipam.errors import (
+    DUPLICATE_ALLOCATION,
+    RANGE_EXHAUSTED,
+    REQUESTED_IP_INVALID,
+    REQUESTED_IP_TAKEN,
+    CniError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import List, Sequence, Tuple
+
+    from cni_ipam.ranges import RangeSet
+    from cni_ipam.store import NetworkStore
+
+
+def allocate(
+    store: "NetworkStore",
+    range_sets: "Sequence[RangeSet]",
+    requested: "Sequence[object]",
+    cid: str,
+    ifname: str,
+) -> "List[Tuple[object, object]]":
+    """Reserve one address per range set; returns [(interface, gateway)] in range-set order.
+
+    On any error the store's rollback (run by its context manager) removes what was reserved here.
+    """
+    pending = list(dict.fromkeys(requested))
+    held = None  # addresses (cid, ifname) already holds, looked up once when needed
+    out = []
+    for idx, rset in enumerate(range_sets):
+        wanted = next((ip for ip in pending if rset.contains(ip)), None)
+        if wanted is not None:
+            pending.remove(wanted)
+            rng = rset.range_for(wanted)
+            if wanted == rng.gateway:
+                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
+            if rng.is_excluded(wanted) or rng.unusable(int(wanted)):
+                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}")
+            if not store.reserve(wanted, cid, ifname):
+                raise CniError(
+                    REQUESTED_IP_TAKEN,
+                    f"requested IP address {wanted} is not available in range set {rset}",
+                    _holder_detail(store, wanted),
+                )
+            address = wanted
+        else:
+            if held is None:
+                held = store.owned_by(cid, ifname)
+            for ip in held:
+                if rset.contains(ip):
+                    raise CniError(
+                        DUPLICATE_ALLOCATION,
+                        f"{ip} has been allocated to {cid}, duplicate allocation is not allowed",
+                        f"range set {idx}",
+                    )
+            address, rng = None, None
+            for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
+                if store.reserve(candidate, cid, ifname):
+                    address, rng = candidate, candidate_range
+                    break
+            if address is None:
+                raise CniError(RANGE_EXHAUSTED, f"no IP addresses available in range set: {rset}", f"range set {idx}")
+        store.set_last_reserved(idx, address)
+        out.append((ipaddress.ip_interface(f"{address}/{rng.subnet.prefixlen}"), rng.gateway))
+    if pending:
+        raise CniError(
+            REQUESTED_IP_INVALID,
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in pending),
+            "no range set contains them",
+        )
+    return out
+
+
+def _holder_detail(store: "NetworkStore", addr: object) -> str:
+    holder = store.holder(addr)
+    if holder is None:
+        return "reserved"
+    return f"held by container {holder[0]}" + (f" interface {holder[1]}" if holder[1] else "")

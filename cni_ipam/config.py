@@ -1,0 +1,399 @@
+"""The network configuration: JSON from stdin turned into a validated ``IpamConfig``.
+
+Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
+top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
+``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
+``runtimeConfig.ips``) plus ``exclude`` and ``lockTimeout``.  Every error names the key and value.
+The only I/O is reading ``resolvConf`` (and, for ``usePodCidr``, the lazily imported ``podcidr``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
+from cni_ipam.ranges import Range, RangeSet
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional, Tuple
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+DEFAULT_LOCK_TIMEOUT = 30.0
+POD_CIDR_PLACEHOLDERS = ("usePodCidr", "usePodCidrIPv6")
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+# CNI_ARGS keys we understand; any other key is an error unless IgnoreUnknown is set (as libcni).
+KNOWN_CNI_ARGS = (
+    "IgnoreUnknown",
+    "IP",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+)
+
+
+class Route:
+    """A route handed back in the result (CNI 1.1 fields kept for 1.1.0 results)."""
+
+    __slots__ = ("dst", "gw", "extra")
+
+    def __init__(self, dst: "ipaddress.IPv4Interface | ipaddress.IPv6Interface", gw, extra: dict) -> None:
+        self.dst = dst
+        self.gw = gw
+        self.extra = extra  # mtu, advmss, priority, table, scope when given
+
+    @property
+    def version(self) -> int:
+        return self.dst.version
+
+    def to_json(self, with_11_fields: bool) -> dict:
+        out: dict = {"dst": str(self.dst)}
+        if self.gw is not None:
+            out["gw"] = str(self.gw)
+        if with_11_fields:
+            out.update(self.extra)
+        return out
+
+
+class IpamConfig:
+    """The validated IPAM configuration of one call.  Treat as immutable."""
+
+    __slots__ = (
+        "name",
+        "cni_version",
+        "range_sets",
+        "routes",
+        "data_dir",
+        "resolv_conf",
+        "requested",
+        "lock_timeout",
+        "ipam",
+        "prev_result",
+    )
+
+    def __init__(self, **kw: "Any") -> None:
+        for key in self.__slots__:
+            object.__setattr__(self, key, kw[key])
+
+    def __setattr__(self, key: str, value: "Any") -> None:
+        raise AttributeError("IpamConfig is immutable")
+
+
+def parse_cni_args(raw: str) -> "Dict[str, str]":
+    """Parse ``CNI_ARGS`` (``K=V;K=V``) as libcni does; unknown keys need ``IgnoreUnknown``."""
+    pairs: "Dict[str, str]" = {}
+    if not raw:
+        return pairs
+    for item in raw.split(";"):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CniError(INVALID_ENV, f"CNI_ARGS: invalid pair {item!r} (expected KEY=VALUE)", "CNI_ARGS")
+        pairs[key] = value
+    ignore = pairs.get("IgnoreUnknown", "false").lower()
+    if ignore not in ("1", "true", "0", "false"):
+        raise CniError(INVALID_ENV, f"CNI_ARGS: IgnoreUnknown={pairs['IgnoreUnknown']!r} is not a boolean", "CNI_ARGS")
+    if ignore not in ("1", "true"):
+        unknown = sorted(k for k in pairs if k not in KNOWN_CNI_ARGS)
+        if unknown:
+            raise CniError(
+                INVALID_ENV,
+                f"CNI_ARGS: unknown args {unknown} (set IgnoreUnknown=1 to ignore them)",
+                "CNI_ARGS",
+            )
+    return pairs
+
+
+def network_version(conf: dict) -> str:
+    version = conf.get("cniVersion", "0.1.0")
+    if version in ("", None):
+        return "0.1.0"
+    if not isinstance(version, str):
+        raise config_error("cniVersion", version, "must be a string")
+    return version
+
+
+def data_dir_of(ipam: "Any") -> str:
+    """``ipam.dataDir`` (default /var/lib/cni/networks); must be an absolute path."""
+    value = ipam.get("dataDir") if isinstance(ipam, dict) else None
+    if value in (None, ""):
+        return DEFAULT_DATA_DIR
+    if not isinstance(value, str) or "\0" in value:
+        raise config_error("ipam.dataDir", value, "must be a path string")
+    if not os.path.isabs(value):
+        raise config_error("ipam.dataDir", value, "must be an absolute path")
+    return os.path.normpath(value)
+
+
+def lock_timeout_of(ipam: "Any") -> float:
+    value = ipam.get("lockTimeout") if isinstance(ipam, dict) else None
+    if value is None:
+        return DEFAULT_LOCK_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 3600):
+        raise config_error("ipam.lockTimeout", value, "must be a number of seconds in (0, 3600]")
+    return float(value)
+
+
+def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
+    """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
+    ipam = conf.get("ipam")
+    if not isinstance(ipam, dict):
+        raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
+    version = network_version(conf)
+    data_dir = data_dir_of(ipam)
+    runtime = conf.get("runtimeConfig") or {}
+    if not isinstance(runtime, dict):
+        raise config_error("runtimeConfig", runtime, "must be an object")
+
+    raw_sets: "List[Tuple[str, Any]]" = []
+    if "ipRanges" in runtime and runtime["ipRanges"] is not None:
+        ip_ranges = runtime["ipRanges"]
+        if not isinstance(ip_ranges, list):
+            raise config_error("runtimeConfig.ipRanges", ip_ranges, "must be a list of range sets")
+        raw_sets += [(f"runtimeConfig.ipRanges[{i}]", s) for i, s in enumerate(ip_ranges)]
+    if ipam.get("subnet") not in (None, ""):
+        legacy = {k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}
+        raw_sets.append(("ipam", [legacy]))
+    ranges_value = ipam.get("ranges")
+    if ranges_value is not None:
+        if not isinstance(ranges_value, list):
+            raise config_error("ipam.ranges", ranges_value, "must be a list of range sets")
+        raw_sets += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges_value)]
+    if not raw_sets:
+        raise CniError(INVALID_CONFIG, "no IP ranges specified (set ipam.ranges or ipam.subnet)", "key ipam.ranges")
+
+    global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
+    range_sets = [_parse_range_set(key, value, global_exclude, ipam, data_dir) for key, value in raw_sets]
+    _check_sets(range_sets, [k for k, _ in raw_sets], version)
+
+    return IpamConfig(
+        name=conf.get("name"),
+        cni_version=version,
+        range_sets=tuple(range_sets),
+        routes=_parse_routes(ipam.get("routes")),
+        data_dir=data_dir,
+        resolv_conf=_parse_resolv_conf_key(ipam.get("resolvConf")),
+        requested=tuple(_requested_ips(conf, runtime, cni_args)),
+        lock_timeout=lock_timeout_of(ipam),
+        ipam=ipam,
+        prev_result=conf.get("prevResult"),
+    )
+
+
+def _check_sets(range_sets: "List[RangeSet]", keys: "List[str]", version: str) -> None:
+    v4 = sum(1 for s in range_sets if s.version == 4)
+    v6 = len(range_sets) - v4
+    if (v4 > 1 or v6 > 1) and version in ("0.1.0", "0.2.0"):
+        raise CniError(
+            INVALID_CONFIG,
+            f"CNI version {version} does not support more than 1 address per family",
+            "key cniVersion",
+        )
+    for i, a in enumerate(range_sets):
+        for j in range(i + 1, len(range_sets)):
+            if a.overlaps(range_sets[j]):
+                raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
+
+
+def _parse_range_set(key: str, value: "Any", global_exclude, ipam: dict, data_dir: str) -> RangeSet:
+    if not isinstance(value, list) or not value:
+        raise config_error(key, value, "a range set must be a non-empty list of ranges")
+    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, global_exclude, ipam, data_dir) for j, r in enumerate(value)]
+    family = ranges[0].version
+    for j, r in enumerate(ranges):
+        if r.version != family:
+            raise config_error(f"{key}[{j}].subnet", str(r.subnet), "mixed address families in one range set")
+        for k in range(j):
+            if ranges[k].overlaps(r):
+                raise config_error(f"{key}[{j}]", str(r.subnet), f"overlaps with {key}[{k}]")
+    return RangeSet(ranges)
+
+
+def _parse_range(key: str, value: "Any", global_exclude, ipam: dict, data_dir: str) -> Range:
+    if not isinstance(value, dict):
+        raise config_error(key, value, "a range must be an object with a subnet")
+    subnet_value = value.get("subnet")
+    if subnet_value in POD_CIDR_PLACEHOLDERS:
+        from cni_ipam import podcidr  # only configs that ask for it pay for it
+
+        subnet = podcidr.subnet_for(subnet_value, ipam, data_dir)
+    elif not isinstance(subnet_value, str) or not subnet_value:
+        raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
+    else:
+        try:
+            subnet = ipaddress.ip_network(subnet_value.strip(), strict=False)
+        except ValueError as exc:
+            raise config_error(f"{key}.subnet", subnet_value, f"not a CIDR ({exc})") from None
+        iface = ipaddress.ip_interface(subnet_value.strip())
+        if iface.ip != subnet.network_address:
+            raise config_error(
+                f"{key}.subnet",
+                subnet_value,
+                f"network has host bits set; for a /{subnet.prefixlen} the network address is {subnet.network_address}",
+            )
+    if subnet.prefixlen > subnet.max_prefixlen - 2:
+        raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
+
+    first = int(subnet.network_address)
+    last = int(subnet.broadcast_address)
+    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), subnet)
+    if gateway is None:
+        gateway = subnet.network_address + 1
+    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), subnet)
+    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), subnet)
+    start_i = int(start) if start is not None else first + 1
+    # host-local ends IPv6 ranges at the subnet's last address; we stop one short unless asked.
+    end_i = int(end) if end is not None else last - 1
+    if start is not None and subnet.version == 4 and start_i == last:
+        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {subnet}")
+    if start_i > end_i:
+        raise config_error(
+            f"{key}.rangeStart",
+            str(start if start is not None else subnet.network_address + 1),
+            f"is after rangeEnd {ipaddress.ip_address(end_i) if subnet.version == 4 else ipaddress.IPv6Address(end_i)}",
+        )
+    exclude = [(lo, hi) for lo, hi, v in global_exclude if v == subnet.version]
+    exclude += [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version]
+    return Range(subnet, start_i, end_i, gateway, exclude)
+
+
+def _addr_in(key: str, value: "Any", subnet):
+    if value in (None, ""):
+        return None
+    addr = parse_ip(key, value)
+    if addr.version != subnet.version or addr not in subnet:
+        raise config_error(key, value, f"not in network {subnet}")
+    return addr
+
+
+def parse_ip(key: str, value: "Any"):
+    if not isinstance(value, str):
+        raise config_error(key, value, "must be an IP address string")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise config_error(key, value, "not an IP address") from None
+
+
+def _parse_exclude(key: str, value: "Any") -> "List[Tuple[int, int, int]]":
+    """``exclude``: addresses and CIDRs as (first, last, family) integer intervals."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise config_error(key, value, "must be a list of addresses or CIDRs")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise config_error(f"{key}[{i}]", item, "must be an address or CIDR string")
+        try:
+            net = ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise config_error(f"{key}[{i}]", item, "not an address or CIDR") from None
+        out.append((int(net.network_address), int(net.broadcast_address), net.version))
+    return out
+
+
+def _parse_routes(value: "Any") -> "Tuple[Route, ...]":
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise config_error("ipam.routes", value, "must be a list of routes")
+    routes = []
+    for i, item in enumerate(value):
+        key = f"ipam.routes[{i}]"
+        if not isinstance(item, dict):
+            raise config_error(key, item, "a route must be an object with dst")
+        dst_value = item.get("dst")
+        if not isinstance(dst_value, str):
+            raise config_error(f"{key}.dst", dst_value, "a destination CIDR is required")
+        try:
+            dst = ipaddress.ip_interface(dst_value.strip())
+        except ValueError:
+            raise config_error(f"{key}.dst", dst_value, "not a CIDR") from None
+        if "/" not in dst_value:
+            raise config_error(f"{key}.dst", dst_value, "not a CIDR (missing /prefix)")
+        gw = None
+        if item.get("gw") not in (None, ""):
+            gw = parse_ip(f"{key}.gw", item["gw"])
+            if gw.version != dst.version:
+                raise config_error(f"{key}.gw", item["gw"], f"address family differs from dst {dst_value}")
+        extra = {}
+        for field in ("mtu", "advmss", "priority", "table", "scope"):
+            if item.get(field) is None:
+                continue
+            number = item[field]
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0 or number > 0xFFFFFFFF:
+                raise config_error(f"{key}.{field}", number, "must be a non-negative integer")
+            extra[field] = number
+        routes.append(Route(dst, gw, extra))
+    return tuple(routes)
+
+
+def _parse_resolv_conf_key(value: "Any") -> "Optional[str]":
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        raise config_error("ipam.resolvConf", value, "must be a file path")
+    return value
+
+
+def read_resolv_conf(path: str) -> dict:
+    """nameserver/domain/search/options from a resolv.conf-style file, as host-local reads it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1 << 20)
+    except OSError as exc:
+        raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
+    dns: "Dict[str, Any]" = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        if fields[0] == "nameserver":
+            dns.setdefault("nameservers", []).append(fields[1])
+        elif fields[0] == "domain":
+            dns["domain"] = fields[1]
+        elif fields[0] == "search":
+            dns.setdefault("search", []).extend(fields[1:])
+        elif fields[0] == "options":
+            dns.setdefault("options", []).extend(fields[1:])
+    return dns
+
+
+def _requested_ips(conf: dict, runtime: dict, cni_args: "Dict[str, str]") -> list:
+    """Requested addresses, in host-local's order: CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips."""
+    out = []
+    if cni_args.get("IP"):
+        for item in cni_args["IP"].split(","):
+            try:
+                out.append(ipaddress.ip_address(item.strip()))
+            except ValueError:
+                raise CniError(INVALID_ENV, f"CNI_ARGS: invalid IP {item.strip()!r}", "CNI_ARGS IP") from None
+    args = conf.get("args")
+    cni = args.get("cni") if isinstance(args, dict) else None
+    ips = cni.get("ips") if isinstance(cni, dict) else None
+    out += _ip_list("args.cni.ips", ips)
+    out += _ip_list("runtimeConfig.ips", runtime.get("ips"))
+    return out
+
+
+def _ip_list(key: str, value: "Any") -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise config_error(key, value, "must be a list of addresses")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise config_error(f"{key}[{i}]", item, "must be an address string")
+        try:
+            out.append(ipaddress.ip_interface(item.strip()).ip)
+        except ValueError:
+            raise config_error(f"{key}[{i}]", item, "not an IP address") from None
+    return out
