@@ -1,0 +1,46 @@
+"""Admin front door: ``cni-ipam <command> [options]`` when no CNI_COMMAND is set.
+
+Each command lives in its own module with ``main(argv) -> int`` and is imported only when asked
+for, so no admin code is loaded on the plugin path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "gc": ("cni_ipam.gc_cli", "find and reclaim stranded reservations (dry run unless --apply)"),
+    "show": ("cni_ipam.report", "how full each network is; --ips lists reservations"),
+    "metrics": ("cni_ipam.metrics", "Prometheus metrics to stdout or a textfile directory"),
+    "lint": ("cni_ipam.lint", "validate .conf/.conflist files and check for overlaps"),
+    "plan": ("cni_ipam.plan", "capacity planning for cluster/node CIDRs"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: cni-ipam <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["  version  print the version", "", "Run as a CNI plugin, it reads CNI_COMMAND from the environment."]
+    return "\n".join(lines)
+
+
+def cli_main(argv: list) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("version", "--version"):
+        from cni_ipam import __version__
+
+        print(f"cni-ipam {__version__}")
+        return 0
+    entry = COMMANDS.get(argv[0])
+    if entry is None:
+        print(f"cni-ipam: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(entry[0])
+    except ImportError as exc:
+        print(f"cni-ipam: {argv[0]} is not available in this build ({exc})", file=sys.stderr)
+        return 2
+    return module.main(argv[1:])

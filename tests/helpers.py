@@ -1,0 +1,71 @@
+"""Helpers to run the plugin (and host-local) as a runtime would: CNI_* env + config on stdin.
+
+``CNI_IPAM_EXE`` selects the executable under test (default: ``python -m cni_ipam`` from this
+source tree), so the same integration tests run against an installed or PyInstaller-built binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CNI_BIN_DIR = os.environ.get("CNI_TEST_PLUGIN_DIR", "/usr/lib/cni")
+HOST_LOCAL = os.path.join(CNI_BIN_DIR, "host-local")
+
+
+def plugin_argv() -> list:
+    exe = os.environ.get("CNI_IPAM_EXE")
+    if exe:
+        return shlex.split(exe)
+    return [sys.executable, "-m", "cni_ipam"]
+
+
+def run_cni(argv, command, conf, container_id="c1", ifname="eth0", netns="/var/run/netns/none",
+            cni_args=None, extra_env=None, stdin=None, timeout=60):
+    """Run one CNI call; returns (exit status, parsed stdout or None, raw stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update({"CNI_COMMAND": command, "CNI_PATH": CNI_BIN_DIR})
+    if container_id is not None:
+        env["CNI_CONTAINERID"] = container_id
+    if ifname is not None:
+        env["CNI_IFNAME"] = ifname
+    if netns is not None:
+        env["CNI_NETNS"] = netns
+    if cni_args is not None:
+        env["CNI_ARGS"] = cni_args
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if extra_env:
+        env.update(extra_env)
+    data = stdin if stdin is not None else json.dumps(conf).encode()
+    proc = subprocess.run(argv, input=data, env=env, capture_output=True, timeout=timeout)
+    out = proc.stdout.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(out) if out.strip() else None
+    except ValueError:
+        parsed = None
+    return proc.returncode, parsed, out, proc.stderr.decode("utf-8", "replace")
+
+
+def run_plugin(command, conf, **kw):
+    return run_cni(plugin_argv(), command, conf, **kw)
+
+
+def run_host_local(command, conf, **kw):
+    return run_cni([HOST_LOCAL], command, conf, **kw)
+
+
+def have_host_local() -> bool:
+    return os.access(HOST_LOCAL, os.X_OK)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def have_ip_tool() -> bool:
+    return shutil.which("ip") is not None
