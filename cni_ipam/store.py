@@ -294,6 +294,10 @@ class NetworkStore:
         owner = cid.strip() + LINE_BREAK + ifname
         try:
             if self._reserve_tmp_owner != owner:
+                if self._reserve_tmp_owner is not None:
+                    # The old temp file is hard-linked to reservations made already: rewriting it
+                    # in place would change their owner too.  Start a new inode.
+                    os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)
                 self._write_tmp(_RESERVE_TMP, owner.encode(), fsync=True)
                 self._reserve_tmp_owner = owner
             os.link(_RESERVE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=self.dir_fd, follow_symlinks=False)
