@@ -1,0 +1,423 @@
+"""Liveness rules: is a reservation still used (live), provably abandoned (stranded), or unknown?
+
+The rules read the GC metadata that ADD records in the owner index (``plugin.attachment_meta``:
+``created``, ``bootId``, ``netns``, ``netnsDev``, ``netnsIno``, ``k8s``) and, when asked, outside
+evidence (libcni's result cache, a list of valid container IDs).  Nothing here deletes anything:
+``cni_ipam.gc`` and ``cni_ipam.gc_cli`` act on the verdicts, under the network lock.
+
+Verdicts, in the order the rules are tried:
+
+* ``live/grace-period`` - younger than the grace period (``created``, else the file's mtime).  Never
+  stranded, whatever else is true: protects an ADD still in progress.
+* ``stranded/previous-boot`` - ``bootId`` differs from the running kernel's boot id (without a
+  recorded boot id: created before the kernel booted, by ``btime`` in ``/proc/stat``).
+* ``live/current-boot`` - with ``previous_boot_only`` (the boot unit) the other rules are skipped.
+* ``stranded/netns-gone`` - the recorded namespace path no longer exists.
+* ``stranded/netns-replaced`` - the path exists but names another namespace (device or inode of
+  the nsfs file differ from the ones recorded at ADD).
+* ``unknown/netns-unreadable`` - the path cannot be checked (permission, I/O error).
+* ``stranded/not-in-runtime-cache`` - a runtime cache directory was given and libcni holds no
+  ``<network>-<containerID>-<ifname>`` result for the attachment.
+* ``stranded/not-in-valid-list`` - a list of valid container IDs was given and this ID is not in it.
+* ``live/netns-alive`` (or ``live/no-evidence`` when no namespace was recorded) otherwise.
+
+A namespace that is alive and still the one recorded at ADD wins over the cache and the valid list
+(the verdict stays ``live`` and ``detail`` says what the list claimed): releasing an address that an
+interface still uses would hand it out twice, which is worse than a leak.
+
+Reservations without metadata (written by host-local, or by a cni-ipam whose index was rebuilt from
+the files) are ``unknown/no-metadata`` and left alone.  With ``include_unknown`` they are judged by
+the evidence that needs no metadata: the grace period and previous boot by the file's mtime, the
+runtime cache and the valid list; without such evidence they stay ``unknown``.
+
+Everything the rules read from the machine is injectable (``boot_id``, ``boot_time``,
+``netns_root``, ``runtime_cache``, ``now``) so tests can simulate a reboot or a vanished namespace.
+
+Stable API (used by ``gc``, ``gc_cli`` and the ``show``/``metrics`` reports)::
+
+    checker = Checker(grace=300)                     # or Checker(now=..., boot_id=..., ...)
+    verdict = checker.classify(entry, network="net") # entry: owner-index dict, Reservation, Finding
+    verdict = classify(entry, network="net", grace=0)   # one-off, builds a Checker
+    findings = scan_network(data_dir, "net", checker)   # [Finding] under the network lock
+    by_net = scan_data_dir(data_dir, checker)            # {network: [Finding]}
+    stats = read_gc_stats(data_dir, "net")               # last GC pass of that network, or {}
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+
+from cni_ipam.store import BOOT_ID_PATH, META_DIR, NetworkStore, Reservation, owner_key, read_boot_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, Iterable, List, Optional
+
+LIVE = "live"
+STRANDED = "stranded"
+UNKNOWN = "unknown"
+
+# reasons
+GRACE_PERIOD = "grace-period"
+PREVIOUS_BOOT = "previous-boot"
+CURRENT_BOOT = "current-boot"
+NETNS_GONE = "netns-gone"
+NETNS_REPLACED = "netns-replaced"
+NETNS_UNREADABLE = "netns-unreadable"
+NETNS_ALIVE = "netns-alive"
+NOT_IN_RUNTIME_CACHE = "not-in-runtime-cache"
+NOT_IN_VALID_LIST = "not-in-valid-list"
+NO_METADATA = "no-metadata"
+NO_EVIDENCE = "no-evidence"
+
+STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST)
+
+DEFAULT_GRACE = 300.0  # seconds
+DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
+GC_STATS_FILE = "gc-stats.json"  # <dataDir>/<network>/.cni-ipam/gc-stats.json
+_NETWORK_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+_META_KEYS = ("created", "bootId", "netns")
+
+
+class Verdict:
+    """``state`` is live / stranded / unknown; ``reason`` one of the constants; ``detail`` prose."""
+
+    __slots__ = ("state", "reason", "detail")
+
+    def __init__(self, state: str, reason: str, detail: str = "") -> None:
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "detail", detail)
+
+    def __setattr__(self, key: str, value: "Any") -> None:
+        raise AttributeError("Verdict is immutable")
+
+    @property
+    def stranded(self) -> bool:
+        return self.state == STRANDED
+
+    def to_json(self) -> dict:
+        return {"state": self.state, "reason": self.reason, "detail": self.detail}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verdict) and (self.state, self.reason) == (other.state, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.state, self.reason))
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.state!r}, {self.reason!r}, {self.detail!r})"
+
+
+class Finding:
+    """One reservation of a network with its owner metadata and verdict."""
+
+    __slots__ = ("network", "reservation", "meta", "mtime", "verdict")
+
+    def __init__(self, network: str, reservation: Reservation, meta: dict, mtime: "Optional[float]", verdict: Verdict) -> None:
+        self.network = network
+        self.reservation = reservation
+        self.meta = meta
+        self.mtime = mtime
+        self.verdict = verdict
+
+    @property
+    def address(self):
+        return self.reservation.address
+
+    @property
+    def container_id(self) -> "Optional[str]":
+        return self.reservation.container_id
+
+    @property
+    def ifname(self) -> "Optional[str]":
+        return self.reservation.ifname
+
+    @property
+    def created(self) -> "Optional[float]":
+        created = self.meta.get("created")
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            return float(created)
+        return self.mtime
+
+    def age(self, now: float) -> "Optional[float]":
+        created = self.created
+        return None if created is None else now - created
+
+    def to_json(self, now: "Optional[float]" = None) -> dict:
+        out = {
+            "network": self.network,
+            "ip": str(self.address),
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "created": self.created,
+            "state": self.verdict.state,
+            "reason": self.verdict.reason,
+            "detail": self.verdict.detail,
+        }
+        if now is not None and self.created is not None:
+            out["ageSeconds"] = round(now - self.created, 3)
+        for key in ("netns", "bootId"):
+            if key in self.meta:
+                out[key] = self.meta[key]
+        if isinstance(self.meta.get("k8s"), dict):
+            out["k8s"] = self.meta["k8s"]
+        return out
+
+    def __repr__(self) -> str:
+        return f"Finding({self.network}, {self.address}, {self.container_id!r}, {self.ifname!r}, {self.verdict!r})"
+
+
+def read_boot_time(path: str = "/proc/stat") -> "Optional[float]":
+    """When the running kernel booted (seconds since the epoch), or None."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def has_metadata(meta: "Optional[dict]") -> bool:
+    return isinstance(meta, dict) and any(meta.get(k) not in (None, "") for k in _META_KEYS)
+
+
+class Checker:
+    """The rules with their inputs fixed for one pass.  Every machine input is injectable:
+
+    ``now`` (epoch seconds, default time.time()), ``grace`` (seconds), ``boot_id`` (default the
+    kernel's), ``boot_time`` (default btime from /proc/stat), ``netns_root`` (prefix joined to
+    recorded namespace paths, default "/"), ``runtime_cache`` (a libcni results directory to
+    consult, None to skip), ``valid_ids`` (container IDs known to be valid, None to skip),
+    ``include_unknown`` and ``previous_boot_only`` (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        now: "Optional[float]" = None,
+        grace: float = DEFAULT_GRACE,
+        boot_id: "Optional[str]" = None,
+        boot_time: "Optional[float]" = None,
+        netns_root: str = "/",
+        runtime_cache: "Optional[str]" = None,
+        valid_ids: "Optional[Iterable[str]]" = None,
+        include_unknown: bool = False,
+        previous_boot_only: bool = False,
+        boot_id_path: str = BOOT_ID_PATH,
+    ) -> None:
+        self.now = time.time() if now is None else float(now)
+        self.grace = float(grace)
+        self.boot_id = read_boot_id(boot_id_path) if boot_id is None else boot_id
+        self.boot_time = read_boot_time() if boot_time is None else boot_time
+        self.netns_root = netns_root or "/"
+        self.runtime_cache = runtime_cache
+        self.valid_ids = None if valid_ids is None else frozenset(valid_ids)
+        self.include_unknown = include_unknown
+        self.previous_boot_only = previous_boot_only
+        self._cache_names: "Optional[frozenset]" = None
+
+    # ------------------------------------------------------------------ inputs
+    def cache_names(self) -> frozenset:
+        """File names in the runtime cache directory (read once).  Raises OSError when unreadable:
+        a missing cache must never make every reservation look stranded."""
+        if self._cache_names is None:
+            self._cache_names = frozenset(os.listdir(self.runtime_cache)) if self.runtime_cache else frozenset()
+        return self._cache_names
+
+    def netns_path(self, path: str) -> str:
+        if self.netns_root in ("", "/"):
+            return path
+        return os.path.join(self.netns_root, path.lstrip("/"))
+
+    # ------------------------------------------------------------------ the rules
+    def classify(self, entry: "Any", network: str = "", meta: "Optional[dict]" = None, mtime: "Optional[float]" = None) -> Verdict:
+        """Judge one attachment.  ``entry`` is an owner-index entry (dict with containerID, ifname,
+        meta), a ``store.Reservation`` (pass its owner's ``meta``) or a ``Finding``."""
+        if isinstance(entry, Finding):
+            network = network or entry.network
+            meta = entry.meta if meta is None else meta
+            mtime = entry.mtime if mtime is None else mtime
+            entry = entry.reservation
+        if isinstance(entry, Reservation):
+            cid, ifname = entry.container_id, entry.ifname
+        elif isinstance(entry, dict):
+            cid, ifname = entry.get("containerID"), entry.get("ifname")
+            if meta is None:
+                meta = entry.get("meta")
+        else:
+            raise TypeError(f"cannot classify {type(entry).__name__}")
+        meta = meta if isinstance(meta, dict) else {}
+        return self._classify(cid, ifname, meta, mtime, network)
+
+    def _classify(self, cid: "Optional[str]", ifname: "Optional[str]", meta: dict, mtime: "Optional[float]", network: str) -> Verdict:
+        with_meta = has_metadata(meta)
+        if not with_meta and not self.include_unknown:
+            return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata (written by host-local?); use --include-unknown to judge it")
+        created = meta.get("created")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            created = mtime
+        if created is not None and self.now - created < self.grace:
+            return Verdict(LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s")
+
+        boot = meta.get("bootId")
+        if boot and self.boot_id:
+            if boot != self.boot_id:
+                return Verdict(STRANDED, PREVIOUS_BOOT, f"reserved in boot {boot}, running boot is {self.boot_id}")
+        elif created is not None and self.boot_time is not None and created < self.boot_time:
+            when = "created" if with_meta else "file written"
+            return Verdict(STRANDED, PREVIOUS_BOOT, f"{when} at {_stamp(created)}, before this boot at {_stamp(self.boot_time)}")
+        if self.previous_boot_only:
+            return Verdict(LIVE if with_meta else UNKNOWN, CURRENT_BOOT if with_meta else NO_METADATA, "reserved in the running boot (only previous boots were checked)")
+
+        alive = False
+        netns = meta.get("netns") if with_meta else None
+        if netns:
+            path = self.netns_path(netns)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ESRCH):
+                    return Verdict(STRANDED, NETNS_GONE, f"network namespace {netns} no longer exists")
+                return Verdict(UNKNOWN, NETNS_UNREADABLE, f"cannot check network namespace {netns}: {exc.strerror or exc}")
+            dev, ino = meta.get("netnsDev"), meta.get("netnsIno")
+            if dev is not None and ino is not None and (st.st_dev, st.st_ino) != (dev, ino):
+                return Verdict(
+                    STRANDED,
+                    NETNS_REPLACED,
+                    f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {dev}/{ino})",
+                )
+            alive = True
+
+        doubts = []
+        if self.runtime_cache is not None and cid is not None:
+            name = f"{network}-{cid}-{ifname or ''}"
+            if name not in self.cache_names() and not (ifname is None and _cache_has_id(self.cache_names(), network, cid)):
+                doubts.append((NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache"))
+        if self.valid_ids is not None and cid is not None and cid not in self.valid_ids:
+            doubts.append((NOT_IN_VALID_LIST, f"container {cid} is not in the list of valid IDs"))
+        if doubts:
+            if alive:
+                why = "; ".join(d for _, d in doubts)
+                return Verdict(LIVE, NETNS_ALIVE, f"{netns} is alive and unchanged, kept although {why}")
+            return Verdict(STRANDED, doubts[0][0], doubts[0][1])
+        if alive:
+            return Verdict(LIVE, NETNS_ALIVE, f"network namespace {netns} exists and is the one recorded at ADD")
+        if not with_meta:
+            return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata and no evidence that it is stranded")
+        return Verdict(LIVE, NO_EVIDENCE, "reserved in the running boot; no namespace recorded to check")
+
+
+def _cache_has_id(names: frozenset, network: str, cid: str) -> bool:
+    prefix = f"{network}-{cid}-"
+    return any(n.startswith(prefix) for n in names)
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def classify(entry: "Any", network: str = "", meta: "Optional[dict]" = None, mtime: "Optional[float]" = None,
+             checker: "Optional[Checker]" = None, **options: "Any") -> Verdict:
+    """One-off classification; ``options`` are ``Checker`` arguments (now, grace, boot_id, ...)."""
+    return (checker or Checker(**options)).classify(entry, network=network, meta=meta, mtime=mtime)
+
+
+# ---------------------------------------------------------------------- whole networks
+def list_networks(data_dir: str) -> "List[str]":
+    """Network directories under ``data_dir`` (names as CNI allows them), sorted."""
+    try:
+        names = os.listdir(data_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        n for n in names if _NETWORK_RE.fullmatch(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
+    )
+
+
+def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
+    """Classify every reservation of an open (locked) store, sorted by address."""
+    entries = store.meta_owner_entries()
+    out = []
+    for res in store.reservations():
+        meta: dict = {}
+        if res.container_id is not None:
+            entry = entries.get(owner_key(res.container_id, res.ifname))
+            if entry is not None and isinstance(entry.get("meta"), dict):
+                meta = entry["meta"]
+        try:
+            mtime: "Optional[float]" = os.stat(res.path, follow_symlinks=False).st_mtime
+        except OSError:
+            mtime = None
+        verdict = checker._classify(res.container_id, res.ifname, meta, mtime, store.network)
+        out.append(Finding(store.network, res, meta, mtime, verdict))
+    out.sort(key=lambda f: (f.address.version, int(f.address)))
+    return out
+
+
+def scan_network(data_dir: str, network: str, checker: "Optional[Checker]" = None, lock_timeout: float = 30.0) -> "List[Finding]":
+    """Classify one network's reservations under its lock; [] when the directory does not exist."""
+    checker = checker or Checker()
+    with NetworkStore(data_dir, network, lock_timeout, create=False) as store:
+        if not store.exists:
+            return []
+        return scan_store(store, checker)
+
+
+def scan_data_dir(data_dir: str, checker: "Optional[Checker]" = None, networks: "Optional[Iterable[str]]" = None,
+                  lock_timeout: float = 30.0) -> "Dict[str, List[Finding]]":
+    checker = checker or Checker()
+    names = list(networks) if networks is not None else list_networks(data_dir)
+    return {name: scan_network(data_dir, name, checker, lock_timeout) for name in names}
+
+
+# ---------------------------------------------------------------------- GC statistics
+def gc_stats_path(data_dir: str, network: str) -> str:
+    return os.path.join(data_dir, network, META_DIR, GC_STATS_FILE)
+
+
+def read_gc_stats(data_dir: str, network: str) -> dict:
+    """The last GC pass of a network (see docs/gc.md for the fields), or {} when none ran."""
+    try:
+        with open(gc_stats_path(data_dir, network), "rb") as fh:
+            stats = json.loads(fh.read(1 << 16))
+    except (OSError, ValueError):
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
+def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",
+                    released: int, errors: int, now: "Optional[float]" = None) -> dict:
+    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held."""
+    now = time.time() if now is None else now
+    stats = read_gc_stats(data_dir, network)
+    stats.update(
+        {
+            "lastRun": round(now, 3),
+            "lastRunSource": source,
+            "lastRunApplied": bool(apply),
+            "lastRunCounts": {k: int(v) for k, v in counts.items()},
+            "lastRunErrors": int(errors),
+        }
+    )
+    if apply:
+        stats["lastApply"] = round(now, 3)
+        stats["lastReleased"] = int(released)
+        stats["releasedTotal"] = int(stats.get("releasedTotal", 0)) + int(released)
+    path = gc_stats_path(data_dir, network)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(stats, fh, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return stats
