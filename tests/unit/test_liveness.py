@@ -1,0 +1,266 @@
+"""Each liveness rule on its own, with the boot id, boot time, clock and namespace root injected."""
+
+import ipaddress
+import json
+import os
+
+import pytest
+
+from cni_ipam import liveness as L
+from cni_ipam.store import NetworkStore, Reservation
+
+NOW = 1_800_000_000.0
+BOOT = "11111111-2222-3333-4444-555555555555"
+BOOT_TIME = NOW - 86400  # booted a day ago
+
+
+def checker(tmp_path, **kw):
+    opts = dict(now=NOW, grace=300, boot_id=BOOT, boot_time=BOOT_TIME, netns_root=str(tmp_path / "root"))
+    opts.update(kw)
+    return L.Checker(**opts)
+
+
+def make_netns(tmp_path, name):
+    """A stand-in for /var/run/netns/<name> under the injected root; returns (path, dev, ino)."""
+    path = tmp_path / "root" / "var" / "run" / "netns" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    st = os.stat(path)
+    return f"/var/run/netns/{name}", st.st_dev, st.st_ino
+
+
+def entry(cid="c1", ifname="eth0", **meta):
+    base = {"created": NOW - 3600, "bootId": BOOT}
+    base.update(meta)
+    return {"containerID": cid, "ifname": ifname, "ips": ["10.0.0.2"], "meta": base}
+
+
+def test_no_metadata_is_unknown_and_left_alone(tmp_path):
+    v = checker(tmp_path).classify({"containerID": "c1", "ifname": "eth0", "meta": {}})
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NO_METADATA)
+    assert not v.stranded
+
+
+def test_grace_period_wins_over_every_stranded_reason(tmp_path):
+    e = entry(created=NOW - 10, bootId="an-old-boot", netns="/var/run/netns/gone")
+    v = checker(tmp_path, valid_ids=[]).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.GRACE_PERIOD)
+    assert "10s" in v.detail
+    # once older than the grace period, the same entry is stranded
+    v = checker(tmp_path, grace=5).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.PREVIOUS_BOOT)
+
+
+def test_grace_boundary_and_clock_going_backwards(tmp_path):
+    assert checker(tmp_path).classify(entry(created=NOW - 300, bootId="old")).reason == L.PREVIOUS_BOOT
+    assert checker(tmp_path).classify(entry(created=NOW - 299.5, bootId="old")).reason == L.GRACE_PERIOD
+    # created "in the future" (clock stepped back): treated as young, never stranded
+    assert checker(tmp_path).classify(entry(created=NOW + 1000, bootId="old")).reason == L.GRACE_PERIOD
+
+
+def test_previous_boot_by_boot_id(tmp_path):
+    v = checker(tmp_path).classify(entry(bootId="99999999-0000-0000-0000-000000000000"))
+    assert (v.state, v.reason) == (L.STRANDED, L.PREVIOUS_BOOT)
+    assert BOOT in v.detail
+    # simulate the reboot the other way round: the same entry is current under its own boot id
+    path, dev, ino = make_netns(tmp_path, "a")
+    e = entry(bootId="99999999-0000-0000-0000-000000000000", netns=path, netnsDev=dev, netnsIno=ino)
+    assert checker(tmp_path, boot_id="99999999-0000-0000-0000-000000000000").classify(e).state == L.LIVE
+
+
+def test_previous_boot_by_creation_time_when_no_boot_id_was_recorded(tmp_path):
+    assert checker(tmp_path).classify(entry(bootId="", created=BOOT_TIME - 60)).reason == L.PREVIOUS_BOOT
+    assert checker(tmp_path).classify(entry(bootId="", created=BOOT_TIME + 60)).reason == L.NO_EVIDENCE
+
+
+def test_netns_gone(tmp_path):
+    v = checker(tmp_path).classify(entry(netns="/var/run/netns/never-made", netnsDev=1, netnsIno=2))
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_GONE)
+    assert "/var/run/netns/never-made" in v.detail
+
+
+def test_netns_gone_when_the_process_path_vanished(tmp_path):
+    # /proc/<pid>/ns/net of a process that exited: the parent directory is gone
+    v = checker(tmp_path).classify(entry(netns="/proc/999999/ns/net"))
+    assert v.reason == L.NETNS_GONE
+
+
+def test_netns_replaced_when_inode_differs(tmp_path):
+    path, dev, ino = make_netns(tmp_path, "r")
+    e = entry(netns=path, netnsDev=dev, netnsIno=ino)
+    assert checker(tmp_path).classify(e).reason == L.NETNS_ALIVE
+    full = tmp_path / "root" / path.lstrip("/")
+    keep = tmp_path / "hold"  # keep the old inode allocated so the new file cannot reuse it
+    os.link(full, keep)
+    full.unlink()
+    full.write_bytes(b"")
+    assert os.stat(full).st_ino != ino
+    v = checker(tmp_path).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_REPLACED)
+    assert str(ino) in v.detail
+
+
+def test_netns_replaced_when_device_differs(tmp_path):
+    path, dev, ino = make_netns(tmp_path, "d")
+    v = checker(tmp_path).classify(entry(netns=path, netnsDev=dev + 1, netnsIno=ino))
+    assert v.reason == L.NETNS_REPLACED
+
+
+def test_netns_without_recorded_identity_counts_as_alive(tmp_path):
+    path, _, _ = make_netns(tmp_path, "noid")
+    assert checker(tmp_path).classify(entry(netns=path)).reason == L.NETNS_ALIVE
+
+
+def test_netns_unreadable_is_unknown(tmp_path):
+    loop = tmp_path / "root" / "loop"
+    loop.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink("loop", loop)  # ELOOP: neither gone nor alive
+    v = checker(tmp_path).classify(entry(netns="/loop"))
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNREADABLE)
+
+
+def test_netns_root_default_is_the_real_root(tmp_path):
+    c = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME)
+    assert c.netns_path("/var/run/netns/x") == "/var/run/netns/x"
+    st = os.stat("/proc/self/ns/net")
+    e = entry(netns="/proc/self/ns/net", netnsDev=st.st_dev, netnsIno=st.st_ino)
+    assert c.classify(e).reason == L.NETNS_ALIVE
+
+
+def test_runtime_cache(tmp_path):
+    cache = tmp_path / "results"
+    cache.mkdir()
+    (cache / "net1-c1-eth0").write_text("{}")
+    c = checker(tmp_path, runtime_cache=str(cache))
+    assert c.classify(entry("c1", "eth0"), network="net1").reason == L.NO_EVIDENCE
+    v = c.classify(entry("c2", "eth0"), network="net1")
+    assert (v.state, v.reason) == (L.STRANDED, L.NOT_IN_RUNTIME_CACHE)
+    assert "net1-c2-eth0" in v.detail
+    # another network's cache entry does not count
+    assert c.classify(entry("c1", "eth0"), network="net2").reason == L.NOT_IN_RUNTIME_CACHE
+    # an ID-only reservation matches any interface of the container
+    assert c.classify(entry("c1", None), network="net1").reason == L.NO_EVIDENCE
+
+
+def test_runtime_cache_missing_raises(tmp_path):
+    c = checker(tmp_path, runtime_cache=str(tmp_path / "nope"))
+    with pytest.raises(OSError):
+        c.classify(entry("c1"), network="n")
+
+
+def test_valid_list(tmp_path):
+    c = checker(tmp_path, valid_ids={"c1"})
+    assert c.classify(entry("c1")).reason == L.NO_EVIDENCE
+    v = c.classify(entry("c2"))
+    assert (v.state, v.reason) == (L.STRANDED, L.NOT_IN_VALID_LIST)
+
+
+def test_alive_namespace_beats_cache_and_valid_list(tmp_path):
+    path, dev, ino = make_netns(tmp_path, "alive")
+    cache = tmp_path / "results"
+    cache.mkdir()
+    c = checker(tmp_path, runtime_cache=str(cache), valid_ids={"other"})
+    v = c.classify(entry("c9", netns=path, netnsDev=dev, netnsIno=ino), network="n")
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE)
+    assert "not in the list of valid IDs" in v.detail and "result cache" in v.detail
+
+
+def test_previous_boot_only_skips_other_rules(tmp_path):
+    c = checker(tmp_path, previous_boot_only=True, valid_ids={"x"})
+    v = c.classify(entry(netns="/var/run/netns/gone"))
+    assert (v.state, v.reason) == (L.LIVE, L.CURRENT_BOOT)
+    assert c.classify(entry(bootId="old")).reason == L.PREVIOUS_BOOT
+
+
+def test_include_unknown_uses_file_time_and_lists(tmp_path):
+    bare = {"containerID": "h1", "ifname": "eth0", "meta": {}}
+    c = checker(tmp_path, include_unknown=True)
+    v = c.classify(bare, mtime=BOOT_TIME - 5)
+    assert (v.state, v.reason) == (L.STRANDED, L.PREVIOUS_BOOT)
+    assert "file written" in v.detail
+    assert c.classify(bare, mtime=NOW - 5).reason == L.GRACE_PERIOD
+    # written this boot, no evidence: still unknown, never released
+    v = c.classify(bare, mtime=NOW - 3600)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NO_METADATA)
+    c = checker(tmp_path, include_unknown=True, valid_ids={"h2"})
+    assert c.classify(bare, mtime=NOW - 3600).reason == L.NOT_IN_VALID_LIST
+    # without the flag the valid list is not applied to entries without metadata
+    assert checker(tmp_path, valid_ids={"h2"}).classify(bare, mtime=NOW - 3600).reason == L.NO_METADATA
+
+
+def test_classify_inputs(tmp_path):
+    res = Reservation(ipaddress.ip_address("10.0.0.9"), "c1", "eth0", "/x")
+    v = L.classify(res, meta={"created": NOW - 3600, "bootId": "old"}, now=NOW, boot_id=BOOT, boot_time=BOOT_TIME)
+    assert v.reason == L.PREVIOUS_BOOT
+    f = L.Finding("n", res, {"created": NOW - 3600, "bootId": BOOT}, None, v)
+    assert checker(tmp_path).classify(f).reason == L.NO_EVIDENCE
+    with pytest.raises(TypeError):
+        checker(tmp_path).classify("10.0.0.9")
+    with pytest.raises(AttributeError):
+        v.state = L.LIVE
+    assert v == L.Verdict(L.STRANDED, L.PREVIOUS_BOOT, "other words")
+    assert v.to_json()["reason"] == "previous-boot"
+
+
+def test_checker_reads_the_machine_by_default():
+    c = L.Checker()
+    with open("/proc/sys/kernel/random/boot_id") as fh:
+        assert c.boot_id == fh.read().strip()
+    assert c.boot_time is not None and c.boot_time < c.now
+    assert L.read_boot_time(os.devnull) is None
+
+
+# ------------------------------------------------------------------ whole networks on a real store
+def _prefill(data_dir):
+    with NetworkStore(str(data_dir), "net1") as s:
+        for ip, cid, meta in (
+            ("10.1.0.2", "old", {"created": NOW - 7200, "bootId": "previous"}),
+            ("10.1.0.3", "cur", {"created": NOW - 7200, "bootId": BOOT}),
+            ("10.1.0.10", "new", {"created": NOW - 1, "bootId": "previous"}),
+        ):
+            assert s.reserve(ipaddress.ip_address(ip), cid, "eth0")
+            s.save_owner(cid, "eth0", [ipaddress.ip_address(ip)], meta)
+    # a host-local ID-only reservation written behind our back
+    (data_dir / "net1" / "10.1.0.4").write_text("legacy")
+
+
+def test_scan_network_joins_metadata_and_sorts(tmp_path):
+    _prefill(tmp_path)
+    found = L.scan_network(str(tmp_path), "net1", checker(tmp_path))
+    assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]
+    by_ip = {str(f.address): f for f in found}
+    assert by_ip["10.1.0.2"].verdict.reason == L.PREVIOUS_BOOT
+    assert by_ip["10.1.0.3"].verdict.reason == L.NO_EVIDENCE
+    assert by_ip["10.1.0.10"].verdict.reason == L.GRACE_PERIOD
+    legacy = by_ip["10.1.0.4"]
+    assert (legacy.container_id, legacy.ifname, legacy.verdict.reason) == ("legacy", None, L.NO_METADATA)
+    assert legacy.mtime is not None and legacy.created == legacy.mtime
+    row = by_ip["10.1.0.2"].to_json(NOW)
+    assert row["ageSeconds"] == 7200 and row["bootId"] == "previous" and row["state"] == "stranded"
+    assert L.scan_network(str(tmp_path), "absent", checker(tmp_path)) == []
+    assert not (tmp_path / "absent").exists()
+
+
+def test_scan_data_dir_and_list_networks(tmp_path):
+    _prefill(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "-bad").mkdir()
+    os.symlink(tmp_path / "net1", tmp_path / "link")
+    assert L.list_networks(str(tmp_path)) == ["net1"]
+    assert L.list_networks(str(tmp_path / "missing")) == []
+    out = L.scan_data_dir(str(tmp_path), checker(tmp_path))
+    assert list(out) == ["net1"] and len(out["net1"]) == 4
+
+
+def test_gc_stats_accumulate(tmp_path):
+    _prefill(tmp_path)
+    assert L.read_gc_stats(str(tmp_path), "net1") == {}
+    L.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
+    s = L.read_gc_stats(str(tmp_path), "net1")
+    assert s["lastRun"] == NOW and s["lastRunApplied"] is False and "releasedTotal" not in s
+    L.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
+    L.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
+    s = L.read_gc_stats(str(tmp_path), "net1")
+    assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
+    with open(L.gc_stats_path(str(tmp_path), "net1")) as fh:
+        assert json.load(fh) == s
