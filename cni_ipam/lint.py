@@ -1,0 +1,595 @@
+"""``cni-ipam lint <files|dirs…>``: offline validation of network conf files that use cni-ipam.
+
+Reports, with the file and the key:
+
+* everything the plugin itself would reject (``config.load`` on each ipam section, the network name,
+  the cniVersion, the conflist structure libcni needs);
+* overlaps between the ranges of different networks, and with ``--service-cidr``,
+  ``--node-cidr``, ``--cidr`` (any other network to keep clear of); a range that crosses the edge of
+  ``--cluster-cidr``;
+* overlaps with the networks the host already has: its interface addresses and its routes (main
+  table), read with pyroute2 (imported only here), in the host's namespace or ``--netns NAME``;
+* exclude entries outside their range, gateways on the network/broadcast address, ranges with no
+  usable address, range sets smaller than ``--max-pods``, unknown keys (typos).
+
+``"subnet": "usePodCidr"`` is checked without the Kubernetes API: the pod CIDR comes from
+``--pod-cidr`` when given, otherwise the range is checked with a stand-in subnet and left out of the
+overlap checks.  Exit status: 0 clean (warnings allowed unless ``--strict``), 1 errors, 2 usage.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import sys
+
+from cni_ipam import config
+from cni_ipam.errors import CniError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+    from cni_ipam.ranges import Range
+
+IPAM_TYPES = ("cni-ipam", "host-local")
+CONF_EXTENSIONS = (".conf", ".conflist", ".json")
+# Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
+L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
+KNOWN_IPAM_KEYS = (
+    "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
+    "resolvConf", "exclude", "lockTimeout",
+)
+CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout")
+KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
+ERROR, WARNING, INFO = "error", "warning", "info"
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+_STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
+_MAX_FILE = 4 << 20
+
+
+class ConfFileError(Exception):
+    def __init__(self, key: str, msg: str) -> None:
+        super().__init__(msg)
+        self.key = key
+        self.msg = msg
+
+
+class Attachment:
+    """One plugin of a conf file, with the netconf the plugin would receive (name and cniVersion
+    injected from the list, as libcni does)."""
+
+    __slots__ = ("file", "prefix", "plugin", "netconf", "name", "cni_version", "plugin_type", "ipam_type")
+
+    def __init__(self, file: str, prefix: str, plugin: dict, name: "Any", cni_version: "Any") -> None:
+        self.file = file
+        self.prefix = prefix  # "plugins[1]." in a conflist, "" in a single conf
+        self.plugin = plugin
+        self.name = name
+        self.cni_version = cni_version
+        self.netconf = dict(plugin)
+        self.netconf["name"] = name
+        if cni_version is not None:
+            self.netconf["cniVersion"] = cni_version
+        self.plugin_type = plugin.get("type")
+        ipam = plugin.get("ipam")
+        self.ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
+
+
+def conf_files(conf_dir: str) -> "List[str]":
+    """The files libcni would read from ``conf_dir`` (.conf, .conflist, .json), in lexical order."""
+    try:
+        names = sorted(os.listdir(conf_dir))
+    except OSError:
+        return []
+    return [os.path.join(conf_dir, n) for n in names
+            if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n))]
+
+
+def load_json(path: str) -> "Any":
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_FILE + 1)
+    except OSError as exc:
+        raise ConfFileError("", f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > _MAX_FILE:
+        raise ConfFileError("", f"larger than {_MAX_FILE} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfFileError("", f"not valid JSON: {exc}") from None
+
+
+def read_conf_file(path: str) -> "List[Attachment]":
+    """The plugins of a .conf or .conflist file (a file with "plugins" is a list).
+
+    Raises ConfFileError when the file is not a JSON object or its plugin list is malformed."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise ConfFileError("", "the file is not a JSON object")
+    if "plugins" not in data:
+        return [Attachment(path, "", data, data.get("name"), data.get("cniVersion"))]
+    plugins = data["plugins"]
+    if not isinstance(plugins, list) or not plugins:
+        raise ConfFileError("plugins", "must be a non-empty list of plugin objects")
+    out = []
+    for i, plugin in enumerate(plugins):
+        if not isinstance(plugin, dict):
+            raise ConfFileError(f"plugins[{i}]", "a plugin must be an object")
+        out.append(Attachment(path, f"plugins[{i}].", plugin, data.get("name"), data.get("cniVersion")))
+    return out
+
+
+# ---------------------------------------------------------------------- findings
+class Finding:
+    __slots__ = ("level", "file", "key", "message", "check")
+
+    def __init__(self, level: str, file: str, key: str, message: str, check: str) -> None:
+        self.level = level
+        self.file = file
+        self.key = key
+        self.message = message
+        self.check = check
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "file": self.file, "key": self.key, "message": self.message, "check": self.check}
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}: " if self.key else f"{self.file}: "
+        return f"{where}{self.level}: {self.message} [{self.check}]"
+
+    def __repr__(self) -> str:
+        return f"Finding({self.level}, {self.file!r}, {self.key!r}, {self.check}, {self.message!r})"
+
+
+class RangeRecord:
+    """A concrete range of a linted network, kept for the overlap checks."""
+
+    __slots__ = ("file", "key", "network", "data_dir", "range", "att")
+
+    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: "Range", att: Attachment) -> None:
+        self.file = file
+        self.key = key
+        self.network = network
+        self.data_dir = data_dir
+        self.range = rng
+        self.att = att
+
+    @property
+    def l2(self) -> bool:
+        return self.att.plugin_type in L2_PLUGIN_TYPES
+
+    def text(self) -> str:
+        r = self.range
+        return f"{r.subnet} ({r.range_start}-{r.range_end})"
+
+
+class Options:
+    def __init__(self, service_cidrs=(), cluster_cidrs=(), node_cidrs=(), cidrs=(), pod_cidrs=(),
+                 max_pods: "Optional[int]" = None, host: bool = True, netns: "Optional[str]" = None) -> None:
+        self.service_cidrs = list(service_cidrs)
+        self.cluster_cidrs = list(cluster_cidrs)
+        self.node_cidrs = list(node_cidrs)
+        self.cidrs = list(cidrs)
+        self.pod_cidrs = list(pod_cidrs)
+        self.max_pods = max_pods
+        self.host = host
+        self.netns = netns
+
+
+class Linter:
+    def __init__(self, options: "Optional[Options]" = None) -> None:
+        self.opts = options or Options()
+        self.findings: "List[Finding]" = []
+        self.records: "List[RangeRecord]" = []
+
+    def add(self, level: str, file: str, key: str, message: str, check: str) -> None:
+        self.findings.append(Finding(level, file, key, message, check))
+
+    # ------------------------------------------------------------------ per file
+    def lint_file(self, path: str) -> None:
+        try:
+            attachments = read_conf_file(path)
+        except ConfFileError as exc:
+            self.add(ERROR, path, exc.key, exc.msg, "structure")
+            return
+        is_list = bool(attachments) and attachments[0].prefix != ""
+        if not path.endswith(CONF_EXTENSIONS):
+            self.add(WARNING, path, "", "libcni reads only .conf, .conflist and .json files from a conf directory", "structure")
+        if path.endswith(".conflist") and not is_list:
+            self.add(ERROR, path, "plugins", "a .conflist must hold a \"plugins\" list (libcni: no plugins in list)", "structure")
+        if is_list and not path.endswith((".conflist", ".json")):
+            self.add(ERROR, path, "plugins", "libcni reads a .conf file as one plugin; name a file with \"plugins\" .conflist", "structure")
+        head = attachments[0]
+        self._check_header(path, head)
+        linted = 0
+        for att in attachments:
+            ptype = att.plugin_type
+            if not isinstance(ptype, str) or not ptype:
+                self.add(ERROR, path, f"{att.prefix}type", "every plugin needs a \"type\" (the executable name)", "structure")
+            if "ipam" not in att.plugin:
+                continue
+            ipam = att.plugin["ipam"]
+            if not isinstance(ipam, dict):
+                self.add(ERROR, path, f"{att.prefix}ipam", "'ipam' must be an object", "config")
+                continue
+            if att.ipam_type not in IPAM_TYPES:
+                continue
+            linted += 1
+            self.lint_ipam(att)
+        if linted == 0:
+            self.add(INFO, path, "", "no plugin of this file uses cni-ipam (or host-local): only the structure was checked", "ipam-type")
+
+    def _check_header(self, path: str, head: Attachment) -> None:
+        from cni_ipam.protocol import SUPPORTED_VERSIONS, validate_network_name
+
+        try:
+            validate_network_name(head.name)
+        except CniError as exc:
+            self.add(ERROR, path, "name", f"{exc.msg} (libcni and the plugin reject it)", "config")
+        version = head.cni_version
+        if version in (None, ""):
+            self.add(WARNING, path, "cniVersion", "missing: the plugin assumes 0.1.0 (no CHECK, GC, dual stack per family limits)", "config")
+        elif version not in SUPPORTED_VERSIONS:
+            self.add(ERROR, path, "cniVersion", f"{version!r} is not supported (plugin supports {', '.join(SUPPORTED_VERSIONS)})", "config")
+
+    # ------------------------------------------------------------------ the ipam section
+    def lint_ipam(self, att: Attachment) -> None:
+        path, pre = att.file, att.prefix + "ipam"
+        ipam = att.plugin["ipam"]
+        host_local = att.ipam_type == "host-local"
+        known = set(KNOWN_IPAM_KEYS) | set(_podcidr_keys())
+        for key in ipam:
+            if key not in known:
+                self.add(WARNING, path, f"{pre}.{key}", "unknown key (ignored by the plugin; a typo?)", "unknown-key")
+            elif host_local and (key in CNI_IPAM_ONLY_KEYS or key in _podcidr_keys()):
+                self.add(WARNING, path, f"{pre}.{key}", "a cni-ipam key: host-local ignores it (set ipam.type to cni-ipam)", "ipam-type")
+        netconf = copy.deepcopy(att.netconf)
+        if "runtimeConfig" in netconf:
+            self.add(WARNING, path, f"{att.prefix}runtimeConfig", "set by the runtime from capabilities; the value in the file is not used", "config")
+            netconf.pop("runtimeConfig")
+        netconf.pop("args", None)  # requested IPs are per pod, not a property of the network
+        work = netconf["ipam"]
+        set_keys = self._set_keys(work)
+        unresolved = self._pod_cidr_placeholders(att, work, host_local)
+        try:
+            cfg = config.load(netconf, {})
+        except CniError as exc:
+            key = exc.details[4:] if exc.details.startswith("key ") else "ipam"
+            self.add(ERROR, path, att.prefix + key, exc.msg, "config")
+            return
+        except Exception as exc:  # pragma: no cover - a bug in config must not hide the other files
+            self.add(ERROR, path, pre, f"internal error validating the config: {type(exc).__name__}: {exc}", "config")
+            return
+        resolv = work.get("resolvConf")
+        if isinstance(resolv, str) and resolv and not os.access(resolv, os.R_OK):
+            self.add(WARNING, path, f"{pre}.resolvConf", f"{resolv} is not readable here; an ADD on this machine would fail", "resolv-conf")
+        data_dir = cfg.data_dir
+        for (set_key, raw_set), rset in zip(set_keys, cfg.range_sets):
+            set_size = 0
+            set_unresolved = False
+            for j, rng in enumerate(rset.ranges):
+                key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]")
+                raw = raw_set[j] if isinstance(raw_set, list) and j < len(raw_set) and isinstance(raw_set[j], dict) else {}
+                if (set_key, j) in unresolved:
+                    set_unresolved = True
+                    continue
+                set_size += self._lint_range(att, key, rng, raw)
+                self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att))
+            if self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
+                self.add(ERROR, path, att.prefix + set_key, f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}", "max-pods")
+        self._lint_global_exclude(path, pre, work, cfg, unresolved)
+
+    def _set_keys(self, ipam: dict) -> "List[Tuple[str, Any]]":
+        """(key, raw range set) in config.load's order: the legacy top-level range, then ranges."""
+        out: "List[Tuple[str, Any]]" = []
+        if ipam.get("subnet") not in (None, ""):
+            out.append(("ipam", [{k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}]))
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            out += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges)]
+        return out
+
+    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool) -> "set":
+        """Replace usePodCidr subnets (in place, in the working copy) by --pod-cidr or a stand-in.
+
+        Returns the (set key, range index) of ranges checked with a stand-in only."""
+        unresolved = set()
+        targets: "List[Tuple[str, int, dict]]" = []
+        if ipam.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
+            targets.append(("ipam", 0, ipam))
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            for i, rset in enumerate(ranges):
+                if isinstance(rset, list):
+                    for j, rng in enumerate(rset):
+                        if isinstance(rng, dict) and rng.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
+                            targets.append((f"ipam.ranges[{i}]", j, rng))
+        if not targets:
+            return unresolved
+        path = att.file
+        if host_local:
+            self.add(ERROR, path, att.prefix + "ipam.subnet", "host-local cannot resolve usePodCidr (set ipam.type to cni-ipam)", "pod-cidr")
+        self._lint_podcidr_keys(att, ipam)
+        for set_key, j, rng in targets:
+            family = 6 if rng["subnet"] == "usePodCidrIPv6" else 4
+            key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]") + ".subnet"
+            given = [n for n in self.opts.pod_cidrs if n.version == family]
+            if given:
+                rng["subnet"] = str(given[0])
+                self.add(INFO, path, key, f"{'usePodCidrIPv6' if family == 6 else 'usePodCidr'}: checked as --pod-cidr {given[0]}", "pod-cidr")
+                continue
+            rng["subnet"] = _STAND_IN[family]
+            for k in ("rangeStart", "rangeEnd", "gateway"):
+                rng.pop(k, None)
+            unresolved.add((set_key, j))
+            self.add(INFO, path, key, "the node's pod CIDR is known only at ADD: give --pod-cidr to check this range's size and overlaps", "pod-cidr")
+        return unresolved
+
+    def _lint_podcidr_keys(self, att: Attachment, ipam: dict) -> None:
+        """The usePodCidr source keys, validated by podcidr itself when it offers a validator."""
+        try:
+            from cni_ipam import podcidr
+        except ImportError:  # pragma: no cover
+            return
+        validate = getattr(podcidr, "validate_keys", None)
+        if validate is None:
+            return
+        try:
+            problems = validate(ipam)
+        except CniError as exc:
+            key = exc.details[4:] if exc.details.startswith("key ") else "ipam"
+            self.add(ERROR, att.file, att.prefix + key, exc.msg, "pod-cidr")
+            return
+        for item in problems or ():
+            key, msg = item[0], item[1]
+            level = item[2] if len(item) > 2 else ERROR
+            self.add(level, att.file, att.prefix + key, msg, "pod-cidr")
+
+    def _lint_range(self, att: Attachment, key: str, rng: "Range", raw: dict) -> int:
+        path = att.file
+        size = rng.size()
+        if size == 0:
+            self.add(ERROR, path, key, f"range {rng.range_start}-{rng.range_end} has no address to hand out (gateway, network, broadcast or excluded)", "empty-range")
+        gw = rng.gateway
+        net = rng.subnet
+        if gw is not None and raw.get("gateway"):
+            if gw == net.network_address:
+                self.add(WARNING, path, f"{key}.gateway", f"{gw} is the network address of {net}", "gateway")
+            elif net.version == 4 and gw == net.broadcast_address:
+                self.add(WARNING, path, f"{key}.gateway", f"{gw} is the broadcast address of {net}", "gateway")
+        exclude = raw.get("exclude")
+        if isinstance(exclude, list):
+            for i, item in enumerate(exclude):
+                ex = _net(item)
+                if ex is None:
+                    continue
+                if ex.version != net.version or int(ex.broadcast_address) < rng.start or int(ex.network_address) > rng.end:
+                    self.add(WARNING, path, f"{key}.exclude[{i}]",
+                             f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing", "exclude-outside-range")
+        return size
+
+    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, cfg, unresolved: set) -> None:
+        exclude = ipam.get("exclude")
+        if not isinstance(exclude, list):
+            return
+        ranges = [r for rs in cfg.range_sets for r in rs.ranges]
+        any_unresolved = bool(unresolved)
+        for i, item in enumerate(exclude):
+            ex = _net(item)
+            if ex is None:
+                continue
+            hit = any(r.version == ex.version and int(ex.network_address) <= r.end and r.start <= int(ex.broadcast_address)
+                      and int(r.subnet.prefixlen) > 0 for r in ranges)
+            if not hit and not any_unresolved:
+                self.add(WARNING, path, f"{pre}.exclude[{i}]", f"{item} is outside every range: it excludes nothing", "exclude-outside-range")
+
+    # ------------------------------------------------------------------ across files
+    def check_overlaps(self) -> None:
+        recs = self.records
+        for i, a in enumerate(recs):
+            for b in recs[i + 1:]:
+                if (a.network, a.data_dir) == (b.network, b.data_dir):
+                    continue
+                if a.range.overlaps(b.range):
+                    self.add(ERROR, b.file, b.key, f"range {b.text()} of network {b.network!r} overlaps {a.key} {a.text()} "
+                             f"of network {a.network!r} in {a.file}", "overlap-network")
+        groups: "Dict[Tuple[str, str], Dict[str, set]]" = {}
+        for r in recs:
+            groups.setdefault((r.network, r.data_dir), {}).setdefault(r.file, set()).add((str(r.range.subnet), r.range.start, r.range.end))
+        for (network, _), by_file in groups.items():
+            files = sorted(by_file)
+            if len(files) > 1 and any(by_file[f] != by_file[files[0]] for f in files[1:]):
+                self.add(WARNING, files[1], "name", f"network {network!r} is also defined in {files[0]} with other ranges; "
+                         "both share one data directory", "duplicate-network")
+
+    def check_cidrs(self) -> None:
+        o = self.opts
+        for rec in self.records:
+            rng = rec.range
+            for label, nets, check in (("--service-cidr", o.service_cidrs, "overlap-service"), ("--cidr", o.cidrs, "overlap-cidr")):
+                for net in nets:
+                    if _range_overlaps(rng, net):
+                        self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps {label} {net}", check)
+                    elif rng.subnet.overlaps(net) if rng.version == net.version else False:
+                        self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps {label} {net} (the range itself does not)", check)
+            for net in o.node_cidrs:
+                if _range_overlaps(rng, net):
+                    if rec.l2:
+                        self.add(WARNING, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: make sure no node "
+                                 f"uses an address of the range (or exclude it)", "overlap-node")
+                    else:
+                        self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: it could hand out node addresses", "overlap-node")
+                elif rng.version == net.version and rng.subnet.overlaps(net):
+                    level = INFO if rec.l2 else WARNING
+                    self.add(level, rec.file, rec.key, f"subnet {rng.subnet} overlaps --node-cidr {net} (the range itself does not)"
+                             + (f"; expected for {rec.att.plugin_type}" if rec.l2 else ""), "overlap-node")
+            for net in o.cluster_cidrs:
+                if rng.version != net.version or not rng.subnet.overlaps(net):
+                    continue
+                if not rng.subnet.subnet_of(net):
+                    self.add(ERROR, rec.file, rec.key, f"subnet {rng.subnet} crosses the edge of --cluster-cidr {net}", "cluster-cidr")
+
+    def check_host(self) -> None:
+        try:
+            addrs, routes = host_networks(self.opts.netns)
+        except ImportError as exc:
+            self.add(WARNING, "<host>", "", f"host networks not checked: {exc} (install pyroute2, or pass --no-host)", "host")
+            return
+        except Exception as exc:
+            where = f"network namespace {self.opts.netns!r}" if self.opts.netns else "the host"
+            self.add(ERROR, "<host>", "", f"cannot read the networks of {where}: {exc}", "host")
+            return
+        for rec in self.records:
+            rng = rec.range
+            own_dev = rec.att.plugin.get("bridge", "cni0") if rec.att.plugin_type == "bridge" else None
+            master = rec.att.plugin.get("master") if rec.l2 else None
+            for ip, prefixlen, dev in addrs:
+                if ip.version != rng.version or not rng.contains(ip):
+                    continue
+                value = int(ip)
+                if rng.excluded_until(value) >= 0 or rng.unusable(value):
+                    continue
+                self.add(ERROR, rec.file, rec.key, f"host address {ip}/{prefixlen} on {dev} lies in range {rec.text()}: "
+                         "the plugin could hand it out (exclude it)", "host-address")
+            for net, dev in routes:
+                if net.version != rng.version or not net.overlaps(rng.subnet):
+                    continue
+                if own_dev is not None and dev == own_dev:
+                    continue  # the bridge this network itself creates
+                if master is not None and dev == master:
+                    self.add(INFO, rec.file, rec.key, f"subnet {rng.subnet} is on master {dev} ({net}): expected for {rec.att.plugin_type}", "overlap-host")
+                    continue
+                if net.prefixlen == net.max_prefixlen:
+                    if rng.contains(net.network_address):
+                        self.add(WARNING, rec.file, rec.key, f"host route {net} dev {dev} points at an address of range {rec.text()}", "overlap-host")
+                    continue
+                if _range_overlaps(rng, net):
+                    self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps the host route {net} dev {dev}", "overlap-host")
+                else:
+                    self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)", "overlap-host")
+
+    def run(self, paths: "Sequence[str]") -> "List[Finding]":
+        for path in paths:
+            self.lint_file(path)
+        self.check_overlaps()
+        self.check_cidrs()
+        if self.opts.host:
+            self.check_host()
+        order = {p: i for i, p in enumerate(paths)}
+        self.findings.sort(key=lambda f: order.get(f.file, len(order)))  # stable: grouped by file
+        return self.findings
+
+
+def _podcidr_keys() -> "Tuple[str, ...]":
+    try:
+        from cni_ipam import podcidr
+    except ImportError:  # pragma: no cover
+        return ()
+    return tuple(getattr(podcidr, "IPAM_KEYS", ()))
+
+
+def _net(item: "Any"):
+    if not isinstance(item, str):
+        return None
+    try:
+        return ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _range_overlaps(rng: "Range", net) -> bool:
+    return rng.version == net.version and rng.start <= int(net.broadcast_address) and int(net.network_address) <= rng.end
+
+
+def host_networks(netns: "Optional[str]" = None) -> "Tuple[List[Tuple[Any, int, str]], List[Tuple[Any, str]]]":
+    """(addresses [(ip, prefixlen, dev)], routes [(network, dev)]) of the host or of the named
+    network namespace; routes of the main table without the default routes."""
+    import pyroute2  # heavy: only the lint host check loads it
+
+    ipr = pyroute2.NetNS(netns) if netns else pyroute2.IPRoute()
+    try:
+        links = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        addrs = []
+        for msg in ipr.get_addr():
+            text = msg.get("address")
+            if not text:
+                continue
+            ip = ipaddress.ip_address(text.split("%")[0])
+            addrs.append((ip, msg["prefixlen"], links.get(msg["index"], "?")))
+        routes = []
+        for msg in ipr.get_routes(table=254):
+            if not msg["dst_len"]:
+                continue
+            dst = msg.get("dst")
+            if not dst:
+                continue
+            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
+            routes.append((net, links.get(msg.get("oif"), "?")))
+    finally:
+        ipr.close()
+    return addrs, routes
+
+
+# ---------------------------------------------------------------------- command line
+def _cidr_arg(text: str):
+    import argparse
+
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CIDR: {text!r}") from None
+
+
+def expand_paths(items: "Sequence[str]") -> "List[str]":
+    out = []
+    for item in items:
+        out += conf_files(item) if os.path.isdir(item) else [item]
+    return out
+
+
+def main(argv: "List[str]") -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="cni-ipam lint", description="Validate .conf/.conflist files that use cni-ipam "
+                                     "(exit status: 0 clean, 1 errors, 2 usage).")
+    parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
+    parser.add_argument("--service-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument("--cluster-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR",
+                        help="ranges must lie inside it or outside it, never across its edge")
+    parser.add_argument("--node-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR", help="the network the nodes live on")
+    parser.add_argument("--cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR", help="any other network to keep clear of")
+    parser.add_argument("--pod-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR",
+                        help="the node's pod CIDR, used for usePodCidr ranges (one per family)")
+    parser.add_argument("--max-pods", type=int, metavar="N", help="every range set must hold at least N addresses")
+    parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
+    parser.add_argument("--netns", metavar="NAME", help="compare with the networks of this named network namespace")
+    parser.add_argument("--strict", action="store_true", help="warnings fail too")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
+    args = parser.parse_args(argv)
+    if args.max_pods is not None and args.max_pods < 1:
+        parser.error("--max-pods must be at least 1")
+    paths = expand_paths(args.paths)
+    if not paths:
+        print("cni-ipam lint: no conf files found", file=sys.stderr)
+        return EXIT_USAGE
+    opts = Options(args.service_cidr, args.cluster_cidr, args.node_cidr, args.cidr, args.pod_cidr,
+                   args.max_pods, host=not args.no_host, netns=args.netns)
+    findings = Linter(opts).run(paths)
+    errors = sum(1 for f in findings if f.level == ERROR)
+    warnings = sum(1 for f in findings if f.level == WARNING)
+    if args.json:
+        print(json.dumps({"files": paths, "errors": errors, "warnings": warnings,
+                          "findings": [f.to_json() for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            if args.quiet and f.level == INFO:
+                continue
+            print(f)
+        print(f"{len(paths)} file(s): {errors} error(s), {warnings} warning(s)")
+    if errors or (args.strict and warnings):
+        return EXIT_ERRORS
+    return EXIT_OK

@@ -1,0 +1,561 @@
+"""``cni-ipam show``: how full each network is, and with ``--ips`` who holds each address.
+
+For each network (a directory under the data directory, a ``--network`` name, or the networks of
+the conf files in ``--conf-dir``): its range sets as the conf file defines them, their size
+(``RangeSet.size()``: gateway, network/broadcast and excluded addresses do not count), reserved,
+free, percent used and a level (ok / warning / critical / emergency at 70 / 85 / 95 %, configurable).
+The exit status is the worst level, so the command doubles as a monitoring check.
+
+Reading is **lock-free and read-only**: the reservation files and the owner index
+(``.cni-ipam/owners``) are read directly, without taking the network lock and without opening a
+``store.NetworkStore`` (which would create ``.cni-ipam/`` and rebuild the index).  So ``show`` never
+delays an ADD, needs no write permission, and leaves a directory written by host-local exactly as
+it was.  The price is a snapshot that may be a few files out of date while pods start, which is
+what a utilization report is anyway; reservation files are always complete (cni-ipam links them
+into place; a host-local file caught half-written reads as "owner unknown").
+
+``collect()`` is also what ``cni-ipam metrics`` exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from cni_ipam import config
+from cni_ipam.errors import CniError
+from cni_ipam.store import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Dict, List, Optional, Sequence, Tuple
+
+    from cni_ipam.liveness import Checker, Verdict
+    from cni_ipam.ranges import RangeSet
+
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+LEVELS = ("ok", "warning", "critical", "emergency")
+UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file): no level
+DEFAULT_THRESHOLDS = (70.0, 85.0, 95.0)  # warning, critical, emergency (percent used)
+# Exit status of ``show``: the worst level; 4 when the command itself failed.
+EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "emergency": 3}
+EXIT_ERROR = 4
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# ---------------------------------------------------------------------- levels
+def level_for(percent: float, thresholds: "Sequence[float]" = DEFAULT_THRESHOLDS) -> str:
+    """ok below the warning threshold, else the highest threshold reached."""
+    level = "ok"
+    for name, limit in zip(LEVELS[1:], thresholds):
+        if percent >= limit:
+            level = name
+    return level
+
+
+def worse(a: str, b: str) -> str:
+    rank = {name: i for i, name in enumerate(LEVELS)}
+    return a if rank.get(a, -1) >= rank.get(b, -1) else b
+
+
+# ---------------------------------------------------------------------- conf files
+class NetworkConf:
+    """A network as a conf file defines it: name, data directory and (when valid) range sets."""
+
+    __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error")
+
+    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: "Optional[Tuple[RangeSet, ...]]", error: str) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.file = file
+        self.key = key
+        self.range_sets = range_sets
+        self.error = error
+
+
+def conf_networks(conf_dir: str) -> "List[NetworkConf]":
+    """Every cni-ipam (or host-local) network of the conf files in ``conf_dir``, first file wins
+    for a name (libcni reads the files in lexical order).  Unreadable files are skipped here; run
+    ``cni-ipam lint`` to see why."""
+    from cni_ipam import lint
+
+    out: "List[NetworkConf]" = []
+    seen = set()
+    for path in lint.conf_files(conf_dir):
+        try:
+            attachments = lint.read_conf_file(path)
+        except lint.ConfFileError:
+            continue
+        for att in attachments:
+            if att.ipam_type not in lint.IPAM_TYPES or not isinstance(att.name, str):
+                continue
+            try:
+                data_dir = config.data_dir_of(att.netconf.get("ipam"))
+            except CniError:
+                continue
+            if (att.name, data_dir) in seen:
+                continue
+            seen.add((att.name, data_dir))
+            range_sets, error = None, ""
+            try:
+                range_sets = config.load(att.netconf, {}).range_sets
+            except CniError as exc:
+                error = exc.msg
+            except Exception as exc:  # a bug elsewhere must not hide the other networks
+                error = f"{type(exc).__name__}: {exc}"
+            out.append(NetworkConf(att.name, data_dir, path, att.prefix, range_sets, error))
+    return out
+
+
+# ---------------------------------------------------------------------- lock-free scan
+class Entry:
+    """One reservation file as read without the lock, with its owner's metadata and verdict."""
+
+    __slots__ = ("address", "container_id", "ifname", "meta", "mtime", "set_index", "verdict")
+
+    def __init__(self, address, container_id, ifname, meta: dict, mtime: "Optional[float]") -> None:
+        self.address = address
+        self.container_id = container_id
+        self.ifname = ifname
+        self.meta = meta
+        self.mtime = mtime
+        self.set_index: "Optional[int]" = None
+        self.verdict: "Optional[Verdict]" = None
+
+    @property
+    def created(self) -> "Tuple[Optional[float], str]":
+        created = self.meta.get("created")
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            return float(created), "meta"
+        return self.mtime, "mtime"
+
+    @property
+    def pod(self) -> "Optional[dict]":
+        k8s = self.meta.get("k8s")
+        return k8s if isinstance(k8s, dict) and k8s else None
+
+    def to_json(self, now: float) -> dict:
+        created, source = self.created
+        out = {
+            "ip": str(self.address),
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "rangeSet": self.set_index,
+            "pod": self.pod,
+            "created": created,
+            "createdFrom": source if created is not None else None,
+            "ageSeconds": None if created is None else round(max(now - created, 0.0), 3),
+        }
+        if self.verdict is not None:
+            out["liveness"] = self.verdict.to_json()
+        return out
+
+
+def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
+    try:
+        fd = os.open(name, _O_READ, dir_fd=dir_fd)
+    except OSError:
+        return None, None
+    try:
+        st = os.fstat(fd)
+        return os.read(fd, 1 << 16), st.st_mtime
+    except OSError:
+        return None, None
+    finally:
+        os.close(fd)
+
+
+def read_owner_index(path: str) -> "Dict[str, dict]":
+    """``.cni-ipam/owners`` of a network directory ({} for a host-local directory)."""
+    out: "Dict[str, dict]" = {}
+    try:
+        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return out
+    try:
+        for name in os.listdir(fd):
+            data, _ = _read(fd, name)
+            if not data:
+                continue
+            try:
+                entry = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                out[name] = entry
+    finally:
+        os.close(fd)
+    return out
+
+
+def scan_network_dir(path: str) -> "List[Entry]":
+    """Every reservation of the network directory ``path``, sorted by address; [] if it is missing.
+
+    Raises OSError when the directory exists but cannot be read."""
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    owners = read_owner_index(path)
+    entries: "List[Entry]" = []
+    try:
+        for name in os.listdir(dir_fd):
+            if name == LOCK_FILE:
+                continue
+            addr = parse_ip_name(name)
+            if addr is None:
+                continue
+            data, mtime = _read(dir_fd, name)
+            if data is None:  # released between listdir and open
+                continue
+            owner = parse_owner(data)
+            cid, ifname = owner if owner else (None, None)
+            meta: dict = {}
+            if cid is not None:
+                entry = owners.get(owner_key(cid, ifname))
+                if entry is not None and isinstance(entry.get("meta"), dict):
+                    meta = entry["meta"]
+            entries.append(Entry(addr, cid, ifname, meta, mtime))
+    finally:
+        os.close(dir_fd)
+    entries.sort(key=lambda e: (e.address.version, int(e.address)))
+    return entries
+
+
+# ---------------------------------------------------------------------- the report
+class SetStats:
+    __slots__ = ("index", "range_set", "size", "reserved", "level", "percent")
+
+    def __init__(self, index: int, range_set: "RangeSet", size: int, reserved: int, thresholds) -> None:
+        self.index = index
+        self.range_set = range_set
+        self.size = size
+        self.reserved = reserved
+        self.percent = 100.0 if size == 0 else 100.0 * reserved / size
+        self.level = level_for(self.percent, thresholds)
+
+    @property
+    def free(self) -> int:
+        return max(self.size - self.reserved, 0)
+
+    @property
+    def ratio(self) -> float:
+        return 1.0 if self.size == 0 else self.reserved / self.size
+
+    @property
+    def family(self) -> str:
+        return f"ipv{self.range_set.version}"
+
+    def ranges_text(self) -> str:
+        parts = []
+        for r in self.range_set.ranges:
+            net = r.subnet
+            default_start = int(net.network_address) + 1
+            default_end = int(net.broadcast_address) - 1
+            if r.start == default_start and r.end == default_end:
+                parts.append(str(net))
+            else:
+                parts.append(f"{net}[{r.range_start}-{r.range_end}]")
+        return ",".join(parts)
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "family": self.family,
+            "ranges": self.range_set.to_json(),
+            "size": self.size,
+            "reserved": self.reserved,
+            "free": self.free,
+            "percent": round(self.percent, 2),
+            "level": self.level,
+        }
+
+
+class NetworkReport:
+    __slots__ = ("name", "data_dir", "conf", "exists", "entries", "sets", "outside", "level", "stranded", "error")
+
+    def __init__(self, name: str, data_dir: str, conf: "Optional[NetworkConf]") -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.conf = conf
+        self.exists = False
+        self.entries: "List[Entry]" = []
+        self.sets: "List[SetStats]" = []
+        self.outside: "List[Entry]" = []  # reservations in no configured range set (or excluded)
+        self.level = UNKNOWN_LEVEL
+        self.stranded: "Dict[str, int]" = {}
+        self.error = ""
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.data_dir, self.name)
+
+    @property
+    def known(self) -> bool:
+        return self.conf is not None and self.conf.range_sets is not None
+
+    def liveness_counts(self) -> "Dict[str, int]":
+        out: "Dict[str, int]" = {}
+        for e in self.entries:
+            if e.verdict is not None:
+                out[e.verdict.state] = out.get(e.verdict.state, 0) + 1
+        return out
+
+    def to_json(self, now: float, with_ips: bool) -> dict:
+        out = {
+            "name": self.name,
+            "dataDir": self.data_dir,
+            "exists": self.exists,
+            "confFile": self.conf.file if self.conf else None,
+            "confError": (self.conf.error or None) if self.conf else None,
+            "level": self.level,
+            "reserved": len(self.entries),
+            "outsideRanges": len(self.outside),
+            "rangeSets": [s.to_json() for s in self.sets],
+            "liveness": self.liveness_counts(),
+            "stranded": dict(sorted(self.stranded.items())),
+        }
+        if self.error:
+            out["error"] = self.error
+        if with_ips:
+            out["reservations"] = [e.to_json(now) for e in self.entries]
+        return out
+
+
+def _allocatable_set(range_sets: "Sequence[RangeSet]", addr) -> "Optional[int]":
+    """The index of the range set that could hand out ``addr`` under the current config."""
+    for i, rset in enumerate(range_sets):
+        r = rset.range_for(addr)
+        if r is not None:
+            value = int(addr)
+            if r.excluded_until(value) < 0 and not r.unusable(value):
+                return i
+            return None
+    return None
+
+
+def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresholds=DEFAULT_THRESHOLDS,
+                 checker: "Optional[Checker]" = None) -> NetworkReport:
+    """Scan one network directory and count it against its range sets."""
+    rep = NetworkReport(name, data_dir, conf)
+    rep.exists = os.path.isdir(rep.path) and not os.path.islink(rep.path)
+    try:
+        rep.entries = scan_network_dir(rep.path) if rep.exists else []
+    except OSError as exc:
+        rep.error = f"cannot read {rep.path}: {exc.strerror or exc}"
+    if checker is not None:
+        for e in rep.entries:
+            e.verdict = checker.classify({"containerID": e.container_id, "ifname": e.ifname}, network=name, meta=e.meta, mtime=e.mtime)
+            if e.verdict.stranded:
+                rep.stranded[e.verdict.reason] = rep.stranded.get(e.verdict.reason, 0) + 1
+    if rep.known:
+        range_sets = conf.range_sets
+        counts = [0] * len(range_sets)
+        for e in rep.entries:
+            e.set_index = _allocatable_set(range_sets, e.address)
+            if e.set_index is None:
+                rep.outside.append(e)
+            else:
+                counts[e.set_index] += 1
+        rep.sets = [SetStats(i, rs, rs.size(), counts[i], thresholds) for i, rs in enumerate(range_sets)]
+        rep.level = "ok"
+        for s in rep.sets:
+            rep.level = worse(rep.level, s.level)
+    return rep
+
+
+def list_network_dirs(data_dir: str) -> "List[str]":
+    from cni_ipam.liveness import list_networks
+
+    return list_networks(data_dir)
+
+
+def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" = DEFAULT_CONF_DIR,
+            networks: "Optional[Sequence[str]]" = None, from_conf: bool = False,
+            thresholds=DEFAULT_THRESHOLDS, checker: "Optional[Checker]" = None) -> "List[NetworkReport]":
+    """Reports for the selected networks.
+
+    * default: every network directory under ``data_dir`` plus the conf-file networks whose
+      dataDir is ``data_dir`` (configured but still empty networks show 0 %);
+    * ``from_conf``: exactly the networks of the conf files, each in its own dataDir;
+    * ``networks``: only those names (looked up in the selection above, else ``data_dir/<name>``).
+    """
+    confs = conf_networks(conf_dir) if conf_dir else []
+    data_dir = os.path.normpath(data_dir)
+    if from_conf:
+        selected = [(c.name, c.data_dir, c) for c in confs]
+    else:
+        by_name = {c.name: c for c in reversed(confs) if c.data_dir == data_dir}
+        names = set(list_network_dirs(data_dir)) | set(by_name)
+        selected = [(n, data_dir, by_name.get(n)) for n in sorted(names)]
+    if networks:
+        wanted = []
+        for name in networks:
+            match = [s for s in selected if s[0] == name]
+            if not match:
+                conf = next((c for c in confs if c.name == name and c.data_dir == data_dir), None)
+                match = [(name, data_dir, conf)]
+            wanted += match
+        selected = wanted
+    return [build_report(n, d, c, thresholds, checker) for n, d, c in selected]
+
+
+def worst_level(reports: "Sequence[NetworkReport]") -> str:
+    level = "ok"
+    for rep in reports:
+        if rep.level in LEVELS:
+            level = worse(level, rep.level)
+    return level
+
+
+# ---------------------------------------------------------------------- output
+def format_age(seconds: "Optional[float]") -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(seconds, 0))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            major, rest = divmod(seconds, size)
+            minor_unit, minor_size = {"d": ("h", 3600), "h": ("m", 60), "m": ("s", 1)}[unit]
+            minor = rest // minor_size
+            return f"{major}{unit}{minor}{minor_unit}" if minor else f"{major}{unit}"
+    return f"{seconds}s"
+
+
+def table(rows: "List[List[str]]", right: "Sequence[int]" = ()) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float) -> str:
+    rows = [["NETWORK", "SET", "RANGES", "SIZE", "RESERVED", "FREE", "USED", "LEVEL", "STRANDED"]]
+    notes = []
+    for rep in reports:
+        stranded = str(sum(rep.stranded.values()))
+        if rep.sets:
+            for s in rep.sets:
+                rows.append([rep.name, str(s.index), s.ranges_text(), str(s.size), str(s.reserved), str(s.free),
+                             f"{s.percent:.1f}%", s.level, stranded])
+        else:
+            why = "(no conf file)" if rep.conf is None else "(conf invalid)"
+            rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL, stranded])
+        if rep.conf is not None and rep.conf.error:
+            notes.append(f"{rep.name}: {rep.conf.file}: {rep.conf.error}")
+        if rep.outside:
+            notes.append(f"{rep.name}: {len(rep.outside)} reservation(s) outside the configured ranges: "
+                         + ", ".join(str(e.address) for e in rep.outside[:5]) + (" ..." if len(rep.outside) > 5 else ""))
+        if rep.error:
+            notes.append(f"{rep.name}: {rep.error}")
+    out = [table(rows, right=(3, 4, 5, 6, 8)) if len(rows) > 1 else "no networks found"]
+    if notes:
+        out.append("")
+        out += notes
+    if with_ips:
+        for rep in reports:
+            out.append("")
+            out.append(f"{rep.name} ({rep.path}): {len(rep.entries)} reservation(s)")
+            if not rep.entries:
+                continue
+            ip_rows = [["ADDRESS", "SET", "CONTAINER", "IFNAME", "POD", "AGE", "LIVENESS"]]
+            for e in rep.entries:
+                created, _ = e.created
+                pod = e.pod
+                pod_text = f"{pod.get('namespace', '?')}/{pod.get('name', '?')}" if pod else "-"
+                verdict = f"{e.verdict.state}/{e.verdict.reason}" if e.verdict is not None else "-"
+                ip_rows.append([str(e.address), "-" if e.set_index is None else str(e.set_index),
+                                (e.container_id or "?")[:12], e.ifname or "-", pod_text,
+                                format_age(None if created is None else now - created), verdict])
+            out.append(table(ip_rows))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- command line
+def add_liveness_options(parser) -> None:
+    from cni_ipam.liveness import DEFAULT_GRACE, DEFAULT_RUNTIME_CACHE
+
+    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                        help=f"reservations younger than this are never stranded (default {DEFAULT_GRACE:g})")
+    parser.add_argument("--include-unknown", action="store_true",
+                        help="judge reservations without metadata (host-local's) by the evidence that needs none")
+    parser.add_argument("--runtime-cache", nargs="?", const=DEFAULT_RUNTIME_CACHE, metavar="DIR",
+                        help=f"also consult libcni's result cache (default {DEFAULT_RUNTIME_CACHE}), as `gc --runtime-cache` does")
+
+
+def make_checker(args) -> "Checker":
+    from cni_ipam.liveness import Checker
+
+    return Checker(grace=args.grace, include_unknown=args.include_unknown, runtime_cache=args.runtime_cache)
+
+
+def add_selection_options(parser) -> None:
+    parser.add_argument("--data-dir", default=config.DEFAULT_DATA_DIR, help="default %(default)s")
+    parser.add_argument("--conf-dir", default=DEFAULT_CONF_DIR,
+                        help="conf files that give the range sets (default %(default)s; '' for none)")
+    parser.add_argument("--network", action="append", metavar="NAME", help="only this network (repeatable)")
+    parser.add_argument("--from-conf", action="store_true",
+                        help="report exactly the networks of the conf files, each in its own dataDir")
+    parser.add_argument("--warning", type=float, default=DEFAULT_THRESHOLDS[0], metavar="PERCENT", help="default %(default)g")
+    parser.add_argument("--critical", type=float, default=DEFAULT_THRESHOLDS[1], metavar="PERCENT", help="default %(default)g")
+    parser.add_argument("--emergency", type=float, default=DEFAULT_THRESHOLDS[2], metavar="PERCENT", help="default %(default)g")
+
+
+class UsageError(Exception):
+    pass
+
+
+def make_parser(prog: str, description: str):
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # argparse exits 2, which is a level here
+            raise UsageError(f"{self.prog}: {message}")
+
+    return Parser(prog=prog, description=description)
+
+
+def thresholds_of(args) -> "Tuple[float, float, float]":
+    t = (args.warning, args.critical, args.emergency)
+    if not (0 <= t[0] <= t[1] <= t[2] <= 100):
+        raise UsageError("thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100")
+    return t
+
+
+def main(argv: "List[str]") -> int:
+    parser = make_parser("cni-ipam show", "How full each network is (exit status: 0 ok, 1 warning, 2 critical, "
+                         "3 emergency, 4 error).")
+    add_selection_options(parser)
+    parser.add_argument("--ips", action="store_true", help="list every reservation with its owner, age and liveness")
+    parser.add_argument("--json", action="store_true", help="JSON for tools")
+    add_liveness_options(parser)
+    try:
+        args = parser.parse_args(argv)
+        thresholds = thresholds_of(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    now = time.time()
+    try:
+        reports = collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, make_checker(args))
+    except OSError as exc:
+        print(f"cni-ipam show: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    level = worst_level(reports)
+    if args.json:
+        doc = {
+            "dataDir": args.data_dir,
+            "thresholds": dict(zip(LEVELS[1:], thresholds)),
+            "level": level,
+            "networks": [r.to_json(now, args.ips) for r in reports],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_table(reports, args.ips, now))
+    if any(r.error for r in reports):
+        return EXIT_ERROR
+    return EXIT_CODES[level]
