@@ -284,6 +284,7 @@ def run_killed(conf, command, kill_at, container_id, ifname="eth0", stop=False, 
         proc = subprocess.Popen(kill_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         proc.stdin.write(json.dumps(conf).encode())
         proc.stdin.close()
+        proc.stdin = None
         return proc
     proc = subprocess.run(kill_argv(), input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=timeout)
     return proc
