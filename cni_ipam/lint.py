@@ -40,9 +40,9 @@ CONF_EXTENSIONS = (".conf", ".conflist", ".json")
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
 KNOWN_IPAM_KEYS = (
     "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
-    "resolvConf", "exclude", "lockTimeout",
+    "resolvConf", "exclude", "lockTimeout", "podCidr",
 )
-CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout")
+CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr")
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -240,11 +240,10 @@ class Linter:
         path, pre = att.file, att.prefix + "ipam"
         ipam = att.plugin["ipam"]
         host_local = att.ipam_type == "host-local"
-        known = set(KNOWN_IPAM_KEYS) | set(_podcidr_keys())
         for key in ipam:
-            if key not in known:
+            if key not in KNOWN_IPAM_KEYS:
                 self.add(WARNING, path, f"{pre}.{key}", "unknown key (ignored by the plugin; a typo?)", "unknown-key")
-            elif host_local and (key in CNI_IPAM_ONLY_KEYS or key in _podcidr_keys()):
+            elif host_local and key in CNI_IPAM_ONLY_KEYS:
                 self.add(WARNING, path, f"{pre}.{key}", "a cni-ipam key: host-local ignores it (set ipam.type to cni-ipam)", "ipam-type")
         netconf = copy.deepcopy(att.netconf)
         if "runtimeConfig" in netconf:
@@ -253,6 +252,13 @@ class Linter:
         netconf.pop("args", None)  # requested IPs are per pod, not a property of the network
         work = netconf["ipam"]
         set_keys = self._set_keys(work)
+        for set_key, raw_set in set_keys:
+            if set_key == "ipam" or not isinstance(raw_set, list):
+                continue
+            for j, raw in enumerate(raw_set):
+                for key in raw if isinstance(raw, dict) else ():
+                    if key not in KNOWN_RANGE_KEYS:
+                        self.add(WARNING, path, f"{att.prefix}{set_key}[{j}].{key}", "unknown range key (ignored; a typo?)", "unknown-key")
         unresolved = self._pod_cidr_placeholders(att, work, host_local)
         try:
             cfg = config.load(netconf, {})
@@ -307,19 +313,30 @@ class Linter:
                     for j, rng in enumerate(rset):
                         if isinstance(rng, dict) and rng.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
                             targets.append((f"ipam.ranges[{i}]", j, rng))
-        if not targets:
-            return unresolved
         path = att.file
+        if not targets:
+            if "podCidr" in ipam:
+                self.add(WARNING, path, att.prefix + "ipam.podCidr", "set, but no range uses \"subnet\": \"usePodCidr\"", "pod-cidr")
+                self._lint_podcidr_keys(att, ipam)
+            return unresolved
         if host_local:
             self.add(ERROR, path, att.prefix + "ipam.subnet", "host-local cannot resolve usePodCidr (set ipam.type to cni-ipam)", "pod-cidr")
-        self._lint_podcidr_keys(att, ipam)
+        static = self._lint_podcidr_keys(att, ipam)
         for set_key, j, rng in targets:
             family = 6 if rng["subnet"] == "usePodCidrIPv6" else 4
+            placeholder = rng["subnet"]
             key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]") + ".subnet"
-            given = [n for n in self.opts.pod_cidrs if n.version == family]
+            if static is not None:  # the file itself names the node's pod CIDRs
+                given = [n for n in static if n.version == family]
+                origin = "ipam.podCidr.static"
+                if not given:
+                    self.add(ERROR, path, key, f"{placeholder}: ipam.podCidr.static has no IPv{family} CIDR", "pod-cidr")
+            else:
+                given = [n for n in self.opts.pod_cidrs if n.version == family]
+                origin = "--pod-cidr"
             if given:
                 rng["subnet"] = str(given[0])
-                self.add(INFO, path, key, f"{'usePodCidrIPv6' if family == 6 else 'usePodCidr'}: checked as --pod-cidr {given[0]}", "pod-cidr")
+                self.add(INFO, path, key, f"{placeholder}: checked as {origin} {given[0]}", "pod-cidr")
                 continue
             rng["subnet"] = _STAND_IN[family]
             for k in ("rangeStart", "rangeEnd", "gateway"):
@@ -328,25 +345,26 @@ class Linter:
             self.add(INFO, path, key, "the node's pod CIDR is known only at ADD: give --pod-cidr to check this range's size and overlaps", "pod-cidr")
         return unresolved
 
-    def _lint_podcidr_keys(self, att: Attachment, ipam: dict) -> None:
-        """The usePodCidr source keys, validated by podcidr itself when it offers a validator."""
+    def _lint_podcidr_keys(self, att: Attachment, ipam: dict):
+        """Validate ``ipam.podCidr`` with podcidr's own parser (no I/O, no API).  Returns the static
+        CIDR list when ``static`` is the source that will answer as far as the file tells, else None."""
+        from cni_ipam import podcidr
+
         try:
-            from cni_ipam import podcidr
-        except ImportError:  # pragma: no cover
-            return
-        validate = getattr(podcidr, "validate_keys", None)
-        if validate is None:
-            return
-        try:
-            problems = validate(ipam)
+            settings = podcidr.parse_settings(ipam)
         except CniError as exc:
-            key = exc.details[4:] if exc.details.startswith("key ") else "ipam"
+            key = exc.details[4:] if exc.details.startswith("key ") else exc.details if exc.details.startswith("ipam") else "ipam.podCidr"
             self.add(ERROR, att.file, att.prefix + key, exc.msg, "pod-cidr")
-            return
-        for item in problems or ():
-            key, msg = item[0], item[1]
-            level = item[2] if len(item) > 2 else ERROR
-            self.add(level, att.file, att.prefix + key, msg, "pod-cidr")
+            return None
+        raw = ipam.get("podCidr") or {}
+        for source in settings.sources:
+            if source == "static":
+                return list(settings.static) if settings.static is not None else None
+            if source == "kubernetes" and raw.get("kubeconfig"):
+                return None
+            if source == "flannel" and raw.get("flannelSubnetEnv"):
+                return None
+        return None
 
     def _lint_range(self, att: Attachment, key: str, rng: "Range", raw: dict) -> int:
         path = att.file
@@ -481,14 +499,6 @@ class Linter:
         order = {p: i for i, p in enumerate(paths)}
         self.findings.sort(key=lambda f: order.get(f.file, len(order)))  # stable: grouped by file
         return self.findings
-
-
-def _podcidr_keys() -> "Tuple[str, ...]":
-    try:
-        from cni_ipam import podcidr
-    except ImportError:  # pragma: no cover
-        return ()
-    return tuple(getattr(podcidr, "IPAM_KEYS", ()))
 
 
 def _net(item: "Any"):
