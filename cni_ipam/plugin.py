@@ -48,7 +48,9 @@ def cmd_check(env: "CniEnv", conf: dict) -> None:
             os.path.join(cfg.data_dir, cfg.name),
         )
     for idx, rset in enumerate(cfg.range_sets):
-        if not any(rset.contains(ip) for ip in held):
+        # Subnet, not rangeStart..rangeEnd: host-local hands out an IPv6 subnet's last address,
+        # which our default range stops short of; CHECK must accept what host-local reserved.
+        if not any(rset.in_subnets(ip) is not None for ip in held):
             raise CniError(
                 CHECK_FAILED,
                 f"container {env.container_id} interface {env.ifname} holds no address in range set {idx} ({rset})",
