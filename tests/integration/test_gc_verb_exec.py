@@ -120,3 +120,101 @@ def test_status_data_dir_not_writable(tmp_path):
     blocker.write_text("")
     rc, parsed, _ = verb("STATUS", conf(blocker / "sub"))
     assert rc == 1 and parsed["code"] == 50 and "not writable" in parsed["msg"]
+
+
+# ---------------------------------------------------------------------- through libcni
+DRIVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "libcni-driver", "cnidriver")
+
+
+@pytest.fixture
+def libcni_env(tmp_path):
+    """A runtime built on libcni (tests/libcni-driver) running bridge + cni-ipam in gc- namespaces."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import CNI_BIN_DIR, ROOT, have_ip_tool, is_root, plugin_argv
+
+    if not (is_root() and have_ip_tool()):
+        pytest.skip("needs root and iproute2 for network namespaces")
+    if not os.access(DRIVER, os.X_OK):
+        pytest.skip("tests/libcni-driver/cnidriver is not built (scripts/setup.d/20-libcni-driver.sh)")
+    if not os.access(os.path.join(CNI_BIN_DIR, "bridge"), os.X_OK):
+        pytest.skip("Debian's bridge plugin is not installed")
+    tag = os.getpid() % 100000
+    bindir, confdir, cache = tmp_path / "bin", tmp_path / "net.d", tmp_path / "cache"
+    for d in (bindir, confdir, cache):
+        d.mkdir()
+    wrapper = bindir / "cni-ipam"
+    wrapper.write_text("#!/bin/sh\nPYTHONPATH=%s exec %s \"$@\"\n" % (ROOT, " ".join(plugin_argv())))
+    wrapper.chmod(0o755)
+    bridge = f"gc-b{tag}"
+    (confdir / "gclibcni.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "gclibcni",
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": True,
+                     "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path / "data"), "subnet": "10.79.0.0/24"}}],
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update({"NETCONFPATH": str(confdir), "CNI_PATH": f"{bindir}:{CNI_BIN_DIR}", "CNI_CACHE_DIR": str(cache)})
+    made = []
+
+    def netns(name):
+        full = f"gc-{tag}-{name}"
+        subprocess.run(["ip", "netns", "del", full], capture_output=True)
+        subprocess.run(["ip", "netns", "add", full], check=True)
+        made.append(full)
+        return f"/var/run/netns/{full}"
+
+    def driver(*args, **extra):
+        e = dict(env, **extra)
+        return subprocess.run([DRIVER, *args], env=e, capture_output=True, text=True, timeout=120)
+
+    yield {"netns": netns, "driver": driver, "data": tmp_path / "data" / "gclibcni", "cache": cache, "env": env}
+    for full in made:
+        subprocess.run(["ip", "netns", "del", full], capture_output=True)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def test_libcni_gc_keeps_cached_attachments_and_frees_the_lost_one(libcni_env):
+    import subprocess
+
+    from tests.helpers import ROOT, plugin_argv
+
+    drv, netns = libcni_env["driver"], libcni_env["netns"]
+    ips = {}
+    for cid in ("libcni-a", "libcni-b"):
+        p = drv("add", "gclibcni", netns(cid), CNI_CONTAINERID=cid)
+        assert p.returncode == 0, p.stdout + p.stderr
+        ips[cid] = json.loads(p.stdout)["ips"][0]["address"].split("/")[0]
+    # an attachment the runtime lost track of: reserved, but no result in libcni's cache
+    lost_ns = netns("lost")
+    rc, res, out, err = run_plugin("ADD", {"cniVersion": "1.0.0", "name": "gclibcni", "type": "bridge",
+                                           "ipam": {"type": "cni-ipam", "dataDir": str(libcni_env["data"].parent), "subnet": "10.79.0.0/24"}},
+                                   container_id="libcni-lost", netns=lost_ns)
+    assert rc == 0, out + err
+    lost_ip = res["ips"][0]["address"].split("/")[0]
+    assert sorted(n for n in os.listdir(libcni_env["data"]) if n[0].isdigit()) == sorted([*ips.values(), lost_ip])
+
+    # the admin pass reads the same cache: the lost one is flagged, but its namespace still lives
+    env = dict(libcni_env["env"], PYTHONPATH=ROOT)
+    env.pop("CNI_PATH")
+    p = subprocess.run(plugin_argv() + ["gc", "--data-dir", str(libcni_env["data"].parent), "--grace", "0", "--json",
+                                        "--runtime-cache", str(libcni_env["cache"] / "results")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    rows = {r["ip"]: r for r in json.loads(p.stdout)["networks"]["gclibcni"]["reservations"]}
+    assert p.returncode == 0
+    assert rows[lost_ip]["reason"] == "netns-alive" and "result cache" in rows[lost_ip]["detail"]
+    assert rows[ips["libcni-a"]]["reason"] == "netns-alive" and "cache" not in rows[ips["libcni-a"]]["detail"]
+
+    # the runtime's GC: valid attachments = what libcni has cached
+    p = drv("gc", "gclibcni")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "cni-ipam (ipam of bridge) ok" in p.stderr
+    assert sorted(n for n in os.listdir(libcni_env["data"]) if n[0].isdigit()) == sorted(ips.values())
+    p = drv("status", "gclibcni")
+    assert p.returncode == 0, p.stdout + p.stderr
+    # the kept attachments still tear down normally
+    for cid in ips:
+        p = drv("del", "gclibcni", f"/var/run/netns/gc-{os.getpid() % 100000}-{cid}", CNI_CONTAINERID=cid)
+        assert p.returncode == 0, p.stdout + p.stderr
+    assert [n for n in os.listdir(libcni_env["data"]) if n[0].isdigit()] == []
