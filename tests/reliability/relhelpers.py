@@ -309,7 +309,7 @@ def count_ops(conf, command, container_id, ifname="eth0"):
 
 # --------------------------------------------------------------------------- concurrency storm
 class Event:
-    __slots__ = ("worker", "op", "plugin", "cid", "t0", "t1", "rc", "code", "msg", "addrs", "killed")
+    __slots__ = ("worker", "op", "plugin", "cid", "ifname", "t0", "t1", "rc", "code", "msg", "addrs", "killed")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -326,7 +326,7 @@ class Storm:
     """
 
     def __init__(self, data_dir, ops, workers=16, host_local_share=0.3, chaos=0.0, seed=1,
-                 name="rel-storm", subnets=("10.99.0.0/27", "fd00:99::/123"), max_live=2, ifnames=("eth0",)):
+                 name="rel-storm", subnets=("10.99.0.0/27", "fd00:99::/123"), max_live=2, ifnames=("eth0", "net1")):
         self.conf = net_conf(data_dir, name=name, subnets=subnets)
         self.net_dir = os.path.join(data_dir, name)
         self.subnets = subnets
@@ -370,7 +370,7 @@ class Storm:
             parsed = json.loads(out) if out.strip() else None
         except ValueError:
             parsed = None
-        ev = Event(worker=worker, op=op, plugin=plugin, cid=cid, t0=t0, t1=t1, rc=proc.returncode, killed=killed,
+        ev = Event(worker=worker, op=op, plugin=plugin, cid=cid, ifname=ifname, t0=t0, t1=t1, rc=proc.returncode, killed=killed,
                    code=parsed.get("code") if isinstance(parsed, dict) else None,
                    msg=(parsed.get("msg") if isinstance(parsed, dict) else None) or err.decode("utf-8", "replace")[-300:])
         if op == "ADD" and proc.returncode == 0:
@@ -385,6 +385,7 @@ class Storm:
         rnd = random.Random(self.seed * 1000 + w)
         mine = {}  # (cid, ifname) -> addresses
         dead = []
+        used = set()
         n = 0
         while self._take():
             plugin = "host-local" if rnd.random() < self.hl_share else "ours"
@@ -396,8 +397,14 @@ class Storm:
                 key, op = rnd.choice(dead), "CHECK"
                 plugin = "ours"
             else:
-                n += 1
-                key, op = (f"rel-w{w}-c{n}", rnd.choice(self.ifnames)), "ADD"
+                second = [(c, i) for c, _ in mine for i in self.ifnames if (c, i) not in used]
+                if second and rnd.random() < 0.3:
+                    key = rnd.choice(sorted(second))  # a second interface of a live container
+                else:
+                    n += 1
+                    key = (f"rel-w{w}-c{n}", rnd.choice(self.ifnames))
+                op = "ADD"
+                used.add(key)
             ev = self._call(rnd, op, plugin, key[0], key[1], w)
             if ev.killed and op == "CHECK":
                 continue  # CHECK changes nothing; a killed one needs no clean-up
@@ -430,6 +437,8 @@ class Storm:
                     dead.append(key)
             elif op == "CHECK":
                 live = key in mine
+                if not live:
+                    ev.op = "CHECK-deleted"  # expected to fail with 105
                 if live and ev.rc != 0:
                     self.errors.append(f"CHECK of live {key} by {plugin} failed: code={ev.code} {ev.msg}")
                 if not live and (ev.rc == 0 or ev.code != 105):
@@ -456,7 +465,7 @@ class Storm:
         adds = {}
         holds = {}
         for e in sorted(self.events, key=lambda e: e.t0):
-            key = e.cid
+            key = (e.cid, e.ifname)
             if e.op == "ADD" and e.rc == 0:
                 adds[key] = e
             elif e.op == "DEL" and key in adds:
