@@ -70,6 +70,9 @@ def cmd_check(env: "CniEnv", conf: dict) -> None:
                 f"reserved address {', '.join(map(str, missing))} of container {env.container_id} is missing from prevResult",
                 "prevResult",
             )
+    from cni_ipam.netcheck import check_in_netns  # pyroute2 loads only here, only for CHECK
+
+    check_in_netns(env.netns, env.ifname, cfg.name, held)
 
 
 def attachment_meta(env: "CniEnv", store: NetworkStore) -> dict:
