@@ -1,0 +1,282 @@
+"""store.py: host-local's on-disk format, the owner index and its rebuild, cursors, lock timeout."""
+
+import fcntl
+import ipaddress
+import json
+import os
+import stat
+import time
+
+import pytest
+
+from cni_ipam import plugin
+from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
+from cni_ipam.protocol import CniEnv
+from cni_ipam.store import NetworkStore, owner_key, parse_ip_name, parse_owner
+
+IP = ipaddress.ip_address
+NET = "core-store"
+
+
+def store(tmp_path, **kw):
+    return NetworkStore(str(tmp_path), NET, kw.pop("timeout", 5), **kw)
+
+
+def reserve(tmp_path, addr, cid="c1", ifname="eth0"):
+    with store(tmp_path) as s:
+        assert s.reserve(IP(addr), cid, ifname)
+        s.save_owner(cid, ifname, [IP(addr)], {"created": 1})
+        s.set_last_reserved(0, IP(addr))
+
+
+def env(command, cid="c1", ifname="eth0"):
+    return CniEnv(command, cid, "/var/run/netns/core-none", ifname, {}, "")
+
+
+def conf(tmp_path, ranges=None):
+    return {"cniVersion": "1.0.0", "name": NET,
+            "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": ranges or [[{"subnet": "10.0.0.0/24"}]]}}
+
+
+def netdir(tmp_path):
+    return tmp_path / NET
+
+
+def test_reservation_file_format_and_mode(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "  cid-1 ", "eth0")
+    path = netdir(tmp_path) / "10.0.0.5"
+    assert path.read_bytes() == b"cid-1\r\neth0"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert (netdir(tmp_path) / "last_reserved_ip.0").read_bytes() == b"10.0.0.5"
+    assert (netdir(tmp_path) / "lock").exists()
+
+
+def test_ipv6_file_name_is_compressed_lowercase(tmp_path):
+    reserve(tmp_path, "FD00:0:0:0::A")
+    assert "fd00::a" in os.listdir(netdir(tmp_path))
+
+
+def test_reserve_twice_fails_and_keeps_owner(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "a")
+    with store(tmp_path) as s:
+        assert not s.reserve(IP("10.0.0.5"), "b", "eth0")
+        assert s.holder(IP("10.0.0.5")) == ("a", "eth0")
+    assert (netdir(tmp_path) / "10.0.0.5").read_bytes() == b"a\r\neth0"
+
+
+def test_two_owners_in_one_session_keep_their_own_content(tmp_path):
+    with store(tmp_path) as s:
+        assert s.reserve(IP("10.0.0.5"), "a", "eth0")
+        assert s.reserve(IP("10.0.0.6"), "b", "eth1")
+        assert s.reserve(IP("10.0.0.7"), "a", "eth0")
+    d = netdir(tmp_path)
+    assert [(d / n).read_bytes() for n in ("10.0.0.5", "10.0.0.6", "10.0.0.7")] == [b"a\r\neth0", b"b\r\neth1", b"a\r\neth0"]
+
+
+def test_no_temp_files_left(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    reserve(tmp_path, "10.0.0.6", "c2")
+    d = netdir(tmp_path)
+    assert sorted(os.listdir(d)) == [".cni-ipam", "10.0.0.5", "10.0.0.6", "last_reserved_ip.0", "lock"]
+    assert os.listdir(d / ".cni-ipam" / "tmp") == []
+    assert sorted(os.listdir(d / ".cni-ipam")) == ["owners", "state", "tmp"]
+    # rollback leaves none either
+    with pytest.raises(RuntimeError):
+        with store(tmp_path) as s:
+            s.reserve(IP("10.0.0.7"), "c3", "eth0")
+            raise RuntimeError("boom")
+    assert sorted(os.listdir(d)) == [".cni-ipam", "10.0.0.5", "10.0.0.6", "last_reserved_ip.0", "lock"]
+    assert os.listdir(d / ".cni-ipam" / "tmp") == []
+
+
+def test_a_stale_temp_file_from_a_killed_process_is_removed(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    (netdir(tmp_path) / ".cni-ipam" / "tmp" / "reserve").write_bytes(b"dead\r\neth0")
+    with store(tmp_path):
+        pass
+    assert os.listdir(netdir(tmp_path) / ".cni-ipam" / "tmp") == []
+
+
+def test_rollback_removes_only_what_this_session_created(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    with pytest.raises(RuntimeError):
+        with store(tmp_path) as s:
+            assert s.reserve(IP("10.0.0.6"), "c1", "eth0")
+            s.set_last_reserved(0, IP("10.0.0.6"))
+            raise RuntimeError("boom")
+    assert sorted(n for n in os.listdir(netdir(tmp_path)) if parse_ip_name(n)) == ["10.0.0.5"]
+    assert (netdir(tmp_path) / "last_reserved_ip.0").read_bytes() == b"10.0.0.5"
+
+
+def test_last_reserved_cursor(tmp_path):
+    with store(tmp_path) as s:
+        assert s.last_reserved(0) is None
+        s.set_last_reserved(0, IP("10.0.0.9"))
+        s.set_last_reserved(1, IP("fd00::9"))
+        assert s.last_reserved(0) == IP("10.0.0.9")  # pending value is visible in the session
+    assert (netdir(tmp_path) / "last_reserved_ip.0").read_text() == "10.0.0.9"
+    assert (netdir(tmp_path) / "last_reserved_ip.1").read_text() == "fd00::9"
+    (netdir(tmp_path) / "last_reserved_ip.1").write_text("garbage")
+    with store(tmp_path) as s:
+        assert s.last_reserved(0) == IP("10.0.0.9")
+        assert s.last_reserved(1) is None
+
+
+def test_owned_by_and_release_owner(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    reserve(tmp_path, "fd00::5", "c1", "eth0")
+    reserve(tmp_path, "10.0.0.6", "c1", "eth1")
+    reserve(tmp_path, "10.0.0.7", "c2", "eth0")
+    with store(tmp_path) as s:
+        assert sorted(map(str, s.owned_by("c1", "eth0"))) == ["10.0.0.5", "fd00::5"]
+        assert sorted(map(str, s.release_owner("c1", "eth0"))) == ["10.0.0.5", "fd00::5"]
+        assert s.release_owner("c1", "eth0") == []
+    assert sorted(n for n in os.listdir(netdir(tmp_path)) if parse_ip_name(n)) == ["10.0.0.6", "10.0.0.7"]
+
+
+def test_legacy_id_only_files_are_honoured_by_del_and_check(tmp_path):
+    d = netdir(tmp_path)
+    os.makedirs(d)
+    (d / "10.0.0.5").write_bytes(b"old-cid")
+    (d / "10.0.0.6").write_bytes(b"  old-cid\n")
+    (d / "10.0.0.7").write_bytes(b"other")
+    assert plugin.cmd_check(env("CHECK", "old-cid", "eth0"), conf(tmp_path)) is None
+    with store(tmp_path) as s:
+        assert sorted(map(str, s.owned_by("old-cid", "eth0"))) == ["10.0.0.5", "10.0.0.6"]
+        assert s.holder(IP("10.0.0.5")) == ("old-cid", None)
+    plugin.cmd_del(env("DEL", "old-cid", "eth0"), conf(tmp_path))
+    assert sorted(n for n in os.listdir(d) if parse_ip_name(n)) == ["10.0.0.7"]
+    with pytest.raises(CniError):
+        plugin.cmd_check(env("CHECK", "old-cid", "eth0"), conf(tmp_path))
+
+
+def test_index_is_trusted_when_nobody_else_changed_the_directory(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    with store(tmp_path) as s:
+        assert not s.rebuilt_index
+    with store(tmp_path) as s:
+        assert not s.rebuilt_index
+
+
+def test_index_rebuilt_after_host_local_writes_a_file(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    # host-local: O_EXCL create, write "id\r\nifname", then last_reserved_ip.<set>
+    fd = os.open(netdir(tmp_path) / "10.0.0.9", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"hl-cid\r\neth0")
+    os.close(fd)
+    with store(tmp_path) as s:
+        assert s.rebuilt_index
+        assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+        assert s.owner_meta("c1", "eth0") == {"created": 1}  # our metadata survives a rebuild
+    with store(tmp_path) as s:
+        assert not s.rebuilt_index  # once
+    plugin.cmd_del(env("DEL", "hl-cid", "eth0"), conf(tmp_path))
+    assert not (netdir(tmp_path) / "10.0.0.9").exists()
+
+
+def test_index_rebuilt_after_a_foreign_delete_and_recreate(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1")
+    # host-local DEL of c1, then host-local ADD of c9 that gets the same address
+    os.unlink(netdir(tmp_path) / "10.0.0.5")
+    (netdir(tmp_path) / "10.0.0.5").write_bytes(b"c9\r\neth0")
+    plugin.cmd_del(env("DEL", "c1", "eth0"), conf(tmp_path))
+    assert (netdir(tmp_path) / "10.0.0.5").read_bytes() == b"c9\r\neth0"  # not c1's any more
+    with store(tmp_path) as s:
+        assert s.owned_by("c1", "eth0") == []
+        assert s.owned_by("c9", "eth0") == [IP("10.0.0.5")]
+    entries = sorted(os.listdir(netdir(tmp_path) / ".cni-ipam" / "owners"))
+    assert entries == [owner_key("c9", "eth0")]
+
+
+def test_index_rebuilt_after_a_foreign_delete_lets_add_succeed(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1")
+    os.unlink(netdir(tmp_path) / "10.0.0.5")  # someone (host-local DEL) released it
+    result = plugin.cmd_add(env("ADD"), conf(tmp_path))
+    assert [ip["address"] for ip in result["ips"]] == ["10.0.0.6/24"]
+
+
+def test_index_survives_a_stale_state_file(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    (netdir(tmp_path) / ".cni-ipam" / "state").write_text("{not json")
+    with store(tmp_path) as s:
+        assert s.rebuilt_index and s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+
+
+def test_new_boot_forces_rebuild(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    state_path = netdir(tmp_path) / ".cni-ipam" / "state"
+    state = json.loads(state_path.read_text())
+    state["boot"] = "an-older-boot"
+    state_path.write_text(json.dumps(state))
+    with store(tmp_path) as s:
+        assert s.rebuilt_index
+
+
+def test_owner_index_entries(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    entry = json.loads((netdir(tmp_path) / ".cni-ipam" / "owners" / owner_key("c1", "eth0")).read_text())
+    assert entry == {"containerID": "c1", "ifname": "eth0", "ips": ["10.0.0.5"], "meta": {"created": 1}}
+    assert owner_key("x" * 300, "eth0").startswith("sha256-")
+
+
+def test_lock_timeout_gives_code_11(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    fd = os.open(netdir(tmp_path) / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        began = time.monotonic()
+        with pytest.raises(CniError) as info:
+            with store(tmp_path, timeout=0.3):
+                pass
+        waited = time.monotonic() - began
+    finally:
+        os.close(fd)
+    assert info.value.code == TRY_AGAIN_LATER and "lock" in info.value.msg
+    assert 0.25 <= waited < 3
+    with store(tmp_path, timeout=0.3) as s:  # released: works again
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+
+
+def test_lock_is_held_for_the_whole_session(tmp_path):
+    with store(tmp_path):
+        fd = os.open(netdir(tmp_path) / "lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+def test_create_false_on_a_missing_directory(tmp_path):
+    with store(tmp_path, create=False) as s:
+        assert not s.exists
+    assert not netdir(tmp_path).exists()
+
+
+def test_a_file_in_the_way_is_an_io_error(tmp_path):
+    netdir(tmp_path).write_text("not a dir")
+    with pytest.raises(CniError) as info:
+        with store(tmp_path):
+            pass
+    assert info.value.code == IO_FAILURE
+
+
+def test_a_symlinked_network_directory_is_refused(tmp_path):
+    os.makedirs(tmp_path / "core-elsewhere")
+    os.symlink(tmp_path / "core-elsewhere", netdir(tmp_path))
+    with pytest.raises(CniError) as info:
+        with store(tmp_path):
+            pass
+    assert info.value.code == IO_FAILURE
+    assert os.listdir(tmp_path / "core-elsewhere") == []
+
+
+def test_parse_helpers():
+    assert parse_owner(b"abc\r\neth0") == ("abc", "eth0")
+    assert parse_owner(b"abc\n") == ("abc", None)
+    assert parse_owner(b"") is None
+    assert parse_ip_name("10.0.0.1") == IP("10.0.0.1")
+    assert parse_ip_name("fd00::1") == IP("fd00::1")
+    for name in ("lock", "last_reserved_ip.0", ".cni-ipam", "FD00::1", "fd00:0::1", "010.0.0.1", "x"):
+        assert parse_ip_name(name) is None, name
