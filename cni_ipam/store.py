@@ -158,7 +158,11 @@ class NetworkStore:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self.commit()
+                try:
+                    self.commit()
+                except BaseException:
+                    self.rollback()  # e.g. ENOSPC on the cursor: the call fails, so keep nothing
+                    raise
             else:
                 self.rollback()
         finally:
@@ -445,9 +449,9 @@ class NetworkStore:
                 self._reserve_tmp_owner = None
             if self._created:
                 os.fsync(self.dir_fd)  # the new reservation names are durable before we answer
-            self._created.clear()
             if self._dirty:
                 self._write_marker()
+            self._created.clear()  # only now: a failure above rolls these back
         except OSError as exc:
             raise self._io_error("commit", self.path, exc) from None
 
@@ -519,25 +523,40 @@ class NetworkStore:
 
     def _write_tmp(self, name: str, data: bytes, fsync: bool) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._tmp_fd)
+        done = False
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             if fsync:
                 os.fsync(fd)
+            done = True
         finally:
             os.close(fd)
+            if not done:  # e.g. ENOSPC: leave no partial file behind
+                _unlink_quietly(name, self._tmp_fd)
 
     def _replace(self, dir_fd: int, name: str, data: bytes, fsync: bool) -> None:
         try:
             self._write_tmp(_WRITE_TMP, data, fsync)
-            os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
+            try:
+                os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                _unlink_quietly(_WRITE_TMP, self._tmp_fd)
+                raise
         except OSError as exc:
             raise self._io_error("write", name, exc) from None
 
     def _io_error(self, what: str, path: str, exc: "Optional[OSError]" = None) -> CniError:
         reason = exc.strerror if exc is not None and exc.strerror else (str(exc) if exc else "missing")
         return CniError(IO_FAILURE, f"cannot {what} {path}: {reason}", path)
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 def _open_subdir(parent_fd: int, name: str) -> int:
