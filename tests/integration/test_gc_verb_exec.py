@@ -129,9 +129,7 @@ DRIVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 @pytest.fixture
 def libcni_env(tmp_path):
     """A runtime built on libcni (tests/libcni-driver) running bridge + cni-ipam in gc- namespaces."""
-    import shutil
     import subprocess
-    import sys
 
     from tests.helpers import CNI_BIN_DIR, ROOT, have_ip_tool, is_root, plugin_argv
 
