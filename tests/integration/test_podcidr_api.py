@@ -1,0 +1,402 @@
+"""usePodCidr against a stand-in API server speaking real HTTPS on 127.0.0.1 (see podcidr_apiserver.py:
+no real kube-apiserver can be installed here), in-process and end to end through the executable."""
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cni_ipam import podcidr
+from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, TRY_AGAIN_LATER, CniError
+from tests.helpers import ROOT, run_cni, run_plugin
+from tests.integration.podcidr_apiserver import ApiServer, Pki, write_kubeconfig
+
+NODE = "podcidr-node-a"
+NODE_V4 = "10.244.3.0/24"
+NODE_V6 = "fd00:10:244:3::/64"
+NODES = {
+    NODE: [NODE_V4, NODE_V6],
+    "podcidr-node-v4": ["10.244.4.0/24"],
+    "podcidr-node-legacy": {"podCIDR": "10.244.5.0/24"},  # only the old single field
+    "podcidr-node-empty": [],  # not yet given a CIDR by the controller manager
+}
+TOKEN = "podcidr-token"
+CN = "system:node:podcidr-node-a"
+NET = ipaddress.ip_network
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return Pki(str(tmp_path_factory.mktemp("podcidr-pki")), client_cns=(CN, "system:node:podcidr-stranger"))
+
+
+@pytest.fixture
+def api(pki):
+    with ApiServer(pki, nodes=NODES, token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def cert_api(pki):
+    with ApiServer(pki, nodes=NODES, mode="cert", client_cns=(CN,)) as server:
+        yield server
+
+
+@pytest.fixture
+def work(tmp_path):
+    podcidr.forget()
+    (tmp_path / "podcidr-data").mkdir()
+    yield tmp_path
+    podcidr.forget()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in ("KUBERNETES_NODE_NAME", "NODE_NAME", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def data_dir(work):
+    return str(work / "podcidr-data")
+
+
+def resolve(placeholder, pod, work):
+    podcidr.forget()  # each call as a separate plugin process would make it
+    return podcidr.subnet_for(placeholder, {"podCidr": pod}, data_dir(work))
+
+
+def error_of(placeholder, pod, work):
+    with pytest.raises(CniError) as info:
+        resolve(placeholder, pod, work)
+    return info.value
+
+
+def expire_cache(work, node=NODE):
+    path = podcidr.cache_path(data_dir(work), node)
+    data = json.load(open(path))
+    data["refreshAfter"] = time.time() - 1
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+    return path
+
+
+# ---------------------------------------------------------------------------------- credential variants
+def token_variants(pki, work):
+    token_file = work / "token"
+    token_file.write_text(TOKEN + "\n")
+    return {
+        "ca-file+token": dict(ca_file=pki.ca_file, token=TOKEN),
+        "ca-data+token": dict(ca_data=pki.ca_pem, token=TOKEN),
+        "ca-file+tokenFile": dict(ca_file=pki.ca_file, token_file=str(token_file)),
+        "ca-data+relative-tokenFile": dict(ca_data=pki.ca_pem, token_file="token"),
+    }
+
+
+@pytest.mark.parametrize("variant", ["ca-file+token", "ca-data+token", "ca-file+tokenFile", "ca-data+relative-tokenFile"])
+def test_token_kubeconfigs(api, pki, work, variant):
+    kc = write_kubeconfig(str(work / "kc"), api.url, **token_variants(pki, work)[variant])
+    pod = {"kubeconfig": kc, "nodeName": NODE}
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    assert resolve("usePodCidrIPv6", pod, work) == NET(NODE_V6)
+    assert api.requests == [{"path": f"/api/v1/nodes/{NODE}", "auth": f"Bearer {TOKEN}", "cn": ""}]  # 2nd from cache
+
+
+@pytest.mark.parametrize("variant", ["files", "data", "cert-file+key-data"])
+def test_client_certificate_kubeconfigs(cert_api, pki, work, variant):
+    client = pki.clients[CN]
+    kw = {
+        "files": dict(cert_file=client["cert_file"], key_file=client["key_file"]),
+        "data": dict(cert_data=client["cert_pem"], key_data=client["key_pem"]),
+        "cert-file+key-data": dict(cert_file=client["cert_file"], key_data=client["key_pem"]),
+    }[variant]
+    kc = write_kubeconfig(str(work / "kc"), cert_api.url, ca_data=pki.ca_pem, **kw)
+    assert resolve("usePodCidrIPv6", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V6)
+    assert [(r["cn"], r["auth"]) for r in cert_api.requests] == [(CN, "")]
+    assert sorted(os.listdir(os.path.join(data_dir(work), podcidr.CACHE_DIR))) == [f"{NODE}.json"]  # no key left behind
+
+
+def test_client_certificate_missing_or_unknown(cert_api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), cert_api.url, ca_file=pki.ca_file, token=TOKEN)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg and "TLS handshake" in err.msg
+    assert cert_api.handshake_failures  # refused at the TLS layer (CERT_REQUIRED)
+    stranger = pki.clients["system:node:podcidr-stranger"]
+    kc = write_kubeconfig(str(work / "kc2"), cert_api.url, ca_file=pki.ca_file, cert_file=stranger["cert_file"], key_file=stranger["key_file"])
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "401" in err.msg and kc in err.msg
+
+
+def test_in_cluster_service_account(api, pki, work, monkeypatch):
+    sa = work / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(TOKEN)
+    shutil.copy(pki.ca_file, sa / "ca.crt")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+    pod = {"serviceAccountDir": str(sa), "nodeName": NODE, "sources": ["kubernetes"]}
+    if os.path.exists(podcidr.DEFAULT_KUBECONFIG):
+        pytest.skip(f"{podcidr.DEFAULT_KUBECONFIG} exists here and takes precedence over in-cluster credentials")
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    assert api.node_requests() == 1
+
+
+def test_server_path_prefix_and_tls_server_name(pki, work):
+    with ApiServer(pki, nodes=NODES, token=TOKEN, prefix="/k8s/clusters/c-podcidr") as api:
+        kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+        assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
+        assert api.requests[0]["path"] == f"/k8s/clusters/c-podcidr/api/v1/nodes/{NODE}"
+        # tls-server-name: the certificate is checked against that name instead of the URL's host
+        kc = write_kubeconfig(str(work / "kc2"), api.url, ca_file=pki.ca_file, token=TOKEN, extra_cluster={"tls-server-name": "kubernetes.default.svc"})
+        assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-v4", "cacheTTL": 0}, work) == NET("10.244.4.0/24")
+        kc = write_kubeconfig(str(work / "kc3"), api.url, ca_file=pki.ca_file, token=TOKEN, extra_cluster={"tls-server-name": "wrong.example"})
+        err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-legacy"}, work)
+        assert err.code == PODCIDR_UNAVAILABLE and "TLS verification" in err.msg and kc in err.msg
+
+
+# ---------------------------------------------------------------------------------- failures
+def test_wrong_token_and_forbidden_name_the_kubeconfig(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token="not-the-token")
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "401" in err.msg and kc in err.msg
+    api.forbidden_tokens.add("no-rbac")
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token="no-rbac")
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "403" in err.msg and "get" in err.msg and "nodes" in err.msg and kc in err.msg
+    assert not os.path.exists(podcidr.cache_path(data_dir(work), NODE))
+
+
+def test_untrusted_server_certificate(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.other_ca_file, token=TOKEN)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "TLS verification" in err.msg and kc in err.msg
+    assert api.node_requests() == 0  # the token was never sent
+
+
+def test_nodes_without_the_asked_cidr(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-empty"}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "podcidr-node-empty" in err.msg and "no IPv4 pod CIDR" in err.msg
+    assert not os.path.exists(podcidr.cache_path(data_dir(work), "podcidr-node-empty"))  # asks again next time
+    err = error_of("usePodCidrIPv6", {"kubeconfig": kc, "nodeName": "podcidr-node-v4"}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "podcidr-node-v4" in err.msg and "10.244.4.0/24" in err.msg
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-unknown"}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "podcidr-node-unknown" in err.msg and "404" in err.msg
+    # spec.podCIDR alone (clusters from before dual stack)
+    assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-legacy"}, work) == NET("10.244.5.0/24")
+
+
+def test_api_unreachable_without_cache_is_11(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    api.fail_status = 503
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == TRY_AGAIN_LATER and "503" in err.msg
+    api.stop()
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == TRY_AGAIN_LATER and kc in err.msg
+
+
+def test_api_that_never_answers_times_out_as_11(pki, work):
+    """A server that accepts TCP but never speaks TLS: bounded by podCidr.timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        kc = write_kubeconfig(str(work / "kc"), url, ca_file=pki.ca_file, token=TOKEN)
+        start = time.monotonic()
+        err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE, "timeout": 0.5}, work)
+        took = time.monotonic() - start
+    assert err.code == TRY_AGAIN_LATER and "timed out" in err.msg
+    assert 0.4 <= took < 3, took
+
+
+def test_cache_ttl_refresh_and_api_down(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    pod = {"kubeconfig": kc, "nodeName": NODE, "cacheTTL": 600}
+    for _ in range(3):
+        assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    assert api.node_requests() == 1  # fresh cache: no API call
+    cache = json.load(open(podcidr.cache_path(data_dir(work), NODE)))
+    assert cache["podCIDRs"] == [NODE_V4, NODE_V6] and 599 <= cache["refreshAfter"] - cache["fetchedAt"] <= 600
+    expire_cache(work)
+    api.nodes[NODE] = [NODE_V4, "fd00:10:244:33::/64"]  # the refresh sees the new answer
+    assert resolve("usePodCidrIPv6", pod, work) == NET("fd00:10:244:33::/64")
+    assert api.node_requests() == 2
+    api.stop()  # the API server goes away
+    assert resolve("usePodCidrIPv6", pod, work) == NET("fd00:10:244:33::/64")  # fresh cache, nothing tried
+    path = expire_cache(work)
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)  # refresh fails: cached answer
+    data = json.load(open(path))
+    assert "Connection refused" in data["lastError"] and data["refreshAfter"] - time.time() <= podcidr.RETRY_AFTER_FAILURE
+
+
+def test_blackholed_api_costs_one_timeout_per_retry_period(pki, work):
+    """With a cached answer and an API that hangs, only the first ADD after expiry waits."""
+    with ApiServer(pki, nodes=NODES, token=TOKEN) as api:
+        kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+        pod = {"kubeconfig": kc, "nodeName": NODE, "timeout": 0.5}
+        assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        write_kubeconfig(kc, f"https://127.0.0.1:{listener.getsockname()[1]}", ca_file=pki.ca_file, token=TOKEN)
+        expire_cache(work)
+        times = []
+        for _ in range(3):
+            start = time.monotonic()
+            assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+            times.append(time.monotonic() - start)
+    assert times[0] >= 0.4 and max(times[1:]) < 0.3, times
+
+
+# ---------------------------------------------------------------------------------- the executable
+def netconf(work, ipam_extra, version="1.0.0"):
+    ipam = {"type": "cni-ipam", "dataDir": data_dir(work)}
+    ipam.update(ipam_extra)
+    return {"cniVersion": version, "name": "podcidr-net", "type": "bridge", "ipam": ipam}
+
+
+def ips_of(result):
+    return [ipaddress.ip_interface(i["address"]) for i in result["ips"]]
+
+
+def test_end_to_end_dual_stack_add_check_del_with_api_down(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_data=pki.ca_pem, token=TOKEN)
+    conf = netconf(work, {
+        "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+        "podCidr": {"kubeconfig": kc},
+    })
+    env = {"KUBERNETES_NODE_NAME": NODE}
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-c1", extra_env=env)
+    assert rc == 0, raw + err
+    v4, v6 = ips_of(out)
+    assert v4.ip in NET(NODE_V4) and v6.ip in NET(NODE_V6)
+    assert v4.network == NET(NODE_V4) and v6.network == NET(NODE_V6)
+    assert out["ips"][0]["gateway"] == "10.244.3.1"
+    assert api.node_requests() == 1  # both families from one GET
+    api.stop()
+    rc, out2, raw, err = run_plugin("ADD", conf, container_id="podcidr-c2", extra_env=env)
+    assert rc == 0, raw + err  # API down, cache fresh
+    assert ips_of(out2)[0].ip in NET(NODE_V4) and ips_of(out2)[0] != v4
+    expire_cache(work)
+    rc, out3, raw, err = run_plugin("ADD", conf, container_id="podcidr-c3", extra_env=env)
+    assert rc == 0, raw + err  # API down, cache stale: still works
+    assert ips_of(out3)[1].ip in NET(NODE_V6)
+    assert "using the cached pod CIDRs" in err
+    conf_check = dict(conf, prevResult=out)
+    rc, _, raw, err = run_plugin("CHECK", conf_check, container_id="podcidr-c1", extra_env=env)
+    assert rc == 0, raw + err
+    shutil.rmtree(os.path.join(data_dir(work), podcidr.CACHE_DIR))
+    for cid in ("podcidr-c1", "podcidr-c2", "podcidr-c3"):  # DEL never needs the API
+        rc, _, raw, err = run_plugin("DEL", conf, container_id=cid, extra_env=env)
+        assert rc == 0, raw + err
+    assert not [n for n in os.listdir(os.path.join(data_dir(work), "podcidr-net")) if n[0].isdigit() or ":" in n]
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-c4", extra_env=env)  # no cache, API down
+    assert rc == 1 and out["code"] == TRY_AGAIN_LATER and kc in out["msg"], raw
+
+
+def test_end_to_end_legacy_subnet_with_range_keys(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    conf = netconf(work, {
+        "subnet": "usePodCidr",
+        "rangeStart": "10.244.3.10",
+        "rangeEnd": "10.244.3.12",
+        "exclude": ["10.244.3.11"],
+        "podCidr": {"kubeconfig": kc, "nodeName": NODE},
+    })
+    got = []
+    for i in range(2):
+        rc, out, raw, err = run_plugin("ADD", conf, container_id=f"podcidr-l{i}")
+        assert rc == 0, raw + err
+        got.append(str(ips_of(out)[0]))
+    assert sorted(got) == ["10.244.3.10/24", "10.244.3.12/24"]
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-l9")
+    assert rc == 1 and out["code"] == 100, raw  # the three-address range (minus the excluded) is full
+    conf["ipam"]["rangeStart"] = "10.99.0.10"  # does not fit this node's CIDR
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-l8")
+    assert rc == 1 and out["code"] == INVALID_CONFIG and "rangeStart" in out["msg"] and NODE_V4 in out["msg"], raw
+
+
+def test_end_to_end_errors_are_cni_json(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token="wrong")
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}})
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-e1")
+    assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and kc in out["msg"] and "Traceback" not in raw + err
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidrIPv6"}]], "podCidr": {"kubeconfig": kc.replace("kc", "kc-v4"), "nodeName": "podcidr-node-v4"}})
+    write_kubeconfig(conf["ipam"]["podCidr"]["kubeconfig"], api.url, ca_file=pki.ca_file, token=TOKEN)
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-e2")
+    assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "podcidr-node-v4" in out["msg"], raw
+
+
+def test_end_to_end_in_cluster(api, pki, work):
+    if os.path.exists(podcidr.DEFAULT_KUBECONFIG):
+        pytest.skip(f"{podcidr.DEFAULT_KUBECONFIG} exists here and takes precedence over in-cluster credentials")
+    sa = work / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(TOKEN)
+    shutil.copy(pki.ca_file, sa / "ca.crt")
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"serviceAccountDir": str(sa)}})
+    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port), "NODE_NAME": "podcidr-node-v4"}
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-i1", extra_env=env)
+    assert rc == 0, raw + err
+    assert ips_of(out)[0].ip in NET("10.244.4.0/24")
+
+
+def test_end_to_end_flannel_and_static(work):
+    env_file = work / "subnet.env"
+    env_file.write_text("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.77.1/24\nFLANNEL_IPV6_SUBNET=fd00:77::1/64\nFLANNEL_MTU=1450\n")
+    conf = netconf(work, {
+        "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+        "podCidr": {"sources": ["flannel"], "flannelSubnetEnv": str(env_file), "nodeName": "podcidr-flannel"},
+    })
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-f1")
+    assert rc == 0, raw + err
+    v4, v6 = ips_of(out)
+    assert v4.network == NET("10.244.77.0/24") and v6.network == NET("fd00:77::/64")
+    assert v4.ip != ipaddress.ip_address("10.244.77.1")  # the gateway (flannel's cni0 address) is skipped
+    conf = netconf(work, {"subnet": "usePodCidr", "podCidr": {"static": ["10.88.5.0/28"], "nodeName": "podcidr-static"}})
+    conf["name"] = "podcidr-static"
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-s1")
+    assert rc == 0, raw + err
+    assert ips_of(out)[0].ip in NET("10.88.5.0/28")
+
+
+def test_end_to_end_fresh_cache_imports_no_yaml_or_tls(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}})
+    argv = [sys.executable, "-X", "importtime", "-m", "cni_ipam"]
+    rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t1")
+    assert rc == 0, raw
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert {"yaml", "ssl", "http.client", "cni_ipam.kubeapi"} <= imported  # the first ADD asked the API
+    rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t2")
+    assert rc == 0, raw
+    imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
+    assert "cni_ipam.podcidr" in imported
+    assert not imported & {"yaml", "ssl", "http.client", "cni_ipam.kubeapi", "_ssl"}, imported & {"yaml", "ssl", "http.client"}
+    assert api.node_requests() == 1
+
+
+def test_timing_cache_hit_vs_api(api, pki, work, capsys):
+    """Measured, printed for the report: one API resolution vs a cache hit (in process)."""
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    pod = {"kubeconfig": kc, "nodeName": NODE, "cacheTTL": 0}
+    t0 = time.perf_counter()
+    for _ in range(5):
+        resolve("usePodCidr", pod, work)
+    api_ms = (time.perf_counter() - t0) / 5 * 1000
+    pod["cacheTTL"] = 600
+    resolve("usePodCidr", pod, work)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        resolve("usePodCidr", pod, work)
+    cache_ms = (time.perf_counter() - t0) / 50 * 1000
+    assert api.node_requests() == 6
+    with capsys.disabled():
+        print(f"\npodcidr: API resolution {api_ms:.2f} ms, cache hit {cache_ms:.3f} ms")
+    assert cache_ms < api_ms
