@@ -107,11 +107,14 @@ def test_token_kubeconfigs(api, pki, work, variant):
     assert api.requests == [{"path": f"/api/v1/nodes/{NODE}", "auth": f"Bearer {TOKEN}", "cn": ""}]  # 2nd from cache
 
 
-@pytest.mark.parametrize("variant", ["files", "data", "cert-file+key-data"])
+@pytest.mark.parametrize("variant", ["files", "data", "cert-file+key-data", "kubelet-combined-pem"])
 def test_client_certificate_kubeconfigs(cert_api, pki, work, variant):
     client = pki.clients[CN]
+    combined = work / "kubelet-client-current.pem"  # as /var/lib/kubelet/pki: cert and key in one file
+    combined.write_bytes(client["cert_pem"] + client["key_pem"])
     kw = {
         "files": dict(cert_file=client["cert_file"], key_file=client["key_file"]),
+        "kubelet-combined-pem": dict(cert_file=str(combined), key_file=str(combined)),
         "data": dict(cert_data=client["cert_pem"], key_data=client["key_pem"]),
         "cert-file+key-data": dict(cert_file=client["cert_file"], key_data=client["key_pem"]),
     }[variant]

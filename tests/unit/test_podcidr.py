@@ -386,3 +386,31 @@ def test_in_cluster_target(tmp_path, pki, monkeypatch):
     )
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "http")
     assert code_of(kubeapi.in_cluster, str(sa)).code == PODCIDR_UNAVAILABLE
+
+
+# ---------------------------------------------------------------------------------- examples
+EXAMPLES = os.path.join(ROOT, "conf-examples", "podcidr")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(EXAMPLES) if n.endswith((".conf", ".conflist"))))
+def test_examples_are_valid(name, data_dir):
+    """Every example's podCidr settings are valid, and the rest loads once a pod CIDR is known."""
+    doc = json.load(open(os.path.join(EXAMPLES, name)))
+    plugins = doc.get("plugins") or [doc]
+    ipams = [p["ipam"] for p in plugins if "ipam" in p]
+    assert ipams
+    for ipam in ipams:
+        podcidr.parse_settings(ipam)
+        ipam = dict(ipam, dataDir=data_dir, podCidr={"sources": ["static"], "nodeName": "podcidr-n1",
+                                                    "static": ["10.244.1.0/24", "fd00:10:244:1::/64"]})
+        cfg = config.load({"cniVersion": doc["cniVersion"], "name": doc["name"], "ipam": ipam}, {})
+        assert all(r.subnet in (NET("10.244.1.0/24"), NET("fd00:10:244:1::/64")) for s in cfg.range_sets for r in s.ranges)
+
+
+def test_example_kubeconfig_and_rbac_are_yaml():
+    import yaml
+
+    kc = yaml.safe_load(open(os.path.join(EXAMPLES, "cni-ipam.kubeconfig.example")))
+    assert kc["current-context"] == kc["contexts"][0]["name"]
+    rules = [d for d in yaml.safe_load_all(open(os.path.join(EXAMPLES, "rbac.yaml"))) if d["kind"] == "ClusterRole"][0]["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
