@@ -519,7 +519,13 @@ def host_networks(netns: "Optional[str]" = None) -> "Tuple[List[Tuple[Any, int, 
     network namespace; routes of the main table without the default routes."""
     import pyroute2  # heavy: only the lint host check loads it
 
-    ipr = pyroute2.NetNS(netns) if netns else pyroute2.IPRoute()
+    if netns:
+        path = netns if "/" in netns else os.path.join("/var/run/netns", netns)
+        if not os.path.exists(path):  # pyroute2 would create it
+            raise FileNotFoundError(f"no network namespace {path}")
+        ipr = pyroute2.NetNS(netns, flags=0)
+    else:
+        ipr = pyroute2.IPRoute()
     try:
         links = {link["index"]: link.get("ifname") for link in ipr.get_links()}
         addrs = []
