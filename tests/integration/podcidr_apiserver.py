@@ -293,3 +293,36 @@ def write_kubeconfig(path: str, server: str, *, ca_file=None, ca_data=None, toke
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(doc, fh, default_flow_style=False)
     return path
+
+
+class _PkiFiles:
+    """The server side of a ``Pki`` written by another process (for ``main``)."""
+
+    def __init__(self, directory: str) -> None:
+        self.ca_file = os.path.join(directory, "ca.crt")
+        self.server_cert_file = os.path.join(directory, "server.crt")
+        self.server_key_file = os.path.join(directory, "server.key")
+
+
+def main(argv=None) -> int:
+    """``python -m tests.integration.podcidr_apiserver '<json>'``: serve until stdin closes.
+
+    Used to run the stand-in inside a test network namespace (``ip netns exec``), where the plugin's
+    127.0.0.1 is that namespace's loopback.  JSON keys: pki_dir, nodes, mode, token, client_cns.
+    Prints the port on the first line of stdout.
+    """
+    import sys
+
+    spec = json.loads((argv or sys.argv[1:])[0])
+    api = ApiServer(_PkiFiles(spec["pki_dir"]), nodes=spec.get("nodes"), mode=spec.get("mode", "token"),
+                    token=spec.get("token", "podcidr-token"), client_cns=spec.get("client_cns", ()))
+    print(api.port, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        api.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -403,3 +403,89 @@ def test_timing_cache_hit_vs_api(api, pki, work, capsys):
     with capsys.disabled():
         print(f"\npodcidr: API resolution {api_ms:.2f} ms, cache hit {cache_ms:.3f} ms")
     assert cache_ms < api_ms
+
+
+# ---------------------------------------------------------------------------------- real runtime
+class PodcidrRuntime:
+    """The real-runtime kit (tests/integration/netns.py) with this issue's ``podcidr-`` prefix."""
+
+    def __new__(cls):
+        import tempfile
+        import uuid
+
+        from tests.integration import netns
+
+        class _Runtime(netns.Runtime):
+            def __init__(self) -> None:  # as netns.Runtime, with our prefix on every name
+                self.token = uuid.uuid4().hex[:6]
+                self.dir = tempfile.mkdtemp(prefix=f"podcidr-{self.token}-")
+                for sub in ("net", "bin", "cache", "data"):
+                    os.makedirs(os.path.join(self.dir, sub))
+                self.netconfpath = os.path.join(self.dir, "net")
+                self.bin_dir = os.path.join(self.dir, "bin")
+                self.cache_dir = os.path.join(self.dir, "cache")
+                self.data_dir = os.path.join(self.dir, "podcidr-data")
+                os.makedirs(self.data_dir)
+                self.plugin_exe = netns.write_plugin_exe(self.bin_dir)
+                self.namespaces = []
+
+            def ns_name(self, tag: str) -> str:
+                return f"podcidr-{self.token}-{tag}"
+
+        return _Runtime()
+
+
+def test_real_runtime_bridge_gets_the_node_pod_cidr(pki):
+    """libcni + bridge + cni-ipam in network namespaces; the stand-in API runs in the host namespace
+    (where the plugin's 127.0.0.1 is), the container gets an address of the node's pod CIDR, reaches
+    the gateway, and a second container still gets one after the API server is gone."""
+    from tests.integration import netns
+
+    reason = netns.skip_reason()
+    if reason:
+        print(f"SKIP real-runtime usePodCidr test: {reason}")
+        pytest.skip(reason)
+    rt = PodcidrRuntime()
+    server = None
+    try:
+        host, c1, c2 = rt.netns("host"), rt.netns("c1"), rt.netns("c2")
+        spec = {"pki_dir": pki.dir, "nodes": {NODE: ["10.252.7.0/24", "fd00:252:7::/64"]}, "token": TOKEN}
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", host, sys.executable, "-m", "tests.integration.podcidr_apiserver", json.dumps(spec)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        port = int(server.stdout.readline())
+        kc = write_kubeconfig(os.path.join(rt.dir, "cni-ipam.kubeconfig"), f"https://127.0.0.1:{port}", ca_file=pki.ca_file, token=TOKEN)
+        rt.conflist("podcidr-k8s", [{
+            "type": "bridge", "bridge": "podcidr-br0", "isGateway": True,
+            "ipam": {
+                "type": "cni-ipam", "dataDir": rt.data_dir,
+                "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "podCidr": {"kubeconfig": kc, "nodeName": NODE},
+            },
+        }])
+        res = rt.driver("add", "podcidr-k8s", c1, host=host, container_id="podcidr-rt-1")
+        assert res.rc == 0, res
+        got = netns.link_addresses(c1, "eth0")
+        assert sorted(str(i.network) for i in got) == ["10.252.7.0/24", "fd00:252:7::/64"], got
+        assert netns.ping_until(c1, "10.252.7.1"), "container cannot reach the gateway of its pod CIDR"
+        server.stdin.close()  # the API server goes away
+        server.wait(10)
+        res = rt.driver("add", "podcidr-k8s", c2, host=host, container_id="podcidr-rt-2")
+        assert res.rc == 0, res
+        got2 = [i for i in netns.link_addresses(c2, "eth0") if i.version == 4]
+        assert got2[0].network == NET("10.252.7.0/24") and got2[0] not in got
+        assert netns.ping_until(c2, str([i for i in got if i.version == 4][0].ip)), "containers cannot reach each other"
+        for cid, ctr in (("podcidr-rt-1", c1), ("podcidr-rt-2", c2)):
+            res = rt.driver("del", "podcidr-k8s", ctr, host=host, container_id=cid)
+            assert res.rc == 0, res
+        assert rt.reservations("podcidr-k8s") == {}
+    finally:
+        if server is not None and server.poll() is None:
+            server.stdin.close()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        rt.cleanup()
