@@ -12,6 +12,9 @@ from tests.helpers import ROOT
 
 EXAMPLES = os.path.join(ROOT, "conf-examples")
 EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith((".conf", ".conflist", ".json")))
+# every conf example of the tree, the feature subdirectories (conf-examples/podcidr/...) included
+ALL_EXAMPLES = sorted(os.path.relpath(os.path.join(d, f), EXAMPLES) for d, _, files in os.walk(EXAMPLES)
+                      for f in files if f.endswith((".conf", ".conflist")))
 
 
 def run_lint(*args):
@@ -53,7 +56,7 @@ def test_examples_exist():
                                   "usePodCidr.conflist", "static-podcidr.conflist"}
 
 
-@pytest.mark.parametrize("name", EXAMPLE_FILES)
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
 def test_each_example_is_clean(name):
     rc, doc = lint_json("--no-host", "--strict", os.path.join(EXAMPLES, name))
     assert rc == 0, doc["findings"]
