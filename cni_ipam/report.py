@@ -439,9 +439,9 @@ def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float)
     for rep in reports:
         stranded = str(sum(rep.stranded.values()))
         if rep.sets:
-            for s in rep.sets:
+            for s in rep.sets:  # STRANDED is per network: on its first row only
                 rows.append([rep.name, str(s.index), s.ranges_text(), str(s.size), str(s.reserved), str(s.free),
-                             f"{s.percent:.1f}%", s.level, stranded])
+                             f"{s.percent:.1f}%", s.level, stranded if s.index == 0 else ""])
         else:
             why = "(no conf file)" if rep.conf is None else "(conf invalid)"
             rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL, stranded])
