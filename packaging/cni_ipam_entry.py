@@ -1,0 +1,26 @@
+"""Frozen entry point of the cni-ipam binary (PyInstaller).
+
+Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set (or no arguments),
+the admin CLI otherwise.  The plugin path imports only ``cni_ipam.protocol`` up front.  After the
+answer is written and flushed we leave with ``os._exit``: a plugin call owns no other resources, and
+skipping interpreter finalisation (module teardown, GC of every object) saves about a millisecond
+per call.  Admin commands exit normally.
+"""
+
+import os
+import sys
+
+if "CNI_COMMAND" not in os.environ and len(sys.argv) > 1:
+    from cni_ipam.cli import cli_main
+
+    sys.exit(cli_main(sys.argv[1:]))
+
+from cni_ipam.protocol import plugin_main
+
+_rc = plugin_main()
+try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+except Exception:  # stdout closed by the caller: nothing more to say
+    pass
+os._exit(_rc)
