@@ -147,9 +147,10 @@ class Finding:
 class RangeRecord:
     """A concrete range of a linted network, kept for the overlap checks."""
 
-    __slots__ = ("file", "key", "network", "data_dir", "range", "att")
+    __slots__ = ("file", "key", "network", "data_dir", "range", "att", "pod_cidr")
 
-    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: "Range", att: Attachment) -> None:
+    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: "Range", att: Attachment, pod_cidr: bool = False) -> None:
+        self.pod_cidr = pod_cidr  # the subnet is the node's pod CIDR (usePodCidr)
         self.file = file
         self.key = key
         self.network = network
@@ -259,7 +260,8 @@ class Linter:
                 for key in raw if isinstance(raw, dict) else ():
                     if key not in KNOWN_RANGE_KEYS:
                         self.add(WARNING, path, f"{att.prefix}{set_key}[{j}].{key}", "unknown range key (ignored; a typo?)", "unknown-key")
-        unresolved = self._pod_cidr_placeholders(att, work, host_local)
+        resolved: set = set()
+        unresolved = self._pod_cidr_placeholders(att, work, host_local, resolved)
         try:
             cfg = config.load(netconf, {})
         except CniError as exc:
@@ -283,7 +285,7 @@ class Linter:
                     set_unresolved = True
                     continue
                 set_size += self._lint_range(att, key, rng, raw)
-                self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att))
+                self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att, (set_key, j) in resolved))
             if self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
                 self.add(ERROR, path, att.prefix + set_key, f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}", "max-pods")
         self._lint_global_exclude(path, pre, work, cfg, unresolved)
@@ -298,7 +300,7 @@ class Linter:
             out += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges)]
         return out
 
-    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool) -> "set":
+    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool, resolved: set) -> "set":
         """Replace usePodCidr subnets (in place, in the working copy) by --pod-cidr or a stand-in.
 
         Returns the (set key, range index) of ranges checked with a stand-in only."""
@@ -336,6 +338,7 @@ class Linter:
                 origin = "--pod-cidr"
             if given:
                 rng["subnet"] = str(given[0])
+                resolved.add((set_key, j))
                 self.add(INFO, path, key, f"{placeholder}: checked as {origin} {given[0]}", "pod-cidr")
                 continue
             rng["subnet"] = _STAND_IN[family]
@@ -444,6 +447,10 @@ class Linter:
                     level = INFO if rec.l2 else WARNING
                     self.add(level, rec.file, rec.key, f"subnet {rng.subnet} overlaps --node-cidr {net} (the range itself does not)"
                              + (f"; expected for {rec.att.plugin_type}" if rec.l2 else ""), "overlap-node")
+            same_family = [n for n in o.cluster_cidrs if n.version == rng.version]
+            if rec.pod_cidr and same_family and not any(rng.subnet.subnet_of(n) for n in same_family):
+                self.add(WARNING, rec.file, rec.key, f"usePodCidr subnet {rng.subnet} is not inside --cluster-cidr "
+                         f"{', '.join(map(str, same_family))}: node pod CIDRs are cut from the cluster CIDR", "cluster-cidr")
             for net in o.cluster_cidrs:
                 if rng.version != net.version or not rng.subnet.overlaps(net):
                     continue

@@ -66,7 +66,7 @@ def test_each_example_is_clean(name):
 def test_examples_together_with_cluster_settings():
     """All examples side by side (no overlaps between them), with a kubeadm-style cluster."""
     rc, doc = lint_json("--no-host", "--strict", "--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:10:244:1::/64",
-                        "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/12", "--node-cidr", "172.30.0.0/16", EXAMPLES)
+                        "--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12", "--node-cidr", "172.30.0.0/16", EXAMPLES)
     assert rc == 0, doc["findings"]
     assert len(doc["files"]) == len(EXAMPLE_FILES)
     infos = findings(doc, "info", "pod-cidr")
@@ -216,6 +216,16 @@ def test_use_pod_cidr_without_the_api(tmp_path):
     assert only(doc, "error", "max-pods")["key"] == "plugins[0].ipam.ranges[0]"  # 10.244.7.10-.254: 245 < 300
     assert only(doc, "error", "overlap-service")["key"] == "plugins[0].ipam.ranges[1][0]"
     assert rc == 1
+    # rangeStart must fit the pod CIDR, as the plugin requires
+    rc, doc = lint_json("--no-host", "--pod-cidr", "10.245.7.0/24", path)
+    assert only(doc, "error", "config")["key"] == "plugins[0].ipam.ranges[0][0].rangeStart" and rc == 1
+    # a pod CIDR must come out of the cluster CIDR
+    plain = conflist(tmp_path, "ops-pc2", {"subnet": "usePodCidr"})
+    rc, doc = lint_json("--no-host", "--pod-cidr", "10.245.7.0/24", "--cluster-cidr", "10.244.0.0/16", plain)
+    w = only(doc, "warning", "cluster-cidr")
+    assert w["key"] == "plugins[0].ipam" and "10.245.7.0/24" in w["message"] and rc == 0
+    rc, doc = lint_json("--no-host", "--pod-cidr", "10.244.7.0/24", "--cluster-cidr", "10.244.0.0/16", plain)
+    assert not findings(doc, "warning") and rc == 0
 
 
 @pytest.mark.parametrize("pod_cidr,key,text", [
