@@ -224,7 +224,7 @@ def _parse_range(key: str, value: "Any", global_exclude, ipam: dict, data_dir: s
         raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
     else:
         try:
-            subnet = ipaddress.ip_network(subnet_value.strip(), strict=False)
+            subnet = ipaddress.ip_network(_unscoped(subnet_value), strict=False)
         except ValueError as exc:
             raise config_error(f"{key}.subnet", subnet_value, f"not a CIDR ({exc})") from None
         iface = ipaddress.ip_interface(subnet_value.strip())
@@ -269,11 +269,20 @@ def _addr_in(key: str, value: "Any", subnet):
     return addr
 
 
+def _unscoped(text: str) -> str:
+    """``text`` stripped; ValueError for an IPv6 zone (``fd00::5%eth0``).  ``ipaddress`` accepts
+    zones, but host-local does not, and ``str()`` keeps the zone: one address would get a second
+    reservation file name (``fd00::5%eth0`` next to ``fd00::5``) and be handed out twice."""
+    if "%" in text:
+        raise ValueError(f"{text!r}: an IPv6 zone (%) is not allowed")
+    return text.strip()
+
+
 def parse_ip(key: str, value: "Any"):
     if not isinstance(value, str):
         raise config_error(key, value, "must be an IP address string")
     try:
-        return ipaddress.ip_address(value.strip())
+        return ipaddress.ip_address(_unscoped(value))
     except ValueError:
         raise config_error(key, value, "not an IP address") from None
 
@@ -289,7 +298,7 @@ def _parse_exclude(key: str, value: "Any") -> "List[Tuple[int, int, int]]":
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address or CIDR string")
         try:
-            net = ipaddress.ip_network(item.strip(), strict=False)
+            net = ipaddress.ip_network(_unscoped(item), strict=False)
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an address or CIDR") from None
         out.append((int(net.network_address), int(net.broadcast_address), net.version))
@@ -310,7 +319,7 @@ def _parse_routes(value: "Any") -> "Tuple[Route, ...]":
         if not isinstance(dst_value, str):
             raise config_error(f"{key}.dst", dst_value, "a destination CIDR is required")
         try:
-            dst = ipaddress.ip_interface(dst_value.strip())
+            dst = ipaddress.ip_interface(_unscoped(dst_value))
         except ValueError:
             raise config_error(f"{key}.dst", dst_value, "not a CIDR") from None
         if "/" not in dst_value:
@@ -372,7 +381,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: "Dict[str, str]") -> lis
     if cni_args.get("IP"):
         for item in cni_args["IP"].split(","):
             try:
-                out.append(ipaddress.ip_address(item.strip()))
+                out.append(ipaddress.ip_address(_unscoped(item)))
             except ValueError:
                 raise CniError(INVALID_ENV, f"CNI_ARGS: invalid IP {item.strip()!r}", "CNI_ARGS IP") from None
     args = conf.get("args")
@@ -393,7 +402,7 @@ def _ip_list(key: str, value: "Any") -> list:
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address string")
         try:
-            out.append(ipaddress.ip_interface(item.strip()).ip)
+            out.append(ipaddress.ip_interface(_unscoped(item)).ip)
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an IP address") from None
     return out
