@@ -311,3 +311,23 @@ def test_config_is_immutable():
     cfg = load(ipam(subnet="10.0.0.0/24"))
     with pytest.raises(AttributeError):
         cfg.name = "other"
+
+
+# ------------------------------------------------------------------ IPv6 zones (a bug found here)
+@pytest.mark.parametrize("where, key", [
+    ({"cni_args": {"IP": "fd00::5%eth0"}}, "CNI_ARGS"),
+    ({"top": {"runtimeConfig": {"ips": ["fd00::5%eth0/64"]}}}, "runtimeConfig.ips[0]"),
+    ({"top": {"args": {"cni": {"ips": ["fd00::5%eth0"]}}}}, "args.cni.ips[0]"),
+    ({"ipam": {"subnet": "fd00::%eth0/64"}}, "ipam.subnet"),
+    ({"ipam": {"subnet": "fd00::/64", "gateway": "fd00::1%eth0"}}, "ipam.gateway"),
+    ({"ipam": {"subnet": "fd00::/64", "rangeStart": "fd00::10%1"}}, "ipam.rangeStart"),
+    ({"ipam": {"subnet": "fd00::/64", "exclude": ["fd00::7%lo"]}}, "ipam.exclude[0]"),
+    ({"ipam": {"subnet": "fd00::/64", "routes": [{"dst": "::/0", "gw": "fe80::1%eth0"}]}}, "ipam.routes[0].gw"),
+    ({"ipam": {"subnet": "fd00::/64", "routes": [{"dst": "fd01::%x/64"}]}}, "ipam.routes[0].dst"),
+])
+def test_ipv6_zones_are_rejected(where, key):
+    """ipaddress accepts "fd00::5%eth0" and str() keeps the zone: it became a second reservation file
+    for fd00::5, so two containers got the same address.  host-local rejects zones too."""
+    extra = where.get("ipam", {"subnet": "fd00::/64"})
+    err = error_of(ipam(**extra), where.get("cni_args"), **where.get("top", {}))
+    assert err.code in (INVALID_CONFIG, INVALID_ENV) and key in err.msg + err.details and "%" in err.msg
