@@ -30,7 +30,12 @@ def interface_addresses(netns: str, ifname: str) -> "Optional[List]":
     except ImportError:
         return None
     try:
-        ipr = IPRoute(netns=netns, flags=0)  # flags=0: never create the namespace
+        try:
+            ipr = IPRoute(netns=netns, flags=0)  # flags=0: never create the namespace
+        except TypeError:  # pyroute2 before 0.9: the namespace needs NetNS
+            from pyroute2 import NetNS
+
+            ipr = NetNS(netns, flags=0)
     except (OSError, ValueError):
         return None  # missing path, not a netns, or no permission to enter it
     try:
