@@ -232,7 +232,7 @@ class Linter:
             self.add(ERROR, path, "name", f"{exc.msg} (libcni and the plugin reject it)", "config")
         version = head.cni_version
         if version in (None, ""):
-            self.add(WARNING, path, "cniVersion", "missing: the plugin assumes 0.1.0 (no CHECK, GC, dual stack per family limits)", "config")
+            self.add(WARNING, path, "cniVersion", "missing: the plugin treats the network as 0.1.0 (no CHECK or GC, one address per family)", "config")
         elif version not in SUPPORTED_VERSIONS:
             self.add(ERROR, path, "cniVersion", f"{version!r} is not supported (plugin supports {', '.join(SUPPORTED_VERSIONS)})", "config")
 
