@@ -242,3 +242,13 @@ def test_plugin_path_imports_no_heavy_module(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_an_ipv6_zone_cannot_take_an_address_twice(tmp_path):
+    """Found here: "IP=fd30::5%eth0" reserved a file named "fd30::5%eth0", and fd30::5 went out twice."""
+    conf = netconf(tmp_path)
+    out = failed(*run_plugin("ADD", conf, container_id="a", cni_args="IP=fd30::5%eth0"), 4)
+    assert "fd30::5%eth0" in out["msg"]
+    failed(*run_plugin("ADD", dict(conf, runtimeConfig={"ips": ["fd30::5%eth0/64"]}), container_id="a"), 7)
+    ok(*run_plugin("ADD", conf, container_id="b", cni_args="IP=fd30::5"))
+    assert set(reservations(tmp_path)) == {"10.30.0.2", "fd30::5"}
