@@ -69,13 +69,8 @@ def write_plugin_exe(bin_dir: str) -> str:
     if exe and len(shlex.split(exe)) == 1 and os.path.isfile(shlex.split(exe)[0]):
         os.symlink(os.path.abspath(shlex.split(exe)[0]), path)
         return path
-    if exe:
-        body = f'exec {exe} "$@"\n'
-    else:
-        body = (
-            f'PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\nexport PYTHONPATH\n'
-            f'exec {shlex.quote(os.path.realpath(sys.executable))} -m cni_ipam "$@"\n'
-        )
+    argv = exe if exe else f"{shlex.quote(os.path.realpath(sys.executable))} -m cni_ipam"
+    body = f'PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\nexport PYTHONPATH\nexec {argv} "$@"\n'
     with open(path, "w") as fh:
         fh.write("#!/bin/sh\n" + body)
     os.chmod(path, 0o755)
