@@ -210,3 +210,21 @@ def test_a_broken_namespace_is_seen(runtime, bad):
         remove_address(ctr, "eth0", cidr)
         assert ipaddress.ip_interface(cidr) not in link_addresses(ctr, "eth0")
     assert link_index(ctr, "eth0") > 0
+
+
+def test_check_never_creates_a_missing_netns(runtime):
+    """CHECK with a CNI_NETNS that does not exist skips the in-namespace part and creates nothing
+    (pyroute2's default flags would create the namespace)."""
+    from tests.helpers import run_plugin
+
+    rt = runtime
+    conf = {"cniVersion": "1.0.0", "name": NET, "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": rt.data_dir, "ranges": [[{"subnet": str(SUBNET)}]]}}
+    absent = rt.path(rt.ns_name("absent"))
+    rc, out, raw, _err = run_plugin("ADD", conf, container_id="rt-ctr-1", netns=absent)
+    assert rc == 0, raw
+    conf["prevResult"] = out
+    rc, _out, raw, _err = run_plugin("CHECK", conf, container_id="rt-ctr-1", netns=absent)
+    assert rc == 0, raw
+    assert not os.path.exists(absent), "CHECK created the namespace it was asked to look into"
+    assert run_plugin("DEL", conf, container_id="rt-ctr-1", netns=absent)[0] == 0

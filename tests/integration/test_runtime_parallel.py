@@ -33,7 +33,13 @@ def start_all(rt, verb, host, ctrs):
 
 
 def ping_many(src_ns, addresses, wait=2):
-    """Ping every address once from ``src_ns``, 25 pings in flight at most; returns the silent ones."""
+    """Ping every address from ``src_ns`` (25 pings in flight at most, one retry for a silent one,
+    each ping bounded by ``wait`` seconds); returns the addresses that never answered."""
+    silent = _ping_batch(src_ns, addresses, wait)
+    return _ping_batch(src_ns, silent, wait) if silent else silent
+
+
+def _ping_batch(src_ns, addresses, wait):
     silent = []
     for start in range(0, len(addresses), 25):
         batch = addresses[start:start + 25]
