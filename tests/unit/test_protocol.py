@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -201,3 +203,30 @@ def test_any_config_gives_result_or_cni_error_never_internal(tmp_path, ipam, run
         assert out["code"] != INTERNAL, out
     else:
         assert status == 0
+
+
+# ------------------------------------------------------------------ docs/core.md stays true
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "core.md")
+
+
+def test_every_json_example_in_the_doc_loads():
+    from cni_ipam import config
+
+    with open(DOC, encoding="utf-8") as fh:
+        text = fh.read()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    assert len(blocks) >= 10
+    for block in blocks:
+        conf = json.loads(block)
+        cfg = config.load(conf, {})
+        assert cfg.range_sets and cfg.name == conf["name"]
+
+
+def test_the_doc_error_table_matches_errors_py():
+    from cni_ipam import errors
+
+    with open(DOC, encoding="utf-8") as fh:
+        rows = re.findall(r"^\| (\d+) \| ([A-Z_]+) \|", fh.read(), re.M)
+    documented = {name: int(code) for code, name in rows}
+    defined = {k: v for k, v in vars(errors).items() if k.isupper() and isinstance(v, int)}
+    assert documented == defined
