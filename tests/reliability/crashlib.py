@@ -33,6 +33,7 @@ from tests.reliability.relhelpers import (
 
 SUBNETS = ("10.99.0.0/27", "fd00:99::/123")
 TARGET = "rel-target"
+BASE_OTHERS = 4  # containers in the base state (scripts/reliability.py varies it between sweeps)
 
 
 def _host_local(command, conf, cid, ifname="eth0"):
@@ -71,7 +72,7 @@ def _setup_none(conf):
 
 
 def _setup_populated(conf):
-    for i in range(4):
+    for i in range(BASE_OTHERS):
         _add(conf, f"rel-other{i}", "eth0" if i % 2 else "net1")
 
 
@@ -164,7 +165,7 @@ def run_scenario(scn, work_dir, points=None, tally=None):
 def _target_conf(scn, conf):
     if scn.command != "GC":
         return conf
-    keep = [(f"rel-other{i}", "eth0" if i % 2 else "net1") for i in range(4)]
+    keep = [(f"rel-other{i}", "eth0" if i % 2 else "net1") for i in range(BASE_OTHERS)]
     return gc_conf(conf, keep)
 
 
