@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from cni_ipam.errors import CHECK_FAILED, CniError
+from cni_ipam.errors import CHECK_FAILED, IO_FAILURE, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +48,10 @@ def interface_addresses(netns: str, ifname: str) -> "Optional[List]":
             if text:
                 found.append(ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"))
         return found
+    except LookupError:
+        raise
+    except Exception as exc:  # a netlink failure after entering: say so, never a traceback
+        raise CniError(IO_FAILURE, f"cannot read interface {ifname} in netns {netns}: {exc}", f"netns {netns}") from None
     finally:
         ipr.close()
 
