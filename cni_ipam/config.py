@@ -351,8 +351,14 @@ def _parse_resolv_conf_key(value: "Any") -> "Optional[str]":
 
 def read_resolv_conf(path: str) -> dict:
     """nameserver/domain/search/options from a resolv.conf-style file, as host-local reads it."""
+    import stat  # already loaded by os: free
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        # O_NONBLOCK: a FIFO with no writer must not hang the call; only regular files are read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8", errors="replace") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise config_error("ipam.resolvConf", path, "is not a regular file")
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
