@@ -244,6 +244,18 @@ def test_symlink_planted_in_network_dir(box, plant, target):
         assert all("symlink" in p or "stray" in p for p in st.problems), st.problems
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dir", "dev-zero", "missing"])
+def test_resolv_conf_that_is_not_a_file(box, kind):
+    """resolvConf pointing at a FIFO (nobody writing) must not hang the ADD; others fail cleanly."""
+    path = {"fifo": os.path.join(box.root, "fifo"), "dir": box.outside, "dev-zero": "/dev/zero",
+            "missing": os.path.join(box.root, "nope")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    problems, out = _call(box, "ADD", _conf(box, resolvConf=path))
+    assert not problems, problems
+    assert out["code"] == 7 and "resolvConf" in out["msg"], out
+
+
 @pytest.mark.parametrize("case", ["stdin-20MiB", "deep-100000", "deep-995", "nan", "neg", "huge-number",
                                   "bad-utf8-stdin", "bad-utf8-env", "empty", "array", "null-bytes"])
 def test_fixed_hostile_inputs(box, case):
