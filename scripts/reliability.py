@@ -62,6 +62,8 @@ def run_storm(args, work):
         print(f"storm {round_no}{' (tight range)' if tight else ''}: {rep['operations']} ops in {rep['elapsed_s']}s, "
               f"{rep['killed']} killed, {rep['live_containers']} live, duplicates {rep['duplicates']}, leaks {rep['leaks']}, "
               f"errors {rep['error_count']}, problems {len(rep['problems']) + len(drain_problems)}", flush=True)
+        for item in (rep["errors"] + rep["problems"] + drain_problems)[:10]:
+            print(f"  storm {round_no}: {item}", flush=True)
         shutil.rmtree(data, ignore_errors=True)
     return total
 

@@ -10,6 +10,7 @@ sandbox outside the network's data directory (a snapshot of the whole sandbox tr
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -194,7 +195,7 @@ def valid_conf(draw, box):
         if draw(st.integers(0, 4)) == 0 and isinstance(holder, dict):
             holder.pop(key, None)
         else:
-            holder[key] = draw(st.sampled_from(HOSTILE_VALUES) | junk)
+            holder[key] = copy.deepcopy(draw(st.sampled_from(HOSTILE_VALUES) | junk))  # never share, never cycle
     return conf
 
 
