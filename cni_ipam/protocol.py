@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 
 from cni_ipam.errors import (
@@ -27,8 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
-# As libcni's utils.ValidateContainerID / ValidateNetworkName.
-_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+# As libcni's utils.ValidateContainerID / ValidateNetworkName: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
+# Checked with str methods, not re: importing re (and enum) is a tenth of a cold call's time.
+_NAME_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_NAME_CHARS = _NAME_FIRST + "_.-"
+
+
+def _is_name(value: str) -> bool:
+    return bool(value) and value[0] in _NAME_FIRST and not value.strip(_NAME_CHARS)
+
+
 _MAX_STDIN = 16 << 20
 
 
@@ -53,7 +60,7 @@ def version_tuple(version: str) -> tuple:
 def validate_container_id(value: str) -> None:
     if not value:
         raise CniError(INVALID_ENV, "required env variable CNI_CONTAINERID missing", "CNI_CONTAINERID")
-    if not _NAME_RE.fullmatch(value) or len(value) > 1024:
+    if not _is_name(value) or len(value) > 1024:
         raise CniError(INVALID_ENV, "invalid characters in CNI_CONTAINERID", value[:256])
 
 
@@ -74,7 +81,7 @@ def validate_ifname(value: str) -> None:
 def validate_network_name(value: object) -> str:
     if value in (None, ""):
         raise CniError(INVALID_CONFIG, "missing network name", "key name")
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or len(value) > 200:
+    if not isinstance(value, str) or not _is_name(value) or len(value) > 200:
         raise CniError(INVALID_CONFIG, f"invalid characters found in network name {value!r}", "key name")
     return value
 
