@@ -29,7 +29,6 @@ import fcntl
 import ipaddress
 import json
 import os
-import signal
 import time
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
@@ -213,6 +212,8 @@ class NetworkStore:
             return
         except BlockingIOError:
             pass
+        import signal  # only when contended: the module builds enums on import (plugin start-up time)
+
         previous = signal.signal(signal.SIGALRM, _alarm)
         try:
             try:
