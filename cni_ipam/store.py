@@ -17,9 +17,12 @@ Why an owner index: host-local reads every reservation file on each ADD and DEL 
 index by owner so ADD and DEL cost the same at 60,000 reservations as at none.  The index is
 trusted only while the network directory is exactly as we left it: after each change we set the
 directory's mtime to a marker one second in the past and record it.  Any create or unlink by someone
-else (host-local, an admin, a crash half-way) sets the mtime to "now", the marker no longer matches,
-and the next call rebuilds the index from the reservation files (once, O(n)).  A new boot id also
-forces a rebuild, so a power cut cannot leave a stale index behind.
+else (host-local, an admin, a crash half-way) sets the mtime to "now" and the marker no longer
+matches.  The next call then catches up: it stats every entry but reads only the files whose ctime
+is newer than the marker (host-local never rewrites a reservation, it creates or removes them), so
+a host-local write costs us a directory scan, not a read of every file.  Without a usable state
+file (first use of a host-local directory, a new boot id after a power cut) the index is rebuilt
+from every reservation file, once.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ class NetworkStore:
         self._cursors: "Dict[int, str]" = {}
         self._reserve_tmp_owner: "Optional[str]" = None
         self._index_written = False  # an owner entry changed since open
-        self.rebuilt_index = False
+        self.rebuilt_index = False  # True when this call rebuilt or caught up the owner index
 
     # ----------------------------------------------------------------- open / lock / close
     def __enter__(self) -> "NetworkStore":
@@ -203,8 +206,7 @@ class NetworkStore:
             raise self._io_error("open lock file", os.path.join(self.path, LOCK_FILE), exc) from None
         self._lock()
         self._open_meta()
-        if not self._index_is_current():
-            self.rebuild_index()
+        self._check_index()
 
     def _lock(self) -> None:
         try:
@@ -254,21 +256,59 @@ class NetworkStore:
         return self._boot_id
 
     # ----------------------------------------------------------------- index freshness
-    def _index_is_current(self) -> bool:
+    def _check_index(self) -> None:
+        """Trust, catch up or rebuild the owner index (see the module docstring)."""
         self._boot_id = read_boot_id()
         try:
             with open(STATE_FILE, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, dir_fd=self._meta_fd)) as fh:
                 state = json.loads(fh.read())
             st = os.fstat(self.dir_fd)
         except (OSError, ValueError):
-            return False
-        return (
+            state = None
+        if not (
             isinstance(state, dict)
             and state.get("v") == _STATE_VERSION
-            and state.get("mtime") == st.st_mtime_ns
+            and isinstance(state.get("mtime"), int)
             and state.get("ino") == st.st_ino
             and state.get("boot") == self._boot_id
-        )
+        ):
+            self.rebuild_index()
+        elif state["mtime"] != st.st_mtime_ns:
+            # The marker was set one second after our last change; anything created since then
+            # has a later ctime.  One more second of slack covers the kernel's coarse clock.
+            self.catch_up(state["mtime"] - 1_000_000_000)
+
+    def catch_up(self, since_ns: int) -> None:
+        """Index the reservation files created since ``since_ns`` (someone else wrote them).
+
+        Costs a stat of each directory entry but reads only the new files.  Entries whose files
+        someone else removed stay in the index: every lookup checks the reservation file's owner,
+        so they are never believed, and the owner's DEL (or a rebuild) drops them.
+        """
+        found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        with os.scandir(self.dir_fd) as entries:
+            for entry in entries:
+                name = entry.name
+                if name[0] in ".l":  # .cni-ipam, lock, last_reserved_ip.*: never an address
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_ctime_ns < since_ns:
+                        continue
+                except OSError:
+                    continue
+                if parse_ip_name(name) is None:
+                    continue
+                data = self._read_file(self.dir_fd, name)
+                owner = parse_owner(data) if data is not None else None
+                if owner is not None:
+                    found.setdefault(owner_key(*owner), (owner[0], owner[1], []))[2].append(name)
+        for key, (cid, ifname, ips) in found.items():
+            entry = self._read_owner_file(key) or {}
+            known = list(entry.get("ips", []))
+            if any(ip not in known for ip in ips):
+                self._write_owner_file(key, cid, ifname, known + [ip for ip in ips if ip not in known], entry.get("meta", {}))
+        self._dirty = True
+        self.rebuilt_index = True
 
     def rebuild_index(self) -> None:
         """Make ``.cni-ipam/owners`` describe exactly the reservation files (one O(n) pass)."""
