@@ -19,8 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
+if ! "$PY" -m pip --version >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+fi
 # The package itself (editable) and the test dependencies from pyproject's "test" extra.
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# Debian's own python3 marks itself externally managed; this is a test machine, install anyway.
+PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 
 # Extra steps (the libcni driver build) live beside this script.
 for step in scripts/setup.d/*.sh; do
