@@ -1,7 +1,8 @@
 """Frozen entry point of the cni-ipam binary (PyInstaller).
 
 Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set (or no arguments),
-the admin CLI otherwise.  The plugin path imports only ``cni_ipam.protocol`` up front.  After the
+the admin CLI otherwise.  The plugin path imports only ``cni_ipam.protocol`` up front, with
+``json`` served by ``cni_ipam_fastjson`` (same results, without importing re and enum).  After the
 answer is written and flushed we leave with ``os._exit``: a plugin call owns no other resources, and
 skipping interpreter finalisation (module teardown, GC of every object) saves about a millisecond
 per call.  Admin commands exit normally.
@@ -14,6 +15,11 @@ if "CNI_COMMAND" not in os.environ and len(sys.argv) > 1:
     from cni_ipam.cli import cli_main
 
     sys.exit(cli_main(sys.argv[1:]))
+
+if "json" not in sys.modules and not os.environ.get("CNI_IPAM_REAL_JSON"):
+    import cni_ipam_fastjson  # json without re/enum; falls back to the real json for anything else
+
+    sys.modules["json"] = cni_ipam_fastjson
 
 from cni_ipam.protocol import plugin_main
 
