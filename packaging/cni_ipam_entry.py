@@ -24,6 +24,8 @@ if "json" not in sys.modules and not os.environ.get("CNI_IPAM_REAL_JSON"):
 from cni_ipam.protocol import plugin_main
 
 _rc = plugin_main()
+if os.environ.get("CNI_IPAM_LIST_MODULES"):  # for tests/integration/test_built_binary.py
+    sys.stderr.write("cni-ipam modules: " + " ".join(sorted(sys.modules)) + "\n")
 try:
     sys.stdout.flush()
     sys.stderr.flush()

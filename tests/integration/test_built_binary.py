@@ -1,0 +1,380 @@
+"""The shipped binary: the PyInstaller build, installed with scripts/install.sh, behaves like the source.
+
+* The build: ``CNI_IPAM_BUILT_EXE`` when set; else ``dist/cni-ipam/cni-ipam`` when it is newer than
+  every source and packaging file; else ``scripts/build.sh`` into a temporary directory (about 15 s;
+  PyInstaller is pip-installed if missing - the tests skip, saying why, when that fails).
+* Differential: the same CNI calls (good and bad) through ``python -m cni_ipam`` and through the
+  binary give the same exit status, the same JSON and the same reservation files.
+* The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
+* ``cni_ipam_fastjson`` (the frozen plugin path's json) gives json's results, errors included.
+* install.sh is idempotent, works through its symlink, and --uninstall removes only what it made;
+  with root, the bridge plugin gets an address through the installed ``cni-ipam``.
+* A selection of the integration tests runs again with ``CNI_IPAM_EXE`` pointing at the binary
+  (``CNI_IPAM_BUILT_TESTS`` overrides the list; bounded by a timeout).
+
+Data directories and namespaces carry the ``bench-`` prefix.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+import pytest
+
+from tests.helpers import CNI_BIN_DIR, HOST_LOCAL, ROOT, is_root, run_cni
+
+PREFIX = "bench-"
+DEFAULT_SELECTION = [
+    "tests/integration/test_plugin_exec.py",
+    "tests/integration/test_gc_verb_exec.py",
+    "tests/integration/test_runtime_bridge.py",
+    "tests/integration/test_runtime_parallel.py",
+]
+SELECTION_TIMEOUT = 900
+SOURCE_ARGV = [sys.executable, "-m", "cni_ipam"]
+# Modules the plugin path must not load at start-up (ARCHITECTURE.md), plus the ones the build trims.
+FORBIDDEN_ON_PLUGIN_PATH = ("re", "enum", "typing", "dataclasses", "logging", "subprocess", "urllib", "http", "ssl",
+                            "asyncio", "pyroute2", "yaml", "inspect", "zipfile", "ast", "pathlib", "ctypes", "signal",
+                            "argparse", "cni_ipam.cli")
+
+
+# ------------------------------------------------------------------------------------- the build
+def _newest_source_mtime() -> float:
+    paths = glob.glob(os.path.join(ROOT, "cni_ipam", "*.py")) + glob.glob(os.path.join(ROOT, "packaging", "*"))
+    return max(os.path.getmtime(p) for p in paths)
+
+
+def _build(tmp_root: str) -> str:
+    try:
+        import PyInstaller  # noqa: F401
+    except ImportError:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pyinstaller>=6"],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.skip(f"PyInstaller is not installed and pip could not install it: {proc.stderr.strip()[-300:]}")
+    proc = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "build.sh"), "--dist", os.path.join(tmp_root, "dist"),
+         "--work", os.path.join(tmp_root, "work")],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert proc.returncode == 0, f"scripts/build.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    exe = proc.stdout.strip().splitlines()[-1]
+    assert os.access(exe, os.X_OK), f"build.sh printed {exe!r}, which is not an executable"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def built_exe():
+    given = os.environ.get("CNI_IPAM_BUILT_EXE")
+    if given:
+        if not os.access(given, os.X_OK):
+            pytest.fail(f"CNI_IPAM_BUILT_EXE={given} is not executable")
+        yield os.path.abspath(given)
+        return
+    default = os.path.join(ROOT, "dist", "cni-ipam", "cni-ipam")
+    if os.access(default, os.X_OK) and os.path.getmtime(default) >= _newest_source_mtime():
+        yield default
+        return
+    tmp_root = tempfile.mkdtemp(prefix=f"{PREFIX}build-")
+    try:
+        yield _build(tmp_root)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+@pytest.fixture
+def work():
+    d = tempfile.mkdtemp(prefix=f"{PREFIX}test-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _conf(data_dir, version="1.0.0", name="bench-net", **ipam):
+    body = {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": "10.77.0.0/24"}]]}
+    body.update(ipam)
+    return {"cniVersion": version, "name": name, "type": "bridge", "ipam": body}
+
+
+def _files(net_dir):
+    out = {}
+    if os.path.isdir(net_dir):
+        for name in sorted(os.listdir(net_dir)):
+            path = os.path.join(net_dir, name)
+            if os.path.isfile(path) and name != "lock":
+                with open(path, "rb") as fh:
+                    out[name] = fh.read()
+    return out
+
+
+# ------------------------------------------------------------------------------------- behaviour
+def test_version_and_admin_version(built_exe):
+    rc, out, raw, err = run_cni([built_exe], "VERSION", {}, stdin=b"")
+    rc_src, out_src, _, _ = run_cni(SOURCE_ARGV, "VERSION", {}, stdin=b"")
+    assert rc == 0 and out == out_src, (raw, err)
+    assert "1.1.0" in out["supportedVersions"]
+    from cni_ipam import __version__
+
+    proc = subprocess.run([built_exe, "version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cni-ipam {__version__}", proc
+
+
+def test_admin_commands_are_in_the_bundle(built_exe, work):
+    from cni_ipam.cli import COMMANDS
+
+    for cmd, (module, _) in COMMANDS.items():
+        if not os.path.exists(os.path.join(ROOT, *module.split(".")) + ".py"):
+            continue  # not written yet
+        proc = subprocess.run([built_exe, cmd, "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "usage:" in proc.stdout, (cmd, proc.stdout[-500:], proc.stderr[-500:])
+    proc = subprocess.run([built_exe, "gc", "--data-dir", work, "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc
+    json.loads(proc.stdout)
+
+
+def _calls(data_dir):
+    """A sequence of CNI calls, good and bad: (command, conf or raw stdin, container ID, ifname)."""
+    seq = []
+    for i, version in enumerate(("0.3.1", "0.4.0", "1.0.0", "1.1.0")):
+        conf = _conf(data_dir, version, routes=[{"dst": "0.0.0.0/0"}], dns={"nameservers": ["10.77.0.53"]})
+        seq.append(("ADD", conf, f"bench-c{i}", "eth0"))
+    seq.append(("ADD", _conf(data_dir), "bench-c0", "eth0"))  # the same attachment again
+    seq.append(("CHECK", _conf(data_dir, "1.0.0"), "bench-c2", "eth0"))
+    seq.append(("CHECK", _conf(data_dir, "1.0.0"), "bench-nobody", "eth0"))  # nothing reserved
+    seq.append(("CHECK", _conf(data_dir, "0.3.1"), "bench-c2", "eth0"))  # version too old for CHECK
+    requested = {**_conf(data_dir), "args": {"cni": {"ips": ["10.77.0.200"]}}}
+    seq.append(("ADD", requested, "bench-req", "eth0"))
+    seq.append(("ADD", requested, "bench-req2", "eth0"))  # taken
+    seq.append(("ADD", _conf(data_dir, ranges=[[{"subnet": "10.77.0.0/33"}]]), "bench-bad", "eth0"))
+    seq.append(("ADD", _conf(data_dir, "9.9.9"), "bench-bad", "eth0"))
+    seq.append(("ADD", b"{not json", "bench-bad", "eth0"))
+    seq.append(("ADD", b"\xef\xbb\xbf{}", "bench-bad", "eth0"))
+    seq.append(("ADD", b"[1, 2]", "bench-bad", "eth0"))
+    seq.append(("ADD", _conf(data_dir), "bad/id", "eth0"))
+    seq.append(("ADD", _conf(data_dir), "bench-bad", "eth0:1"))
+    seq.append(("ADD", {**_conf(data_dir), "name": "bad name"}, "bench-bad", "eth0"))
+    seq.append(("DEL", _conf(data_dir), "bench-c1", "eth0"))
+    seq.append(("DEL", _conf(data_dir), "bench-c1", "eth0"))  # twice
+    seq.append(("DEL", _conf(data_dir), "bench-never", "eth0"))
+    seq.append(("DEL", {"cniVersion": "1.0.0", "name": "bench-net", "ipam": {"dataDir": data_dir}}, "bench-c3", "eth0"))
+    return seq
+
+
+def _normalise(out):
+    return json.loads(json.dumps(out).replace("bench-src", "DATA").replace("bench-bin", "DATA")) if out else out
+
+
+def test_same_answers_and_files_as_the_source(built_exe, work):
+    """Every call, good or bad, answers the same from the binary as from the source tree."""
+    results = {}
+    for tag, argv in (("bench-src", SOURCE_ARGV), ("bench-bin", [built_exe])):
+        data_dir = os.path.join(work, tag)
+        answers = []
+        for command, conf, cid, ifname in _calls(data_dir):
+            stdin = conf if isinstance(conf, bytes) else None
+            rc, out, raw, err = run_cni(argv, command, conf if stdin is None else {}, container_id=cid, ifname=ifname,
+                                        stdin=stdin)
+            assert "Traceback" not in err and "Traceback" not in raw, (tag, command, raw, err)
+            if rc != 0:
+                assert isinstance(out, dict) and isinstance(out.get("code"), int), (tag, command, raw)
+            answers.append((command, cid, rc, _normalise(out)))
+        results[tag] = (answers, _files(os.path.join(data_dir, "bench-net")))
+    src_answers, src_files = results["bench-src"]
+    bin_answers, bin_files = results["bench-bin"]
+    for a, b in zip(src_answers, bin_answers):
+        assert a == b, f"source and binary differ:\n{a}\n{b}"
+    assert any(rc == 0 for _, _, rc, _ in bin_answers) and any(rc != 0 for _, _, rc, _ in bin_answers)
+    assert src_files == bin_files
+    assert bin_files.get("10.77.0.200") == b"bench-req\r\neth0"
+
+
+def test_host_local_can_release_what_the_binary_reserved(built_exe, work):
+    if not os.access(HOST_LOCAL, os.X_OK):
+        pytest.skip(f"{HOST_LOCAL} missing (apt-get install containernetworking-plugins)")
+    conf = _conf(work)
+    rc, out, raw, _ = run_cni([built_exe], "ADD", conf, container_id="bench-x1")
+    assert rc == 0, raw
+    ip = out["ips"][0]["address"].split("/")[0]
+    assert _files(os.path.join(work, "bench-net"))[ip] == b"bench-x1\r\neth0"
+    rc, _, raw, _ = run_cni([HOST_LOCAL], "DEL", conf, container_id="bench-x1")
+    assert rc == 0, raw
+    assert ip not in _files(os.path.join(work, "bench-net"))
+    rc, out, raw, _ = run_cni([built_exe], "ADD", conf, container_id="bench-x2")  # index notices the change
+    assert rc == 0, raw
+    rc, _, raw, _ = run_cni([built_exe], "DEL", conf, container_id="bench-x2")
+    assert rc == 0 and not [n for n in _files(os.path.join(work, "bench-net")) if n[0].isdigit() and "." in n
+                            and not n.startswith("last")], raw
+
+
+def test_plugin_path_imports_stay_lean(built_exe, work):
+    """With CNI_IPAM_LIST_MODULES=1 the frozen entry lists sys.modules on stderr at exit."""
+    conf = _conf(work)
+    for command in ("ADD", "CHECK", "DEL", "VERSION"):
+        rc, out, raw, err = run_cni([built_exe], command, conf, container_id="bench-m1",
+                                    extra_env={"CNI_IPAM_LIST_MODULES": "1"},
+                                    stdin=b"" if command == "VERSION" else None)
+        assert rc == 0, (command, raw)
+        lines = [line for line in err.splitlines() if line.startswith("cni-ipam modules:")]
+        assert lines, f"no module list on stderr: {err[-500:]}"
+        loaded = set(lines[-1].split(":", 1)[1].split())
+        assert "cni_ipam.protocol" in loaded
+        bad = sorted(m for m in loaded if m in FORBIDDEN_ON_PLUGIN_PATH or m.split(".")[0] in FORBIDDEN_ON_PLUGIN_PATH
+                     and m.split(".")[0] != "cni_ipam")
+        assert not bad, f"{command} imported {bad}"
+        if command == "ADD":
+            assert "cni_ipam.store" in loaded and "ipaddress" in loaded
+
+
+# ------------------------------------------------------------------------------------- fastjson
+def _fastjson():
+    sys.path.insert(0, os.path.join(ROOT, "packaging"))
+    try:
+        import cni_ipam_fastjson
+    finally:
+        sys.path.remove(os.path.join(ROOT, "packaging"))
+    return cni_ipam_fastjson
+
+
+def _outcome(fn, *a, **kw):
+    try:
+        return ("ok", repr(fn(*a, **kw)))  # repr: nan == nan
+    except Exception as exc:  # noqa: BLE001 - comparing exactly what json raises
+        return (type(exc).__name__, str(exc))
+
+
+def test_fastjson_matches_json():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    fj = _fastjson()
+    leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
+    fast_dumps = []
+
+    @hypothesis.settings(max_examples=400, deadline=None)
+    @hypothesis.given(tree, st.sampled_from([None, 2, 4]), st.booleans())
+    def check(obj, indent, sort_keys):
+        fj._REAL = None
+        got = fj.dumps(obj, indent=indent, sort_keys=sort_keys)
+        fast_dumps.append(fj._REAL is None)
+        assert got == json.dumps(obj, indent=indent, sort_keys=sort_keys)
+        text = json.dumps(obj, indent=indent)
+        for data in (text, text.encode()):
+            fj._REAL = None
+            assert json.dumps(fj.loads(data)) == json.dumps(json.loads(data))
+
+    check()
+    assert sum(fast_dumps) > len(fast_dumps) // 2, "the fast path was hardly used"
+    for bad in ("", " ", "{", "[1,]", "{} x", "\ufeff{}", b"\xef\xbb\xbf{}", '"\\x"', "[" * 50000, b"\xff\xfe{\x00}\x00",
+                b"\x80", 5, "NaN", '{"a":1,"a":2}', ' {"a": [1, 2.5e3, null]} \r\n'):
+        fj._REAL = None
+        assert _outcome(fj.loads, bad) == _outcome(json.loads, bad), bad
+    for obj in ({1: 2}, {"a": float("nan")}, object(), {"b": 1, "a": [1, (2, 3)]}, "str\u00e9", [set()], {"k": float("inf")}):
+        for indent in (None, 4):
+            fj._REAL = None
+            assert _outcome(fj.dumps, obj, indent=indent, sort_keys=True) == _outcome(json.dumps, obj, indent=indent, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------- install
+def _install(*args, check=True):
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "install.sh"), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc
+    return proc
+
+
+def test_install_is_idempotent_and_uninstall_removes_it(built_exe, work):
+    bundle = os.path.dirname(built_exe)
+    bin_dir = os.path.join(work, "cni", "bin")
+    lib_dir = os.path.join(work, "cni", "cni-ipam.d")
+    os.makedirs(bin_dir)
+    with open(os.path.join(bin_dir, "other-plugin"), "w") as fh:
+        fh.write("not ours")
+    for _ in range(2):
+        _install("--from", bundle, "--bin-dir", bin_dir)
+        link = os.path.join(bin_dir, "cni-ipam")
+        assert os.path.islink(link) and os.readlink(link) == os.path.join(lib_dir, "cni-ipam")
+        assert sorted(os.listdir(os.path.dirname(lib_dir))) == ["bin", "cni-ipam.d"]  # no .new/.old left
+    rc, out, raw, _ = run_cni([link], "ADD", _conf(work), container_id="bench-i1")
+    assert rc == 0 and out["ips"][0]["address"].startswith("10.77.0."), raw
+    # Someone else's file under our name is never replaced.
+    other_bin = os.path.join(work, "other", "bin")
+    os.makedirs(other_bin)
+    with open(os.path.join(other_bin, "cni-ipam"), "w") as fh:
+        fh.write("#!/bin/sh\n")
+    proc = _install("--from", bundle, "--bin-dir", other_bin, check=False)
+    assert proc.returncode != 0 and "not a cni-ipam install" in proc.stderr
+    _install("--uninstall", "--bin-dir", bin_dir)
+    assert sorted(os.listdir(bin_dir)) == ["other-plugin"] and not os.path.exists(lib_dir)
+    _install("--uninstall", "--bin-dir", bin_dir)  # again: nothing to do, still fine
+
+
+def _ip(*args, check=True):
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check:
+        assert proc.returncode == 0, proc
+    return proc
+
+
+def test_bridge_gets_an_address_through_the_installed_binary(built_exe, work):
+    if not is_root():
+        pytest.skip("needs root for network namespaces")
+    bridge = os.path.join(CNI_BIN_DIR, "bridge")
+    if not os.access(bridge, os.X_OK) or shutil.which("ip") is None:
+        pytest.skip("needs Debian's bridge plugin and iproute2")
+    bin_dir = os.path.join(work, "cni", "bin")
+    _install("--from", os.path.dirname(built_exe), "--bin-dir", bin_dir)
+    token = uuid.uuid4().hex[:6]
+    host, ctr = f"{PREFIX}h-{token}", f"{PREFIX}c-{token}"
+    made = []
+    try:
+        for ns in (host, ctr):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        conf = {"cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge", "bridge": f"bnch{token}", "isGateway": True,
+                "ipam": {"type": "cni-ipam", "dataDir": os.path.join(work, "data"),
+                         "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]]}}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        env.update({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "bench-br-1", "CNI_IFNAME": "eth0",
+                    "CNI_NETNS": f"/var/run/netns/{ctr}", "CNI_PATH": f"{bin_dir}:{CNI_BIN_DIR}"})
+        argv = ["ip", "netns", "exec", host, bridge]
+        proc = subprocess.run(argv, input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc
+        result = json.loads(proc.stdout)
+        cidr = result["ips"][0]["address"]
+        assert cidr.startswith("10.78.0.") and result["ips"][0]["gateway"] == "10.78.0.1", result
+        shown = json.loads(_ip("-n", ctr, "-j", "addr", "show", "eth0").stdout)
+        assert cidr in [f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]], shown
+        env["CNI_COMMAND"] = "DEL"
+        proc = subprocess.run(argv, input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc
+        assert not [n for n in os.listdir(os.path.join(work, "data", "bench-bridge")) if n.startswith("10.78.")]
+    finally:
+        for ns in reversed(made):
+            _ip("netns", "del", ns, check=False)
+
+
+# ------------------------------------------------------------------------------------- selection
+def test_integration_selection_against_the_binary(built_exe):
+    """Re-run integration tests with CNI_IPAM_EXE=<binary> (every plugin call goes through it)."""
+    if os.environ.get("CNI_IPAM_EXE"):
+        pytest.skip("already running against CNI_IPAM_EXE")
+    names = os.environ.get("CNI_IPAM_BUILT_TESTS")
+    selection = names.split() if names else DEFAULT_SELECTION
+    selection = [p for p in selection if os.path.exists(os.path.join(ROOT, p))]
+    if not selection:
+        pytest.skip("none of the selected integration test files exist")
+    env = {**os.environ, "CNI_IPAM_EXE": built_exe}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *selection],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=SELECTION_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the selection did not finish within {SELECTION_TIMEOUT}s: {selection}")
+    tail = (proc.stdout[-3000:] + proc.stderr[-2000:])
+    assert proc.returncode in (0, 5), f"integration tests against {built_exe} failed:\n{tail}"
+    print(f"\nselection against the binary: {proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ''}")
