@@ -111,6 +111,7 @@ class NetworkState:
         self.reservations = {}  # ip -> (cid, ifname or None)
         self.owners = {}  # owner file name -> parsed JSON (or None when unreadable)
         self.tmp_leftovers = []
+        self.stale_entries = {}  # owner entry -> addresses it lists that it no longer holds
         self.index_current = False
         self.problems = []
 
@@ -211,14 +212,20 @@ def inspect_network(net_dir, range_subnets=(), allow_tmp=False, allow_symlinks=(
                     st.owners[name] = None
         st.index_current = _index_current(net_dir, meta)
     if st.index_current:
-        # The marker says the index matches the directory: then it must, exactly.
+        # The marker says the index is up to date.  Contract (store.py): every reservation file is
+        # listed under its owner's entry; an entry may also list addresses that someone else
+        # (host-local) released since - lookups check the file's owner, so those are never believed.
         want = {}
         for ip, (cid, ifname) in st.reservations.items():
             want.setdefault(_owner_key(cid, ifname), set()).add(str(ip))
         have = {k: set((v or {}).get("ips", [])) for k, v in st.owners.items()}
-        if want != have:
-            diff = {k: (sorted(have.get(k, ())), sorted(want.get(k, ()))) for k in set(want) | set(have) if want.get(k) != have.get(k)}
-            p.append(f"owner index marked current but differs from the reservations (index, files): {diff}")
+        missing = {k: sorted(ips - have.get(k, set())) for k, ips in want.items() if ips - have.get(k, set())}
+        if missing:
+            p.append(f"owner index marked current but misses reservations (entry: addresses): {missing}")
+        for k, ips in have.items():
+            extra = sorted(ips - want.get(k, set()))
+            if extra:
+                st.stale_entries[k] = extra
     # No owner holds two addresses of one range set (host-local's "duplicate allocation").
     nets = [ipaddress.ip_network(s) for s in range_subnets]
     for owner, ips in st.by_owner().items():

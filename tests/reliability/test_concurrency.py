@@ -48,7 +48,10 @@ def _drain(storm):
     st = inspect_network(storm.net_dir, storm.subnets)
     st.assert_ok("after deleting everything")
     assert st.reservations == {}
-    assert all(not v for v in st.owners.values()) and st.owners == {}, st.owners
+    # Entries may survive only for attachments that host-local deleted (our index never hears of
+    # that DEL; the entry lists addresses nobody holds and is never believed; see store.catch_up)
+    by_host_local = {f"{e.cid}:{e.ifname}" for e in storm.events if e.op == "DEL" and e.plugin == "host-local"}
+    assert set(st.owners) <= by_host_local, sorted(set(st.owners) - by_host_local)
 
 
 def test_storm_with_host_local_and_random_kills(sandbox, need_host_local, capsys):
