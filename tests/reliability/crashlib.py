@@ -92,6 +92,19 @@ def _setup_target_by_host_local(conf):
     _host_local("ADD", conf, TARGET)
 
 
+def _setup_host_local_only(conf):
+    # a directory only host-local ever wrote: our first call rebuilds the whole index
+    for i in range(3):
+        _host_local("ADD", conf, f"rel-hl{i}")
+
+
+def _setup_target_after_foreign_del(conf):
+    # host-local deleted one of ours: our index keeps a stale entry (never believed), then catches up
+    _setup_with_target(conf)
+    _host_local("DEL", conf, "rel-other1")
+    _host_local("ADD", conf, "rel-hl-new")
+
+
 def _setup_full_v4(conf):
     # the v4 set (/29: .2-.6) is full, so ADD reserves in the v6 set first and then rolls back
     for i in range(5):
@@ -112,6 +125,8 @@ def scenarios():
         Scenario("add-rollback", "ADD", _setup_full_v4, subnets=("fd00:99::/123", "10.99.0.0/29"), expect_rc=1),
         Scenario("del", "DEL", _setup_with_target),
         Scenario("del-stale-index", "DEL", _setup_target_by_host_local, needs="host-local"),
+        Scenario("add-host-local-dir", "ADD", _setup_host_local_only, needs="host-local"),
+        Scenario("del-after-foreign-del", "DEL", _setup_target_after_foreign_del, needs="host-local"),
         Scenario("gc", "GC", _setup_gc, needs="gc"),
     ]
     return out
