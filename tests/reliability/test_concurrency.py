@@ -48,9 +48,10 @@ def _drain(storm):
     st = inspect_network(storm.net_dir, storm.subnets)
     st.assert_ok("after deleting everything")
     assert st.reservations == {}
-    # Entries may survive only for attachments that host-local deleted (our index never hears of
-    # that DEL; the entry lists addresses nobody holds and is never believed; see store.catch_up)
-    by_host_local = {f"{e.cid}:{e.ifname}" for e in storm.events if e.op == "DEL" and e.plugin == "host-local"}
+    # Entries may survive only for attachments whose files host-local removed (its DEL, or the
+    # rollback of its failed or killed ADD): our index never hears of that; the entry lists addresses
+    # nobody holds and is never believed (see store.catch_up)
+    by_host_local = {f"{e.cid}:{e.ifname}" for e in storm.events if e.op in ("ADD", "DEL") and e.plugin == "host-local"}
     assert set(st.owners) <= by_host_local, sorted(set(st.owners) - by_host_local)
 
 
