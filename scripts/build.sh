@@ -5,6 +5,7 @@
 #   scripts/build.sh --onefile       # single file: dist/cni-ipam (about 10x slower to start)
 #   scripts/build.sh --importtime    # profiling build with -X importtime baked in
 #   scripts/build.sh --stock         # keep PyInstaller's default run-time hooks (baseline)
+#   scripts/build.sh --archive       # modules in the PYZ archive instead of .pyc files (baseline)
 #   scripts/build.sh --dist DIR      # output directory (default dist/)
 #
 # Installs PyInstaller (and the optional runtime modules the admin commands use, from the "build"
@@ -22,10 +23,10 @@ while [ $# -gt 0 ]; do
     --onefile) export CNI_IPAM_ONEFILE=1 ;;
     --importtime) export CNI_IPAM_IMPORTTIME=1; NAME=cni-ipam-importtime ;;
     --stock) export CNI_IPAM_STOCK_BOOT=1; NAME=cni-ipam-stock ;;
-    --noarchive) export CNI_IPAM_NOARCHIVE=1 ;;
+    --archive) export CNI_IPAM_ARCHIVE=1 ;;
     --dist) DIST=$(realpath -m "$2"); shift ;;
     --work) WORK=$(realpath -m "$2"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
