@@ -143,6 +143,7 @@ class NetworkStore:
         self._dirty = False
         self._boot_id = ""
         self._created: "List[str]" = []  # reservation files made by this instance (for rollback)
+        self._saved_owners: "Dict[str, Optional[bytes]]" = {}  # owner entries before save_owner (rollback)
         self._cursors: "Dict[int, str]" = {}
         self._reserve_tmp_owner: "Optional[str]" = None
         self._index_written = False  # an owner entry changed since open
@@ -396,6 +397,8 @@ class NetworkStore:
     def save_owner(self, cid: str, ifname: str, addrs: list, meta: dict) -> None:
         """Record (cid, ifname) as holding ``addrs`` in addition to what it already held."""
         key = owner_key(cid, ifname)
+        if key not in self._saved_owners:
+            self._saved_owners[key] = self._read_file(self._owners_fd, key)
         entry = self._read_owner_file(key) or {}
         ips = list(dict.fromkeys(list(entry.get("ips", [])) + [str(a) for a in addrs]))
         merged = dict(entry.get("meta", {}))
@@ -493,6 +496,7 @@ class NetworkStore:
             if self._dirty:
                 self._write_marker()
             self._created.clear()  # only now: a failure above rolls these back
+            self._saved_owners.clear()
         except OSError as exc:
             raise self._io_error("commit", self.path, exc) from None
 
@@ -507,6 +511,17 @@ class NetworkStore:
                 pass
         self._created.clear()
         self._cursors.clear()
+        # Restore the owner entries this call wrote: catch_up never drops an entry, so a failed
+        # ADD would otherwise leave one behind for good (one file per retry on a full disk).
+        for key, old in self._saved_owners.items():
+            try:
+                if old is None:
+                    os.unlink(key, dir_fd=self._owners_fd)
+                else:
+                    self._replace(self._owners_fd, key, old, fsync=False)
+            except (OSError, CniError):
+                pass  # a leftover entry is never believed: lookups check the reservation file
+        self._saved_owners.clear()
         try:
             if self._reserve_tmp_owner is not None:
                 os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)
