@@ -571,7 +571,7 @@ def main(argv=None) -> int:
     ap.add_argument("--built", default=BUILT_DEFAULT, help="the PyInstaller binary (default dist/cni-ipam/cni-ipam)")
     ap.add_argument("--no-source", action="store_true", help="leave out python3 -m cni_ipam")
     ap.add_argument("--no-built", action="store_true", help="leave out the built binary")
-    ap.add_argument("--extra", action="append", default=[], metavar="NAME=COMMAND", help="another cni-ipam command to measure")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=COMMAND", help="another cni-ipam command to measure (may start with VAR=value settings)")
     ap.add_argument("--workdir", help="where the data directories go (default /tmp/bench-<pid>)")
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where the JSON goes (default bench-results/)")
@@ -597,7 +597,11 @@ def main(argv=None) -> int:
         subjects.append(Subject("source", [sys.executable, "-m", "cni_ipam"], ours=True, env={"PYTHONPATH": py_path}))
     for item in a.extra:
         name, _, cmd = item.partition("=")
-        subjects.append(Subject(name, shlex.split(cmd), ours=True))
+        argv, env = shlex.split(cmd), {}
+        while argv and "=" in argv[0] and not argv[0].startswith("/"):  # leading VAR=value settings
+            key, _, value = argv.pop(0).partition("=")
+            env[key] = value
+        subjects.append(Subject(name, argv, ours=True, env=env))
     ours = next((s for s in subjects if s.ours), None)
 
     work = a.workdir or f"/tmp/bench-{os.getpid()}"

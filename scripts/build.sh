@@ -33,9 +33,28 @@ while [ $# -gt 0 ]; do
 done
 export CNI_IPAM_NAME=$NAME
 
+# PyInstaller bundles the shared libpython; Debian's python3 needs the libpython3.X package for it.
+SONAME=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME") or "")')
+LIBDIR=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
+if [ -n "$SONAME" ] && [ ! -e "$LIBDIR/$SONAME" ] && ! ldconfig -p 2>/dev/null | grep -q "$SONAME"; then
+  PKG="lib$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "build: installing $PKG (PyInstaller needs $SONAME)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$PKG" >/dev/null
+  else
+    echo "build: $SONAME not found; install it (Debian: apt-get install $PKG)" >&2
+    exit 1
+  fi
+fi
+
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
   echo "build: installing PyInstaller (pip install -e '.[build]')" >&2
-  "$PY" -m pip install -q --disable-pip-version-check -e ".[build]"
+  PIP_EXTRA=()
+  # Debian's system python refuses pip installs (PEP 668) unless told; a build box may do it.
+  if [ -e "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+    PIP_EXTRA=(--break-system-packages)
+  fi
+  "$PY" -m pip install -q --disable-pip-version-check "${PIP_EXTRA[@]}" -e ".[build]"
 fi
 
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
