@@ -12,6 +12,8 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.helpers import plugin_argv, run_cni
 from tests.reliability.conftest import size
 from tests.reliability.relhelpers import Storm, inspect_network, net_conf, run_inproc
@@ -101,3 +103,36 @@ def test_second_network_is_not_blocked_by_the_first(sandbox):
     assert rc3 == 1 and out3["code"] == 11, raw3  # proves the first network really was locked
     print(f"[rel] ADD on a second network while the first is locked: {add_s:.2f}s")
     assert add_s < 5 and total_s < 10
+
+
+@pytest.mark.xfail(reason="store.catch_up trusts ctimes: after the clock steps back, a reservation host-local "
+                          "creates is never indexed, so our DEL leaks it (reported; see docs/reliability.md)",
+                   strict=False)
+def test_host_local_write_after_a_clock_step_back(sandbox, need_host_local):
+    """Our last commit happened while the wall clock was 10 s ahead (then NTP stepped it back).
+    host-local then reserves an address for a container; our DEL of that container must release it."""
+    import subprocess
+
+    from tests.helpers import HOST_LOCAL
+    from tests.reliability.relhelpers import sub_env
+
+    conf = net_conf(sandbox, name="rel-clock")
+    net = os.path.join(sandbox, "rel-clock")
+    assert run_inproc("ADD", conf, container_id="rel-ours")[0] == 0
+    state_path = os.path.join(net, ".cni-ipam", "state")
+    with open(state_path) as fh:
+        state = json.load(fh)
+    assert state["mtime"] == os.stat(net).st_mtime_ns
+    ahead = state["mtime"] + 10_000_000_000  # what the marker would be had the clock been 10 s ahead
+    os.utime(net, ns=(os.stat(net).st_atime_ns, ahead))
+    state["mtime"] = ahead
+    with open(state_path, "w") as fh:
+        json.dump(state, fh)
+    env = sub_env({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "rel-theirs", "CNI_IFNAME": "eth0",
+                   "CNI_NETNS": "/x", "CNI_PATH": "/usr/lib/cni"})
+    proc = subprocess.run([HOST_LOCAL], input=json.dumps(conf).encode(), env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stdout
+    rc, out, raw = run_inproc("DEL", conf, container_id="rel-theirs")
+    assert rc == 0, raw
+    left = {ip for ip, o in inspect_network(net).reservations.items() if o[0] == "rel-theirs"}
+    assert not left, f"our DEL left host-local's reservations {left}: leaked"
