@@ -23,7 +23,7 @@ from cni_ipam import config
 from tests.helpers import plugin_argv
 from tests.reliability import fuzzlib
 from tests.reliability.conftest import size
-from tests.reliability.relhelpers import inspect_network, net_conf, run_inproc, sub_env, tree_snapshot
+from tests.reliability.relhelpers import inspect_network, net_conf, sub_env, tree_snapshot
 
 FUZZ_SETTINGS = dict(deadline=None, derandomize=os.environ.get("REL_FUZZ_RANDOM") != "1", database=None,
                      suppress_health_check=list(HealthCheck))
