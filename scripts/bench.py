@@ -629,9 +629,10 @@ def main(argv=None) -> int:
         log(f"bench: FAILED: {exc}")
         data["failure"] = str(exc)
         status = 1
-    finally:
+    except BaseException:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
+        raise
     data["summary"] = summarise(rec, subjects, data)
     data["targets"] = targets(data["summary"], built_name if any(s.name == built_name for s in subjects) else "source")
     data["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -642,7 +643,12 @@ def main(argv=None) -> int:
     for target in (path, os.path.join(a.out, "latest.json")):
         with open(target, "w") as fh:
             json.dump(data, fh, indent=2)
-    print(f"\nwrote {path} ({data['seconds']}s)")
+    print(f"\nwrote {path} ({data['seconds']}s)", flush=True)
+    if a.keep:
+        log(f"bench: data kept under {work}")
+    else:
+        log(f"bench: removing {work} ...")
+        shutil.rmtree(work, ignore_errors=True)
     return status
 
 
