@@ -550,6 +550,8 @@ def print_report(data: dict, out=sys.stdout) -> None:
               f"stranded after {a['stranded_after_apply']}  {'OK' if a['ok'] else 'FAIL'}  (max RSS of the first dry run {mb(a['maxrss_kb'])})")
             p(f"  CNI GC verb          {v['ms']:8.1f} ms; left {v['left_on_disk']}  {'OK' if v['ok'] else 'FAIL ' + str(v['error'])}"
               f"  (max RSS {mb(v['maxrss_kb'])})")
+    if not have_time():
+        p(f"\npeak memory: n/a - {TIME} (GNU time, Debian package 'time') is needed to measure it per process")
     if data.get("targets"):
         p("\ntargets:")
         for t in data["targets"]:
