@@ -336,7 +336,7 @@ def test_bridge_gets_an_address_through_the_installed_binary(built_exe, work):
         for ns in (host, ctr):
             _ip("netns", "add", ns)
             made.append(ns)
-        conf = {"cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge", "bridge": f"bnch{token}", "isGateway": True,
+        conf = {"cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge", "bridge": f"{PREFIX}b{token}", "isGateway": True,
                 "ipam": {"type": "cni-ipam", "dataDir": os.path.join(work, "data"),
                          "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]]}}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
