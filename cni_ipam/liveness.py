@@ -412,7 +412,12 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
     path = gc_stats_path(data_dir, network)
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        try:
+            os.unlink(tmp)  # a leftover, or a planted symlink: never write through it
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(stats, fh, sort_keys=True)
         os.replace(tmp, path)
     except OSError:
