@@ -20,7 +20,10 @@ directory's mtime to a marker one second in the past and record it.  Any create 
 else (host-local, an admin, a crash half-way) sets the mtime to "now" and the marker no longer
 matches.  The next call then catches up: it stats every entry but reads only the files whose ctime
 is newer than the marker (host-local never rewrites a reservation, it creates or removes them), so
-a host-local write costs us a directory scan, not a read of every file.  Without a usable state
+a host-local write costs us a directory scan, not a read of every file.  Two guards keep a clock
+step from hiding a file: the state records the wall time of our last change (a clock now behind it
+forces a rebuild) and the number of directory entries (more new entries than new ctimes forces a
+rebuild).  Without a usable state
 file (first use of a host-local directory, a new boot id after a power cut) the index is rebuilt
 from every reservation file, once.
 """
@@ -148,6 +151,7 @@ class NetworkStore:
         self._reserve_tmp_owner: "Optional[str]" = None
         self._index_written = False  # an owner entry changed since open
         self.rebuilt_index = False  # True when this call rebuilt or caught up the owner index
+        self._entries = 0  # directory entries that may be reservations (see _is_entry)
 
     # ----------------------------------------------------------------- open / lock / close
     def __enter__(self) -> "NetworkStore":
@@ -272,37 +276,51 @@ class NetworkStore:
             and isinstance(state.get("mtime"), int)
             and state.get("ino") == st.st_ino
             and state.get("boot") == self._boot_id
+            and isinstance(state.get("entries"), int)
         ):
             self.rebuild_index()
-        elif state["mtime"] != st.st_mtime_ns:
-            # The marker was set one second after our last change; anything created since then
-            # has a later ctime.  One more second of slack covers the kernel's coarse clock.
-            self.catch_up(state["mtime"] - 1_000_000_000)
+        elif state["mtime"] == st.st_mtime_ns:
+            self._entries = state["entries"]
+        elif time.time_ns() < state["mtime"]:
+            # The wall clock went back since our last change: ctimes cannot be trusted.
+            self.rebuild_index()
+        # The marker was set one second after our last change; anything created since then
+        # has a later ctime.  One more second of slack covers the kernel's coarse clock.
+        elif not self.catch_up(state["mtime"] - 1_000_000_000, state["entries"]):
+            self.rebuild_index()
 
-    def catch_up(self, since_ns: int) -> None:
+    def catch_up(self, since_ns: int, entries_then: int) -> bool:
         """Index the reservation files created since ``since_ns`` (someone else wrote them).
 
         Costs a stat of each directory entry but reads only the new files.  Entries whose files
         someone else removed stay in the index: every lookup checks the reservation file's owner,
-        so they are never believed, and the owner's DEL (or a rebuild) drops them.
+        so they are never believed, and the owner's DEL (or a rebuild) drops them.  Returns False
+        (and changes nothing) when the directory grew by more entries than carry a new ctime: a
+        file was created with an older timestamp (a clock step), so only a rebuild is safe.
         """
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        total = recent = 0
         with os.scandir(self.dir_fd) as entries:
             for entry in entries:
                 name = entry.name
-                if name[0] in ".l":  # .cni-ipam, lock, last_reserved_ip.*: never an address
+                if not _is_entry(name):
                     continue
+                total += 1
                 try:
                     if entry.stat(follow_symlinks=False).st_ctime_ns < since_ns:
                         continue
                 except OSError:
                     continue
+                recent += 1
                 if parse_ip_name(name) is None:
                     continue
                 data = self._read_file(self.dir_fd, name)
                 owner = parse_owner(data) if data is not None else None
                 if owner is not None:
                     found.setdefault(owner_key(*owner), (owner[0], owner[1], []))[2].append(name)
+        if total - entries_then > recent:
+            return False
+        self._entries = total
         for key, (cid, ifname, ips) in found.items():
             entry = self._read_owner_file(key) or {}
             known = list(entry.get("ips", []))
@@ -310,10 +328,12 @@ class NetworkStore:
                 self._write_owner_file(key, cid, ifname, known + [ip for ip in ips if ip not in known], entry.get("meta", {}))
         self._dirty = True
         self.rebuilt_index = True
+        return True
 
     def rebuild_index(self) -> None:
         """Make ``.cni-ipam/owners`` describe exactly the reservation files (one O(n) pass)."""
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        self._entries = sum(1 for name in os.listdir(self.dir_fd) if _is_entry(name))
         for res in self._scan():
             if res.container_id is None:
                 continue
@@ -352,6 +372,7 @@ class NetworkStore:
         except OSError as exc:
             raise self._io_error("reserve", os.path.join(self.path, name), exc) from None
         self._created.append(name)
+        self._entries += 1
         self._dirty = True
         return True
 
@@ -374,6 +395,7 @@ class NetworkStore:
             return False
         except OSError as exc:
             raise self._io_error("release", os.path.join(self.path, name), exc) from None
+        self._entries -= 1
         self._dirty = True
         return True
 
@@ -507,6 +529,7 @@ class NetworkStore:
         for name in self._created:
             try:
                 os.unlink(name, dir_fd=self.dir_fd)
+                self._entries -= 1
             except OSError:
                 pass
         self._created.clear()
@@ -535,7 +558,7 @@ class NetworkStore:
         st = os.fstat(self.dir_fd)
         marker = time.time_ns() - 1_000_000_000
         os.utime(self.dir_fd, ns=(st.st_atime_ns, marker))
-        state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id}
+        state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "entries": self._entries}
         self._replace(self._meta_fd, STATE_FILE, json.dumps(state).encode(), fsync=False)
         self._dirty = False
 
@@ -613,6 +636,11 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
+
+
+def _is_entry(name: str) -> bool:
+    """Could ``name`` be a reservation?  (.cni-ipam, lock and last_reserved_ip.* cannot.)"""
+    return name[:1] not in ("", ".", "l")
 
 
 def _open_subdir(parent_fd: int, name: str) -> int:

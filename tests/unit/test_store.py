@@ -280,3 +280,30 @@ def test_parse_helpers():
     assert parse_ip_name("fd00::1") == IP("fd00::1")
     for name in ("lock", "last_reserved_ip.0", ".cni-ipam", "FD00::1", "fd00:0::1", "010.0.0.1", "x"):
         assert parse_ip_name(name) is None, name
+
+
+def test_catch_up_refuses_when_more_files_appeared_than_carry_a_new_ctime(tmp_path):
+    """A file created with an old timestamp (clock stepped back) is not missed: catch-up declines
+    and the caller rebuilds."""
+    reserve(tmp_path, "10.0.0.5")
+    (netdir(tmp_path) / "10.0.0.9").write_bytes(b"hl-cid\r\neth0")
+    with store(tmp_path) as s:
+        future = time.time_ns() + 60_000_000_000  # as if every ctime were older than the marker
+        assert s.catch_up(future, 1) is False  # 2 entries now, 1 then, none recent
+        assert s.catch_up(future, 2) is True  # nothing unexplained
+        assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]  # the open already indexed it
+
+
+def test_clock_step_back_forces_a_rebuild(tmp_path):
+    reserve(tmp_path, "10.0.0.5")
+    state_path = netdir(tmp_path) / ".cni-ipam" / "state"
+    state = json.loads(state_path.read_text())
+    ahead = time.time_ns() + 30_000_000_000  # our last change happened 30 s "later" than now
+    os.utime(netdir(tmp_path), ns=(ahead, ahead))
+    (netdir(tmp_path) / "10.0.0.9").write_bytes(b"hl-cid\r\neth0")  # sets mtime to now again
+    state["mtime"] = ahead
+    state_path.write_text(json.dumps(state))
+    with store(tmp_path) as s:
+        assert s.rebuilt_index
+        assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
+    assert json.loads(state_path.read_text())["entries"] == 2
