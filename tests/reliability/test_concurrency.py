@@ -12,8 +12,6 @@ import json
 import os
 import time
 
-import pytest
-
 from tests.helpers import plugin_argv, run_cni
 from tests.reliability.conftest import size
 from tests.reliability.relhelpers import Storm, inspect_network, net_conf, run_inproc
@@ -105,9 +103,6 @@ def test_second_network_is_not_blocked_by_the_first(sandbox):
     assert add_s < 5 and total_s < 10
 
 
-@pytest.mark.xfail(reason="store.catch_up trusts ctimes: after the clock steps back, a reservation host-local "
-                          "creates is never indexed, so our DEL leaks it (reported; see docs/reliability.md)",
-                   strict=False)
 def test_host_local_write_after_a_clock_step_back(sandbox, need_host_local):
     """Our last commit happened while the wall clock was 10 s ahead (then NTP stepped it back).
     host-local then reserves an address for a container; our DEL of that container must release it."""

@@ -205,9 +205,6 @@ PLANTS = ["NEXT_IP", "lock", "last_reserved_ip.0", "last_reserved_ip.1", ".cni-i
 def test_symlink_planted_in_network_dir(box, plant, target):
     """A symlink named like one of the plugin's files, pointing outside: no write follows it, and
     the answer is a result or a clean error (code 5)."""
-    if plant == ".cni-ipam/gc-stats.json.tmp" and target == "file" and _gc_stats_follows_symlinks():
-        pytest.xfail("known bug in cni_ipam/liveness.py record_gc_stats: open(tmp, 'w') follows a symlink "
-                     "planted as .cni-ipam/gc-stats.json.tmp and overwrites its target (reported to the lead)")
     net = os.path.join(box.data, fuzzlib.NET)
     name = "10.96.0.4" if plant == "NEXT_IP" else plant
     path = os.path.join(net, name)
@@ -292,14 +289,3 @@ def test_fixed_hostile_inputs(box, case):
     problems, _ = fuzzlib.run_one_subprocess(box, {k.encode(): v for k, v in env.items()}, stdin, timeout=60)
     assert not problems, problems
 
-
-def _gc_stats_follows_symlinks():
-    """True while liveness.record_gc_stats writes its temp file with a plain open() (the known bug)."""
-    try:
-        import inspect
-
-        from cni_ipam import liveness
-    except ImportError:
-        return False
-    src = inspect.getsource(liveness.record_gc_stats)
-    return 'open(tmp, "w"' in src
