@@ -61,6 +61,48 @@ def test_modes_under_any_umask(sandbox, umask, need_host_local):
     print(f"[rel] umask {oct(umask)}: {sorted(set(m for _, m in report))}")
 
 
+def test_reservation_written_by_host_local_keeps_working(sandbox, need_host_local):
+    """host-local writes 0644 files; we neither need nor change that, and DEL still releases them."""
+    data = os.path.join(sandbox, "data")
+    conf = net_conf(data, name="rel-perm", subnets=SUBNETS)
+    hl = subprocess.run(["/usr/lib/cni/host-local"], input=__import__("json").dumps(conf).encode(),
+                        env=sub_env({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "rel-hl", "CNI_IFNAME": "eth0",
+                                     "CNI_NETNS": "/x", "CNI_PATH": "/usr/lib/cni"}), capture_output=True)
+    assert hl.returncode == 0, hl.stdout
+    rc, out, raw, _ = run_cni(plugin_argv(), "DEL", conf, container_id="rel-hl")
+    assert rc == 0, raw
+    assert inspect_network(os.path.join(data, "rel-perm"), SUBNETS).reservations == {}
+
+
+def test_unprivileged_caller_gets_code_5(sandbox, need_root):
+    data = os.path.join(sandbox, "data")
+    conf = net_conf(data, name="rel-perm", subnets=SUBNETS)
+    rc, out, raw, _ = run_cni(plugin_argv(), "ADD", conf, container_id="rel-root")
+    assert rc == 0, raw
+    os.chmod(sandbox, 0o755)
+    env = sub_env({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "rel-nobody", "CNI_IFNAME": "eth0",
+                   "CNI_NETNS": "/x", "CNI_PATH": "/usr/lib/cni"})
+    import json
+
+    argv = plugin_argv()
+    if not os.environ.get("CNI_IPAM_EXE") and not _nobody_can_run(argv[0]):
+        if not _nobody_can_run("/usr/bin/python3"):
+            pytest.skip(f"user nobody cannot run {argv[0]}")
+        argv = ["/usr/bin/python3"] + argv[1:]
+    for command in ("ADD", "DEL"):
+        env["CNI_COMMAND"] = command
+        proc = subprocess.run(argv, input=json.dumps(conf).encode(), env=env, capture_output=True,
+                              user=65534, group=65534, timeout=60)
+        assert proc.returncode == 1, proc
+        assert b"Traceback" not in proc.stderr, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["code"] == 5 and "Permission denied" in out["msg"], out
+        print(f"[rel] {command} as nobody: {out['msg']}")
+    st = inspect_network(os.path.join(data, "rel-perm"), SUBNETS)
+    st.assert_ok()
+    assert {o[0] for o in st.reservations.values()} == {"rel-root"}
+
+
 def _nobody_can_run(exe):
     try:
         proc = subprocess.run([exe, "-c", "import cni_ipam"], env=sub_env(), capture_output=True, user=65534,
