@@ -29,7 +29,7 @@ from cni_ipam.errors import PODCIDR_UNAVAILABLE, TRY_AGAIN_LATER, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, List, Optional, Tuple
+    from typing import Any, Optional, Tuple
 
 MAX_RESPONSE = 8 << 20
 USER_AGENT = "cni-ipam/usePodCidr"

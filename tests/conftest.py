@@ -6,3 +6,22 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def need_host_local():
+    from tests.helpers import have_host_local
+
+    if not have_host_local():
+        pytest.skip("Debian's host-local is not installed (apt-get install containernetworking-plugins)")
+
+
+@pytest.fixture
+def need_root():
+    from tests.helpers import is_root
+
+    if not is_root():
+        pytest.skip("needs root (network namespaces, mounts, other users)")

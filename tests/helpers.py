@@ -25,19 +25,21 @@ def plugin_argv() -> list:
     return [sys.executable, "-m", "cni_ipam"]
 
 
+def cni_env(command, container_id="c1", ifname="eth0", netns="/var/run/netns/none", cni_args=None) -> dict:
+    """The CNI_* variables of one call (a variable given as None is left out)."""
+    env = {"CNI_COMMAND": command, "CNI_PATH": CNI_BIN_DIR}
+    for key, value in (("CNI_CONTAINERID", container_id), ("CNI_IFNAME", ifname), ("CNI_NETNS", netns),
+                       ("CNI_ARGS", cni_args)):
+        if value is not None:
+            env[key] = value
+    return env
+
+
 def run_cni(argv, command, conf, container_id="c1", ifname="eth0", netns="/var/run/netns/none",
             cni_args=None, extra_env=None, stdin=None, timeout=60):
     """Run one CNI call; returns (exit status, parsed stdout or None, raw stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-    env.update({"CNI_COMMAND": command, "CNI_PATH": CNI_BIN_DIR})
-    if container_id is not None:
-        env["CNI_CONTAINERID"] = container_id
-    if ifname is not None:
-        env["CNI_IFNAME"] = ifname
-    if netns is not None:
-        env["CNI_NETNS"] = netns
-    if cni_args is not None:
-        env["CNI_ARGS"] = cni_args
+    env.update(cni_env(command, container_id, ifname, netns, cni_args))
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if extra_env:
         env.update(extra_env)

@@ -6,7 +6,6 @@ import tempfile
 
 import pytest
 
-from tests.helpers import have_host_local, is_root
 
 
 @pytest.fixture
@@ -15,18 +14,6 @@ def sandbox():
     path = tempfile.mkdtemp(prefix="rel-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def need_host_local():
-    if not have_host_local():
-        pytest.skip("Debian's host-local is not installed (apt-get install containernetworking-plugins)")
-
-
-@pytest.fixture
-def need_root():
-    if not is_root():
-        pytest.skip("needs root (mounts, other users)")
 
 
 def size(name, ci_default):

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests import helpers  # noqa: E402
 from tests.helpers import HOST_LOCAL, CNI_BIN_DIR, plugin_argv  # noqa: E402
 
 KILLWRAP = os.path.join(HERE, "killwrap.py")
@@ -47,16 +48,7 @@ def net_conf(data_dir, name="rel-net", subnets=("10.99.0.0/27", "fd00:99::/123")
 
 
 def cni_env(command, container_id="c1", ifname="eth0", netns="/var/run/netns/rel-none", cni_args=None):
-    env = {"CNI_COMMAND": command, "CNI_PATH": CNI_BIN_DIR}
-    if container_id is not None:
-        env["CNI_CONTAINERID"] = container_id
-    if ifname is not None:
-        env["CNI_IFNAME"] = ifname
-    if netns is not None:
-        env["CNI_NETNS"] = netns
-    if cni_args is not None:
-        env["CNI_ARGS"] = cni_args
-    return env
+    return helpers.cni_env(command, container_id, ifname, netns, cni_args)
 
 
 def run_inproc(command, conf, **kw):
