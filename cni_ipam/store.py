@@ -399,18 +399,17 @@ class NetworkStore:
         self._dirty = True
         return True
 
-    def owned_by(self, cid: str, ifname: str) -> list:
-        """Addresses held by (cid, ifname), including old ID-only reservations of cid."""
-        out = []
+    def _held_by_owner(self, cid: str, ifname: str) -> "Iterator[Tuple[str, List[str]]]":
+        """(index key, addresses the reservation files confirm) for (cid, ifname) and for cid's
+        old ID-only reservations; index entries are never believed without the file."""
         for key, want_ifname in ((owner_key(cid, ifname), ifname), (owner_key(cid, None), None)):
             entry = self._read_owner_file(key)
-            if not entry:
-                continue
-            for ip in entry.get("ips", []):
-                owner = self.holder(ip)
-                if owner is not None and owner[0] == cid.strip() and owner[1] == want_ifname:
-                    out.append(ipaddress.ip_address(ip))
-        return out
+            if entry is not None:
+                yield key, [ip for ip in entry.get("ips", []) if self.holder(ip) == (cid.strip(), want_ifname)]
+
+    def owned_by(self, cid: str, ifname: str) -> list:
+        """Addresses held by (cid, ifname), including old ID-only reservations of cid."""
+        return [ipaddress.ip_address(ip) for _, held in self._held_by_owner(cid, ifname) for ip in held]
 
     def owner_meta(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
         entry = self._read_owner_file(owner_key(cid, ifname))
@@ -430,15 +429,8 @@ class NetworkStore:
     def release_owner(self, cid: str, ifname: str) -> list:
         """Release every address of (cid, ifname) and its ID-only reservations; returns them."""
         released = []
-        for key, want_ifname in ((owner_key(cid, ifname), ifname), (owner_key(cid, None), None)):
-            entry = self._read_owner_file(key)
-            if entry is None:
-                continue
-            for ip in entry.get("ips", []):
-                owner = self.holder(ip)
-                if owner is not None and owner[0] == cid.strip() and owner[1] == want_ifname:
-                    if self._unlink_reservation(ip):
-                        released.append(ipaddress.ip_address(ip))
+        for key, held in self._held_by_owner(cid, ifname):
+            released += [ipaddress.ip_address(ip) for ip in held if self._unlink_reservation(ip)]
             self._remove_owner_file(key)
         return released
 
