@@ -18,7 +18,8 @@ API::
         # not look everywhere: only a normal return proves that the missing idents are gone.
     result = scan(idents, proc="/proc", node_pidns=False)
         # result.held: {ident: "who holds it"}; result.problems: [why the scan is unsure];
-        # result.sure; result.gone(ident) -> True only when proven gone.
+        # result.sure; result.gone(ident) -> True only when proven gone; result.foreign: idents not
+        # on the nsfs device (never a namespace: nothing to look for, never gone, find_held: Unsure).
 
 What makes a scan unsure (``problems`` not empty, so nothing it did not find counts as gone):
 
@@ -30,7 +31,6 @@ What makes a scan unsure (``problems`` not empty, so nothing it did not find cou
   ``/proc/<pid>/task/<tid>/net/dev`` (its inode is per network namespace);
 * a mount namespace referenced by an fd or an nsfs mount that no visible process lives in (its
   mounts cannot be read);
-* an identity whose device is not the nsfs device (it was never a namespace: nothing to look for);
 * processes still appearing after the pid list was re-read three times.
 
 A namespace found nowhere is looked for a second time (a full second pass) before it counts as gone,
@@ -58,12 +58,16 @@ class Unsure(Exception):
 
 
 class Scan(object):
-    __slots__ = ("wanted", "held", "problems", "nsfs_dev")
+    """``held``: {ident: who holds it}; ``problems``: why the scan was unsure (empty: sure);
+    ``foreign``: idents not on the nsfs device (never namespaces: neither held nor gone)."""
+
+    __slots__ = ("wanted", "held", "problems", "foreign", "nsfs_dev")
 
     def __init__(self, wanted, nsfs_dev):
         self.wanted = wanted
         self.held = {}
         self.problems = []
+        self.foreign = set()
         self.nsfs_dev = nsfs_dev
 
     @property
@@ -72,10 +76,8 @@ class Scan(object):
 
     def gone(self, ident):
         """True only when ``ident`` was looked for everywhere and found nowhere."""
-        return not self.problems and tuple(ident) in self.wanted and tuple(ident) not in self.held
-
-    def missing(self):
-        return set(self.wanted) - set(self.held)
+        ident = tuple(ident)
+        return not self.problems and ident in self.wanted and ident not in self.held and ident not in self.foreign
 
 
 def _ino(link, prefix):
@@ -300,11 +302,10 @@ def scan(idents, proc="/proc", node_pidns=False, confirm=True):
     for dev, ino in wanted:
         if nsfs_dev is not None and dev == nsfs_dev:
             want[ino] = (dev, ino)
+        else:
+            result.foreign.add((dev, ino))
     if nsfs_dev is None:
         result.problems.append("cannot stat any nsfs file under %s" % proc)
-    elif len(want) < len(wanted):
-        result.problems.append("%d identit%s not on the nsfs device %d: not a namespace, cannot be looked for"
-                               % (len(wanted) - len(want), "y is" if len(wanted) - len(want) == 1 else "ies are", nsfs_dev))
     if not node_pidns and not host_pidns(proc):
         result.problems.append("%s does not show the host's PID namespace (pid 2 is not kthreadd): processes outside it are invisible" % proc)
     if not want:
@@ -330,6 +331,11 @@ def find_held(idents, proc="/proc", node_pidns=False):
     and the scan could not look everywhere; a normal return proves the others are gone."""
     result = scan(idents, proc, node_pidns)
     held = set(result.held)
-    if result.problems and held != result.wanted:
-        raise Unsure(held, list(result.problems))
+    missing = result.wanted - held
+    if missing and (result.problems or missing & result.foreign):
+        problems = list(result.problems)
+        if missing & result.foreign:
+            problems.append("%d identit%s not on the nsfs device (%s): not a namespace, cannot be looked for"
+                            % (len(result.foreign), "y is" if len(result.foreign) == 1 else "ies are", result.nsfs_dev))
+        raise Unsure(held, problems)
     return held

@@ -124,7 +124,9 @@ def test_identity_not_on_nsfs_is_unsure(tmp_path):
     f.write_text("")
     st = os.stat(f)
     r = nsscan.scan([(st.st_dev, st.st_ino)], node_pidns=True)
-    assert not r.sure and not r.gone((st.st_dev, st.st_ino)) and "not on the nsfs device" in r.problems[0]
+    assert not r.gone((st.st_dev, st.st_ino)) and r.foreign == {(st.st_dev, st.st_ino)}
+    with pytest.raises(nsscan.Unsure, match="not on the nsfs device"):
+        nsscan.find_held([(st.st_dev, st.st_ino)], node_pidns=True)
 
 
 def test_own_namespace_is_held_on_the_real_proc():
