@@ -2,7 +2,8 @@
 
 Inside, every process is one the snippet started, so a namespace scan there can be *sure*: the
 machine's own pid 1 (which root may be unable to inspect, as on some CI sandboxes) is not visible.
-The snippet gets helpers in its globals (``spawn``, ``ident``, ``scan``, ``wait_for``, ``emit``)
+The snippet gets helpers in its globals (``spawn``, ``ident``, ``netns_of``, ``scan``, ``wait_for``,
+``cni_add`` and ``gc`` running the plugin under test, ``emit``)
 and reports with ``emit(obj)``; ``run_world`` returns the emitted objects.  When the snippet ends,
 the kernel kills every process left in the PID namespace, so nothing outlives the test.
 """
@@ -10,12 +11,11 @@ the kernel kills every process left in the PID namespace, so nothing outlives th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, plugin_argv
 
 PRELUDE = r'''
 import json, os, subprocess, sys, time
@@ -53,6 +53,28 @@ def scan(idents, **kw):
     return {"held": {"%%d:%%d" %% k: v for k, v in r.held.items()}, "problems": r.problems, "sure": r.sure,
             "gone": ["%%d:%%d" %% tuple(i) for i in idents if r.gone(tuple(i))]}
 
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env["PYTHONPATH"] = %(root)r
+    env.update(extra)
+    return env
+
+def cni_add(data, cid, netns, name="holders", subnet="10.79.0.0/24"):
+    conf = {"cniVersion": "1.0.0", "name": name, "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": data, "subnet": subnet}}
+    p = subprocess.run(%(argv)r, input=json.dumps(conf).encode(), capture_output=True,
+                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout)["ips"][0]["address"].split("/")[0]
+
+def gc(data, *args):
+    """cni-ipam gc --json; returns (exit code, report, stderr)."""
+    p = subprocess.run(%(argv)r + ["gc", "--data-dir", data, "--json", *args], capture_output=True, text=True, env=_env())
+    return p.returncode, json.loads(p.stdout), p.stderr
+
+def verdicts(report, name="holders"):
+    return {r["ip"]: [r["state"], r["reason"], r["detail"], r.get("released")] for r in report["networks"][name]["reservations"]}
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -60,7 +82,7 @@ def emit(obj):
 
 
 def run_world(snippet: str, timeout: float = 60, user: "str | None" = None) -> list:
-    code = PRELUDE % {"root": ROOT} + "\n" + textwrap.dedent(snippet)
+    code = PRELUDE % {"root": ROOT, "argv": plugin_argv()} + "\n" + textwrap.dedent(snippet)
     argv = ["unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private", sys.executable, "-c", code]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
     if proc.returncode != 0:
@@ -68,8 +90,3 @@ def run_world(snippet: str, timeout: float = 60, user: "str | None" = None) -> l
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
-def key(ident) -> str:
-    return "%d:%d" % tuple(ident)
-
-
-__all__ = ["run_world", "key", "os"]
