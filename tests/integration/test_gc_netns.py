@@ -330,3 +330,34 @@ def test_gc_scale_timing(tmp_path, netns, capsys):
         print(f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
               f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass")
     assert dry < 120 and applied < 120
+
+
+def test_include_unknown_uses_boot_ids_not_file_times(tmp_path, netns):
+    """Issue 11 item 9: a live host-local file dated before this boot (no RTC before NTP, rsync -a) is
+    not "previous boot"; the boot id under which the owner index first saw the file is the evidence."""
+    if not have_host_local():
+        pytest.skip("Debian's host-local is not installed")
+    ns = netns("hlboot")
+    c = conf(tmp_path, version="1.0.0")
+    rc, res, out, err = run_host_local("ADD", c, container_id="hlb1", netns=f"/var/run/netns/{ns}")
+    assert rc == 0, out + err
+    ip = res["ips"][0]["address"].split("/")[0]
+    os.utime(os.path.join(tmp_path, NET, ip), (86400, 86400))  # 1970-01-02: long before any boot
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == ("unknown", "no-metadata", False)
+    assert files(tmp_path) == [ip]
+    # the index saw this file under another boot: that is proof, with or without --include-unknown
+    path = os.path.join(str(tmp_path), NET, ".cni-ipam", "owners", owner_key("hlb1", "eth0"))
+    with open(path) as fh:
+        entry = json.load(fh)
+    entry["seenBoot"] = "00000000-0000-0000-0000-0000000000ee"
+    with open(path, "w") as fh:
+        json.dump(entry, fh)
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json")
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"]) == ("stranded", "previous-boot")
+    assert "00000000-0000-0000-0000-0000000000ee" in rows(report)[ip]["detail"]
+    entry["seenBoot"] = read_boot_id()
+    with open(path, "w") as fh:
+        json.dump(entry, fh)
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
+    assert rows(report)[ip]["state"] == "unknown" and files(tmp_path) == [ip]
