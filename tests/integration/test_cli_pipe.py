@@ -14,13 +14,13 @@ from tests.helpers import ROOT, plugin_argv
 
 @pytest.fixture
 def big(tmp_path):
-    """A network with 4,000 host-local style reservations: far more output than a pipe buffers."""
+    """A network with 1,500 host-local style reservations: far more output than a pipe buffers."""
     data, confdir = tmp_path / "data", tmp_path / "conf"
     net = data / "pipenet"
     net.mkdir(parents=True)
     confdir.mkdir()
     base = int(ipaddress.ip_address("10.90.0.10"))
-    for i in range(4000):
+    for i in range(1500):
         (net / str(ipaddress.ip_address(base + i))).write_bytes(b"pipe%06d\r\neth0" % i)
     (confdir / "10-pipe.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0", "name": "pipenet",
@@ -45,7 +45,7 @@ def test_head_closes_the_pipe(big, argv):
     args = argv + ["--data-dir", str(data)] + (["--conf-dir", str(confdir)] if argv[0] == "show" else [])
     proc = piped(args)
     assert len(proc.stdout.splitlines()) == 2
-    err = proc.stderr.replace("status=141", "").strip()
+    err = proc.stderr.replace("status=141", "").replace("status=0", "").strip()
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     # 141 once a write met the closed pipe; 0 when the last write merely came up short (one big JSON
     # write can end that way): either way quietly, never a traceback
