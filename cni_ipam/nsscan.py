@@ -192,8 +192,10 @@ class _Pass(object):
                 continue
             if ino not in self.net_reps:
                 self.net_reps[ino] = (pid, tid)
-            if ino in self.want and self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(proc, pid))):
-                return True
+            if ino in self.want:
+                who = "pid %s (%s)" % (pid, _comm(proc, pid)) + ("" if tid == pid else " thread %s" % tid)
+                if self.found(ino, who + " lives in it"):
+                    return True
         # 2. open file descriptors (of the thread group's fd table)
         fddir = base + "/fd/"
         try:
