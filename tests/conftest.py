@@ -10,6 +10,16 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
+try:  # Hypothesis keeps no example database in the checkout: a run never changes the next one.
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - the "test" extra brings it
+    pass
+else:
+    # CI=true: derandomized (the same examples every run), so a CI result depends on the code only.
+    _hypothesis_settings.register_profile(
+        "cni-ipam", database=None, derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"))
+    _hypothesis_settings.load_profile("cni-ipam")
+
 
 @pytest.fixture
 def need_host_local():
