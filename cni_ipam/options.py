@@ -11,6 +11,7 @@ two equal.  Admin code only: never imported on the plugin path.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 
 from cni_ipam.config import DEFAULT_DATA_DIR
@@ -71,6 +72,14 @@ class Parser(argparse.ArgumentParser):
 
 def make_parser(command: str, description: str) -> Parser:
     return Parser(prog=f"cni-ipam {command}", description=description, epilog=exit_text(command))
+
+
+def cidr_arg(text: str):
+    """argparse type of the CIDR options (lint, plan)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CIDR: {text!r}") from None
 
 
 def data_dir_problem(path: str) -> "str | None":
