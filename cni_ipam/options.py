@@ -48,7 +48,7 @@ EXIT_CODES = {
         2: "errors",
     },
     "every command": {
-        EXIT_USAGE: "usage error: unknown option, bad option value, missing argument",
+        EXIT_USAGE: "usage error: unknown command or option, bad option value, missing argument",
         EXIT_NO_DATA_DIR: "`--data-dir` does not exist or is not a directory (gc, show, metrics); "
                           "no conf file found (lint)",
     },
@@ -107,3 +107,11 @@ def pod_label(k8s: "dict | None") -> str:
     if uid:
         return f"{namespace}/uid={uid}" if namespace else f"uid={uid}"
     return f"{namespace}/-" if namespace else "-"
+
+
+def exit_codes_markdown() -> str:
+    """``EXIT_CODES`` as the README's table (tests/unit/test_exit_codes.py keeps the README equal)."""
+    lines = ["| exit | command | meaning |", "|---|---|---|"]
+    for command, codes in EXIT_CODES.items():
+        lines += [f"| {code} | {command} | {text} |" for code, text in codes.items()]
+    return "\n".join(lines)
