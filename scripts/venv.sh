@@ -2,8 +2,9 @@
 # Sourced by the scripts: the project virtual environment in <checkout>/.venv, never the machine's Python.
 #
 #   ensure_venv EXTRA   create .venv if it is missing or broken (Debian: python3-venv, installed when
-#                       root), then `pip install -e ".[EXTRA]"` into it, again only when pyproject.toml
-#                       changed since the last install (a stamp file inside .venv).
+#                       root), then `pip install -e ".[EXTRA]"` into it (EXTRA "base": the package and
+#                       its dependencies only), again only when pyproject.toml changed since the last
+#                       install (a stamp file inside .venv).
 #   VENV_PY             the venv's interpreter, set by ensure_venv (.venv/bin/python, not resolved:
 #                       resolving the link would leave the venv)
 #
@@ -43,12 +44,16 @@ ensure_venv() {
     "$base" -m venv "$venv"
   fi
   [ -n "$extra" ] || return 0
+  local hash spec=".[$extra]"
+  [ "$extra" = base ] && spec=.
   stamp="$venv/.cni-ipam-installed"
-  want="$extra $(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
-  # Each extra is installed once per pyproject.toml version; several extras may share a venv.
-  if ! grep -qxF "$want" "$stamp" 2>/dev/null; then
-    echo "venv: pip install -e '.[$extra]' into $venv" >&2
-    (cd "$root" && _venv_pip -e ".[$extra]")
+  hash=$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)
+  want="$extra $hash"
+  # Each extra is installed once per pyproject.toml version; several extras may share a venv, and
+  # any of them brings the base package.
+  if ! grep -qxF "$want" "$stamp" 2>/dev/null && ! { [ "$extra" = base ] && grep -q " $hash\$" "$stamp" 2>/dev/null; }; then
+    echo "venv: pip install -e '$spec' into $venv" >&2
+    (cd "$root" && _venv_pip -e "$spec")
     echo "$want" >>"$stamp"
   fi
 }
