@@ -110,7 +110,7 @@ def pod_label(k8s: "dict | None") -> str:
 
 
 def exit_codes_markdown() -> str:
-    """``EXIT_CODES`` as the README's table (tests/unit/test_exit_codes.py keeps the README equal)."""
+    """``EXIT_CODES`` as the README's table (tests/integration/test_admin_exit_codes.py keeps the README equal)."""
     lines = ["| exit | command | meaning |", "|---|---|---|"]
     for command, codes in EXIT_CODES.items():
         lines += [f"| {code} | {command} | {text} |" for code, text in codes.items()]

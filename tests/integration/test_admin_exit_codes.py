@@ -1,4 +1,4 @@
-"""The admin commands' exit codes: one table (cni_ipam.options.EXIT_CODES), printed in the README,
+"""The admin commands' exit codes (run as processes): one table (cni_ipam.options.EXIT_CODES), printed in the README,
 and the shared mistakes (usage, a mistyped --data-dir) giving the same code in every command."""
 
 import os
