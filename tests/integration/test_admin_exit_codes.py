@@ -1,5 +1,6 @@
-"""The admin commands' exit codes (run as processes): one table (cni_ipam.options.EXIT_CODES), printed in the README,
-and the shared mistakes (usage, a mistyped --data-dir) giving the same code in every command."""
+"""The admin commands' exit codes, run as processes: one table (cni_ipam.options.EXIT_CODES),
+printed in the README, and the shared mistakes (usage, a mistyped --data-dir) giving the same code
+in every command."""
 
 import os
 import subprocess
