@@ -1,17 +1,34 @@
-"""Entry point: a CNI plugin call when CNI_COMMAND is set, the admin CLI when arguments are given."""
+"""Entry point: a CNI plugin call when CNI_COMMAND is set, the admin CLI when arguments are given.
+
+With neither (someone typed ``cni-ipam``), it prints what it is, the CNI versions it speaks and the
+admin usage on stderr and exits 0, as host-local (CNI's skel) prints its version line: stdout is
+kept for CNI results.  A CNI_COMMAND that is set but empty or unknown is a plugin call: a CNI error.
+"""
 
 import os
 import sys
 
 
 def main() -> int:
-    if "CNI_COMMAND" not in os.environ and len(sys.argv) > 1:
-        from cni_ipam.cli import cli_main  # admin commands load only here
+    if "CNI_COMMAND" not in os.environ:
+        if len(sys.argv) > 1:
+            from cni_ipam.cli import cli_main  # admin commands load only here
 
-        return cli_main(sys.argv[1:])
+            return cli_main(sys.argv[1:])
+        return about()
     from cni_ipam.protocol import plugin_main
 
     return plugin_main()
+
+
+def about() -> int:
+    from cni_ipam import __version__
+    from cni_ipam.cli import usage
+    from cni_ipam.protocol import SUPPORTED_VERSIONS
+
+    print(f"cni-ipam {__version__}: a host-local compatible CNI IPAM plugin\n"
+          f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n\n{usage()}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

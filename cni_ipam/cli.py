@@ -40,8 +40,10 @@ def cli_main(argv: list) -> int:
         return 0
     entry = COMMANDS.get(argv[0])
     if entry is None:
+        from cni_ipam.options import EXIT_USAGE  # a usage error: the same code in every command
+
         print(f"cni-ipam: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         module = importlib.import_module(entry[0])
     except ImportError as exc:

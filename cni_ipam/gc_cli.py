@@ -10,9 +10,10 @@ Exit codes (for cron jobs and systemd units):
 
 * 0 - dry run: nothing stranded; --apply: every stranded reservation was released (or none existed)
 * 1 - dry run: stranded reservations found (nothing was changed)
-* 2 - usage error (bad arguments)
 * 3 - partial: some networks or reservations failed (lock timeout, I/O error); the rest was done
-* 4 - nothing done: data directory, runtime cache or valid-ID file unusable, unknown --network
+* 4 - nothing done: runtime cache or valid-ID file unusable, unknown --network
+* 64 - usage error (bad arguments), 66 - --data-dir does not exist or is not a directory: the same
+  codes in every admin command (``cni_ipam.options.EXIT_CODES``, the README's table)
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import os
 import sys
 import time
 
-from cni_ipam import liveness
+from cni_ipam import liveness, options
 from cni_ipam.config import DEFAULT_DATA_DIR
 from cni_ipam.errors import CniError
 from cni_ipam.store import NetworkStore
 
 EXIT_OK = 0
 EXIT_STRANDED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = options.EXIT_USAGE
 EXIT_PARTIAL = 3
 EXIT_FATAL = 4
 
@@ -39,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cni-ipam gc",
         description="Find reservations whose container is gone (stranded), explain why, and release them with --apply.",
-        epilog="exit codes: 0 clean (or all stranded released), 1 stranded found in a dry run, 2 usage, "
-        "3 partial failure, 4 nothing done (bad input). See docs/gc.md.",
+        epilog=options.exit_text("gc"),
     )
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"IPAM data directory (default {DEFAULT_DATA_DIR})")
     p.add_argument("--network", action="append", default=[], metavar="NAME", help="only this network (repeatable)")
@@ -150,19 +150,20 @@ def main(argv: list) -> int:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
     out = sys.stdout
 
-    def fatal(msg: str) -> int:
+    def fatal(msg: str, code: int = EXIT_FATAL) -> int:
         if args.json:
-            out.write(json.dumps({"error": msg, "exitCode": EXIT_FATAL}, indent=2) + "\n")
+            out.write(json.dumps({"error": msg, "exitCode": code}, indent=2) + "\n")
         print(f"cni-ipam gc: {msg}", file=sys.stderr)
-        return EXIT_FATAL
+        return code
 
     try:
         valid_ids = read_valid_ids(args)
     except ValueError as exc:
         return fatal(str(exc))
     data_dir = os.path.abspath(args.data_dir)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        return fatal(f"--data-dir {data_dir} is not a directory")
+    problem = options.data_dir_problem(data_dir)  # a mistyped --data-dir is not "nothing stranded"
+    if problem:
+        return fatal(problem, options.EXIT_NO_DATA_DIR)
     if args.runtime_cache is not None and not os.path.isdir(args.runtime_cache):
         return fatal(f"runtime cache {args.runtime_cache} is not a directory; without it every reservation would look stranded")
     if args.network:
@@ -275,8 +276,7 @@ def _print_table(out, args, data_dir: str, checker: liveness.Checker, report: di
             if f.verdict.state == liveness.LIVE and not args.all:
                 continue
             state = "released" if str(f.address) in released else f.verdict.state
-            k8s = f.meta.get("k8s") if isinstance(f.meta.get("k8s"), dict) else {}
-            pod = f"{k8s.get('namespace', '')}/{k8s.get('name', '')}" if k8s else "-"
+            pod = options.pod_label(f.meta.get("k8s"))
             cid = f.container_id or "-"
             rows.append([name, str(f.address), state, f.verdict.reason, _age(f.age(checker.now)),
                          cid[:12], f.ifname or "-", pod, f.verdict.detail])

@@ -105,7 +105,7 @@ def from_kubeconfig(path: str, scratch_dir: str) -> Target:
         import yaml  # PyYAML: only here, only when the API is really asked
     except ImportError:
         raise fail(
-            f"usePodCidr: reading the kubeconfig {path} needs PyYAML (pip install 'cni-ipam[podcidr]' or apt-get install python3-yaml)",
+            f"usePodCidr: reading the kubeconfig {path} needs PyYAML, a dependency of cni-ipam (pip install PyYAML, or apt-get install python3-yaml)",
             path,
         ) from None
     raw = _read(path, "", "kubeconfig")

@@ -12,9 +12,14 @@ Reports, with the file and the key:
 * exclude entries outside their range, gateways on the network/broadcast address, ranges with no
   usable address, range sets smaller than ``--max-pods``, unknown keys (typos).
 
+Every finding of a file comes out in one run: a config error does not hide the next one (each range
+is validated on its own, then the range sets together, then the rest of the ipam section), and the
+valid ranges of a file with errors still take part in the overlap checks.
+
 ``"subnet": "usePodCidr"`` is checked without the Kubernetes API: the pod CIDR comes from
 ``--pod-cidr`` when given, otherwise the range is checked with a stand-in subnet and left out of the
-overlap checks.  Exit status: 0 clean (warnings allowed unless ``--strict``), 1 errors, 2 usage.
+overlap checks.  Exit status: ``options.EXIT_CODES["lint"]`` (0 clean, 1 errors; 64 usage, 66 no
+conf file found).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import copy
 import ipaddress
 import json
 import os
+import re
 import sys
 
-from cni_ipam import config
+from cni_ipam import config, options
 from cni_ipam.errors import CniError
 
 TYPE_CHECKING = False
@@ -45,8 +51,12 @@ KNOWN_IPAM_KEYS = (
 CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr")
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERRORS = 0, 1
 _STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
+# The range the rest of an ipam section is checked with while its own ranges are checked apart.
+_PROBE_RANGES = [[{"subnet": "192.0.2.0/24"}]]
+_LEGACY_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
+_SET_INDEX = re.compile(r"ipam\.ranges\[(\d+)\]")
 _MAX_FILE = 4 << 20
 
 
@@ -263,22 +273,17 @@ class Linter:
         resolved: set = set()
         unresolved = self._pod_cidr_placeholders(att, work, host_local, resolved)
         try:
-            cfg = config.load(netconf, {})
-        except CniError as exc:
-            key = exc.details[4:] if exc.details.startswith("key ") else "ipam"
-            self.add(ERROR, path, att.prefix + key, exc.msg, "config")
-            return
+            checked, data_dir = self._load(att, netconf, set_keys)
         except Exception as exc:  # pragma: no cover - a bug in config must not hide the other files
             self.add(ERROR, path, pre, f"internal error validating the config: {type(exc).__name__}: {exc}", "config")
             return
         resolv = work.get("resolvConf")
         if isinstance(resolv, str) and resolv and not os.access(resolv, os.R_OK):
             self.add(WARNING, path, f"{pre}.resolvConf", f"{resolv} is not readable here; an ADD on this machine would fail", "resolv-conf")
-        data_dir = cfg.data_dir
-        for (set_key, raw_set), rset in zip(set_keys, cfg.range_sets):
+        for set_key, raw_set, ranges, complete in checked:
             set_size = 0
             set_unresolved = False
-            for j, rng in enumerate(rset.ranges):
+            for j, rng in ranges:
                 key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]")
                 raw = raw_set[j] if isinstance(raw_set, list) and j < len(raw_set) and isinstance(raw_set[j], dict) else {}
                 if (set_key, j) in unresolved:
@@ -286,9 +291,117 @@ class Linter:
                     continue
                 set_size += self._lint_range(att, key, rng, raw)
                 self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att, (set_key, j) in resolved))
-            if self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
+            if complete and self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
                 self.add(ERROR, path, att.prefix + set_key, f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}", "max-pods")
-        self._lint_global_exclude(path, pre, work, cfg, unresolved)
+        self._lint_global_exclude(path, pre, work, [r for _, _, ranges, _ in checked for _, r in ranges], unresolved)
+
+    # ------------------------------------------------------------------ every config error
+    def _load(self, att: Attachment, netconf: dict, set_keys: "List[Tuple[str, Any]]"):
+        """The plugin's own validation (``config.load``), but every error of the section, not only the first.
+
+        Returns ``(checked, data_dir)``: per range set ``(set key, raw set, [(index, Range)] of its
+        valid ranges, whether the whole set is valid)``, for the size and overlap checks."""
+        try:
+            cfg = config.load(netconf, {})
+        except CniError as exc:
+            first = exc
+        else:
+            return [(k, raw, list(enumerate(rs.ranges)), True) for (k, raw), rs in zip(set_keys, cfg.range_sets)], cfg.data_dir
+        seen: set = set()
+
+        def report(exc: CniError, fix=lambda text: text) -> None:
+            key = fix(exc.details[4:]) if exc.details.startswith("key ") else "ipam"
+            msg = fix(exc.msg)
+            if (key, msg) not in seen:
+                seen.add((key, msg))
+                self.add(ERROR, att.file, att.prefix + key, msg, "config")
+
+        report(first)
+        ipam = netconf["ipam"]
+        # 1. everything but the ranges (cniVersion, dataDir, exclude, routes, resolvConf, lockTimeout ...),
+        #    with a stand-in range; a key that fails is left out and the rest checked again.
+        probe = copy.deepcopy(netconf)
+        for k in _LEGACY_KEYS:
+            probe["ipam"].pop(k, None)
+        probe["ipam"]["ranges"] = _PROBE_RANGES
+        for _ in range(32):
+            try:
+                config.load(probe, {})
+                break
+            except CniError as exc:
+                report(exc)
+                if not _drop_failing_key(probe, exc.details):
+                    break
+        version = probe.get("cniVersion")
+        base = {"name": netconf.get("name"), "ipam": {k: probe["ipam"][k] for k in ("exclude", "dataDir") if k in probe["ipam"]}}
+        try:
+            data_dir = config.data_dir_of(base["ipam"])
+        except CniError:
+            data_dir = config.DEFAULT_DATA_DIR
+
+        def load_ranges(raw_sets: list, legacy: "Optional[dict]" = None, with_version: bool = False):
+            conf = copy.deepcopy(base)
+            if with_version and version is not None:
+                conf["cniVersion"] = version
+            conf["ipam"].update(legacy or {})
+            if raw_sets:
+                conf["ipam"]["ranges"] = raw_sets
+            return config.load(conf, {})
+
+        # 2. each range on its own, then each range set whose ranges are all valid
+        checked = []
+        for set_key, raw_set in set_keys:
+            legacy = set_key == "ipam"
+            if not isinstance(raw_set, list) or not raw_set:
+                try:
+                    load_ranges([raw_set])
+                except CniError as exc:
+                    report(exc, lambda text: text.replace("ipam.ranges[0]", set_key))
+                continue
+            ranges = []
+            for j, raw in enumerate(raw_set):
+                range_key = set_key if legacy else f"{set_key}[{j}]"
+                raw = copy.deepcopy(raw)
+                for attempt in range(8):  # a range with several bad keys: each is reported
+                    try:
+                        rng = (load_ranges([], raw) if legacy else load_ranges([[raw]])).range_sets[0].ranges[0]
+                    except CniError as exc:
+                        report(exc, lambda text: text.replace("ipam.ranges[0][0]", range_key))
+                        field = exc.details.rpartition(".")[2]
+                        if not isinstance(raw, dict) or field not in ("gateway", "rangeStart", "rangeEnd", "exclude") or field not in raw:
+                            break
+                        del raw[field]
+                    else:
+                        if attempt == 0:  # valid as written: it takes part in the size and overlap checks
+                            ranges.append((j, rng))
+                        break
+            complete = len(ranges) == len(raw_set)
+            if complete and len(raw_set) > 1:
+                try:
+                    load_ranges([raw_set])
+                except CniError as exc:
+                    report(exc, lambda text: _SET_INDEX.sub(set_key, text))
+                    complete = False
+            checked.append((set_key, raw_set, ranges, complete))
+        # 3. the valid range sets together (overlaps between sets, sets per family for the cniVersion)
+        together = [(k, raw) for k, raw, _, complete in checked if complete]
+        while len(together) > 1:
+            keys = [k for k, _ in together if k != "ipam"]
+            legacy_raw = next((raw[0] for k, raw in together if k == "ipam"), None)
+
+            def fix(text: str, keys=keys) -> str:
+                return _SET_INDEX.sub(lambda m: keys[int(m.group(1))] if int(m.group(1)) < len(keys) else m.group(0), text)
+
+            try:
+                load_ranges([raw for k, raw in together if k != "ipam"], legacy_raw, with_version=True)
+                break
+            except CniError as exc:
+                report(exc, fix)
+                named = fix(exc.details[4:]) if exc.details.startswith("key ") else ""
+                if named not in {k for k, _ in together}:
+                    break
+                together = [(k, raw) for k, raw in together if k != named]
+        return checked, data_dir
 
     def _set_keys(self, ipam: dict) -> "List[Tuple[str, Any]]":
         """(key, raw range set) in config.load's order: the legacy top-level range, then ranges."""
@@ -392,11 +505,10 @@ class Linter:
                              f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing", "exclude-outside-range")
         return size
 
-    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, cfg, unresolved: set) -> None:
+    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, ranges: "List[Range]", unresolved: set) -> None:
         exclude = ipam.get("exclude")
-        if not isinstance(exclude, list):
+        if not isinstance(exclude, list) or not ranges:
             return
-        ranges = [r for rs in cfg.range_sets for r in rs.ranges]
         any_unresolved = bool(unresolved)
         for i, item in enumerate(exclude):
             ex = _net(item)
@@ -508,6 +620,19 @@ class Linter:
         return self.findings
 
 
+def _drop_failing_key(conf: dict, details: str) -> bool:
+    """Leave out the top-level (or ipam) key a config error names; False when there is none to drop."""
+    if not details.startswith("key "):
+        return False
+    head, _, rest = details[4:].partition(".")
+    target, name = (conf["ipam"], rest) if head == "ipam" and rest else (conf, head)
+    name = name.split(".")[0].split("[")[0]
+    if name in ("", "ipam", "ranges", "name") or name not in target:
+        return False
+    del target[name]
+    return True
+
+
 def _net(item: "Any"):
     if not isinstance(item, str):
         return None
@@ -557,15 +682,6 @@ def host_networks(netns: "Optional[str]" = None) -> "Tuple[List[Tuple[Any, int, 
 
 
 # ---------------------------------------------------------------------- command line
-def _cidr_arg(text: str):
-    import argparse
-
-    try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a CIDR: {text!r}") from None
-
-
 def expand_paths(items: "Sequence[str]") -> "List[str]":
     out = []
     for item in items:
@@ -574,17 +690,14 @@ def expand_paths(items: "Sequence[str]") -> "List[str]":
 
 
 def main(argv: "List[str]") -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="cni-ipam lint", description="Validate .conf/.conflist files that use cni-ipam "
-                                     "(exit status: 0 clean, 1 errors, 2 usage).")
+    parser = options.make_parser("lint", "Validate .conf/.conflist files that use cni-ipam.")
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
-    parser.add_argument("--service-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR")
-    parser.add_argument("--cluster-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR",
+    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
                         help="ranges must lie inside it or outside it, never across its edge")
-    parser.add_argument("--node-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR", help="the network the nodes live on")
-    parser.add_argument("--cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR", help="any other network to keep clear of")
-    parser.add_argument("--pod-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR",
+    parser.add_argument("--node-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="the network the nodes live on")
+    parser.add_argument("--cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="any other network to keep clear of")
+    parser.add_argument("--pod-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
                         help="the node's pod CIDR, used for usePodCidr ranges (one per family)")
     parser.add_argument("--max-pods", type=int, metavar="N", help="every range set must hold at least N addresses")
     parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
@@ -592,13 +705,17 @@ def main(argv: "List[str]") -> int:
     parser.add_argument("--strict", action="store_true", help="warnings fail too")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
-    args = parser.parse_args(argv)
-    if args.max_pods is not None and args.max_pods < 1:
-        parser.error("--max-pods must be at least 1")
+    try:
+        args = parser.parse_args(argv)
+        if args.max_pods is not None and args.max_pods < 1:
+            parser.error("--max-pods must be at least 1")
+    except options.UsageError as exc:
+        print(exc, file=sys.stderr)
+        return options.EXIT_USAGE
     paths = expand_paths(args.paths)
     if not paths:
-        print("cni-ipam lint: no conf files found", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"cni-ipam lint: no conf files found in {' '.join(args.paths)}", file=sys.stderr)
+        return options.EXIT_NO_DATA_DIR
     opts = Options(args.service_cidr, args.cluster_cidr, args.node_cidr, args.cidr, args.pod_cidr,
                    args.max_pods, host=not args.no_host, netns=args.netns)
     findings = Linter(opts).run(paths)

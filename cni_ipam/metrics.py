@@ -32,7 +32,7 @@ import os
 import sys
 import time
 
-from cni_ipam import report
+from cni_ipam import options, report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,7 +127,7 @@ def write_textfile(directory: str, reports: "Sequence[report.NetworkReport]", na
 
 
 def main(argv: "List[str]") -> int:
-    parser = report.make_parser("cni-ipam metrics", "Prometheus metrics of every network (exit status: 0 written, 1 failed).")
+    parser = options.make_parser("metrics", "Prometheus metrics of every network.")
     report.add_selection_options(parser)
     parser.add_argument("--textfile-dir", metavar="DIR", help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector")
     parser.add_argument("--textfile-name", default=TEXTFILE_NAME, metavar="NAME", help="default %(default)s (must end in .prom)")
@@ -136,14 +136,18 @@ def main(argv: "List[str]") -> int:
         args = parser.parse_args(argv)
         thresholds = report.thresholds_of(args)
         if not args.textfile_name.endswith(".prom") or "/" in args.textfile_name:
-            raise report.UsageError("--textfile-name must be a file name ending in .prom")
-    except report.UsageError as exc:
+            raise options.UsageError("--textfile-name must be a file name ending in .prom")
+    except options.UsageError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return options.EXIT_USAGE
+    problem = report.selection_problem(args)
+    if problem:
+        print(f"cni-ipam metrics: {problem}", file=sys.stderr)
+        return options.EXIT_NO_DATA_DIR
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
-        print("cni-ipam metrics: needs prometheus_client (pip install 'cni-ipam[metrics]')", file=sys.stderr)
+        print("cni-ipam metrics: needs prometheus-client, a dependency of cni-ipam (pip install prometheus-client)", file=sys.stderr)
         return EXIT_ERROR
     try:
         reports = report.collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, report.make_checker(args))

@@ -16,7 +16,9 @@ Dual stack: a node needs a subnet of each family, so the nodes that fit are the 
 Errors: a node mask shorter than the cluster mask, more than 16 bits longer (kube-controller-
 manager's cidrset refuses it), too small to allocate from, more nodes than fit, fewer addresses per
 node than --max-pods.  Warnings: less than 2x node growth, fewer than 2x --max-pods addresses per node,
-a service range overlapping a cluster CIDR.  Exit status: 0 clean, 1 warnings, 2 errors or usage.
+a service range overlapping a cluster CIDR.  Exit status: ``options.EXIT_CODES["plan"]`` (0 clean,
+1 warnings, 2 errors; 64 usage).  Counts too long to read (an IPv6 /64 holds 2^64-3 addresses) are
+printed as powers of two in the table, exactly in ``--json``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
+
+from cni_ipam import options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +41,24 @@ EXIT_OK, EXIT_WARNINGS, EXIT_ERRORS = 0, 1, 2
 
 class PlanError(Exception):
     pass
+
+
+def count_text(n: int) -> str:
+    """A count for people: as is up to 7 digits, else as a power of two (``2^64``, ``2^64-3``), or
+    ``~2^70.2`` when no power of two is near."""
+    if n < 10_000_000:
+        return str(n)
+    p = n.bit_length() - 1
+    if n - 2 ** p > 2 ** (p + 1) - n:
+        p += 1
+    d = n - 2 ** p
+    if d == 0:
+        return f"2^{p}"
+    if abs(d) < 1000:
+        return f"2^{p}{d:+d}"
+    import math
+
+    return f"~2^{math.log2(n):.1f}"
 
 
 def usable_per_node(prefixlen: int, version: int) -> int:
@@ -180,11 +202,11 @@ class Plan:
 
         rows = [["FAMILY", "CLUSTER CIDR", "NODE MASK", "NODE SUBNETS", "SERVICE-OCCUPIED", "AVAILABLE", "ADDRESSES/NODE", "PODS/NODE", "POD CAPACITY"]]
         for f in self.families:
-            rows.append([f"ipv{f.version}", str(f.cluster), f"/{f.mask}", str(f.node_subnets), str(f.occupied), str(f.available),
-                         str(f.usable), str(f.pods_per_node), str(f.capacity)])
+            rows.append([f"ipv{f.version}", str(f.cluster), f"/{f.mask}", *map(count_text, (
+                f.node_subnets, f.occupied, f.available, f.usable, f.pods_per_node, f.capacity))])
         out = [table(rows, right=(3, 4, 5, 6, 7, 8)), ""]
-        line = f"nodes that fit: {self.nodes_fit}; pods per node: {self.pods_per_node} (--max-pods {self.max_pods}); " \
-               f"pod capacity: {self.nodes_fit * self.pods_per_node}"
+        line = f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.pods_per_node} (--max-pods {self.max_pods}); " \
+               f"pod capacity: {count_text(self.nodes_fit * self.pods_per_node)}"
         out.append(line)
         if self.nodes is not None:
             out.append(f"planned nodes: {self.nodes}; headroom: {self.headroom} node(s), {self.growth:.2f}x growth")
@@ -220,30 +242,29 @@ def parse_masks(values: "Sequence[str]", clusters: "Sequence") -> "Dict[int, int
 
 
 def main(argv: "List[str]") -> int:
-    import argparse
-
-    from cni_ipam.lint import _cidr_arg
-
-    parser = argparse.ArgumentParser(prog="cni-ipam plan", description="Capacity planning for cluster and node CIDRs "
-                                     "(exit status: 0 fits, 1 warnings, 2 errors).")
-    parser.add_argument("--cluster-cidr", action="append", type=_cidr_arg, required=True, metavar="CIDR",
+    parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
+    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, required=True, metavar="CIDR",
                         help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)")
     parser.add_argument("--node-mask", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
                         help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order")
-    parser.add_argument("--service-cidr", action="append", type=_cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
     parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
     parser.add_argument("--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except options.UsageError as exc:
+        print(exc, file=sys.stderr)
+        return options.EXIT_USAGE
     try:
         for c in args.cluster_cidr:
             if c.prefixlen > c.max_prefixlen - 2:
                 raise PlanError(f"--cluster-cidr {c} is too small")
         masks = parse_masks(args.node_mask, args.cluster_cidr)
         plan = Plan(args.cluster_cidr, masks, args.service_cidr, args.nodes, args.max_pods)
-    except PlanError as exc:
+    except PlanError as exc:  # the options contradict each other or cannot be a plan: a usage error
         print(f"cni-ipam plan: {exc}", file=sys.stderr)
-        return EXIT_ERRORS
+        return options.EXIT_USAGE
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:

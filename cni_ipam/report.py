@@ -3,8 +3,9 @@
 For each network (a directory under the data directory, a ``--network`` name, or the networks of
 the conf files in ``--conf-dir``): its range sets as the conf file defines them, their size
 (``RangeSet.size()``: gateway, network/broadcast and excluded addresses do not count), reserved,
-free, percent used and a level (ok / warning / critical / emergency at 70 / 85 / 95 %, configurable).
-The exit status is the worst level, so the command doubles as a monitoring check.
+free, percent used and a level (ok / warning / critical / emergency at 70 / 85 / 95 %, configurable;
+``unknown`` for a network without a valid conf file or whose directory cannot be read).  The exit
+status is the worst level (``options.EXIT_CODES``), so the command doubles as a monitoring check.
 
 Reading is **lock-free and read-only**: the reservation files and the owner index
 (``.cni-ipam/owners``) are read directly, without taking the network lock and without opening a
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 
-from cni_ipam import config
+from cni_ipam import config, options
 from cni_ipam.errors import CniError
 from cni_ipam.store import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner
 
@@ -37,11 +38,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 LEVELS = ("ok", "warning", "critical", "emergency")
-UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file): no level
+UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file) or not readable
+# How bad, for the worst level of several networks: a real alarm outranks "cannot tell", and
+# "cannot tell" outranks ok (as monitoring aggregators order OK < UNKNOWN < WARNING < CRITICAL).
+_RANK = {"ok": 0, UNKNOWN_LEVEL: 1, "warning": 2, "critical": 3, "emergency": 4}
 DEFAULT_THRESHOLDS = (70.0, 85.0, 95.0)  # warning, critical, emergency (percent used)
-# Exit status of ``show``: the worst level; 4 when the command itself failed.
-EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "emergency": 3}
-EXIT_ERROR = 4
+# Exit status of ``show``: the worst level (the table is options.EXIT_CODES["show"]).
+EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "emergency": 3, UNKNOWN_LEVEL: 4}
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -56,8 +59,7 @@ def level_for(percent: float, thresholds: "Sequence[float]" = DEFAULT_THRESHOLDS
 
 
 def worse(a: str, b: str) -> str:
-    rank = {name: i for i, name in enumerate(LEVELS)}
-    return a if rank.get(a, -1) >= rank.get(b, -1) else b
+    return a if _RANK.get(a, -1) >= _RANK.get(b, -1) else b
 
 
 # ---------------------------------------------------------------------- conf files
@@ -130,6 +132,15 @@ class Entry:
         if isinstance(created, (int, float)) and not isinstance(created, bool):
             return float(created), "meta"
         return self.mtime, "mtime"
+
+    @property
+    def attachment(self) -> tuple:
+        """(container ID, ifname); a file whose owner cannot be read is an attachment of its own."""
+        return (self.container_id, self.ifname) if self.container_id is not None else ("", str(self.address))
+
+    @property
+    def stranded(self) -> bool:
+        return self.verdict is not None and self.verdict.stranded
 
     @property
     def pod(self) -> "Optional[dict]":
@@ -226,7 +237,7 @@ def scan_network_dir(path: str) -> "List[Entry]":
 
 # ---------------------------------------------------------------------- the report
 class SetStats:
-    __slots__ = ("index", "range_set", "size", "reserved", "level", "percent")
+    __slots__ = ("index", "range_set", "size", "reserved", "level", "percent", "stranded_attachments")
 
     def __init__(self, index: int, range_set: "RangeSet", size: int, reserved: int, thresholds) -> None:
         self.index = index
@@ -235,6 +246,7 @@ class SetStats:
         self.reserved = reserved
         self.percent = 100.0 if size == 0 else 100.0 * reserved / size
         self.level = level_for(self.percent, thresholds)
+        self.stranded_attachments = 0  # attachments (container, ifname) with a stranded address here
 
     @property
     def free(self) -> int:
@@ -270,6 +282,7 @@ class SetStats:
             "free": self.free,
             "percent": round(self.percent, 2),
             "level": self.level,
+            "strandedAttachments": self.stranded_attachments,
         }
 
 
@@ -296,6 +309,11 @@ class NetworkReport:
     def known(self) -> bool:
         return self.conf is not None and self.conf.range_sets is not None
 
+    def stranded_attachments(self) -> int:
+        """Attachments (container ID, ifname) whose reservations are stranded: a dual-stack pod
+        counts once, not once per address."""
+        return len({e.attachment for e in self.entries if e.stranded})
+
     def liveness_counts(self) -> "Dict[str, int]":
         out: "Dict[str, int]" = {}
         for e in self.entries:
@@ -316,6 +334,7 @@ class NetworkReport:
             "rangeSets": [s.to_json() for s in self.sets],
             "liveness": self.liveness_counts(),
             "stranded": dict(sorted(self.stranded.items())),
+            "strandedAttachments": self.stranded_attachments(),
         }
         if self.error:
             out["error"] = self.error
@@ -360,9 +379,17 @@ def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresh
             else:
                 counts[e.set_index] += 1
         rep.sets = [SetStats(i, rs, rs.size(), counts[i], thresholds) for i, rs in enumerate(range_sets)]
+        stranded_in: "Dict[int, set]" = {}
+        for e in rep.entries:
+            if e.set_index is not None and e.stranded:
+                stranded_in.setdefault(e.set_index, set()).add(e.attachment)
+        for s in rep.sets:
+            s.stranded_attachments = len(stranded_in.get(s.index, ()))
         rep.level = "ok"
         for s in rep.sets:
             rep.level = worse(rep.level, s.level)
+    if rep.error:
+        rep.level = UNKNOWN_LEVEL
     return rep
 
 
@@ -403,10 +430,10 @@ def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" =
 
 
 def worst_level(reports: "Sequence[NetworkReport]") -> str:
+    """The worst level of the networks; ``unknown`` counts (a network nobody can judge is not ok)."""
     level = "ok"
     for rep in reports:
-        if rep.level in LEVELS:
-            level = worse(level, rep.level)
+        level = worse(level, rep.level)
     return level
 
 
@@ -434,17 +461,19 @@ def table(rows: "List[List[str]]", right: "Sequence[int]" = ()) -> str:
 
 
 def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float) -> str:
-    rows = [["NETWORK", "SET", "RANGES", "SIZE", "RESERVED", "FREE", "USED", "LEVEL", "STRANDED"]]
+    # STRANDED: attachments (container, ifname) with a stranded address in that range set (a
+    # dual-stack pod counts once in each set); for a network without known range sets, in all.
+    rows = [["NETWORK", "SET", "RANGES", "SIZE", "RESERVED", "FREE", "USED", "LEVEL", "STRANDED ATTACHMENTS"]]
     notes = []
     for rep in reports:
-        stranded = str(sum(rep.stranded.values()))
         if rep.sets:
-            for s in rep.sets:  # STRANDED is per network: on its first row only
+            for s in rep.sets:
                 rows.append([rep.name, str(s.index), s.ranges_text(), str(s.size), str(s.reserved), str(s.free),
-                             f"{s.percent:.1f}%", s.level, stranded if s.index == 0 else ""])
+                             f"{s.percent:.1f}%", s.level, str(s.stranded_attachments)])
         else:
-            why = "(no conf file)" if rep.conf is None else "(conf invalid)"
-            rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL, stranded])
+            why = "(no conf file)" if rep.conf is None else "(unreadable)" if rep.error else "(conf invalid)"
+            rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL,
+                         str(rep.stranded_attachments())])
         if rep.conf is not None and rep.conf.error:
             notes.append(f"{rep.name}: {rep.conf.file}: {rep.conf.error}")
         if rep.outside:
@@ -465,8 +494,7 @@ def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float)
             ip_rows = [["ADDRESS", "SET", "CONTAINER", "IFNAME", "POD", "AGE", "LIVENESS"]]
             for e in rep.entries:
                 created, _ = e.created
-                pod = e.pod
-                pod_text = f"{pod.get('namespace', '?')}/{pod.get('name', '?')}" if pod else "-"
+                pod_text = options.pod_label(e.pod)
                 verdict = f"{e.verdict.state}/{e.verdict.reason}" if e.verdict is not None else "-"
                 ip_rows.append([str(e.address), "-" if e.set_index is None else str(e.set_index),
                                 (e.container_id or "?")[:12], e.ifname or "-", pod_text,
@@ -505,30 +533,20 @@ def add_selection_options(parser) -> None:
     parser.add_argument("--emergency", type=float, default=DEFAULT_THRESHOLDS[2], metavar="PERCENT", help="default %(default)g")
 
 
-class UsageError(Exception):
-    pass
-
-
-def make_parser(prog: str, description: str):
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):  # argparse exits 2, which is a level here
-            raise UsageError(f"{self.prog}: {message}")
-
-    return Parser(prog=prog, description=description)
-
-
 def thresholds_of(args) -> "Tuple[float, float, float]":
     t = (args.warning, args.critical, args.emergency)
     if not (0 <= t[0] <= t[1] <= t[2] <= 100):
-        raise UsageError("thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100")
+        raise options.UsageError("thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100")
     return t
 
 
+def selection_problem(args) -> "Optional[str]":
+    """Why the selection cannot be reported (a mistyped --data-dir), or None."""
+    return None if args.from_conf else options.data_dir_problem(args.data_dir)
+
+
 def main(argv: "List[str]") -> int:
-    parser = make_parser("cni-ipam show", "How full each network is (exit status: 0 ok, 1 warning, 2 critical, "
-                         "3 emergency, 4 error).")
+    parser = options.make_parser("show", "How full each network is.")
     add_selection_options(parser)
     parser.add_argument("--ips", action="store_true", help="list every reservation with its owner, age and liveness")
     parser.add_argument("--json", action="store_true", help="JSON for tools")
@@ -536,15 +554,19 @@ def main(argv: "List[str]") -> int:
     try:
         args = parser.parse_args(argv)
         thresholds = thresholds_of(args)
-    except UsageError as exc:
+    except options.UsageError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_ERROR
+        return options.EXIT_USAGE
+    problem = selection_problem(args)
+    if problem:
+        print(f"cni-ipam show: {problem}", file=sys.stderr)
+        return options.EXIT_NO_DATA_DIR
     now = time.time()
     try:
         reports = collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, make_checker(args))
     except OSError as exc:
         print(f"cni-ipam show: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_CODES[UNKNOWN_LEVEL]
     level = worst_level(reports)
     if args.json:
         doc = {
@@ -556,6 +578,4 @@ def main(argv: "List[str]") -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(render_table(reports, args.ips, now))
-    if any(r.error for r in reports):
-        return EXIT_ERROR
     return EXIT_CODES[level]

@@ -5,9 +5,16 @@
 # Every option is passed to scripts/bench.py (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+else  # the project virtual environment, never the machine's Python (scripts/venv.sh)
+  # shellcheck source=scripts/venv.sh
+  . scripts/venv.sh
+  ensure_venv build
+  PY=$VENV_PY
+fi
 EXE=dist/cni-ipam/cni-ipam
 if [ ! -x "$EXE" ] || [ -n "$(find cni_ipam packaging -newer "$EXE" -type f -print -quit)" ]; then
-  bash scripts/build.sh >&2
+  PYTHON=$PY bash scripts/build.sh >&2
 fi
 exec "$PY" scripts/bench.py "$@"

@@ -8,12 +8,13 @@
 #   scripts/build.sh --archive       # modules in the PYZ archive instead of .pyc files (baseline)
 #   scripts/build.sh --dist DIR      # output directory (default dist/)
 #
-# Installs PyInstaller (and the optional runtime modules the admin commands use, from the "build"
-# extra in pyproject.toml) with pip when PyInstaller is missing.  Then: scripts/install.sh.
+# Builds with the project virtual environment .venv/ (scripts/venv.sh: made when missing, this package
+# and its "build" extra, PyInstaller, installed into it), never the machine's Python;
+# PYTHON=/path/to/a/venv/python builds with that interpreter instead (pip-installing into it when
+# PyInstaller is missing).  Then: scripts/install.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PY=${PYTHON:-python3}
 DIST="$ROOT/dist"
 WORK="$ROOT/build/pyinstaller"
 NAME=cni-ipam
@@ -33,6 +34,15 @@ while [ $# -gt 0 ]; do
 done
 export CNI_IPAM_NAME=$NAME
 
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+else
+  # shellcheck source=scripts/venv.sh
+  . scripts/venv.sh
+  ensure_venv build
+  PY=$VENV_PY
+fi
+
 # PyInstaller bundles the shared libpython; Debian's python3 needs the libpython3.X package for it.
 SONAME=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME") or "")')
 LIBDIR=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
@@ -48,13 +58,12 @@ if [ -n "$SONAME" ] && [ ! -e "$LIBDIR/$SONAME" ] && ! ldconfig -p 2>/dev/null |
 fi
 
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
-  echo "build: installing PyInstaller (pip install -e '.[build]')" >&2
-  PIP_EXTRA=()
-  # Debian's system python refuses pip installs (PEP 668) unless told; a build box may do it.
-  if [ -e "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
-    PIP_EXTRA=(--break-system-packages)
+  if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    echo "build: $PY is not a virtual environment and has no PyInstaller; leave PYTHON unset to build in .venv/" >&2
+    exit 1
   fi
-  "$PY" -m pip install -q --disable-pip-version-check "${PIP_EXTRA[@]}" -e ".[build]"
+  echo "build: installing PyInstaller into $PY (pip install -e '.[build]')" >&2
+  "$PY" -m pip install -q --disable-pip-version-check -e ".[build]"
 fi
 
 "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \

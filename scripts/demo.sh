@@ -3,16 +3,23 @@
 # (the cnitool-style driver in tests/libcni-driver), ADD -> CHECK -> DEL, printing the result JSON
 # and the reservation files, then cleaning up.  Run as root on Debian 12; installs what it needs
 # (apt: containernetworking-plugins iproute2 iputils-ping golang-go golang-github-appc-cni-dev;
-# pip: pyroute2 for CHECK inside the namespace) and is safe to run again.
+# the project virtual environment .venv/ with this package and its dependencies, pyroute2 for CHECK
+# inside the namespace: scripts/venv.sh, the machine's Python is left alone) and is safe to run
+# again, also while another run is going on.
 #
-# The bridge lives in its own namespace (rt-demo-host), so the demo never touches the machine's
-# own network.  CNI_IPAM_EXE=/path/to/cni-ipam runs a built binary instead of python3 -m cni_ipam.
+# Every run has its own names (namespaces rt-demo-<id> and rt-demo-<id>-host, bridge rtd<id>,
+# container demo-<id>) and a /24 under 10.251.0.0/16 that no address or route of the machine
+# touches; it deletes only what it made.  The bridge lives in its own namespace, so the demo never
+# touches the machine's own network.  CNI_IPAM_EXE=/path/to/cni-ipam runs a built binary instead of
+# .venv/bin/python -m cni_ipam.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-HOST_NS=rt-demo-host
-CTR_NS=rt-demo
+RUN_ID=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')   # 6 hex digits, this run's names
+HOST_NS=rt-demo-$RUN_ID-host
+CTR_NS=rt-demo-$RUN_ID
+BRIDGE=rtd$RUN_ID
 NET=demonet
 DRIVER="$ROOT/tests/libcni-driver/cnidriver"
 
@@ -32,36 +39,56 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-PY=${PYTHON:-python3}
-command -v "$PY" >/dev/null || die "python3 missing (apt-get install python3)"
-if ! "$PY" -c 'import pyroute2' 2>/dev/null; then
-  say "installing pyroute2 (CHECK reads the container namespace with it)"
-  "$PY" -m pip install -q --disable-pip-version-check pyroute2 2>/dev/null \
-    || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages pyroute2 \
-    || echo "demo: pyroute2 could not be installed; CHECK will skip the in-namespace part" >&2
-fi
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+ensure_venv base       # .venv/ with cni-ipam and its dependencies (pyroute2: CHECK reads the namespace)
+PY=$VENV_PY
 bash scripts/setup.d/20-libcni-driver.sh
 
-# ------------------------------------------------------------------ a scratch world
+# ------------------------------------------------------------------ a scratch world, this run's own
+MADE_NS=()
 cleanup() {
-  ip netns del "$CTR_NS" 2>/dev/null || true
-  ip netns del "$HOST_NS" 2>/dev/null || true
+  local ns
+  for ns in "${MADE_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   if [ -n "${WORK:-}" ]; then rm -rf "$WORK"; fi
 }
-cleanup            # leftovers of an interrupted earlier run
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+# A /24 under 10.251.0.0/16 that no address or route of this machine overlaps (the bridge lives in
+# its own namespace anyway, but a demo subnet that shadows a real one would only confuse).
+SUBNET=$("$PY" - "$RUN_ID" <<'PYEOF'
+import ipaddress, json, random, subprocess, sys
+used = []
+for args in (["-4", "-j", "route", "show", "table", "all"], ["-4", "-j", "addr"]):
+    out = subprocess.run(["ip", *args], capture_output=True, text=True).stdout or "[]"
+    for item in json.loads(out):
+        if "dst" in item and item["dst"] not in ("default", ""):
+            used.append(ipaddress.ip_network(item["dst"] if "/" in item["dst"] else item["dst"] + "/32", strict=False))
+        for a in item.get("addr_info", []):
+            used.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+rng = random.Random(sys.argv[1])
+for third in rng.sample(range(256), 256):
+    net = ipaddress.ip_network(f"10.251.{third}.0/24")
+    if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+        print(net)
+        break
+else:
+    sys.exit("no free /24 under 10.251.0.0/16")
+PYEOF
+) || die "could not choose a subnet"
+PREFIX3=${SUBNET%.0/24}
 WORK=$(mktemp -d /tmp/rt-demo.XXXXXX)
 mkdir -p "$WORK/net" "$WORK/bin" "$WORK/cache" "$WORK/data"
 
 if [ -n "${CNI_IPAM_EXE:-}" ]; then
   printf '#!/bin/sh\nexec %s "$@"\n' "$CNI_IPAM_EXE" >"$WORK/bin/cni-ipam"
 else
-  PYEXE=$("$PY" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  # the venv's interpreter as it is (resolving its link would leave the venv and its pyroute2)
   cat >"$WORK/bin/cni-ipam" <<EOF
 #!/bin/sh
 PYTHONPATH="$ROOT"\${PYTHONPATH:+:\$PYTHONPATH}
 export PYTHONPATH
-exec "$PYEXE" -m cni_ipam "\$@"
+exec "$PY" -m cni_ipam "\$@"
 EOF
 fi
 chmod +x "$WORK/bin/cni-ipam"
@@ -73,12 +100,12 @@ cat >"$WORK/net/10-$NET.conflist" <<EOF
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "rt-demo0",
+      "bridge": "$BRIDGE",
       "isGateway": true,
       "ipam": {
         "type": "cni-ipam",
         "dataDir": "$WORK/data",
-        "ranges": [[{"subnet": "10.251.200.0/24", "rangeStart": "10.251.200.10", "exclude": ["10.251.200.10/31"]}]],
+        "ranges": [[{"subnet": "$SUBNET", "rangeStart": "$PREFIX3.10", "exclude": ["$PREFIX3.10/31"]}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
     }
@@ -87,10 +114,12 @@ cat >"$WORK/net/10-$NET.conflist" <<EOF
 EOF
 
 export NETCONFPATH="$WORK/net" CNI_PATH="$WORK/bin:/usr/lib/cni" CNI_CACHE_DIR="$WORK/cache"
-export CNI_CONTAINERID=demo-container CNI_IFNAME=eth0
+export CNI_CONTAINERID=demo-$RUN_ID CNI_IFNAME=eth0
 unset CNI_ARGS CAP_ARGS
-ip netns add "$HOST_NS"
-ip netns add "$CTR_NS"
+for ns in "$HOST_NS" "$CTR_NS"; do
+  ip netns add "$ns"
+  MADE_NS+=("$ns")
+done
 ip -n "$HOST_NS" link set lo up
 ip -n "$CTR_NS" link set lo up
 drive() { ip netns exec "$HOST_NS" "$DRIVER" "$@"; }
@@ -118,7 +147,7 @@ done
 say "inside the container namespace"
 ip -n "$CTR_NS" -br addr show dev eth0
 ip -n "$CTR_NS" route
-GW=$(ip -n "$HOST_NS" -4 -o addr show dev rt-demo0 | awk '{print $4}' | cut -d/ -f1)
+GW=$(ip -n "$HOST_NS" -4 -o addr show dev "$BRIDGE" | awk '{print $4}' | cut -d/ -f1)
 ip netns exec "$CTR_NS" ping -n -q -c 1 -W 2 "$GW" >/dev/null && echo "ping gateway $GW: ok" \
   || die "the container cannot reach its gateway $GW"
 

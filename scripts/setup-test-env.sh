@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests and the demo need on a fresh Debian machine. Safe to run twice.
+#
+# apt: the packages below (root). Python: a project virtual environment in .venv/ (scripts/venv.sh)
+# with this package installed editable and its "test" extra; the machine's own Python is left alone.
+# Then every scripts/setup.d/*.sh (the libcni driver build, and whatever other features add there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,20 +18,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  flock /tmp/apt.lock apt-get update -qq
+  flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
-if ! "$PY" -m pip --version >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
-fi
-# The package itself (editable) and the test dependencies from pyproject's "test" extra.
-# Debian's own python3 marks itself externally managed; this is a test machine, install anyway.
-PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+ensure_venv test
 
-# Extra steps (the libcni driver build) live beside this script.
+# Extra steps (the libcni driver build, ...) live beside this script; they may use $VENV_PY.
+export VENV_PY
 for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] && bash "$step"
 done
-echo "setup: test environment ready"
+echo "setup: test environment ready (.venv: $VENV_PY)"

@@ -69,7 +69,9 @@ def write_plugin_exe(bin_dir: str) -> str:
     if exe and len(shlex.split(exe)) == 1 and os.path.isfile(shlex.split(exe)[0]):
         os.symlink(os.path.abspath(shlex.split(exe)[0]), path)
         return path
-    argv = exe if exe else f"{shlex.quote(os.path.realpath(sys.executable))} -m cni_ipam"
+    # sys.executable as it is: resolving a venv's python link would run the base interpreter without
+    # the venv's packages (pyroute2 for CHECK)
+    argv = exe if exe else f"{shlex.quote(os.path.abspath(sys.executable))} -m cni_ipam"
     body = f'PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\nexport PYTHONPATH\nexec {argv} "$@"\n'
     with open(path, "w") as fh:
         fh.write("#!/bin/sh\n" + body)

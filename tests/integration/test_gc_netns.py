@@ -232,8 +232,10 @@ def test_host_local_reservations_are_unknown_until_asked(tmp_path, netns):
 
 
 def test_exit_codes(tmp_path, netns):
-    assert gc(tmp_path / "missing")[0] == 0
-    assert "no networks" in gc(tmp_path / "missing")[2]
+    rc, _, out, err = gc(tmp_path / "missing")  # a mistyped --data-dir is an error, not "nothing stranded"
+    assert rc == 66 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    assert gc(tmp_path / "empty")[0] == 0 and "no networks" in gc(tmp_path / "empty")[2]
     ns = netns("ec")
     add(tmp_path, "cec", ns)
     assert gc(tmp_path, "--network", "nope")[0] == 4
@@ -242,8 +244,8 @@ def test_exit_codes(tmp_path, netns):
     assert gc(tmp_path, "--valid-ids-file", "-", stdin="# nothing\n")[0] == 4  # empty list refused
     assert gc(tmp_path, "--valid-ids-file", "-", stdin="cec\n")[0] == 0
     assert gc(tmp_path, "--runtime-cache", str(tmp_path / "no-cache"))[0] == 4
-    assert gc(tmp_path, "--grace", "soon")[0] == 2
-    rc, report, _, _ = gc(tmp_path / "missing", "--runtime-cache", str(tmp_path / "no-cache"), "--json")
+    assert gc(tmp_path, "--grace", "soon")[0] == 64  # usage error: the same code in every command
+    rc, report, _, _ = gc(tmp_path / "empty", "--runtime-cache", str(tmp_path / "no-cache"), "--json")
     assert rc == 4 and "runtime cache" in report["error"]
 
 

@@ -273,11 +273,52 @@ def test_text_output_and_usage(tmp_path):
     assert rc == 1
     assert f"{path}: plugins[0].ipam.ranges[0][0].gateway: error: invalid ipam.ranges[0][0].gateway" in out
     assert out.strip().endswith("1 file(s): 1 error(s), 0 warning(s)")
-    assert run_lint()[0] == 2
+    assert run_lint()[0] == 64  # usage error: the same code in every command
     assert run_lint("--no-host", str(tmp_path / "empty-dir-that-is-missing"))[0] == 1
     (tmp_path / "empty").mkdir()
-    assert run_lint("--no-host", str(tmp_path / "empty"))[0] == 2
-    assert run_lint("--no-host", "--service-cidr", "banana", path)[0] == 2
+    assert run_lint("--no-host", str(tmp_path / "empty"))[0] == 66  # no conf file to look at
+    assert run_lint("--no-host", "--service-cidr", "banana", path)[0] == 64
+    assert run_lint("--no-host", "--max-pods", "0", path)[0] == 64
+
+
+def test_every_finding_in_one_run(tmp_path):
+    """Several config errors in one file are all reported, and the file's valid ranges still take
+    part in the overlap checks (before: the first error only, and no overlap check for the file)."""
+    bad = conflist(tmp_path, "ops-many", {
+        "ranges": [
+            [{"subnet": "10.92.0.0/24", "gateway": "10.93.0.1", "rangeStart": "10.92.1.5"}],  # two bad keys
+            [{"subnet": "10.94.0.0/33"}],                                                       # bad subnet
+            [{"subnet": "fd00:92::/64"}],                                                       # valid
+            [{"subnet": "10.95.0.0/24"}, {"subnet": "fd00:95::/64"}],                           # mixed families
+        ],
+        "routes": [{"dst": "10.0.0.0"}],
+        "dataDir": "relative/dir",
+        "lockTimeout": "soon",
+    }, fname="a.conflist")
+    other = conflist(tmp_path, "ops-other", {"ranges": [[{"subnet": "fd00:92::/64"}]]}, fname="b.conflist")
+    rc, doc = lint_json("--no-host", bad, other)
+    keys = sorted(f["key"] for f in findings(doc, "error", "config"))
+    assert keys == sorted([
+        "plugins[0].ipam.ranges[0][0].gateway", "plugins[0].ipam.ranges[0][0].rangeStart",
+        "plugins[0].ipam.ranges[1][0].subnet", "plugins[0].ipam.ranges[3][1].subnet",
+        "plugins[0].ipam.routes[0].dst", "plugins[0].ipam.dataDir", "plugins[0].ipam.lockTimeout",
+    ]), doc["findings"]
+    for f in findings(doc, "error", "config"):  # the message names the key as the file has it
+        if "ranges[" in f["key"]:
+            assert f["key"].split(".", 2)[2].rsplit(".", 1)[0] in f["message"], f
+    overlap = only(doc, "error", "overlap-network")
+    assert overlap["file"] == other and "ops-many" in overlap["message"] and "ipam.ranges[2][0]" in overlap["message"]
+    assert rc == 1
+
+
+def test_range_sets_that_overlap_each_other_are_all_named(tmp_path):
+    path = conflist(tmp_path, "ops-sets", {"ranges": [[{"subnet": "10.96.0.0/24"}], [{"subnet": "10.96.0.0/25"}],
+                                                      [{"subnet": "10.96.0.128/25"}], [{"subnet": "fd00:96::/64"}]]},
+                    version="0.3.1")
+    rc, doc = lint_json("--no-host", path)
+    msgs = [(f["key"], f["message"]) for f in findings(doc, "error", "config")]
+    assert [k for k, _ in msgs] == ["plugins[0].ipam.ranges[1]", "plugins[0].ipam.ranges[2]"], msgs
+    assert all("ipam.ranges[0]" in m for _, m in msgs) and rc == 1
 
 
 def test_host_check_reads_this_namespace():

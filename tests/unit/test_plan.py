@@ -103,15 +103,31 @@ def test_dual_stack():
 
 
 def test_usage_errors():
-    assert run_plan()[0] == 2
+    """Bad options are usage errors (64, as in every command); 2 stays "the plan does not fit"."""
+    assert run_plan()[0] == 64
     rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--cluster-cidr", "10.1.0.0/16")
-    assert rc == 2 and "one per family" in err
+    assert rc == 64 and "one per family" in err
     rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--node-mask", "24", "--node-mask", "25")
-    assert rc == 2 and "more plain masks" in err
+    assert rc == 64 and "more plain masks" in err
     rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--node-mask", "ipv5=24")
-    assert rc == 2
+    assert rc == 64
     rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--nodes", "0")
-    assert rc == 2 and "--nodes" in err
+    assert rc == 64 and "--nodes" in err
+    rc, _, err = run_plan("--cluster-cidr", "banana")
+    assert rc == 64 and "not a CIDR" in err
+
+
+@pytest.mark.parametrize("n,text", [(253, "253"), (9_999_999, "9999999"), (2 ** 64, "2^64"), (2 ** 64 - 3, "2^64-3"),
+                                    (2 ** 56 + 7, "2^56+7"), (2 ** 80 * 3, "~2^81.6"), (2 ** 24 - 1, "2^24-1")])
+def test_count_text(n, text):
+    assert plan.count_text(n) == text
+
+
+def test_ipv6_counts_are_readable_in_the_table():
+    rc, out, _ = run_plan("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/56")
+    v6 = next(ln for ln in out.splitlines() if ln.startswith("ipv6 "))
+    assert v6.split() == ["ipv6", "fd00:10:244::/56", "/64", "256", "0", "256", "2^64-3", "110", "28160"], v6
+    assert "18446744073709551613" not in out and rc == 0
 
 
 def test_table_output():

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cni_ipam import liveness, report
+from cni_ipam import liveness, options, report
 from cni_ipam.store import NetworkStore
 from tests.helpers import ROOT, have_host_local, run_host_local, run_plugin
 
@@ -87,7 +87,7 @@ def test_thresholds_are_configurable(tmp_path):
     assert rc == 2 and doc["level"] == "critical"
     assert doc["thresholds"] == {"warning": 50.0, "critical": 60.0, "emergency": 90.0}
     rc, _, err = show("--data-dir", str(tmp_path / "data"), "--warning", "90", "--critical", "80")
-    assert rc == report.EXIT_ERROR and "thresholds" in err
+    assert rc == options.EXIT_USAGE and "thresholds" in err
 
 
 def test_level_for_boundaries():
@@ -230,9 +230,9 @@ def test_directory_without_conf_and_id_only_files(tmp_path):
     assert n["reserved"] == 2
     assert [(r["ip"], r["containerID"], r["ifname"], r["rangeSet"]) for r in n["reservations"]] == [
         ("10.66.0.7", "idonly", None, None), ("10.66.0.8", "c8", "eth1", None)]
-    assert rc == 0 and doc["level"] == "ok"  # unknown levels do not raise the exit status
+    assert rc == 4 and doc["level"] == "unknown"  # a network nobody can judge is not "ok"
     rc, out, _ = show("--data-dir", str(data), "--conf-dir", "")
-    assert "(no conf file)" in out and rc == 0
+    assert "(no conf file)" in out and rc == 4
 
 
 def test_selection_network_and_from_conf(tmp_path):
@@ -259,12 +259,90 @@ def test_invalid_conf_is_reported_not_fatal(tmp_path):
     reserve(data, "ops-bad", [("10.68.0.2", "a")])
     rc, doc = show_json(tmp_path)
     (n,) = doc["networks"]
-    assert n["level"] == "unknown" and "gateway" in n["confError"] and n["reserved"] == 1 and rc == 0
+    assert n["level"] == "unknown" and "gateway" in n["confError"] and n["reserved"] == 1 and rc == 4
+    assert doc["level"] == "unknown"
 
 
 def test_usage_error_exit_code(tmp_path):
     rc, _, err = show("--no-such-option")
-    assert rc == report.EXIT_ERROR and "unrecognized" in err
+    assert rc == options.EXIT_USAGE == 64 and "unrecognized" in err
+
+
+def test_unknown_ranks_above_ok_and_below_a_real_alarm(tmp_path):
+    """One network without a conf file and one at a warning: the warning decides; alone, unknown does."""
+    data = tmp_path / "data"
+    write_conf(tmp_path / "conf", "ops-twenty", TWENTY, data_dir=data)
+    reserve(data, "ops-twenty", [(f"10.61.0.{2 + i}", f"c{i}") for i in range(14)])  # 70 %: warning
+    (data / "ops-orphan").mkdir()
+    rc, doc = show_json(tmp_path)
+    assert [n["level"] for n in doc["networks"]] == ["unknown", "warning"] and doc["level"] == "warning" and rc == 1
+    rc, doc = show_json(tmp_path, "--network", "ops-orphan")
+    assert doc["level"] == "unknown" and rc == 4
+    rc, doc = show_json(tmp_path, "--network", "ops-typo")  # a mistyped --network is not "ok" either
+    assert doc["networks"][0]["exists"] is False and rc == 4
+    assert report.worse("unknown", "ok") == "unknown" and report.worse("unknown", "critical") == "critical"
+
+
+def test_mistyped_data_dir_is_an_error(tmp_path):
+    rc, out, err = show("--data-dir", str(tmp_path / "no-such-dir"), "--conf-dir", "")
+    assert rc == options.EXIT_NO_DATA_DIR == 66 and "does not exist" in err and out == ""
+    (tmp_path / "a-file").write_text("")
+    rc, _, err = show("--data-dir", str(tmp_path / "a-file"), "--conf-dir", "")
+    assert rc == 66 and "not a directory" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out, _ = show("--data-dir", str(empty), "--conf-dir", "")
+    assert rc == 0 and "no networks found" in out
+
+
+def test_stranded_counts_attachments_per_range_set(tmp_path):
+    """Two dual-stack pods gone (4 files): 2 stranded attachments in each set, not 4 on set 0 only."""
+    data = tmp_path / "data"
+    ipam = {"ranges": [[{"subnet": "10.70.0.0/24"}], [{"subnet": "fd00:70::/120"}]]}
+    write_conf(tmp_path / "conf", "ops-st", ipam, data_dir=data)
+    old = {"bootId": "another-boot", "created": time.time() - 7200}
+    with NetworkStore(str(data), "ops-st") as st:
+        for i, cid in enumerate(("gone-a", "gone-b", "alive-c")):
+            addrs = [ipaddress.ip_address(f"10.70.0.{2 + i}"), ipaddress.ip_address(f"fd00:70::{2 + i}")]
+            for a in addrs:
+                assert st.reserve(a, cid, "eth0")
+            meta = old if cid.startswith("gone") else {"bootId": st.boot_id, "created": time.time()}
+            st.save_owner(cid, "eth0", addrs, dict(meta))
+        assert st.reserve(ipaddress.ip_address("10.70.0.9"), "gone-a", "net1")  # a second attachment, v4 only
+        st.save_owner("gone-a", "net1", [ipaddress.ip_address("10.70.0.9")], dict(old))
+    rc, doc = show_json(tmp_path)
+    (net,) = doc["networks"]
+    assert net["stranded"] == {"previous-boot": 5}  # addresses, by reason (what metrics exports)
+    assert net["strandedAttachments"] == 3
+    assert [s["strandedAttachments"] for s in net["rangeSets"]] == [3, 2]
+    rc, out, _ = show("--data-dir", str(data), "--conf-dir", str(tmp_path / "conf"))
+    lines = out.splitlines()
+    assert lines[0].split()[-2:] == ["STRANDED", "ATTACHMENTS"]
+    assert [ln.split()[-1] for ln in lines[1:3]] == ["3", "2"]
+
+
+@pytest.mark.parametrize("k8s,label", [
+    ({"namespace": "web", "name": "front-1", "uid": "u1"}, "web/front-1"),
+    ({"name": "podman-ctr"}, "podman-ctr"),  # podman: K8S_POD_NAME without a namespace
+    ({"uid": "u9"}, "uid=u9"),
+    ({"namespace": "web"}, "web/-"),
+    ({}, "-"),
+    (None, "-"),
+])
+def test_pod_label_shows_what_is_known(k8s, label):
+    assert options.pod_label(k8s) == label
+
+
+def test_podman_pod_in_the_table(tmp_path):
+    data = tmp_path / "data"
+    doc = write_conf(tmp_path / "conf", "ops-pm", {"ranges": [[{"subnet": "10.71.0.0/29"}]]}, data_dir=data)
+    # as podman's CNI backend calls it: K8S_POD_NAME set, the namespace empty
+    rc, _, out, err = run_plugin("ADD", plugin_conf(doc), container_id="pm1",
+                                 cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=;K8S_POD_NAME=quirky_turing")
+    assert rc == 0, out + err
+    rc, out, _ = show("--data-dir", str(data), "--conf-dir", str(tmp_path / "conf"), "--ips")
+    line = next(ln for ln in out.splitlines() if ln.startswith("10.71.0.2 "))
+    assert " quirky_turing " in line and "?/" not in line and "/quirky_turing" not in line
 
 
 def test_scan_speed_10000(tmp_path):

@@ -1,0 +1,64 @@
+"""What the plugin path imports, checked once: each verb run from the source tree the way a runtime
+runs it, under ``python -S -X importtime`` (no site: the machine's ``.pth`` hooks and installed
+packages do not count) and the import log read from stderr.
+
+Forbidden on every verb: ``typing``, ``dataclasses``, ``argparse``, ``subprocess``, ``logging``,
+the heavy optional packages and every admin module (the admin CLI, gc_cli, show, metrics, lint, plan,
+their shared options).  ``re`` is not in this list: the stdlib ``json`` imports it; the built binary
+replaces json and its test (test_built_binary.py) forbids ``re`` too.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "pyroute2", "yaml", "prometheus_client",
+             "ssl", "http", "urllib", "asyncio")
+ADMIN_MODULES = ("cni_ipam.cli", "cni_ipam.gc_cli", "cni_ipam.report", "cni_ipam.metrics", "cni_ipam.lint",
+                 "cni_ipam.plan", "cni_ipam.options")
+# The GC verb records its pass for `cni-ipam metrics` with liveness.record_gc_stats (issue 15: that
+# I/O moves beside the store); every other verb must not load cni_ipam.liveness.
+LIVENESS = "cni_ipam.liveness"
+# The modules still loaded at exit are listed too: importtime also logs an import that failed
+# (CHECK tries pyroute2, which -S hides), and a failed import loaded nothing.
+ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); from cni_ipam.__main__ import main; rc = main(); "
+         "print('modules at exit:', *sorted(sys.modules), file=sys.stderr); sys.exit(rc)")
+
+
+def run_verb(command, conf, extra_env=None):
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": "imp-c1",
+           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **(extra_env or {})}
+    proc = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", ENTRY, ROOT], input=json.dumps(conf).encode(),
+                          env=env, capture_output=True, timeout=60)
+    err = proc.stderr.decode("utf-8", "replace")
+    logged = {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:") and "|" in line}
+    at_exit = next((line.split()[3:] for line in err.splitlines() if line.startswith("modules at exit:")), None)
+    assert at_exit, f"{command}: no module list on stderr: {err[-1000:]}"
+    return proc.returncode, proc.stdout.decode(), logged & set(at_exit), err
+
+
+def test_every_verb_imports_only_what_it_needs(tmp_path):
+    conf = {"cniVersion": "1.1.0", "name": "imp-net",
+            "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.97.0.0/24"}]]}}
+    seen = {}
+    rc, out, loaded, err = run_verb("ADD", conf)
+    assert rc == 0, out + err[-2000:]
+    seen["ADD"] = loaded
+    result = json.loads(out)
+    rc, out, seen["CHECK"], err = run_verb("CHECK", dict(conf, prevResult=result))
+    assert rc == 0, out + err[-2000:]
+    gc_conf = dict(conf, **{"cni.dev/valid-attachments": []})  # releases imp-c1's address: GC does work
+    for command, c in (("STATUS", conf), ("GC", gc_conf), ("DEL", conf), ("VERSION", {})):
+        rc, out, seen[command], err = run_verb(command, c)
+        assert rc == 0, (command, out, err[-2000:])
+    assert not os.listdir(os.path.join(tmp_path, "imp-net")) or all(
+        not n[0].isdigit() for n in os.listdir(os.path.join(tmp_path, "imp-net"))), "GC/DEL left a reservation"
+    for command, loaded in seen.items():
+        assert "cni_ipam.protocol" in loaded, (command, sorted(loaded))  # the log was read at all
+        bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN or m in ADMIN_MODULES
+                     or (m == LIVENESS and command != "GC"))
+        assert not bad, f"{command} imported {bad}"
+    assert "cni_ipam.store" in seen["ADD"] and "cni_ipam.gc" in seen["GC"] and "cni_ipam.plugin" not in seen["VERSION"]
