@@ -20,3 +20,10 @@ def podman_world():
     from tests.runtime.podman_world import PodmanWorld, skip_reason
 
     yield from _world(PodmanWorld, skip_reason)
+
+
+@pytest.fixture(scope="module")
+def containerd_world():
+    from tests.runtime.containerd_world import ContainerdWorld, skip_reason
+
+    yield from _world(ContainerdWorld, skip_reason)

@@ -59,17 +59,20 @@ def mnt_ns_of(pid: int) -> "str | None":
 class PrivateMounts:
     """A mount namespace held by one process; ``setup`` lines run (sh -e) before it settles.
 
-    ``exec_cmd`` replaces the holder's ``sleep`` (e.g. containerd, so the daemon itself holds it).
+    ``exec_cmd`` replaces the holder's ``sleep`` (e.g. containerd, so the daemon itself holds it);
+    ``netns`` names the network namespace it runs in (default: the caller's).
     """
 
-    def __init__(self, setup: "list[str]", exec_cmd: "list[str] | None" = None, log_path: "str | None" = None) -> None:
+    def __init__(self, setup: "list[str]", exec_cmd: "list[str] | None" = None, log_path: "str | None" = None,
+                 netns: "str | None" = None) -> None:
         body = "\n".join(setup + ["echo ready"]) + "\nexec " + (
             " ".join(shlex.quote(a) for a in exec_cmd) if exec_cmd else "sleep 100000"
         )
         stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", body],
+                (["nsenter", f"--net=/var/run/netns/{netns}"] if netns else [])
+                + ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", body],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
             )
         finally:
@@ -134,3 +137,76 @@ def clean_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "CONTAINERS_"))}
     env.update(extra)
     return env
+
+
+def oci_archive(rootfs: str, out_path: str, name: str, cmd: "list[str]", entrypoint: "list[str] | None" = None,
+                env: "list[str] | None" = None) -> str:
+    """Write an OCI image layout tar (one uncompressed layer: ``rootfs``) that ``ctr images import``
+    and ``podman load`` accept.  ``name`` (e.g. ``localhost/x:1``) is recorded as the image name."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    def blob(data: bytes) -> "tuple[str, bytes]":
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for top, dirs, files in os.walk(rootfs):
+            dirs.sort()
+            for entry in sorted(dirs) + sorted(files):
+                full = os.path.join(top, entry)
+                info = tar.gettarinfo(full, arcname=os.path.relpath(full, rootfs))
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                if info.isfile():
+                    with open(full, "rb") as fh:
+                        tar.addfile(info, fh)
+                else:
+                    tar.addfile(info)
+    layer_digest, layer = blob(layer_buf.getvalue())
+    config = {
+        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
+        "os": "linux",
+        "config": {"Cmd": cmd, "Env": env or ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
+                   **({"Entrypoint": entrypoint} if entrypoint else {})},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created_by": "tests/runtime/kit.py oci_archive"}],
+    }
+    config_digest, config_bytes = blob(json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config_bytes)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
+    }
+    manifest_digest, manifest_bytes = blob(json.dumps(manifest, sort_keys=True).encode())
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": len(manifest_bytes),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
+        }],
+    }
+    with tarfile.open(out_path, "w", format=tarfile.PAX_FORMAT) as tar:
+        def add(arcname: str, data: bytes) -> None:
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add("index.json", json.dumps(index).encode())
+        for digest, data in ((layer_digest, layer), (config_digest, config_bytes), (manifest_digest, manifest_bytes)):
+            add("blobs/sha256/" + digest.split(":", 1)[1], data)
+    return out_path
+
+
+def bridge_conflist(rt, network: str, subnet: str, bridge: str, exclude: "list[str] | None" = None) -> str:
+    """``rt.netconfpath/<network>.conflist``: bridge (gateway, no masquerade) + cni-ipam on ``rt.data_dir``."""
+    ipam = {"type": "cni-ipam", "dataDir": rt.data_dir, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    if exclude:
+        ipam["exclude"] = exclude
+    return rt.conflist(network, [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}])

@@ -57,12 +57,7 @@ class PodmanWorld:
             os.makedirs(os.path.join(d, sub))
         self.host = self.rt.netns("host")
         self.bridge = f"rt{self.rt.token}br"
-        self.rt.conflist(NETWORK, [
-            {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
-             "ipam": {"type": "cni-ipam", "dataDir": self.rt.data_dir,
-                      "ranges": [[{"subnet": SUBNET}]], "exclude": [EXCLUDED],
-                      "routes": [{"dst": "0.0.0.0/0"}]}},
-        ])
+        kit.bridge_conflist(self.rt, NETWORK, SUBNET, self.bridge, exclude=[EXCLUDED])
         self.conf = os.path.join(d, "containers.conf")
         with open(self.conf, "w") as fh:
             fh.write(
