@@ -19,6 +19,8 @@ Verdicts, in the order the rules are tried:
 * ``stranded/not-in-runtime-cache`` - a runtime cache directory was given and libcni holds no
   ``<network>-<containerID>-<ifname>`` result for the attachment.
 * ``stranded/not-in-valid-list`` - a list of valid container IDs was given and this ID is not in it.
+* ``stranded/not-in-runtime`` - the container runtime was asked (``runtime_ids``, from
+  ``cni_ipam.runtimes``) and does not know this container ID (tried before the cache and the list).
 * ``live/netns-alive`` (or ``live/no-evidence`` when no namespace was recorded) otherwise.
 
 A namespace that is alive and still the one recorded at ADD wins over the cache and the valid list
@@ -71,10 +73,11 @@ NETNS_UNREADABLE = "netns-unreadable"
 NETNS_ALIVE = "netns-alive"
 NOT_IN_RUNTIME_CACHE = "not-in-runtime-cache"
 NOT_IN_VALID_LIST = "not-in-valid-list"
+NOT_IN_RUNTIME = "not-in-runtime"  # the runtime (cni_ipam.runtimes) does not know the container
 NO_METADATA = "no-metadata"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST)
+STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -210,6 +213,8 @@ class Checker:
         include_unknown: bool = False,
         previous_boot_only: bool = False,
         boot_id_path: str = BOOT_ID_PATH,
+        runtime_ids: "Optional[Iterable[str]]" = None,
+        runtime_name: str = "the runtime",
     ) -> None:
         self.now = time.time() if now is None else float(now)
         self.grace = float(grace)
@@ -221,6 +226,9 @@ class Checker:
         self.include_unknown = include_unknown
         self.previous_boot_only = previous_boot_only
         self._cache_names: "Optional[frozenset]" = None
+        # IDs the container runtime knows (cni_ipam.runtimes.evidence), None when not asked or unanswered
+        self.runtime_ids = None if runtime_ids is None else frozenset(runtime_ids)
+        self.runtime_name = runtime_name
 
     # ------------------------------------------------------------------ inputs
     def cache_names(self) -> frozenset:
@@ -295,6 +303,8 @@ class Checker:
             alive = True
 
         doubts = []
+        if self.runtime_ids is not None and cid is not None and cid not in self.runtime_ids:
+            doubts.append((NOT_IN_RUNTIME, f"container {cid} is unknown to {self.runtime_name}"))
         if self.runtime_cache is not None and cid is not None:
             name = f"{network}-{cid}-{ifname or ''}"
             if name not in self.cache_names() and not (ifname is None and _cache_has_id(self.cache_names(), network, cid)):

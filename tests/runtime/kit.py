@@ -204,9 +204,48 @@ def oci_archive(rootfs: str, out_path: str, name: str, cmd: "list[str]", entrypo
     return out_path
 
 
-def bridge_conflist(rt, network: str, subnet: str, bridge: str, exclude: "list[str] | None" = None) -> str:
-    """``rt.netconfpath/<network>.conflist``: bridge (gateway, no masquerade) + cni-ipam on ``rt.data_dir``."""
-    ipam = {"type": "cni-ipam", "dataDir": rt.data_dir, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+def bridge_conflist(rt, network: str, subnet: str, bridge: str, exclude: "list[str] | None" = None,
+                    ipam_type: str = "cni-ipam", file_name: "str | None" = None) -> str:
+    """``rt.netconfpath/<network>.conflist``: bridge (gateway, no masquerade) + cni-ipam (or
+    ``ipam_type``) on ``rt.data_dir``."""
+    ipam = {"type": ipam_type, "dataDir": rt.data_dir, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
     if exclude:
         ipam["exclude"] = exclude
-    return rt.conflist(network, [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}])
+    path = rt.conflist(network, [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}])
+    if file_name:
+        os.rename(path, os.path.join(rt.netconfpath, file_name))
+        path = os.path.join(rt.netconfpath, file_name)
+    return path
+
+
+def lossy_ipam(rt, name: str, real: str) -> str:
+    """``rt.bin_dir/<name>``: an IPAM plugin that passes every call to ``real`` except DEL while
+    ``<name>.lose-del`` exists beside it (then it answers success and does nothing): a DEL that
+    never reached the plugin, the way a crashed runtime or a removed sandbox loses one."""
+    path = os.path.join(rt.bin_dir, name)
+    marker = path + ".lose-del"
+    with open(path, "w") as fh:
+        fh.write(f'#!/bin/sh\nif [ "$CNI_COMMAND" = DEL ] && [ -e {shlex.quote(marker)} ]; then exit 0; fi\n'
+                 f'exec {shlex.quote(real)} "$@"\n')
+    os.chmod(path, 0o755)
+    return marker
+
+
+def gc_report(mounts, rt, netns: str, *args: str, env: "dict | None" = None) -> "tuple[int, dict, str]":
+    """``cni-ipam gc --json --data-dir <rt.data_dir> ARGS`` inside the runtime's namespaces.
+    Returns (exit status, the JSON report, stderr)."""
+    import json
+
+    proc = run(mounts.argv([rt.plugin_exe, "gc", "--json", "--data-dir", rt.data_dir, *args], netns=netns),
+               env=env or clean_env(), timeout=120)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"gc did not print JSON ({proc.returncode}): {proc.stdout!r} {proc.stderr!r}") from None
+    return proc.returncode, doc, proc.stderr
+
+
+def verdicts(doc: dict, network: str) -> "dict[str, tuple[str, str, str]]":
+    """containerID -> (state, reason, detail) of one network in a gc JSON report."""
+    rows = doc["networks"].get(network, {}).get("reservations", [])
+    return {row["containerID"]: (row["state"], row["reason"], row["detail"]) for row in rows}

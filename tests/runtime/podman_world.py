@@ -77,6 +77,7 @@ class PodmanWorld:
             f"mount --bind {d}/netns /run/netns",
         ])
         self.env = kit.clean_env(CONTAINERS_CONF=self.conf)
+        self.ulimits = ULIMITS
 
     # ------------------------------------------------------------------ podman
     def argv(self, *args: str) -> "list[str]":
