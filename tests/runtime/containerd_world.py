@@ -20,7 +20,6 @@ import os
 import subprocess
 import time
 
-from tests.integration.netns import Runtime
 from tests.runtime import kit
 
 NETWORK = "ctrnet"
@@ -30,30 +29,14 @@ IMAGE = "localhost/cni-ipam-test/busybox:1"
 
 
 def skip_reason() -> "str | None":
-    if os.geteuid() != 0:
-        return "needs root (containerd, runc, network namespaces)"
-    reason = kit.missing_tools("containerd", "containerd-shim-runc-v2", "ctr", "runc", "nsenter", "unshare", "ip")
-    if reason:
-        return reason
-    if not os.access(kit.BUSYBOX, os.X_OK):
-        return f"{kit.BUSYBOX} missing (apt-get install busybox-static)"
-    if not os.access("/usr/lib/cni/bridge", os.X_OK):
-        return "/usr/lib/cni/bridge missing (apt-get install containernetworking-plugins)"
-    return None
+    return kit.skip_reason("containerd, runc, network namespaces", "containerd", "containerd-shim-runc-v2", "ctr", "runc")
 
 
-class ContainerdWorld:
-    def __init__(self) -> None:
-        self.rt = Runtime()
-        self.mounts = None
-        self.foreground: "list[subprocess.Popen]" = []
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
+class ContainerdWorld(kit.World):
+    network = NETWORK
 
     def _setup(self) -> None:
+        self.foreground: "list[subprocess.Popen]" = []
         d = self.rt.dir
         for sub in ("ctrd/root", "ctrd/state", "cnicache", "cnibin"):
             os.makedirs(os.path.join(d, sub))
@@ -157,13 +140,6 @@ class ContainerdWorld:
             time.sleep(0.1)
         self.ctr("containers", "delete", name, check=True)
 
-    # ------------------------------------------------------------------ reservations
-    def reservations(self) -> "dict[str, str]":
-        return self.rt.reservations(NETWORK)
-
-    def held_by(self, container_id: str) -> "list[str]":
-        return sorted(ip for ip, owner in self.reservations().items() if owner.split("\r\n")[0] == container_id)
-
     def in_subnet(self, ip: str) -> bool:
         return ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET)
 
@@ -172,7 +148,7 @@ class ContainerdWorld:
             if self.mounts is not None:
                 for line in self.ctr("tasks", "ls", "-q").stdout.split():
                     self.kill(line)
-                for proc in self.foreground:
+                for proc in getattr(self, "foreground", []):
                     try:
                         proc.wait(15)
                     except subprocess.TimeoutExpired:
@@ -180,7 +156,7 @@ class ContainerdWorld:
                         proc.wait(5)
                 self.mounts.close()
         finally:
-            for proc in self.foreground:
+            for proc in getattr(self, "foreground", []):
                 if proc.poll() is None:
                     proc.kill()
                 for stream in (proc.stdout, proc.stderr):

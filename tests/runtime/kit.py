@@ -37,6 +37,50 @@ def missing_tools(*tools: str) -> "str | None":
     return None
 
 
+def skip_reason(what: str, *tools: str) -> "str | None":
+    """Why a real-runtime world cannot be built here (``what`` says what root is needed for), or None."""
+    if os.geteuid() != 0:
+        return f"needs root ({what})"
+    reason = missing_tools(*tools, "nsenter", "unshare", "ip")
+    if reason:
+        return reason
+    if not os.access(BUSYBOX, os.X_OK):
+        return f"{BUSYBOX} missing (apt-get install busybox-static)"
+    if not os.access("/usr/lib/cni/bridge", os.X_OK):
+        return "/usr/lib/cni/bridge missing (apt-get install containernetworking-plugins)"
+    return None
+
+
+class World:
+    """What both runtime worlds share: ``self.rt`` (tests.integration.netns.Runtime) and one
+    cni-ipam network ``self.network`` in ``rt.data_dir``."""
+
+    network = ""
+
+    def __init__(self) -> None:
+        from tests.integration.netns import Runtime
+
+        self.rt = Runtime()  # temp dir with bin/ (cni-ipam), net/, data/; namespaces rt-<token>-*
+        self.mounts: "PrivateMounts | None" = None
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def reservations(self) -> "dict[str, str]":
+        return self.rt.reservations(self.network)
+
+    def held_by(self, container_id: str) -> "list[str]":
+        return sorted(ip for ip, owner in self.reservations().items() if owner.split("\r\n")[0] == container_id)
+
+
 def busybox_rootfs(path: str) -> str:
     """A minimal root filesystem: static busybox and its applets under ``/bin``."""
     bindir = os.path.join(path, "bin")

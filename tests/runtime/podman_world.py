@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 
-from tests.integration.netns import Runtime
 from tests.runtime import kit
 
 NETWORK = "podnet"
@@ -28,27 +27,11 @@ ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 
 
 def skip_reason() -> "str | None":
-    if os.geteuid() != 0:
-        return "needs root (podman with runc, network namespaces)"
-    reason = kit.missing_tools("podman", "runc", "conmon", "nsenter", "unshare", "ip")
-    if reason:
-        return reason
-    if not os.access(kit.BUSYBOX, os.X_OK):
-        return f"{kit.BUSYBOX} missing (apt-get install busybox-static)"
-    if not os.access("/usr/lib/cni/bridge", os.X_OK):
-        return "/usr/lib/cni/bridge missing (apt-get install containernetworking-plugins)"
-    return None
+    return kit.skip_reason("podman with runc, network namespaces", "podman", "runc", "conmon")
 
 
-class PodmanWorld:
-    def __init__(self) -> None:
-        self.rt = Runtime()  # temp dir with bin/ (cni-ipam), net/, data/; namespaces rt-<token>-*
-        self.mounts = None
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
+class PodmanWorld(kit.World):
+    network = NETWORK
 
     def _setup(self) -> None:
         d = self.rt.dir
@@ -106,13 +89,6 @@ class PodmanWorld:
 
     def exec(self, name: str, *cmd: str, timeout: float = 30):
         return self.podman("exec", name, *cmd, timeout=timeout)
-
-    # ------------------------------------------------------------------ reservations
-    def reservations(self) -> "dict[str, str]":
-        return self.rt.reservations(NETWORK)
-
-    def held_by(self, container_id: str) -> "list[str]":
-        return sorted(ip for ip, owner in self.reservations().items() if owner.split("\r\n")[0] == container_id)
 
     def close(self) -> None:
         try:
