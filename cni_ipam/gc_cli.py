@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-ids-file", metavar="FILE", help="valid container IDs, one per line ('-' for stdin, # comments)")
     p.add_argument("--runtime-cache", nargs="?", const=liveness.DEFAULT_RUNTIME_CACHE, metavar="DIR",
                    help=f"consult libcni's result cache (default DIR {liveness.DEFAULT_RUNTIME_CACHE})")
+    p.add_argument("--runtime", action="append", default=[], metavar="containerd[:SOCK]|podman[:ROOT[:RUNROOT]]|podman-api[:SOCK]",
+                   help="ask this container runtime which containers exist; those it does not know are stranded "
+                   "(repeatable: name every runtime using the networks; one that cannot be asked proves nothing)")
     p.add_argument("--include-unknown", action="store_true",
                    help="judge reservations without metadata by file time, cache and valid list instead of skipping them")
     p.add_argument("--previous-boot-only", action="store_true",
@@ -160,6 +163,17 @@ def main(argv: list) -> int:
         valid_ids = read_valid_ids(args)
     except ValueError as exc:
         return fatal(str(exc))
+    runtime_ids, runtime_name, runtime_answers = None, "the runtime", []
+    if args.runtime:
+        from cni_ipam import runtimes  # admin-only; subprocess and sockets stay off the plugin path
+
+        try:
+            runtime_ids, runtime_name, runtime_answers = runtimes.evidence(args.runtime)
+        except ValueError as exc:
+            return fatal(str(exc))
+        for answer in runtime_answers:
+            if not answer.ok:
+                print(f"cni-ipam gc: runtime {answer.spec} not used (proves nothing): {answer.error}", file=sys.stderr)
     data_dir = os.path.abspath(args.data_dir)
     problem = options.data_dir_problem(data_dir)  # a mistyped --data-dir is not "nothing stranded"
     if problem:
@@ -186,6 +200,8 @@ def main(argv: list) -> int:
         previous_boot_only=args.previous_boot_only,
         proc=args.proc,
         node_pidns=args.pidns_is_node,
+        runtime_ids=runtime_ids,
+        runtime_name=runtime_name,
     )
     warnings = liveness.environment_warnings(args.netns_root, args.proc, args.pidns_is_node)
     if args.runtime_cache is not None:
@@ -220,6 +236,8 @@ def main(argv: list) -> int:
     if args.json:
         doc = _json_report(args, data_dir, checker, report, totals, elapsed, code)
         doc["warnings"] = warnings
+        if args.runtime:
+            doc["runtimes"] = [a.to_json() for a in runtime_answers]
         out.write(json.dumps(doc, indent=2) + "\n")
     else:
         _print_table(out, args, data_dir, checker, report, totals, elapsed)

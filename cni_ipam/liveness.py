@@ -33,6 +33,8 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
 * ``stranded/not-in-runtime-cache`` - a runtime cache directory was given and libcni holds no
   ``<network>-<containerID>-<ifname>`` result for the attachment.
 * ``stranded/not-in-valid-list`` - a list of valid container IDs was given and this ID is not in it.
+* ``stranded/not-in-runtime`` - the container runtime was asked (``runtime_ids``, from
+  ``cni_ipam.runtimes``) and does not know this container ID (tried before the cache and the list).
 * ``live/no-evidence`` (a reservation with our metadata but no namespace to check) otherwise.
 
 A namespace that is alive wins over the cache and the valid list (the verdict stays ``live`` and
@@ -90,10 +92,11 @@ NOT_IN_VALID_LIST = "not-in-valid-list"
 NETNS_UNSURE = "netns-unsure"
 NETNS_NOT_NSFS = "netns-not-nsfs"
 NETNS_NO_IDENTITY = "netns-no-identity"
+NOT_IN_RUNTIME = "not-in-runtime"  # the runtime (cni_ipam.runtimes) does not know the container
 NO_METADATA = "no-metadata"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST)
+STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -239,6 +242,8 @@ class Checker:
         proc: str = "/proc",
         node_pidns: bool = False,
         scanner: "Optional[Callable]" = None,
+        runtime_ids: "Optional[Iterable[str]]" = None,
+        runtime_name: str = "the runtime",
     ) -> None:
         self.now = time.time() if now is None else float(now)
         self.grace = float(grace)
@@ -256,6 +261,9 @@ class Checker:
         self._scans: "Dict[Tuple[int, int], Any]" = {}  # ident -> the Scan that looked for it
         self._nsfs_dev: "Optional[int]" = None
         self.scan_problems: "List[str]" = []  # why some namespace scan was unsure (for warnings)
+        # IDs the container runtime knows (cni_ipam.runtimes.evidence), None when not asked or unanswered
+        self.runtime_ids = None if runtime_ids is None else frozenset(runtime_ids)
+        self.runtime_name = runtime_name
 
     # ------------------------------------------------------------------ inputs
     def cache_names(self) -> frozenset:
@@ -363,6 +371,8 @@ class Checker:
             return ns_verdict
 
         doubts = []
+        if self.runtime_ids is not None and cid is not None and cid not in self.runtime_ids:
+            doubts.append((NOT_IN_RUNTIME, f"container {cid} is unknown to {self.runtime_name}"))
         if self.runtime_cache is not None and cid is not None:
             name = f"{network}-{cid}-{ifname or ''}"
             if name not in self.cache_names() and not (ifname is None and _cache_has_id(self.cache_names(), network, cid)):

@@ -1,0 +1,159 @@
+"""The node image (deploy/image/build-image.sh) built offline with podman, run against temp host dirs.
+
+The bundle comes from the same place as tests/integration/test_built_binary.py's (CNI_IPAM_BUILT_EXE,
+a fresh dist/cni-ipam, else scripts/build.sh into a temp dir); the image goes into the podman world's
+private store.  Each container runs with --network none and a temporary "host" directory mounted
+where the DaemonSet (deploy/cni-ipam.yaml) mounts the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from tests.helpers import ROOT, run_cni, run_plugin
+from tests.runtime import kit
+
+TAG = "localhost/cni-ipam-test:1"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from tests.integration import test_built_binary as tbb
+
+    given = os.environ.get("CNI_IPAM_BUILT_EXE")
+    if given and os.path.isdir(os.path.join(os.path.dirname(given), "_internal")):
+        yield os.path.dirname(os.path.abspath(given))
+        return
+    default = os.path.join(ROOT, "dist", "cni-ipam", "cni-ipam")
+    if os.access(default, os.X_OK) and os.path.getmtime(default) >= tbb._newest_source_mtime():
+        yield os.path.dirname(default)
+        return
+    tmp = tempfile.mkdtemp(prefix="rt-image-build-")
+    try:
+        started = time.monotonic()
+        exe = tbb._build(tmp)
+        print(f"bundle built in {time.monotonic() - started:.1f}s")
+        yield os.path.dirname(exe)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def image(podman_world, bundle):
+    w = podman_world
+    started = time.monotonic()
+    proc = kit.run(["bash", os.path.join(ROOT, "deploy", "image", "build-image.sh"), "--bundle", bundle, "--tag", TAG],
+                   env=dict(w.env, PODMAN=" ".join(w.argv())), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == TAG
+    print(f"image built in {time.monotonic() - started:.1f}s")
+    return TAG
+
+
+@pytest.fixture
+def host(podman_world):
+    d = tempfile.mkdtemp(prefix="rt-image-host-", dir=podman_world.rt.dir)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _run(w, image, *args, mounts=(), env=()):
+    argv = ["run", "--rm", "--network", "none", *w.ulimits]
+    for src, dst in mounts:
+        argv += ["-v", f"{src}:{dst}"]
+    for item in env:
+        argv += ["-e", item]
+    return w.podman(*argv, image, *args, timeout=120)
+
+
+def _conf(data_dir):
+    return {"cniVersion": "1.0.0", "name": "imgnet", "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": data_dir, "ranges": [[{"subnet": "10.236.0.0/24"}]]}}
+
+
+def test_install_copies_a_working_plugin_into_the_host_dir(podman_world, image, host):
+    w = podman_world
+    opt = os.path.join(host, "opt", "cni")
+    os.makedirs(opt)
+    out = _run(w, image, "install", mounts=[(opt, "/opt/cni")])
+    assert out.returncode == 0, out.stderr
+    link = os.path.join(opt, "bin", "cni-ipam")
+    # the link is absolute, for the host's paths: the DaemonSet mounts /opt/cni at /opt/cni
+    assert os.readlink(link) == "/opt/cni/cni-ipam.d/cni-ipam"
+    installed = os.path.join(opt, "cni-ipam.d", "cni-ipam")
+    rc, version, raw, err = run_cni([installed], "VERSION", {}, stdin=b"")
+    assert rc == 0 and "1.0.0" in version["supportedVersions"], (raw, err)
+    data = os.path.join(host, "data")
+    rc, result, raw, err = run_cni([installed], "ADD", _conf(data), container_id="img-c1")
+    assert rc == 0, (raw, err)
+    assert result["ips"][0]["address"] == "10.236.0.2/24"
+    with open(os.path.join(data, "imgnet", "10.236.0.2"), newline="") as fh:
+        assert fh.read() == "img-c1\r\neth0"
+    # and again: idempotent, the plugin still answers
+    again = _run(w, image, "install", mounts=[(opt, "/opt/cni")])
+    assert again.returncode == 0, again.stderr
+    assert run_cni([installed], "VERSION", {}, stdin=b"")[0] == 0
+    # the image's own entry point answers VERSION too
+    out = _run(w, image, "version")
+    assert json.loads(out.stdout)["supportedVersions"]
+
+
+def test_install_refuses_a_foreign_cni_ipam(podman_world, image, host):
+    w = podman_world
+    opt = os.path.join(host, "opt", "cni")
+    os.makedirs(os.path.join(opt, "bin"))
+    foreign = os.path.join(opt, "bin", "cni-ipam")
+    with open(foreign, "w") as fh:
+        fh.write("#!/bin/sh\necho someone else's cni-ipam\n")
+    os.chmod(foreign, 0o755)
+    out = _run(w, image, "install", mounts=[(opt, "/opt/cni")])
+    assert out.returncode != 0
+    assert "not a cni-ipam install" in out.stderr or "not ours" in out.stderr or "refus" in out.stderr, out.stderr
+    with open(foreign) as fh:
+        assert "someone else" in fh.read()
+    assert not os.path.islink(foreign)
+
+
+def test_reclaim_pass_releases_stranded_and_writes_textfile_metrics(podman_world, image, host):
+    w = podman_world
+    data, textfile = os.path.join(host, "networks"), os.path.join(host, "textfile")
+    os.makedirs(textfile)
+    # a reservation whose namespace is gone (the DEL never came)
+    rc, _, raw, err = run_plugin("ADD", _conf(data), container_id="gone-1", netns="/var/run/netns/rt-never-there")
+    assert rc == 0, (raw, err)
+    out = _run(w, image, "reclaim", mounts=[(data, "/var/lib/cni/networks"), (textfile, "/textfile")],
+               env=["RECLAIM_ITERATIONS=1", "GC_ARGS=--grace 0", "TEXTFILE_DIR=/textfile", "METRICS_ARGS=--conf-dir="])
+    assert out.returncode == 0, out.stderr
+    assert not [f for f in os.listdir(os.path.join(data, "imgnet")) if f.startswith("10.")], "not reclaimed"
+    metrics = "".join(open(os.path.join(textfile, f)).read() for f in os.listdir(textfile) if f.endswith(".prom"))
+    assert "cni_ipam_gc_last_run_timestamp_seconds" in metrics, metrics[:500]
+
+
+def test_install_writes_the_usepodcidr_kubeconfig_from_the_service_account(podman_world, image, host):
+    import yaml
+
+    w = podman_world
+    opt, net, sa = (os.path.join(host, p) for p in ("opt", "net", "sa"))
+    for d in (opt, net, sa):
+        os.makedirs(d)
+    with open(os.path.join(sa, "token"), "w") as fh:
+        fh.write("tok-123")
+    with open(os.path.join(sa, "ca.crt"), "w") as fh:
+        fh.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    out = _run(w, image, "install",
+               mounts=[(opt, "/opt/cni"), (net, "/etc/cni/net.d"), (sa, "/var/run/secrets/kubernetes.io/serviceaccount")],
+               env=["KUBECONFIG_OUT=/etc/cni/net.d/cni-ipam.d/cni-ipam.kubeconfig",
+                    "KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443"])
+    assert out.returncode == 0, out.stderr
+    path = os.path.join(net, "cni-ipam.d", "cni-ipam.kubeconfig")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path) as fh:
+        conf = yaml.safe_load(fh)
+    assert conf["clusters"][0]["cluster"]["server"] == "https://10.96.0.1:443"
+    assert conf["users"][0]["user"]["token"] == "tok-123"
