@@ -494,6 +494,19 @@ class NetworkStore:
                 out[name] = entry
         return out
 
+    # ----------------------------------------------------------------- side records (cluster pool, issue 12)
+    def read_meta(self, name: str) -> "Optional[bytes]":
+        """A file of ours in ``.cni-ipam/`` (e.g. the cluster pool's ``pool.json``), or None."""
+        return self._read_file(self._meta_fd, name)
+
+    def write_meta(self, name: str, data: bytes) -> None:
+        """Replace a file of ours in ``.cni-ipam/`` durably: temp file, fsync, rename, fsync the dir."""
+        self._replace(self._meta_fd, name, data, fsync=True)
+        try:
+            os.fsync(self._meta_fd)
+        except OSError as exc:
+            raise self._io_error("write", name, exc) from None
+
     # ----------------------------------------------------------------- commit / rollback
     def commit(self) -> None:
         if self.dir_fd < 0:
