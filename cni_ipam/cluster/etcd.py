@@ -108,12 +108,18 @@ class EtcdUnavailable(Exception):
     """No etcd endpoint answered in time (callers map it to CNI code 11)."""
 
 
+# How one attempt failed (see _send): the member is unavailable, it refused us for sure (a TLS alert,
+# an untrusted server certificate, not etcd at all), or it closed a fresh TLS connection right after
+# the handshake (TLS 1.3 servers reject a client certificate that way, as do members shutting down).
+UNAVAILABLE, REFUSED, CLOSED_AFTER_HANDSHAKE = "unavailable", "refused", "closed after handshake"
+
+
 class _Retry(Exception):
     """One attempt failed in a way another endpoint may not: try the next one."""
 
-    def __init__(self, text: str, refused: bool = False) -> None:
+    def __init__(self, text: str, kind: str = UNAVAILABLE) -> None:
         super().__init__(text)
-        self.refused = refused  # a TLS refusal: reported as EtcdError when no endpoint answers
+        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -427,29 +433,33 @@ class EtcdClient:
         first that answers with a status that is not "try elsewhere"."""
         count = len(self._endpoints)
         failures = []
-        refused = False
+        kinds = set()
         for step in range(count):
             index = (self._current + step) % count
             ep = self._endpoints[index]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 failures.append(f"{ep.url}: not tried (out of time)")
+                kinds.add(UNAVAILABLE)
                 continue
             try:
                 status, doc = self._attempt(index, path, payload, headers, min(self.timeout, remaining))
             except _Retry as exc:
                 failures.append(f"{ep.url}: {exc}")
-                refused = refused or exc.refused
+                kinds.add(exc.kind)
                 continue
             text = _error_text(doc) if status != 200 else ""
             if status >= 500 or status == 429 or any(w in text for w in _UNAVAILABLE_WORDS):
                 failures.append(f"{ep.url}: {text or 'HTTP ' + str(status)} (HTTP {status})")
+                kinds.add(UNAVAILABLE)
                 self._drop()
                 continue
             self._current = index
             return status, doc, index
         summary = "; ".join(failures)
-        if refused:
+        # A sure refusal anywhere is a configuration problem; so is every endpoint closing the
+        # connection after the handshake; anything else may pass: try again later.
+        if REFUSED in kinds or kinds == {CLOSED_AFTER_HANDSHAKE}:
             raise EtcdError(f"no etcd endpoint accepted the connection: {summary}")
         raise EtcdUnavailable(f"no etcd endpoint answered {path} within {self.total_timeout:g}s: {summary}")
 
@@ -472,10 +482,12 @@ class EtcdClient:
             hdrs.update(headers)
         for fresh_try in (0, 1):
             try:
+                connected = False
                 if self._conn is None:
                     conn = self._new_connection(ep, end)
                     self._conn = (index, conn)
                     reused = False
+                connected = True
                 conn = self._conn[1]
                 _set_timeout(conn, end)
                 self.round_trips += 1
@@ -487,33 +499,35 @@ class EtcdClient:
                 if resp.will_close:
                     self._drop()
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
+                    ssl.SSLZeroReturnError) as exc:
                 self._drop()
                 if reused and not fresh_try and time.monotonic() < end:
                     continue  # the kept-alive connection had been closed: once more on a new one
-                raise _Retry(_os_text(exc, ep)) from None
+                if ep.tls and connected:
+                    raise _Retry("closed the TLS connection right after the handshake: it does not accept the client "
+                                 "certificate (or none was given), or it is shutting down", CLOSED_AFTER_HANDSHAKE) from None
+                hint = "" if ep.tls or not connected else " (if this endpoint serves TLS, write https://)"
+                raise _Retry(_os_text(exc) + hint) from None
             except ssl.SSLCertVerificationError as exc:
                 self._drop()
                 raise _Retry(f"TLS verification of the server certificate failed: {exc.verify_message or exc} "
-                             "(check the CA file and that the certificate names this host)", refused=True) from None
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-                self._drop()
-                raise _Retry(_os_text(exc, ep)) from None
+                             "(check the CA file and that the certificate names this host)", REFUSED) from None
             except ssl.SSLError as exc:
                 self._drop()
-                raise _Retry(f"TLS refused: {exc.reason or exc} (is the client certificate accepted by etcd? "
-                             "is this an https endpoint?)", refused=True) from None
+                raise _Retry(f"TLS refused: {exc.reason or exc} (does etcd accept the client certificate? "
+                             "does this endpoint serve TLS?)", REFUSED) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                raise _Retry("timed out" if isinstance(exc, socket.timeout) else _os_text(exc, ep)) from None
+                raise _Retry("timed out" if isinstance(exc, socket.timeout) else _os_text(exc)) from None
         try:
             doc = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             self._drop()
             raise _Retry(f"answered HTTP {status} with something that is not JSON (is this an etcd client URL?)",
-                         refused=True) from None
+                         REFUSED) from None
         if not isinstance(doc, dict):
-            raise _Retry(f"answered HTTP {status} with JSON that is not an object", refused=True)
+            raise _Retry(f"answered HTTP {status} with JSON that is not an object", REFUSED)
         return status, doc
 
     def _new_connection(self, ep: _Endpoint, end: float):
@@ -592,13 +606,10 @@ def _error_text(doc) -> str:
     return "no error text"
 
 
-def _os_text(exc: BaseException, ep: _Endpoint) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+def _os_text(exc: BaseException) -> str:
     if type(exc).__name__ == "RemoteDisconnected":
-        text = "closed the connection without answering"
-    if ep.tls and isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)) or ep.tls and "EOF" in type(exc).__name__:
-        text += " (a TLS server that rejects the client certificate may also do this)"
-    return text
+        return "closed the connection without answering"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:
