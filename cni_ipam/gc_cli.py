@@ -120,7 +120,7 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
                                 net["released"].append(f)
                         except CniError as exc:
                             net["errors"].append(f"{f.address}: {exc.msg}")
-                if apply and net["released"]:  # cluster pool (issue 12): return emptied blocks
+                if apply:  # cluster pool (issue 12): return emptied blocks (no-op without a pool record)
                     from cni_ipam.cluster import pool
 
                     pool.after_release(store, force=True)

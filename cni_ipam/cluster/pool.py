@@ -676,7 +676,7 @@ class Session:
             cap = block_capacity(self.range_sets[b["set"]], b["cidr"]) if self.range_sets and b["set"] < len(self.range_sets) else b.get("capacity", 0)
             b["capacity"] = cap
             blocks[b["cidr"]] = {"used": u, "capacity": cap, "state": b.get("state", "held")}
-            if b.get("state", "held") == "held":
+            if b.get("state", "held") != "conflict":  # held, or being claimed in this very txn
                 used += u
                 capacity += cap
         doc = {"v": 1, "node": self.node, "network": self.network, "lastSeen": round(self.now, 3),
