@@ -99,10 +99,21 @@ def test_kill_9_mid_claim_loses_no_block(etcd_single, etcd_prefix, tmp_path):
     d = str(tmp_path / "node-a")
     conf = pool_conf(etcd_single, etcd_prefix, "node-a", d, block=32, keepBlocks=0)
     rng = random.Random(7)
+    record = os.path.join(d, "poolnet", ".cni-ipam", "pool.json")
     killed_with_intent = tries = 0
-    while killed_with_intent < 3 and tries < 60:
+    while killed_with_intent < 3 and tries < 40:
         proc = _popen_add(conf, f"k{tries}")
-        time.sleep(rng.uniform(0.05, 0.4))
+        if tries % 2:  # half at random points of the whole call ...
+            time.sleep(rng.uniform(0.05, 0.4))
+        else:  # ... half the moment the claim's intent is on disk (the txn is on its way)
+            end = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < end:
+                try:
+                    with open(record, "rb") as fh:
+                        if b'"pending": [{' in fh.read():
+                            break
+                except OSError:
+                    pass
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         tries += 1
