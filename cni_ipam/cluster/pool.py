@@ -63,7 +63,7 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
     from cni_ipam.ranges import RangeSet
     from cni_ipam.store import NetworkStore
@@ -330,17 +330,47 @@ def block_of(addr, prefixlen: int) -> str:
     return block_cidr(addr.version, int(addr) - int(addr) % step, prefixlen)
 
 
-def set_block_starts(rset: "RangeSet", prefixlen: int) -> "List[int]":
-    """First address (int) of every block that meets one of the set's ranges, ascending."""
+def block_start_runs(rset: "RangeSet", prefixlen: int) -> "List[range]":
+    """First addresses (ints) of the blocks that meet the set's ranges, as ascending, disjoint
+    ``range`` objects: a pool of /32 blocks over a /16 is one ``range``, not 65,536 ints."""
     bits = 32 if rset.version == 4 else 128
     step = 1 << (bits - prefixlen)
-    seen = set()
-    for r in rset.ranges:
+    runs = []
+    last = -1
+    for r in sorted(rset.ranges, key=lambda r: r.start):
         lo = r.start - r.start % step
-        while lo <= r.end:
-            seen.add(lo)
-            lo += step
-    return sorted(seen)
+        if lo <= last:  # this range's first block is the previous range's last one
+            lo = last + step
+        hi = r.end - r.end % step
+        if lo <= hi:
+            runs.append(range(lo, hi + 1, step))
+            last = hi
+    return runs
+
+
+def set_block_starts(rset: "RangeSet", prefixlen: int) -> "List[int]":
+    """First address (int) of every block that meets one of the set's ranges, ascending."""
+    return [lo for run in block_start_runs(rset, prefixlen) for lo in run]
+
+
+def free_blocks(rset: "RangeSet", prefixlen: int, taken, start: int = 0) -> "Iterator[str]":
+    """CIDRs of the set's blocks not in ``taken`` (a set of CIDRs) that can hand out an address,
+    lazily, beginning at the ``start``-th block (modulo) and wrapping round."""
+    runs = block_start_runs(rset, prefixlen)
+    total = sum(len(run) for run in runs)
+    if not total:
+        return
+    start %= total
+    for k in range(total):
+        i = (start + k) % total
+        for run in runs:
+            if i < len(run):
+                lo = run[i]
+                break
+            i -= len(run)
+        cidr = block_cidr(rset.version, lo, prefixlen)
+        if cidr not in taken and block_capacity(rset, cidr):
+            yield cidr
 
 
 def block_pieces(rset: "RangeSet", cidr: str) -> list:
@@ -787,16 +817,8 @@ class Session:
                                        f"network {holder[0].get('network')}")
                     candidates = [want]
                 else:
-                    starts = [lo for lo in set_block_starts(rset, size)]
-                    free = [block_cidr(family, lo, size) for lo in starts]
-                    free = [c for c in free if c not in taken and c not in mine_here]
-                    if not free:
-                        raise CniError(POOL_EXHAUSTED, f"pool {self.pool_name} is exhausted: no free block of /{size} left "
-                                       f"for range set {idx} ({rset}) and the blocks of node {self.node} are full",
-                                       f"{len(taken)} blocks claimed")
                     # Nodes start at different places (hash of the node name): fewer collisions.
-                    shift = _stable_hash(self.node) % len(free)
-                    candidates = free[shift:] + free[:shift]
+                    candidates = free_blocks(rset, size, set(taken) | mine_here, _stable_hash(self.node))
                 tried = 0
                 for cidr in candidates:
                     if tried >= CLAIM_ATTEMPTS:
@@ -808,6 +830,10 @@ class Session:
                         return
                     if want is not None:
                         break
+                if not tried and want is None:
+                    raise CniError(POOL_EXHAUSTED, f"pool {self.pool_name} is exhausted: no free block of /{size} left "
+                                   f"for range set {idx} ({rset}) and the blocks of node {self.node} are full",
+                                   f"{len(taken)} blocks claimed")
             raise CniError(TRY_AGAIN_LATER, f"pool {self.pool_name}: could not claim a block for range set {idx} "
                            f"(other nodes took every candidate first); try again", f"node {self.node}")
         except CniError as exc:
@@ -1027,10 +1053,7 @@ def status_problem(cfg) -> "Optional[str]":
             backend.close()
         for idx in needs:
             rset, size = cfg.range_sets[idx], cfg.pool.block_sizes[idx]
-            mine = {b["cidr"] for b in rec.blocks}
-            if not any(block_cidr(rset.version, lo, size) not in taken and block_cidr(rset.version, lo, size) not in mine
-                       and block_capacity(rset, block_cidr(rset.version, lo, size))
-                       for lo in set_block_starts(rset, size)):
+            if next(free_blocks(rset, size, set(taken) | {b["cidr"] for b in rec.blocks}), None) is None:
                 return (f"pool {cfg.pool.name} is exhausted: no free block left for range set {idx} ({rset}) "
                         f"and the blocks of node {node} are full")
         return None
