@@ -152,8 +152,10 @@ def etcd_client(target: PoolTarget, args):
 class Snapshot:
     """Everything under ``<prefix>/pools/<pool>/`` read at one revision."""
 
-    def __init__(self, target: PoolTarget, kvs: list) -> None:
+    def __init__(self, target: PoolTarget, kvs: list, known=frozenset()) -> None:
+        """``known``: canonical block CIDRs (of the conf's grid) taken as they are, unparsed."""
         prefix, name = target.prefix, target.name
+        blocks_head = poolmod.blocks_prefix(prefix, name)
         self.blocks: dict = {}  # cidr -> (claim dict, mod revision)
         self.records: dict = {}  # node -> (usage dict, mod revision)
         self.grid: dict = {}  # family -> block prefix length pinned in etcd
@@ -163,7 +165,11 @@ class Snapshot:
         grid_keys = {poolmod.grid_key(prefix, name, f): f for f in (4, 6)}
         spec_key = poolmod.spec_key(prefix, name)
         for key, value, mod, _create in kvs:
-            cidr = poolmod.parse_block_key(prefix, name, key)
+            cidr = None
+            if key.startswith(blocks_head):
+                cidr = key[len(blocks_head):].decode("ascii", "replace")
+                if cidr not in known:
+                    cidr = poolmod.parse_block_key(prefix, name, key)
             if cidr is not None:
                 claim = poolmod.decode_json(value)
                 if claim is None:
@@ -190,9 +196,9 @@ class Snapshot:
         return sorted((c for c, (claim, _) in self.blocks.items() if claim.get("node") == node), key=_cidr_order)
 
 
-def read_snapshot(client, target: PoolTarget) -> Snapshot:
+def read_snapshot(client, target: PoolTarget, known=frozenset()) -> Snapshot:
     prefix = poolmod.pool_prefix(target.prefix, target.name).encode()
-    return Snapshot(target, client.range_prefix(prefix))
+    return Snapshot(target, client.range_prefix(prefix), known)
 
 
 def _cidr_order(cidr: str):
@@ -211,17 +217,22 @@ class SetView:
         self.range_set = rset
         self.block_size = size
         self.grid: dict = {}  # cidr -> capacity (None when the grid is too large to check)
+        self.order: dict = {}  # cidr -> (version, first address), for sorting without parsing
         self.held = 0
         self.used = 0
         self.capacity = rset.size()
         self.thresholds = thresholds
         starts = poolmod.set_block_starts(rset, size)
-        check = len(starts) <= MAX_GRID_CHECK
+        step = 1 << ((32 if rset.version == 4 else 128) - size)
+        edges = _edge_blocks(rset, step) if len(starts) <= MAX_GRID_CHECK else set()
         for lo in starts:
             cidr = poolmod.block_cidr(rset.version, lo, size)
-            cap = poolmod.block_capacity(rset, cidr) if check else None
+            # only blocks at a range's edge, or holding a gateway, network, broadcast or excluded
+            # address, can have fewer than ``step`` addresses to hand out (or none)
+            cap = poolmod.block_capacity(rset, cidr) if lo in edges else step if edges else None
             if cap != 0:
                 self.grid[cidr] = cap
+                self.order[cidr] = (rset.version, lo)
 
     @property
     def blocks(self) -> int:
@@ -248,6 +259,21 @@ class SetView:
                 "blockSize": self.block_size, "blocks": self.blocks, "heldBlocks": self.held, "freeBlocks": self.free_blocks,
                 "addresses": self.capacity, "usedAddresses": self.used,
                 "heldPercent": round(self.held_percent, 2), "usedPercent": round(self.used_percent, 2), "level": self.level}
+
+
+def _edge_blocks(rset, step: int) -> set:
+    """First addresses of the blocks whose capacity is not simply ``step``."""
+    out = set()
+    for r in rset.ranges:
+        points = [r.start, r.end] + [v for v in r._specials() if r.start <= v <= r.end]
+        out.update(v - v % step for v in points)
+        for lo, hi in r.exclude:
+            lo, hi = max(lo, r.start), min(hi, r.end)
+            v = lo - lo % step
+            while v <= hi:
+                out.add(v)
+                v += step
+    return out
 
 
 class NodeView:
@@ -320,11 +346,18 @@ class PoolView:
         return out
 
 
+def set_views(target: PoolTarget, thresholds=report.DEFAULT_THRESHOLDS) -> list:
+    return [SetView(i, rs, size, thresholds) for i, (rs, size) in enumerate(zip(target.range_sets, target.block_sizes))]
+
+
 def build_view(target: PoolTarget, snap: Snapshot, now: float, thresholds=report.DEFAULT_THRESHOLDS,
-               silent_after: float = DEFAULT_SILENT_AFTER) -> PoolView:
+               silent_after: float = DEFAULT_SILENT_AFTER, sets=None) -> PoolView:
     view = PoolView(target)
     view.junk = snap.junk
-    view.sets = [SetView(i, rs, size, thresholds) for i, (rs, size) in enumerate(zip(target.range_sets, target.block_sizes))]
+    view.sets = sets if sets is not None else set_views(target, thresholds)
+    order = {}
+    for s in view.sets:
+        order.update(s.order)
     for s in view.sets:
         pinned = snap.grid.get(s.range_set.version)
         if pinned is not None and pinned != s.block_size:
@@ -343,7 +376,7 @@ def build_view(target: PoolTarget, snap: Snapshot, now: float, thresholds=report
         n.published = _number(doc.get("published"))
         conflicts = doc.get("conflicts")
         n.conflicts = [c for c in conflicts if isinstance(c, str)] if isinstance(conflicts, list) else []
-    for cidr, (claim, _rev) in sorted(snap.blocks.items(), key=lambda kv: _cidr_order(kv[0])):
+    for cidr, (claim, _rev) in sorted(snap.blocks.items(), key=lambda kv: order.get(kv[0]) or _cidr_order(kv[0])):
         owner = claim.get("node")
         if not isinstance(owner, str) or not owner:
             view.outside.append({"cidr": cidr, "node": None, "why": "the claim names no node"})
@@ -385,8 +418,9 @@ def collect(targets, args, now, thresholds, silent_after) -> list:
     for target in targets:
         try:
             client = etcd_client(target, args)
+            sets = set_views(target, thresholds)
             try:
-                snap = read_snapshot(client, target)
+                snap = read_snapshot(client, target, {c for s in sets for c in s.grid})
             finally:
                 client.close()
         except Exception as exc:  # EtcdUnavailable, EtcdError, AdminError: this pool only
@@ -394,7 +428,7 @@ def collect(targets, args, now, thresholds, silent_after) -> list:
             view.error = f"etcd: {exc}"
             views.append(view)
             continue
-        views.append(build_view(target, snap, now, thresholds, silent_after))
+        views.append(build_view(target, snap, now, thresholds, silent_after, sets))
     return views
 
 

@@ -387,3 +387,28 @@ def test_admin_etcd_credentials_from_the_command_line(etcd_auth, tmp_path, capsy
     out, err = capsys.readouterr()
     assert "authentication" in out and etcd_auth.users["limited"] not in out + err
     root.close()
+
+
+@pytest.mark.parametrize("ranges, size", [
+    ([{"subnet": "10.9.0.0/22", "gateway": "10.9.1.77", "exclude": ["10.9.2.0/25", "10.9.3.200"]}], 26),
+    ([{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.50", "rangeEnd": "10.9.0.140"},
+      {"subnet": "10.9.4.0/23", "exclude": ["10.9.4.0/27"]}], 27),
+    ([{"subnet": "10.9.0.0/28"}], 32),
+    ([{"subnet": "fd00:9::/118", "exclude": ["fd00:9::100/120"]}], 122),
+])
+def test_grid_capacities_match_the_pool_block_math(ranges, size):
+    """The view's shortcut (only edge blocks are computed) agrees with cluster.pool's block math."""
+    from cni_ipam import config
+
+    cfg = config.load({"cniVersion": "1.0.0", "name": "n", "type": "bridge",
+                       "ipam": {"type": "cni-ipam", "ranges": [ranges]}}, {})
+    rset = cfg.range_sets[0]
+    view = admin.SetView(0, rset, size, (70, 85, 95))
+    brute = {}
+    for lo in poolmod.set_block_starts(rset, size):
+        cidr = poolmod.block_cidr(rset.version, lo, size)
+        cap = poolmod.block_capacity(rset, cidr)
+        if cap:
+            brute[cidr] = cap
+    assert view.grid == brute
+    assert sum(view.grid.values()) == view.capacity == rset.size()
