@@ -1,7 +1,7 @@
 """A small etcd v3 client over etcd's JSON gateway (``/v3/...``), standard library only.
 
-Imported lazily on the ADD path when a pool is configured, so it imports nothing but ``base64``,
-``json`` and ``time`` at module level; ``http.client`` and ``ssl`` are loaded on the first request.
+Imported lazily on the ADD path when a pool is configured, so it imports nothing but ``binascii``
+(base64 without the ``base64`` module and its ``re``), ``json`` and ``time`` at module level; ``http.client`` and ``ssl`` are loaded on the first request.
 Written against etcd 3.4 (Debian's ``etcd-server``); the ``/v3`` paths are the same in 3.5.
 
 Usage::
@@ -86,7 +86,7 @@ member forgets them) it authenticates again, once per call, and repeats the requ
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import time
 
@@ -126,11 +126,11 @@ class _Retry(Exception):
 def _b64(data: bytes) -> str:
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"etcd keys and values are bytes, not {type(data).__name__}")
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _unb64(text) -> bytes:
-    return base64.b64decode(text) if text else b""
+    return binascii.a2b_base64(text) if text else b""
 
 
 def _int(value) -> int:
