@@ -524,7 +524,10 @@ class EtcdClient:
             doc = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             self._drop()
-            raise _Retry(f"answered HTTP {status} with something that is not JSON (is this an etcd client URL?)",
+            text = "".join(ch if ch.isprintable() else " " for ch in body[:200].decode("utf-8", "replace")).strip()
+            if status >= 500:  # a proxy's error page, a member starting up: another may answer
+                raise _Retry(f"HTTP {status}: {text or 'no body'}") from None
+            raise _Retry(f"answered HTTP {status} with something that is not JSON: {text!r} (is this an etcd client URL?)",
                          REFUSED) from None
         if not isinstance(doc, dict):
             raise _Retry(f"answered HTTP {status} with JSON that is not an object", REFUSED)

@@ -12,7 +12,7 @@ shares four of them; tests isolate themselves with ``etcd_prefix``, a unique key
   ``rogue_key`` signed by another CA).
 - ``etcd_auth``: one member with authentication enabled: user ``root`` (role root) and user
   ``limited`` whose role ``limited`` may read and write only under ``etcd_auth.limited_prefix``;
-  passwords in ``etcd_auth.passwords``.
+  passwords in ``etcd_auth.users``.  ``etcd_tls_auth``: the same over TLS with client certificates.
 
 ``cluster.endpoints`` is the list of client URLs; ``cluster.client_kwargs(user=None)`` the keyword
 arguments for ``EtcdClient`` (TLS files, credentials).  Every etcd runs in its own process group,
@@ -79,7 +79,8 @@ def data_root() -> str:
 # ------------------------------------------------------------------------------------------- PKI
 class Pki:
     """A CA, a server certificate for 127.0.0.1/localhost (server and client auth: etcd 3.4's
-    gateway dials its own gRPC port with it), a client certificate from that CA and a rogue one."""
+    gateway dials its own gRPC port with it), client certificates from that CA (``client_cert``
+    with a CommonName, ``nocn_cert`` without one) and a ``rogue_cert`` from another CA."""
 
     def __init__(self, directory: str) -> None:
         from cryptography import x509
@@ -91,6 +92,8 @@ class Pki:
         now = datetime.datetime.now(datetime.timezone.utc)
 
         def name(cn):
+            if cn.startswith("O="):  # no CommonName at all (etcd's gateway refuses a CN when auth is on)
+                return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, cn[2:])])
             return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
         def key():
@@ -142,6 +145,8 @@ class Pki:
         self.server_cert, self.server_key = write("server.pem", c.public_bytes(pem)), write("server-key.pem", pem_key(k))
         k, c = issue(ca_key, ca_cert, "cni-ipam-node", False)
         self.client_cert, self.client_key = write("client.pem", c.public_bytes(pem)), write("client-key.pem", pem_key(k))
+        k, c = issue(ca_key, ca_cert, "O=cni-ipam", False)
+        self.nocn_cert, self.nocn_key = write("client-nocn.pem", c.public_bytes(pem)), write("client-nocn-key.pem", pem_key(k))
         k, c = issue(rogue_ca_key, rogue_ca_cert, "cni-ipam-rogue", False)
         self.rogue_cert, self.rogue_key = write("rogue.pem", c.public_bytes(pem)), write("rogue-key.pem", pem_key(k))
 
@@ -262,10 +267,14 @@ class Cluster:
         return [m.client_url for m in self.members]
 
     def client_kwargs(self, user=None, cert=True) -> dict:
+        """EtcdClient arguments; with auth and TLS the certificate without a CommonName (etcd's
+        gateway refuses a CN while auth is enabled: docs/cluster-ops.md)."""
         kw: dict = {}
         if self.pki:
             kw["ca_file"] = self.pki.ca
-            if cert:
+            if cert and self.users:
+                kw["cert_file"], kw["key_file"] = self.pki.nocn_cert, self.pki.nocn_key
+            elif cert:
                 kw["cert_file"], kw["key_file"] = self.pki.client_cert, self.pki.client_key
         if user is not None:
             kw["username"], kw["password"] = user, self.users[user]
@@ -273,7 +282,7 @@ class Cluster:
 
     def ssl_context(self):
         ctx = ssl.create_default_context(cafile=self.pki.ca)
-        ctx.load_cert_chain(self.pki.client_cert, self.pki.client_key)
+        ctx.load_cert_chain(self.pki.nocn_cert, self.pki.nocn_key)
         return ctx
 
     def post(self, member: Member, path: str, body: dict, token=None, timeout: float = 5.0):
@@ -416,6 +425,16 @@ def etcd_tls():
 @pytest.fixture(scope="session")
 def etcd_auth():
     cluster = _cluster(1, "single member, auth enabled", auth_prefix=b"/cni-ipam-limited/")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_tls_auth():
+    """TLS with client certificates AND authentication (the production set-up)."""
+    cluster = _cluster(1, "single member, TLS + auth", tls=True, auth_prefix=b"/cni-ipam-limited/")
     try:
         yield cluster
     finally:

@@ -534,3 +534,25 @@ def test_auth_invalid_token_reauthenticates_once(etcd_auth):
         c.get(key)
     assert "authentication" in str(info.value)
     assert "expired.token" not in str(info.value) and etcd_auth.users["limited"] not in str(info.value)
+
+
+# ------------------------------------------------------------------------------- TLS + auth
+def test_tls_and_auth_with_a_certificate_without_common_name(etcd_tls_auth):
+    prefix = etcd_tls_auth.limited_prefix
+    c = EtcdClient(etcd_tls_auth.endpoints, **etcd_tls_auth.client_kwargs("limited"))
+    c.put(prefix + b"k", b"v")
+    assert c.get(prefix + b"k")[0] == b"v"
+    with pytest.raises(EtcdError, match="permission denied"):
+        c.put(b"/elsewhere", b"v")
+
+
+def test_tls_and_auth_a_certificate_with_common_name_is_refused_by_the_gateway(etcd_tls_auth):
+    """etcd 3.4's JSON gateway refuses any request whose client certificate has a CommonName while
+    auth is enabled (it cannot pass the CN on as the user): a clear EtcdError quoting etcd."""
+    pki = etcd_tls_auth.pki
+    c = EtcdClient(etcd_tls_auth.endpoints, ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key,
+                   username="limited", password=etcd_tls_auth.users["limited"])
+    with pytest.raises(EtcdError, match="CommonName") as info:
+        c.get(etcd_tls_auth.limited_prefix + b"k")
+    assert not isinstance(info.value, EtcdUnavailable)
+    assert etcd_tls_auth.users["limited"] not in str(info.value)
