@@ -566,18 +566,28 @@ def bench_pool(rec, subjects, work, runs, claims, nodes, per_node, parallel, log
             }
             log(f"  pool: {claims} claiming ADDs and releasing DELs done")
 
-            # 3. storm: nodes x parallel ADDs, one pool, /27 blocks (so nodes claim as they go)
-            confs = [pool_netconf(os.path.join(work, "pool-storm", f"n{i}"), etcd.endpoint, f"storm-{i}", 27, prefix="/bench-storm")
+            # 3. storm: nodes x parallel ADDs, one pool, /28 blocks (so nodes claim as they go), then
+            #    the same storm on node-local networks (one per simulated node) for comparison
+            confs = [pool_netconf(os.path.join(work, "pool-storm", f"n{i}"), etcd.endpoint, f"storm-{i}", 28, prefix="/bench-storm")
                      for i in range(nodes)]
-            calls: list = [None] * (nodes * per_node)
+            plain = [dict(netconf(os.path.join(work, "plain-storm", f"n{i}"), subnet=f"10.{130 + i}.0.0/16"), type="bridge")
+                     for i in range(nodes)]
+            for c in plain:
+                c["ipam"]["type"] = "cni-ipam"
+            walls = {}
+            for label, cset in (("pool", confs), ("node-local", plain)):
+                calls: list = [None] * (nodes * per_node)
 
-            def one(i):
-                calls[i] = s.cni("ADD", confs[i % nodes], f"bench-ps-{i:05d}")
+                def one(i, cset=cset, calls=calls, label=label):
+                    calls[i] = s.cni("ADD", cset[i % nodes], f"bench-{label}-{i:05d}")
 
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=nodes * parallel) as pool:
-                list(pool.map(one, range(len(calls))))
-            wall = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=nodes * parallel) as pool:
+                    list(pool.map(one, range(len(calls))))
+                walls[label] = time.perf_counter() - t0
+                if label == "pool":
+                    pool_calls = calls
+            wall, calls = walls["pool"], pool_calls
             failed = [c for c in calls if c.rc != 0]
             addrs = [ip for c in calls if c.rc == 0 for ip in ips_of(c.json())]
             from cni_ipam.cluster.etcd import EtcdClient
@@ -588,6 +598,7 @@ def bench_pool(rec, subjects, work, runs, claims, nodes, per_node, parallel, log
             owners = [json.loads(v)["node"] for _, v, _, _ in blocks]
             out["storm"] = {"subject": s.name, "nodes": nodes, "parallel_per_node": parallel, "adds": len(calls),
                             "wall_s": round(wall, 3), "adds_per_s": round(len(calls) / wall, 1), "failed": len(failed),
+                            "node_local_adds_per_s": round(len(calls) / walls["node-local"], 1),
                             "first_failure": failed[0].out.strip()[:300] if failed else None,
                             "duplicates": len(addrs) - len(set(addrs)), "blocks_claimed": len(blocks),
                             "blocks_per_node": {n: owners.count(n) for n in sorted(set(owners))},
@@ -621,6 +632,7 @@ def print_pool(pool: dict, p) -> None:
         p(f"\ncluster pool storm: {st['nodes']} nodes x {st['parallel_per_node']}-way, {st['adds']} ADDs in {st['wall_s']:.2f}s = "
           f"{st['adds_per_s']:.1f} ADD/s; failed {st['failed']}, duplicates {st['duplicates']}, blocks {st['blocks_claimed']} "
           f"{st['blocks_per_node']}  {'OK' if st['ok'] else 'FAIL'}")
+        p(f"  the same storm on node-local networks (one per node): {st['node_local_adds_per_s']:.1f} ADD/s")
 
 
 def machine() -> dict:

@@ -584,6 +584,7 @@ class Record:
         self.verified = _float(doc.get("verified"))
         self.published = _float(doc.get("published"))
         self.etcd_failed = _float(doc.get("etcdFailed"))
+        self.interval = _float(doc.get("verifyInterval", DEFAULT_VERIFY_INTERVAL))
         keep = doc.get("keepBlocks", DEFAULT_KEEP_BLOCKS)
         self.keep = keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0 else DEFAULT_KEEP_BLOCKS
         self.dirty = False
@@ -596,7 +597,7 @@ class Record:
     def save(self, store: "NetworkStore") -> None:
         doc = {"v": _RECORD_VERSION, "pool": self.pool, "node": self.node, "network": self.network, "etcd": self.etcd,
                "blocks": self.blocks, "pending": self.pending, "verified": self.verified, "published": self.published,
-               "etcdFailed": self.etcd_failed, "keepBlocks": self.keep}
+               "etcdFailed": self.etcd_failed, "keepBlocks": self.keep, "verifyInterval": self.interval}
         store.write_meta(RECORD_FILE, json.dumps(doc, sort_keys=True).encode())
         self.dirty = False
 
@@ -673,13 +674,15 @@ class Session:
         rec = self.record
         if pool is not None:
             self.pool_name, self.node, settings = pool.name, node_name(pool.node), pool.etcd
-            if (rec.pool, rec.node, rec.network, rec.etcd, rec.keep) != (pool.name, self.node, network, settings.to_json(), pool.keep_blocks):
+            if ((rec.pool, rec.node, rec.network, rec.etcd, rec.keep, rec.interval)
+                    != (pool.name, self.node, network, settings.to_json(), pool.keep_blocks, pool.verify_interval)):
                 if rec.pool not in (None, pool.name) or rec.node not in (None, self.node):
                     # A renamed pool or node: the old claims are not ours under the new names.
                     _warn(f"pool record of network {network} was for pool {rec.pool} node {rec.node}; "
                           f"now pool {pool.name} node {self.node}: the old blocks are forgotten here (release them with cni-ipam pool release-node)")
                     rec.blocks, rec.pending = [], []
-                rec.pool, rec.node, rec.network, rec.etcd, rec.keep = pool.name, self.node, network, settings.to_json(), pool.keep_blocks
+                rec.pool, rec.node, rec.network, rec.etcd = pool.name, self.node, network, settings.to_json()
+                rec.keep, rec.interval = pool.keep_blocks, pool.verify_interval
                 rec.dirty = True
         else:
             self.pool_name, self.node = rec.pool, rec.node
@@ -960,6 +963,10 @@ def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
             idx = next((i for i, r in enumerate(cfg.range_sets) if r.contains(ip)), None)
             if idx is None:
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is not in pool {session.pool_name}", "no range set contains it")
+            rng = cfg.range_sets[idx].range_for(ip)
+            if ip == rng.gateway or rng.is_excluded(ip) or rng.unusable(int(ip)):  # before any claim
+                raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is a gateway, excluded or reserved in pool {session.pool_name}",
+                               f"range set {idx}")
             cidr = block_of(ip, cfg.pool.block_sizes[idx])
             entry = rec.entry(cidr)
             if entry is not None and entry.get("state") == "conflict":
@@ -1008,7 +1015,7 @@ def after_release(store: "NetworkStore", pool_cfg: "Optional[PoolConfig]" = None
         try:
             released = session.release_empty(force=force)
             if (not released and session.backend is not None and rec.blocks and session._etcd_ok_recently()
-                    and session.now - rec.published >= (pool_cfg.verify_interval if pool_cfg else DEFAULT_VERIFY_INTERVAL)):
+                    and session.now - rec.published >= (pool_cfg.verify_interval if pool_cfg else rec.interval)):
                 try:
                     session.backend.publish(session.node_record(), [])
                 except CniError:

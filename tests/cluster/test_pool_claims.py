@@ -126,6 +126,8 @@ def test_requested_ip_in_free_block_claims_it_and_in_foreign_block_is_refused(et
     assert rc == 1 and res["code"] == 102, res
     rc, res = call("ADD", b, "b3", cni_args="IP=10.77.0.1")  # the gateway: never handed out
     assert rc == 1 and res["code"] == 102, res
+    assert not [c for c, claim in etcd_blocks(etcd_single, etcd_prefix).items() if claim["node"] == "node-b"], \
+        "a refused request claimed a block"
     check_invariants(etcd_single, etcd_prefix, {n: nodes[n] for n in ("node-a", "node-b")})
 
 
