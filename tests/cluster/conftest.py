@@ -389,22 +389,22 @@ def _cluster(size: int, what: str, tls: bool = False, auth_prefix=None):
     raise last
 
 
-@pytest.fixture(scope="session")
-def etcd_single():
-    cluster = _cluster(1, "single member")
+def _serve(size: int, what: str, **kw):
+    cluster = _cluster(size, what, **kw)
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_single():
+    yield from _serve(1, "single member")
 
 
 @pytest.fixture(scope="session")
 def etcd_cluster3():
-    cluster = _cluster(3, "three members")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _serve(3, "three members")
 
 
 @pytest.fixture
@@ -415,30 +415,18 @@ def etcd3(etcd_cluster3):
 
 @pytest.fixture(scope="session")
 def etcd_tls():
-    cluster = _cluster(1, "single member, TLS + client certs", tls=True)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _serve(1, "single member, TLS + client certs", tls=True)
 
 
 @pytest.fixture(scope="session")
 def etcd_auth():
-    cluster = _cluster(1, "single member, auth enabled", auth_prefix=b"/cni-ipam-limited/")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _serve(1, "single member, auth enabled", auth_prefix=b"/cni-ipam-limited/")
 
 
 @pytest.fixture(scope="session")
 def etcd_tls_auth():
     """TLS with client certificates AND authentication (the production set-up)."""
-    cluster = _cluster(1, "single member, TLS + auth", tls=True, auth_prefix=b"/cni-ipam-limited/")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _serve(1, "single member, TLS + auth", tls=True, auth_prefix=b"/cni-ipam-limited/")
 
 
 @pytest.fixture
