@@ -17,8 +17,9 @@ shares four of them; tests isolate themselves with ``etcd_prefix``, a unique key
 ``cluster.endpoints`` is the list of client URLs; ``cluster.client_kwargs(user=None)`` the keyword
 arguments for ``EtcdClient`` (TLS files, credentials).  Every etcd runs in its own process group,
 killed (SIGKILL to the group) and its data dir removed at the end of the session, on failure too,
-and at interpreter exit if pytest itself dies.  Data dirs live in /dev/shm when it exists (etcd
-fsyncs every write; CNI_IPAM_ETCD_TMP overrides the parent directory).  Without /usr/bin/etcd the
+and at interpreter exit if pytest itself dies.  Data dirs live in /dev/shm when it has 2 GB free
+(etcd fsyncs every write; each member takes ~125 MB, seven at most run at once), else in the
+temporary directory; CNI_IPAM_ETCD_TMP overrides the parent directory.  Without /usr/bin/etcd the
 fixtures skip with the reason.  Start-up times are printed in the terminal summary.
 """
 
@@ -72,7 +73,9 @@ def free_port() -> int:
 def data_root() -> str:
     parent = os.environ.get("CNI_IPAM_ETCD_TMP")
     if not parent and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        parent = "/dev/shm"
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize > 2 << 30:  # a member takes ~125 MB there (64 MB of preallocated WAL)
+            parent = "/dev/shm"
     return tempfile.mkdtemp(prefix="cni-ipam-etcd-", dir=parent)
 
 
