@@ -1,7 +1,7 @@
 """Real etcd for the cluster tests: Debian's ``/usr/bin/etcd`` on free loopback ports.
 
 Fixtures (all clusters are session-scoped: starting etcd costs ~0.3-1 s, so the whole cluster suite
-shares four of them; tests isolate themselves with ``etcd_prefix``, a unique key prefix):
+shares five of them; tests isolate themselves with ``etcd_prefix``, a unique key prefix):
 
 - ``etcd_single``: one plain-HTTP member.
 - ``etcd3``: a three-member cluster (``etcd_cluster3`` underneath), healed before each test: every
