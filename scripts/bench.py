@@ -585,6 +585,7 @@ def bench_pool(rec, subjects, work, runs, claims, nodes, per_node, parallel, log
                 with ThreadPoolExecutor(max_workers=nodes * parallel) as pool:
                     list(pool.map(one, range(len(calls))))
                 walls[label] = time.perf_counter() - t0
+                walls[label + " cpu"] = sum(c.cpu_ms for c in calls) / 1000
                 if label == "pool":
                     pool_calls = calls
             wall, calls = walls["pool"], pool_calls
@@ -599,6 +600,8 @@ def bench_pool(rec, subjects, work, runs, claims, nodes, per_node, parallel, log
             out["storm"] = {"subject": s.name, "nodes": nodes, "parallel_per_node": parallel, "adds": len(calls),
                             "wall_s": round(wall, 3), "adds_per_s": round(len(calls) / wall, 1), "failed": len(failed),
                             "node_local_adds_per_s": round(len(calls) / walls["node-local"], 1),
+                            "cpu_s": round(walls["pool cpu"], 2), "node_local_cpu_s": round(walls["node-local cpu"], 2),
+                            "cpu_x_node_local": ratio(walls["pool cpu"], walls["node-local cpu"]),
                             "first_failure": failed[0].out.strip()[:300] if failed else None,
                             "duplicates": len(addrs) - len(set(addrs)), "blocks_claimed": len(blocks),
                             "blocks_per_node": {n: owners.count(n) for n in sorted(set(owners))},
@@ -632,7 +635,8 @@ def print_pool(pool: dict, p) -> None:
         p(f"\ncluster pool storm: {st['nodes']} nodes x {st['parallel_per_node']}-way, {st['adds']} ADDs in {st['wall_s']:.2f}s = "
           f"{st['adds_per_s']:.1f} ADD/s; failed {st['failed']}, duplicates {st['duplicates']}, blocks {st['blocks_claimed']} "
           f"{st['blocks_per_node']}  {'OK' if st['ok'] else 'FAIL'}")
-        p(f"  the same storm on node-local networks (one per node): {st['node_local_adds_per_s']:.1f} ADD/s")
+        p(f"  the same storm on node-local networks (one per node): {st['node_local_adds_per_s']:.1f} ADD/s; CPU time of all "
+          f"calls: pool {st['cpu_s']:.1f} s, node-local {st['node_local_cpu_s']:.1f} s ({st['cpu_x_node_local']}x)")
 
 
 def machine() -> dict:

@@ -945,7 +945,7 @@ def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
     session = Session(store, cfg.name, cfg.pool, cfg.range_sets)
     rec = session.record
     try:
-        if rec.pending:
+        if rec.pending and session._etcd_ok_recently():  # etcd just failed: not on every ADD
             try:
                 session.resolve_pending()
             except CniError:
