@@ -125,27 +125,21 @@ def load_pools(conf_files, conf_dir, names=None) -> "tuple[list, list]":
 
 
 def etcd_client(target: PoolTarget, args):
-    """An EtcdClient for the pool (the conf's settings, command-line overrides on top)."""
-    from cni_ipam.cluster.etcd import EtcdClient, EtcdError
-
+    """An EtcdClient for the pool: the conf's settings with the command-line overrides on top, made
+    (password file and all) by the same code as the plugin's (``cluster.pool.EtcdStore``)."""
     s = target.settings
     username = args.username if args.username is not None else s.username
     password_file = args.password_file if args.password_file is not None else s.password_file
-    password = None
-    if username is not None:
-        if not password_file:
-            raise AdminError(f"etcd user {username!r} needs --password-file")
-        try:
-            with open(password_file, "rb") as fh:
-                password = fh.read(4096).decode("utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AdminError(f"cannot read the etcd password file {password_file}: {getattr(exc, 'strerror', None) or exc}") from None
+    if username is not None and not password_file:
+        raise AdminError(f"etcd user {username!r} needs --password-file")
+    settings = poolmod.EtcdSettings(endpoints=args.endpoints or s.endpoints, ca_file=args.ca_file or s.ca_file,
+                                    cert_file=args.cert_file or s.cert_file, key_file=args.key_file or s.key_file,
+                                    username=username, password_file=password_file, prefix=s.prefix,
+                                    timeout=args.timeout or s.timeout)
     try:
-        return EtcdClient(args.endpoints or s.endpoints, ca_file=args.ca_file or s.ca_file,
-                          cert_file=args.cert_file or s.cert_file, key_file=args.key_file or s.key_file,
-                          username=username, password=password, timeout=args.timeout or s.timeout)
-    except EtcdError as exc:
-        raise AdminError(str(exc)) from None
+        return poolmod.EtcdStore(settings, target.name, "admin").client()
+    except CniError as exc:
+        raise AdminError(exc.msg) from None
 
 
 # ------------------------------------------------------------------------------------ reading a pool
