@@ -575,11 +575,12 @@ class Record:
 
     def __init__(self, doc: "Optional[dict]") -> None:
         doc = doc if isinstance(doc, dict) and doc.get("v") == _RECORD_VERSION else {}
-        self.blocks: "List[dict]" = [b for b in doc.get("blocks", []) if _good_block_entry(b)]
-        self.pending: "List[dict]" = [b for b in doc.get("pending", []) if isinstance(b, dict) and isinstance(b.get("cidr"), str)]
-        self.pool = doc.get("pool")
-        self.node = doc.get("node")
-        self.network = doc.get("network")
+        self.blocks: "List[dict]" = [b for b in _list(doc.get("blocks")) if _good_block_entry(b)]
+        self.pending: "List[dict]" = [b for b in _list(doc.get("pending")) if isinstance(b, dict) and isinstance(b.get("cidr"), str)
+                                      and _valid_cidr(b["cidr"]) and isinstance(b.get("set", 0), int)]
+        self.pool = doc.get("pool") if isinstance(doc.get("pool"), str) else None
+        self.node = doc.get("node") if isinstance(doc.get("node"), str) else None
+        self.network = doc.get("network") if isinstance(doc.get("network"), str) else None
         self.etcd = doc.get("etcd")
         self.verified = _float(doc.get("verified"))
         self.published = _float(doc.get("published"))
@@ -598,7 +599,7 @@ class Record:
         doc = {"v": _RECORD_VERSION, "pool": self.pool, "node": self.node, "network": self.network, "etcd": self.etcd,
                "blocks": self.blocks, "pending": self.pending, "verified": self.verified, "published": self.published,
                "etcdFailed": self.etcd_failed, "keepBlocks": self.keep, "verifyInterval": self.interval}
-        store.write_meta(RECORD_FILE, json.dumps(doc, sort_keys=True).encode())
+        store.write_meta(RECORD_FILE, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
         self.dirty = False
 
     def held(self, set_idx: int) -> "List[str]":
@@ -618,6 +619,10 @@ class Record:
     def drop(self, cidr: str) -> None:
         self.blocks = [b for b in self.blocks if b["cidr"] != cidr]
         self.dirty = True
+
+
+def _list(value: "Any") -> list:
+    return value if isinstance(value, list) else []
 
 
 def _good_block_entry(b: "Any") -> bool:
@@ -1029,6 +1034,9 @@ def after_release(store: "NetworkStore", pool_cfg: "Optional[PoolConfig]" = None
     except CniError as exc:
         _warn(f"pool: returning emptied blocks failed (kept for the next call): {exc.msg}")
         return []
+    except Exception as exc:  # DEL and GC never fail because of the pool's bookkeeping
+        _warn(f"pool: returning emptied blocks failed (kept for the next call): {type(exc).__name__}: {exc}")
+        return []
 
 
 def status_problem(cfg) -> "Optional[str]":
@@ -1038,7 +1046,10 @@ def status_problem(cfg) -> "Optional[str]":
         rec = Record(None)
         fd = -1
     else:
-        fd = os.open(net_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(net_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            return f"cannot open {net_dir}: {exc.strerror or exc}"
         rec = Record(decode_json(_read_record_at(net_dir)))
     try:
         needs = []
@@ -1078,7 +1089,7 @@ def _read_record_at(net_dir: str) -> "Optional[bytes]":
     except OSError:
         return None
     try:
-        return os.read(fd, 1 << 20)
+        return os.read(fd, 16 << 20)
     except OSError:
         return None
     finally:

@@ -110,9 +110,9 @@ def test_kill_9_mid_claim_loses_no_block(etcd_single, etcd_prefix, tmp_path):
             while proc.poll() is None and time.monotonic() < end:
                 try:
                     with open(record, "rb") as fh:
-                        if b'"pending": [{' in fh.read():
+                        if json.loads(fh.read()).get("pending"):
                             break
-                except OSError:
+                except (OSError, ValueError):
                     pass
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -179,3 +179,34 @@ def test_block_taken_by_another_node_is_not_served_from(etcd_single, etcd_prefix
     assert call("DEL", conf, "c0")[0] == 0
     assert etcd_blocks(etcd_single, etcd_prefix)[cidr]["node"] == "node-b"
     assert cidr not in {b["cidr"] for b in local_record(d)["blocks"]}
+
+
+def test_junk_local_record_never_breaks_a_call(etcd_single, etcd_prefix, tmp_path):
+    """pool.json is validated like stdin: junk, wrong types, a symlink, a FIFO.  ADD answers with
+    JSON (re-adopting the node's claims from etcd), DEL always succeeds, nothing outside is touched."""
+    d = str(tmp_path / "node-a")
+    conf = pool_conf(etcd_single, etcd_prefix, "node-a", d, block=28)
+    assert call("ADD", conf, "c0")[0] == 0
+    (cidr,) = etcd_blocks(etcd_single, etcd_prefix)
+    record = os.path.join(d, "poolnet", ".cni-ipam", "pool.json")
+    outside = tmp_path / "outside.json"
+    outside.write_text("precious")
+    junk = [b"\xff\x00garbage", b"[]", b'{"v": 1, "blocks": "x", "pending": 7}',
+            b'{"v": 1, "blocks": [{"cidr": "../../etc", "set": 0, "rev": 1}], "pending": [{"cidr": "x", "set": "y"}]}',
+            b'{"v": 1, "blocks": [{"cidr": "10.77.0.0/28", "set": 9, "rev": "r"}], "node": 5}']
+    for i, content in enumerate(junk + ["symlink", "fifo"]):
+        os.unlink(record) if os.path.lexists(record) else None
+        if content == "symlink":
+            os.symlink(str(outside), record)
+        elif content == "fifo":
+            os.mkfifo(record)
+        else:
+            with open(record, "wb") as fh:
+                fh.write(content)
+        rc, res = call("ADD", conf, f"j{i}")
+        assert rc == 0, (content, res)
+        assert call("DEL", conf, f"j{i}")[0] == 0
+        assert outside.read_text() == "precious"
+        assert not os.path.islink(record)
+    check_invariants(etcd_single, etcd_prefix, {"node-a": d})
+    assert cidr in {b["cidr"] for b in local_record(d)["blocks"]}, "the node's claim was adopted back"
