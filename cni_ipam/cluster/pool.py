@@ -222,12 +222,18 @@ def _path(key: str, value: "Any") -> "Optional[str]":
     return value
 
 
-def _parse_etcd(raw: "Any") -> EtcdSettings:
+def _object(key: str, raw: "Any", known: "Tuple[str, ...]", what: str) -> dict:
+    """``raw`` as an object with only ``known`` keys, else code 7 naming ``key``."""
     if not isinstance(raw, dict):
-        raise config_error("ipam.pool.etcd", raw, "must be an object with endpoints")
-    unknown = sorted(k for k in raw if k not in ETCD_KEYS)
+        raise config_error(key, raw, f"must be an object with {what}")
+    unknown = sorted(k for k in raw if k not in known)
     if unknown:
-        raise config_error("ipam.pool.etcd", unknown, f"unknown keys (known: {', '.join(ETCD_KEYS)})")
+        raise config_error(key, unknown, f"unknown keys (known: {', '.join(known)})")
+    return raw
+
+
+def _parse_etcd(raw: "Any") -> EtcdSettings:
+    _object("ipam.pool.etcd", raw, ETCD_KEYS, "endpoints")
     endpoints = raw.get("endpoints")
     if isinstance(endpoints, str):
         endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
@@ -265,12 +271,7 @@ def _parse_etcd(raw: "Any") -> EtcdSettings:
 
 def parse_pool(ipam: dict, range_sets: "List[RangeSet]") -> PoolConfig:
     """Validate ``ipam.pool`` against the network's range sets (code 7, naming the key)."""
-    raw = ipam.get("pool")
-    if not isinstance(raw, dict):
-        raise config_error("ipam.pool", raw, "must be an object with name, blockSize and etcd")
-    unknown = sorted(k for k in raw if k not in POOL_KEYS)
-    if unknown:
-        raise config_error("ipam.pool", unknown, f"unknown keys (known: {', '.join(POOL_KEYS)})")
+    raw = _object("ipam.pool", ipam.get("pool"), POOL_KEYS, "name, blockSize and etcd")
     name = raw.get("name")
     if not isinstance(name, str) or not name or name[0] not in _NAME_FIRST or name.strip(_NAME_FIRST + "_.-") or len(name) > 100:
         raise config_error("ipam.pool.name", name, "must be a name of letters, digits, '_', '.', '-' (an etcd key part)")
