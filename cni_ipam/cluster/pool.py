@@ -77,6 +77,7 @@ DEFAULT_KEEP_BLOCKS = 1
 ETCD_RETRY_AFTER = 10.0  # after etcd failed, DEL/verify wait this long before trying again
 RECORD_FILE = "pool.json"
 CLAIM_ATTEMPTS = 8  # txns per scan before scanning again
+TXN_READS = 100  # block reads per re-verification txn (etcd's default limit is 128 operations)
 CLAIM_SCANS = 3
 _RECORD_VERSION = 1
 _DNS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
@@ -561,12 +562,15 @@ class EtcdStore(ClusterStore):
         from cni_ipam.cluster.etcd import op_get, op_put
 
         node = node_key(self.settings.prefix, self.pool, self.node)
-        ops = [op_put(node, record)] + [op_get(self._key(c)) for c in verify]
-        _ok, responses, _rev = self._do("publishing usage", lambda c: c.txn([], ops, []))
         out: "Dict[str, Optional[Tuple[dict, int]]]" = {}
-        for cidr, resp in zip(verify, responses[1:]):
-            kvs = resp.get("kvs") or []
-            out[cidr] = (decode_json(kvs[0][1]) or {}, kvs[0][2]) if kvs else None
+        # etcd allows 128 operations per txn (--max-txn-ops): the put, then the reads in chunks
+        for first in range(0, max(len(verify), 1), TXN_READS):
+            chunk = verify[first:first + TXN_READS]
+            ops = ([op_put(node, record)] if first == 0 else []) + [op_get(self._key(c)) for c in chunk]
+            _ok, responses, _rev = self._do("publishing usage", lambda c: c.txn([], ops, []))
+            for cidr, resp in zip(chunk, responses[1:] if first == 0 else responses):
+                kvs = resp.get("kvs") or []
+                out[cidr] = (decode_json(kvs[0][1]) or {}, kvs[0][2]) if kvs else None
         return out
 
 

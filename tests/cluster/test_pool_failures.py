@@ -210,3 +210,23 @@ def test_junk_local_record_never_breaks_a_call(etcd_single, etcd_prefix, tmp_pat
         assert not os.path.islink(record)
     check_invariants(etcd_single, etcd_prefix, {"node-a": d})
     assert cidr in {b["cidr"] for b in local_record(d)["blocks"]}, "the node's claim was adopted back"
+
+
+def test_reverification_of_more_blocks_than_one_txn_allows(etcd_single, etcd_prefix, tmp_path):
+    """/32 blocks, 130 pods: re-verification reads 130 blocks (etcd allows 128 ops per txn)."""
+    from tests.cluster.poolkit import call_inproc
+
+    d = str(tmp_path / "node-a")
+    conf = pool_conf(etcd_single, etcd_prefix, "node-a", d, block=32, verifyInterval=3600,
+                     ranges=[[{"subnet": "10.82.0.0/24"}]])
+    for i in range(130):
+        rc, res = call_inproc("ADD", conf, f"c{i}")
+        assert rc == 0, res
+    assert len(local_record(d)["blocks"]) == 130
+    conf["ipam"]["pool"]["verifyInterval"] = 0  # the next ADD re-verifies every block
+    rc, res, out, err = __import__("tests.helpers", fromlist=["run_plugin"]).run_plugin("ADD", conf, container_id="last")
+    assert rc == 0, res
+    assert "could not re-verify" not in err, err
+    rec = local_record(d)
+    assert all(b["state"] == "held" for b in rec["blocks"]) and len(rec["blocks"]) == 131
+    assert rec["verified"] > 0 and rec["etcdFailed"] == 0
