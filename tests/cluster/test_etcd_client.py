@@ -556,3 +556,11 @@ def test_tls_and_auth_a_certificate_with_common_name_is_refused_by_the_gateway(e
         c.get(etcd_tls_auth.limited_prefix + b"k")
     assert not isinstance(info.value, EtcdUnavailable)
     assert etcd_tls_auth.users["limited"] not in str(info.value)
+
+
+def test_fixtures_skip_with_the_reason_without_etcd(monkeypatch):
+    from tests.cluster import conftest
+
+    monkeypatch.setattr(conftest, "ETCD", "/nonexistent/etcd")
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/etcd is missing"):
+        conftest.need_etcd()
