@@ -14,7 +14,7 @@ from tests.helpers import run_plugin
 
 def pool_conf(cluster, prefix: bytes, node: str, data_dir: str, pool: str = "p", ranges=None, block: int = 28,
               network: str = "poolnet", version: str = "1.1.0", **pool_extra) -> dict:
-    etcd = {"endpoints": cluster.endpoints, "prefix": prefix.decode().rstrip("/"), "timeout": 1.0}
+    etcd = {"endpoints": cluster.endpoints, "prefix": prefix.decode().rstrip("/"), "timeout": 3.0}
     kw = cluster.client_kwargs()
     for src, dst in (("ca_file", "caFile"), ("cert_file", "certFile"), ("key_file", "keyFile")):
         if kw.get(src):
