@@ -110,3 +110,28 @@ def test_record_ignores_junk():
     assert [p["cidr"] for p in rec.pending] == ["10.0.0.32/28"]
     assert rec.keep == pool.DEFAULT_KEEP_BLOCKS and rec.verified == 0.0
     assert pool.Record([1, 2]).blocks == [] and pool.Record({"v": 99, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "rev": 3}]}).blocks == []
+
+
+def test_lint_checks_pool_settings(tmp_path):
+    """`cni-ipam lint` runs the plugin's pool parser: a bad key is an error naming it, the example is clean."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    bad = {"cniVersion": "1.1.0", "name": "lan", "plugins": [{"type": "macvlan", "master": "eth1", "ipam": {
+        "type": "cni-ipam", "ranges": [[{"subnet": "10.0.0.0/24"}]],
+        "pool": {"name": "lan", "blockSize": 20, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}]}
+    path = tmp_path / "bad.conflist"
+    path.write_text(json.dumps(bad))
+    example = os.path.join(ROOT, "conf-examples", "cluster", "10-macvlan-pool.conflist")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "cni_ipam", "lint", "--json", "--no-host", "--strict", str(path), example],
+                         capture_output=True, text=True, env=env, timeout=60)
+    doc = json.loads(out.stdout)
+    errors = [f for f in doc["findings"] if f["level"] == "error"]
+    assert len(errors) == 1 and errors[0]["file"].endswith("bad.conflist"), doc["findings"]
+    assert "ipam.pool.blockSize" in errors[0]["key"] + errors[0]["message"], errors
+    assert not [f for f in doc["findings"] if f["file"].endswith("10-macvlan-pool.conflist") and f["level"] != "info"]
