@@ -19,6 +19,7 @@ COMMANDS = {
     "metrics": ("cni_ipam.metrics", "Prometheus metrics to stdout or a textfile directory"),
     "lint": ("cni_ipam.lint", "validate .conf/.conflist files and check for overlaps"),
     "plan": ("cni_ipam.plan", "capacity planning for cluster/node CIDRs"),
+    "pool": ("cni_ipam.cluster.admin", "cluster pools in etcd: show, metrics, release-node, gc"),
 }
 
 

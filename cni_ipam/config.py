@@ -71,6 +71,7 @@ class IpamConfig:
         "lock_timeout",
         "ipam",
         "prev_result",
+        "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
     )
 
     def __init__(self, **kw: "Any") -> None:
@@ -168,6 +169,11 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
     range_sets = [_parse_range_set(key, value, global_exclude, ipam, data_dir) for key, value in raw_sets]
     _check_sets(range_sets, [k for k, _ in raw_sets], version)
+    pool = None
+    if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
+        from cni_ipam.cluster.pool import parse_pool
+
+        pool = parse_pool(ipam, range_sets)
 
     return IpamConfig(
         name=conf.get("name"),
@@ -180,6 +186,7 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
         lock_timeout=lock_timeout_of(ipam),
         ipam=ipam,
         prev_result=conf.get("prevResult"),
+        pool=pool,
     )
 
 

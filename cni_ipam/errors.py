@@ -26,6 +26,7 @@ DUPLICATE_ALLOCATION = 103  # the (container, ifname) already holds an address i
 PODCIDR_UNAVAILABLE = 104  # usePodCidr could not be resolved
 CHECK_FAILED = 105  # CHECK found a reservation or an interface address missing
 GC_INCOMPLETE = 106  # GC released what it could but some reservations failed
+POOL_EXHAUSTED = 107  # cluster pool: the node's blocks are full and no free block is left (issue 12)
 INTERNAL = 999  # an unexpected failure (a bug): reported, never a traceback
 
 

@@ -121,6 +121,10 @@ def cmd_gc(env: "CniEnv", conf: dict) -> None:
             data_dir, conf["name"], "gc-verb", True,
             {"live": kept, "stranded": released + len(failures), "unknown": 0}, released, len(failures),
         )
+        if isinstance(ipam, dict) and ipam.get("pool") is not None:  # cluster pool (issue 12)
+            from cni_ipam.cluster import pool
+
+            pool.after_release(store, force=True)  # return emptied blocks; never fails the GC
     if failures:
         raise CniError(
             GC_INCOMPLETE,
@@ -144,6 +148,13 @@ def cmd_status(env: "CniEnv", conf: dict) -> None:
     problem = _write_problem(cfg.data_dir, net_dir)
     if problem:
         raise CniError(NOT_AVAILABLE, f"data directory not writable: {problem}", net_dir)
+    if cfg.pool is not None:  # cluster pool (issue 12): room in held blocks, else a free block in etcd
+        from cni_ipam.cluster import pool
+
+        why = pool.status_problem(cfg)
+        if why:
+            raise CniError(NOT_AVAILABLE, why, f"pool {cfg.pool.name}")
+        return None
     if not os.path.isdir(net_dir):
         return None  # nothing reserved yet: every range set has room (config.load checked sizes)
     reserved = _reserved_addresses(net_dir)

@@ -129,6 +129,10 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
                                 net["released"].append(f)
                         except CniError as exc:
                             net["errors"].append(f"{f.address}: {exc.msg}")
+                if apply:  # cluster pool (issue 12): return emptied blocks (no-op without a pool record)
+                    from cni_ipam.cluster import pool
+
+                    pool.after_release(store, force=True)
                 counts = _counts(findings)
                 liveness.record_gc_stats(data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now)
         except CniError as exc:

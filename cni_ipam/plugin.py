@@ -23,7 +23,12 @@ def cmd_add(env: "CniEnv", conf: dict) -> dict:
     cfg = config.load(conf, env.args)
     dns = config.read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout) as store:
-        ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname)
+        if cfg.pool is not None:  # cluster pool (issue 12): allocate inside this node's blocks
+            from cni_ipam.cluster import pool
+
+            ips = pool.allocate(store, cfg, env.container_id, env.ifname)
+        else:
+            ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname)
         store.save_owner(env.container_id, env.ifname, [iface.ip for iface, _ in ips], attachment_meta(env, store))
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
 
@@ -35,6 +40,10 @@ def cmd_del(env: "CniEnv", conf: dict) -> None:
     with NetworkStore(config.data_dir_of(ipam), conf["name"], config.lock_timeout_of(ipam), create=False) as store:
         if store.exists:
             store.release_owner(env.container_id, env.ifname)
+            if isinstance(ipam, dict) and ipam.get("pool") is not None:  # cluster pool (issue 12)
+                from cni_ipam.cluster import pool
+
+                pool.after_release(store)  # returns emptied blocks; never fails the DEL
 
 
 def cmd_check(env: "CniEnv", conf: dict) -> None:

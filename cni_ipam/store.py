@@ -35,6 +35,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import stat
 import time
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
@@ -493,6 +494,37 @@ class NetworkStore:
             if entry is not None:
                 out[name] = entry
         return out
+
+    # ----------------------------------------------------------------- side records (cluster pool, issue 12)
+    def read_meta(self, name: str, limit: int = 16 << 20) -> "Optional[bytes]":
+        """A file of ours in ``.cni-ipam/`` (e.g. the cluster pool's ``pool.json``), or None."""
+        try:
+            fd = os.open(name, _O_READ | os.O_NONBLOCK, dir_fd=self._meta_fd)  # a FIFO must not hang us
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            chunks, size = [], 0
+            while size < limit:
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    break
+                chunks.append(data)
+                size += len(data)
+            return b"".join(chunks)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write_meta(self, name: str, data: bytes) -> None:
+        """Replace a file of ours in ``.cni-ipam/`` durably: temp file, fsync, rename, fsync the dir."""
+        self._replace(self._meta_fd, name, data, fsync=True)
+        try:
+            os.fsync(self._meta_fd)
+        except OSError as exc:
+            raise self._io_error("write", name, exc) from None
 
     # ----------------------------------------------------------------- commit / rollback
     def commit(self) -> None:

@@ -1,0 +1,619 @@
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), standard library only.
+
+Imported lazily on the ADD path when a pool is configured, so it imports nothing but ``binascii``
+(base64 without the ``base64`` module and its ``re``), ``json`` and ``time`` at module level; ``http.client`` and ``ssl`` are loaded on the first request.
+Written against etcd 3.4 (Debian's ``etcd-server``); the ``/v3`` paths are the same in 3.5.
+
+Usage::
+
+    from cni_ipam.cluster.etcd import EtcdClient, EtcdError, EtcdUnavailable, cmp_create, op_put
+    c = EtcdClient(["https://10.0.0.1:2379", "https://10.0.0.2:2379"], ca_file="/etc/etcd/ca.pem",
+                   cert_file="/etc/cni-ipam/client.pem", key_file="/etc/cni-ipam/client-key.pem",
+                   username=None, password=None, timeout=2.0)
+    ok, responses, rev = c.txn([cmp_create(b"/k", "=", 0)], [op_put(b"/k", b"v")], [op_get(b"/k")])
+
+Keys and values are ``bytes`` everywhere; revisions, counts, lease IDs and TTLs are ``int``.
+
+The API
+-------
+``EtcdClient(endpoints, ca_file=None, cert_file=None, key_file=None, username=None, password=None,
+timeout=2.0, total_timeout=None)``
+    ``endpoints``: a list of ``http://host:port`` / ``https://host:port`` URLs (or one string with
+    commas); ``[v6addr]:port`` works.  ``ca_file`` verifies the servers of https endpoints (else the
+    system CAs); ``cert_file``/``key_file`` are the client certificate and key (PEM; an encrypted
+    key is refused, nothing ever prompts).  ``username``/``password``: etcd authentication (below).
+    ``timeout`` bounds ONE attempt against one endpoint, connect + TLS + request + the whole
+    answer (not each socket read); ``total_timeout`` bounds the whole call over every endpoint and
+    the re-authentication (default: ``timeout`` x the number of endpoints).  A bad endpoint list
+    raises ``EtcdError`` at once; TLS files are read on the first https request (``EtcdError`` if
+    they cannot be loaded).  Proxy variables (``https_proxy``...) are ignored.  One client per
+    thread: it keeps one keep-alive connection to the endpoint in use.
+
+``c.get(key) -> (value, mod_revision) | None``
+``c.range_prefix(prefix, keys_only=False) -> [(key, value, mod_revision, create_revision), ...]``
+    sorted by key; fetched in pages of ``PAGE_SIZE`` keys, all pages read at the revision of the
+    first one (one consistent snapshot); ``keys_only`` gives ``b""`` values.
+``c.put(key, value, lease=0) -> revision`` (the header revision of the write)
+``c.delete(key) -> deleted count`` (0 or 1)
+``c.txn(compares, success, failure) -> (succeeded, responses, header_revision)``
+    ``compares`` from ``cmp_create(key, op, rev)``, ``cmp_mod(key, op, rev)``,
+    ``cmp_value(key, op, value)``, ``cmp_version(key, op, version)`` with ``op`` one of
+    ``= != < >``; ``success``/``failure`` lists from ``op_put(key, value, lease=0)``,
+    ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``.  ``responses`` are the
+    responses of the branch that ran, in order, decoded:
+    ``{"type": "range", "kvs": [(key, value, mod_revision, create_revision), ...], "count": n, "more": bool}``,
+    ``{"type": "put", "revision": r}``, ``{"type": "delete", "deleted": n, "revision": r}``.
+    etcd limits a transaction to 128 operations (``--max-txn-ops``) and a key to one write per txn.
+``c.lease_grant(ttl) -> lease id``;  ``c.lease_keepalive(id) -> ttl`` (0: the lease is gone);
+``c.lease_revoke(id)`` (a lease that is already gone is not an error).
+``prefix_end(prefix) -> bytes``: the ``range_end`` that selects every key starting with ``prefix``.
+``c.endpoint``: the URL that answered last; ``c.round_trips``: HTTP requests sent (for benchmarks).
+
+Errors
+------
+``EtcdUnavailable``: no endpoint answered in time: connection refused/reset, timeout, HTTP 5xx or
+    429, or etcd saying it cannot serve now (``no leader``, ``not leader``, ``leader changed``,
+    ``request timed out``, ``too many requests``...).  Callers map it to CNI code 11.  The message
+    lists what each endpoint did.
+``EtcdError``: etcd (or its TLS layer) refused: authentication failed, permission denied, bad
+    request, a certificate not accepted or not trusted.  The message names the endpoint and
+    etcd's error text.  Neither message ever contains the password or the auth token.
+
+Failover
+--------
+Every call starts at the endpoint that answered last; when an attempt fails for a reason in the
+first list above it tries the next endpoint, round the list once, within ``total_timeout``.  A
+request that timed out after it was sent may still have been applied by that member: a retried
+``put`` writes the same value again; a retried create-if-absent ``txn`` then fails its compare, so
+callers that claim keys check whether the key already holds their own value (see cluster/pool.py).
+
+The JSON gateway's quirks handled here
+--------------------------------------
+Keys and values are base64 in both directions; 64-bit integers (revisions, counts, lease IDs) are
+JSON strings; fields equal to zero / false / empty are left out (an empty range has no ``kvs``, an
+empty value no ``value``, a failed compare no ``succeeded``, ``deleted: 0`` is absent);
+``keepalive`` answers ``{"result": {...}}`` (a stream of one message) and a gone lease comes back
+without ``TTL``; errors are ``{"error": ..., "code": <gRPC code>}`` with an HTTP status derived from
+the gRPC code.
+
+Authentication
+--------------
+With ``username``, the first request first calls ``/v3/auth/authenticate`` and sends the token it
+gets in the ``Authorization`` header (the gateway's spelling of the gRPC ``token`` metadata).  On
+``invalid auth token`` (simple tokens expire after ``--auth-token-ttl`` of idleness, and a restarted
+member forgets them) it authenticates again, once per call, and repeats the request.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import time
+
+PAGE_SIZE = 1000  # keys per range request in range_prefix
+MAX_RESPONSE = 64 << 20  # bytes of one answer
+USER_AGENT = "cni-ipam/etcd"
+
+_RESULTS = {"=": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
+# etcd's words for "this member cannot serve the request now; another one may"
+_UNAVAILABLE_WORDS = ("not leader", "no leader", "leader changed", "timed out", "unavailable", "too many requests",
+                      "not capable", "server stopped", "context canceled", "deadline exceeded", "etcdserver: stopped")
+
+
+class EtcdError(Exception):
+    """etcd answered with an error (auth refused, permission denied, bad request, TLS refused)."""
+
+
+class EtcdUnavailable(Exception):
+    """No etcd endpoint answered in time (callers map it to CNI code 11)."""
+
+
+# How one attempt failed (see _send): the member is unavailable, it refused us for sure (a TLS alert,
+# an untrusted server certificate, not etcd at all), or it closed a fresh TLS connection right after
+# the handshake (TLS 1.3 servers reject a client certificate that way, as do members shutting down).
+UNAVAILABLE, REFUSED, CLOSED_AFTER_HANDSHAKE = "unavailable", "refused", "closed after handshake"
+
+
+class _Retry(Exception):
+    """One attempt failed in a way another endpoint may not: try the next one."""
+
+    def __init__(self, text: str, kind: str = UNAVAILABLE) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------------- encoding
+def _b64(data: bytes) -> str:
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"etcd keys and values are bytes, not {type(data).__name__}")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def _unb64(text) -> bytes:
+    return binascii.a2b_base64(text) if text else b""
+
+
+def _int(value) -> int:
+    """An int64 of the gateway: a JSON string, sometimes a number, absent when zero."""
+    if value is None or value == "":
+        return 0
+    return int(value)
+
+
+def _kv(item: dict) -> tuple:
+    return (_unb64(item.get("key")), _unb64(item.get("value")), _int(item.get("mod_revision")),
+            _int(item.get("create_revision")))
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key after every key that starts with ``prefix`` (etcd's ``range_end``).
+
+    ``b""`` (or only 0xff bytes) gives ``b"\\0"``: every key from the start key on."""
+    data = bytearray(prefix)
+    while data and data[-1] == 0xFF:
+        data.pop()
+    if not data:
+        return b"\0"
+    data[-1] += 1
+    return bytes(data)
+
+
+def _compare(key: bytes, target: str, op: str, field: str, value) -> dict:
+    try:
+        result = _RESULTS[op]
+    except KeyError:
+        raise ValueError(f"compare operator must be one of = != < >, not {op!r}") from None
+    return {"key": _b64(key), "target": target, "result": result, field: value}
+
+
+def cmp_create(key: bytes, op: str, rev: int) -> dict:
+    """Compare the key's create revision (0: the key does not exist)."""
+    return _compare(key, "CREATE", op, "create_revision", str(int(rev)))
+
+
+def cmp_mod(key: bytes, op: str, rev: int) -> dict:
+    """Compare the key's last modification revision (0: the key does not exist)."""
+    return _compare(key, "MOD", op, "mod_revision", str(int(rev)))
+
+
+def cmp_version(key: bytes, op: str, version: int) -> dict:
+    """Compare the key's version (number of writes since it was created; 0: absent)."""
+    return _compare(key, "VERSION", op, "version", str(int(version)))
+
+
+def cmp_value(key: bytes, op: str, value: bytes) -> dict:
+    """Compare the key's value (a missing key fails every value compare)."""
+    return _compare(key, "VALUE", op, "value", _b64(value))
+
+
+def op_put(key: bytes, value: bytes, lease: int = 0) -> dict:
+    req = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        req["lease"] = str(int(lease))
+    return {"request_put": req}
+
+
+def op_delete(key: bytes, prefix: bool = False) -> dict:
+    req = {"key": _b64(key)}
+    if prefix:
+        req["range_end"] = _b64(prefix_end(key))
+    return {"request_delete_range": req}
+
+
+def op_get(key: bytes, prefix: bool = False) -> dict:
+    req = {"key": _b64(key)}
+    if prefix:
+        req["range_end"] = _b64(prefix_end(key))
+    return {"request_range": req}
+
+
+def _decode_response(item: dict) -> dict:
+    if "response_range" in item:
+        r = item["response_range"] or {}
+        return {"type": "range", "kvs": [_kv(kv) for kv in r.get("kvs") or ()], "count": _int(r.get("count")),
+                "more": bool(r.get("more"))}
+    if "response_put" in item:
+        r = item["response_put"] or {}
+        return {"type": "put", "revision": _int((r.get("header") or {}).get("revision"))}
+    if "response_delete_range" in item:
+        r = item["response_delete_range"] or {}
+        return {"type": "delete", "deleted": _int(r.get("deleted")), "revision": _int((r.get("header") or {}).get("revision"))}
+    if "response_txn" in item:
+        r = item["response_txn"] or {}
+        return {"type": "txn", "succeeded": bool(r.get("succeeded")),
+                "responses": [_decode_response(x) for x in r.get("responses") or ()]}
+    return {"type": "unknown", "raw": item}
+
+
+def _header_revision(doc: dict) -> int:
+    return _int((doc.get("header") or {}).get("revision"))
+
+
+# ---------------------------------------------------------------------------------- endpoints
+class _Endpoint:
+    __slots__ = ("url", "tls", "host", "port")
+
+    def __init__(self, url: str) -> None:
+        text = url.strip().rstrip("/")
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            scheme, rest = "http", text
+        scheme = scheme.lower()
+        if scheme not in ("http", "https"):
+            raise EtcdError(f"etcd endpoint {url!r}: the scheme must be http:// or https://")
+        if "/" in rest or "@" in rest or "?" in rest:
+            raise EtcdError(f"etcd endpoint {url!r}: give scheme://host:port only (no path, no user)")
+        if rest.startswith("["):
+            host, sep, port_text = rest[1:].partition("]")
+            port_text = port_text[1:] if port_text.startswith(":") else port_text
+            if not sep or not host:
+                raise EtcdError(f"etcd endpoint {url!r}: bad IPv6 address")
+        else:
+            host, _, port_text = rest.partition(":")
+        try:
+            port = int(port_text) if port_text else 2379
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise EtcdError(f"etcd endpoint {url!r}: bad port {port_text!r}") from None
+        if not host:
+            raise EtcdError(f"etcd endpoint {url!r}: no host")
+        self.tls = scheme == "https"
+        self.host = host
+        self.port = port
+        self.url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _endpoints(endpoints) -> list:
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    try:
+        out = [_Endpoint(str(e)) for e in endpoints if str(e).strip()]
+    except TypeError:
+        raise EtcdError("etcd endpoints must be a list of URLs") from None
+    if not out:
+        raise EtcdError("no etcd endpoint given")
+    return out
+
+
+# ---------------------------------------------------------------------------------- the client
+class EtcdClient:
+    def __init__(self, endpoints, ca_file=None, cert_file=None, key_file=None, username=None, password=None,
+                 timeout: float = 2.0, total_timeout=None) -> None:
+        self._endpoints = _endpoints(endpoints)
+        if bool(cert_file) != bool(key_file):
+            raise EtcdError("etcd client certificate and key must be given together")
+        if username is not None and password is None:
+            raise EtcdError(f"etcd user {username!r} has no password")
+        if not timeout or timeout <= 0:
+            raise EtcdError("etcd timeout must be positive")
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.username = username
+        self._password = password
+        self.timeout = float(timeout)
+        self.total_timeout = float(total_timeout) if total_timeout else self.timeout * len(self._endpoints)
+        self._current = 0
+        self._conn = None  # (endpoint index, HTTP connection) kept alive between calls
+        self._ssl_ctx = None
+        self._token = None
+        self.round_trips = 0
+
+    def __repr__(self) -> str:  # never the password or the token
+        return f"EtcdClient({[e.url for e in self._endpoints]!r}, user={self.username!r})"
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoints[self._current].url
+
+    @property
+    def endpoints(self) -> list:
+        return [e.url for e in self._endpoints]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn[1].close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ key-value
+    def get(self, key: bytes):
+        doc = self._call("/v3/kv/range", {"key": _b64(key)})
+        kvs = doc.get("kvs") or ()
+        if not kvs:
+            return None
+        _, value, mod, _ = _kv(kvs[0])
+        return value, mod
+
+    def range_prefix(self, prefix: bytes, keys_only: bool = False) -> list:
+        for attempt in (0, 1):
+            try:
+                return self._range_pages(prefix, keys_only)
+            except EtcdError as exc:  # the pinned revision was compacted between two pages: start again
+                if attempt or "compacted" not in str(exc):
+                    raise
+        return []  # pragma: no cover
+
+    def _range_pages(self, prefix: bytes, keys_only: bool) -> list:
+        end = _b64(prefix_end(prefix))
+        start = prefix
+        revision = 0
+        out: list = []
+        while True:
+            req = {"key": _b64(start), "range_end": end, "limit": str(PAGE_SIZE)}
+            if keys_only:
+                req["keys_only"] = True
+            if revision:
+                req["revision"] = str(revision)
+            doc = self._call("/v3/kv/range", req)
+            if not revision:
+                revision = _header_revision(doc)
+            page = [_kv(kv) for kv in doc.get("kvs") or ()]
+            out += page
+            if not doc.get("more") or not page:
+                return out
+            start = page[-1][0] + b"\0"
+
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        return _header_revision(self._call("/v3/kv/put", op_put(key, value, lease)["request_put"]))
+
+    def delete(self, key: bytes) -> int:
+        return _int(self._call("/v3/kv/deleterange", {"key": _b64(key)}).get("deleted"))
+
+    def txn(self, compares, success, failure=()):
+        doc = self._call("/v3/kv/txn", {"compare": list(compares), "success": list(success), "failure": list(failure)})
+        responses = [_decode_response(item) for item in doc.get("responses") or ()]
+        return bool(doc.get("succeeded")), responses, _header_revision(doc)
+
+    # ------------------------------------------------------------------ leases
+    def lease_grant(self, ttl: int) -> int:
+        doc = self._call("/v3/lease/grant", {"TTL": str(int(ttl)), "ID": "0"})
+        if doc.get("error"):
+            raise EtcdError(f"etcd {self.endpoint}: lease grant refused: {doc['error']}")
+        return _int(doc.get("ID"))
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        doc = self._call("/v3/lease/keepalive", {"ID": str(int(lease_id))})
+        result = doc.get("result")
+        if not isinstance(result, dict):
+            error = doc.get("error")
+            raise EtcdError(f"etcd {self.endpoint}: lease keepalive refused: {_error_text(error)}")
+        return _int(result.get("TTL"))
+
+    def lease_revoke(self, lease_id: int) -> None:
+        try:
+            self._call("/v3/lease/revoke", {"ID": str(int(lease_id))})
+        except EtcdError as exc:
+            if "lease not found" not in str(exc):
+                raise
+
+    # ------------------------------------------------------------------ transport
+    def _call(self, path: str, body: dict) -> dict:
+        deadline = time.monotonic() + self.total_timeout
+        reauthed = False
+        if self.username is not None and self._token is None:
+            self._authenticate(deadline)
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        while True:
+            headers = {"Authorization": self._token} if self._token else None
+            status, doc, index = self._send(path, payload, headers, deadline)
+            if status == 200:
+                return doc
+            text = _error_text(doc)
+            if (self.username is not None and not reauthed and "invalid auth token" in text
+                    and time.monotonic() < deadline):
+                reauthed = True
+                self._token = None
+                self._authenticate(deadline)
+                continue
+            where = self._endpoints[index].url
+            raise EtcdError(f"etcd {where} refused {path}: {text} (HTTP {status})")
+
+    def _authenticate(self, deadline: float) -> None:
+        payload = json.dumps({"name": self.username, "password": self._password}).encode()
+        status, doc, index = self._send("/v3/auth/authenticate", payload, None, deadline)
+        token = doc.get("token") if status == 200 else None
+        if not token:
+            text = _error_text(doc) if status != 200 else "no token in the answer (is auth enabled?)"
+            raise EtcdError(f"etcd {self._endpoints[index].url}: authentication as user {self.username!r} failed: "
+                            f"{text} (HTTP {status})")
+        self._token = str(token)
+
+    def _send(self, path: str, payload: bytes, headers, deadline: float):
+        """Try the endpoints in turn, from the one that worked last; (status, doc, index) of the
+        first that answers with a status that is not "try elsewhere"."""
+        count = len(self._endpoints)
+        failures = []
+        kinds = set()
+        for step in range(count):
+            index = (self._current + step) % count
+            ep = self._endpoints[index]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                failures.append(f"{ep.url}: not tried (out of time)")
+                kinds.add(UNAVAILABLE)
+                continue
+            try:
+                status, doc = self._attempt(index, path, payload, headers, min(self.timeout, remaining))
+            except _Retry as exc:
+                failures.append(f"{ep.url}: {exc}")
+                kinds.add(exc.kind)
+                continue
+            text = _error_text(doc) if status != 200 else ""
+            if status >= 500 or status == 429 or any(w in text for w in _UNAVAILABLE_WORDS):
+                failures.append(f"{ep.url}: {text or 'HTTP ' + str(status)} (HTTP {status})")
+                kinds.add(UNAVAILABLE)
+                self._drop()
+                continue
+            self._current = index
+            return status, doc, index
+        summary = "; ".join(failures)
+        # A sure refusal anywhere is a configuration problem; so is every endpoint closing the
+        # connection after the handshake; anything else may pass: try again later.
+        if REFUSED in kinds or kinds == {CLOSED_AFTER_HANDSHAKE}:
+            raise EtcdError(f"no etcd endpoint accepted the connection: {summary}")
+        raise EtcdUnavailable(f"no etcd endpoint answered {path} within {self.total_timeout:g}s: {summary}")
+
+    def _drop(self) -> None:
+        self.close()
+
+    def _attempt(self, index: int, path: str, payload: bytes, headers, limit: float):
+        """One request to one endpoint, connect to last byte within ``limit`` seconds."""
+        import http.client
+        import socket
+        import ssl
+
+        end = time.monotonic() + limit
+        ep = self._endpoints[index]
+        reused = self._conn is not None and self._conn[0] == index
+        if not reused:
+            self._drop()
+        hdrs = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+        if headers:
+            hdrs.update(headers)
+        for fresh_try in (0, 1):
+            try:
+                connected = False
+                if self._conn is None:
+                    conn = self._new_connection(ep, end)
+                    self._conn = (index, conn)
+                    reused = False
+                connected = True
+                conn = self._conn[1]
+                _set_timeout(conn, end)
+                self.round_trips += 1
+                conn.request("POST", path, body=payload, headers=hdrs)
+                _set_timeout(conn, end)
+                resp = conn.getresponse()
+                body = _read_body(conn, resp, end)
+                status = resp.status
+                if resp.will_close:
+                    self._drop()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
+                    ssl.SSLZeroReturnError) as exc:
+                self._drop()
+                if reused and not fresh_try and time.monotonic() < end:
+                    continue  # the kept-alive connection had been closed: once more on a new one
+                if ep.tls and connected:
+                    raise _Retry("closed the TLS connection right after the handshake: it does not accept the client "
+                                 "certificate (or none was given), or it is shutting down", CLOSED_AFTER_HANDSHAKE) from None
+                hint = "" if ep.tls or not connected else " (if this endpoint serves TLS, write https://)"
+                raise _Retry(_os_text(exc) + hint) from None
+            except ssl.SSLCertVerificationError as exc:
+                self._drop()
+                raise _Retry(f"TLS verification of the server certificate failed: {exc.verify_message or exc} "
+                             "(check the CA file and that the certificate names this host)", REFUSED) from None
+            except ssl.SSLError as exc:
+                self._drop()
+                raise _Retry(f"TLS refused: {exc.reason or exc} (does etcd accept the client certificate? "
+                             "does this endpoint serve TLS?)", REFUSED) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise _Retry("timed out" if isinstance(exc, socket.timeout) else _os_text(exc)) from None
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self._drop()
+            text = "".join(ch if ch.isprintable() else " " for ch in body[:200].decode("utf-8", "replace")).strip()
+            if status >= 500:  # a proxy's error page, a member starting up: another may answer
+                raise _Retry(f"HTTP {status}: {text or 'no body'}") from None
+            raise _Retry(f"answered HTTP {status} with something that is not JSON: {text!r} (is this an etcd client URL?)",
+                         REFUSED) from None
+        if not isinstance(doc, dict):
+            raise _Retry(f"answered HTTP {status} with JSON that is not an object", REFUSED)
+        return status, doc
+
+    def _new_connection(self, ep: _Endpoint, end: float):
+        import http.client
+
+        left = max(end - time.monotonic(), 0.001)
+        if ep.tls:
+            conn = http.client.HTTPSConnection(ep.host, ep.port, timeout=left, context=self._context())
+        else:
+            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=left)
+        conn.connect()
+        return conn
+
+    def _context(self):
+        if self._ssl_ctx is not None:
+            return self._ssl_ctx
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+        try:
+            if self.ca_file:
+                ctx.load_verify_locations(cafile=self.ca_file)
+            else:
+                ctx.load_default_certs()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise EtcdError(f"etcd: cannot load the CA file {self.ca_file}: {_short(exc)}") from None
+
+        def no_password():  # never let OpenSSL prompt on a terminal for an encrypted key
+            raise ValueError("the key is encrypted; cni-ipam cannot prompt for its password")
+
+        if self.cert_file:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file, password=no_password)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise EtcdError(f"etcd: cannot load the client certificate {self.cert_file} / key {self.key_file}: "
+                                f"{_short(exc)}") from None
+        self._ssl_ctx = ctx
+        return ctx
+
+
+def _set_timeout(conn, end: float) -> None:
+    left = end - time.monotonic()
+    if left <= 0:
+        import socket
+
+        raise socket.timeout("timed out")
+    conn.timeout = left
+    if conn.sock is not None:
+        conn.sock.settimeout(left)
+
+
+def _read_body(conn, resp, end: float) -> bytes:
+    """The whole answer, each read bounded by what is left of the attempt's time."""
+    chunks = []
+    size = 0
+    while True:
+        _set_timeout(conn, end)
+        chunk = resp.read1(1 << 16)
+        if not chunk:
+            resp.close()  # the whole answer is read: the connection can carry the next request
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_RESPONSE:
+            raise OSError(f"answer larger than {MAX_RESPONSE} bytes")
+        chunks.append(chunk)
+
+
+def _error_text(doc) -> str:
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, dict):  # a stream's {"error": {"grpc_code":..., "message":...}}
+                return _error_text(value)
+    return "no error text"
+
+
+def _os_text(exc: BaseException) -> str:
+    if type(exc).__name__ == "RemoteDisconnected":
+        return "closed the connection without answering"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc)

@@ -1,0 +1,1 @@
+"""Cluster-pool tests against a real etcd (fixtures in conftest.py)."""
