@@ -137,6 +137,26 @@ def lock_timeout_of(ipam: "Any") -> float:
     return float(value)
 
 
+def status_on_exhaustion_of(ipam: "Any") -> str:
+    """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
+    value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
+    if value is None:
+        return "ok"
+    if value not in ("ok", "fail"):
+        raise config_error("ipam.statusOnExhaustion", value, 'must be "ok" or "fail"')
+    return value
+
+
+def reclaim_on_exhaustion_of(ipam: "Any") -> bool:
+    """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
+    value = ipam.get("reclaimOnExhaustion") if isinstance(ipam, dict) else None
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise config_error("ipam.reclaimOnExhaustion", value, "must be true or false")
+    return value
+
+
 def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
     ipam = conf.get("ipam")
@@ -168,6 +188,8 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
     range_sets = [_parse_range_set(key, value, global_exclude, ipam, data_dir) for key, value in raw_sets]
     _check_sets(range_sets, [k for k, _ in raw_sets], version)
+    status_on_exhaustion_of(ipam)
+    reclaim_on_exhaustion_of(ipam)
 
     return IpamConfig(
         name=conf.get("name"),

@@ -188,9 +188,13 @@ def run(environ: "Dict[str, str]", stdin: bytes) -> "Optional[dict]":
         from cni_ipam.plugin import cmd_check
 
         return cmd_check(env, conf)
-    from cni_ipam import gc  # GC and STATUS
+    if env.command == "STATUS":
+        from cni_ipam.status import cmd_status
 
-    return gc.cmd_gc(env, conf) if env.command == "GC" else gc.cmd_status(env, conf)
+        return cmd_status(env, conf)
+    from cni_ipam import gc
+
+    return gc.cmd_gc(env, conf)
 
 
 def _error_version(stdin: bytes) -> str:

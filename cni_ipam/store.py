@@ -945,3 +945,114 @@ def _open_subdir(parent_fd: int, name: str) -> int:
     except FileExistsError:
         pass
     return os.open(name, _O_DIR, dir_fd=parent_fd)
+
+
+# ---------------------------------------------------------------------- lock-free checks (STATUS)
+def usable_problem(data_dir: str, network: str) -> str:
+    """Why an ADD could not use ``<data_dir>/<network>`` now, or '' when it could.
+
+    The same walk as ``NetworkStore._open`` (the data directory followed as host-local does, then
+    every level below by dir fd with ``O_NOFOLLOW``), without the lock and creating nothing but a
+    probe file in ``.cni-ipam/tmp`` (which never changes the network directory's mtime, so the
+    index marker stays valid).  What does not exist yet must be creatable."""
+    try:
+        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _creatable(data_dir)
+    except OSError as exc:
+        return f"cannot open {data_dir}: {exc.strerror or exc}"
+    fds = [data_fd]
+    path = data_dir
+    try:
+        for name in (network, META_DIR, TMP_DIR):
+            parent_path, path = path, os.path.join(path, name)
+            try:
+                fds.append(os.open(name, _O_DIR, dir_fd=fds[-1]))
+            except FileNotFoundError:  # ADD creates it (and what lies below it) here
+                return _dir_problem(fds[-1], parent_path)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    return f"{path} is not a directory (a symlink or a file is in the way)"
+                return f"cannot open {path}: {exc.strerror or exc}"
+            if name == network:
+                try:
+                    st = os.stat(LOCK_FILE, dir_fd=fds[-1], follow_symlinks=False)
+                    if not S_ISREG(st.st_mode) and not _stat_is_fifo(st):
+                        return f"{os.path.join(path, LOCK_FILE)} is not a regular file"
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    return f"cannot stat {os.path.join(path, LOCK_FILE)}: {exc.strerror or exc}"
+            if name == META_DIR:
+                try:
+                    st = os.stat(OWNERS_DIR, dir_fd=fds[-1], follow_symlinks=False)
+                    if not _stat_is_dir(st):
+                        return f"{os.path.join(path, OWNERS_DIR)} is not a directory (a symlink or a file is in the way)"
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    return f"cannot stat {os.path.join(path, OWNERS_DIR)}: {exc.strerror or exc}"
+        probe = f".status-probe.{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                _unlink_quietly(probe, fds[-1])  # an ADD opening the store may have cleaned tmp/ already
+        except OSError as exc:
+            return f"cannot create a file in {path}: {exc.strerror or exc}"
+        return ""
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def reserved_names(data_dir: str, network: str) -> "List[str]":
+    """Address-named entries of a network directory, by name only (no lock, no reads, no links
+    followed); [] when the directory does not exist."""
+    try:
+        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        fd = os.open(network, _O_DIR, dir_fd=data_fd)
+    except OSError:
+        return []
+    finally:
+        os.close(data_fd)
+    try:
+        return [name for name in os.listdir(fd) if parse_ip_name(name) is not None]
+    finally:
+        os.close(fd)
+
+
+def _stat_is_dir(st: "os.stat_result") -> bool:
+    from stat import S_ISDIR
+
+    return S_ISDIR(st.st_mode)
+
+
+def _stat_is_fifo(st: "os.stat_result") -> bool:
+    from stat import S_ISFIFO
+
+    return S_ISFIFO(st.st_mode)
+
+
+def _dir_problem(dir_fd: int, path: str) -> str:
+    """'' when we may create entries in the open directory ``dir_fd`` (read-only mounts included)."""
+    return "" if os.access(".", os.W_OK | os.X_OK, dir_fd=dir_fd) else f"cannot create entries in {path}: not writable"
+
+
+def _creatable(path: str) -> str:
+    """'' when ``makedirs(path)`` could succeed: the nearest existing ancestor is a writable directory."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"cannot create directories in {path}: not writable"
+    return ""
