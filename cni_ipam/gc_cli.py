@@ -59,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous-boot-only", action="store_true",
                    help="only reservations made before the running kernel booted (the boot-time unit)")
     p.add_argument("--netns-root", default="/", metavar="DIR",
-                   help="where the host's / is mounted, when run in a container (default /)")
+                   help="where the host's / is mounted, when run in a container (default /; the container needs "
+                   "hostPID and the host's /run/netns with HostToContainer propagation, see docs/gc.md)")
+    p.add_argument("--proc", default="/proc", metavar="DIR",
+                   help="the host's procfs, walked to find who holds a namespace (default /proc)")
+    p.add_argument("--pidns-is-node", action="store_true",
+                   help="this PID namespace holds every process of the node although it is not the host's "
+                   "(a kind / sysbox node container): let the namespace scan prove a namespace gone here")
     p.add_argument("--lock-timeout", type=_seconds, default=30.0, metavar="SECONDS", help="wait at most this long for each network lock")
     return p
 
@@ -177,7 +183,10 @@ def main(argv: list) -> int:
         valid_ids=valid_ids,
         include_unknown=args.include_unknown,
         previous_boot_only=args.previous_boot_only,
+        proc=args.proc,
+        node_pidns=args.pidns_is_node,
     )
+    warnings = liveness.environment_warnings(args.netns_root, args.proc, args.pidns_is_node)
     if args.runtime_cache is not None:
         try:
             checker.cache_names()
@@ -186,6 +195,13 @@ def main(argv: list) -> int:
     started = time.monotonic()
     report = run_pass(data_dir, networks, checker, args.apply, args.lock_timeout)
     elapsed = time.monotonic() - started
+    unsure = sum(1 for net in report["networks"].values() for f in net["findings"]
+                 if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE))
+    if unsure and checker.scan_problems:
+        warnings.append(f"the namespace scan could not look everywhere, {unsure} reservation(s) kept as unknown: "
+                        + "; ".join(checker.scan_problems[:5]))
+    for warning in warnings:
+        print(f"cni-ipam gc: warning: {warning}", file=sys.stderr)
 
     totals = {liveness.LIVE: 0, liveness.STRANDED: 0, liveness.UNKNOWN: 0, "released": 0, "errors": 0}
     for net in report["networks"].values():
@@ -201,7 +217,9 @@ def main(argv: list) -> int:
         code = EXIT_OK
 
     if args.json:
-        out.write(json.dumps(_json_report(args, data_dir, checker, report, totals, elapsed, code), indent=2) + "\n")
+        doc = _json_report(args, data_dir, checker, report, totals, elapsed, code)
+        doc["warnings"] = warnings
+        out.write(json.dumps(doc, indent=2) + "\n")
     else:
         _print_table(out, args, data_dir, checker, report, totals, elapsed)
     out.flush()
