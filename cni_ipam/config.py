@@ -157,6 +157,17 @@ def reclaim_on_exhaustion_of(ipam: "Any") -> bool:
     return value
 
 
+def pidns_is_node_of(ipam: "Any") -> bool:
+    """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
+    although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
+    value = ipam.get("pidnsIsNode") if isinstance(ipam, dict) else None
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise config_error("ipam.pidnsIsNode", value, "must be true or false")
+    return value
+
+
 def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
     ipam = conf.get("ipam")
@@ -190,6 +201,7 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     _check_sets(range_sets, [k for k, _ in raw_sets], version)
     status_on_exhaustion_of(ipam)
     reclaim_on_exhaustion_of(ipam)
+    pidns_is_node_of(ipam)
 
     return IpamConfig(
         name=conf.get("name"),

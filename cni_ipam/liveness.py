@@ -558,8 +558,9 @@ def read_gc_stats(data_dir: str, network: str) -> dict:
 
 
 def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",
-                    released: int, errors: int, now: "Optional[float]" = None) -> dict:
-    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held."""
+                    released: int, errors: int, now: "Optional[float]" = None, log: "Optional[List[dict]]" = None) -> dict:
+    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held.
+    ``log``: one dict per released reservation, kept in ``releases`` (the last 100)."""
     now = time.time() if now is None else now
     stats = read_gc_stats(data_dir, network)
     stats.update(
@@ -575,6 +576,9 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
         stats["lastApply"] = round(now, 3)
         stats["lastReleased"] = int(released)
         stats["releasedTotal"] = int(stats.get("releasedTotal", 0)) + int(released)
+    if log:
+        previous = stats.get("releases") if isinstance(stats.get("releases"), list) else []
+        stats["releases"] = (previous + list(log))[-100:]
     path = gc_stats_path(data_dir, network)
     tmp = path + ".tmp"
     try:

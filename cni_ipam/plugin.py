@@ -23,9 +23,21 @@ def cmd_add(env: "CniEnv", conf: dict) -> dict:
     cfg = config.load(conf, env.args)
     dns = config.read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout) as store:
-        ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname)
+        reclaim = _heal(store, config.pidns_is_node_of(cfg.ipam)) if config.reclaim_on_exhaustion_of(cfg.ipam) else None
+        ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname, reclaim)
         store.save_owner(env.container_id, env.ifname, [iface.ip for iface, _ in ips], attachment_meta(env, store))
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
+
+
+def _heal(store: NetworkStore, node_pidns: bool):
+    """The exhaustion heal for ``allocator.allocate``: True when it released something."""
+
+    def reclaim() -> bool:
+        from cni_ipam.heal import reclaim_stranded  # only when a range set is full
+
+        return bool(reclaim_stranded(store, node_pidns=node_pidns))
+
+    return reclaim
 
 
 def cmd_del(env: "CniEnv", conf: dict) -> None:
