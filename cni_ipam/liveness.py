@@ -67,7 +67,7 @@ import time
 
 from cni_ipam import nsscan
 from cni_ipam.proof import boot_proof, netns_identity
-from cni_ipam.store import BOOT_ID_PATH, META_DIR, NetworkStore, Reservation, owner_key, read_boot_id
+from cni_ipam.store import BOOT_ID_PATH, EMPTY, META_DIR, OPAQUE, OWNED, NetworkStore, Reservation, owner_key, read_boot_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,9 +91,12 @@ NETNS_UNSURE = "netns-unsure"
 NETNS_NOT_NSFS = "netns-not-nsfs"
 NETNS_NO_IDENTITY = "netns-no-identity"
 NO_METADATA = "no-metadata"
+EMPTY_FILE = "empty-file"
+FOREIGN_CONTENT = "foreign-content"
+NOT_A_FILE = "not-a-file"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST)
+STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, EMPTY_FILE)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -520,10 +523,25 @@ def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
     checker.prescan(meta for _, meta, _, _ in rows if has_metadata(meta))
     out = []
     for res, meta, mtime, seen in rows:
-        verdict = checker._classify(res.container_id, res.ifname, meta, mtime, store.network, seen)
+        if res.kind != OWNED:  # empty, opaque or not a regular file (store.Reservation.kind)
+            verdict = _kind_verdict(res.kind, mtime, checker)
+        else:
+            verdict = checker._classify(res.container_id, res.ifname, meta, mtime, store.network, seen)
         out.append(Finding(store.network, res, meta, mtime, verdict, seen))
     out.sort(key=lambda f: (f.address.version, int(f.address)))
     return out
+
+
+def _kind_verdict(kind: str, mtime: "Optional[float]", checker: Checker) -> Verdict:
+    """An empty file (its writer was killed mid-write, host-local #498) is stranded after the grace
+    period; opaque content and non-regular entries are never judged: unknown, kept, reported."""
+    if kind == EMPTY:
+        if mtime is not None and checker.now - mtime < checker.grace:
+            return Verdict(LIVE, GRACE_PERIOD, f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)")
+        return Verdict(STRANDED, EMPTY_FILE, "empty reservation file: no owner, its writer was killed mid-write")
+    if kind == OPAQUE:
+        return Verdict(UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name")
+    return Verdict(UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown")
 
 
 def scan_network(data_dir: str, network: str, checker: "Optional[Checker]" = None, lock_timeout: float = 30.0) -> "List[Finding]":
