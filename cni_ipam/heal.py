@@ -6,7 +6,7 @@ boot id (our ``bootId``, else the ``seenBoot`` the owner index recorded for that
 network namespace (recorded nsfs identity) is held by no process, fd or mount on the node according
 to a *sure* scan.  No grace period, no clock, no unknown owner: an entry without such proof is kept.
 A reservation is released only while its file is still the very file the index describes (same
-owner, inode and ctime).  Every release is logged in ``.cni-ipam/gc-stats.json`` (source
+owner and inode; the open's catch-up already compared ctimes).  Every release is logged in ``.cni-ipam/gc-stats.json`` (source
 ``add-heal``; ``releases`` lists each one, ``releasedTotal`` counts them for the metrics).
 
 Loaded only on that path (``ipam.reclaimOnExhaustion``, default true).
@@ -40,7 +40,7 @@ def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool 
                 res is None
                 or res.kind != OWNED
                 or (res.container_id, res.ifname) != (entry["containerID"], entry["ifname"])
-                or res.ident != entry["files"][ip]
+                or res.ident[0] != entry["files"][ip][0]  # (the index was brought up to date at open)
             ):
                 continue  # not the file the proof is about: keep it
             if store.release_reservation(res):

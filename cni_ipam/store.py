@@ -440,15 +440,9 @@ class NetworkStore:
         Returns False (having changed nothing) when the recorded set is unusable or an entry to
         update does not have the shape we write: only a rebuild is safe then.
         """
-        snap = self._read_json(self._meta_fd, FILES_FILE, 64 << 20)
-        if not isinstance(snap, dict) or snap.get("snap") != self._snap or not isinstance(snap.get("files"), dict):
+        known = self._recorded_set()
+        if known is None:
             return False
-        known = snap["files"]
-        for name, ident in self._delta.items():
-            if ident is None:
-                known.pop(name, None)
-            else:
-                known[name] = ident
         current = self._scan_idents()
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
         for name, ident in current.items():
@@ -473,6 +467,21 @@ class NetworkStore:
         self._new_snapshot(current)
         self.rebuilt_index = True
         return True
+
+    def _recorded_set(self, base: "Optional[Dict[str, list]]" = None) -> "Optional[Dict[str, list]]":
+        """{name: [inode, ctime]} as the index knows the directory: ``base`` (else the ``files``
+        snapshot the state refers to) with our delta applied; None when the snapshot is unusable."""
+        if base is None:
+            snap = self._read_json(self._meta_fd, FILES_FILE, 64 << 20)
+            if not isinstance(snap, dict) or snap.get("snap") != self._snap or not isinstance(snap.get("files"), dict):
+                return None
+            base = snap["files"]
+        for name, ident in self._delta.items():
+            if ident is None:
+                base.pop(name, None)
+            else:
+                base[name] = ident
+        return base
 
     def _adopt(self, key: str, cid: str, ifname: "Optional[str]", names: "List[str]", entry: "Optional[dict]",
                current: "Dict[str, list]") -> None:
@@ -655,13 +664,15 @@ class NetworkStore:
     def release_reservation(self, res: Reservation) -> bool:
         """Release one reservation found by ``reservations()`` (GC), keeping the index right.
 
-        Only an OWNED or EMPTY file that is still the very file that was judged (same owner, inode
-        and ctime) is removed; opaque and special entries are never released by us."""
+        Only an OWNED or EMPTY file that is still the very file that was judged (same owner and
+        inode) is removed; opaque and special entries are never released by us."""
         if res.kind not in (OWNED, EMPTY):
             return False
         name = str(res.address)
         kind, data, st = read_entry(self.dir_fd, name)
-        if kind != "file" or st is None or (res.ident is not None and _ident(st) != res.ident):
+        # Same inode: the file judged (the lock is held since; a sibling link's release changes
+        # the ctime, not the inode).
+        if kind != "file" or st is None or (res.ident is not None and st.st_ino != res.ident[0]):
             return False
         now_kind, cid, ifname = parse_content(data)
         if now_kind != res.kind or (cid, ifname) != (res.container_id, res.ifname):
@@ -796,20 +807,11 @@ class NetworkStore:
     def _write_snapshot(self) -> None:
         """Rewrite ``files``: the set listed by this call (plus its own changes since), or the old
         snapshot with the delta folded in."""
-        if self._scanned is not None:
-            files = self._scanned
-        else:
-            snap = self._read_json(self._meta_fd, FILES_FILE, 64 << 20)
-            if not isinstance(snap, dict) or snap.get("snap") != self._snap or not isinstance(snap.get("files"), dict):
-                self._snap = ""  # unusable: the next catch-up falls back to a rebuild
-                self._delta = {}
-                return
-            files = snap["files"]
-        for name, ident in self._delta.items():
-            if ident is None:
-                files.pop(name, None)
-            else:
-                files[name] = ident
+        files = self._recorded_set(self._scanned)
+        if files is None:
+            self._snap = ""  # unusable: the next catch-up falls back to a rebuild
+            self._delta = {}
+            return
         self._snap = os.urandom(8).hex()
         body = {"snap": self._snap, "files": files}
         self._replace(self._meta_fd, FILES_FILE, json.dumps(body, separators=(",", ":")).encode(), fsync=False)

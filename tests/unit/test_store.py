@@ -479,3 +479,16 @@ def test_directories_are_0755_or_tighter_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path
     for sub in ("", "owners", "tmp"):
         assert stat.S_IMODE(os.stat(deep / NET / ".cni-ipam" / sub).st_mode) == 0o700
+
+
+def test_gc_releases_both_links_of_a_dual_stack_attachment(tmp_path):
+    """Both addresses of one ADD share an inode; releasing one changes the other's ctime, and the
+    second release (judged before the first) must still go through."""
+    with store(tmp_path) as s:
+        assert s.reserve(IP("10.0.0.5"), "c1", "eth0") and s.reserve(IP("fd00::5"), "c1", "eth0")
+        s.save_owner("c1", "eth0", [IP("10.0.0.5"), IP("fd00::5")], {"created": 1})
+    with store(tmp_path) as s:
+        found = s.reservations()
+        assert len(found) == 2 and all(s.release_reservation(r) for r in found)
+    with store(tmp_path) as s:
+        assert s.reservations() == [] and s.owner_entry("c1", "eth0") is None
