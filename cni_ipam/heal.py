@@ -6,8 +6,9 @@ boot id (our ``bootId``, else the ``seenBoot`` the owner index recorded for that
 network namespace (recorded nsfs identity) is held by no process, fd or mount on the node according
 to a *sure* scan.  No grace period, no clock, no unknown owner: an entry without such proof is kept.
 A reservation is released only while its file is still the very file the index describes (same
-owner and inode; the open's catch-up already compared ctimes).  Every release is logged in ``.cni-ipam/gc-stats.json`` (source
-``add-heal``; ``releases`` lists each one, ``releasedTotal`` counts them for the metrics).
+owner and inode; the open's catch-up already compared ctimes).  Every release is logged in
+``.cni-ipam/gc-stats.json`` (source ``add-heal``; ``releases`` lists each one, ``releasedTotal``
+counts them for the metrics).
 
 Loaded only on that path (``ipam.reclaimOnExhaustion``, default true).
 """
