@@ -78,7 +78,8 @@ LINE_BREAK = "\r\n"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 DIR_MODE = 0o755  # data and network directories (0700 for .cni-ipam and below), whatever the umask
 _STATE_VERSION = 2
-_DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
+_DELTA_MAX = 128
+_ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name  # own changes kept in ``state`` before ``files`` is rewritten
 _RESERVE_TMP = "reserve"
 _WRITE_TMP = "write"
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -180,7 +181,18 @@ def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "Tuple[Optional[
 
 
 def _ident(st: "os.stat_result") -> list:
+    """A file's identity as owner entries record it: [inode, ctime_ns]."""
     return [st.st_ino, st.st_ctime_ns]
+
+
+def _set_key(ident: list) -> str:
+    """The same identity as the recorded set (``files``, ``delta``) keeps it: "inode ctime_ns"."""
+    return f"{ident[0]} {ident[1]}"
+
+
+def _from_set_key(text: str) -> list:
+    ino, ctime = text.split(" ")
+    return [int(ino), int(ctime)]
 
 
 def valid_entry(entry: object, key: str) -> bool:
@@ -288,9 +300,9 @@ class NetworkStore:
         self._index_written = False  # an owner entry changed since open
         self.rebuilt_index = False  # True when this call rebuilt or caught up the owner index
         self._snap = ""  # id of the ``files`` snapshot the state refers to
-        self._delta: "Dict[str, Optional[list]]" = {}  # our changes since that snapshot
-        self._delta_at_open: "Dict[str, Optional[list]]" = {}
-        self._scanned: "Optional[Dict[str, list]]" = None  # the whole set, when this call listed it
+        self._delta: "Dict[str, Optional[str]]" = {}  # our changes since that snapshot (name: set key)
+        self._delta_at_open: "Dict[str, Optional[str]]" = {}
+        self._scanned: "Optional[Dict[str, str]]" = None  # the whole set, when this call listed it
 
     # ----------------------------------------------------------------- open / lock / close
     def __enter__(self) -> "NetworkStore":
@@ -419,16 +431,18 @@ class NetworkStore:
         if state["mtime"] != st.st_mtime_ns and not self.catch_up():
             self.rebuild_index()
 
-    def _scan_idents(self) -> "Dict[str, list]":
-        """{name: [inode, ctime_ns]} of every address-named entry, whatever its type."""
-        out: "Dict[str, list]" = {}
+    def _scan_idents(self) -> "Dict[str, str]":
+        """{name: "inode ctime_ns"} of every entry that may be a reservation, whatever its type
+        (a cheap name filter: parsing 60,000 addresses would cost more than the stats)."""
+        out: "Dict[str, str]" = {}
         with os.scandir(self.dir_fd) as entries:
             for entry in entries:
                 name = entry.name
-                if parse_ip_name(name) is None:
+                if not name or name.strip(_ADDRESS_CHARS):  # lock, .cni-ipam, cursors, junk: never addresses
                     continue
                 try:
-                    out[name] = _ident(entry.stat(follow_symlinks=False))
+                    st = entry.stat(follow_symlinks=False)
+                    out[name] = f"{st.st_ino} {st.st_ctime_ns}"
                 except OSError:
                     continue
         return out
@@ -440,18 +454,28 @@ class NetworkStore:
         Returns False (having changed nothing) when the recorded set is unusable or an entry to
         update does not have the shape we write: only a rebuild is safe then.
         """
-        known = self._recorded_set()
-        if known is None:
+        lines = self._snapshot_lines()
+        if lines is None:
             return False
         current = self._scan_idents()
+        # Set arithmetic on "name inode ctime" lines (C speed): only the few names that differ
+        # from the snapshot, plus those our own delta touched, are looked at one by one.
+        new_lines = {f"{name} {ident}" for name, ident in current.items()}
+        old = dict(line.split(" ", 1) for line in lines - new_lines if " " in line)
+        differ = {line.split(" ", 1)[0] for line in new_lines - lines}.union(old, self._delta)
+        changes: "Dict[str, Optional[str]]" = {}
+        for name in differ:
+            expected = self._delta[name] if name in self._delta else old.get(name)
+            if current.get(name) != expected:
+                changes[name] = current.get(name)
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
-        for name, ident in current.items():
-            if known.get(name) == ident:
+        for name, ident in changes.items():
+            if ident is None or parse_ip_name(name) is None:
                 continue
             kind, data, st = read_entry(self.dir_fd, name)
             if kind != "file" or st is None:
                 continue
-            current[name] = _ident(st)
+            current[name] = _set_key(_ident(st))
             owner_kind, cid, ifname = parse_content(data)
             if owner_kind == OWNED:
                 found.setdefault(owner_key(cid, ifname), (cid, ifname, []))[2].append(name)
@@ -464,18 +488,44 @@ class NetworkStore:
             entries[key] = entry
         for key, (cid, ifname, names) in found.items():
             self._adopt(key, cid, ifname, names, entries[key], current)
-        self._new_snapshot(current)
+        # What changed goes into the delta: ``files`` (60,000 lines) is rewritten only when the
+        # delta grows past _DELTA_MAX, not on every foreign write.
+        for name in changes:
+            self._delta[name] = current.get(name)
+        if len(self._delta) > _DELTA_MAX:
+            self._new_snapshot(current)
+        self._delta_at_open = dict(self._delta)
+        self._dirty = True
         self.rebuilt_index = True
         return True
 
-    def _recorded_set(self, base: "Optional[Dict[str, list]]" = None) -> "Optional[Dict[str, list]]":
-        """{name: [inode, ctime]} as the index knows the directory: ``base`` (else the ``files``
-        snapshot the state refers to) with our delta applied; None when the snapshot is unusable."""
+    def _snapshot_lines(self) -> "Optional[set]":
+        """The ``<name> <inode> <ctime_ns>`` lines of the ``files`` snapshot the state refers to, or
+        None when it is missing, not ours or unreadable."""
+        kind, data, _ = read_entry(self._meta_fd, FILES_FILE, 64 << 20)
+        if kind != "file":
+            return None
+        try:
+            head, _, body = data.decode("ascii").partition("\n")
+        except UnicodeDecodeError:
+            return None
+        if head != "snap " + self._snap:
+            return None
+        lines = set(body.split("\n"))
+        lines.discard("")
+        return lines  # a malformed line matches no entry: its name is read again, nothing is lost
+
+    def _recorded_set(self, base: "Optional[Dict[str, str]]" = None) -> "Optional[Dict[str, str]]":
+        """{name: "inode ctime"} as the index knows the directory: ``base`` (else the ``files``
+        snapshot the state refers to) with our delta applied; None when the snapshot is unusable.
+
+        ``files`` is text, not JSON (60,000 lines parse and print several times faster): a first
+        line ``snap <id>``, then one ``<name> <inode> <ctime_ns>`` line per entry."""
         if base is None:
-            snap = self._read_json(self._meta_fd, FILES_FILE, 64 << 20)
-            if not isinstance(snap, dict) or snap.get("snap") != self._snap or not isinstance(snap.get("files"), dict):
+            lines = self._snapshot_lines()
+            if lines is None:
                 return None
-            base = snap["files"]
+            base = dict(line.split(" ", 1) for line in lines if " " in line)
         for name, ident in self._delta.items():
             if ident is None:
                 base.pop(name, None)
@@ -490,12 +540,12 @@ class NetworkStore:
         ips, files = [], {}
         if entry is not None:
             for ip in entry["ips"]:
-                if ip not in names and current.get(ip) == entry["files"][ip]:
+                if ip not in names and current.get(ip) == _set_key(entry["files"][ip]):
                     ips.append(ip)
                     files[ip] = entry["files"][ip]
         for ip in names:
             ips.append(ip)
-            files[ip] = current[ip]
+            files[ip] = _from_set_key(current[ip])
         self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": ips, "files": files, "meta": {}, "seenBoot": self._boot_id})
 
     def rebuild_index(self) -> None:
@@ -503,11 +553,11 @@ class NetworkStore:
 
         An entry keeps its ``meta`` and ``seenBoot`` only while every file it is rebuilt from is the
         very file it recorded (same inode and ctime); anything else starts afresh in this boot."""
-        current: "Dict[str, list]" = {}
+        current: "Dict[str, str]" = {}
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
         for res in self._scan():
             if res.ident is not None:
-                current[str(res.address)] = res.ident
+                current[str(res.address)] = _set_key(res.ident)
             if res.kind == OWNED and res.ident is not None:
                 found.setdefault(owner_key(res.container_id, res.ifname), (res.container_id, res.ifname, []))[2].append(str(res.address))
         for key in os.listdir(self._owners_fd):
@@ -521,7 +571,7 @@ class NetworkStore:
                     continue
                 entry = None
             cid, ifname, names = group
-            files = {ip: current[ip] for ip in names}
+            files = {ip: _from_set_key(current[ip]) for ip in names}
             same = entry is not None and all(entry["files"].get(ip) == files[ip] for ip in names)
             body = {
                 "containerID": cid,
@@ -534,13 +584,13 @@ class NetworkStore:
             if body != entry:
                 self._write_owner_file(key, body)
         for key, (cid, ifname, names) in found.items():
-            files = {ip: current[ip] for ip in names}
+            files = {ip: _from_set_key(current[ip]) for ip in names}
             self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": names, "files": files, "meta": {}, "seenBoot": self._boot_id})
         self._delta = {}
         self._new_snapshot(current)
         self.rebuilt_index = True
 
-    def _new_snapshot(self, current: "Dict[str, list]") -> None:
+    def _new_snapshot(self, current: "Dict[str, str]") -> None:
         """The whole set is known now: ``files`` is rewritten at commit and the delta starts empty."""
         self._scanned = current
         self._delta = {}
@@ -689,7 +739,8 @@ class NetworkStore:
                     for ip in rest:  # a sibling linked to the same inode got a new ctime
                         if files[ip][0] == st.st_ino:
                             try:
-                                files[ip] = self._delta[ip] = _ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
+                                files[ip] = _ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
+                                self._delta[ip] = _set_key(files[ip])
                             except OSError:
                                 pass
                     self._write_owner_file(key, dict(entry, ips=rest, files=files))
@@ -749,7 +800,8 @@ class NetworkStore:
                 self._reserve_tmp_owner = None
             idents = {}
             for name in self._created:
-                idents[name] = self._delta[name] = _ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+                idents[name] = _ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+                self._delta[name] = _set_key(idents[name])
             if self._pending:
                 self._write_pending(idents)
             if self._created:
@@ -813,8 +865,8 @@ class NetworkStore:
             self._delta = {}
             return
         self._snap = os.urandom(8).hex()
-        body = {"snap": self._snap, "files": files}
-        self._replace(self._meta_fd, FILES_FILE, json.dumps(body, separators=(",", ":")).encode(), fsync=False)
+        body = "".join([f"snap {self._snap}\n"] + [f"{name} {ident}\n" for name, ident in files.items()])
+        self._replace(self._meta_fd, FILES_FILE, body.encode("ascii"), fsync=False)
         self._delta = {}
         self._scanned = None
 
@@ -907,7 +959,7 @@ def _valid_state(state: object, dir_ino: int, boot: str) -> bool:
     ):
         return False
     for name, ident in state["delta"].items():
-        if parse_ip_name(name) is None or not (ident is None or (isinstance(ident, list) and len(ident) == 2)):
+        if not name or name.strip(_ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
             return False
     return True
 
