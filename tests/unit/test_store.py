@@ -492,3 +492,25 @@ def test_gc_releases_both_links_of_a_dual_stack_attachment(tmp_path):
         assert len(found) == 2 and all(s.release_reservation(r) for r in found)
     with store(tmp_path) as s:
         assert s.reservations() == [] and s.owner_entry("c1", "eth0") is None
+
+
+def test_many_foreign_changes_fold_into_the_recorded_set(tmp_path):
+    """Catch-up keeps foreign changes in the state's delta and rewrites ``files`` past 128 of them;
+    the index stays exact through both paths (and a junk name made of address characters)."""
+    reserve(tmp_path, "10.0.0.2", "c1", "eth0")
+    d = netdir(tmp_path)
+    (d / "1.2.3").write_bytes(b"junk")  # address characters, not an address
+    for round_ in range(3):
+        for i in range(60):
+            (d / f"10.0.{round_ + 1}.{i}").write_bytes(f"h{round_}x{i}\r\neth0".encode())
+        os.unlink(d / f"10.0.{round_ + 1}.7")
+        with store(tmp_path) as s:
+            assert s.rebuilt_index
+            for i in (0, 7, 59):
+                want = [] if i == 7 else [IP(f"10.0.{round_ + 1}.{i}")]
+                assert s.owned_by(f"h{round_}x{i}", "eth0") == want
+        with store(tmp_path) as s:  # the marker is current again: no catch-up, no rebuild
+            assert not s.rebuilt_index
+    with store(tmp_path) as s:
+        assert s.release_owner("h0x3", "eth0") == [IP("10.0.1.3")]
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.2")]
