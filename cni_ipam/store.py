@@ -683,15 +683,17 @@ class NetworkStore:
         for key, (cid, ifname, names, meta) in self._pending.items():
             entry = self._entry(key)
             ips, files = [], {}
-            if entry is not None:  # what it held before this call, while it is still the same file
+            foreign = False
+            if entry is not None:  # what it still holds from before this call
                 for ip in entry["ips"]:
                     kind, data, st = read_entry(self.dir_fd, ip)
-                    if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname) and _ident(st) == entry["files"][ip]:
+                    if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname):
                         ips.append(ip)
-                        files[ip] = entry["files"][ip]
+                        files[ip] = _ident(st)
+                        foreign = foreign or st.st_ino != entry["files"][ip][0]  # another file now
             # Our metadata describes the files we link; an entry that still holds a file someone
-            # else wrote (adopted, so without meta) keeps carrying none.
-            foreign = bool(ips) and not entry["meta"]
+            # else wrote (adopted, so without meta, or replaced since) keeps carrying none.
+            foreign = bool(ips) and (foreign or not entry["meta"])
             old_meta = entry["meta"] if ips else {}
             for ip in names:
                 if ip in idents:
