@@ -149,22 +149,21 @@ def status_on_exhaustion_of(ipam: "Any") -> str:
 
 def reclaim_on_exhaustion_of(ipam: "Any") -> bool:
     """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
-    value = ipam.get("reclaimOnExhaustion") if isinstance(ipam, dict) else None
-    if value is None:
-        return True
-    if not isinstance(value, bool):
-        raise config_error("ipam.reclaimOnExhaustion", value, "must be true or false")
-    return value
+    return _bool_key(ipam, "reclaimOnExhaustion", True)
 
 
 def pidns_is_node_of(ipam: "Any") -> bool:
     """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
     although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
-    value = ipam.get("pidnsIsNode") if isinstance(ipam, dict) else None
+    return _bool_key(ipam, "pidnsIsNode", False)
+
+
+def _bool_key(ipam: "Any", key: str, default: bool) -> bool:
+    value = ipam.get(key) if isinstance(ipam, dict) else None
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
-        raise config_error("ipam.pidnsIsNode", value, "must be true or false")
+        raise config_error(f"ipam.{key}", value, "must be true or false")
     return value
 
 

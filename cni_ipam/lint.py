@@ -41,8 +41,9 @@ L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
 KNOWN_IPAM_KEYS = (
     "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
     "resolvConf", "exclude", "lockTimeout", "podCidr",
+    "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode",
 )
-CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr")
+CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr", "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode")
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
