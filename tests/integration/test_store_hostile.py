@@ -153,3 +153,27 @@ def test_check_with_a_fifo_as_netns_answers_at_once(tmp_path):
     rc, out = call("CHECK", c, "pod-a", netns=str(fifo), timeout=15)
     assert rc == 0, out
     assert time.monotonic() - began < 10
+
+
+def test_a_host_local_del_and_add_behind_a_clock_step_are_seen(tmp_path, need_host_local):
+    """Item 7 with real host-local: its DEL + ADD of our container, with ctimes older than our marker
+    (the clock was behind, then stepped forward), are still caught: our DEL releases host-local's
+    file and a repeated ADD never gives the container a second address."""
+    data = tmp_path / "data"
+    c = conf(data, subnet="10.83.1.0/28", version="1.0.0")
+    assert call("ADD", c, "pod-k")[0] == 0
+    hl = dict(c, ipam=dict(c["ipam"], type="host-local"))
+    assert run_host_local("DEL", hl, container_id="pod-k", netns="")[0] == 0
+    rc, res, out, err = run_host_local("ADD", hl, container_id="pod-k", netns=NS)
+    assert rc == 0, out + err
+    hl_ip = res["ips"][0]["address"].split("/")[0]
+    time.sleep(2.2)
+    state_path = data / NET / ".cni-ipam" / "state"
+    state = json.loads(state_path.read_text())
+    state["mtime"] = time.time_ns() - 50_000_000  # our marker now postdates host-local's ctimes
+    state_path.write_text(json.dumps(state))
+    rc, out = call("ADD", c, "pod-k")
+    assert rc == 1 and out["code"] == 103, out  # already holds hl_ip: no second address
+    assert call("DEL", c, "pod-k")[0] == 0
+    assert not (data / NET / hl_ip).exists()
+    assert sorted(n for n in os.listdir(data / NET) if n[0].isdigit()) == []
