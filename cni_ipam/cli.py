@@ -1,13 +1,17 @@
 """Admin front door: ``cni-ipam <command> [options]`` when no CNI_COMMAND is set.
 
 Each command lives in its own module with ``main(argv) -> int`` and is imported only when asked
-for, so no admin code is loaded on the plugin path.
+for, so no admin code is loaded on the plugin path.  A reader that goes away (``cni-ipam show | head``)
+ends the command quietly with status 141, as SIGPIPE does for C tools: never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command killed by SIGPIPE (128 + 13)
 
 COMMANDS = {
     "gc": ("cni_ipam.gc_cli", "find and reclaim stranded reservations (dry run unless --apply)"),
@@ -43,4 +47,21 @@ def cli_main(argv: list) -> int:
     except ImportError as exc:
         print(f"cni-ipam: {argv[0]} is not available in this build ({exc})", file=sys.stderr)
         return 2
-    return module.main(argv[1:])
+    try:
+        rc = module.main(argv[1:])
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """``cni-ipam show | head``: the reader closed the pipe.  Stop quietly, as SIGPIPE would, and
+    point stdout at /dev/null so the interpreter's final flush cannot raise (and print) again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE

@@ -1,8 +1,9 @@
 """The CNI 1.1 GC verb (``protocol.run`` calls it after checking cniVersion >= 1.1.0).
 
 GC: release every reservation of this network whose (containerID, ifname) is not in the runtime's
-``cni.dev/valid-attachments`` list (libcni also sends the same list as ``cni.dev/attachments``; we
-read that key when the first is absent).  Rules:
+``cni.dev/valid-attachments`` list (libcni also sends the same list as ``cni.dev/attachments``).  When
+both keys carry a list, an attachment listed under either is kept: the union is the safer reading
+(``[]`` under one key and a non-empty list under the other releases only what neither lists).  Rules:
 
 * Only this network's directory, under its lock (the same ``flock`` as ADD/DEL and host-local).
 * An attachment in the list keeps all its addresses.  An old ID-only reservation (a file holding
@@ -61,15 +62,21 @@ class ValidAttachments:
 
 
 def valid_attachments(conf: dict) -> "Optional[ValidAttachments]":
-    """The list from the config, None when absent or null (then GC releases nothing)."""
-    key = next((k for k in VALID_KEYS if conf.get(k) is not None), None)
-    if key is None:
+    """The list from the config, None when absent or null (then GC releases nothing).  When both
+    keys carry a list, an attachment listed under either is kept (the union: the safer reading)."""
+    keys = [k for k in VALID_KEYS if conf.get(k) is not None]
+    if not keys:
         return None
-    value = conf[key]
-    if not isinstance(value, list):
-        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
     pairs: "Set[Tuple[str, str]]" = set()
     whole: "Set[str]" = set()
+    for key in keys:
+        _read_list(key, conf[key], pairs, whole)
+    return ValidAttachments(pairs, whole)
+
+
+def _read_list(key: str, value: object, pairs: "Set[Tuple[str, str]]", whole: "Set[str]") -> None:
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise CniError(INVALID_CONFIG, f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname", f"key {key}")
@@ -82,7 +89,6 @@ def valid_attachments(conf: dict) -> "Optional[ValidAttachments]":
             raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].ifname {ifname!r}: must be a string", f"key {key}")
         else:
             pairs.add((cid.strip(), ifname))
-    return ValidAttachments(pairs, whole)
 
 
 def cmd_gc(env: "CniEnv", conf: dict) -> None:

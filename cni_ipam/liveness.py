@@ -347,10 +347,11 @@ class Checker:
         created = meta.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
             created = mtime
-        if (with_meta or self.include_unknown) and created is not None and self.now - created < self.grace:
-            return Verdict(LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s")
-
         proof = boot_proof({"meta": meta, "seenBoot": seen}, self.boot_id)
+        # The grace period protects an ADD in progress; a file the index saw in a previous boot is none.
+        graced = with_meta or (self.include_unknown and proof is None)
+        if graced and created is not None and self.now - created < self.grace:
+            return Verdict(LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s")
         if proof is not None:
             return Verdict(STRANDED, PREVIOUS_BOOT, proof[1])
         if not with_meta and not self.include_unknown:

@@ -165,24 +165,24 @@ class _Pass(object):
 
     def process(self, pid):
         """Scan one process; True when every wanted namespace has been found."""
-        proc, base = self.proc, os.path.join(self.proc, pid)
+        proc, base = self.proc, self.proc + "/" + pid
         # 1. the network namespace of every thread
         try:
-            tids = os.listdir(os.path.join(base, "task"))
+            tids = os.listdir(base + "/task")
         except FileNotFoundError:
             return False  # exited
         except OSError as exc:
             self.problems.append("pid %s (%s): cannot list threads: %s" % (pid, _comm(proc, pid), exc.strerror or exc))
             tids = []
         for tid in tids:
-            tbase = os.path.join(base, "task", tid)
+            tbase = base + "/task/" + tid
             try:
-                ino = _ino(os.readlink(os.path.join(tbase, "ns", "net")), _NET)
+                ino = _ino(os.readlink(tbase + "/ns/net"), _NET)
             except (FileNotFoundError, ProcessLookupError):
                 continue  # exited, or a zombie: holds nothing
             except OSError:
                 try:
-                    self.deferred.append((pid, tid, os.stat(os.path.join(tbase, "net", "dev")).st_ino))
+                    self.deferred.append((pid, tid, os.stat(tbase + "/net/dev").st_ino))
                 except (FileNotFoundError, ProcessLookupError):
                     pass
                 except OSError as exc:
@@ -192,10 +192,12 @@ class _Pass(object):
                 continue
             if ino not in self.net_reps:
                 self.net_reps[ino] = (pid, tid)
-            if ino in self.want and self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(proc, pid))):
-                return True
+            if ino in self.want:
+                who = "pid %s (%s)" % (pid, _comm(proc, pid)) + ("" if tid == pid else " thread %s" % tid)
+                if self.found(ino, who + " lives in it"):
+                    return True
         # 2. open file descriptors (of the thread group's fd table)
-        fddir = os.path.join(base, "fd")
+        fddir = base + "/fd/"
         try:
             fds = os.listdir(fddir)
         except (FileNotFoundError, ProcessLookupError):
@@ -205,7 +207,7 @@ class _Pass(object):
             fds = []
         for fd in fds:
             try:
-                link = os.readlink(os.path.join(fddir, fd))
+                link = os.readlink(fddir + fd)
             except (FileNotFoundError, ProcessLookupError):
                 continue
             except OSError as exc:
@@ -221,7 +223,7 @@ class _Pass(object):
                     self.mnt_referenced.setdefault(ino, "fd %s of pid %s" % (fd, pid))
         # 3. nsfs mounts of its mount namespace (read once per mount namespace)
         try:
-            mnt = _ino(os.readlink(os.path.join(base, "ns", "mnt")), _MNT)
+            mnt = _ino(os.readlink(base + "/ns/mnt"), _MNT)
         except (FileNotFoundError, ProcessLookupError):
             return False
         except OSError:

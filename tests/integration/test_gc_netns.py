@@ -95,8 +95,8 @@ def test_deleted_netns_is_stranded_and_reclaimed_live_one_untouched(tmp_path, ne
     delete_netns(gone)
 
     rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json")
-    assert rc == 1
     r = rows(report)
+    assert rc == 1, (r, report["warnings"])
     assert (r[ip_gone]["state"], r[ip_gone]["reason"]) == ("stranded", "netns-gone")
     assert r[ip_gone]["k8s"]["name"] == "batch-1"
     assert (r[ip_alive]["state"], r[ip_alive]["reason"]) == ("live", "netns-alive")
@@ -153,14 +153,19 @@ def test_grace_period_is_respected(tmp_path, netns):
     assert files(tmp_path) == []
 
 
-def _pretend_previous_boot(data_dir, cid, ifname="eth0"):
-    """What a reboot leaves behind: the owner entry carries another boot id (the kernel's changes)."""
+def _edit_owner(data_dir, cid, edit, ifname="eth0"):
+    """Rewrite the owner index entry of (cid, ifname) with ``edit(entry)``."""
     path = os.path.join(str(data_dir), NET, ".cni-ipam", "owners", owner_key(cid, ifname))
     with open(path) as fh:
         entry = json.load(fh)
-    entry["meta"]["bootId"] = "00000000-0000-0000-0000-0000000000ff"
+    edit(entry)
     with open(path, "w") as fh:
         json.dump(entry, fh)
+
+
+def _pretend_previous_boot(data_dir, cid, ifname="eth0"):
+    """What a reboot leaves behind: the owner entry carries another boot id (the kernel's changes)."""
+    _edit_owner(data_dir, cid, lambda e: e["meta"].update(bootId="00000000-0000-0000-0000-0000000000ff"), ifname)
 
 
 def test_previous_boot_only_for_the_boot_unit(tmp_path, netns):
@@ -201,14 +206,19 @@ def test_valid_ids_and_runtime_cache(tmp_path, netns):
     assert rows(report)[ip_gone]["reason"] == "netns-gone"
 
 
-def test_host_local_reservations_are_unknown_until_asked(tmp_path, netns):
+def host_local_add(data_dir, netns, tag, cid):
+    """One reservation written by Debian's host-local; returns (config, namespace name, address)."""
     if not have_host_local():
         pytest.skip("Debian's host-local is not installed")
-    ns = netns("hl")
-    c = conf(tmp_path, version="1.0.0")
-    rc, res, out, err = run_host_local("ADD", c, container_id="hl1", netns=f"/var/run/netns/{ns}")
+    ns = netns(tag)
+    c = conf(data_dir, version="1.0.0")
+    rc, res, out, err = run_host_local("ADD", c, container_id=cid, netns=f"/var/run/netns/{ns}")
     assert rc == 0, out + err
-    ip = res["ips"][0]["address"].split("/")[0]
+    return c, ns, res["ips"][0]["address"].split("/")[0]
+
+
+def test_host_local_reservations_are_unknown_until_asked(tmp_path, netns):
+    c, ns, ip = host_local_add(tmp_path, netns, "hl", "hl1")
     rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json")
     assert rc == 0 and (rows(report)[ip]["state"], rows(report)[ip]["reason"]) == ("unknown", "no-metadata")
     assert files(tmp_path) == [ip]
@@ -332,3 +342,21 @@ def test_gc_scale_timing(tmp_path, netns, capsys):
         print(f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
               f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass")
     assert dry < 120 and applied < 120
+
+
+def test_include_unknown_uses_boot_ids_not_file_times(tmp_path, netns):
+    """Issue 11 item 9: a live host-local file dated before this boot (no RTC before NTP, rsync -a) is
+    not "previous boot"; the boot id under which the owner index first saw the file is the evidence."""
+    (ip,) = host_local_add(tmp_path, netns, "hlboot", "hlb1")[2:]
+    os.utime(os.path.join(tmp_path, NET, ip), (86400, 86400))  # 1970-01-02: long before any boot
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == ("unknown", "no-metadata", False)
+    assert files(tmp_path) == [ip]
+    # the index saw this file under another boot: that is proof, with or without --include-unknown
+    _edit_owner(tmp_path, "hlb1", lambda e: e.update(seenBoot="00000000-0000-0000-0000-0000000000ee"))
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json")
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"]) == ("stranded", "previous-boot")
+    assert "00000000-0000-0000-0000-0000000000ee" in rows(report)[ip]["detail"]
+    _edit_owner(tmp_path, "hlb1", lambda e: e.update(seenBoot=read_boot_id()))
+    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
+    assert rows(report)[ip]["state"] == "unknown" and files(tmp_path) == [ip]

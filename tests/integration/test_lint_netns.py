@@ -150,9 +150,14 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
     net = json.loads(out)["networks"][0]
-    assert (net["reservations"][0]["liveness"]["state"], net["reservations"][0]["liveness"]["reason"]) == ("stranded", "netns-gone")
-    assert net["stranded"] == {"netns-gone": 1} and rc == 0  # 1 of 5: ok
+    # gone only when the node's /proc can be read whole (issue 11); some sandboxes hide their pid 1
+    from cni_ipam import nsscan
+
+    sure = nsscan.scan([(nsscan.nsfs_device(), 1)]).sure
+    expected = ("stranded", "netns-gone") if sure else ("unknown", "netns-unsure")
+    assert (net["reservations"][0]["liveness"]["state"], net["reservations"][0]["liveness"]["reason"]) == expected
+    assert net["stranded"] == ({"netns-gone": 1} if sure else {}) and rc == 0  # 1 of 5: ok
     rc, out, err = cli("metrics", "--data-dir", str(data), "--conf-dir", str(confdir), "--grace", "0")
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in parser.text_string_to_metric_families(out) for s in fam.samples}
-    assert values[("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))] == 1
+    assert values[("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))] == (1 if sure else 0)
     assert rc == 0

@@ -137,3 +137,43 @@ def test_own_namespace_is_held_on_the_real_proc():
 
 def test_empty_input():
     assert nsscan.find_held([]) == set()
+
+
+THREAD_HOLDER = r'''
+import ctypes, os, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+ready = threading.Event()
+tid = []
+def run():
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, this thread only
+        os._exit(3)
+    tid.append(threading.get_native_id())
+    ready.set()
+    time.sleep(600)
+threading.Thread(target=run, daemon=True).start()
+ready.wait()
+os.close(fd)  # only the thread holds the namespace now
+print(tid[0], flush=True)
+time.sleep(600)
+'''
+
+
+def test_thread_holder():
+    """One thread of a process setns'd into the namespace; the process itself (and its fds) did not."""
+    (out,) = run_world(f'''
+        a = spawn("unshare", "--net", "sleep", "600")
+        ns = netns_of(a.pid)
+        holder = spawn(sys.executable, "-c", {THREAD_HOLDER!r}, "/proc/%d/ns/net" % a.pid, stdout=subprocess.PIPE)
+        tid = holder.stdout.readline().strip().decode()
+        kill(a)
+        mine = ident("/proc/%d/ns/net" % holder.pid) != ns
+        held = scan([ns])
+        kill(holder)
+        emit({{"ns": ns, "pid": holder.pid, "tid": tid, "leader_elsewhere": mine, "held": held, "after": scan([ns])}})
+    ''')
+    k = "%d:%d" % tuple(out["ns"])
+    assert out["leader_elsewhere"]
+    who = out["held"]["held"][k]
+    assert who.startswith(f"pid {out['pid']} (") and who.endswith(f"thread {out['tid']} lives in it"), who
+    assert out["after"]["gone"] == [k]

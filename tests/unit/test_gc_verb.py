@@ -245,3 +245,32 @@ def test_status_invalid_config_is_a_config_error(tmp_path):
 def test_status_needs_cni_1_1(tmp_path):
     rc, out = call("STATUS", conf(tmp_path, version="1.0.0"))
     assert rc == 1 and out["code"] == 1
+
+
+def test_gc_both_keys_keep_the_union(tmp_path, three):
+    """Issue 11 item 11: an empty valid-attachments next to a non-empty attachments list must not
+    release everything; an attachment listed under either key is kept."""
+    c, ips = three
+    both = dict(c)
+    both["cni.dev/valid-attachments"] = []
+    both["cni.dev/attachments"] = [{"containerID": "c2", "ifname": "eth0"}]
+    assert call("GC", both) == (0, None)
+    assert list(reserved(tmp_path)) == [ips[("c2", "eth0")]]
+    # and the other way round, with one listed under each key
+    c = conf(tmp_path, name="net2", subnet="10.21.0.0/24")
+    a, b, d = add(c, "a"), add(c, "b"), add(c, "d")
+    both = dict(c)
+    both["cni.dev/valid-attachments"] = [{"containerID": "a", "ifname": "eth0"}]
+    both["cni.dev/attachments"] = [{"containerID": "b", "ifname": "eth0"}]
+    assert call("GC", both) == (0, None)
+    assert sorted(reserved(tmp_path, "net2")) == sorted([a, b]) and d not in reserved(tmp_path, "net2")
+    # a null under one key and a list under the other: the list applies
+    both = dict(c)
+    both["cni.dev/valid-attachments"] = None
+    both["cni.dev/attachments"] = [{"containerID": "a", "ifname": "eth0"}]
+    assert call("GC", both) == (0, None)
+    assert list(reserved(tmp_path, "net2")) == [a]
+    # a malformed list under either key is an error and releases nothing
+    both["cni.dev/valid-attachments"] = "all"
+    rc, out = call("GC", both)
+    assert rc == 1 and out["code"] == 7 and list(reserved(tmp_path, "net2")) == [a]

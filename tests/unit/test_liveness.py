@@ -68,47 +68,127 @@ def test_previous_boot_by_boot_id(tmp_path):
     assert checker(tmp_path, boot_id="99999999-0000-0000-0000-000000000000").classify(e).state == L.LIVE
 
 
-def test_previous_boot_by_creation_time_when_no_boot_id_was_recorded(tmp_path):
-    assert checker(tmp_path).classify(entry(bootId="", created=BOOT_TIME - 60)).reason == L.PREVIOUS_BOOT
+def test_no_clock_judges_previous_boot(tmp_path):
+    """Created (or written) long before btime proves nothing: the clock may have been wrong."""
+    assert checker(tmp_path).classify(entry(bootId="", created=BOOT_TIME - 60)).reason == L.NO_EVIDENCE
     assert checker(tmp_path).classify(entry(bootId="", created=BOOT_TIME + 60)).reason == L.NO_EVIDENCE
+    bare = {"containerID": "h1", "ifname": "eth0", "meta": {}}
+    v = checker(tmp_path, include_unknown=True).classify(bare, mtime=BOOT_TIME - 86400 * 365)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NO_METADATA)
 
 
-def test_netns_gone(tmp_path):
-    v = checker(tmp_path).classify(entry(netns="/var/run/netns/never-made", netnsDev=1, netnsIno=2))
+def test_seen_boot_is_the_evidence_for_files_without_our_metadata(tmp_path):
+    old = {"containerID": "h1", "ifname": "eth0", "meta": {}, "seenBoot": "another-boot"}
+    now = {"containerID": "h1", "ifname": "eth0", "meta": {}, "seenBoot": BOOT}
+    for c in (checker(tmp_path), checker(tmp_path, include_unknown=True)):
+        v = c.classify(old, mtime=NOW - 10)  # a young mtime (clock ahead) does not hide it
+        assert (v.state, v.reason) == (L.STRANDED, L.PREVIOUS_BOOT) and "another-boot" in v.detail
+    assert checker(tmp_path).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
+    assert checker(tmp_path, include_unknown=True).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
+    # our own bootId wins over seenBoot (a re-ADD in this boot refreshed it, the file stayed)
+    ours = {"containerID": "c1", "ifname": "eth0", "meta": {"created": NOW - 3600, "bootId": BOOT}, "seenBoot": "another-boot"}
+    assert checker(tmp_path).classify(ours).state == L.LIVE
+    ours["meta"]["bootId"] = "another-boot"
+    ours["seenBoot"] = BOOT
+    assert checker(tmp_path).classify(ours).reason == L.PREVIOUS_BOOT
+
+
+class FakeScan:
+    """What nsscan.scan returns, for the rules in isolation (real scans: tests/integration)."""
+
+    def __init__(self, held=None, problems=()):
+        self.held = dict(held or {})
+        self.problems = list(problems)
+        self.calls = []
+
+    def __call__(self, idents):
+        self.calls.append(set(idents))
+        return self
+
+    def gone(self, ident):
+        return not self.problems and ident not in self.held
+
+
+NSFS = os.stat("/proc/self/ns/net").st_dev
+
+
+def nsfs_link(tmp_path, name):
+    """/var/run/netns/<name> under the injected root, an nsfs file (our own namespace)."""
+    path = tmp_path / "root" / "var" / "run" / "netns" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink("/proc/self/ns/net", path)
+    return f"/var/run/netns/{name}"
+
+
+def test_netns_gone_needs_a_sure_scan(tmp_path):
+    e = entry(netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599999)
+    scan = FakeScan()
+    v = checker(tmp_path, scanner=scan).classify(e)
     assert (v.state, v.reason) == (L.STRANDED, L.NETNS_GONE)
-    assert "/var/run/netns/never-made" in v.detail
+    assert "/var/run/netns/never-made" in v.detail and "held by no process" in v.detail
+    assert scan.calls == [{(NSFS, 4026599999)}]
+    v = checker(tmp_path, scanner=FakeScan(problems=["pid 1 (init): fds unreadable: Permission denied"])).classify(e)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE) and "pid 1 (init)" in v.detail
+    v = checker(tmp_path, scanner=FakeScan(held={(NSFS, 4026599999): "pid 7 (pause) lives in it"})).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE) and "pid 7 (pause) lives in it" in v.detail
 
 
-def test_netns_gone_when_the_process_path_vanished(tmp_path):
-    # /proc/<pid>/ns/net of a process that exited: the parent directory is gone
-    v = checker(tmp_path).classify(entry(netns="/proc/999999/ns/net"))
-    assert v.reason == L.NETNS_GONE
+def test_pid_path_gone_without_identity_is_unknown(tmp_path):
+    # /proc/<pid>/ns/net of a process that exited: another process may still be in the namespace
+    v = checker(tmp_path, scanner=FakeScan()).classify(entry(netns="/proc/999999/ns/net"))
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_NO_IDENTITY)
 
 
-def test_netns_replaced_when_inode_differs(tmp_path):
-    path, dev, ino = make_netns(tmp_path, "r")
-    e = entry(netns=path, netnsDev=dev, netnsIno=ino)
-    assert checker(tmp_path).classify(e).reason == L.NETNS_ALIVE
-    full = tmp_path / "root" / path.lstrip("/")
-    keep = tmp_path / "hold"  # keep the old inode allocated so the new file cannot reuse it
-    os.link(full, keep)
-    full.unlink()
-    full.write_bytes(b"")
-    assert os.stat(full).st_ino != ino
-    v = checker(tmp_path).classify(e)
-    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_REPLACED)
-    assert str(ino) in v.detail
+def test_netns_replaced_needs_a_sure_scan(tmp_path):
+    path = nsfs_link(tmp_path, "r")
+    e = entry(netns=path, netnsDev=NSFS, netnsIno=4026599998)
+    v = checker(tmp_path, scanner=FakeScan()).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_REPLACED) and "4026599998" in v.detail
+    v = checker(tmp_path, scanner=FakeScan(held={(NSFS, 4026599998): "mounted at /run/netns/x"})).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE)
 
 
-def test_netns_replaced_when_device_differs(tmp_path):
-    path, dev, ino = make_netns(tmp_path, "d")
-    v = checker(tmp_path).classify(entry(netns=path, netnsDev=dev + 1, netnsIno=ino))
-    assert v.reason == L.NETNS_REPLACED
+def test_path_that_is_not_nsfs_proves_nothing(tmp_path):
+    """An empty file where the namespace was (a private mount of the host's /run/netns)."""
+    path, dev, ino = make_netns(tmp_path, "plain")
+    e = entry(netns=path, netnsDev=NSFS, netnsIno=4026599997)
+    v = checker(tmp_path, scanner=FakeScan()).classify(e)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_NOT_NSFS)
+    # a recorded identity that was never on nsfs: nothing to look for
+    scan = FakeScan()
+    v = checker(tmp_path, scanner=scan).classify(entry(netns="/var/run/netns/gone", netnsDev=dev + 1, netnsIno=ino))
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_NOT_NSFS) and scan.calls == []
+    # the same file still at its recorded identity is kept as it always was
+    assert checker(tmp_path).classify(entry(netns=path, netnsDev=dev, netnsIno=ino)).reason == L.NETNS_ALIVE
 
 
-def test_netns_without_recorded_identity_counts_as_alive(tmp_path):
-    path, _, _ = make_netns(tmp_path, "noid")
+def test_netns_without_recorded_identity(tmp_path):
+    path = nsfs_link(tmp_path, "noid")
     assert checker(tmp_path).classify(entry(netns=path)).reason == L.NETNS_ALIVE
+    plain, _, _ = make_netns(tmp_path, "noid-plain")
+    assert checker(tmp_path).classify(entry(netns=plain)).reason == L.NETNS_NOT_NSFS
+
+
+def test_unsure_namespace_beats_cache_and_valid_list(tmp_path):
+    cache = tmp_path / "results"
+    cache.mkdir()
+    e = entry("c9", netns="/var/run/netns/gone", netnsDev=NSFS, netnsIno=4026599996)
+    c = checker(tmp_path, runtime_cache=str(cache), valid_ids={"other"}, scanner=FakeScan(problems=["x"]))
+    v = c.classify(e, network="n")
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE) and "valid IDs" in v.detail
+
+
+def test_one_scan_per_network(tmp_path):
+    with NetworkStore(str(tmp_path), "net1") as s:
+        for i in range(5):
+            ip = ipaddress.ip_address(f"10.1.0.{i + 2}")
+            assert s.reserve(ip, f"c{i}", "eth0")
+            s.save_owner(f"c{i}", "eth0", [ip], {"created": NOW - 7200, "bootId": BOOT, "netns": f"/gone/{i}",
+                                               "netnsDev": NSFS, "netnsIno": 4026590000 + i})
+    scan = FakeScan(held={(NSFS, 4026590001): "pid 9 (x) lives in it"})
+    found = L.scan_network(str(tmp_path), "net1", checker(tmp_path, scanner=scan))
+    assert len(scan.calls) == 1 and len(scan.calls[0]) == 5
+    assert [f.verdict.reason for f in found] == [L.NETNS_GONE, L.NETNS_ALIVE, L.NETNS_GONE, L.NETNS_GONE, L.NETNS_GONE]
 
 
 def test_netns_unreadable_is_unknown(tmp_path):
@@ -156,7 +236,7 @@ def test_valid_list(tmp_path):
 
 
 def test_alive_namespace_beats_cache_and_valid_list(tmp_path):
-    path, dev, ino = make_netns(tmp_path, "alive")
+    path, dev, ino = make_netns(tmp_path, "alive")  # still at its recorded identity
     cache = tmp_path / "results"
     cache.mkdir()
     c = checker(tmp_path, runtime_cache=str(cache), valid_ids={"other"})
@@ -172,12 +252,11 @@ def test_previous_boot_only_skips_other_rules(tmp_path):
     assert c.classify(entry(bootId="old")).reason == L.PREVIOUS_BOOT
 
 
-def test_include_unknown_uses_file_time_and_lists(tmp_path):
+def test_include_unknown_uses_lists_not_file_time(tmp_path):
     bare = {"containerID": "h1", "ifname": "eth0", "meta": {}}
     c = checker(tmp_path, include_unknown=True)
-    v = c.classify(bare, mtime=BOOT_TIME - 5)
-    assert (v.state, v.reason) == (L.STRANDED, L.PREVIOUS_BOOT)
-    assert "file written" in v.detail
+    v = c.classify(bare, mtime=BOOT_TIME - 5)  # before this boot by the clock: proves nothing
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NO_METADATA)
     assert c.classify(bare, mtime=NOW - 5).reason == L.GRACE_PERIOD
     # written this boot, no evidence: still unknown, never released
     v = c.classify(bare, mtime=NOW - 3600)

@@ -55,7 +55,8 @@ def key(name, **labels):
 
 @pytest.fixture
 def prepared(tmp_path):
-    """ops-m1: dual stack, 10 + 16 addresses, 3 + 1 reserved, 2 stranded (netns gone, previous boot),
+    """ops-m1: dual stack, 10 + 16 addresses, 3 + 1 reserved, 1 stranded (previous boot), 1 unknown (a
+    vanished netns path with no recorded identity proves nothing),
     a GC pass recorded; ops-m2: a directory with no conf file."""
     data, conf = tmp_path / "data", tmp_path / "conf"
     data.mkdir()
@@ -96,11 +97,12 @@ def check_values(text):
     assert v[key("cni_ipam_network_reservations", network="ops-m2")] == 1
     assert v[key("cni_ipam_network_config_known", network="ops-m1")] == 1
     assert v[key("cni_ipam_network_config_known", network="ops-m2")] == 0
-    assert v[key("cni_ipam_stranded_reservations", network="ops-m1", reason="netns-gone")] == 1
+    assert v[key("cni_ipam_stranded_reservations", network="ops-m1", reason="netns-gone")] == 0
     assert v[key("cni_ipam_stranded_reservations", network="ops-m1", reason="previous-boot")] == 1
     assert v[key("cni_ipam_stranded_reservations", network="ops-m1", reason="netns-replaced")] == 0
     assert v[key("cni_ipam_reservations_liveness", network="ops-m1", state="live")] == 2
-    assert v[key("cni_ipam_reservations_liveness", network="ops-m1", state="stranded")] == 2
+    assert v[key("cni_ipam_reservations_liveness", network="ops-m1", state="stranded")] == 1
+    assert v[key("cni_ipam_reservations_liveness", network="ops-m1", state="unknown")] == 1
     assert v[key("cni_ipam_reservations_liveness", network="ops-m2", state="unknown")] == 1
     assert v[key("cni_ipam_gc_last_run_timestamp_seconds", network="ops-m1")] == 1700000900.0
     assert v[key("cni_ipam_gc_last_apply_timestamp_seconds", network="ops-m1")] == 1700000600.0

@@ -148,22 +148,23 @@ def test_ips_owner_pod_age_and_liveness(tmp_path):
     assert a["pod"] == {"namespace": "web", "name": "front-1", "uid": "u1"}
     assert a["createdFrom"] == "meta" and 7190 < a["ageSeconds"] < 7300
     assert (a["liveness"]["state"], a["liveness"]["reason"]) == ("live", "netns-alive")
-    assert res["10.63.0.3"]["liveness"]["reason"] == "netns-gone" and res["10.63.0.3"]["pod"] is None
+    # a vanished path with no recorded identity proves nothing (issue 11): unknown, kept
+    assert res["10.63.0.3"]["liveness"]["reason"] == "netns-no-identity" and res["10.63.0.3"]["pod"] is None
     assert res["10.63.0.4"]["liveness"]["reason"] == "previous-boot"
     assert (res["10.63.0.5"]["liveness"]["state"], res["10.63.0.5"]["liveness"]["reason"]) == ("live", "grace-period")
-    assert net["stranded"] == {"netns-gone": 1, "previous-boot": 1}
-    assert net["liveness"] == {"live": 2, "stranded": 2}
+    assert net["stranded"] == {"previous-boot": 1}
+    assert net["liveness"] == {"live": 2, "stranded": 1, "unknown": 1}
     # a shorter grace period judges the young one too
     _, doc = show_json(tmp_path, "--ips", "--grace", "1")
-    assert doc["networks"][0]["stranded"] == {"netns-gone": 2, "previous-boot": 1}
+    assert doc["networks"][0]["stranded"] == {"previous-boot": 1}
     # the table shows the same
     rc, out, _ = show("--data-dir", str(data), "--conf-dir", str(tmp_path / "conf"), "--ips")
     assert rc == 0
     line = next(ln for ln in out.splitlines() if ln.startswith("10.63.0.2 "))
     assert "web/front-1" in line and "2h" in line and "live/netns-alive" in line
-    assert "stranded/netns-gone" in next(ln for ln in out.splitlines() if ln.startswith("10.63.0.3 "))
+    assert "unknown/netns-no-identity" in next(ln for ln in out.splitlines() if ln.startswith("10.63.0.3 "))
     summary = next(ln for ln in out.splitlines() if ln.startswith("ops-ips "))
-    assert summary.split() == ["ops-ips", "0", "10.63.0.0/24", "253", "4", "249", "1.6%", "ok", "2"]
+    assert summary.split() == ["ops-ips", "0", "10.63.0.0/24", "253", "4", "249", "1.6%", "ok", "1"]
 
 
 def test_plugin_written_directory(tmp_path):
