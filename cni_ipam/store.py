@@ -855,7 +855,7 @@ class NetworkStore:
         marker = time.time_ns() - 1_000_000_000
         os.utime(self.dir_fd, ns=(st.st_atime_ns, marker))
         state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "snap": self._snap, "delta": self._delta}
-        self._replace(self._meta_fd, STATE_FILE, json.dumps(state, separators=(",", ":")).encode(), fsync=False)
+        self._replace(self._meta_fd, STATE_FILE, json.dumps(state).encode(), fsync=False)
         self._dirty = False
 
     def _write_snapshot(self) -> None:
@@ -887,7 +887,7 @@ class NetworkStore:
         if key not in self._saved_owners:
             self._saved_owners[key] = self._read_owner_raw(key)
         self._index_written = True
-        self._replace(self._owners_fd, key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), fsync=False)
+        self._replace(self._owners_fd, key, json.dumps(body, sort_keys=True).encode(), fsync=False)
 
     def _remove_owner_file(self, key: str) -> None:
         if key not in self._saved_owners:
