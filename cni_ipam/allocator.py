@@ -21,7 +21,7 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import List, Sequence, Tuple
+    from typing import Callable, List, Optional, Sequence, Tuple
 
     from cni_ipam.ranges import RangeSet
     from cni_ipam.store import NetworkStore
@@ -33,10 +33,13 @@ def allocate(
     requested: "Sequence[object]",
     cid: str,
     ifname: str,
+    reclaim: "Optional[Callable[[], bool]]" = None,
 ) -> "List[Tuple[object, object]]":
     """Reserve one address per range set; returns [(interface, gateway)] in range-set order.
 
-    On any error the store's rollback (run by its context manager) removes what was reserved here.
+    ``reclaim`` (the exhaustion heal) is called once, the first time a set has no free address;
+    when it released something, that set is tried again.  On any error the store's rollback (run
+    by its context manager) removes what was reserved here.
     """
     pending = list(dict.fromkeys(requested))
     held = None  # addresses (cid, ifname) already holds, looked up once when needed
@@ -67,11 +70,11 @@ def allocate(
                         f"{ip} has been allocated to {cid}, duplicate allocation is not allowed",
                         f"range set {idx}",
                     )
-            address, rng = None, None
-            for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
-                if store.reserve(candidate, cid, ifname):
-                    address, rng = candidate, candidate_range
-                    break
+            address, rng = _first_free(store, rset, idx, cid, ifname)
+            if address is None and reclaim is not None:
+                healed, reclaim = reclaim(), None
+                if healed:
+                    address, rng = _first_free(store, rset, idx, cid, ifname)
             if address is None:
                 raise CniError(RANGE_EXHAUSTED, f"no IP addresses available in range set: {rset}", f"range set {idx}")
         store.set_last_reserved(idx, address)
@@ -83,6 +86,13 @@ def allocate(
             "no range set contains them",
         )
     return out
+
+
+def _first_free(store: "NetworkStore", rset: "RangeSet", idx: int, cid: str, ifname: str) -> tuple:
+    for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
+        if store.reserve(candidate, cid, ifname):
+            return candidate, candidate_range
+    return None, None
 
 
 def _holder_detail(store: "NetworkStore", addr: object) -> str:

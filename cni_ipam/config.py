@@ -138,6 +138,36 @@ def lock_timeout_of(ipam: "Any") -> float:
     return float(value)
 
 
+def status_on_exhaustion_of(ipam: "Any") -> str:
+    """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
+    value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
+    if value is None:
+        return "ok"
+    if value not in ("ok", "fail"):
+        raise config_error("ipam.statusOnExhaustion", value, 'must be "ok" or "fail"')
+    return value
+
+
+def reclaim_on_exhaustion_of(ipam: "Any") -> bool:
+    """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
+    return _bool_key(ipam, "reclaimOnExhaustion", True)
+
+
+def pidns_is_node_of(ipam: "Any") -> bool:
+    """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
+    although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
+    return _bool_key(ipam, "pidnsIsNode", False)
+
+
+def _bool_key(ipam: "Any", key: str, default: bool) -> bool:
+    value = ipam.get(key) if isinstance(ipam, dict) else None
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise config_error(f"ipam.{key}", value, "must be true or false")
+    return value
+
+
 def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
     ipam = conf.get("ipam")
@@ -174,6 +204,9 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
         from cni_ipam.cluster.pool import parse_pool
 
         pool = parse_pool(ipam, range_sets)
+    status_on_exhaustion_of(ipam)
+    reclaim_on_exhaustion_of(ipam)
+    pidns_is_node_of(ipam)
 
     return IpamConfig(
         name=conf.get("name"),

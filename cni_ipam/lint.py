@@ -46,9 +46,11 @@ CONF_EXTENSIONS = (".conf", ".conflist", ".json")
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
 KNOWN_IPAM_KEYS = (
     "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
-    "resolvConf", "exclude", "lockTimeout", "podCidr", "pool",
+    "resolvConf", "exclude", "lockTimeout", "podCidr",
+    "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode", "pool",
 )
-CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr", "pool")  # pool: cluster pools (issue 12)
+CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr", "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode",
+                      "pool")  # pool: cluster pools (issue 12)
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS = 0, 1

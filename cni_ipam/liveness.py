@@ -69,7 +69,7 @@ import time
 
 from cni_ipam import nsscan
 from cni_ipam.proof import boot_proof, netns_identity
-from cni_ipam.store import BOOT_ID_PATH, META_DIR, NetworkStore, Reservation, owner_key, read_boot_id
+from cni_ipam.store import BOOT_ID_PATH, EMPTY, META_DIR, OPAQUE, OWNED, NetworkStore, Reservation, owner_key, read_boot_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,9 +94,12 @@ NETNS_NOT_NSFS = "netns-not-nsfs"
 NETNS_NO_IDENTITY = "netns-no-identity"
 NOT_IN_RUNTIME = "not-in-runtime"  # the runtime (cni_ipam.runtimes) does not know the container
 NO_METADATA = "no-metadata"
+EMPTY_FILE = "empty-file"
+FOREIGN_CONTENT = "foreign-content"
+NOT_A_FILE = "not-a-file"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME)
+STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME, EMPTY_FILE)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -531,10 +534,25 @@ def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
     checker.prescan(meta for _, meta, _, _ in rows if has_metadata(meta))
     out = []
     for res, meta, mtime, seen in rows:
-        verdict = checker._classify(res.container_id, res.ifname, meta, mtime, store.network, seen)
+        if res.kind != OWNED:  # empty, opaque or not a regular file (store.Reservation.kind)
+            verdict = _kind_verdict(res.kind, mtime, checker)
+        else:
+            verdict = checker._classify(res.container_id, res.ifname, meta, mtime, store.network, seen)
         out.append(Finding(store.network, res, meta, mtime, verdict, seen))
     out.sort(key=lambda f: (f.address.version, int(f.address)))
     return out
+
+
+def _kind_verdict(kind: str, mtime: "Optional[float]", checker: Checker) -> Verdict:
+    """An empty file (its writer was killed mid-write, host-local #498) is stranded after the grace
+    period; opaque content and non-regular entries are never judged: unknown, kept, reported."""
+    if kind == EMPTY:
+        if mtime is not None and checker.now - mtime < checker.grace:
+            return Verdict(LIVE, GRACE_PERIOD, f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)")
+        return Verdict(STRANDED, EMPTY_FILE, "empty reservation file: no owner, its writer was killed mid-write")
+    if kind == OPAQUE:
+        return Verdict(UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name")
+    return Verdict(UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown")
 
 
 def scan_network(data_dir: str, network: str, checker: "Optional[Checker]" = None, lock_timeout: float = 30.0) -> "List[Finding]":
@@ -569,8 +587,9 @@ def read_gc_stats(data_dir: str, network: str) -> dict:
 
 
 def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",
-                    released: int, errors: int, now: "Optional[float]" = None) -> dict:
-    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held."""
+                    released: int, errors: int, now: "Optional[float]" = None, log: "Optional[List[dict]]" = None) -> dict:
+    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held.
+    ``log``: one dict per released reservation, kept in ``releases`` (the last 100)."""
     now = time.time() if now is None else now
     stats = read_gc_stats(data_dir, network)
     stats.update(
@@ -586,6 +605,9 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
         stats["lastApply"] = round(now, 3)
         stats["lastReleased"] = int(released)
         stats["releasedTotal"] = int(stats.get("releasedTotal", 0)) + int(released)
+    if log:
+        previous = stats.get("releases") if isinstance(stats.get("releases"), list) else []
+        stats["releases"] = (previous + list(log))[-100:]
     path = gc_stats_path(data_dir, network)
     tmp = path + ".tmp"
     try:

@@ -7,7 +7,8 @@ naming the address, the interface and the namespace.
 
 The namespace is read with pyroute2, imported here only (the ADD/DEL path never loads it).  The
 check is skipped, not failed, when it cannot be made: pyroute2 is not installed, the namespace
-path does not exist or is not a namespace, or we may not enter it (not root).  pyroute2 is told
+path does not exist or is not a namespace, or we may not enter it (not root).  A path that is not a
+regular file (a namespace file is a regular nsfs file) is never opened: a FIFO would block.  pyroute2 is told
 never to create a namespace (its default ``flags`` would create a missing one).
 """
 
@@ -59,9 +60,14 @@ def interface_addresses(netns: str, ifname: str) -> "Optional[List]":
 def check_in_netns(netns: str, ifname: str, network: str, reserved: "Iterable") -> None:
     """Raise CHECK_FAILED when a reserved address is not on ``ifname`` in ``netns``."""
     import os
+    from stat import S_ISREG
 
-    if not netns or not os.path.exists(netns):
-        return  # nothing to enter: skip without loading pyroute2
+    try:
+        st = os.stat(netns) if netns else None
+    except OSError:
+        st = None
+    if st is None or not S_ISREG(st.st_mode):
+        return  # nothing to enter (a namespace file is a regular nsfs file; never open a FIFO): skip
     reserved = list(reserved)
     try:
         found = interface_addresses(netns, ifname)

@@ -28,9 +28,21 @@ def cmd_add(env: "CniEnv", conf: dict) -> dict:
 
             ips = pool.allocate(store, cfg, env.container_id, env.ifname)
         else:
-            ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname)
+            reclaim = _heal(store, config.pidns_is_node_of(cfg.ipam)) if config.reclaim_on_exhaustion_of(cfg.ipam) else None
+            ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname, reclaim)
         store.save_owner(env.container_id, env.ifname, [iface.ip for iface, _ in ips], attachment_meta(env, store))
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
+
+
+def _heal(store: NetworkStore, node_pidns: bool):
+    """The exhaustion heal for ``allocator.allocate``: True when it released something."""
+
+    def reclaim() -> bool:
+        from cni_ipam.heal import reclaim_stranded  # only when a range set is full
+
+        return bool(reclaim_stranded(store, node_pidns=node_pidns))
+
+    return reclaim
 
 
 def cmd_del(env: "CniEnv", conf: dict) -> None:

@@ -36,6 +36,26 @@ def _is_name(value: str) -> bool:
     return bool(value) and value[0] in _NAME_FIRST and not value.strip(_NAME_CHARS)
 
 
+def is_container_id(value: str) -> bool:
+    """True for a container ID libcni accepts (also used on IDs read back from disk)."""
+    return _is_name(value) and len(value) <= 1024
+
+
+def ifname_problem(value: str) -> str:
+    """Why ``value`` is not an interface name libcni accepts, or '' when it is one."""
+    if not value:
+        return "missing"
+    if len(value.encode("utf-8", "surrogateescape")) > 15:
+        return "too long"
+    if value in (".", ".."):
+        return "dot"
+    if any(c in "/:" or c.isspace() for c in value):
+        return "bad char"
+    if "\0" in value or any("\udc80" <= c <= "\udcff" for c in value):
+        return "not utf-8"
+    return ""
+
+
 _MAX_STDIN = 16 << 20
 
 
@@ -60,21 +80,22 @@ def version_tuple(version: str) -> tuple:
 def validate_container_id(value: str) -> None:
     if not value:
         raise CniError(INVALID_ENV, "required env variable CNI_CONTAINERID missing", "CNI_CONTAINERID")
-    if not _is_name(value) or len(value) > 1024:
+    if not is_container_id(value):
         raise CniError(INVALID_ENV, "invalid characters in CNI_CONTAINERID", value[:256])
 
 
 def validate_ifname(value: str) -> None:
     """As libcni's ValidateInterfaceName: 1-15 bytes, not . or .., no '/', ':' or whitespace."""
-    if not value:
+    problem = ifname_problem(value)
+    if problem == "missing":
         raise CniError(INVALID_ENV, "required env variable CNI_IFNAME missing", "CNI_IFNAME")
-    if len(value.encode("utf-8", "surrogateescape")) > 15:
+    if problem == "too long":
         raise CniError(INVALID_ENV, "interface name is too long (CNI_IFNAME, at most 15 bytes)", value[:64])
-    if value in (".", ".."):
+    if problem == "dot":
         raise CniError(INVALID_ENV, "interface name is . or .. (CNI_IFNAME)", value)
-    if any(c in "/:" or c.isspace() for c in value):
+    if problem == "bad char":
         raise CniError(INVALID_ENV, "interface name contains / or : or whitespace (CNI_IFNAME)", value)
-    if "\0" in value or any("\udc80" <= c <= "\udcff" for c in value):
+    if problem:
         raise CniError(INVALID_ENV, "interface name is not valid UTF-8 (CNI_IFNAME)", repr(value))
 
 
@@ -167,9 +188,13 @@ def run(environ: "Dict[str, str]", stdin: bytes) -> "Optional[dict]":
         from cni_ipam.plugin import cmd_check
 
         return cmd_check(env, conf)
-    from cni_ipam import gc  # GC and STATUS
+    if env.command == "STATUS":
+        from cni_ipam.status import cmd_status
 
-    return gc.cmd_gc(env, conf) if env.command == "GC" else gc.cmd_status(env, conf)
+        return cmd_status(env, conf)
+    from cni_ipam import gc
+
+    return gc.cmd_gc(env, conf)
 
 
 def _error_version(stdin: bytes) -> str:

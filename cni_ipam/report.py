@@ -27,7 +27,7 @@ import time
 
 from cni_ipam import config, options
 from cni_ipam.errors import CniError
-from cni_ipam.store import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner
+from cni_ipam.store import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner, read_entry
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,17 +165,12 @@ class Entry:
 
 
 def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
-    try:
-        fd = os.open(name, _O_READ, dir_fd=dir_fd)
-    except OSError:
+    """(content, mtime); never blocks or follows a link (``store.read_entry``).  Something that is not
+    a regular file (FIFO, device, directory) reads as empty: reserved, owner unknown."""
+    kind, data, st = read_entry(dir_fd, name)
+    if kind is None:
         return None, None
-    try:
-        st = os.fstat(fd)
-        return os.read(fd, 1 << 16), st.st_mtime
-    except OSError:
-        return None, None
-    finally:
-        os.close(fd)
+    return (data if data is not None else b""), (st.st_mtime if st is not None else None)
 
 
 def read_owner_index(path: str) -> "Dict[str, dict]":

@@ -10,22 +10,44 @@ Layout of ``<dataDir>/<network>/``:
   then fsync of the directory.
 * ``last_reserved_ip.<rangeSetIndex>`` - the round-robin cursor, replaced atomically.
 * ``.cni-ipam/`` - our own bookkeeping, which host-local never reads as a reservation:
-  ``owners/<containerID>:<ifname>`` (JSON: the addresses of that attachment and GC metadata),
-  ``state`` (a marker that says the owner index matches the directory) and ``tmp/``.
+  ``owners/<containerID>:<ifname>`` (JSON: the addresses of that attachment, the identity of each
+  file, ``seenBoot`` and GC metadata), ``state`` (a marker that says the owner index matches the
+  directory), ``files`` (the (inode, ctime) of every address-named entry at the last full scan)
+  and ``tmp/``.
+
+Nothing read from disk is trusted as a path or a type:
+
+* Address-named entries are ``lstat``-ed first and read only when they are regular files, opened
+  ``O_NONBLOCK|O_NOFOLLOW`` and checked again with ``fstat``: a FIFO, device, socket, directory or
+  symlink named like an address is *special* - reserved by someone unknown, never opened, never
+  released by us.
+* A reservation file's content is checked with the rules ``CNI_CONTAINERID`` and ``CNI_IFNAME``
+  obey (``protocol.is_container_id``/``ifname_problem``).  Content that fails is *opaque*: kept,
+  reported, never used to build a name.  Empty content (host-local killed mid-write) is *empty*.
+* An owner-index entry is believed only when it has exactly the expected shape (containerID and
+  ifname valid and matching its file name, ``ips`` a non-empty list of canonical addresses,
+  ``files`` giving [inode, ctime] for each of them, ``meta`` an object, ``seenBoot`` a string).
+  An entry that lies is discarded and the index rebuilt from the files.  Even a valid entry is
+  never believed without the file: every lookup re-reads the reservation's owner.
 
 Why an owner index: host-local reads every reservation file on each ADD and DEL (O(n)).  We keep an
-index by owner so ADD and DEL cost the same at 60,000 reservations as at none.  The index is
-trusted only while the network directory is exactly as we left it: after each change we set the
-directory's mtime to a marker one second in the past and record it.  Any create or unlink by someone
-else (host-local, an admin, a crash half-way) sets the mtime to "now" and the marker no longer
-matches.  The next call then catches up: it stats every entry but reads only the files whose ctime
-is newer than the marker (host-local never rewrites a reservation, it creates or removes them), so
-a host-local write costs us a directory scan, not a read of every file.  Two guards keep a clock
-step from hiding a file: the state records the wall time of our last change (a clock now behind it
-forces a rebuild) and the number of directory entries (more new entries than new ctimes forces a
-rebuild).  Without a usable state
-file (first use of a host-local directory, a new boot id after a power cut) the index is rebuilt
-from every reservation file, once.
+index by owner so ADD and DEL cost the same at 60,000 reservations as at none.
+
+When the index is trusted: after each change we set the directory's mtime to a marker and record it
+in ``state`` with the directory's inode and the boot id.  Any create or unlink by someone else
+(host-local, an admin, a crash half-way) sets the mtime to the kernel's "now", which is never the
+marker.  The next call then *catches up*: it lists the directory with the (inode, ctime) of every
+address-named entry and compares that set with the one recorded (``files`` plus the ``delta`` of
+our own changes kept in ``state``).  Only entries that are new or whose inode or ctime differ are
+read; nothing depends on the order of timestamps, so no clock step can hide a change (an inode
+number reused by a new file still has another ctime).  Without a usable state (first use of a
+host-local directory, a new boot id, a torn write) the index is rebuilt from every file, once.
+
+Metadata belongs to the exact file: an entry carries ``meta`` only for files our ADD linked.  When
+catch-up or a rebuild adopts a file someone else wrote (or one whose inode/ctime differ from those
+recorded), the entry loses its ``meta``.  ``seenBoot`` is the boot id under which the index first saw
+the entry's files; it survives a catch-up or rebuild while every file is the same (inode, ctime),
+and is the running boot's id for anything new or changed (never an older boot than the truth).
 """
 
 from __future__ import annotations
@@ -37,8 +59,10 @@ import json
 import os
 import stat
 import time
+from stat import S_ISREG
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
+from cni_ipam.protocol import ifname_problem, is_container_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,15 +72,25 @@ META_DIR = ".cni-ipam"
 OWNERS_DIR = "owners"
 TMP_DIR = "tmp"
 STATE_FILE = "state"
+FILES_FILE = "files"
 LOCK_FILE = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 LINE_BREAK = "\r\n"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-_STATE_VERSION = 1
+DIR_MODE = 0o755  # data and network directories (0700 for .cni-ipam and below), whatever the umask
+_STATE_VERSION = 2
+_DELTA_MAX = 128
+_ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name  # own changes kept in ``state`` before ``files`` is rewritten
 _RESERVE_TMP = "reserve"
 _WRITE_TMP = "write"
-_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# What an address-named entry of the network directory is (``Reservation.kind``).
+OWNED = "owned"  # a regular file naming a valid (containerID, ifname) or an ID-only owner
+EMPTY = "empty"  # a regular file with no content (host-local killed mid-write)
+OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, never used as a name
+SPECIAL = "special"  # not a regular file (FIFO, device, socket, directory, symlink) or unreadable
 
 
 class _LockTimeout(Exception):
@@ -86,16 +120,30 @@ def parse_ip_name(name: str):
     return addr if str(addr) == name else None
 
 
-def parse_owner(data: bytes) -> "Optional[Tuple[str, Optional[str]]]":
-    """(containerID, ifname) of a reservation file's content; ifname None for ID-only files."""
-    text = data.decode("utf-8", "replace").strip()
+def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
+    """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
+    None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return OPAQUE, None, None
     if not text:
-        return None
+        return EMPTY, None, None
     cid, sep, ifname = text.partition(LINE_BREAK)
-    return (cid.strip(), ifname if sep else None)
+    cid = cid.strip()
+    if not is_container_id(cid) or (sep and ifname_problem(ifname)):
+        return OPAQUE, None, None
+    return OWNED, cid, (ifname if sep else None)
+
+
+def parse_owner(data: bytes) -> "Optional[Tuple[str, Optional[str]]]":
+    """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
+    kind, cid, ifname = parse_content(data)
+    return (cid, ifname) if kind == OWNED else None
 
 
 def owner_key(cid: str, ifname: "Optional[str]") -> str:
+    """The owner-index file name of (cid, ifname); callers pass validated names only."""
     key = f"{cid}:{ifname or ''}"
     if len(key.encode()) > 200:  # keep file names under NAME_MAX whatever the ID length
         import hashlib
@@ -104,19 +152,117 @@ def owner_key(cid: str, ifname: "Optional[str]") -> str:
     return key
 
 
+def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "Tuple[Optional[str], Optional[bytes], Optional[os.stat_result]]":
+    """Read ``name`` without ever blocking or following a link: ("file", content, stat) for a regular
+    file, (SPECIAL, None, stat) for anything else that exists or cannot be read, (None, None, None)
+    when it does not exist.  The lstat comes first so a device is never opened."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None, None
+    except OSError:
+        return SPECIAL, None, None
+    if not S_ISREG(st.st_mode):
+        return SPECIAL, None, st
+    try:
+        fd = os.open(name, _O_READ, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, None, None
+    except OSError:
+        return SPECIAL, None, st
+    try:
+        fst = os.fstat(fd)
+        if not S_ISREG(fst.st_mode):  # swapped between the lstat and the open
+            return SPECIAL, None, fst
+        return "file", os.read(fd, limit), fst
+    except OSError:
+        return SPECIAL, None, st
+    finally:
+        os.close(fd)
+
+
+def _ident(st: "os.stat_result") -> list:
+    """A file's identity as owner entries record it: [inode, ctime_ns]."""
+    return [st.st_ino, st.st_ctime_ns]
+
+
+def _set_key(ident: list) -> str:
+    """The same identity as the recorded set (``files``, ``delta``) keeps it: "inode ctime_ns"."""
+    return f"{ident[0]} {ident[1]}"
+
+
+def _from_set_key(text: str) -> list:
+    ino, ctime = text.split(" ")
+    return [int(ino), int(ctime)]
+
+
+def valid_entry(entry: object, key: str) -> bool:
+    """Does an owner-index entry have exactly the shape we write (see the module docstring)?"""
+    if not isinstance(entry, dict):
+        return False
+    cid, ifname, ips, files = entry.get("containerID"), entry.get("ifname"), entry.get("ips"), entry.get("files")
+    if not isinstance(cid, str) or not is_container_id(cid):
+        return False
+    if ifname is not None and (not isinstance(ifname, str) or ifname_problem(ifname)):
+        return False
+    if owner_key(cid, ifname) != key or not isinstance(entry.get("meta"), dict) or not isinstance(entry.get("seenBoot"), str):
+        return False
+    if not isinstance(ips, list) or not ips or not isinstance(files, dict) or len(files) != len(ips):
+        return False
+    for ip in ips:
+        ident = files.get(ip) if isinstance(ip, str) else None
+        if (
+            not isinstance(ident, list)
+            or len(ident) != 2
+            or any(type(v) is not int for v in ident)
+            or parse_ip_name(ip) is None
+        ):
+            return False
+    return True
+
+
+def entry_meta(entry: "Optional[dict]", ip: str, st: "Optional[os.stat_result]") -> dict:
+    """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
+    entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
+    if not entry or st is None or entry["files"].get(ip) != _ident(st):
+        return {}
+    return entry["meta"]
+
+
 class Reservation:
-    """One reserved address as found on disk."""
+    """One address-named entry as found on disk; ``kind`` is OWNED, EMPTY, OPAQUE or SPECIAL and
+    ``container_id``/``ifname`` are set only for OWNED."""
 
-    __slots__ = ("address", "container_id", "ifname", "path")
+    __slots__ = ("address", "container_id", "ifname", "path", "kind", "ident")
 
-    def __init__(self, address, container_id: "Optional[str]", ifname: "Optional[str]", path: str) -> None:
+    def __init__(self, address, container_id: "Optional[str]", ifname: "Optional[str]", path: str,
+                 kind: str = OWNED, ident: "Optional[list]" = None) -> None:
         self.address = address
         self.container_id = container_id
         self.ifname = ifname
         self.path = path
+        self.kind = kind
+        self.ident = ident  # [inode, ctime_ns] when read
 
     def __repr__(self) -> str:
-        return f"Reservation({self.address}, {self.container_id!r}, {self.ifname!r})"
+        return f"Reservation({self.address}, {self.container_id!r}, {self.ifname!r}, {self.kind})"
+
+
+def makedirs(path: str, mode: int = DIR_MODE) -> None:
+    """``os.makedirs`` that gives every directory it creates ``mode`` (os.makedirs leaves the
+    parents to the umask: 0777 under umask 000).  The umask can only make them tighter."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
 
 
 class NetworkStore:
@@ -127,9 +273,10 @@ class NetworkStore:
             store.save_owner(cid, ifname, [addr], meta)
             store.set_last_reserved(0, addr)
 
-    Changes are made as the methods are called; ``commit()`` (called by ``__exit__`` when no
-    exception escaped) writes the cursors and the index marker.  ``rollback()`` (called when an
-    exception escaped) removes the reservation files this instance created and nothing else.
+    Reservations and releases happen as the methods are called; ``commit()`` (called by ``__exit__``
+    when no exception escaped) writes the owner entries of ``save_owner``, the cursors and the index
+    marker.  ``rollback()`` (called when an exception escaped) removes the reservation files this
+    instance created and nothing else.
     """
 
     def __init__(self, data_dir: str, network: str, lock_timeout: float = 30.0, create: bool = True) -> None:
@@ -147,12 +294,16 @@ class NetworkStore:
         self._dirty = False
         self._boot_id = ""
         self._created: "List[str]" = []  # reservation files made by this instance (for rollback)
-        self._saved_owners: "Dict[str, Optional[bytes]]" = {}  # owner entries before save_owner (rollback)
+        self._saved_owners: "Dict[str, Optional[bytes]]" = {}  # owner entries before this call wrote them
+        self._pending: "Dict[str, Tuple[str, str, List[str], dict]]" = {}  # save_owner, written at commit
         self._cursors: "Dict[int, str]" = {}
         self._reserve_tmp_owner: "Optional[str]" = None
         self._index_written = False  # an owner entry changed since open
         self.rebuilt_index = False  # True when this call rebuilt or caught up the owner index
-        self._entries = 0  # directory entries that may be reservations (see _is_entry)
+        self._snap = ""  # id of the ``files`` snapshot the state refers to
+        self._delta: "Dict[str, Optional[str]]" = {}  # our changes since that snapshot (name: set key)
+        self._delta_at_open: "Dict[str, Optional[str]]" = {}
+        self._scanned: "Optional[Dict[str, str]]" = None  # the whole set, when this call listed it
 
     # ----------------------------------------------------------------- open / lock / close
     def __enter__(self) -> "NetworkStore":
@@ -179,7 +330,7 @@ class NetworkStore:
     def _open(self) -> None:
         try:
             if self.create:
-                os.makedirs(self.data_dir, 0o755, exist_ok=True)
+                makedirs(self.data_dir)
             data_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if self.create:
@@ -190,7 +341,7 @@ class NetworkStore:
         try:
             if self.create:
                 try:
-                    os.mkdir(self.network, 0o755, dir_fd=data_fd)
+                    os.mkdir(self.network, DIR_MODE, dir_fd=data_fd)
                 except FileExistsError:
                     pass
             try:
@@ -207,7 +358,7 @@ class NetworkStore:
             os.close(data_fd)
         self.exists = True
         try:
-            self._lock_fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.dir_fd)
+            self._lock_fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600, dir_fd=self.dir_fd)
         except OSError as exc:
             raise self._io_error("open lock file", os.path.join(self.path, LOCK_FILE), exc) from None
         self._lock()
@@ -220,6 +371,8 @@ class NetworkStore:
             return
         except BlockingIOError:
             pass
+        except OSError as exc:
+            raise self._io_error("lock", os.path.join(self.path, LOCK_FILE), exc) from None
         import signal  # only when contended: the module builds enums on import (plugin start-up time)
 
         previous = signal.signal(signal.SIGALRM, _alarm)
@@ -243,7 +396,7 @@ class NetworkStore:
             self._owners_fd = _open_subdir(self._meta_fd, OWNERS_DIR)
             self._tmp_fd = _open_subdir(self._meta_fd, TMP_DIR)
             for name in os.listdir(self._tmp_fd):  # left by a process killed mid-write
-                os.unlink(name, dir_fd=self._tmp_fd)
+                _remove_junk(name, self._tmp_fd)
         except OSError as exc:
             raise self._io_error("prepare", os.path.join(self.path, META_DIR), exc) from None
 
@@ -265,98 +418,189 @@ class NetworkStore:
     def _check_index(self) -> None:
         """Trust, catch up or rebuild the owner index (see the module docstring)."""
         self._boot_id = read_boot_id()
+        state = self._read_json(self._meta_fd, STATE_FILE)
         try:
-            with open(STATE_FILE, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, dir_fd=self._meta_fd)) as fh:
-                state = json.loads(fh.read())
             st = os.fstat(self.dir_fd)
-        except (OSError, ValueError):
-            state = None
-        if not (
-            isinstance(state, dict)
-            and state.get("v") == _STATE_VERSION
-            and isinstance(state.get("mtime"), int)
-            and state.get("ino") == st.st_ino
-            and state.get("boot") == self._boot_id
-            and isinstance(state.get("entries"), int)
-        ):
+        except OSError as exc:
+            raise self._io_error("stat", self.path, exc) from None
+        if not _valid_state(state, st.st_ino, self._boot_id):
             self.rebuild_index()
-        elif state["mtime"] == st.st_mtime_ns:
-            self._entries = state["entries"]
-        elif time.time_ns() < state["mtime"]:
-            # The wall clock went back since our last change: ctimes cannot be trusted.
-            self.rebuild_index()
-        # The marker was set one second after our last change; anything created since then
-        # has a later ctime.  One more second of slack covers the kernel's coarse clock.
-        elif not self.catch_up(state["mtime"] - 1_000_000_000, state["entries"]):
+            return
+        self._snap = state["snap"]
+        self._delta = state["delta"]
+        self._delta_at_open = dict(self._delta)
+        if state["mtime"] != st.st_mtime_ns and not self.catch_up():
             self.rebuild_index()
 
-    def catch_up(self, since_ns: int, entries_then: int) -> bool:
-        """Index the reservation files created since ``since_ns`` (someone else wrote them).
-
-        Costs a stat of each directory entry but reads only the new files.  Entries whose files
-        someone else removed stay in the index: every lookup checks the reservation file's owner,
-        so they are never believed, and the owner's DEL (or a rebuild) drops them.  Returns False
-        (and changes nothing) when the directory grew by more entries than carry a new ctime: a
-        file was created with an older timestamp (a clock step), so only a rebuild is safe.
-        """
-        found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
-        total = recent = 0
+    def _scan_idents(self) -> "Dict[str, str]":
+        """{name: "inode ctime_ns"} of every entry that may be a reservation, whatever its type
+        (a cheap name filter: parsing 60,000 addresses would cost more than the stats)."""
+        out: "Dict[str, str]" = {}
         with os.scandir(self.dir_fd) as entries:
             for entry in entries:
                 name = entry.name
-                if not _is_entry(name):
+                if not name or name.strip(_ADDRESS_CHARS):  # lock, .cni-ipam, cursors, junk: never addresses
                     continue
-                total += 1
                 try:
-                    if entry.stat(follow_symlinks=False).st_ctime_ns < since_ns:
-                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    out[name] = f"{st.st_ino} {st.st_ctime_ns}"
                 except OSError:
                     continue
-                recent += 1
-                if parse_ip_name(name) is None:
-                    continue
-                data = self._read_file(self.dir_fd, name)
-                owner = parse_owner(data) if data is not None else None
-                if owner is not None:
-                    found.setdefault(owner_key(*owner), (owner[0], owner[1], []))[2].append(name)
-        if total - entries_then > recent:
+        return out
+
+    def catch_up(self) -> bool:
+        """Index what changed since the recorded set, whoever changed it and whatever the clocks say.
+
+        Lists the directory with (inode, ctime) and reads only the entries that are new or differ.
+        Returns False (having changed nothing) when the recorded set is unusable or an entry to
+        update does not have the shape we write: only a rebuild is safe then.
+        """
+        lines = self._snapshot_lines()
+        if lines is None:
             return False
-        self._entries = total
-        for key, (cid, ifname, ips) in found.items():
-            entry = self._read_owner_file(key) or {}
-            known = list(entry.get("ips", []))
-            if any(ip not in known for ip in ips):
-                self._write_owner_file(key, cid, ifname, known + [ip for ip in ips if ip not in known], entry.get("meta", {}))
+        current = self._scan_idents()
+        # Set arithmetic on "name inode ctime" lines (C speed): only the few names that differ
+        # from the snapshot, plus those our own delta touched, are looked at one by one.
+        new_lines = {f"{name} {ident}" for name, ident in current.items()}
+        old = dict(line.split(" ", 1) for line in lines - new_lines if " " in line)
+        differ = {line.split(" ", 1)[0] for line in new_lines - lines}.union(old, self._delta)
+        changes: "Dict[str, Optional[str]]" = {}
+        for name in differ:
+            expected = self._delta[name] if name in self._delta else old.get(name)
+            if current.get(name) != expected:
+                changes[name] = current.get(name)
+        found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        for name, ident in changes.items():
+            if ident is None or parse_ip_name(name) is None:
+                continue
+            kind, data, st = read_entry(self.dir_fd, name)
+            if kind != "file" or st is None:
+                continue
+            current[name] = _set_key(_ident(st))
+            owner_kind, cid, ifname = parse_content(data)
+            if owner_kind == OWNED:
+                found.setdefault(owner_key(cid, ifname), (cid, ifname, []))[2].append(name)
+        entries = {}
+        for key in found:
+            raw = self._read_owner_raw(key)
+            entry = _loads(raw)
+            if raw is not None and not valid_entry(entry, key):
+                return False
+            entries[key] = entry
+        for key, (cid, ifname, names) in found.items():
+            self._adopt(key, cid, ifname, names, entries[key], current)
+        # What changed goes into the delta: ``files`` (60,000 lines) is rewritten only when the
+        # delta grows past _DELTA_MAX, not on every foreign write.
+        for name in changes:
+            self._delta[name] = current.get(name)
+        if len(self._delta) > _DELTA_MAX:
+            self._new_snapshot(current)
+        self._delta_at_open = dict(self._delta)
         self._dirty = True
         self.rebuilt_index = True
         return True
 
+    def _snapshot_lines(self) -> "Optional[set]":
+        """The ``<name> <inode> <ctime_ns>`` lines of the ``files`` snapshot the state refers to, or
+        None when it is missing, not ours or unreadable."""
+        kind, data, _ = read_entry(self._meta_fd, FILES_FILE, 64 << 20)
+        if kind != "file":
+            return None
+        try:
+            head, _, body = data.decode("ascii").partition("\n")
+        except UnicodeDecodeError:
+            return None
+        if head != "snap " + self._snap:
+            return None
+        lines = set(body.split("\n"))
+        lines.discard("")
+        return lines  # a malformed line matches no entry: its name is read again, nothing is lost
+
+    def _recorded_set(self, base: "Optional[Dict[str, str]]" = None) -> "Optional[Dict[str, str]]":
+        """{name: "inode ctime"} as the index knows the directory: ``base`` (else the ``files``
+        snapshot the state refers to) with our delta applied; None when the snapshot is unusable.
+
+        ``files`` is text, not JSON (60,000 lines parse and print several times faster): a first
+        line ``snap <id>``, then one ``<name> <inode> <ctime_ns>`` line per entry."""
+        if base is None:
+            lines = self._snapshot_lines()
+            if lines is None:
+                return None
+            base = dict(line.split(" ", 1) for line in lines if " " in line)
+        for name, ident in self._delta.items():
+            if ident is None:
+                base.pop(name, None)
+            else:
+                base[name] = ident
+        return base
+
+    def _adopt(self, key: str, cid: str, ifname: "Optional[str]", names: "List[str]", entry: "Optional[dict]",
+               current: "Dict[str, list]") -> None:
+        """Add files someone else wrote to (cid, ifname)'s entry.  Addresses whose file is gone or
+        changed are dropped, and so is our metadata: it described other files."""
+        ips, files = [], {}
+        if entry is not None:
+            for ip in entry["ips"]:
+                if ip not in names and current.get(ip) == _set_key(entry["files"][ip]):
+                    ips.append(ip)
+                    files[ip] = entry["files"][ip]
+        for ip in names:
+            ips.append(ip)
+            files[ip] = _from_set_key(current[ip])
+        self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": ips, "files": files, "meta": {}, "seenBoot": self._boot_id})
+
     def rebuild_index(self) -> None:
-        """Make ``.cni-ipam/owners`` describe exactly the reservation files (one O(n) pass)."""
+        """Make ``.cni-ipam/owners`` describe exactly the reservation files (one O(n) pass).
+
+        An entry keeps its ``meta`` and ``seenBoot`` only while every file it is rebuilt from is the
+        very file it recorded (same inode and ctime); anything else starts afresh in this boot."""
+        current: "Dict[str, str]" = {}
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
-        self._entries = sum(1 for name in os.listdir(self.dir_fd) if _is_entry(name))
         for res in self._scan():
-            if res.container_id is None:
-                continue
-            key = owner_key(res.container_id, res.ifname)
-            found.setdefault(key, (res.container_id, res.ifname, []))[2].append(str(res.address))
-        for name in os.listdir(self._owners_fd):
-            entry = self._read_owner_file(name)
-            if name not in found:
-                os.unlink(name, dir_fd=self._owners_fd)
-                continue
-            cid, ifname, ips = found.pop(name)
-            if entry is None or sorted(entry.get("ips", [])) != sorted(ips):
-                meta = (entry or {}).get("meta", {})
-                self._write_owner_file(name, cid, ifname, ips, meta)
-        for name, (cid, ifname, ips) in found.items():
-            self._write_owner_file(name, cid, ifname, ips, {})
-        self._dirty = True
+            if res.ident is not None:
+                current[str(res.address)] = _set_key(res.ident)
+            if res.kind == OWNED and res.ident is not None:
+                found.setdefault(owner_key(res.container_id, res.ifname), (res.container_id, res.ifname, []))[2].append(str(res.address))
+        for key in os.listdir(self._owners_fd):
+            raw = self._read_owner_raw(key)
+            entry = _loads(raw)
+            group = found.pop(key, None)
+            if group is None or not valid_entry(entry, key):
+                if group is None:
+                    self._index_written = True
+                    _remove_junk(key, self._owners_fd)
+                    continue
+                entry = None
+            cid, ifname, names = group
+            files = {ip: _from_set_key(current[ip]) for ip in names}
+            same = entry is not None and all(entry["files"].get(ip) == files[ip] for ip in names)
+            body = {
+                "containerID": cid,
+                "ifname": ifname,
+                "ips": names,
+                "files": files,
+                "meta": entry["meta"] if same else {},
+                "seenBoot": entry["seenBoot"] if same else self._boot_id,
+            }
+            if body != entry:
+                self._write_owner_file(key, body)
+        for key, (cid, ifname, names) in found.items():
+            files = {ip: _from_set_key(current[ip]) for ip in names}
+            self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": names, "files": files, "meta": {}, "seenBoot": self._boot_id})
+        self._delta = {}
+        self._new_snapshot(current)
         self.rebuilt_index = True
+
+    def _new_snapshot(self, current: "Dict[str, str]") -> None:
+        """The whole set is known now: ``files`` is rewritten at commit and the delta starts empty."""
+        self._scanned = current
+        self._delta = {}
+        self._delta_at_open = {}
+        self._dirty = True
 
     # ----------------------------------------------------------------- reservations
     def reserve(self, addr, cid: str, ifname: str) -> bool:
-        """Reserve ``addr`` for (cid, ifname); False when someone already holds it."""
+        """Reserve ``addr`` for (cid, ifname); False when someone (or something) already holds it."""
         name = str(addr)
         owner = cid.strip() + LINE_BREAK + ifname
         try:
@@ -373,21 +617,14 @@ class NetworkStore:
         except OSError as exc:
             raise self._io_error("reserve", os.path.join(self.path, name), exc) from None
         self._created.append(name)
-        self._entries += 1
         self._dirty = True
         return True
 
     def holder(self, addr) -> "Optional[Tuple[str, Optional[str]]]":
-        """Who holds ``addr`` (containerID, ifname), or None when it is free or unreadable."""
-        data = self._read_file(self.dir_fd, str(addr))
-        return None if data is None else parse_owner(data)
-
-    def release(self, addr, cid: str, ifname: "Optional[str]") -> bool:
-        """Remove the reservation of ``addr`` if (and only if) it belongs to (cid, ifname)."""
-        owner = self.holder(addr)
-        if owner is None or owner[0] != cid.strip() or owner[1] not in (ifname, None):
-            return False
-        return self._unlink_reservation(str(addr))
+        """Who holds ``addr`` (containerID, ifname), or None when it is free, not a regular file,
+        empty or opaque."""
+        kind, data, _ = read_entry(self.dir_fd, str(addr))
+        return parse_owner(data) if kind == "file" else None
 
     def _unlink_reservation(self, name: str) -> bool:
         try:
@@ -396,65 +633,126 @@ class NetworkStore:
             return False
         except OSError as exc:
             raise self._io_error("release", os.path.join(self.path, name), exc) from None
-        self._entries -= 1
+        self._delta[name] = None
         self._dirty = True
         return True
 
-    def _held_by_owner(self, cid: str, ifname: str) -> "Iterator[Tuple[str, List[str]]]":
-        """(index key, addresses the reservation files confirm) for (cid, ifname) and for cid's
-        old ID-only reservations; index entries are never believed without the file."""
+    def _entry(self, key: str) -> "Optional[dict]":
+        """The owner entry ``key``; an entry that exists but lies makes us rebuild the index first."""
+        raw = self._read_owner_raw(key)
+        if raw is None:
+            return None
+        entry = _loads(raw)
+        if valid_entry(entry, key):
+            return entry
+        self.rebuild_index()
+        raw = self._read_owner_raw(key)
+        entry = _loads(raw)
+        return entry if valid_entry(entry, key) else None
+
+    def _held_by_owner(self, cid: str, ifname: str) -> "Iterator[Tuple[str, dict, List[str]]]":
+        """(index key, entry, addresses the reservation files confirm) for (cid, ifname) and for
+        cid's old ID-only reservations; index entries are never believed without the file."""
         for key, want_ifname in ((owner_key(cid, ifname), ifname), (owner_key(cid, None), None)):
-            entry = self._read_owner_file(key)
+            entry = self._entry(key)
             if entry is not None:
-                yield key, [ip for ip in entry.get("ips", []) if self.holder(ip) == (cid.strip(), want_ifname)]
+                yield key, entry, [ip for ip in entry["ips"] if self.holder(ip) == (cid.strip(), want_ifname)]
 
     def owned_by(self, cid: str, ifname: str) -> list:
         """Addresses held by (cid, ifname), including old ID-only reservations of cid."""
-        return [ipaddress.ip_address(ip) for _, held in self._held_by_owner(cid, ifname) for ip in held]
+        return [ipaddress.ip_address(ip) for _, _, held in self._held_by_owner(cid, ifname) for ip in held]
+
+    def owner_entry(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
+        """The valid owner-index entry of (cid, ifname) (with ``meta`` and ``seenBoot``), or None."""
+        return self._entry(owner_key(cid, ifname))
 
     def owner_meta(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
-        entry = self._read_owner_file(owner_key(cid, ifname))
-        return None if entry is None else entry.get("meta", {})
+        entry = self.owner_entry(cid, ifname)
+        return None if entry is None else entry["meta"]
 
     def save_owner(self, cid: str, ifname: str, addrs: list, meta: dict) -> None:
-        """Record (cid, ifname) as holding ``addrs`` in addition to what it already held."""
+        """Record (cid, ifname) as holding ``addrs`` (reserved by this call) in addition to what it
+        already held; written at commit, when the new files' identities are final."""
         key = owner_key(cid, ifname)
-        if key not in self._saved_owners:
-            self._saved_owners[key] = self._read_file(self._owners_fd, key)
-        entry = self._read_owner_file(key) or {}
-        ips = list(dict.fromkeys(list(entry.get("ips", [])) + [str(a) for a in addrs]))
-        merged = dict(entry.get("meta", {}))
+        prev = self._pending.get(key)
+        names = (prev[2] if prev else []) + [str(a) for a in addrs]
+        merged = dict(prev[3]) if prev else {}
         merged.update(meta)
-        self._write_owner_file(key, cid, ifname, ips, merged)
+        self._pending[key] = (cid, ifname, names, merged)
+
+    def _write_pending(self, idents: "Dict[str, list]") -> None:
+        for key, (cid, ifname, names, meta) in self._pending.items():
+            entry = self._entry(key)
+            ips, files = [], {}
+            foreign = False
+            if entry is not None:  # what it still holds from before this call
+                for ip in entry["ips"]:
+                    kind, data, st = read_entry(self.dir_fd, ip)
+                    if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname):
+                        ips.append(ip)
+                        files[ip] = _ident(st)
+                        foreign = foreign or st.st_ino != entry["files"][ip][0]  # another file now
+            # Our metadata describes the files we link; an entry that still holds a file someone
+            # else wrote (adopted, so without meta, or replaced since) keeps carrying none.
+            foreign = bool(ips) and (foreign or not entry["meta"])
+            old_meta = entry["meta"] if ips else {}
+            for ip in names:
+                if ip in idents:
+                    ips.append(ip)
+                    files[ip] = idents[ip]
+            if ips:
+                body = {"containerID": cid, "ifname": ifname, "ips": ips, "files": files,
+                        "meta": {} if foreign else dict(old_meta, **meta), "seenBoot": self._boot_id}
+                self._write_owner_file(key, body)
+        self._pending.clear()
 
     def release_owner(self, cid: str, ifname: str) -> list:
         """Release every address of (cid, ifname) and its ID-only reservations; returns them."""
         released = []
-        for key, held in self._held_by_owner(cid, ifname):
+        for key, _, held in self._held_by_owner(cid, ifname):
             released += [ipaddress.ip_address(ip) for ip in held if self._unlink_reservation(ip)]
             self._remove_owner_file(key)
         return released
 
     def release_reservation(self, res: Reservation) -> bool:
-        """Release one reservation found by ``reservations()`` (GC), keeping the index right."""
-        holder = self.holder(res.address)
-        if holder != (res.container_id, res.ifname) and not (res.container_id is None and holder is None):
+        """Release one reservation found by ``reservations()`` (GC), keeping the index right.
+
+        Only an OWNED or EMPTY file that is still the very file that was judged (same owner and
+        inode) is removed; opaque and special entries are never released by us."""
+        if res.kind not in (OWNED, EMPTY):
             return False
-        if not self._unlink_reservation(str(res.address)):
+        name = str(res.address)
+        kind, data, st = read_entry(self.dir_fd, name)
+        # Same inode: the file judged (the lock is held since; a sibling link's release changes
+        # the ctime, not the inode).
+        if kind != "file" or st is None or (res.ident is not None and st.st_ino != res.ident[0]):
             return False
-        if res.container_id is not None:
-            key = owner_key(res.container_id, res.ifname)
-            entry = self._read_owner_file(key)
+        now_kind, cid, ifname = parse_content(data)
+        if now_kind != res.kind or (cid, ifname) != (res.container_id, res.ifname):
+            return False
+        if not self._unlink_reservation(name):
+            return False
+        if res.kind == OWNED:
+            key = owner_key(cid, ifname)
+            entry = self._entry(key)
             if entry is not None:
-                rest = [ip for ip in entry.get("ips", []) if ip != str(res.address)]
+                rest = [ip for ip in entry["ips"] if ip != name]
                 if rest:
-                    self._write_owner_file(key, res.container_id, res.ifname, rest, entry.get("meta", {}))
+                    files = {ip: entry["files"][ip] for ip in rest}
+                    for ip in rest:  # a sibling linked to the same inode got a new ctime
+                        if files[ip][0] == st.st_ino:
+                            try:
+                                files[ip] = _ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
+                                self._delta[ip] = _set_key(files[ip])
+                            except OSError:
+                                pass
+                    self._write_owner_file(key, dict(entry, ips=rest, files=files))
                 else:
                     self._remove_owner_file(key)
         return True
 
     def reservations(self) -> "List[Reservation]":
-        """Every reservation file of the network (a full scan: for GC and reports, not ADD)."""
+        """Every address-named entry of the network (a full scan: for GC and reports, not ADD)."""
         return list(self._scan())
 
     def _scan(self) -> "Iterator[Reservation]":
@@ -462,20 +760,17 @@ class NetworkStore:
             addr = parse_ip_name(name)
             if addr is None:
                 continue
-            data = self._read_file(self.dir_fd, name)
-            if data is None:
-                continue
-            owner = parse_owner(data)
-            cid, ifname = owner if owner else (None, None)
-            yield Reservation(addr, cid, ifname, os.path.join(self.path, name))
+            res = read_reservation(self.dir_fd, name, addr, self.path)
+            if res is not None:
+                yield res
 
     # ----------------------------------------------------------------- cursors
     def last_reserved(self, range_id: int):
         pending = self._cursors.get(range_id)
         if pending is not None:
             return ipaddress.ip_address(pending)
-        data = self._read_file(self.dir_fd, f"{LAST_RESERVED_PREFIX}{range_id}")
-        if not data:
+        kind, data, _ = read_entry(self.dir_fd, f"{LAST_RESERVED_PREFIX}{range_id}", 256)
+        if kind != "file" or not data:
             return None
         try:
             return ipaddress.ip_address(data.decode("ascii", "replace").strip())
@@ -487,11 +782,11 @@ class NetworkStore:
         self._cursors[range_id] = str(addr)
 
     def meta_owner_entries(self) -> "Dict[str, dict]":
-        """Every owner index entry (for GC and reports)."""
+        """Every valid owner index entry (for GC and reports); entries that lie are left out."""
         out = {}
         for name in os.listdir(self._owners_fd):
-            entry = self._read_owner_file(name)
-            if entry is not None:
+            entry = _loads(self._read_owner_raw(name))
+            if valid_entry(entry, name):
                 out[name] = entry
         return out
 
@@ -535,8 +830,14 @@ class NetworkStore:
                 self._replace(self.dir_fd, f"{LAST_RESERVED_PREFIX}{range_id}", ip.encode(), fsync=False)
             self._cursors.clear()
             if self._reserve_tmp_owner is not None:
-                os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)
+                os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)  # changes the ctime of its links: stat after
                 self._reserve_tmp_owner = None
+            idents = {}
+            for name in self._created:
+                idents[name] = _ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+                self._delta[name] = _set_key(idents[name])
+            if self._pending:
+                self._write_pending(idents)
             if self._created:
                 os.fsync(self.dir_fd)  # the new reservation names are durable before we answer
             if self._dirty:
@@ -553,13 +854,13 @@ class NetworkStore:
         for name in self._created:
             try:
                 os.unlink(name, dir_fd=self.dir_fd)
-                self._entries -= 1
             except OSError:
                 pass
         self._created.clear()
         self._cursors.clear()
-        # Restore the owner entries this call wrote: catch_up never drops an entry, so a failed
-        # ADD would otherwise leave one behind for good (one file per retry on a full disk).
+        self._pending.clear()
+        # Restore the owner entries this call wrote (a failed commit): an entry must never name a
+        # file this call did not keep.
         for key, old in self._saved_owners.items():
             try:
                 if old is None:
@@ -572,37 +873,57 @@ class NetworkStore:
         try:
             if self._reserve_tmp_owner is not None:
                 os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)
-            if self._dirty and not self._index_written:
+            if self._dirty and not self._index_written and self._scanned is None:
                 # The directory holds what it held before plus nothing: the index is still right.
+                self._delta = self._delta_at_open
                 self._write_marker()
         except OSError:
-            pass  # the marker stays stale: the next call rebuilds the index
+            pass  # the marker stays stale: the next call catches up
 
     def _write_marker(self) -> None:
+        if self._scanned is not None or len(self._delta) > _DELTA_MAX:
+            self._write_snapshot()
         st = os.fstat(self.dir_fd)
         marker = time.time_ns() - 1_000_000_000
         os.utime(self.dir_fd, ns=(st.st_atime_ns, marker))
-        state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "entries": self._entries}
+        state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "snap": self._snap, "delta": self._delta}
         self._replace(self._meta_fd, STATE_FILE, json.dumps(state).encode(), fsync=False)
         self._dirty = False
 
-    # ----------------------------------------------------------------- file helpers
-    def _read_owner_file(self, key: str) -> "Optional[dict]":
-        data = self._read_file(self._owners_fd, key)
-        if data is None:
-            return None
-        try:
-            entry = json.loads(data)
-        except ValueError:
-            return None
-        return entry if isinstance(entry, dict) else None
+    def _write_snapshot(self) -> None:
+        """Rewrite ``files``: the set listed by this call (plus its own changes since), or the old
+        snapshot with the delta folded in."""
+        files = self._recorded_set(self._scanned)
+        if files is None:
+            self._snap = ""  # unusable: the next catch-up falls back to a rebuild
+            self._delta = {}
+            return
+        self._snap = os.urandom(8).hex()
+        body = "".join([f"snap {self._snap}\n"] + [f"{name} {ident}\n" for name, ident in files.items()])
+        self._replace(self._meta_fd, FILES_FILE, body.encode("ascii"), fsync=False)
+        self._delta = {}
+        self._scanned = None
 
-    def _write_owner_file(self, key: str, cid: str, ifname: "Optional[str]", ips: list, meta: dict) -> None:
-        body = {"containerID": cid, "ifname": ifname, "ips": ips, "meta": meta}
+    # ----------------------------------------------------------------- file helpers
+    def _read_owner_raw(self, key: str) -> "Optional[bytes]":
+        kind, data, _ = read_entry(self._owners_fd, key)
+        if kind is None:
+            return None
+        return data if data is not None else b""  # something that is not a file: never believed
+
+    def _read_json(self, dir_fd: int, name: str, limit: int = 1 << 20) -> object:
+        kind, data, _ = read_entry(dir_fd, name, limit)
+        return _loads(data) if kind == "file" else None
+
+    def _write_owner_file(self, key: str, body: dict) -> None:
+        if key not in self._saved_owners:
+            self._saved_owners[key] = self._read_owner_raw(key)
         self._index_written = True
         self._replace(self._owners_fd, key, json.dumps(body, sort_keys=True).encode(), fsync=False)
 
     def _remove_owner_file(self, key: str) -> None:
+        if key not in self._saved_owners:
+            self._saved_owners[key] = self._read_owner_raw(key)
         try:
             os.unlink(key, dir_fd=self._owners_fd)
             self._index_written = True
@@ -610,19 +931,6 @@ class NetworkStore:
             pass
         except OSError as exc:
             raise self._io_error("remove owner entry", os.path.join(self.path, META_DIR, OWNERS_DIR, key), exc) from None
-
-    @staticmethod
-    def _read_file(dir_fd: int, name: str) -> "Optional[bytes]":
-        try:
-            fd = os.open(name, _O_READ, dir_fd=dir_fd)
-        except OSError:
-            return None
-        try:
-            return os.read(fd, 1 << 16)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
     def _write_tmp(self, name: str, data: bytes, fsync: bool) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._tmp_fd)
@@ -643,7 +951,11 @@ class NetworkStore:
         try:
             self._write_tmp(_WRITE_TMP, data, fsync)
             try:
-                os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
+                try:
+                    os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
+                except IsADirectoryError:  # an (empty) directory planted under our name
+                    _remove_junk(name, dir_fd)
+                    os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
             except OSError:
                 _unlink_quietly(_WRITE_TMP, self._tmp_fd)
                 raise
@@ -655,6 +967,46 @@ class NetworkStore:
         return CniError(IO_FAILURE, f"cannot {what} {path}: {reason}", path)
 
 
+def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> "Optional[Reservation]":
+    """The Reservation of the address-named entry ``name`` (None when it vanished)."""
+    kind, data, st = read_entry(dir_fd, name)
+    if kind is None:
+        return None
+    ident = _ident(st) if st is not None else None
+    path = os.path.join(dir_path, name)
+    if kind != "file":
+        return Reservation(addr, None, None, path, SPECIAL, ident)
+    owner_kind, cid, ifname = parse_content(data)
+    return Reservation(addr, cid, ifname, path, owner_kind, ident)
+
+
+def _valid_state(state: object, dir_ino: int, boot: str) -> bool:
+    if not (
+        isinstance(state, dict)
+        and state.get("v") == _STATE_VERSION
+        and type(state.get("mtime")) is int
+        and state.get("ino") == dir_ino
+        and state.get("boot") == boot
+        and isinstance(state.get("snap"), str)
+        and state["snap"]
+        and isinstance(state.get("delta"), dict)
+    ):
+        return False
+    for name, ident in state["delta"].items():
+        if not name or name.strip(_ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
+            return False
+    return True
+
+
+def _loads(data: "Optional[bytes]") -> object:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _unlink_quietly(name: str, dir_fd: int) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
@@ -662,9 +1014,17 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
         pass
 
 
-def _is_entry(name: str) -> bool:
-    """Could ``name`` be a reservation?  (.cni-ipam, lock and last_reserved_ip.* cannot.)"""
-    return name[:1] not in ("", ".", "l")
+def _remove_junk(name: str, dir_fd: int) -> None:
+    """Remove a leftover of ours; a directory planted there is removed when empty, else left."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except (IsADirectoryError, PermissionError):
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+    except FileNotFoundError:
+        pass
 
 
 def _open_subdir(parent_fd: int, name: str) -> int:
@@ -673,3 +1033,114 @@ def _open_subdir(parent_fd: int, name: str) -> int:
     except FileExistsError:
         pass
     return os.open(name, _O_DIR, dir_fd=parent_fd)
+
+
+# ---------------------------------------------------------------------- lock-free checks (STATUS)
+def usable_problem(data_dir: str, network: str) -> str:
+    """Why an ADD could not use ``<data_dir>/<network>`` now, or '' when it could.
+
+    The same walk as ``NetworkStore._open`` (the data directory followed as host-local does, then
+    every level below by dir fd with ``O_NOFOLLOW``), without the lock and creating nothing but a
+    probe file in ``.cni-ipam/tmp`` (which never changes the network directory's mtime, so the
+    index marker stays valid).  What does not exist yet must be creatable."""
+    try:
+        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _creatable(data_dir)
+    except OSError as exc:
+        return f"cannot open {data_dir}: {exc.strerror or exc}"
+    fds = [data_fd]
+    path = data_dir
+    try:
+        for name in (network, META_DIR, TMP_DIR):
+            parent_path, path = path, os.path.join(path, name)
+            try:
+                fds.append(os.open(name, _O_DIR, dir_fd=fds[-1]))
+            except FileNotFoundError:  # ADD creates it (and what lies below it) here
+                return _dir_problem(fds[-1], parent_path)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    return f"{path} is not a directory (a symlink or a file is in the way)"
+                return f"cannot open {path}: {exc.strerror or exc}"
+            if name == network:
+                try:
+                    st = os.stat(LOCK_FILE, dir_fd=fds[-1], follow_symlinks=False)
+                    if not S_ISREG(st.st_mode) and not _stat_is_fifo(st):
+                        return f"{os.path.join(path, LOCK_FILE)} is not a regular file"
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    return f"cannot stat {os.path.join(path, LOCK_FILE)}: {exc.strerror or exc}"
+            if name == META_DIR:
+                try:
+                    st = os.stat(OWNERS_DIR, dir_fd=fds[-1], follow_symlinks=False)
+                    if not _stat_is_dir(st):
+                        return f"{os.path.join(path, OWNERS_DIR)} is not a directory (a symlink or a file is in the way)"
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    return f"cannot stat {os.path.join(path, OWNERS_DIR)}: {exc.strerror or exc}"
+        probe = f".status-probe.{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                _unlink_quietly(probe, fds[-1])  # an ADD opening the store may have cleaned tmp/ already
+        except OSError as exc:
+            return f"cannot create a file in {path}: {exc.strerror or exc}"
+        return ""
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def reserved_names(data_dir: str, network: str) -> "List[str]":
+    """Address-named entries of a network directory, by name only (no lock, no reads, no links
+    followed); [] when the directory does not exist."""
+    try:
+        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        fd = os.open(network, _O_DIR, dir_fd=data_fd)
+    except OSError:
+        return []
+    finally:
+        os.close(data_fd)
+    try:
+        return [name for name in os.listdir(fd) if parse_ip_name(name) is not None]
+    finally:
+        os.close(fd)
+
+
+def _stat_is_dir(st: "os.stat_result") -> bool:
+    from stat import S_ISDIR
+
+    return S_ISDIR(st.st_mode)
+
+
+def _stat_is_fifo(st: "os.stat_result") -> bool:
+    from stat import S_ISFIFO
+
+    return S_ISFIFO(st.st_mode)
+
+
+def _dir_problem(dir_fd: int, path: str) -> str:
+    """'' when we may create entries in the open directory ``dir_fd`` (read-only mounts included)."""
+    return "" if os.access(".", os.W_OK | os.X_OK, dir_fd=dir_fd) else f"cannot create entries in {path}: not writable"
+
+
+def _creatable(path: str) -> str:
+    """'' when ``makedirs(path)`` could succeed: the nearest existing ancestor is a writable directory."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"cannot create directories in {path}: not writable"
+    return ""

@@ -316,8 +316,10 @@ def prefill(data_dir, count, ns_path):
             fh.write(f"{cid}\r\neth0")
         meta = {"created": created, "bootId": "previous-boot" if i % 2 == 0 else boot,
                 "netns": ns_path, "netnsDev": st.st_dev, "netnsIno": st.st_ino}
+        fst = os.stat(os.path.join(net, ip))  # the store believes meta only for the file it names
         with open(os.path.join(owners, owner_key(cid, "eth0")), "w") as fh:
-            json.dump({"containerID": cid, "ifname": "eth0", "ips": [ip], "meta": meta}, fh, sort_keys=True)
+            json.dump({"containerID": cid, "ifname": "eth0", "ips": [ip], "meta": meta, "seenBoot": boot,
+                       "files": {ip: [fst.st_ino, fst.st_ctime_ns]}}, fh, sort_keys=True)
     with NetworkStore(str(data_dir), NET):  # index check once, so the timings measure GC only
         pass
 

@@ -173,6 +173,7 @@ def test_status_ok_on_a_fresh_network(tmp_path):
 
 def test_status_exhausted_then_recovers(tmp_path):
     c = conf(tmp_path, subnet="10.20.0.0/29")  # .2 .. .6 usable (gateway .1)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
     for i in range(5):
         add(c, f"c{i}")
     rc, out = call("STATUS", c)
@@ -184,6 +185,7 @@ def test_status_exhausted_then_recovers(tmp_path):
 
 def test_status_counts_only_allocatable_addresses(tmp_path):
     c = conf(tmp_path, subnet="10.20.0.0/29")
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
     c["ipam"]["exclude"] = ["10.20.0.6"]
     for i in range(4):
         add(c, f"c{i}")
@@ -194,6 +196,7 @@ def test_status_counts_only_allocatable_addresses(tmp_path):
 
 def test_status_one_full_range_set_of_two(tmp_path):
     c = conf(tmp_path)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
     del c["ipam"]["subnet"]
     c["ipam"]["ranges"] = [[{"subnet": "10.20.0.0/30"}], [{"subnet": "fd00:20::/64"}]]
     add(c, "c1")  # the /30 has one usable address

@@ -303,7 +303,9 @@ def _prefill(data_dir):
     (data_dir / "net1" / "10.1.0.4").write_text("legacy")
 
 
-def test_scan_network_joins_metadata_and_sorts(tmp_path):
+def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
+    # the store records seenBoot with the kernel's boot id: make it the checker's simulated one
+    monkeypatch.setattr("cni_ipam.store.read_boot_id", lambda path=None: BOOT)
     _prefill(tmp_path)
     found = L.scan_network(str(tmp_path), "net1", checker(tmp_path))
     assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]

@@ -230,3 +230,15 @@ def test_the_doc_error_table_matches_errors_py():
     documented = {name: int(code) for code, name in rows}
     defined = {k: v for k, v in vars(errors).items() if k.isupper() and isinstance(v, int)}
     assert documented == defined
+
+
+def test_name_rules_shared_with_the_store():
+    """The predicates the store applies to contents read from disk (issue 11 item 4)."""
+    from cni_ipam.protocol import ifname_problem, is_container_id
+
+    assert is_container_id("abc-1.2_3") and not is_container_id("") and not is_container_id("a" * 1025)
+    for bad in ("../x", "/etc/passwd", "..", "a/b", "a\0b", " a", "-a"):
+        assert not is_container_id(bad), bad
+    assert ifname_problem("eth0") == ""
+    for bad in ("", ".", "..", "a/b", "a:b", "a b", "a\0b", "x" * 16, "\udcff"):
+        assert ifname_problem(bad), repr(bad)

@@ -12,7 +12,7 @@ import pytest
 from cni_ipam import plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.protocol import CniEnv
-from cni_ipam.store import NetworkStore, owner_key, parse_ip_name, parse_owner
+from cni_ipam.store import NetworkStore, owner_key, parse_ip_name, parse_owner, read_boot_id
 
 IP = ipaddress.ip_address
 NET = "core-store"
@@ -79,7 +79,7 @@ def test_no_temp_files_left(tmp_path):
     d = netdir(tmp_path)
     assert sorted(os.listdir(d)) == [".cni-ipam", "10.0.0.5", "10.0.0.6", "last_reserved_ip.0", "lock"]
     assert os.listdir(d / ".cni-ipam" / "tmp") == []
-    assert sorted(os.listdir(d / ".cni-ipam")) == ["owners", "state", "tmp"]
+    assert sorted(os.listdir(d / ".cni-ipam")) == ["files", "owners", "state", "tmp"]
     # rollback leaves none either
     with pytest.raises(RuntimeError):
         with store(tmp_path) as s:
@@ -216,7 +216,9 @@ def test_new_boot_forces_rebuild(tmp_path):
 def test_owner_index_entries(tmp_path):
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
     entry = json.loads((netdir(tmp_path) / ".cni-ipam" / "owners" / owner_key("c1", "eth0")).read_text())
-    assert entry == {"containerID": "c1", "ifname": "eth0", "ips": ["10.0.0.5"], "meta": {"created": 1}}
+    st = os.stat(netdir(tmp_path) / "10.0.0.5")
+    assert entry == {"containerID": "c1", "ifname": "eth0", "ips": ["10.0.0.5"], "meta": {"created": 1},
+                     "files": {"10.0.0.5": [st.st_ino, st.st_ctime_ns]}, "seenBoot": read_boot_id()}
     assert owner_key("x" * 300, "eth0").startswith("sha256-")
 
 
@@ -282,18 +284,6 @@ def test_parse_helpers():
         assert parse_ip_name(name) is None, name
 
 
-def test_catch_up_refuses_when_more_files_appeared_than_carry_a_new_ctime(tmp_path):
-    """A file created with an old timestamp (clock stepped back) is not missed: catch-up declines
-    and the caller rebuilds."""
-    reserve(tmp_path, "10.0.0.5")
-    (netdir(tmp_path) / "10.0.0.9").write_bytes(b"hl-cid\r\neth0")
-    with store(tmp_path) as s:
-        future = time.time_ns() + 60_000_000_000  # as if every ctime were older than the marker
-        assert s.catch_up(future, 1) is False  # 2 entries now, 1 then, none recent
-        assert s.catch_up(future, 2) is True  # nothing unexplained
-        assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]  # the open already indexed it
-
-
 def test_clock_step_back_forces_a_rebuild(tmp_path):
     reserve(tmp_path, "10.0.0.5")
     state_path = netdir(tmp_path) / ".cni-ipam" / "state"
@@ -306,4 +296,221 @@ def test_clock_step_back_forces_a_rebuild(tmp_path):
     with store(tmp_path) as s:
         assert s.rebuilt_index
         assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
-    assert json.loads(state_path.read_text())["entries"] == 2
+
+
+# ---------------------------------------------------------------------- issue 11: hostile disks
+def owner_file(tmp_path, cid="c1", ifname="eth0"):
+    return netdir(tmp_path) / ".cni-ipam" / "owners" / owner_key(cid, ifname)
+
+
+def test_catch_up_does_not_trust_the_clock(tmp_path):
+    """Issue 11 item 7: a foreign DEL + ADD whose ctimes are older than our marker (the clock was
+    behind, then stepped forward) is still seen: catch-up compares (name, inode, ctime), not times."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    d = netdir(tmp_path)
+    os.unlink(d / "10.0.0.5")  # host-local DEL of c1/eth0
+    (d / "10.0.0.6").write_bytes(b"c1\r\neth0")  # host-local ADD of c1/eth0: same entry count
+    time.sleep(2.2)
+    state_path = d / ".cni-ipam" / "state"
+    state = json.loads(state_path.read_text())
+    state["mtime"] = time.time_ns() - 50_000_000  # marker after both ctimes (+1 s slack), not in the future
+    state_path.write_text(json.dumps(state))
+    with store(tmp_path) as s:
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.6")]
+        assert s.owner_meta("c1", "eth0") == {}  # adopted: our metadata described the old file
+        assert s.release_owner("c1", "eth0") == [IP("10.0.0.6")]
+    assert not (d / "10.0.0.6").exists()
+
+
+def test_catch_up_sees_a_file_replaced_under_the_same_name(tmp_path):
+    """Item 3 at the store: same name, same owner, another file -> the entry loses our metadata."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    d = netdir(tmp_path)
+    os.unlink(d / "10.0.0.5")
+    (d / "10.0.0.5").write_bytes(b"c1\r\neth0")
+    with store(tmp_path) as s:
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+        entry = s.owner_entry("c1", "eth0")
+    st = os.stat(d / "10.0.0.5")
+    assert entry["meta"] == {} and entry["files"] == {"10.0.0.5": [st.st_ino, st.st_ctime_ns]}
+
+
+def test_catch_up_reads_only_what_changed(tmp_path):
+    for i in range(2, 40):
+        reserve(tmp_path, f"10.0.0.{i}", f"c{i}", "eth0")
+    d = netdir(tmp_path)
+    os.chmod(d / "10.0.0.7", 0o000)  # unreadable by nobody but root; changes its ctime only
+    (d / "10.0.0.99").write_bytes(b"hl\r\neth0")
+    with store(tmp_path) as s:
+        assert s.rebuilt_index
+        assert s.owned_by("hl", "eth0") == [IP("10.0.0.99")]
+        assert s.owner_meta("c3", "eth0") == {"created": 1}  # untouched files keep their metadata
+        assert s.owner_meta("c7", "eth0") == {}  # its inode changed (ctime): no longer provably ours
+
+
+@pytest.mark.parametrize("content", [b"../../outside\r\neth0", b"/etc/passwd", b"..", b"c1\r\n../x", b"a\0b\r\neth0",
+                                     b"c1\r\neth0/../x", b"\xff\xfe", b"c" * 2000])
+def test_invalid_contents_are_opaque_and_never_a_name(tmp_path, content):
+    """Item 4: content that is not a valid owner is kept and reported, never used to build a name."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    d = netdir(tmp_path)
+    (d / "10.0.0.9").write_bytes(content)
+    (d / ".cni-ipam" / "state").unlink()  # force a full rebuild too
+    with store(tmp_path) as s:
+        found = {str(r.address): r for r in s.reservations()}
+        assert found["10.0.0.9"].kind == "opaque" and found["10.0.0.9"].container_id is None
+        assert s.holder(IP("10.0.0.9")) is None
+        assert not s.release_reservation(found["10.0.0.9"])
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+        assert not s.reserve(IP("10.0.0.9"), "c2", "eth0")  # still taken
+    assert (d / "10.0.0.9").read_bytes() == content
+    assert sorted(os.listdir(d / ".cni-ipam" / "owners")) == [owner_key("c1", "eth0")]
+    assert sorted(os.listdir(tmp_path)) == [NET]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir"])
+def test_non_regular_entries_are_never_opened_and_never_released(tmp_path, kind):
+    """Item 6: a FIFO or directory named like an address is reserved by someone unknown."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    d = netdir(tmp_path)
+    path = d / "10.0.0.6"
+    os.mkfifo(path) if kind == "fifo" else os.mkdir(path)
+    for name in ("state", "files"):  # the bookkeeping files too
+        (d / ".cni-ipam" / name).unlink()
+        os.mkfifo(d / ".cni-ipam" / name) if kind == "fifo" else os.mkdir(d / ".cni-ipam" / name)
+    os.mkfifo(d / ".cni-ipam" / "owners" / "c9:eth0") if kind == "fifo" else os.mkdir(d / ".cni-ipam" / "owners" / "c9:eth0")
+    with store(tmp_path) as s:
+        found = {str(r.address): r for r in s.reservations()}
+        assert found["10.0.0.6"].kind == "special"
+        assert not s.release_reservation(found["10.0.0.6"])
+        assert not s.reserve(IP("10.0.0.6"), "c2", "eth0")
+        assert s.owned_by("c9", "eth0") == []
+        assert s.release_owner("c1", "eth0") == [IP("10.0.0.5")]
+    assert path.exists()
+
+
+@pytest.mark.parametrize("lie", [None, "10.0.0.5", {"10.0.0.5": 1}, [5], ["10.0.0.05"], []])
+def test_an_owner_entry_that_lies_is_rebuilt_from_the_files(tmp_path, lie):
+    """Item 8: ``"ips": null`` or a wrong type is discarded; the index is rebuilt from the files."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    path = owner_file(tmp_path)
+    entry = json.loads(path.read_text())
+    entry["ips"] = lie
+    path.write_text(json.dumps(entry))
+    with store(tmp_path) as s:  # the marker still says "current": the lie is found on use
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+        assert not s.reserve(IP("10.0.0.5"), "c2", "eth0")
+    with store(tmp_path) as s:
+        assert s.release_owner("c1", "eth0") == [IP("10.0.0.5")]
+    assert not (netdir(tmp_path) / "10.0.0.5").exists()
+
+
+def test_an_owner_entry_of_the_wrong_owner_is_not_believed(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    path = owner_file(tmp_path)
+    entry = json.loads(path.read_text())
+    entry["containerID"] = "c2"  # does not match its file name
+    path.write_text(json.dumps(entry))
+    with store(tmp_path) as s:
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
+        assert s.owner_entry("c1", "eth0")["containerID"] == "c1"
+
+
+def test_seen_boot_survives_a_rebuild_only_for_the_same_file(tmp_path):
+    """Item 9 (store side): ``seenBoot`` is kept across a rebuild while the file is the same file."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    reserve(tmp_path, "10.0.0.6", "c2", "eth0")
+    d = netdir(tmp_path)
+    for cid in ("c1", "c2"):
+        entry = json.loads(owner_file(tmp_path, cid).read_text())
+        assert entry["seenBoot"] == read_boot_id()
+        entry["seenBoot"] = "an-older-boot"
+        owner_file(tmp_path, cid).write_text(json.dumps(entry))
+    os.unlink(d / "10.0.0.6")
+    (d / "10.0.0.6").write_bytes(b"c2\r\neth0")  # another file for c2
+    (d / ".cni-ipam" / "state").unlink()  # state lost: full rebuild
+    with store(tmp_path) as s:
+        assert s.owner_entry("c1", "eth0")["seenBoot"] == "an-older-boot"
+        assert s.owner_entry("c1", "eth0")["meta"] == {"created": 1}
+        assert s.owner_entry("c2", "eth0")["seenBoot"] == read_boot_id()
+        assert s.owner_entry("c2", "eth0")["meta"] == {}
+    owner_file(tmp_path, "c1").unlink()  # the index entry is lost: never invent an older boot
+    (d / ".cni-ipam" / "state").unlink()
+    with store(tmp_path) as s:
+        assert s.owner_entry("c1", "eth0") == {
+            "containerID": "c1", "ifname": "eth0", "ips": ["10.0.0.5"], "meta": {}, "seenBoot": read_boot_id(),
+            "files": {"10.0.0.5": [os.stat(d / "10.0.0.5").st_ino, os.stat(d / "10.0.0.5").st_ctime_ns]},
+        }
+
+
+def test_seen_boot_is_recorded_on_adopted_entries(tmp_path):
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    (netdir(tmp_path) / "10.0.0.9").write_bytes(b"hl\r\neth0")
+    with store(tmp_path) as s:
+        entry = s.owner_entry("hl", "eth0")
+    assert entry["seenBoot"] == read_boot_id() and entry["meta"] == {}
+
+
+def test_empty_files_are_reported_and_releasable(tmp_path):
+    """Item 10 (store side): an empty file is EMPTY; GC may release it, only while still empty."""
+    reserve(tmp_path, "10.0.0.5", "c1", "eth0")
+    d = netdir(tmp_path)
+    (d / "10.0.0.8").write_bytes(b"")
+    (d / "10.0.0.9").write_bytes(b"  \r\n")
+    with store(tmp_path) as s:
+        found = {str(r.address): r for r in s.reservations()}
+        assert found["10.0.0.8"].kind == found["10.0.0.9"].kind == "empty"
+        (d / "10.0.0.9").write_bytes(b"late\r\neth0")  # host-local finished writing meanwhile
+        assert s.release_reservation(found["10.0.0.8"])
+        assert not s.release_reservation(found["10.0.0.9"])
+    assert not (d / "10.0.0.8").exists() and (d / "10.0.0.9").exists()
+
+
+def test_directories_are_0755_or_tighter_whatever_the_umask(tmp_path):
+    """Issue 16 item 6: dataDir and every parent the store creates, the network dir, .cni-ipam."""
+    old = os.umask(0)
+    try:
+        deep = tmp_path / "a" / "b" / "data"
+        with NetworkStore(str(deep), NET, 5) as s:
+            s.reserve(IP("10.0.0.5"), "c1", "eth0")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a", tmp_path / "a" / "b", deep, deep / NET):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path
+    for sub in ("", "owners", "tmp"):
+        assert stat.S_IMODE(os.stat(deep / NET / ".cni-ipam" / sub).st_mode) == 0o700
+
+
+def test_gc_releases_both_links_of_a_dual_stack_attachment(tmp_path):
+    """Both addresses of one ADD share an inode; releasing one changes the other's ctime, and the
+    second release (judged before the first) must still go through."""
+    with store(tmp_path) as s:
+        assert s.reserve(IP("10.0.0.5"), "c1", "eth0") and s.reserve(IP("fd00::5"), "c1", "eth0")
+        s.save_owner("c1", "eth0", [IP("10.0.0.5"), IP("fd00::5")], {"created": 1})
+    with store(tmp_path) as s:
+        found = s.reservations()
+        assert len(found) == 2 and all(s.release_reservation(r) for r in found)
+    with store(tmp_path) as s:
+        assert s.reservations() == [] and s.owner_entry("c1", "eth0") is None
+
+
+def test_many_foreign_changes_fold_into_the_recorded_set(tmp_path):
+    """Catch-up keeps foreign changes in the state's delta and rewrites ``files`` past 128 of them;
+    the index stays exact through both paths (and a junk name made of address characters)."""
+    reserve(tmp_path, "10.0.0.2", "c1", "eth0")
+    d = netdir(tmp_path)
+    (d / "1.2.3").write_bytes(b"junk")  # address characters, not an address
+    for round_ in range(3):
+        for i in range(60):
+            (d / f"10.0.{round_ + 1}.{i}").write_bytes(f"h{round_}x{i}\r\neth0".encode())
+        os.unlink(d / f"10.0.{round_ + 1}.7")
+        with store(tmp_path) as s:
+            assert s.rebuilt_index
+            for i in (0, 7, 59):
+                want = [] if i == 7 else [IP(f"10.0.{round_ + 1}.{i}")]
+                assert s.owned_by(f"h{round_}x{i}", "eth0") == want
+        with store(tmp_path) as s:  # the marker is current again: no catch-up, no rebuild
+            assert not s.rebuilt_index
+    with store(tmp_path) as s:
+        assert s.release_owner("h0x3", "eth0") == [IP("10.0.1.3")]
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.2")]
