@@ -323,7 +323,7 @@ class Linter:
         # 1. everything but the ranges (cniVersion, dataDir, exclude, routes, resolvConf, lockTimeout ...),
         #    with a stand-in range; a key that fails is left out and the rest checked again.
         probe = copy.deepcopy(netconf)
-        for k in _LEGACY_KEYS:
+        for k in _LEGACY_KEYS + ("pool",):  # a pool is judged against the real ranges (step 4)
             probe["ipam"].pop(k, None)
         probe["ipam"]["ranges"] = _PROBE_RANGES
         for _ in range(32):
@@ -403,6 +403,16 @@ class Linter:
                 if named not in {k for k, _ in together}:
                     break
                 together = [(k, raw) for k, raw in together if k != named]
+        # 4. a cluster pool (issue 12), against the real range sets once every one of them is valid
+        if ipam.get("pool") is not None and checked and all(complete for _, _, _, complete in checked):
+            conf = copy.deepcopy(base)
+            if version is not None:
+                conf["cniVersion"] = version
+            conf["ipam"].update(copy.deepcopy({k: ipam[k] for k in _LEGACY_KEYS + ("ranges", "pool") if k in ipam}))
+            try:
+                config.load(conf, {})
+            except CniError as exc:
+                report(exc)
         return checked, data_dir
 
     def _set_keys(self, ipam: dict) -> "List[Tuple[str, Any]]":

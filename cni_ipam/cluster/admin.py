@@ -51,7 +51,7 @@ import os
 import sys
 import time
 
-from cni_ipam import report
+from cni_ipam import options, report
 from cni_ipam.cluster import pool as poolmod
 from cni_ipam.errors import CniError
 
@@ -59,7 +59,8 @@ DEFAULT_SILENT_AFTER = 3600.0
 DEFAULT_MIN_SILENCE = 600.0
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 MAX_GRID_CHECK = 200_000  # grids larger than this are counted without checking each block for room
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_USAGE = options.EXIT_USAGE  # one usage code for every admin command
 
 
 class AdminError(Exception):
@@ -780,7 +781,7 @@ def make_parser():
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):
-            raise report.UsageError(f"{self.prog}: {message}")
+            raise options.UsageError(f"{self.prog}: {message}")
 
     parser = Parser(prog="cni-ipam pool", description="Cluster pools in etcd: the cluster-wide view and leaving nodes.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -840,15 +841,15 @@ def main(argv: list) -> int:
         args = make_parser().parse_args(argv)
         if args.command in ("show", "metrics"):
             thresholds = report.thresholds_of(args)
-    except report.UsageError as exc:
+    except options.UsageError as exc:
         print(exc, file=sys.stderr)
-        return report.EXIT_ERROR if argv[:1] == ["show"] else EXIT_USAGE
+        return EXIT_USAGE
     targets, problems = load_pools(args.conf, args.conf_dir, args.pool)
     for problem in problems:
         print(f"cni-ipam pool {args.command}: {problem}", file=sys.stderr)
     if not targets:
         print(f"cni-ipam pool {args.command}: no pool found (give --conf FILE or --conf-dir)", file=sys.stderr)
-        return report.EXIT_ERROR if args.command == "show" else EXIT_FAILED
+        return report.EXIT_CODES[report.UNKNOWN_LEVEL] if args.command == "show" else EXIT_FAILED
     try:
         if args.command == "release-node":
             return cmd_release_node(args, targets)
@@ -885,5 +886,5 @@ def main(argv: list) -> int:
     else:
         print(render(views, now, with_nodes=not args.summary))
     if failed:
-        return report.EXIT_ERROR
+        return report.EXIT_CODES[report.UNKNOWN_LEVEL]
     return report.EXIT_CODES[level]

@@ -167,7 +167,7 @@ def test_no_pool_in_the_confs(tmp_path, capsys):
                                                      "ipam": {"type": "cni-ipam", "subnet": "10.1.0.0/24"}}))
     assert admin.main(["show", "--conf-dir", str(tmp_path)]) == 4
     assert "no pool found" in capsys.readouterr().err
-    assert admin.main(["show", "--bogus"]) == 4
+    assert admin.main(["show", "--bogus"]) == 64  # usage error: one code for every admin command
 
 
 def test_metrics_text_format(pool_env, capsys):
@@ -227,7 +227,7 @@ def test_release_node_after_silence_needs_no_force(pool_env, capsys):
         assert rc == 0, err
         assert held_by(pool_env, node) == []
     rc, out, err = pool_env.run("release-node", "Not_A_Node", capsys=capsys)
-    assert rc == 2
+    assert rc == 64  # usage error (options.EXIT_USAGE)
 
 
 def test_release_node_stops_when_the_node_writes_meanwhile(pool_env):
@@ -360,7 +360,7 @@ def test_release_node_asks_kubernetes_when_told(pool_env, kube, capsys):
 
 def test_gc_with_a_bad_kubeconfig(pool_env, tmp_path, capsys):
     rc, out, err = pool_env.run("gc", "--kubeconfig", str(tmp_path / "missing"), capsys=capsys)
-    assert rc == 2 and "missing" in err
+    assert rc == 64 and "missing" in err  # usage error (options.EXIT_USAGE)
 
 
 def test_admin_etcd_credentials_from_the_command_line(etcd_auth, tmp_path, capsys):

@@ -90,7 +90,11 @@ def test_pool_exhausted_names_the_pool(etcd_single, etcd_prefix, nodes):
     rc, res = call("ADD", a, "one-more")
     assert rc == 1 and res["code"] == 107, res
     assert "pool tiny" in res["msg"] and "exhausted" in res["msg"], res
-    # STATUS says so too (CNI 1.1)
+    # STATUS: a full pool does not take the node out of service by default (issue 11) ...
+    rc, res = call("STATUS", a, "x")
+    assert rc == 0, res
+    # ... and says so when the user opts in (CNI 1.1)
+    a["ipam"]["statusOnExhaustion"] = "fail"
     rc, res = call("STATUS", a, "x")
     assert rc == 1 and res["code"] == 50 and "exhausted" in res["msg"], res
     # a DEL frees an address: the block-holder can serve again without a claim

@@ -38,7 +38,11 @@ def test_all_members_down_held_blocks_serve_claims_fail_11_then_converge(etcd3, 
     assert res["code"] == 11 and "etcd" in res["msg"] and "pool p" in res["msg"], res
     assert took < 8, f"the failing claim took {took:.1f} s"
     assert served >= 13, served
-    rc, res = call("STATUS", conf, "x")
+    # full blocks and no etcd: STATUS stays ok by default (a NotReady node would have its pods
+    # evicted; an etcd outage must not drain every full node), and fails when the user opts in
+    assert call("STATUS", conf, "x")[0] == 0
+    strict = dict(conf, ipam=dict(conf["ipam"], statusOnExhaustion="fail"))
+    rc, res = call("STATUS", strict, "x")
     assert rc == 1 and res["code"] == 50 and "etcd" in res["msg"], res
     for i in range(served):  # DEL always works locally
         assert call("DEL", conf, f"c{i}")[0] == 0
