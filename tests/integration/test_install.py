@@ -156,7 +156,7 @@ def plant_plugins(directory):
     return sorted(os.listdir(directory))
 
 
-@pytest.mark.parametrize("case", ["lib-is-bin", "lib-inside-bin", "bin-inside-lib", "foreign-lib", "symlinked-lib", "system-lib"])
+@pytest.mark.parametrize("case", ["lib-is-bin", "lib-inside-bin", "bin-inside-lib", "foreign-lib", "symlinked-lib"])
 def test_dangerous_targets_are_refused_and_left_intact(where, case):
     """main: --lib-dir == --bin-dir deleted host-local, bridge and loopback; an existing --lib-dir lost
     its contents; a symlinked lib dir had its target overwritten and deleted."""
@@ -170,7 +170,6 @@ def test_dangerous_targets_are_refused_and_left_intact(where, case):
         "bin-inside-lib": where["bin"].parent,
         "foreign-lib": victim,
         "symlinked-lib": where["base"] / "link-to-victim",
-        "system-lib": "/usr",
     }[case]
     if case == "symlinked-lib":
         os.symlink(victim, lib)
@@ -183,6 +182,15 @@ def test_dangerous_targets_are_refused_and_left_intact(where, case):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 or case in ("bin-inside-lib",), (proc.stdout, proc.stderr)
     assert sorted(os.listdir(where["bin"])) == before and sorted(os.listdir(victim)) == before
+
+
+@pytest.mark.parametrize("system_dir", ["/usr", "/opt", "/var/lib", "/"])
+def test_system_directories_are_refused_as_lib_dir(where, system_dir):
+    """Checked before anything else.  (--from names no bundle and no --uninstall is tried, so that
+    even a regressed script stops before it could touch the real directory.)"""
+    proc = subprocess.run(["bash", INSTALL, "--from", str(where["base"] / "no-such-bundle"), "--bin-dir", str(where["bin"]),
+                           "--lib-dir", system_dir], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and ("system directory" in proc.stderr or "separate directories" in proc.stderr), proc.stderr
 
 
 def test_uninstall_leaves_what_is_not_ours(where):

@@ -14,7 +14,6 @@ import pytest
 
 from cni_ipam import config
 from cni_ipam.errors import INVALID_CONFIG, CniError
-from cni_ipam.ranges import first_overlap
 
 IP = ipaddress.ip_address
 
@@ -105,6 +104,8 @@ def test_overlap_across_many_range_sets_is_found():
 
 
 def test_first_overlap_agrees_with_the_pairwise_check():
+    from cni_ipam.ranges import first_overlap
+
     rng = random.Random(16)
     for _ in range(400):
         n = rng.randint(0, 12)
