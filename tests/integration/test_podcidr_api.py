@@ -686,3 +686,54 @@ def test_fifo_credential_files_fail_at_once(pki, work, what):
     except subprocess.TimeoutExpired:
         pytest.fail(f"ADD hung on a FIFO {what}")
     assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "not a regular file" in out["msg"] and fifo in out["msg"], raw
+
+
+# ---------------------------------------------------------------------------------- what held, and must keep holding
+@pytest.mark.parametrize("setup", ["other-ca-file", "other-ca-data", "wrong-server-name", "system-cas-only",
+                                   "server-cert-as-ca", "key-as-ca-file", "key-as-ca-data", "skip-verify", "plain-http"])
+def test_bad_tls_setups_never_send_the_token(api, pki, work, setup, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    key_pem = next(iter(pki.clients.values()))["key_pem"]
+    key_file = work / "a.key"
+    key_file.write_bytes(key_pem)
+    kw = {
+        "other-ca-file": dict(ca_file=pki.other_ca_file),
+        "other-ca-data": dict(ca_data=pki.other_ca_pem),
+        "wrong-server-name": dict(ca_file=pki.ca_file, extra_cluster={"tls-server-name": "evil.example"}),
+        "system-cas-only": {},
+        "server-cert-as-ca": dict(ca_file=pki.server_cert_file),
+        "key-as-ca-file": dict(ca_file=str(key_file)),
+        "key-as-ca-data": dict(ca_data=key_pem),
+        "skip-verify": dict(ca_file=pki.ca_file, extra_cluster={"insecure-skip-tls-verify": True}),
+        "plain-http": dict(ca_file=pki.ca_file),
+    }[setup]
+    url = api.url.replace("https://", "http://") if setup == "plain-http" else api.url
+    kc = write_kubeconfig(str(work / "kc"), url, token=TOKEN, **kw)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg, err
+    assert TOKEN not in err.msg and "PRIVATE KEY" not in err.msg
+    assert api.node_requests() == 0  # nothing (and no token) reached the server
+
+
+def test_exec_credentials_are_refused_without_running_anything(api, pki, work):
+    marker = work / "exec-ran"
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file,
+                          extra_user={"exec": {"command": "/bin/sh", "args": ["-c", f"touch {marker}"], "apiVersion": "client.authentication.k8s.io/v1"}})
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "exec is not supported" in err.msg and not marker.exists()
+
+
+@pytest.mark.parametrize("bad", ["/proc", "/sys", "/dev/null"])
+def test_special_data_dirs_are_refused(work, bad):
+    conf = {"cniVersion": "1.0.0", "name": "podcidr-held", "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": bad, "subnet": "10.98.0.0/24"}}
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-held")
+    assert rc == 1 and out["code"] == 5 and bad in out["msg"], raw
+    assert not os.path.exists(os.path.join(bad, "podcidr-held"))
+
+
+@pytest.mark.parametrize("value", ["../etc", "Node_A", "a" * 254, "node/x", "node x"])
+def test_hostile_node_names_are_refused(pki, work, value):
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"static": ["10.97.0.0/24"]}})
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-nn", extra_env={"KUBERNETES_NODE_NAME": value})
+    assert rc == 1 and out["code"] == INVALID_CONFIG and "KUBERNETES_NODE_NAME" in out["msg"], raw
