@@ -75,7 +75,7 @@ def node_pod_cidrs(target: "Tuple[str, str]", node: str, timeout: float, scratch
 def pod_cidrs(obj: "Any", node: str, tgt: "Optional[Target]" = None) -> list:
     """The node's pod CIDRs, refused (104 naming the node) unless each is one sane network per
     family, without host bits (see ``podcidr.refusal``): a hostile node object hands out nothing."""
-    from cni_ipam.podcidr import _parse_cidr_list
+    from cni_ipam.podcidr import parse_cidr_list
 
     spec = obj.get("spec") if isinstance(obj, dict) else None
     if not isinstance(spec, dict):
@@ -89,7 +89,7 @@ def pod_cidrs(obj: "Any", node: str, tgt: "Optional[Target]" = None) -> list:
     where = f" at {tgt.server}" if tgt else ""
     if len(values) > 2:
         raise fail(f"usePodCidr: node {node}{where} has {len(values)} pod CIDRs (at most one per family)", f"node {node}")
-    return _parse_cidr_list(f"pod CIDR of node {node}{where}", values, code=PODCIDR_UNAVAILABLE, details=f"node {node}")
+    return parse_cidr_list(f"pod CIDR of node {node}{where}", values, code=PODCIDR_UNAVAILABLE, details=f"node {node}")
 
 
 # ---------------------------------------------------------------------------------- credentials
@@ -269,23 +269,17 @@ def _path(section: dict, key: str, base: str) -> "Optional[str]":
 def _read(path: str, origin: str, what: str) -> bytes:
     """A credential file: a regular file (a FIFO or a device is refused, never waited on), at most
     1 MiB; errors name the file, never its content."""
-    import stat
+    from cni_ipam import safefs
 
     where = f" ({origin})" if origin else ""
-    fd = -1
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise fail(f"usePodCidr: {what} {path}{where} is not a regular file", path)
-        data = os.read(fd, MAX_FILE + 1)
+        return safefs.read_path(path, MAX_FILE)
     except OSError as exc:
         raise fail(f"usePodCidr: cannot read {what} {path}{where}: {exc.strerror}", path) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_FILE:
-        raise fail(f"usePodCidr: {what} {path}{where} is larger than {MAX_FILE} bytes", path)
-    return data
+    except safefs.NotRegular:
+        raise fail(f"usePodCidr: {what} {path}{where} is not a regular file", path) from None
+    except safefs.TooLarge:
+        raise fail(f"usePodCidr: {what} {path}{where} is larger than {MAX_FILE} bytes", path) from None
 
 
 def _context(origin: str, cafile: "Optional[str]" = None, cadata: "Optional[bytes]" = None, what: str = "") -> ssl.SSLContext:

@@ -137,7 +137,7 @@ def parse_settings(ipam: dict) -> Settings:
     if static in (None, "", []):
         static = None
     else:
-        static = _parse_cidr_list("ipam.podCidr.static", static)
+        static = parse_cidr_list("ipam.podCidr.static", static)
     if static is not None and paths["staticFile"] is not None:
         raise config_error("ipam.podCidr.staticFile", paths["staticFile"], "set either static or staticFile, not both")
     return Settings(
@@ -186,7 +186,7 @@ def node_name(settings: Settings) -> str:
     return host
 
 
-def _parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
+def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
                      details: "Optional[str]" = None) -> "List[Network]":
     """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
     sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
@@ -265,31 +265,19 @@ def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> "Tu
 
 def _read_text(path: str, what: str) -> str:
     """A configured file (staticFile, flannel's subnet.env): regular, at most 1 MiB, never a hang."""
-    fd = -1
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        if not stat_is_regular(fd):
-            raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is not a regular file", path)
-        data = os.read(fd, MAX_SOURCE_FILE + 1)
+        return safefs.read_path(path, MAX_SOURCE_FILE).decode("utf-8", "replace")
     except OSError as exc:
         raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: cannot read {what} {path}: {exc.strerror}", path) from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > MAX_SOURCE_FILE:
-        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path)
-    return data.decode("utf-8", "replace")
-
-
-def stat_is_regular(fd: int) -> bool:
-    import stat  # loaded by os already: free
-
-    return stat.S_ISREG(os.fstat(fd).st_mode)
+    except safefs.NotRegular:
+        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is not a regular file", path) from None
+    except safefs.TooLarge:
+        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path) from None
 
 
 def _read_static_file(path: str) -> "List[Network]":
     text = "\n".join(line.split("#", 1)[0] for line in _read_text(path, "staticFile").splitlines())
-    return _parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE, quote=False)
+    return parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE, quote=False)
 
 
 def read_flannel_env(path: str) -> "List[Network]":
@@ -305,7 +293,7 @@ def read_flannel_env(path: str) -> "List[Network]":
     out = []
     for key in ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET"):
         if key in values:
-            nets = _parse_cidr_list(f"{key} in {path}", values[key], strict=False, code=PODCIDR_UNAVAILABLE, quote=False)
+            nets = parse_cidr_list(f"{key} in {path}", values[key], strict=False, code=PODCIDR_UNAVAILABLE, quote=False)
             expect = 4 if key == "FLANNEL_SUBNET" else 6
             if nets[0].version != expect or len(nets) != 1:
                 raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {key} in {path} is not one IPv{expect} CIDR", path)
@@ -351,7 +339,9 @@ def _open_cache_dir(path: str, create: bool) -> int:
             return fd
         _warn(f"ignoring the pod CIDR cache {directory}: it is owned by another user or writable by others")
     except OSError as exc:
-        if create or exc.errno not in (2, 20):  # ENOENT, ENOTDIR: simply no cache yet
+        import errno  # builtin: free
+
+        if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # simply no cache yet
             _warn(f"cannot use the pod CIDR cache directory {directory}: {exc.strerror or exc}")
     if fd >= 0:
         os.close(fd)
@@ -374,7 +364,7 @@ def read_cache(path: str, node: str) -> "Optional[dict]":
         data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, dict) or data.get("node") != node:
             return None
-        nets = _parse_cidr_list("cache", data["podCIDRs"], code=PODCIDR_UNAVAILABLE)
+        nets = parse_cidr_list("cache", data["podCIDRs"], code=PODCIDR_UNAVAILABLE)
         float(data["refreshAfter"]), float(data["fetchedAt"])
     except (ValueError, KeyError, TypeError, RecursionError, CniError):
         return None  # damaged or tampered with: ask the API and rewrite it

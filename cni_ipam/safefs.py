@@ -54,6 +54,41 @@ def private_to_us(fd: int) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
+class NotRegular(Exception):
+    """A FIFO, a device, a socket or a directory where a regular file was expected."""
+
+
+class TooLarge(Exception):
+    """A file longer than the caller's limit."""
+
+
+def read_path(path: str, limit: int) -> bytes:
+    """The content of the regular file ``path`` (symlinks followed: a path the operator configured),
+    opened non-blocking so a FIFO is refused (``NotRegular``) rather than waited on; ``TooLarge``
+    beyond ``limit`` bytes; OSError when it cannot be opened or read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(path)
+        data = _read_upto(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise TooLarge(path)
+    return data
+
+
+def _read_upto(fd: int, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def read_regular(dir_fd: int, name: str, limit: int) -> "bytes | None":
     """The content of the regular file ``name`` (no symlink, FIFO, device or directory), or None when
     it is missing, not a regular file, unreadable or longer than ``limit`` bytes."""
@@ -64,14 +99,8 @@ def read_regular(dir_fd: int, name: str, limit: int) -> "bytes | None":
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks) if size <= limit else None
+        data = _read_upto(fd, limit + 1)
+        return data if len(data) <= limit else None
     except OSError:
         return None
     finally:
