@@ -7,6 +7,8 @@
 #   scripts/install.sh --from PATH           # a built bundle directory or a onefile executable
 #   scripts/install.sh --uninstall [--bin-dir DIR] [--lib-dir DIR]
 #   scripts/install.sh --keep SECONDS        # keep replaced bundles this long (default 300)
+#   scripts/install.sh --relative            # BIN_DIR/cni-ipam links to LIB_DIR by a relative path
+#                                            # (for an installer container writing into a host mount)
 #
 # Interface (also for a container image whose entry point copies the bundle into a host directory):
 # exit 0 = installed (or uninstalled) and the installed plugin answers CNI_COMMAND=VERSION; 1 = refused
@@ -37,6 +39,7 @@ LIB_DIR=
 FROM=
 UNINSTALL=0
 KEEP=300
+RELATIVE=0
 NAME=cni-ipam
 MANIFEST=.cni-ipam-install
 MANIFEST_HEAD="# cni-ipam install manifest 1: this directory and the entries below belong to scripts/install.sh"
@@ -50,7 +53,8 @@ while [ $# -gt 0 ]; do
     --from) FROM=${2:?--from needs a path}; shift ;;
     --keep) KEEP=${2:?--keep needs seconds}; shift ;;
     --uninstall) UNINSTALL=1 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    --relative) RELATIVE=1 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -63,6 +67,8 @@ BIN_DIR=$(realpath -m -s "$BIN_DIR")
 [ -n "$LIB_DIR" ] || LIB_DIR="$(dirname "$BIN_DIR")/$NAME.d"
 LIB_DIR=$(realpath -m -s "$LIB_DIR")
 LINK="$BIN_DIR/$NAME"
+LINK_TARGET="$LIB_DIR/$NAME"
+[ "$RELATIVE" = 1 ] && LINK_TARGET=$(realpath -m -s --relative-to="$BIN_DIR" "$LIB_DIR/$NAME")
 
 # ------------------------------------------------------------------ refuse dangerous targets
 [ -L "$LIB_DIR" ] && die "--lib-dir $LIB_DIR is a symlink; give the real directory"
@@ -96,9 +102,17 @@ is_legacy_dir() {
     && answers_version "$LIB_DIR/$NAME"
 }
 
+links_to_us() {  # is $1 a symlink to LIB_DIR/cni-ipam (absolute, or relative to its directory)?
+  local t
+  [ -L "$1" ] || return 1
+  t=$(readlink "$1")
+  case "$t" in /*) ;; *) t=$(realpath -m -s "$(dirname "$1")/$t") ;; esac
+  [ "$t" = "$LIB_DIR/$NAME" ]
+}
+
 ours_link() {  # is $LINK something we installed (a link to LIB_DIR/cni-ipam, or our onefile binary)?
   if [ -L "$LINK" ]; then
-    [ "$(readlink "$LINK")" = "$LIB_DIR/$NAME" ]
+    links_to_us "$LINK"
   else
     [ -f "$LINK" ] && answers_version "$LINK" && grep -aq cni_ipam_entry "$LINK"
   fi
@@ -141,7 +155,7 @@ if [ "$UNINSTALL" = 1 ]; then
     if is_ours_dir || is_legacy_dir; then
       if is_ours_dir; then  # other bin directories this lib dir was linked from
         sed -n 's/^link //p' "$LIB_DIR/$MANIFEST" | while IFS= read -r other; do
-          if [ -L "$other" ] && [ "$(readlink "$other")" = "$LIB_DIR/$NAME" ]; then rm -f -- "$other" && echo "removed $other"; fi
+          if links_to_us "$other"; then rm -f -- "$other" && echo "removed $other"; fi
         done
       fi
       rm -rf -- "$LIB_DIR/versions" "$LIB_DIR/_internal"
@@ -256,7 +270,7 @@ PREVIOUS=$(readlink "$LIB_DIR/current" 2>/dev/null || true)
 replace_link "versions/$ID" "$LIB_DIR/current"
 stop_at switched
 [ "$(readlink "$LIB_DIR/$NAME" 2>/dev/null)" = "current/$NAME" ] || replace_link "current/$NAME" "$LIB_DIR/$NAME"
-[ "$(readlink "$LINK" 2>/dev/null)" = "$LIB_DIR/$NAME" ] || replace_link "$LIB_DIR/$NAME" "$LINK"
+[ "$(readlink "$LINK" 2>/dev/null)" = "$LINK_TARGET" ] || replace_link "$LINK_TARGET" "$LINK"
 stop_at linked
 if ! answers_version "$LINK"; then
   if [ -n "$PREVIOUS" ] && [ -d "$LIB_DIR/$PREVIOUS" ]; then replace_link "$PREVIOUS" "$LIB_DIR/current"; fi

@@ -355,3 +355,23 @@ def test_usage_errors_are_exit_2(where):
     assert proc.returncode == 2
     time.sleep(0)  # (nothing was created)
     assert not where["lib"].exists()
+
+
+def test_relative_link_for_an_installer_container(where):
+    """--relative: the bin dir's link survives the host directory being mounted elsewhere (as an
+    installer container sees it at /host/...)."""
+    bundle = make_bundle(where["src"], "v1")
+    install(where, "--from", str(bundle), "--relative")
+    link = where["bin"] / "cni-ipam"
+    assert os.readlink(link) == "../cni-ipam.d/cni-ipam"
+    moved = where["base"].parent / "moved-host"
+    os.rename(where["base"], moved)  # the same tree seen at another path
+    try:
+        assert plugin(moved / "cni" / "bin" / "cni-ipam")[0] == 0
+    finally:
+        os.rename(moved, where["base"])
+    install(where, "--from", str(bundle))  # an absolute-link install over it is still "ours"
+    assert os.readlink(link) == str(where["lib"] / "cni-ipam")
+    install(where, "--from", str(bundle), "--relative")
+    install(where, "--uninstall")
+    assert not where["lib"].exists() and os.listdir(where["bin"]) == []
