@@ -255,12 +255,17 @@ find "$LIB_DIR/versions" -mindepth 1 -maxdepth 1 -name '.tmp-*' -exec rm -rf -- 
 rm -f -- "$LIB_DIR"/.current.tmp-* "$LIB_DIR"/.$NAME.tmp-*
 
 # ------------------------------------------------------------------ copy, check, switch
+# A hard link could make root copy (and publish, 0644) a file the build user cannot read.
+hard=$(find "$FROM" -type f -links +1 -print -quit)
+[ -z "$hard" ] || die "the bundle holds a hard-linked file (${hard#"$FROM"/}); refused"
 ID="$(date -u +%Y%m%dT%H%M%S).$(date +%N).$$"
 STAGE="$LIB_DIR/versions/.tmp-$ID"
+trap 'rm -rf -- "$STAGE"' EXIT
 cp -R -P -- "$FROM" "$STAGE"
 fix_ownership_and_modes "$STAGE"
 stop_at copied
 mv -T -- "$STAGE" "$LIB_DIR/versions/$ID"
+trap - EXIT
 answers_version "$LIB_DIR/versions/$ID/$NAME" || {
   rm -rf -- "${LIB_DIR:?}/versions/$ID"
   die "the new bundle does not answer CNI_COMMAND=VERSION; the installed one is unchanged"

@@ -145,7 +145,12 @@ def test_bundle_with_special_files_or_escaping_links_is_refused(where):
     os.mkfifo(bundle / "lib" / "fifo")
     proc = install(where, "--from", str(bundle), check=False)
     assert proc.returncode == 1 and "special file" in proc.stderr
+    os.unlink(bundle / "lib" / "fifo")
+    os.link(bundle / "lib" / "TAG", bundle / "lib" / "TAG2")
+    proc = install(where, "--from", str(bundle), check=False)
+    assert proc.returncode == 1 and "hard-linked" in proc.stderr
     assert not os.path.lexists(where["bin"] / "cni-ipam")
+    assert not [n for n in os.listdir(where["lib"] / "versions")], "a refused copy was left behind"
 
 
 # ------------------------------------------------------------------ item 8: only what it installed
