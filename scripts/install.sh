@@ -127,7 +127,8 @@ replace_link() {  # replace_link TARGET PATH: PATH becomes a symlink to TARGET w
 }
 
 in_use() {  # does a running process execute or map a file under directory $1?
-  local d=$1 p
+  local d p
+  d=$(realpath -- "$1")  # what /proc shows: no symlink in it
   for p in /proc/[0-9]*; do
     case "$(readlink "$p/exe" 2>/dev/null)" in "$d"/*) return 0 ;; esac
   done
