@@ -17,7 +17,8 @@ It misbehaves on request (``api.misbehave = "<how>"``, ``api.drip_interval`` sec
 sends the headers at once and drips the body, ``redirect`` answers 302 to ``/redirected`` (which
 would serve the node: a client that follows it is caught in ``requests``), ``bomb`` sends 200 with
 JSON nested 100,000 deep, ``huge`` a 9 MiB body, ``garbage`` non-JSON, ``stall`` the headers of a
-body that never comes.  Hostile node objects are just ``nodes`` entries (e.g. ``["0.0.0.0/0"]``).
+body that never comes; ``DripProxy`` drips every byte of the server, the TLS handshake included.
+Hostile node objects are just ``nodes`` entries (e.g. ``["0.0.0.0/0"]``).
 """
 
 from __future__ import annotations
@@ -306,6 +307,63 @@ class ApiServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class DripProxy:
+    """A TCP proxy in front of an ``ApiServer`` that forwards the server's bytes one at a time,
+    ``interval`` seconds apart: the TLS handshake drips too (``ApiServer.misbehave = "drip"`` only
+    drips the HTTP answer).  ``with DripProxy(api.port, 0.05) as proxy: proxy.url``."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        import socket
+
+        self.port, self.interval = port, interval
+        self.stopped = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self._listener.settimeout(0.1)
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            server = socket.create_connection(("127.0.0.1", self.port))
+            for src, dst, drip in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, drip), daemon=True).start()
+
+    def _pump(self, src, dst, drip: bool) -> None:
+        try:
+            while not self.stopped.is_set():
+                data = src.recv(1 if drip else 65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if drip:
+                    time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "DripProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self._listener.close()
+        self._thread.join(5)
 
 
 def write_kubeconfig(path: str, server: str, *, ca_file=None, ca_data=None, token=None, token_file=None,

@@ -526,6 +526,19 @@ def test_dripping_server_is_cut_at_the_whole_request_deadline(api, pki, work, ho
     assert time.monotonic() - start < 3
 
 
+def test_dripping_tls_handshake_is_cut_at_the_deadline(api, pki, work):
+    """Every byte of the server (the TLS handshake too) 50 ms apart: still one deadline."""
+    from tests.integration.podcidr_apiserver import DripProxy
+
+    with DripProxy(api.port, 0.05) as proxy:
+        kc = write_kubeconfig(str(work / "kc"), proxy.url, ca_file=pki.ca_file, token=TOKEN)
+        start = time.monotonic()
+        err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE, "timeout": 1.0}, work)
+        took = time.monotonic() - start
+    assert err.code == TRY_AGAIN_LATER and "timed out" in err.msg, err
+    assert took < 3, took
+
+
 def test_dripping_server_through_the_executable(api, pki, work):
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
     conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE, "timeout": 1}})
