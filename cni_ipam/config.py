@@ -13,7 +13,7 @@ import ipaddress
 import os
 
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
-from cni_ipam.ranges import Range, RangeSet
+from cni_ipam.ranges import Range, RangeSet, clip, first_overlap, merge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,6 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
 POD_CIDR_PLACEHOLDERS = ("usePodCidr", "usePodCidrIPv6")
+# What one config may hold (docs/security.md): beyond these the answer is code 7 at once, before any
+# parsing, so a config cannot cost minutes or gigabytes.  The limits count every range set together.
+MAX_RANGES = 1024  # ranges in all range sets (ranges, legacy subnet, runtimeConfig.ipRanges)
+MAX_EXCLUDES = 16384  # exclude entries: ipam.exclude plus every range's own
+MAX_ROUTES = 1024
+MAX_REQUESTED_IPS = 1024  # CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips together
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # CNI_ARGS keys we understand; any other key is an error unless IgnoreUnknown is set (as libcni).
 KNOWN_CNI_ARGS = (
@@ -196,9 +202,12 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     if not raw_sets:
         raise CniError(INVALID_CONFIG, "no IP ranges specified (set ipam.ranges or ipam.subnet)", "key ipam.ranges")
 
+    _check_limits(ipam, raw_sets)
     global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
-    range_sets = [_parse_range_set(key, value, global_exclude, ipam, data_dir) for key, value in raw_sets]
+    range_sets = [_parse_range_set(key, value, ipam, data_dir) for key, value in raw_sets]
     _check_sets(range_sets, [k for k, _ in raw_sets], version)
+    if global_exclude:  # only now, with every range disjoint: each range takes what applies to it
+        range_sets = _with_global_exclude(range_sets, global_exclude)
     pool = None
     if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
         from cni_ipam.cluster.pool import parse_pool
@@ -223,6 +232,30 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     )
 
 
+def _too_many(key: str, count: int, limit: int) -> CniError:
+    return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
+
+
+def _check_limits(ipam: dict, raw_sets: "List[Tuple[str, Any]]") -> None:
+    """Count before parsing: a config over the limits is refused at once (code 7)."""
+    ranges = [r for _, s in raw_sets if isinstance(s, list) for r in s]
+    if len(ranges) > MAX_RANGES:
+        raise _too_many("ipam.ranges", len(ranges), MAX_RANGES)
+    excludes = sum(len(r["exclude"]) for r in ranges if isinstance(r, dict) and isinstance(r.get("exclude"), list))
+    if isinstance(ipam.get("exclude"), list):
+        excludes += len(ipam["exclude"])
+    if excludes > MAX_EXCLUDES:
+        raise _too_many("ipam.exclude", excludes, MAX_EXCLUDES)
+    routes = ipam.get("routes")
+    if isinstance(routes, list) and len(routes) > MAX_ROUTES:
+        raise _too_many("ipam.routes", len(routes), MAX_ROUTES)
+
+
+def _span(r: Range, owner: int) -> "Tuple[int, int, int]":
+    offset = 1 << 129 if r.version == 6 else 0  # the two families never meet in one sweep
+    return (r.start + offset, r.end + offset, owner)
+
+
 def _check_sets(range_sets: "List[RangeSet]", keys: "List[str]", version: str) -> None:
     v4 = sum(1 for s in range_sets if s.version == 4)
     v6 = len(range_sets) - v4
@@ -232,27 +265,47 @@ def _check_sets(range_sets: "List[RangeSet]", keys: "List[str]", version: str) -
             f"CNI version {version} does not support more than 1 address per family",
             "key cniVersion",
         )
-    for i, a in enumerate(range_sets):
-        for j in range(i + 1, len(range_sets)):
-            if a.overlaps(range_sets[j]):
-                raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
+    if len(range_sets) > 1:
+        pair = first_overlap([_span(r, i) for i, s in enumerate(range_sets) for r in s.ranges])
+        if pair is not None:
+            i, j = pair
+            raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
 
 
-def _parse_range_set(key: str, value: "Any", global_exclude, ipam: dict, data_dir: str) -> RangeSet:
+def _with_global_exclude(range_sets: "List[RangeSet]", global_exclude: "List[Tuple[int, int, int]]") -> "List[RangeSet]":
+    """Each range with the part of ``ipam.exclude`` that touches it (the ranges are disjoint, so the
+    total stays within ranges + excludes, however many ranges the global list would be copied to)."""
+    by_family = {}
+    for family in (4, 6):
+        merged = merge([(lo, hi) for lo, hi, v in global_exclude if v == family])
+        by_family[family] = (merged, [lo for lo, _ in merged])
+    out = []
+    for s in range_sets:
+        merged, starts = by_family[s.version]
+        if not merged:
+            out.append(s)
+            continue
+        out.append(RangeSet([Range(r.subnet, r.start, r.end, r.gateway, list(r.exclude) + clip(merged, starts, r.start, r.end)) for r in s.ranges]))
+    return out
+
+
+def _parse_range_set(key: str, value: "Any", ipam: dict, data_dir: str) -> RangeSet:
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
-    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, global_exclude, ipam, data_dir) for j, r in enumerate(value)]
+    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir) for j, r in enumerate(value)]
     family = ranges[0].version
     for j, r in enumerate(ranges):
         if r.version != family:
             raise config_error(f"{key}[{j}].subnet", str(r.subnet), "mixed address families in one range set")
-        for k in range(j):
-            if ranges[k].overlaps(r):
-                raise config_error(f"{key}[{j}]", str(r.subnet), f"overlaps with {key}[{k}]")
+    if len(ranges) > 1:
+        pair = first_overlap([_span(r, j) for j, r in enumerate(ranges)])
+        if pair is not None:
+            k, j = pair
+            raise config_error(f"{key}[{j}]", str(ranges[j].subnet), f"overlaps with {key}[{k}]")
     return RangeSet(ranges)
 
 
-def _parse_range(key: str, value: "Any", global_exclude, ipam: dict, data_dir: str) -> Range:
+def _parse_range(key: str, value: "Any", ipam: dict, data_dir: str) -> Range:
     if not isinstance(value, dict):
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
@@ -274,6 +327,9 @@ def _parse_range(key: str, value: "Any", global_exclude, ipam: dict, data_dir: s
                 subnet_value,
                 f"network has host bits set; for a /{subnet.prefixlen} the network address is {subnet.network_address}",
             )
+        if subnet.version == 6 and subnet.network_address.ipv4_mapped is not None:
+            # host-local: "IPNet IP and Mask version mismatch"; its addresses would be IPv4 ones
+            raise config_error(f"{key}.subnet", subnet_value, "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet")
     if subnet.prefixlen > subnet.max_prefixlen - 2:
         raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
 
@@ -295,8 +351,8 @@ def _parse_range(key: str, value: "Any", global_exclude, ipam: dict, data_dir: s
             str(start if start is not None else subnet.network_address + 1),
             f"is after rangeEnd {ipaddress.ip_address(end_i) if subnet.version == 4 else ipaddress.IPv6Address(end_i)}",
         )
-    exclude = [(lo, hi) for lo, hi, v in global_exclude if v == subnet.version]
-    exclude += [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version]
+    # only what touches the range is kept (ipam.exclude is added by _with_global_exclude)
+    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version and lo <= end_i and hi >= start_i]
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
@@ -435,6 +491,8 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: "Dict[str, str]") -> lis
     ips = cni.get("ips") if isinstance(cni, dict) else None
     out += _ip_list("args.cni.ips", ips)
     out += _ip_list("runtimeConfig.ips", runtime.get("ips"))
+    if len(out) > MAX_REQUESTED_IPS:
+        raise _too_many("requested IPs (CNI_ARGS IP, args.cni.ips, runtimeConfig.ips)", len(out), MAX_REQUESTED_IPS)
     return out
 
 
@@ -443,6 +501,8 @@ def _ip_list(key: str, value: "Any") -> list:
         return []
     if not isinstance(value, list):
         raise config_error(key, value, "must be a list of addresses")
+    if len(value) > MAX_REQUESTED_IPS:
+        raise _too_many(key, len(value), MAX_REQUESTED_IPS)
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, str):

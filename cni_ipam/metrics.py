@@ -1,8 +1,8 @@
 """``cni-ipam metrics``: the ``show`` numbers in the Prometheus text format.
 
 To stdout (for a one-shot scrape or a wrapper script), or into a node_exporter textfile-collector
-directory with ``--textfile-dir`` (``<dir>/cni_ipam.prom``, written to a temporary file and
-renamed into place, so node_exporter never reads half a file).  Uses prometheus_client's registry
+directory with ``--textfile-dir`` (``<dir>/cni_ipam.prom``, mode 0644, written to a new temporary
+file and renamed into place, so node_exporter never reads half a file; see ``write_textfile``).  Uses prometheus_client's registry
 and exposition code; it is imported here only, never on the plugin path.
 
 Series (labels ``network``; ``range_set`` index, ``family`` ipv4/ipv6 and ``ranges`` text for
@@ -118,12 +118,21 @@ def exposition(reports: "Sequence[report.NetworkReport]", now: "Optional[float]"
 
 def write_textfile(directory: str, reports: "Sequence[report.NetworkReport]", name: str = TEXTFILE_NAME,
                    now: "Optional[float]" = None) -> str:
-    """Write ``<directory>/<name>`` atomically (temporary file in the same directory, then rename)."""
-    from prometheus_client import write_to_textfile
+    """Write ``<directory>/<name>`` atomically, mode 0644 whatever the umask (node_exporter reads
+    it, nobody else may write it).  Not prometheus_client's writer: that one opens a predictable
+    ``<name>.<pid>.<thread>`` with a plain ``open``, so a link planted there is followed as root.
+    Here the temporary file is new (``O_EXCL|O_NOFOLLOW``, random name, not ``*.prom``), created
+    through a descriptor of the directory, and renamed over ``name`` (a symlink there is replaced,
+    never written through).  The directory must exist: it is never created."""
+    from cni_ipam import safefs
 
-    path = os.path.join(directory, name)
-    write_to_textfile(path, registry_for(reports, now))
-    return path
+    data = exposition(reports, now)
+    fd = safefs.open_dir(directory, follow=True)  # the operator named it; it may be a link
+    try:
+        safefs.write_atomic(fd, name, data, 0o644)
+    finally:
+        os.close(fd)
+    return os.path.join(directory, name)
 
 
 def main(argv: "List[str]") -> int:

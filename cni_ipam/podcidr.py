@@ -20,6 +20,14 @@ a silent fall-through (a node must never get addresses from a different source's
     configured when ``podCidr.flannelSubnetEnv`` (default ``/run/flannel/subnet.env``) exists:
     ``FLANNEL_SUBNET`` and ``FLANNEL_IPV6_SUBNET``.  Read on every call, never cached.
 
+Every pod CIDR, whatever its source (node object, static, file, flannel, cache), must be one network
+per family, no host bits (flannel's files excepted), not IPv4-mapped, not loopback/link-local/
+multicast and no wider than /8 (IPv4) or /32 (IPv6): a node object that says ``0.0.0.0/0`` is refused
+with code 104 naming the node, and a refused answer never replaces a good cache.  The cache is read
+and written as the store treats its files (docs/security.md): through a directory fd, never following
+a symlink, regular files only, at most 64 KiB, modes 0755/0644 whatever the umask.  Errors never
+quote the content of a file the netconf points at.
+
 Error codes: malformed ``ipam.podCidr`` keys are 7; an API server that cannot be reached (refused,
 timeout, 429/5xx) with no cached answer is 11 (try again later); everything else (no source,
 credentials rejected, TLS failure, unknown node, node without a pod CIDR of the asked family,
@@ -34,6 +42,7 @@ import os
 import re
 import time
 
+from cni_ipam import safefs
 from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError, config_error
 
 TYPE_CHECKING = False
@@ -49,6 +58,9 @@ DEFAULT_CACHE_TTL = 300.0
 DEFAULT_TIMEOUT = 5.0
 RETRY_AFTER_FAILURE = 30.0  # after a failed refresh, the cached answer is trusted this long
 CACHE_DIR = ".cni-ipam-podcidr"  # inside dataDir; not a valid network name, so never a network
+MAX_CACHE_FILE = 64 << 10  # a cache file is a few hundred bytes; anything bigger is damage
+MAX_SOURCE_FILE = 1 << 20  # staticFile, flannel subnet.env
+MIN_PREFIX = {4: 8, 6: 32}  # a node's pod CIDR is a slice of the cluster CIDR, never wider than this
 SOURCES = ("kubernetes", "static", "flannel")
 KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "cacheTTL", "static", "staticFile", "flannelSubnetEnv")
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
@@ -125,7 +137,7 @@ def parse_settings(ipam: dict) -> Settings:
     if static in (None, "", []):
         static = None
     else:
-        static = _parse_cidr_list("ipam.podCidr.static", static)
+        static = parse_cidr_list("ipam.podCidr.static", static)
     if static is not None and paths["staticFile"] is not None:
         raise config_error("ipam.podCidr.staticFile", paths["staticFile"], "set either static or staticFile, not both")
     return Settings(
@@ -174,28 +186,48 @@ def node_name(settings: Settings) -> str:
     return host
 
 
-def _parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG) -> "List[Network]":
-    """CIDRs as a list or a string separated by commas/whitespace; at most one per family."""
+def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
+                     details: "Optional[str]" = None) -> "List[Network]":
+    """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
+    sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
+    what it holds (the file may be root-only)."""
+    details = details or origin
     if isinstance(value, str):
         items = [p for p in re.split(r"[\s,]+", value) if p]
     elif isinstance(value, list):
         items = value
     else:
-        raise CniError(code, f"invalid {origin} {value!r}: must be a list of CIDRs", origin)
+        raise CniError(code, f"invalid {origin}{' ' + repr(value) if quote else ''}: must be a list of CIDRs", details)
     out: "List[Network]" = []
-    for item in items:
-        if not isinstance(item, str) or "/" not in item:
-            raise CniError(code, f"invalid {origin}: {item!r} is not a CIDR", origin)
+    for i, item in enumerate(items):
+        shown = repr(item) if quote else f"entry {i + 1}"
+        if not isinstance(item, str) or "/" not in item or "%" in item:
+            raise CniError(code, f"invalid {origin}: {shown} is not a CIDR", details)
         try:
             net = ipaddress.ip_network(item.strip(), strict=strict)
         except ValueError as exc:
-            raise CniError(code, f"invalid {origin}: {item!r} is not a CIDR ({exc})", origin) from None
+            why = f" ({exc})" if quote else " (or has host bits set)"  # exc quotes the value
+            raise CniError(code, f"invalid {origin}: {shown} is not a CIDR{why}", details) from None
+        why = refusal(net)
+        if why:
+            raise CniError(code, f"invalid {origin}: {shown} is refused: {why}", details)
         if any(n.version == net.version for n in out):
-            raise CniError(code, f"invalid {origin}: more than one IPv{net.version} CIDR ({item})", origin)
+            raise CniError(code, f"invalid {origin}: more than one IPv{net.version} CIDR ({shown})", details)
         out.append(net)
     if not out:
-        raise CniError(code, f"invalid {origin}: no CIDR given", origin)
+        raise CniError(code, f"invalid {origin}: no CIDR given", details)
     return out
+
+
+def refusal(net: "Network") -> "Optional[str]":
+    """Why ``net`` cannot be a node's pod CIDR, or None when it can."""
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 network"
+    if net.prefixlen < MIN_PREFIX[net.version]:
+        return f"wider than /{MIN_PREFIX[net.version]}, not a node's slice of a cluster CIDR"
+    if net.is_loopback or net.is_multicast or net.is_link_local:
+        return "a loopback, link-local or multicast network"
+    return None
 
 
 # ---------------------------------------------------------------------------------- sources
@@ -232,16 +264,20 @@ def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> "Tu
 
 
 def _read_text(path: str, what: str) -> str:
+    """A configured file (staticFile, flannel's subnet.env): regular, at most 1 MiB, never a hang."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(1 << 20)
+        return safefs.read_path(path, MAX_SOURCE_FILE).decode("utf-8", "replace")
     except OSError as exc:
         raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: cannot read {what} {path}: {exc.strerror}", path) from None
+    except safefs.NotRegular:
+        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is not a regular file", path) from None
+    except safefs.TooLarge:
+        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path) from None
 
 
 def _read_static_file(path: str) -> "List[Network]":
     text = "\n".join(line.split("#", 1)[0] for line in _read_text(path, "staticFile").splitlines())
-    return _parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE)
+    return parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE, quote=False)
 
 
 def read_flannel_env(path: str) -> "List[Network]":
@@ -257,10 +293,10 @@ def read_flannel_env(path: str) -> "List[Network]":
     out = []
     for key in ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET"):
         if key in values:
-            nets = _parse_cidr_list(f"{key} in {path}", values[key], strict=False, code=PODCIDR_UNAVAILABLE)
+            nets = parse_cidr_list(f"{key} in {path}", values[key], strict=False, code=PODCIDR_UNAVAILABLE, quote=False)
             expect = 4 if key == "FLANNEL_SUBNET" else 6
             if nets[0].version != expect or len(nets) != 1:
-                raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {key}={values[key]} in {path} is not one IPv{expect} CIDR", path)
+                raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {key} in {path} is not one IPv{expect} CIDR", path)
             out.append(nets[0])
     return out
 
@@ -282,40 +318,72 @@ def cache_path(data_dir: str, node: str) -> str:
     return os.path.join(data_dir, CACHE_DIR, node + ".json")
 
 
-def read_cache(path: str, node: str) -> "Optional[dict]":
-    """The cached answer ({"podCIDRs": [networks], "refreshAfter", "fetchedAt", ...}) or None."""
+def _open_cache_dir(path: str, create: bool) -> int:
+    """An fd of ``<dataDir>/.cni-ipam-podcidr`` (made 0755 with its parents when ``create``), or -1
+    when it is missing, not a directory, a symlink, or not ours alone (owned by another user or
+    writable by others: its content could then be anyone's, so it is neither read nor written)."""
+    directory = os.path.dirname(path)
+    data_dir = os.path.dirname(directory)
+    fd = -1
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        if create:
+            safefs.makedirs(data_dir)
+        parent = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if create:
+                safefs.mkdir_at(parent, CACHE_DIR)
+            fd = safefs.open_dir(CACHE_DIR, parent)
+        finally:
+            os.close(parent)
+        if safefs.private_to_us(fd):
+            return fd
+        _warn(f"ignoring the pod CIDR cache {directory}: it is owned by another user or writable by others")
+    except OSError as exc:
+        import errno  # builtin: free
+
+        if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # simply no cache yet
+            _warn(f"cannot use the pod CIDR cache directory {directory}: {exc.strerror or exc}")
+    if fd >= 0:
+        os.close(fd)
+    return -1
+
+
+def read_cache(path: str, node: str) -> "Optional[dict]":
+    """The cached answer ({"podCIDRs": [networks], "refreshAfter", "fetchedAt", ...}) or None when
+    it is missing, damaged, not a small regular file, or holds a pod CIDR that would be refused."""
+    fd = _open_cache_dir(path, create=False)
+    if fd < 0:
+        return None
+    try:
+        raw = safefs.read_regular(fd, os.path.basename(path), MAX_CACHE_FILE)
+    finally:
+        os.close(fd)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, dict) or data.get("node") != node:
             return None
-        nets = [ipaddress.ip_network(c, strict=False) for c in data["podCIDRs"]]
+        nets = parse_cidr_list("cache", data["podCIDRs"], code=PODCIDR_UNAVAILABLE)
         float(data["refreshAfter"]), float(data["fetchedAt"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or damaged: ask the API and rewrite it
+    except (ValueError, KeyError, TypeError, RecursionError, CniError):
+        return None  # damaged or tampered with: ask the API and rewrite it
     data["nets"] = nets
     return data
 
 
 def write_cache(path: str, record: dict) -> None:
-    """Write the cache atomically (temp file + rename); a failure only costs a later API call."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}")
+    """Write the cache atomically (temp file + rename, mode 0644); a failure only costs a later API call."""
+    fd = _open_cache_dir(path, create=True)
+    if fd < 0:
+        return
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, (json.dumps({k: v for k, v in record.items() if k != "nets"}, indent=2) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        data = (json.dumps({k: v for k, v in record.items() if k != "nets"}, indent=2) + "\n").encode()
+        safefs.write_atomic(fd, os.path.basename(path), data, 0o644)
     except OSError as exc:
         _warn(f"cannot write the pod CIDR cache {path}: {exc.strerror or exc}")
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    finally:
+        os.close(fd)
 
 
 def _from_kubernetes(settings: Settings, target: "Tuple[str, str]", node: str, data_dir: str, family: int) -> "Tuple[List[Network], str]":
@@ -328,7 +396,16 @@ def _from_kubernetes(settings: Settings, target: "Tuple[str, str]", node: str, d
     from cni_ipam import kubeapi  # TLS, HTTP and YAML load only when the API is really called
 
     try:
-        nets, origin = kubeapi.node_pod_cidrs(target, node, settings.timeout, os.path.join(data_dir, CACHE_DIR))
+        try:
+            nets, origin = kubeapi.node_pod_cidrs(target, node, settings.timeout, os.path.join(data_dir, CACHE_DIR))
+        except CniError:
+            raise
+        except Exception as exc:  # never a 999 that skips a good cache, never an exception text (a token?)
+            raise CniError(
+                PODCIDR_UNAVAILABLE,
+                f"usePodCidr: asking the API server for node {node} failed ({type(exc).__name__})",
+                f"node {node}",
+            ) from None
     except CniError as exc:
         if not usable:
             raise

@@ -36,7 +36,7 @@ class Range:
         self.start = start
         self.end = end
         self.gateway = gateway
-        merged = _merge(exclude)
+        merged = merge(exclude)
         self.exclude = tuple(merged)
         self._ex_starts = [a for a, _ in merged]
         self._ex_ends = [b for _, b in merged]
@@ -194,7 +194,36 @@ class RangeSet:
         return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
 
 
-def _merge(intervals: "Sequence[Tuple[int, int]]") -> "list[Tuple[int, int]]":
+def first_overlap(intervals: "Sequence[Tuple[int, int, int]]") -> "Optional[Tuple[int, int]]":
+    """Two owners of overlapping intervals, or None: ``intervals`` are ``(first, last, owner)``.
+
+    A sorted sweep (O(n log n)), so thousands of ranges cost milliseconds rather than the minutes
+    of a pairwise check.  Intervals of one owner must already be disjoint (each range set is checked
+    alone first); the answer is ``(lower owner, higher owner)``.
+    """
+    best_end, best_owner = -1, -1
+    for lo, hi, owner in sorted(intervals):
+        if lo <= best_end and owner != best_owner:
+            return (min(owner, best_owner), max(owner, best_owner))
+        if hi > best_end:
+            best_end, best_owner = hi, owner
+    return None
+
+
+def clip(merged: "Sequence[Tuple[int, int]]", starts: "Sequence[int]", lo: int, hi: int) -> "list[Tuple[int, int]]":
+    """The intervals of ``merged`` (sorted, disjoint; ``starts`` their first values) that touch
+    ``[lo, hi]``: what of a global exclude list applies to one range (O(log n + answer))."""
+    i = max(bisect_right(starts, lo) - 1, 0)
+    out = []
+    while i < len(merged) and merged[i][0] <= hi:
+        if merged[i][1] >= lo:
+            out.append(merged[i])
+        i += 1
+    return out
+
+
+def merge(intervals: "Sequence[Tuple[int, int]]") -> "list[Tuple[int, int]]":
+    """Sorted, disjoint, non-adjacent intervals covering the same integers as ``intervals``."""
     out: "list[list[int]]" = []
     for lo, hi in sorted(intervals):
         if out and lo <= out[-1][1] + 1:

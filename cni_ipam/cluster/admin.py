@@ -864,11 +864,13 @@ def main(argv: list) -> int:
     if args.command == "metrics":
         data = exposition(views, now)
         if args.textfile_dir:
-            path = os.path.join(args.textfile_dir, "cni_ipam_pool.prom")
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            from cni_ipam import safefs  # the node-local metrics' writer: O_EXCL|O_NOFOLLOW temp file, 0644, one rename
+
+            fd = safefs.open_dir(args.textfile_dir, follow=True)  # the operator named it; it may be a link
+            try:
+                safefs.write_atomic(fd, "cni_ipam_pool.prom", data, 0o644)
+            finally:
+                os.close(fd)
         else:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()

@@ -11,6 +11,14 @@ What it checks, as kube-apiserver would for ``GET /api/v1/nodes/<name>``:
 - serves node objects with ``spec.podCIDR`` / ``spec.podCIDRs`` as set in ``nodes``; 404 Status for
   unknown nodes and other paths; ``fail_status`` forces an answer (e.g. 503) to test retries.
 Every request is recorded in ``requests`` (path, auth kind, subject) so tests can count API calls.
+
+It misbehaves on request (``api.misbehave = "<how>"``, ``api.drip_interval`` seconds per byte):
+``drip`` answers a valid node one byte at a time (status line, headers and body), ``drip-body``
+sends the headers at once and drips the body, ``redirect`` answers 302 to ``/redirected`` (which
+would serve the node: a client that follows it is caught in ``requests``), ``bomb`` sends 200 with
+JSON nested 100,000 deep, ``huge`` a 9 MiB body, ``garbage`` non-JSON, ``stall`` the headers of a
+body that never comes; ``DripProxy`` drips every byte of the server, the TLS handshake included.
+Hostile node objects are just ``nodes`` entries (e.g. ``["0.0.0.0/0"]``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -176,6 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
         if peer:
             subject = dict(x[0] for x in peer.get("subject", ())).get("commonName", "")
         api.requests.append({"path": self.path, "auth": auth, "cn": subject})
+        if api.misbehave and self._misbehave(api):
+            return
         if api.fail_status:
             return self._send(api.fail_status, status_object(api.fail_status, "ServiceUnavailable", "stand-in told to fail"))
         if api.mode == "token":
@@ -191,6 +202,47 @@ class _Handler(BaseHTTPRequestHandler):
         if name is None or "/" in name or name not in api.nodes:
             return self._send(404, status_object(404, "NotFound", f'nodes "{name}" not found'))
         self._send(200, node_object(name, api.nodes[name]))
+
+    def _misbehave(self, api: "ApiServer") -> bool:
+        how = api.misbehave
+        name = self.path.rsplit("/", 1)[-1]
+        node = json.dumps(node_object(name, api.nodes.get(name, ["10.99.0.0/24"]))).encode()
+        if how == "redirect" and not self.path.endswith("/redirected"):
+            self.send_response(302)
+            self.send_header("Location", f"{api.url}/redirected")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        if how == "redirect":
+            self._send(200, node_object(name, api.nodes.get(name, ["10.99.0.0/24"])))
+            return True
+        bodies = {"bomb": b"[" * 100000 + b"]" * 100000, "huge": b" " * (9 << 20) + node, "garbage": b"<html>not json</html>"}
+        if how in bodies:
+            body = bodies[how]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(node)}\r\n\r\n").encode()
+        if how == "stall":
+            self.wfile.write(head)
+            self.wfile.flush()
+            api.stalled.wait(30)
+            return True
+        if how in ("drip", "drip-body"):
+            data = head + node if how == "drip" else node
+            if how == "drip-body":
+                self.wfile.write(head)
+            for i in range(len(data)):
+                if api.stalled.is_set():
+                    break
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(api.drip_interval)
+            return True
+        raise ValueError(f"unknown misbehaviour {how!r}")
 
 
 class _Server(ThreadingHTTPServer):
@@ -220,6 +272,9 @@ class ApiServer:
         self.client_cns = set(client_cns)
         self.prefix = prefix
         self.fail_status = 0
+        self.misbehave = ""
+        self.drip_interval = 1.0
+        self.stalled = threading.Event()  # set by stop(): ends a stall or a drip
         self.requests: list = []
         self.handshake_failures: list = []
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -240,6 +295,7 @@ class ApiServer:
         return sum(1 for r in self.requests if "/api/v1/nodes/" in r["path"])
 
     def stop(self) -> None:
+        self.stalled.set()
         if self.running:
             self.running = False
             self._server.shutdown()
@@ -251,6 +307,63 @@ class ApiServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class DripProxy:
+    """A TCP proxy in front of an ``ApiServer`` that forwards the server's bytes one at a time,
+    ``interval`` seconds apart: the TLS handshake drips too (``ApiServer.misbehave = "drip"`` only
+    drips the HTTP answer).  ``with DripProxy(api.port, 0.05) as proxy: proxy.url``."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        import socket
+
+        self.port, self.interval = port, interval
+        self.stopped = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self._listener.settimeout(0.1)
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            server = socket.create_connection(("127.0.0.1", self.port))
+            for src, dst, drip in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, drip), daemon=True).start()
+
+    def _pump(self, src, dst, drip: bool) -> None:
+        try:
+            while not self.stopped.is_set():
+                data = src.recv(1 if drip else 65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if drip:
+                    time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "DripProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self._listener.close()
+        self._thread.join(5)
 
 
 def write_kubeconfig(path: str, server: str, *, ca_file=None, ca_data=None, token=None, token_file=None,

@@ -494,3 +494,259 @@ def test_real_runtime_bridge_gets_the_node_pod_cidr(pki):
             except subprocess.TimeoutExpired:
                 server.kill()
         rt.cleanup()
+
+
+# ---------------------------------------------------------------------------------- hostile servers (issue 16)
+def cached_then(api, pki, work, **pod_extra):
+    """A good cached answer, then an expired cache: the next resolution must ask the API again."""
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    pod = dict({"kubeconfig": kc, "nodeName": NODE}, **pod_extra)
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    expire_cache(work)
+    return kc, pod
+
+
+@pytest.mark.parametrize("how", ["drip", "drip-body"])
+def test_dripping_server_is_cut_at_the_whole_request_deadline(api, pki, work, how):
+    """main bounded each recv by podCidr.timeout, so one byte per 0.1 s kept the call going for the
+    whole body (~30 s here, hours for a real node object); now the whole request is bounded."""
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    api.misbehave, api.drip_interval = how, 0.1
+    start = time.monotonic()
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE, "timeout": 1.0}, work)
+    took = time.monotonic() - start
+    assert err.code == TRY_AGAIN_LATER and "timed out" in err.msg and kc in err.msg, err
+    assert took < 3, took
+    # with a cached answer, the cache is used within the same deadline
+    api.misbehave = ""
+    kc, pod = cached_then(api, pki, work, timeout=1.0)
+    api.misbehave = how
+    start = time.monotonic()
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+    assert time.monotonic() - start < 3
+
+
+def test_dripping_tls_handshake_is_cut_at_the_deadline(api, pki, work):
+    """Every byte of the server (the TLS handshake too) 50 ms apart: still one deadline."""
+    from tests.integration.podcidr_apiserver import DripProxy
+
+    with DripProxy(api.port, 0.05) as proxy:
+        kc = write_kubeconfig(str(work / "kc"), proxy.url, ca_file=pki.ca_file, token=TOKEN)
+        start = time.monotonic()
+        err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE, "timeout": 1.0}, work)
+        took = time.monotonic() - start
+    assert err.code == TRY_AGAIN_LATER and "timed out" in err.msg, err
+    assert took < 3, took
+
+
+def test_dripping_server_through_the_executable(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE, "timeout": 1}})
+    api.misbehave, api.drip_interval = "drip", 0.1
+    start = time.monotonic()
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-drip", timeout=60)
+    assert rc == 1 and out["code"] == TRY_AGAIN_LATER and "Traceback" not in err, raw + err
+    assert time.monotonic() - start < 5
+
+
+def test_stalled_body_and_redirect(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    pod = {"kubeconfig": kc, "nodeName": NODE, "timeout": 0.5}
+    api.misbehave = "stall"
+    err = error_of("usePodCidr", pod, work)
+    assert err.code == TRY_AGAIN_LATER and "timed out" in err.msg
+    api.misbehave = "redirect"
+    err = error_of("usePodCidr", pod, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "302" in err.msg
+    assert [r["path"] for r in api.requests][-1] == f"/api/v1/nodes/{NODE}"  # never followed
+    assert not any(r["path"].endswith("/redirected") for r in api.requests)
+
+
+@pytest.mark.parametrize("how, words", [("bomb", "nested too deeply"), ("huge", "larger than"), ("garbage", "not JSON")])
+def test_bad_bodies_are_104_and_never_beat_the_cache(api, pki, work, how, words):
+    """A JSON nesting bomb gave 999 on main (and skipped the valid cache)."""
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    api.misbehave = how
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and words in err.msg, err
+    api.misbehave = ""
+    kc, pod = cached_then(api, pki, work)
+    api.misbehave = how
+    assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+
+
+HOSTILE_NODES = {
+    "podcidr-evil-all4": ["0.0.0.0/0"],
+    "podcidr-evil-all6": ["::/0"],
+    "podcidr-evil-mapped": ["::ffff:10.0.0.0/120"],
+    "podcidr-evil-two4": ["10.244.9.0/24", "10.244.10.0/24"],
+    "podcidr-evil-hostbits": ["10.244.9.1/24"],
+    "podcidr-evil-three": ["10.244.9.0/24", "fd00:9::/64", "fd00:10::/64"],
+    "podcidr-evil-loopback": ["127.0.0.0/24"],
+    "podcidr-evil-wide": ["10.0.0.0/6"],
+    "podcidr-evil-type": {"podCIDRs": [24]},
+}
+
+
+@pytest.mark.parametrize("node", sorted(HOSTILE_NODES))
+def test_hostile_node_objects_are_refused_naming_the_node(pki, work, node):
+    with ApiServer(pki, nodes=dict(NODES, **HOSTILE_NODES), token=TOKEN) as api:
+        kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+        for placeholder in ("usePodCidr", "usePodCidrIPv6"):
+            err = error_of(placeholder, {"kubeconfig": kc, "nodeName": node}, work)
+            assert err.code == PODCIDR_UNAVAILABLE and node in err.msg and node in err.details, err
+        assert not os.path.exists(podcidr.cache_path(data_dir(work), node))
+
+
+def test_a_refused_answer_never_replaces_a_good_cache(pki, work):
+    with ApiServer(pki, nodes=NODES, token=TOKEN) as api:
+        kc, pod = cached_then(api, pki, work)
+        path = podcidr.cache_path(data_dir(work), NODE)
+        api.nodes[NODE] = ["0.0.0.0/0", "::/0"]
+        assert resolve("usePodCidr", pod, work) == NET(NODE_V4)
+        assert resolve("usePodCidrIPv6", pod, work) == NET(NODE_V6)
+        data = json.load(open(path))
+        assert data["podCIDRs"] == [NODE_V4, NODE_V6] and NODE in data["lastError"]
+
+
+def test_two_line_token_file_is_refused_without_quoting_it(api, pki, work):
+    """main: http.client raised 'Invalid header value b'Bearer <token>...'' as 999, token in msg."""
+    secret_old, secret_new = "old-secret-token-0123456789", TOKEN
+    token_file = work / "token"
+    token_file.write_text(f"{secret_old}\n{secret_new}\n")
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token_file=str(token_file))
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and str(token_file) in err.msg and "2 lines" in err.msg
+    assert secret_old not in err.msg + err.details and secret_new not in err.msg + err.details
+    assert api.node_requests() == 0
+    # with a good cache, the cache is used (main skipped it with the 999)
+    good = work / "good-token"
+    good.write_text(TOKEN)
+    write_kubeconfig(kc, api.url, ca_file=pki.ca_file, token_file=str(good))
+    assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
+    expire_cache(work)
+    write_kubeconfig(kc, api.url, ca_file=pki.ca_file, token_file=str(token_file))
+    assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
+    # the same through the executable: a CNI error without the token anywhere in its output
+    shutil.rmtree(os.path.join(data_dir(work), podcidr.CACHE_DIR))
+    rc, out, raw, errtext = run_plugin("ADD", netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}}), container_id="podcidr-tok")
+    assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE, raw
+    assert secret_old not in raw + errtext and secret_new not in raw + errtext
+
+
+def test_inline_token_with_a_newline_is_refused(api, pki, work):
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=f"{TOKEN}\nX-Injected: 1")
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and TOKEN not in err.msg and "Injected" not in err.msg
+    assert api.node_requests() == 0
+
+
+def test_ca_data_that_does_not_decode_is_an_error_not_the_system_cas(api, pki, work, monkeypatch):
+    """main decoded junk to b'' and trusted the system CAs: with the stand-in's CA as the system
+    store (SSL_CERT_FILE), the token went out.  Now: 104 naming the kubeconfig, nothing sent."""
+    monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
+    for junk in ("!!!not base64!!!", "====", "bm90IGEgY2VydA=="):
+        kc = write_kubeconfig(str(work / "kc"), api.url, token=TOKEN, extra_cluster={"certificate-authority-data": junk})
+        err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+        assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg and "certificate-authority-data" in err.msg, (junk, err)
+    assert api.node_requests() == 0
+    kc = write_kubeconfig(str(work / "kc"), api.url, token=TOKEN)  # no CA at all: the system CAs, as kubectl
+    assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
+
+
+def test_kubeconfig_with_yaml_aliases_is_refused(api, pki, work):
+    """A 558-byte alias bomb expanded to 1.5 GB on main; aliases are refused before any expansion."""
+    kc = work / "kc"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters:\n- name: k\n  cluster: &cl {{server: '{api.url}', certificate-authority: '{pki.ca_file}'}}\n"
+        f"users:\n- name: u\n  user: {{token: {TOKEN}}}\n"
+        "contexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+        "x-copies: [*cl, *cl, *cl]\n"
+    )
+    err = error_of("usePodCidr", {"kubeconfig": str(kc), "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "aliases" in err.msg and str(kc) in err.msg
+    assert api.node_requests() == 0
+    bomb = work / "bomb"
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    bomb.write_text("\n".join(levels) + "\n")
+    start = time.monotonic()
+    err = error_of("usePodCidr", {"kubeconfig": str(bomb), "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "aliases" in err.msg and time.monotonic() - start < 2
+
+
+def test_server_url_credentials_are_refused_unquoted(api, pki, work):
+    url = api.url.replace("https://", "https://admin:hunter2-secret@")
+    kc = write_kubeconfig(str(work / "kc"), url, ca_file=pki.ca_file, token=TOKEN)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "hunter2" not in err.msg and kc in err.msg
+
+
+@pytest.mark.parametrize("what", ["tokenFile", "certificate-authority", "kubeconfig"])
+def test_fifo_credential_files_fail_at_once(pki, work, what):
+    """A FIFO where a credential file should be hung main forever; now: 104 at once."""
+    fifo = str(work / "fifo")
+    os.mkfifo(fifo)
+    kc = str(work / "kc")
+    if what == "kubeconfig":
+        kc = fifo
+    else:
+        extra = {"token_file": fifo} if what == "tokenFile" else {"token": TOKEN}
+        write_kubeconfig(kc, "https://127.0.0.1:1", ca_file=fifo if what == "certificate-authority" else pki.ca_file, **extra)
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}})
+    try:
+        rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-fifo", timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"ADD hung on a FIFO {what}")
+    assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "not a regular file" in out["msg"] and fifo in out["msg"], raw
+
+
+# ---------------------------------------------------------------------------------- what held, and must keep holding
+@pytest.mark.parametrize("setup", ["other-ca-file", "other-ca-data", "wrong-server-name", "system-cas-only",
+                                   "server-cert-as-ca", "key-as-ca-file", "key-as-ca-data", "skip-verify", "plain-http"])
+def test_bad_tls_setups_never_send_the_token(api, pki, work, setup, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    key_pem = next(iter(pki.clients.values()))["key_pem"]
+    key_file = work / "a.key"
+    key_file.write_bytes(key_pem)
+    kw = {
+        "other-ca-file": dict(ca_file=pki.other_ca_file),
+        "other-ca-data": dict(ca_data=pki.other_ca_pem),
+        "wrong-server-name": dict(ca_file=pki.ca_file, extra_cluster={"tls-server-name": "evil.example"}),
+        "system-cas-only": {},
+        "server-cert-as-ca": dict(ca_file=pki.server_cert_file),
+        "key-as-ca-file": dict(ca_file=str(key_file)),
+        "key-as-ca-data": dict(ca_data=key_pem),
+        "skip-verify": dict(ca_file=pki.ca_file, extra_cluster={"insecure-skip-tls-verify": True}),
+        "plain-http": dict(ca_file=pki.ca_file),
+    }[setup]
+    url = api.url.replace("https://", "http://") if setup == "plain-http" else api.url
+    kc = write_kubeconfig(str(work / "kc"), url, token=TOKEN, **kw)
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg, err
+    assert TOKEN not in err.msg and "PRIVATE KEY" not in err.msg
+    assert api.node_requests() == 0  # nothing (and no token) reached the server
+
+
+def test_exec_credentials_are_refused_without_running_anything(api, pki, work):
+    marker = work / "exec-ran"
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file,
+                          extra_user={"exec": {"command": "/bin/sh", "args": ["-c", f"touch {marker}"], "apiVersion": "client.authentication.k8s.io/v1"}})
+    err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
+    assert err.code == PODCIDR_UNAVAILABLE and "exec is not supported" in err.msg and not marker.exists()
+
+
+@pytest.mark.parametrize("bad", ["/proc", "/sys", "/dev/null"])
+def test_special_data_dirs_are_refused(work, bad):
+    conf = {"cniVersion": "1.0.0", "name": "podcidr-held", "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": bad, "subnet": "10.98.0.0/24"}}
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-held")
+    assert rc == 1 and out["code"] == 5 and bad in out["msg"], raw
+    assert not os.path.exists(os.path.join(bad, "podcidr-held"))
+
+
+@pytest.mark.parametrize("value", ["../etc", "Node_A", "a" * 254, "node/x", "node x"])
+def test_hostile_node_names_are_refused(pki, work, value):
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"static": ["10.97.0.0/24"]}})
+    rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-nn", extra_env={"KUBERNETES_NODE_NAME": value})
+    assert rc == 1 and out["code"] == INVALID_CONFIG and "KUBERNETES_NODE_NAME" in out["msg"], raw

@@ -161,5 +161,54 @@ def test_admin_modules_load_prometheus_and_pyroute2_only_when_a_command_needs_th
         "import sys, cni_ipam.report, cni_ipam.metrics, cni_ipam.lint, cni_ipam.plan\n"
         "print([m for m in ('prometheus_client', 'pyroute2') if m in sys.modules])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert proc.stdout.split("\n")[0] == "[]", proc.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "[]"  # even the admin modules load them only when a command needs them
+
+
+# ---------------------------------------------------------------------------------- the textfile (issue 16 item 11)
+def test_textfile_mode_is_0644_whatever_the_umask(tmp_path):
+    """prometheus_client's writer left the umask's mode: 0666 under umask 000."""
+    from cni_ipam import metrics as m
+
+    old = os.umask(0)
+    try:
+        path = m.write_textfile(str(tmp_path), [], now=1.0)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["cni_ipam.prom"]
+    assert "cni_ipam_metrics_generated_timestamp_seconds 1.0" in open(path).read()
+
+
+def test_textfile_never_follows_planted_links(tmp_path):
+    """main opened '<file>.<pid>.<thread>' with a plain open(): a symlink planted there was followed
+    (root overwrote the link's target) and then renamed over the textfile."""
+    import threading
+
+    from cni_ipam import metrics as m
+
+    out = tmp_path / "textfile"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = out / "cni_ipam.prom"
+    os.symlink(victim, f"{path}.{os.getpid()}.{threading.current_thread().ident}")  # prometheus_client's name
+    os.symlink(victim, path)  # and the textfile itself
+    m.write_textfile(str(out), [], now=2.0)
+    assert victim.read_text() == "precious\n"
+    assert not os.path.islink(path) and "cni_ipam_metrics_generated_timestamp_seconds 2.0" in path.read_text()
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    leftovers = sorted(n for n in os.listdir(out) if n != "cni_ipam.prom")
+    assert leftovers == [f"cni_ipam.prom.{os.getpid()}.{threading.current_thread().ident}"]  # the planted link, untouched
+
+
+def test_textfile_writer_leaves_nothing_when_it_fails(tmp_path):
+    from cni_ipam import metrics as m
+
+    out = tmp_path / "textfile"
+    out.mkdir()
+    (out / "cni_ipam.prom").mkdir()  # a directory in the way: the rename fails
+    with pytest.raises(OSError):
+        m.write_textfile(str(out), [], now=3.0)
+    assert sorted(os.listdir(out)) == ["cni_ipam.prom"]

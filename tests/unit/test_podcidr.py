@@ -414,3 +414,128 @@ def test_example_kubeconfig_and_rbac_are_yaml():
     assert kc["current-context"] == kc["contexts"][0]["name"]
     rules = [d for d in yaml.safe_load_all(open(os.path.join(EXAMPLES, "rbac.yaml"))) if d["kind"] == "ClusterRole"][0]["rules"]
     assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+
+
+# ---------------------------------------------------------------------------------- hostile files (issue 16)
+def test_static_file_content_is_never_quoted(tmp_path, data_dir):
+    """main quoted the first line of a root-only staticFile in the error."""
+    f = tmp_path / "secret-file"
+    f.write_text("SECRET-FIRST-LINE-do-not-print\n")
+    for pod in ({"nodeName": "podcidr-n1", "staticFile": str(f), "sources": ["static"]},
+                {"nodeName": "podcidr-n1", "flannelSubnetEnv": str(f), "sources": ["flannel"]}):
+        err = code_of(resolve, "usePodCidr", pod, data_dir)
+        assert err.code == PODCIDR_UNAVAILABLE and str(f) in err.msg and "SECRET" not in err.msg + err.details
+    f.write_text("FLANNEL_SUBNET=SECRET-VALUE/24\n")
+    err = code_of(resolve, "usePodCidr", {"nodeName": "podcidr-n1", "flannelSubnetEnv": str(f), "sources": ["flannel"]}, data_dir)
+    assert err.code == PODCIDR_UNAVAILABLE and "SECRET" not in err.msg + err.details
+
+
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/0"], ["::/0"], ["::ffff:10.1.0.0/120"], ["10.1.0.0/24", "10.2.0.0/24"], ["169.254.0.0/16"]])
+def test_static_sources_refuse_what_no_node_can_hold(tmp_path, data_dir, cidrs):
+    err = code_of(podcidr.parse_settings, {"podCidr": {"static": cidrs}})
+    assert err.code == INVALID_CONFIG
+    f = tmp_path / "pod-cidr"
+    f.write_text("\n".join(cidrs) + "\n")
+    err = code_of(resolve, "usePodCidr", {"nodeName": "podcidr-n1", "staticFile": str(f), "sources": ["static"]}, data_dir)
+    assert err.code == PODCIDR_UNAVAILABLE and str(f) in err.msg
+
+
+def run_resolve(data_dir, pod, placeholder="usePodCidr", timeout=10):
+    code = (
+        "import json, sys; from cni_ipam import podcidr; from cni_ipam.errors import CniError\n"
+        "try: print(podcidr.subnet_for(sys.argv[1], {'podCidr': json.loads(sys.argv[2])}, sys.argv[3]))\n"
+        "except CniError as e: print('error', e.code, e.msg)\n"
+    )
+    try:
+        return subprocess.run([sys.executable, "-c", code, placeholder, json.dumps(pod), data_dir], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("hung")
+
+
+@pytest.mark.parametrize("what", ["staticFile", "flannelSubnetEnv"])
+def test_fifo_source_files_fail_at_once(tmp_path, data_dir, what):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    pod = {"nodeName": "podcidr-n1", what: str(fifo), "sources": ["static" if what == "staticFile" else "flannel"]}
+    proc = run_resolve(data_dir, pod)
+    assert proc.stdout.startswith("error 104") and "not a regular file" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cache_fifo_is_not_a_hang(tmp_path, data_dir):
+    """A FIFO planted as the cache file hung main (blocking open); now it is no cache."""
+    path = podcidr.cache_path(data_dir, "podcidr-n1")
+    os.makedirs(os.path.dirname(path))
+    os.mkfifo(path)
+    proc = run_resolve(data_dir, {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "absent")})
+    assert proc.stdout.startswith("error 104") and "absent" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cache_symlinks_are_never_followed(tmp_path, data_dir):
+    """A cache directory (or file) replaced by a symlink: main wrote the cache to the link's target
+    (root writing outside the dataDir) and read whatever it pointed to."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, os.path.join(data_dir, podcidr.CACHE_DIR))
+    now = time.time()
+    (outside / "podcidr-n1.json").write_text(json.dumps({"node": "podcidr-n1", "podCIDRs": ["10.66.0.0/24"], "fetchedAt": now, "refreshAfter": now + 100}))
+    pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "absent")}
+    err = code_of(resolve, "usePodCidr", pod, data_dir)
+    assert err.code == PODCIDR_UNAVAILABLE  # the planted answer was not read
+    podcidr.write_cache(podcidr.cache_path(data_dir, "podcidr-n2"), {"node": "podcidr-n2", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now})
+    assert sorted(os.listdir(outside)) == ["podcidr-n1.json"]  # nothing written through the link
+    # a symlinked cache file: not read, and replaced (not written through) by the next write
+    os.unlink(os.path.join(data_dir, podcidr.CACHE_DIR))
+    target = outside / "podcidr-n1.json"
+    path = podcidr.cache_path(data_dir, "podcidr-n1")
+    os.makedirs(os.path.dirname(path))
+    os.symlink(target, path)
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+    before = target.read_text()
+    podcidr.write_cache(path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now})
+    assert target.read_text() == before and not os.path.islink(path)
+
+
+def test_oversized_or_special_cache_is_not_read(tmp_path, data_dir):
+    path = write_cache(data_dir, "podcidr-n1", ["10.244.5.0/24"], refresh_in=100)
+    record = json.load(open(path))
+    with open(path, "w") as fh:  # valid JSON, padded beyond the 64 KiB a cache file can be
+        fh.write(" " * (podcidr.MAX_CACHE_FILE + 1) + json.dumps(record))
+    pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "absent")}
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+    os.unlink(path)
+    os.mkdir(path)  # a directory in the way
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+    os.rmdir(path)
+    write_cache(data_dir, "podcidr-n1", ["0.0.0.0/0"], refresh_in=100)  # tampered: refused, refreshed
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+
+
+def test_cache_directory_of_another_user_is_ignored(tmp_path, data_dir, capfd):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown to another uid")
+    write_cache(data_dir, "podcidr-n1", ["10.244.5.0/24"], refresh_in=100)
+    cache_dir = os.path.join(data_dir, podcidr.CACHE_DIR)
+    pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "absent")}
+    assert resolve("usePodCidr", pod, data_dir) == NET("10.244.5.0/24")
+    os.chown(cache_dir, 12345, 12345)  # a less-privileged user made it first
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+    assert "owned by another user" in capfd.readouterr().err
+    os.chown(cache_dir, 0, 0)
+    os.chmod(cache_dir, 0o777)
+    assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
+
+
+def test_cache_dirs_and_file_modes_whatever_the_umask(tmp_path):
+    """umask 000: main made the dataDir, its parents and the cache dir 0777 (host-local: 0755)."""
+    data_dir = str(tmp_path / "p1" / "p2" / "data")
+    path = podcidr.cache_path(data_dir, "podcidr-n1")
+    old = os.umask(0)
+    try:
+        podcidr.write_cache(path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": 1.0, "refreshAfter": 2.0})
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "p1", tmp_path / "p1" / "p2", data_dir, os.path.dirname(path)):
+        assert os.stat(d).st_mode & 0o777 == 0o755, d
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(os.path.dirname(path))) == ["podcidr-n1.json"]  # no temporary file left
