@@ -4,17 +4,7 @@
 # the operator examples in docs/cluster-ops.md).  Safe to run twice.
 set -euo pipefail
 
-missing=()
-for p in etcd-server etcd-client; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: need root to apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+. "$(dirname "$0")/../apt.sh"
+ensure_apt etcd-server etcd-client
 echo "setup: $(/usr/bin/etcd --version | head -1)"
