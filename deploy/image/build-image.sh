@@ -12,7 +12,7 @@
 #   /opt/cni-ipam/install.sh     scripts/install.sh, unchanged (atomic install, refuses a foreign cni-ipam)
 #   /usr/local/bin/cni-ipam-node the entry point (deploy/image/cni-ipam-node): install | reclaim | gc | ...
 #   /usr/bin/ctr                 containerd's client, for `cni-ipam gc --runtime containerd:SOCK`
-#   bash, the GNU coreutils/grep the scripts use, a static busybox for anything else
+#   bash, the GNU coreutils/grep/find and util-linux flock the scripts use, a static busybox for anything else
 #   the shared libraries all of those need (found with ldd), and nothing else.
 # No base image is pulled; `podman build` only COPYs (no RUN step needs a container runtime).
 set -euo pipefail
@@ -59,8 +59,9 @@ echo "root:x:0:0:root:/:/bin/sh" >"$RFS/etc/passwd"
 echo "root:x:0:" >"$RFS/etc/group"
 
 # Tools from the build host, each with the libraries ldd says it needs.
-TOOLS=(bash cat chmod cmp cp date dirname basename env grep head id install ln ls mkdir mktemp mv readlink realpath
-       rm rmdir sed sleep sort stat tail touch tr base64 sha256sum)
+# install.sh needs find, chown and flock (its install lock, util-linux) besides the coreutils.
+TOOLS=(bash cat chmod chown cmp cp date dirname basename env find flock grep head id install ln ls mkdir mktemp mv
+       readlink realpath rm rmdir sed sleep sort stat tail touch tr base64 sha256sum)
 for t in "${TOOLS[@]}"; do
   src=$(command -v "$t") || { echo "build-image.sh: $t not found on the build host" >&2; exit 1; }
   cp -L "$src" "$RFS/usr/bin/$t"

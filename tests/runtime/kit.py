@@ -11,9 +11,16 @@ tmpfs or bind mounts of the test's temp dir; every runtime command runs inside i
 ``/etc``, ``/opt``, ``/var/lib/cni``, ``/run/netns`` or network.  (``ip netns exec`` is not used: it
 remounts ``/sys`` and so hides the cgroup mounts runc needs.)
 
-Teardown kills, by pid, every process whose mount namespace is the private one (containers, conmon,
-containerd and its shims: all started by the test), then the holder; the mounts vanish with the
-namespace.
+Why a PID namespace of the test's own too (``unshare --pid --mount-proc``, entered with ``nsenter
+--pid``): ``cni-ipam gc`` releases a reservation by namespace only when a scan of every process on
+the node finds the recorded namespace nowhere, and a scan of a /proc it cannot fully read (this
+sandbox's pid 1 is closed even to root) is never sure.  Inside the world's PID namespace every
+process (runtime, conmon, shims, containers, gc) is one the test started, so ``gc --pidns-is-node``
+(what hostPID gives the DaemonSet on a real node) can be sure, and the verdicts are the real ones.
+
+Teardown kills, by pid, every process whose mount or PID namespace is the private one (containers,
+conmon, containerd and its shims: all started by the test), then the holder; the kernel kills
+whatever is left in the PID namespace with its init, and the mounts vanish with the namespace.
 """
 
 from __future__ import annotations
@@ -93,9 +100,9 @@ def busybox_rootfs(path: str) -> str:
     return path
 
 
-def mnt_ns_of(pid: int) -> "str | None":
+def ns_of(pid: "int | str", kind: str = "mnt") -> "str | None":
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
         return None
 
@@ -103,20 +110,27 @@ def mnt_ns_of(pid: int) -> "str | None":
 class PrivateMounts:
     """A mount namespace held by one process; ``setup`` lines run (sh -e) before it settles.
 
-    ``exec_cmd`` replaces the holder's ``sleep`` (e.g. containerd, so the daemon itself holds it);
+    The holder (``unshare --pid --kill-child --mount-proc``) also makes a PID namespace with its own
+    ``/proc``; every ``argv`` enters it, so the runtimes, their containers and ``cni-ipam gc`` share
+    one PID namespace that holds nothing but the test's processes (``gc --pidns-is-node``).
+
+    ``exec_cmd`` runs instead of the holder's ``sleep`` (e.g. containerd: the world ends with it);
     ``netns`` names the network namespace it runs in (default: the caller's).
     """
 
     def __init__(self, setup: "list[str]", exec_cmd: "list[str] | None" = None, log_path: "str | None" = None,
                  netns: "str | None" = None) -> None:
-        body = "\n".join(setup + ["echo ready"]) + "\nexec " + (
+        # sh stays the PID namespace's init: it reaps what daemonizes (conmon, shims) while it
+        # waits; the world ends when its command (containerd, or sleep) does.
+        body = "\n".join(setup + ["echo ready"]) + "\n" + (
             " ".join(shlex.quote(a) for a in exec_cmd) if exec_cmd else "sleep 100000"
-        )
+        ) + " &\nwait $!\n"
         stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
                 (["nsenter", f"--net=/var/run/netns/{netns}"] if netns else [])
-                + ["unshare", "--mount", "--propagation", "private", "--", "sh", "-ec", body],
+                + ["unshare", "--pid", "--kill-child", "--mount-proc", "--propagation", "private", "--",
+                   "sh", "-ec", body],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
             )
         finally:
@@ -128,24 +142,23 @@ class PrivateMounts:
             self.close()
             raise RuntimeError(f"private mount namespace did not come up (setup: {setup}); see {log_path}")
         self.pid = self.proc.pid
-        self.ns = mnt_ns_of(self.pid)
+        self.ns = ns_of(self.pid)
+        self.pidns = ns_of(self.pid, "pid_for_children")
 
     def argv(self, argv: "list[str]", netns: "str | None" = None) -> "list[str]":
         """``argv`` run inside this mount namespace (and the named network namespace)."""
-        pre = ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt"]
+        pre = ["nsenter", f"--mount=/proc/{self.pid}/ns/mnt", f"--pid=/proc/{self.pid}/ns/pid_for_children"]
         if netns:
             pre.append(f"--net=/var/run/netns/{netns}")
         return pre + list(argv)
 
     def members(self) -> "list[int]":
-        """Pids living in this mount namespace, the holder excluded."""
-        if not getattr(self, "ns", None):
+        """Pids living in this mount or PID namespace, the holder excluded."""
+        ours = {ns for ns in (getattr(self, "ns", None), getattr(self, "pidns", None)) if ns}
+        if not ours:
             return []
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != self.proc.pid and mnt_ns_of(int(entry)) == self.ns:
-                out.append(int(entry))
-        return out
+        return [int(e) for e in os.listdir("/proc")
+                if e.isdigit() and int(e) != self.proc.pid and (ns_of(e) in ours or ns_of(e, "pid") in ours)]
 
     def close(self) -> None:
         """Kill every process in the namespace (started by the test), then the holder."""
@@ -280,7 +293,8 @@ def gc_report(mounts, rt, netns: str, *args: str, env: "dict | None" = None) -> 
     Returns (exit status, the JSON report, stderr)."""
     import json
 
-    proc = run(mounts.argv([rt.plugin_exe, "gc", "--json", "--data-dir", rt.data_dir, *args], netns=netns),
+    proc = run(mounts.argv([rt.plugin_exe, "gc", "--json", "--data-dir", rt.data_dir, "--pidns-is-node", *args],
+                           netns=netns),
                env=env or clean_env(), timeout=120)
     try:
         doc = json.loads(proc.stdout)

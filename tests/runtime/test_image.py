@@ -63,8 +63,8 @@ def host(podman_world):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _run(w, image, *args, mounts=(), env=()):
-    argv = ["run", "--rm", "--network", "none", *w.ulimits]
+def _run(w, image, *args, mounts=(), env=(), opts=()):
+    argv = ["run", "--rm", "--network", "none", *w.ulimits, *opts]
     for src, dst in mounts:
         argv += ["-v", f"{src}:{dst}"]
     for item in env:
@@ -124,13 +124,22 @@ def test_reclaim_pass_releases_stranded_and_writes_textfile_metrics(podman_world
     w = podman_world
     data, textfile = os.path.join(host, "networks"), os.path.join(host, "textfile")
     os.makedirs(textfile)
-    # a reservation whose namespace is gone (the DEL never came)
-    rc, _, raw, err = run_plugin("ADD", _conf(data), container_id="gone-1", netns="/var/run/netns/rt-never-there")
+    # a reservation whose namespace is gone (the DEL never came): a real namespace, so its identity is
+    # recorded at ADD, deleted afterwards
+    gone = w.rt.netns("img-gone")
+    rc, _, raw, err = run_plugin("ADD", _conf(data), container_id="gone-1", netns=w.rt.path(gone))
     assert rc == 0, (raw, err)
+    kit.run(["ip", "netns", "del", gone], check=True)
+    # As the DaemonSet runs it (hostPID, capabilities: all dropped but SYS_PTRACE and DAC_READ_SEARCH):
+    # the container shares the podman world's PID namespace, which holds only the test's processes, so
+    # gc's namespace scan is sure there (--pidns-is-node, like a kind node); in a PID namespace of its
+    # own, or without SYS_PTRACE to read the other processes' fds, the scan proves nothing and nothing
+    # is released.
     out = _run(w, image, "reclaim", mounts=[(data, "/var/lib/cni/networks"), (textfile, "/textfile")],
-               env=["RECLAIM_ITERATIONS=1", "GC_ARGS=--grace 0", "TEXTFILE_DIR=/textfile", "METRICS_ARGS=--conf-dir="])
+               env=["RECLAIM_ITERATIONS=1", "GC_ARGS=--grace 0 --pidns-is-node", "TEXTFILE_DIR=/textfile",
+                    "METRICS_ARGS=--conf-dir="], opts=("--pid", "host", "--cap-drop", "ALL", "--cap-add", "SYS_PTRACE,DAC_READ_SEARCH"))
     assert out.returncode == 0, out.stderr
-    assert not [f for f in os.listdir(os.path.join(data, "imgnet")) if f.startswith("10.")], "not reclaimed"
+    assert not [f for f in os.listdir(os.path.join(data, "imgnet")) if f.startswith("10.")], "not reclaimed: " + out.stdout
     metrics = "".join(open(os.path.join(textfile, f)).read() for f in os.listdir(textfile) if f.endswith(".prom"))
     assert "cni_ipam_gc_last_run_timestamp_seconds" in metrics, metrics[:500]
 
