@@ -289,8 +289,8 @@ def lossy_ipam(rt, name: str, real: str) -> str:
 
 
 def gc_report(mounts, rt, netns: str, *args: str, env: "dict | None" = None) -> "tuple[int, dict, str]":
-    """``cni-ipam gc --json --data-dir <rt.data_dir> ARGS`` inside the runtime's namespaces.
-    Returns (exit status, the JSON report, stderr)."""
+    """``cni-ipam gc --json --data-dir <rt.data_dir> --pidns-is-node ARGS`` inside the runtime's
+    namespaces (the world's PID namespace holds every process that could hold a namespace).  Returns (exit status, the JSON report, stderr)."""
     import json
 
     proc = run(mounts.argv([rt.plugin_exe, "gc", "--json", "--data-dir", rt.data_dir, "--pidns-is-node", *args],
