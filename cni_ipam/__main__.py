@@ -12,19 +12,19 @@ import sys
 def main() -> int:
     if "CNI_COMMAND" not in os.environ:
         if len(sys.argv) > 1:
-            from cni_ipam.cli import cli_main  # admin commands load only here
+            from cni_ipam.admin.cli import cli_main  # admin commands load only here
 
             return cli_main(sys.argv[1:])
         return about()
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.plugin.skel import plugin_main
 
     return plugin_main()
 
 
 def about() -> int:
     from cni_ipam import __version__
-    from cni_ipam.cli import usage
-    from cni_ipam.protocol import SUPPORTED_VERSIONS
+    from cni_ipam.admin.cli import usage
+    from cni_ipam.plugin.skel import SUPPORTED_VERSIONS
 
     print(f"cni-ipam {__version__}: a host-local compatible CNI IPAM plugin\n"
           f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n\n{usage()}", file=sys.stderr)

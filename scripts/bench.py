@@ -481,7 +481,7 @@ def pool_netconf(data_dir: str, endpoint: str, node: str, block: int, keep: int 
 def count_round_trips(conf: dict, command: str, cid: str) -> "tuple[int, list]":
     """Run one call in this process with the etcd client wrapped: (round trips, request paths)."""
     from cni_ipam.cluster import etcd
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.plugin.skel import plugin_main
     import io
 
     paths: list = []

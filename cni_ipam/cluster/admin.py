@@ -51,7 +51,8 @@ import os
 import sys
 import time
 
-from cni_ipam import options, report
+from cni_ipam.admin import options
+from cni_ipam.admin import show as report
 from cni_ipam.cluster import pool as poolmod
 from cni_ipam.errors import CniError
 
@@ -90,7 +91,8 @@ class PoolTarget:
 
 def load_pools(conf_files, conf_dir, names=None) -> "tuple[list, list]":
     """(pools, problems) of the conf files; the first file wins for a pool (libcni's order)."""
-    from cni_ipam import config, lint
+    from cni_ipam.plugin import netconf as config
+    from cni_ipam.admin import lint
 
     files = list(conf_files) if conf_files else lint.conf_files(conf_dir)
     pools, problems, seen = [], [], set()
@@ -596,13 +598,13 @@ def _last_seen(client, target: PoolTarget, node: str) -> "float | None":
 
 
 class KubeNodes:
-    """Does a Node exist?  Through the plugin's kubeconfig / in-cluster client (cni_ipam.kubeapi):
+    """Does a Node exist?  Through the plugin's kubeconfig / in-cluster client (cni_ipam.podcidr.kubeapi):
     True (200), False (404 Not Found), or the reason there is no clear answer."""
 
     def __init__(self, kubeconfig: "str | None", in_cluster: "str | None", timeout: float) -> None:
         import tempfile
 
-        from cni_ipam import kubeapi
+        from cni_ipam.podcidr import kubeapi
 
         self._scratch = tempfile.mkdtemp(prefix="cni-ipam-pool-")
         self.timeout = timeout
@@ -613,7 +615,7 @@ class KubeNodes:
             raise AdminError(exc.msg.replace("usePodCidr: ", "")) from None
 
     def exists(self, node: str):
-        from cni_ipam import kubeapi
+        from cni_ipam.podcidr import kubeapi
 
         try:
             kubeapi.get_node(self.target, node, self.timeout)
@@ -864,7 +866,7 @@ def main(argv: list) -> int:
     if args.command == "metrics":
         data = exposition(views, now)
         if args.textfile_dir:
-            from cni_ipam import safefs  # the node-local metrics' writer: O_EXCL|O_NOFOLLOW temp file, 0644, one rename
+            from cni_ipam.store import fs as safefs  # the node-local metrics' writer: O_EXCL|O_NOFOLLOW temp file, 0644, one rename
 
             fd = safefs.open_dir(args.textfile_dir, follow=True)  # the operator named it; it may be a link
             try:

@@ -65,8 +65,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-    from cni_ipam.ranges import RangeSet
-    from cni_ipam.store import NetworkStore
+    from cni_ipam.plugin.ranges import RangeSet
+    from cni_ipam.store.network import NetworkStore
 
 POOL_KEYS = ("name", "blockSize", "blockSizeIPv6", "nodeName", "etcd", "verifyInterval", "keepBlocks")
 ETCD_KEYS = ("endpoints", "caFile", "certFile", "keyFile", "username", "passwordFile", "prefix", "timeout")
@@ -378,7 +378,7 @@ def free_blocks(rset: "RangeSet", prefixlen: int, taken, start: int = 0) -> "Ite
 def block_pieces(rset: "RangeSet", cidr: str) -> list:
     """The pool's ranges clipped to one block: ``Range`` objects keeping their subnet, gateway and
     exclusions, so the gateway and excluded addresses are never handed out from any block."""
-    from cni_ipam.ranges import Range
+    from cni_ipam.plugin.ranges import Range
 
     version, lo, hi = block_bounds(cidr)
     out = []
@@ -394,7 +394,7 @@ def block_capacity(rset: "RangeSet", cidr: str) -> int:
 
 def held_range_set(rset: "RangeSet", cidrs: "List[str]") -> "Optional[RangeSet]":
     """A RangeSet made of the given blocks' pieces (what the allocator may hand out), or None."""
-    from cni_ipam.ranges import RangeSet
+    from cni_ipam.plugin.ranges import RangeSet
 
     pieces = [p for cidr in cidrs for p in block_pieces(rset, cidr)]
     return RangeSet(pieces) if pieces else None
@@ -414,7 +414,7 @@ def used_in_block(net_dir_fd: int, cidr: str) -> int:
             except OSError:
                 pass
         return count
-    from cni_ipam.store import parse_ip_name
+    from cni_ipam.store.network import parse_ip_name
 
     count = 0
     for name in os.listdir(net_dir_fd):
@@ -950,7 +950,7 @@ def _warn(msg: str) -> None:
 def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
     """ADD in a pool: one address per range set, from this node's blocks, claiming a block only
     when the held ones are full (or a requested address lies in a free block)."""
-    from cni_ipam import allocator
+    from cni_ipam.plugin import allocator
 
     session = Session(store, cfg.name, cfg.pool, cfg.range_sets)
     rec = session.record
@@ -1087,7 +1087,7 @@ def status_problem(cfg) -> "Optional[str]":
 
 def _read_record_at(net_dir: str) -> "Optional[bytes]":
     """pool.json read without the lock (STATUS is advisory); never follows a symlink."""
-    from cni_ipam.store import META_DIR
+    from cni_ipam.store.network import META_DIR
 
     try:
         fd = os.open(os.path.join(net_dir, META_DIR, RECORD_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

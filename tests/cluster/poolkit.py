@@ -40,7 +40,7 @@ def call(command: str, conf: dict, cid: str, ifname: str = "eth0", **kw):
 
 def call_inproc(command: str, conf: dict, cid: str, ifname: str = "eth0", cni_args: str = ""):
     """One call in this process (for counting etcd round trips): (rc, parsed JSON)."""
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.plugin.skel import plugin_main
 
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_NETNS": "/var/run/netns/none",
            "CNI_PATH": "/usr/lib/cni"}

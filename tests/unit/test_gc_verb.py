@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from cni_ipam import liveness
-from cni_ipam.protocol import plugin_main
+from cni_ipam.admin import liveness
+from cni_ipam.plugin.skel import plugin_main
 
 
 def conf(data_dir, name="gcnet", version="1.1.0", subnet="10.20.0.0/24", **extra):

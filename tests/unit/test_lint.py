@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cni_ipam import config, lint
+from cni_ipam.plugin import netconf as config
+from cni_ipam.admin import lint
 from tests.helpers import ROOT
 
 EXAMPLES = os.path.join(ROOT, "conf-examples")

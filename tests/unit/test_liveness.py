@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from cni_ipam import liveness as L
-from cni_ipam.store import NetworkStore, Reservation
+from cni_ipam.admin import liveness as L
+from cni_ipam.store.network import NetworkStore, Reservation
 
 NOW = 1_800_000_000.0
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -305,7 +305,7 @@ def _prefill(data_dir):
 
 def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
     # the store records seenBoot with the kernel's boot id: make it the checker's simulated one
-    monkeypatch.setattr("cni_ipam.store.read_boot_id", lambda path=None: BOOT)
+    monkeypatch.setattr("cni_ipam.store.network.read_boot_id", lambda path=None: BOOT)
     _prefill(tmp_path)
     found = L.scan_network(str(tmp_path), "net1", checker(tmp_path))
     assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]

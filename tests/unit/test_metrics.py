@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cni_ipam import liveness
-from cni_ipam.store import NetworkStore
+from cni_ipam.admin import liveness
+from cni_ipam.store.network import NetworkStore
 from tests.helpers import ROOT, have_host_local, run_host_local
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -158,7 +158,7 @@ def test_host_local_directory(tmp_path):
 def test_admin_modules_load_prometheus_and_pyroute2_only_when_a_command_needs_them():
     """(What the plugin path imports is checked once, in tests/integration/test_plugin_imports.py.)"""
     code = (
-        "import sys, cni_ipam.report, cni_ipam.metrics, cni_ipam.lint, cni_ipam.plan\n"
+        "import sys, cni_ipam.admin.show, cni_ipam.admin.metrics, cni_ipam.admin.lint, cni_ipam.admin.plan\n"
         "print([m for m in ('prometheus_client', 'pyroute2') if m in sys.modules])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
@@ -168,7 +168,7 @@ def test_admin_modules_load_prometheus_and_pyroute2_only_when_a_command_needs_th
 # ---------------------------------------------------------------------------------- the textfile (issue 16 item 11)
 def test_textfile_mode_is_0644_whatever_the_umask(tmp_path):
     """prometheus_client's writer left the umask's mode: 0666 under umask 000."""
-    from cni_ipam import metrics as m
+    from cni_ipam.admin import metrics as m
 
     old = os.umask(0)
     try:
@@ -185,7 +185,7 @@ def test_textfile_never_follows_planted_links(tmp_path):
     (root overwrote the link's target) and then renamed over the textfile."""
     import threading
 
-    from cni_ipam import metrics as m
+    from cni_ipam.admin import metrics as m
 
     out = tmp_path / "textfile"
     out.mkdir()
@@ -203,7 +203,7 @@ def test_textfile_never_follows_planted_links(tmp_path):
 
 
 def test_textfile_writer_leaves_nothing_when_it_fails(tmp_path):
-    from cni_ipam import metrics as m
+    from cni_ipam.admin import metrics as m
 
     out = tmp_path / "textfile"
     out.mkdir()

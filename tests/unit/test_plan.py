@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cni_ipam import plan
+from cni_ipam.admin import plan
 from tests.helpers import ROOT
 
 
@@ -44,7 +44,7 @@ def test_growth_thresholds(nodes, rc, what):
 
 def test_usable_addresses_match_the_plugin_defaults():
     """The per-node count is what cni-ipam hands out from a node subnet with the default range."""
-    from cni_ipam import config
+    from cni_ipam.plugin import netconf as config
 
     for cidr in ("10.1.2.0/24", "10.1.2.0/26", "10.1.2.0/30", "fd00::/120", "fd00::/64"):
         net = ipaddress.ip_network(cidr)

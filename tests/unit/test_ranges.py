@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import INVALID_CONFIG, CniError
-from cni_ipam.ranges import Range, RangeSet
+from cni_ipam.plugin.ranges import Range, RangeSet
 
 IP = ipaddress.ip_address
 

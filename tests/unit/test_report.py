@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-from cni_ipam import liveness, options, report
-from cni_ipam.store import NetworkStore
+from cni_ipam.admin import liveness
+from cni_ipam.admin import options
+from cni_ipam.admin import show as report
+from cni_ipam.store.network import NetworkStore
 from tests.helpers import ROOT, have_host_local, run_host_local, run_plugin
 
 

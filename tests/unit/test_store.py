@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from cni_ipam import plugin
+from cni_ipam.plugin import verbs as plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
-from cni_ipam.protocol import CniEnv
-from cni_ipam.store import NetworkStore, owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.plugin.skel import CniEnv
+from cni_ipam.store.network import NetworkStore, owner_key, parse_ip_name, parse_owner, read_boot_id
 
 IP = ipaddress.ip_address
 NET = "core-store"

@@ -32,7 +32,8 @@ import os
 import sys
 import time
 
-from cni_ipam import options, report
+from cni_ipam.admin import options
+from cni_ipam.admin import show as report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +53,7 @@ class IpamCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from cni_ipam.liveness import LIVE, STRANDED, STRANDED_REASONS, UNKNOWN, read_gc_stats
+        from cni_ipam.admin.liveness import LIVE, STRANDED, STRANDED_REASONS, UNKNOWN, read_gc_stats
 
         set_labels = ["network", "range_set", "family", "ranges"]
         size = GaugeMetricFamily("cni_ipam_range_set_size", "Addresses the range set can hand out (gateway, network, broadcast and excluded addresses do not count).", labels=set_labels)
@@ -124,7 +125,7 @@ def write_textfile(directory: str, reports: "Sequence[report.NetworkReport]", na
     Here the temporary file is new (``O_EXCL|O_NOFOLLOW``, random name, not ``*.prom``), created
     through a descriptor of the directory, and renamed over ``name`` (a symlink there is replaced,
     never written through).  The directory must exist: it is never created."""
-    from cni_ipam import safefs
+    from cni_ipam.store import fs as safefs
 
     data = exposition(reports, now)
     fd = safefs.open_dir(directory, follow=True)  # the operator named it; it may be a link

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import os
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError
-from cni_ipam.store import parse_ip_name, reserved_names, usable_problem
+from cni_ipam.store.network import parse_ip_name, reserved_names, usable_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Iterable
 
-    from cni_ipam.protocol import CniEnv
+    from cni_ipam.plugin.skel import CniEnv
 
 
 def cmd_status(env: "CniEnv", conf: dict) -> None:

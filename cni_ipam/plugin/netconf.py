@@ -13,7 +13,7 @@ import ipaddress
 import os
 
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
-from cni_ipam.ranges import Range, RangeSet, clip, first_overlap, merge
+from cni_ipam.plugin.ranges import Range, RangeSet, clip, first_overlap, merge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -310,7 +310,7 @@ def _parse_range(key: str, value: "Any", ipam: dict, data_dir: str) -> Range:
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
     if subnet_value in POD_CIDR_PLACEHOLDERS:
-        from cni_ipam import podcidr  # only configs that ask for it pay for it
+        from cni_ipam.podcidr import sources as podcidr  # only configs that ask for it pay for it
 
         subnet = podcidr.subnet_for(subnet_value, ipam, data_dir)
     elif not isinstance(subnet_value, str) or not subnet_value:

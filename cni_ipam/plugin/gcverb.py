@@ -19,21 +19,21 @@ both keys carry a list, an attachment listed under either is kept: the union is 
 * Failures do not stop the pass: every reservation is tried, then one error (106, GC_INCOMPLETE)
   lists all that failed.
 
-STATUS lives in ``cni_ipam.status``.
+STATUS lives in ``cni_ipam.plugin.status``.
 """
 
 from __future__ import annotations
 
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import GC_INCOMPLETE, INVALID_CONFIG, CniError
-from cni_ipam.store import NetworkStore
+from cni_ipam.store.network import NetworkStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import List, Optional, Set, Tuple
 
-    from cni_ipam.protocol import CniEnv
+    from cni_ipam.plugin.skel import CniEnv
 
 VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
@@ -113,7 +113,7 @@ def cmd_gc(env: "CniEnv", conf: dict) -> None:
                 failures.append(f"{res.address}: {exc.msg}")
             except OSError as exc:
                 failures.append(f"{res.address}: {exc.strerror or exc}")
-        from cni_ipam.liveness import record_gc_stats
+        from cni_ipam.admin.liveness import record_gc_stats
 
         record_gc_stats(
             data_dir, conf["name"], "gc-verb", True,

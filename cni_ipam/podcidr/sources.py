@@ -42,7 +42,7 @@ import os
 import re
 import time
 
-from cni_ipam import safefs
+from cni_ipam.store import fs as safefs
 from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError, config_error
 
 TYPE_CHECKING = False
@@ -393,7 +393,7 @@ def _from_kubernetes(settings: Settings, target: "Tuple[str, str]", node: str, d
     usable = cached is not None and any(n.version == family for n in cached["nets"])
     if usable and now < cached["refreshAfter"] and cached["fetchedAt"] <= now + 60:  # (clock went back: refresh)
         return cached["nets"], f"the cache {path} of {cached.get('origin', 'the Kubernetes API')}"
-    from cni_ipam import kubeapi  # TLS, HTTP and YAML load only when the API is really called
+    from cni_ipam.podcidr import kubeapi  # TLS, HTTP and YAML load only when the API is really called
 
     try:
         try:

@@ -135,7 +135,7 @@ def read_env(environ: "Dict[str, str]") -> CniEnv:
             raise CniError(INVALID_ENV, f"required env variables [{','.join(missing)}] missing", ",".join(missing))
         validate_container_id(env.container_id)
         validate_ifname(env.ifname)
-        from cni_ipam.config import parse_cni_args
+        from cni_ipam.plugin.netconf import parse_cni_args
 
         env.args = parse_cni_args(environ.get("CNI_ARGS", ""))
     return env
@@ -152,7 +152,7 @@ def read_config(stdin: "bytes") -> dict:
 
 
 def negotiate(conf: dict, command: str) -> str:
-    from cni_ipam.config import network_version
+    from cni_ipam.plugin.netconf import network_version
 
     version = network_version(conf)
     if version not in SUPPORTED_VERSIONS:
@@ -177,22 +177,22 @@ def run(environ: "Dict[str, str]", stdin: bytes) -> "Optional[dict]":
     negotiate(conf, env.command)
     conf["name"] = validate_network_name(conf.get("name"))
     if env.command == "ADD":
-        from cni_ipam.plugin import cmd_add
+        from cni_ipam.plugin.verbs import cmd_add
 
         return cmd_add(env, conf)
     if env.command == "DEL":
-        from cni_ipam.plugin import cmd_del
+        from cni_ipam.plugin.verbs import cmd_del
 
         return cmd_del(env, conf)
     if env.command == "CHECK":
-        from cni_ipam.plugin import cmd_check
+        from cni_ipam.plugin.verbs import cmd_check
 
         return cmd_check(env, conf)
     if env.command == "STATUS":
-        from cni_ipam.status import cmd_status
+        from cni_ipam.plugin.status import cmd_status
 
         return cmd_status(env, conf)
-    from cni_ipam import gc
+    from cni_ipam.plugin import gcverb as gc
 
     return gc.cmd_gc(env, conf)
 

@@ -25,16 +25,17 @@ import os
 import sys
 import time
 
-from cni_ipam import config, options
+from cni_ipam.plugin import netconf as config
+from cni_ipam.admin import options
 from cni_ipam.errors import CniError
-from cni_ipam.store import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner, read_entry
+from cni_ipam.store.network import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner, read_entry
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Dict, List, Optional, Sequence, Tuple
 
-    from cni_ipam.liveness import Checker, Verdict
-    from cni_ipam.ranges import RangeSet
+    from cni_ipam.admin.liveness import Checker, Verdict
+    from cni_ipam.plugin.ranges import RangeSet
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 LEVELS = ("ok", "warning", "critical", "emergency")
@@ -81,7 +82,7 @@ def conf_networks(conf_dir: str) -> "List[NetworkConf]":
     """Every cni-ipam (or host-local) network of the conf files in ``conf_dir``, first file wins
     for a name (libcni reads the files in lexical order).  Unreadable files are skipped here; run
     ``cni-ipam lint`` to see why."""
-    from cni_ipam import lint
+    from cni_ipam.admin import lint
 
     out: "List[NetworkConf]" = []
     seen = set()
@@ -389,7 +390,7 @@ def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresh
 
 
 def list_network_dirs(data_dir: str) -> "List[str]":
-    from cni_ipam.liveness import list_networks
+    from cni_ipam.admin.liveness import list_networks
 
     return list_networks(data_dir)
 
@@ -500,7 +501,7 @@ def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float)
 
 # ---------------------------------------------------------------------- command line
 def add_liveness_options(parser) -> None:
-    from cni_ipam.liveness import DEFAULT_GRACE, DEFAULT_RUNTIME_CACHE
+    from cni_ipam.admin.liveness import DEFAULT_GRACE, DEFAULT_RUNTIME_CACHE
 
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help=f"reservations younger than this are never stranded (default {DEFAULT_GRACE:g})")
@@ -511,7 +512,7 @@ def add_liveness_options(parser) -> None:
 
 
 def make_checker(args) -> "Checker":
-    from cni_ipam.liveness import Checker
+    from cni_ipam.admin.liveness import Checker
 
     return Checker(grace=args.grace, include_unknown=args.include_unknown, runtime_cache=args.runtime_cache)
 

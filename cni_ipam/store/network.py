@@ -62,7 +62,7 @@ import time
 from stat import S_ISREG
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
-from cni_ipam.protocol import ifname_problem, is_container_id
+from cni_ipam.plugin.skel import ifname_problem, is_container_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover

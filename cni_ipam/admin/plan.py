@@ -27,7 +27,7 @@ import ipaddress
 import json
 import sys
 
-from cni_ipam import options
+from cni_ipam.admin import options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,7 +63,7 @@ def count_text(n: int) -> str:
 
 def usable_per_node(prefixlen: int, version: int) -> int:
     """Addresses cni-ipam hands out from a node subnet with the default range and gateway."""
-    from cni_ipam.ranges import Range
+    from cni_ipam.plugin.ranges import Range
 
     net = ipaddress.ip_network(("0.0.0.0" if version == 4 else "::", prefixlen))
     first, last = int(net.network_address), int(net.broadcast_address)
@@ -198,7 +198,7 @@ class Plan:
         }
 
     def render(self) -> str:
-        from cni_ipam.report import table
+        from cni_ipam.admin.show import table
 
         rows = [["FAMILY", "CLUSTER CIDR", "NODE MASK", "NODE SUBNETS", "SERVICE-OCCUPIED", "AVAILABLE", "ADDRESSES/NODE", "PODS/NODE", "POD CAPACITY"]]
         for f in self.families:

@@ -3,7 +3,7 @@
 The rules read the GC metadata that ADD records in the owner index (``plugin.attachment_meta``:
 ``created``, ``bootId``, ``netns``, ``netnsDev``, ``netnsIno``, ``k8s``) and, when asked, outside
 evidence (libcni's result cache, a list of valid container IDs).  Nothing here deletes anything:
-``cni_ipam.gc`` and ``cni_ipam.gc_cli`` act on the verdicts, under the network lock.
+``cni_ipam.plugin.gcverb`` and ``cni_ipam.admin.gc`` act on the verdicts, under the network lock.
 
 Verdicts, in the order the rules are tried (docs/gc.md has the same table):
 
@@ -14,7 +14,7 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   file) differs.  No clock is consulted: a clock can be wrong, a boot id cannot.
 * ``live/current-boot`` - with ``previous_boot_only`` (the boot unit) the other rules are skipped.
 * The namespace rules (a recorded ``netns`` path and/or its nsfs identity ``netnsDev``/``netnsIno``).
-  A namespace is alive while anything holds it: ``cni_ipam.nsscan`` looks for the identity in every
+  A namespace is alive while anything holds it: ``cni_ipam.plugin.nsscan`` looks for the identity in every
   task, fd and nsfs mount of the node.  The path is only one holder.
 
   - ``live/netns-alive`` - the path still is the recorded namespace, or something holds it (the
@@ -34,7 +34,7 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   ``<network>-<containerID>-<ifname>`` result for the attachment.
 * ``stranded/not-in-valid-list`` - a list of valid container IDs was given and this ID is not in it.
 * ``stranded/not-in-runtime`` - the container runtime was asked (``runtime_ids``, from
-  ``cni_ipam.runtimes``) and does not know this container ID (tried before the cache and the list).
+  ``cni_ipam.admin.runtimes``) and does not know this container ID (tried before the cache and the list).
 * ``live/no-evidence`` (a reservation with our metadata but no namespace to check) otherwise.
 
 A namespace that is alive wins over the cache and the valid list (the verdict stays ``live`` and
@@ -67,9 +67,9 @@ import os
 import re
 import time
 
-from cni_ipam import nsscan
-from cni_ipam.proof import boot_proof, netns_identity
-from cni_ipam.store import BOOT_ID_PATH, EMPTY, META_DIR, OPAQUE, OWNED, NetworkStore, Reservation, owner_key, read_boot_id
+from cni_ipam.plugin import nsscan
+from cni_ipam.plugin.proof import boot_proof, netns_identity
+from cni_ipam.store.network import BOOT_ID_PATH, EMPTY, META_DIR, OPAQUE, OWNED, NetworkStore, Reservation, owner_key, read_boot_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +92,7 @@ NOT_IN_VALID_LIST = "not-in-valid-list"
 NETNS_UNSURE = "netns-unsure"
 NETNS_NOT_NSFS = "netns-not-nsfs"
 NETNS_NO_IDENTITY = "netns-no-identity"
-NOT_IN_RUNTIME = "not-in-runtime"  # the runtime (cni_ipam.runtimes) does not know the container
+NOT_IN_RUNTIME = "not-in-runtime"  # the runtime (cni_ipam.admin.runtimes) does not know the container
 NO_METADATA = "no-metadata"
 EMPTY_FILE = "empty-file"
 FOREIGN_CONTENT = "foreign-content"
@@ -264,7 +264,7 @@ class Checker:
         self._scans: "Dict[Tuple[int, int], Any]" = {}  # ident -> the Scan that looked for it
         self._nsfs_dev: "Optional[int]" = None
         self.scan_problems: "List[str]" = []  # why some namespace scan was unsure (for warnings)
-        # IDs the container runtime knows (cni_ipam.runtimes.evidence), None when not asked or unanswered
+        # IDs the container runtime knows (cni_ipam.admin.runtimes.evidence), None when not asked or unanswered
         self.runtime_ids = None if runtime_ids is None else frozenset(runtime_ids)
         self.runtime_name = runtime_name
 

@@ -1,7 +1,7 @@
 """The exhaustion heal: an ADD that finds a range set full first releases the reservations that are
 *provably* stranded, under the network lock it already holds, then tries the set again.
 
-Only proof counts (``cni_ipam.proof.provably_stranded``): the reservation was made under a previous
+Only proof counts (``cni_ipam.plugin.proof.provably_stranded``): the reservation was made under a previous
 boot id (our ``bootId``, else the ``seenBoot`` the owner index recorded for that exact file), or its
 network namespace (recorded nsfs identity) is held by no process, fd or mount on the node according
 to a *sure* scan.  No grace period, no clock, no unknown owner: an entry without such proof is kept.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from cni_ipam.store import OWNED, NetworkStore, parse_ip_name, read_reservation
+from cni_ipam.store.network import OWNED, NetworkStore, parse_ip_name, read_reservation
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool = False) -> "List[dict]":
     """Release every provably stranded reservation of the open (locked) store; returns the log."""
-    from cni_ipam.proof import provably_stranded
+    from cni_ipam.plugin.proof import provably_stranded
 
     entries = store.meta_owner_entries()
     found = provably_stranded(entries, store.boot_id, proc, node_pidns)
@@ -48,7 +48,7 @@ def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool 
                 log.append({"time": round(now, 3), "source": "add-heal", "ip": ip, "containerID": res.container_id,
                             "ifname": res.ifname, "reason": reason, "detail": detail})
     if found:
-        from cni_ipam.liveness import record_gc_stats
+        from cni_ipam.admin.liveness import record_gc_stats
 
         record_gc_stats(store.data_dir, store.network, "add-heal", True,
                         {"stranded": len(found)}, len(log), 0, now, log)

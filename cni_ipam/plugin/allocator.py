@@ -23,8 +23,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Callable, List, Optional, Sequence, Tuple
 
-    from cni_ipam.ranges import RangeSet
-    from cni_ipam.store import NetworkStore
+    from cni_ipam.plugin.ranges import RangeSet
+    from cni_ipam.store.network import NetworkStore
 
 
 def allocate(

@@ -1,7 +1,7 @@
 """``cni-ipam gc``: find stranded reservations on this node, say why, and (with --apply) release them.
 
 Walks every network directory under ``--data-dir`` (or the ``--network`` ones), classifies each
-reservation with ``cni_ipam.liveness`` and prints a table (or ``--json``).  A dry run unless
+reservation with ``cni_ipam.admin.liveness`` and prints a table (or ``--json``).  A dry run unless
 ``--apply``; with it, each network is classified and released under one hold of its lock, so a pod
 starting meanwhile either finished its ADD before (and is judged with its metadata, inside the grace
 period) or waits for us.  Running it twice releases nothing the second time.
@@ -13,7 +13,7 @@ Exit codes (for cron jobs and systemd units):
 * 3 - partial: some networks or reservations failed (lock timeout, I/O error); the rest was done
 * 4 - nothing done: runtime cache or valid-ID file unusable, unknown --network
 * 64 - usage error (bad arguments), 66 - --data-dir does not exist or is not a directory: the same
-  codes in every admin command (``cni_ipam.options.EXIT_CODES``, the README's table)
+  codes in every admin command (``cni_ipam.admin.options.EXIT_CODES``, the README's table)
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import os
 import sys
 import time
 
-from cni_ipam import liveness, options
-from cni_ipam.config import DEFAULT_DATA_DIR
+from cni_ipam.admin import liveness
+from cni_ipam.admin import options
+from cni_ipam.plugin.netconf import DEFAULT_DATA_DIR
 from cni_ipam.errors import CniError
-from cni_ipam.store import NetworkStore
+from cni_ipam.store.network import NetworkStore
 
 EXIT_OK = 0
 EXIT_STRANDED = 1
@@ -169,7 +170,7 @@ def main(argv: list) -> int:
         return fatal(str(exc))
     runtime_ids, runtime_name, runtime_answers = None, "the runtime", []
     if args.runtime:
-        from cni_ipam import runtimes  # admin-only; subprocess and sockets stay off the plugin path
+        from cni_ipam.admin import runtimes  # admin-only; subprocess and sockets stay off the plugin path
 
         try:
             runtime_ids, runtime_name, runtime_answers = runtimes.evidence(args.runtime)

@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import List, Optional, Tuple
 
-    from cni_ipam.config import Route
+    from cni_ipam.plugin.netconf import Route
 
 
 class IpamResult:

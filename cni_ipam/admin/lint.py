@@ -31,14 +31,15 @@ import os
 import re
 import sys
 
-from cni_ipam import config, options
+from cni_ipam.plugin import netconf as config
+from cni_ipam.admin import options
 from cni_ipam.errors import CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-    from cni_ipam.ranges import Range
+    from cni_ipam.plugin.ranges import Range
 
 IPAM_TYPES = ("cni-ipam", "host-local")
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")
@@ -236,7 +237,7 @@ class Linter:
             self.add(INFO, path, "", "no plugin of this file uses cni-ipam (or host-local): only the structure was checked", "ipam-type")
 
     def _check_header(self, path: str, head: Attachment) -> None:
-        from cni_ipam.protocol import SUPPORTED_VERSIONS, validate_network_name
+        from cni_ipam.plugin.skel import SUPPORTED_VERSIONS, validate_network_name
 
         try:
             validate_network_name(head.name)
@@ -476,7 +477,7 @@ class Linter:
     def _lint_podcidr_keys(self, att: Attachment, ipam: dict):
         """Validate ``ipam.podCidr`` with podcidr's own parser (no I/O, no API).  Returns the static
         CIDR list when ``static`` is the source that will answer as far as the file tells, else None."""
-        from cni_ipam import podcidr
+        from cni_ipam.podcidr import sources as podcidr
 
         try:
             settings = podcidr.parse_settings(ipam)

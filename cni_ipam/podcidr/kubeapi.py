@@ -75,7 +75,7 @@ def node_pod_cidrs(target: "Tuple[str, str]", node: str, timeout: float, scratch
 def pod_cidrs(obj: "Any", node: str, tgt: "Optional[Target]" = None) -> list:
     """The node's pod CIDRs, refused (104 naming the node) unless each is one sane network per
     family, without host bits (see ``podcidr.refusal``): a hostile node object hands out nothing."""
-    from cni_ipam.podcidr import parse_cidr_list
+    from cni_ipam.podcidr.sources import parse_cidr_list
 
     spec = obj.get("spec") if isinstance(obj, dict) else None
     if not isinstance(spec, dict):
@@ -269,7 +269,7 @@ def _path(section: dict, key: str, base: str) -> "Optional[str]":
 def _read(path: str, origin: str, what: str) -> bytes:
     """A credential file: a regular file (a FIFO or a device is refused, never waited on), at most
     1 MiB; errors name the file, never its content."""
-    from cni_ipam import safefs
+    from cni_ipam.store import fs as safefs
 
     where = f" ({origin})" if origin else ""
     try:
@@ -334,7 +334,7 @@ def _load_chain_from_memory(ctx: ssl.SSLContext, pem: bytes, scratch_dir: str, p
                 return
             finally:
                 os.close(fd)
-    from cni_ipam import safefs
+    from cni_ipam.store import fs as safefs
 
     safefs.makedirs(scratch_dir)
     tmp = os.path.join(scratch_dir, f".client-{os.getpid()}-{os.urandom(6).hex()}.pem")

@@ -14,7 +14,7 @@ import argparse
 import ipaddress
 import os
 
-from cni_ipam.config import DEFAULT_DATA_DIR
+from cni_ipam.plugin.netconf import DEFAULT_DATA_DIR
 
 EXIT_USAGE = 64
 EXIT_NO_DATA_DIR = 66

@@ -6,7 +6,7 @@ two proofs (through ``liveness``) before its heuristics.  Only proof counts here
 
 API::
 
-    from cni_ipam.proof import provably_stranded
+    from cni_ipam.plugin.proof import provably_stranded
     found = provably_stranded(entries, boot_id, proc="/proc")
     # entries: {index key: owner-index entry} or an iterable of (key, entry).  An entry is the dict
     #   the store keeps per (containerID, ifname): {"containerID", "ifname", "ips", "meta": {...},
@@ -89,7 +89,7 @@ def provably_stranded(entries, boot_id, proc="/proc", node_pidns=False):
             pending[key] = (ident, _str(entry["meta"].get("netns")) or "its network namespace")
     if not pending:
         return out
-    from cni_ipam import nsscan
+    from cni_ipam.plugin import nsscan
 
     result = nsscan.scan(set(ident for ident, _ in pending.values()), proc, node_pidns)
     for key, (ident, netns) in pending.items():

@@ -14,11 +14,11 @@ import sys
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a command killed by SIGPIPE (128 + 13)
 
 COMMANDS = {
-    "gc": ("cni_ipam.gc_cli", "find and reclaim stranded reservations (dry run unless --apply)"),
-    "show": ("cni_ipam.report", "how full each network is; --ips lists reservations"),
-    "metrics": ("cni_ipam.metrics", "Prometheus metrics to stdout or a textfile directory"),
-    "lint": ("cni_ipam.lint", "validate .conf/.conflist files and check for overlaps"),
-    "plan": ("cni_ipam.plan", "capacity planning for cluster/node CIDRs"),
+    "gc": ("cni_ipam.admin.gc", "find and reclaim stranded reservations (dry run unless --apply)"),
+    "show": ("cni_ipam.admin.show", "how full each network is; --ips lists reservations"),
+    "metrics": ("cni_ipam.admin.metrics", "Prometheus metrics to stdout or a textfile directory"),
+    "lint": ("cni_ipam.admin.lint", "validate .conf/.conflist files and check for overlaps"),
+    "plan": ("cni_ipam.admin.plan", "capacity planning for cluster/node CIDRs"),
     "pool": ("cni_ipam.cluster.admin", "cluster pools in etcd: show, metrics, release-node, gc"),
 }
 
@@ -41,7 +41,7 @@ def cli_main(argv: list) -> int:
         return 0
     entry = COMMANDS.get(argv[0])
     if entry is None:
-        from cni_ipam.options import EXIT_USAGE  # a usage error: the same code in every command
+        from cni_ipam.admin.options import EXIT_USAGE  # a usage error: the same code in every command
 
         print(f"cni-ipam: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return EXIT_USAGE

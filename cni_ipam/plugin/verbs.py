@@ -9,14 +9,15 @@ import ipaddress
 import os
 import time
 
-from cni_ipam import allocator, config
+from cni_ipam.plugin import allocator
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import CHECK_FAILED, CniError
-from cni_ipam.result import IpamResult, addresses_in
-from cni_ipam.store import NetworkStore
+from cni_ipam.plugin.result import IpamResult, addresses_in
+from cni_ipam.store.network import NetworkStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from cni_ipam.protocol import CniEnv
+    from cni_ipam.plugin.skel import CniEnv
 
 
 def cmd_add(env: "CniEnv", conf: dict) -> dict:
@@ -38,7 +39,7 @@ def _heal(store: NetworkStore, node_pidns: bool):
     """The exhaustion heal for ``allocator.allocate``: True when it released something."""
 
     def reclaim() -> bool:
-        from cni_ipam.heal import reclaim_stranded  # only when a range set is full
+        from cni_ipam.plugin.heal import reclaim_stranded  # only when a range set is full
 
         return bool(reclaim_stranded(store, node_pidns=node_pidns))
 
@@ -91,7 +92,7 @@ def cmd_check(env: "CniEnv", conf: dict) -> None:
                 f"reserved address {', '.join(map(str, missing))} of container {env.container_id} is missing from prevResult",
                 "prevResult",
             )
-    from cni_ipam.netcheck import check_in_netns  # pyroute2 loads only here, only for CHECK
+    from cni_ipam.plugin.netcheck import check_in_netns  # pyroute2 loads only here, only for CHECK
 
     check_in_netns(env.netns, env.ifname, cfg.name, held)
 

@@ -1,0 +1,1 @@
+"""The data directory: the only code that opens anything under dataDir.  See docs/architecture.md."""
