@@ -9,6 +9,27 @@ import os
 import sys
 
 
+def _verb(name: str):
+    """``cni_ipam.plugin.verbs.<name>``, imported on first call (VERSION imports no verb)."""
+
+    def call(env, conf):
+        from cni_ipam.plugin import verbs
+
+        return getattr(verbs, name)(env, conf)
+
+    return call
+
+
+# The verb table handed to the protocol boundary (cni_ipam.plugin.skel).
+VERBS = {
+    "ADD": _verb("cmd_add"),
+    "DEL": _verb("cmd_del"),
+    "CHECK": _verb("cmd_check"),
+    "GC": _verb("cmd_gc"),
+    "STATUS": _verb("cmd_status"),
+}
+
+
 def main() -> int:
     if "CNI_COMMAND" not in os.environ:
         if len(sys.argv) > 1:
@@ -18,7 +39,7 @@ def main() -> int:
         return about()
     from cni_ipam.plugin.skel import plugin_main
 
-    return plugin_main()
+    return plugin_main(VERBS)
 
 
 def about() -> int:

@@ -21,9 +21,10 @@ if "json" not in sys.modules and not os.environ.get("CNI_IPAM_REAL_JSON"):
 
     sys.modules["json"] = cni_ipam_fastjson
 
+from cni_ipam.__main__ import VERBS
 from cni_ipam.plugin.skel import plugin_main
 
-_rc = plugin_main()
+_rc = plugin_main(VERBS)
 if os.environ.get("CNI_IPAM_LIST_MODULES"):  # for tests/integration/test_built_binary.py
     sys.stderr.write("cni-ipam modules: " + " ".join(sorted(sys.modules)) + "\n")
 try:

@@ -3,7 +3,7 @@
 The rules read the GC metadata that ADD records in the owner index (``plugin.attachment_meta``:
 ``created``, ``bootId``, ``netns``, ``netnsDev``, ``netnsIno``, ``k8s``) and, when asked, outside
 evidence (libcni's result cache, a list of valid container IDs).  Nothing here deletes anything:
-``cni_ipam.plugin.gcverb`` and ``cni_ipam.admin.gc`` act on the verdicts, under the network lock.
+``cni_ipam.plugin.verbs`` (GC) and ``cni_ipam.admin.gc`` act on the verdicts, under the network lock.
 
 Verdicts, in the order the rules are tried (docs/gc.md has the same table):
 

@@ -28,7 +28,6 @@ MAX_RANGES = 1024  # ranges in all range sets (ranges, legacy subnet, runtimeCon
 MAX_EXCLUDES = 16384  # exclude entries: ipam.exclude plus every range's own
 MAX_ROUTES = 1024
 MAX_REQUESTED_IPS = 1024  # CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips together
-SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # CNI_ARGS keys we understand; any other key is an error unless IgnoreUnknown is set (as libcni).
 KNOWN_CNI_ARGS = (
     "IgnoreUnknown",
@@ -75,7 +74,9 @@ class IpamConfig:
         "resolv_conf",
         "requested",
         "lock_timeout",
-        "ipam",
+        "status_on_exhaustion",  # ipam.statusOnExhaustion: "ok" or "fail"
+        "reclaim_on_exhaustion",  # ipam.reclaimOnExhaustion
+        "pidns_is_node",  # ipam.pidnsIsNode
         "prev_result",
         "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
     )
@@ -174,6 +175,26 @@ def _bool_key(ipam: "Any", key: str, default: bool) -> bool:
     return value
 
 
+class NetworkRef:
+    """What DEL and GC need of a netconf: where its reservations live.  Parsed from the network name
+    and ``ipam.dataDir``/``ipam.lockTimeout`` only, so an edit that broke the ranges does not leak
+    the addresses of a DEL."""
+
+    __slots__ = ("name", "data_dir", "lock_timeout", "pooled")
+
+    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.lock_timeout = lock_timeout
+        self.pooled = pooled
+
+
+def network_ref(conf: dict) -> NetworkRef:
+    ipam = conf.get("ipam")
+    data_dir = data_dir_of(ipam)
+    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
+
+
 def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
     ipam = conf.get("ipam")
@@ -213,9 +234,9 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
         from cni_ipam.cluster.pool import parse_pool
 
         pool = parse_pool(ipam, range_sets)
-    status_on_exhaustion_of(ipam)
-    reclaim_on_exhaustion_of(ipam)
-    pidns_is_node_of(ipam)
+    status_on_exhaustion = status_on_exhaustion_of(ipam)
+    reclaim_on_exhaustion = reclaim_on_exhaustion_of(ipam)
+    pidns_is_node = pidns_is_node_of(ipam)
 
     return IpamConfig(
         name=conf.get("name"),
@@ -226,7 +247,9 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
         resolv_conf=_parse_resolv_conf_key(ipam.get("resolvConf")),
         requested=tuple(_requested_ips(conf, runtime, cni_args)),
         lock_timeout=lock_timeout_of(ipam),
-        ipam=ipam,
+        status_on_exhaustion=status_on_exhaustion,
+        reclaim_on_exhaustion=reclaim_on_exhaustion,
+        pidns_is_node=pidns_is_node,
         prev_result=conf.get("prevResult"),
         pool=pool,
     )

@@ -1,7 +1,9 @@
 """The CNI protocol boundary: environment, stdin, version negotiation, errors and output.
 
 Plugin logic never repeats any of this: verbs get a validated ``CniEnv`` and the decoded config,
-and return a result dict (or None); every failure leaves here as CNI error JSON and exit 1.
+and return a result dict (or None); every failure leaves here as CNI error JSON and exit 1.  The
+verbs are handed in by the entry point (``cni_ipam.__main__.VERBS``), as CNI's ``pkg/skel`` is given
+its functions: the boundary imports no verb.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, Optional
+    from typing import Callable, Dict, Optional
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
@@ -168,33 +170,18 @@ def negotiate(conf: dict, command: str) -> str:
     return version
 
 
-def run(environ: "Dict[str, str]", stdin: bytes) -> "Optional[dict]":
-    """One plugin call: returns the JSON to print (or None) or raises CniError."""
+def run(environ: "Dict[str, str]", stdin: bytes, verbs: "Dict[str, Callable]") -> "Optional[dict]":
+    """One plugin call: returns the JSON to print (or None) or raises CniError.
+
+    ``verbs`` maps ADD, DEL, CHECK, GC and STATUS to ``f(env, conf)`` (as CNI's skel is given its
+    functions): this module never imports the verbs."""
     env = read_env(environ)
     if env.command == "VERSION":
         return {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
     conf = read_config(stdin)
     negotiate(conf, env.command)
     conf["name"] = validate_network_name(conf.get("name"))
-    if env.command == "ADD":
-        from cni_ipam.plugin.verbs import cmd_add
-
-        return cmd_add(env, conf)
-    if env.command == "DEL":
-        from cni_ipam.plugin.verbs import cmd_del
-
-        return cmd_del(env, conf)
-    if env.command == "CHECK":
-        from cni_ipam.plugin.verbs import cmd_check
-
-        return cmd_check(env, conf)
-    if env.command == "STATUS":
-        from cni_ipam.plugin.status import cmd_status
-
-        return cmd_status(env, conf)
-    from cni_ipam.plugin import gcverb as gc
-
-    return gc.cmd_gc(env, conf)
+    return verbs[env.command](env, conf)
 
 
 def _error_version(stdin: bytes) -> str:
@@ -205,7 +192,9 @@ def _error_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
-def plugin_main(environ: "Optional[Dict[str, str]]" = None, stdin: "Optional[bytes]" = None, out=None) -> int:
+def plugin_main(verbs: "Dict[str, Callable]", environ: "Optional[Dict[str, str]]" = None, stdin: "Optional[bytes]" = None,
+                out=None) -> int:
+    """The whole plugin process: read env and stdin, run the verb, print the result or the CNI error."""
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
     data = b""
@@ -219,7 +208,7 @@ def plugin_main(environ: "Optional[Dict[str, str]]" = None, stdin: "Optional[byt
                     raise CniError(DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin")
         else:
             data = stdin
-        result = run(environ, data)
+        result = run(environ, data, verbs)
         if result is not None:
             out.write(json.dumps(result, indent=4) + "\n")
         out.flush()

@@ -61,4 +61,4 @@ def test_every_verb_imports_only_what_it_needs(tmp_path):
         bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN or m in ADMIN_MODULES
                      or (m == LIVENESS and command != "GC"))
         assert not bad, f"{command} imported {bad}"
-    assert "cni_ipam.store.network" in seen["ADD"] and "cni_ipam.plugin.gcverb" in seen["GC"] and "cni_ipam.plugin.verbs" not in seen["VERSION"]
+    assert "cni_ipam.store.network" in seen["ADD"] and "cni_ipam.plugin.verbs" in seen["GC"] and "cni_ipam.plugin.verbs" not in seen["VERSION"]

@@ -53,11 +53,12 @@ def cni_env(command, container_id="c1", ifname="eth0", netns="/var/run/netns/rel
 
 def run_inproc(command, conf, **kw):
     """One call through the real entry point in this process: (exit status, parsed JSON or None, raw)."""
+    from cni_ipam.__main__ import VERBS
     from cni_ipam.plugin.skel import plugin_main
 
     out = io.StringIO()
     data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-    rc = plugin_main(cni_env(command, **kw), data, out)
+    rc = plugin_main(VERBS, cni_env(command, **kw), data, out)
     raw = out.getvalue()
     try:
         parsed = json.loads(raw) if raw.strip() else None

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from cni_ipam.admin import liveness
+from cni_ipam.__main__ import VERBS
 from cni_ipam.plugin.skel import plugin_main
 
 
@@ -24,7 +25,7 @@ def call(command, netconf, cid=None, ifname=None, netns="/var/run/netns/gc-unit"
     if cid is not None:
         env.update({"CNI_CONTAINERID": cid, "CNI_IFNAME": ifname or "eth0", "CNI_NETNS": netns})
     out = io.StringIO()
-    rc = plugin_main(env, json.dumps(netconf).encode(), out)
+    rc = plugin_main(VERBS, env, json.dumps(netconf).encode(), out)
     text = out.getvalue()
     return rc, (json.loads(text) if text.strip() else None)
 

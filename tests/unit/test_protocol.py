@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cni_ipam.__main__ import VERBS
 from cni_ipam.plugin import skel as protocol
 from cni_ipam.errors import (
     DECODING_FAILURE,
@@ -41,7 +42,7 @@ def call(environ, stdin):
     out = io.StringIO()
     if isinstance(stdin, dict):
         stdin = json.dumps(stdin).encode()
-    status = protocol.plugin_main(environ, stdin, out)
+    status = protocol.plugin_main(VERBS, environ, stdin, out)
     text = out.getvalue()
     return status, (json.loads(text) if text.strip() else None)
 
