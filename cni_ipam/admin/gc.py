@@ -28,7 +28,10 @@ from cni_ipam.admin import liveness
 from cni_ipam.admin import options
 from cni_ipam.plugin.netconf import DEFAULT_DATA_DIR
 from cni_ipam.errors import CniError
+from cni_ipam.store import gcstats
+from cni_ipam.store.names import is_cni_name
 from cni_ipam.store.network import NetworkStore
+from cni_ipam.store.snapshot import list_networks
 
 EXIT_OK = 0
 EXIT_STRANDED = 1
@@ -135,7 +138,7 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
 
                     pool.after_release(store, force=True)
                 counts = _counts(findings)
-                liveness.record_gc_stats(data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now)
+                gcstats.record_gc_stats(data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now)
         except CniError as exc:
             net["errors"].append(exc.msg)
         except OSError as exc:  # e.g. the runtime cache vanished mid-pass
@@ -186,13 +189,13 @@ def main(argv: list) -> int:
     if args.runtime_cache is not None and not os.path.isdir(args.runtime_cache):
         return fatal(f"runtime cache {args.runtime_cache} is not a directory; without it every reservation would look stranded")
     if args.network:
-        bad = [n for n in args.network if not liveness._NETWORK_RE.fullmatch(n) or not os.path.isdir(os.path.join(data_dir, n))]
+        bad = [n for n in args.network if not is_cni_name(n) or not os.path.isdir(os.path.join(data_dir, n))]
         if bad:
             return fatal(f"no such network under {data_dir}: {', '.join(bad)}")
         networks = list(dict.fromkeys(args.network))
     else:
         try:
-            networks = liveness.list_networks(data_dir)
+            networks = list_networks(data_dir)
         except OSError as exc:
             return fatal(f"cannot list {data_dir}: {exc.strerror or exc}")
 

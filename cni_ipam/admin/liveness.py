@@ -62,14 +62,14 @@ Stable API (used by ``gc``, ``gc_cli`` and the ``show``/``metrics`` reports)::
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import time
 
 from cni_ipam.plugin import nsscan
 from cni_ipam.plugin.proof import boot_proof, netns_identity
-from cni_ipam.store.network import BOOT_ID_PATH, EMPTY, META_DIR, OPAQUE, OWNED, NetworkStore, Reservation, owner_key, read_boot_id
+from cni_ipam.store.layout import BOOT_ID_PATH, EMPTY, OPAQUE, OWNED, Reservation, owner_key, read_boot_id
+from cni_ipam.store.network import NetworkStore
+from cni_ipam.store.snapshot import list_networks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,8 +103,6 @@ STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CA
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
-GC_STATS_FILE = "gc-stats.json"  # <dataDir>/<network>/.cni-ipam/gc-stats.json
-_NETWORK_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _META_KEYS = ("created", "bootId", "netns")
 
 
@@ -501,17 +499,6 @@ def _mounts(mountinfo: str) -> "List[Tuple[str, List[str]]]":
 
 
 # ---------------------------------------------------------------------- whole networks
-def list_networks(data_dir: str) -> "List[str]":
-    """Network directories under ``data_dir`` (names as CNI allows them), sorted."""
-    try:
-        names = os.listdir(data_dir)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        n for n in names if _NETWORK_RE.fullmatch(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
-    )
-
-
 def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
     """Classify every reservation of an open (locked) store, sorted by address."""
     entries = store.meta_owner_entries()
@@ -572,56 +559,3 @@ def scan_data_dir(data_dir: str, checker: "Optional[Checker]" = None, networks: 
 
 
 # ---------------------------------------------------------------------- GC statistics
-def gc_stats_path(data_dir: str, network: str) -> str:
-    return os.path.join(data_dir, network, META_DIR, GC_STATS_FILE)
-
-
-def read_gc_stats(data_dir: str, network: str) -> dict:
-    """The last GC pass of a network (see docs/gc.md for the fields), or {} when none ran."""
-    try:
-        with open(gc_stats_path(data_dir, network), "rb") as fh:
-            stats = json.loads(fh.read(1 << 16))
-    except (OSError, ValueError):
-        return {}
-    return stats if isinstance(stats, dict) else {}
-
-
-def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",
-                    released: int, errors: int, now: "Optional[float]" = None, log: "Optional[List[dict]]" = None) -> dict:
-    """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held.
-    ``log``: one dict per released reservation, kept in ``releases`` (the last 100)."""
-    now = time.time() if now is None else now
-    stats = read_gc_stats(data_dir, network)
-    stats.update(
-        {
-            "lastRun": round(now, 3),
-            "lastRunSource": source,
-            "lastRunApplied": bool(apply),
-            "lastRunCounts": {k: int(v) for k, v in counts.items()},
-            "lastRunErrors": int(errors),
-        }
-    )
-    if apply:
-        stats["lastApply"] = round(now, 3)
-        stats["lastReleased"] = int(released)
-        stats["releasedTotal"] = int(stats.get("releasedTotal", 0)) + int(released)
-    if log:
-        previous = stats.get("releases") if isinstance(stats.get("releases"), list) else []
-        stats["releases"] = (previous + list(log))[-100:]
-    path = gc_stats_path(data_dir, network)
-    tmp = path + ".tmp"
-    try:
-        try:
-            os.unlink(tmp)  # a leftover, or a planted symlink: never write through it
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(stats, fh, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    return stats

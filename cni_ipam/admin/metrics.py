@@ -53,7 +53,8 @@ class IpamCollector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from cni_ipam.admin.liveness import LIVE, STRANDED, STRANDED_REASONS, UNKNOWN, read_gc_stats
+        from cni_ipam.admin.liveness import LIVE, STRANDED, STRANDED_REASONS, UNKNOWN
+        from cni_ipam.store.gcstats import read_gc_stats
 
         set_labels = ["network", "range_set", "family", "ranges"]
         size = GaugeMetricFamily("cni_ipam_range_set_size", "Addresses the range set can hand out (gateway, network, broadcast and excluded addresses do not count).", labels=set_labels)

@@ -28,13 +28,13 @@ import time
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
 from cni_ipam.errors import CniError
-from cni_ipam.store.network import LOCK_FILE, META_DIR, OWNERS_DIR, owner_key, parse_ip_name, parse_owner, read_entry
+from cni_ipam.store.snapshot import Entry, list_networks, scan_network_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Dict, List, Optional, Sequence, Tuple
 
-    from cni_ipam.admin.liveness import Checker, Verdict
+    from cni_ipam.admin.liveness import Checker
     from cni_ipam.plugin.ranges import RangeSet
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
@@ -113,124 +113,6 @@ def conf_networks(conf_dir: str) -> "List[NetworkConf]":
 
 
 # ---------------------------------------------------------------------- lock-free scan
-class Entry:
-    """One reservation file as read without the lock, with its owner's metadata and verdict."""
-
-    __slots__ = ("address", "container_id", "ifname", "meta", "mtime", "set_index", "verdict")
-
-    def __init__(self, address, container_id, ifname, meta: dict, mtime: "Optional[float]") -> None:
-        self.address = address
-        self.container_id = container_id
-        self.ifname = ifname
-        self.meta = meta
-        self.mtime = mtime
-        self.set_index: "Optional[int]" = None
-        self.verdict: "Optional[Verdict]" = None
-
-    @property
-    def created(self) -> "Tuple[Optional[float], str]":
-        created = self.meta.get("created")
-        if isinstance(created, (int, float)) and not isinstance(created, bool):
-            return float(created), "meta"
-        return self.mtime, "mtime"
-
-    @property
-    def attachment(self) -> tuple:
-        """(container ID, ifname); a file whose owner cannot be read is an attachment of its own."""
-        return (self.container_id, self.ifname) if self.container_id is not None else ("", str(self.address))
-
-    @property
-    def stranded(self) -> bool:
-        return self.verdict is not None and self.verdict.stranded
-
-    @property
-    def pod(self) -> "Optional[dict]":
-        k8s = self.meta.get("k8s")
-        return k8s if isinstance(k8s, dict) and k8s else None
-
-    def to_json(self, now: float) -> dict:
-        created, source = self.created
-        out = {
-            "ip": str(self.address),
-            "containerID": self.container_id,
-            "ifname": self.ifname,
-            "rangeSet": self.set_index,
-            "pod": self.pod,
-            "created": created,
-            "createdFrom": source if created is not None else None,
-            "ageSeconds": None if created is None else round(max(now - created, 0.0), 3),
-        }
-        if self.verdict is not None:
-            out["liveness"] = self.verdict.to_json()
-        return out
-
-
-def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
-    """(content, mtime); never blocks or follows a link (``store.read_entry``).  Something that is not
-    a regular file (FIFO, device, directory) reads as empty: reserved, owner unknown."""
-    kind, data, st = read_entry(dir_fd, name)
-    if kind is None:
-        return None, None
-    return (data if data is not None else b""), (st.st_mtime if st is not None else None)
-
-
-def read_owner_index(path: str) -> "Dict[str, dict]":
-    """``.cni-ipam/owners`` of a network directory ({} for a host-local directory)."""
-    out: "Dict[str, dict]" = {}
-    try:
-        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return out
-    try:
-        for name in os.listdir(fd):
-            data, _ = _read(fd, name)
-            if not data:
-                continue
-            try:
-                entry = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                out[name] = entry
-    finally:
-        os.close(fd)
-    return out
-
-
-def scan_network_dir(path: str) -> "List[Entry]":
-    """Every reservation of the network directory ``path``, sorted by address; [] if it is missing.
-
-    Raises OSError when the directory exists but cannot be read."""
-    try:
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return []
-    owners = read_owner_index(path)
-    entries: "List[Entry]" = []
-    try:
-        for name in os.listdir(dir_fd):
-            if name == LOCK_FILE:
-                continue
-            addr = parse_ip_name(name)
-            if addr is None:
-                continue
-            data, mtime = _read(dir_fd, name)
-            if data is None:  # released between listdir and open
-                continue
-            owner = parse_owner(data)
-            cid, ifname = owner if owner else (None, None)
-            meta: dict = {}
-            if cid is not None:
-                entry = owners.get(owner_key(cid, ifname))
-                if entry is not None and isinstance(entry.get("meta"), dict):
-                    meta = entry["meta"]
-            entries.append(Entry(addr, cid, ifname, meta, mtime))
-    finally:
-        os.close(dir_fd)
-    entries.sort(key=lambda e: (e.address.version, int(e.address)))
-    return entries
-
-
 # ---------------------------------------------------------------------- the report
 class SetStats:
     __slots__ = ("index", "range_set", "size", "reserved", "level", "percent", "stranded_attachments")
@@ -389,12 +271,6 @@ def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresh
     return rep
 
 
-def list_network_dirs(data_dir: str) -> "List[str]":
-    from cni_ipam.admin.liveness import list_networks
-
-    return list_networks(data_dir)
-
-
 def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" = DEFAULT_CONF_DIR,
             networks: "Optional[Sequence[str]]" = None, from_conf: bool = False,
             thresholds=DEFAULT_THRESHOLDS, checker: "Optional[Checker]" = None) -> "List[NetworkReport]":
@@ -411,7 +287,7 @@ def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" =
         selected = [(c.name, c.data_dir, c) for c in confs]
     else:
         by_name = {c.name: c for c in reversed(confs) if c.data_dir == data_dir}
-        names = set(list_network_dirs(data_dir)) | set(by_name)
+        names = set(list_networks(data_dir)) | set(by_name)
         selected = [(n, data_dir, by_name.get(n)) for n in sorted(names)]
     if networks:
         wanted = []

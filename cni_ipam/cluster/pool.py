@@ -414,7 +414,7 @@ def used_in_block(net_dir_fd: int, cidr: str) -> int:
             except OSError:
                 pass
         return count
-    from cni_ipam.store.network import parse_ip_name
+    from cni_ipam.store.layout import parse_ip_name
 
     count = 0
     for name in os.listdir(net_dir_fd):
@@ -1087,7 +1087,7 @@ def status_problem(cfg) -> "Optional[str]":
 
 def _read_record_at(net_dir: str) -> "Optional[bytes]":
     """pool.json read without the lock (STATUS is advisory); never follows a symlink."""
-    from cni_ipam.store.network import META_DIR
+    from cni_ipam.store.layout import META_DIR
 
     try:
         fd = os.open(os.path.join(net_dir, META_DIR, RECORD_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 
-from cni_ipam.store.network import OWNED, NetworkStore, parse_ip_name, read_reservation
+from cni_ipam.store.layout import OWNED, parse_ip_name, read_reservation
+from cni_ipam.store.network import NetworkStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +49,7 @@ def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool 
                 log.append({"time": round(now, 3), "source": "add-heal", "ip": ip, "containerID": res.container_id,
                             "ifname": res.ifname, "reason": reason, "detail": detail})
     if found:
-        from cni_ipam.admin.liveness import record_gc_stats
+        from cni_ipam.store.gcstats import record_gc_stats
 
         record_gc_stats(store.data_dir, store.network, "add-heal", True,
                         {"stranded": len(found)}, len(log), 0, now, log)

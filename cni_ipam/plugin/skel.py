@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from cni_ipam.store.names import ifname_problem, is_cni_name, is_container_id
 from cni_ipam.errors import (
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,
@@ -28,36 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
-# As libcni's utils.ValidateContainerID / ValidateNetworkName: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
-# Checked with str methods, not re: importing re (and enum) is a tenth of a cold call's time.
-_NAME_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_NAME_CHARS = _NAME_FIRST + "_.-"
-
-
-def _is_name(value: str) -> bool:
-    return bool(value) and value[0] in _NAME_FIRST and not value.strip(_NAME_CHARS)
-
-
-def is_container_id(value: str) -> bool:
-    """True for a container ID libcni accepts (also used on IDs read back from disk)."""
-    return _is_name(value) and len(value) <= 1024
-
-
-def ifname_problem(value: str) -> str:
-    """Why ``value`` is not an interface name libcni accepts, or '' when it is one."""
-    if not value:
-        return "missing"
-    if len(value.encode("utf-8", "surrogateescape")) > 15:
-        return "too long"
-    if value in (".", ".."):
-        return "dot"
-    if any(c in "/:" or c.isspace() for c in value):
-        return "bad char"
-    if "\0" in value or any("\udc80" <= c <= "\udcff" for c in value):
-        return "not utf-8"
-    return ""
-
-
 _MAX_STDIN = 16 << 20
 
 
@@ -104,7 +75,7 @@ def validate_ifname(value: str) -> None:
 def validate_network_name(value: object) -> str:
     if value in (None, ""):
         raise CniError(INVALID_CONFIG, "missing network name", "key name")
-    if not isinstance(value, str) or not _is_name(value) or len(value) > 200:
+    if not isinstance(value, str) or not is_cni_name(value) or len(value) > 200:
         raise CniError(INVALID_CONFIG, f"invalid characters found in network name {value!r}", "key name")
     return value
 

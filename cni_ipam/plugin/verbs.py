@@ -53,7 +53,9 @@ from cni_ipam.errors import CHECK_FAILED, GC_INCOMPLETE, INVALID_CONFIG, NOT_AVA
 from cni_ipam.plugin import allocator
 from cni_ipam.plugin import netconf as config
 from cni_ipam.plugin.result import IpamResult, addresses_in
-from cni_ipam.store.network import NetworkStore, parse_ip_name, reserved_names, usable_problem
+from cni_ipam.store.layout import parse_ip_name
+from cni_ipam.store.network import NetworkStore
+from cni_ipam.store.snapshot import reserved_names, usable_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,7 +240,7 @@ def cmd_gc(env: "CniEnv", conf: dict) -> None:
                 failures.append(f"{res.address}: {exc.msg}")
             except OSError as exc:
                 failures.append(f"{res.address}: {exc.strerror or exc}")
-        from cni_ipam.admin.liveness import record_gc_stats
+        from cni_ipam.store.gcstats import record_gc_stats
 
         record_gc_stats(
             ref.data_dir, ref.name, "gc-verb", True,

@@ -1,11 +1,11 @@
-"""Small, careful file-system steps for files outside the reservation store: the usePodCidr cache and
-the metrics textfile (the store has its own, in ``store.py``).
+"""The one home of careful file I/O: the reservation store, the usePodCidr cache, the metrics
+textfiles and the pool's metadata all open files through these steps.
 
 Every step works relative to an open directory (``dir_fd``), follows no symlink in the last
 component, opens nothing blocking (a FIFO or a device in the way is "not a regular file", never a
 hang), reads at most a bounded number of bytes, and sets modes explicitly so that the umask of
 whoever runs us (000 included) never makes a file or a directory group- or world-writable.
-Stdlib only: it is on the ADD path when ``usePodCidr`` is used.
+Stdlib only: it is on the ADD path.
 """
 
 from __future__ import annotations
@@ -16,17 +16,87 @@ import stat
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_MODE = 0o755  # data and network directories (0700 for .cni-ipam and below), whatever the umask
+SPECIAL = "special"  # read_entry: not a regular file (FIFO, device, socket, directory, symlink) or unreadable
 
 
-def makedirs(path: str, mode: int = 0o755) -> None:
-    """``os.makedirs(path, exist_ok=True)`` whose new directories, parents included, are ``mode``
-    or tighter whatever the umask (``os.makedirs`` makes parents 0777 under umask 000)."""
-    old = os.umask(0o022)
+def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "tuple[str | None, bytes | None, os.stat_result | None]":
+    """Read ``name`` without ever blocking or following a link: ("file", content, stat) for a regular
+    file, (SPECIAL, None, stat) for anything else that exists or cannot be read, (None, None, None)
+    when it does not exist.  The lstat comes first so a device is never opened."""
     try:
-        os.umask(old | 0o022 | (0o777 & ~mode))
-        os.makedirs(path, mode, exist_ok=True)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None, None
+    except OSError:
+        return SPECIAL, None, None
+    if not stat.S_ISREG(st.st_mode):
+        return SPECIAL, None, st
+    try:
+        fd = os.open(name, O_READ, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, None, None
+    except OSError:
+        return SPECIAL, None, st
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):  # swapped between the lstat and the open
+            return SPECIAL, None, fst
+        return "file", os.read(fd, limit), fst
+    except OSError:
+        return SPECIAL, None, st
     finally:
-        os.umask(old)
+        os.close(fd)
+
+
+
+def makedirs(path: str, mode: int = DIR_MODE) -> None:
+    """``os.makedirs`` that gives every directory it creates ``mode`` (os.makedirs leaves the
+    parents to the umask: 0777 under umask 000).  The umask can only make them tighter."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+
+
+
+def unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+
+def remove_junk(name: str, dir_fd: int) -> None:
+    """Remove a leftover of ours; a directory planted there is removed when empty, else left."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except (IsADirectoryError, PermissionError):
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+    except FileNotFoundError:
+        pass
+
+
+
+def open_private_subdir(parent_fd: int, name: str) -> int:
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    return os.open(name, O_DIR, dir_fd=parent_fd)
+
 
 
 def mkdir_at(dir_fd: int, name: str, mode: int = 0o755) -> None:

@@ -59,38 +59,46 @@ import json
 import os
 import stat
 import time
-from stat import S_ISREG
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
-from cni_ipam.plugin.skel import ifname_problem, is_container_id
+from cni_ipam.store.fs import DIR_MODE, O_DIR, O_READ, makedirs, open_private_subdir, read_entry, remove_junk, unlink_quietly
+from cni_ipam.store.index import (
+    ADDRESS_CHARS,
+    DELTA_MAX,
+    STATE_VERSION,
+    file_ident,
+    from_set_key,
+    loads_or_none,
+    set_key,
+    valid_entry,
+    valid_state,
+)
+from cni_ipam.store.layout import (
+    EMPTY,
+    FILES_FILE,
+    LAST_RESERVED_PREFIX,
+    LINE_BREAK,
+    LOCK_FILE,
+    META_DIR,
+    OWNED,
+    OWNERS_DIR,
+    STATE_FILE,
+    TMP_DIR,
+    Reservation,
+    owner_key,
+    parse_content,
+    parse_ip_name,
+    parse_owner,
+    read_boot_id,
+    read_reservation,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Dict, Iterator, List, Optional, Tuple
 
-META_DIR = ".cni-ipam"
-OWNERS_DIR = "owners"
-TMP_DIR = "tmp"
-STATE_FILE = "state"
-FILES_FILE = "files"
-LOCK_FILE = "lock"
-LAST_RESERVED_PREFIX = "last_reserved_ip."
-LINE_BREAK = "\r\n"
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-DIR_MODE = 0o755  # data and network directories (0700 for .cni-ipam and below), whatever the umask
-_STATE_VERSION = 2
-_DELTA_MAX = 128
-_ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name  # own changes kept in ``state`` before ``files`` is rewritten
 _RESERVE_TMP = "reserve"
 _WRITE_TMP = "write"
-_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# What an address-named entry of the network directory is (``Reservation.kind``).
-OWNED = "owned"  # a regular file naming a valid (containerID, ifname) or an ID-only owner
-EMPTY = "empty"  # a regular file with no content (host-local killed mid-write)
-OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, never used as a name
-SPECIAL = "special"  # not a regular file (FIFO, device, socket, directory, symlink) or unreadable
 
 
 class _LockTimeout(Exception):
@@ -99,170 +107,6 @@ class _LockTimeout(Exception):
 
 def _alarm(signum, frame):  # pragma: no cover - timing dependent
     raise _LockTimeout()
-
-
-def read_boot_id(path: str = BOOT_ID_PATH) -> str:
-    try:
-        with open(path, encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
-
-
-def parse_ip_name(name: str):
-    """The address a reservation file is named after, or None for any other file."""
-    if not name or name[0] == "." or name == LOCK_FILE or name.startswith(LAST_RESERVED_PREFIX):
-        return None
-    try:
-        addr = ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    return addr if str(addr) == name else None
-
-
-def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
-    """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
-    None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner."""
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return OPAQUE, None, None
-    if not text:
-        return EMPTY, None, None
-    cid, sep, ifname = text.partition(LINE_BREAK)
-    cid = cid.strip()
-    if not is_container_id(cid) or (sep and ifname_problem(ifname)):
-        return OPAQUE, None, None
-    return OWNED, cid, (ifname if sep else None)
-
-
-def parse_owner(data: bytes) -> "Optional[Tuple[str, Optional[str]]]":
-    """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
-    kind, cid, ifname = parse_content(data)
-    return (cid, ifname) if kind == OWNED else None
-
-
-def owner_key(cid: str, ifname: "Optional[str]") -> str:
-    """The owner-index file name of (cid, ifname); callers pass validated names only."""
-    key = f"{cid}:{ifname or ''}"
-    if len(key.encode()) > 200:  # keep file names under NAME_MAX whatever the ID length
-        import hashlib
-
-        key = "sha256-" + hashlib.sha256(key.encode()).hexdigest()
-    return key
-
-
-def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "Tuple[Optional[str], Optional[bytes], Optional[os.stat_result]]":
-    """Read ``name`` without ever blocking or following a link: ("file", content, stat) for a regular
-    file, (SPECIAL, None, stat) for anything else that exists or cannot be read, (None, None, None)
-    when it does not exist.  The lstat comes first so a device is never opened."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None, None, None
-    except OSError:
-        return SPECIAL, None, None
-    if not S_ISREG(st.st_mode):
-        return SPECIAL, None, st
-    try:
-        fd = os.open(name, _O_READ, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None, None, None
-    except OSError:
-        return SPECIAL, None, st
-    try:
-        fst = os.fstat(fd)
-        if not S_ISREG(fst.st_mode):  # swapped between the lstat and the open
-            return SPECIAL, None, fst
-        return "file", os.read(fd, limit), fst
-    except OSError:
-        return SPECIAL, None, st
-    finally:
-        os.close(fd)
-
-
-def _ident(st: "os.stat_result") -> list:
-    """A file's identity as owner entries record it: [inode, ctime_ns]."""
-    return [st.st_ino, st.st_ctime_ns]
-
-
-def _set_key(ident: list) -> str:
-    """The same identity as the recorded set (``files``, ``delta``) keeps it: "inode ctime_ns"."""
-    return f"{ident[0]} {ident[1]}"
-
-
-def _from_set_key(text: str) -> list:
-    ino, ctime = text.split(" ")
-    return [int(ino), int(ctime)]
-
-
-def valid_entry(entry: object, key: str) -> bool:
-    """Does an owner-index entry have exactly the shape we write (see the module docstring)?"""
-    if not isinstance(entry, dict):
-        return False
-    cid, ifname, ips, files = entry.get("containerID"), entry.get("ifname"), entry.get("ips"), entry.get("files")
-    if not isinstance(cid, str) or not is_container_id(cid):
-        return False
-    if ifname is not None and (not isinstance(ifname, str) or ifname_problem(ifname)):
-        return False
-    if owner_key(cid, ifname) != key or not isinstance(entry.get("meta"), dict) or not isinstance(entry.get("seenBoot"), str):
-        return False
-    if not isinstance(ips, list) or not ips or not isinstance(files, dict) or len(files) != len(ips):
-        return False
-    for ip in ips:
-        ident = files.get(ip) if isinstance(ip, str) else None
-        if (
-            not isinstance(ident, list)
-            or len(ident) != 2
-            or any(type(v) is not int for v in ident)
-            or parse_ip_name(ip) is None
-        ):
-            return False
-    return True
-
-
-def entry_meta(entry: "Optional[dict]", ip: str, st: "Optional[os.stat_result]") -> dict:
-    """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
-    entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
-    if not entry or st is None or entry["files"].get(ip) != _ident(st):
-        return {}
-    return entry["meta"]
-
-
-class Reservation:
-    """One address-named entry as found on disk; ``kind`` is OWNED, EMPTY, OPAQUE or SPECIAL and
-    ``container_id``/``ifname`` are set only for OWNED."""
-
-    __slots__ = ("address", "container_id", "ifname", "path", "kind", "ident")
-
-    def __init__(self, address, container_id: "Optional[str]", ifname: "Optional[str]", path: str,
-                 kind: str = OWNED, ident: "Optional[list]" = None) -> None:
-        self.address = address
-        self.container_id = container_id
-        self.ifname = ifname
-        self.path = path
-        self.kind = kind
-        self.ident = ident  # [inode, ctime_ns] when read
-
-    def __repr__(self) -> str:
-        return f"Reservation({self.address}, {self.container_id!r}, {self.ifname!r}, {self.kind})"
-
-
-def makedirs(path: str, mode: int = DIR_MODE) -> None:
-    """``os.makedirs`` that gives every directory it creates ``mode`` (os.makedirs leaves the
-    parents to the umask: 0777 under umask 000).  The umask can only make them tighter."""
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, mode)
-        except FileExistsError:
-            pass
 
 
 class NetworkStore:
@@ -345,7 +189,7 @@ class NetworkStore:
                 except FileExistsError:
                     pass
             try:
-                self.dir_fd = os.open(self.network, _O_DIR, dir_fd=data_fd)
+                self.dir_fd = os.open(self.network, O_DIR, dir_fd=data_fd)
             except FileNotFoundError:
                 if self.create:
                     raise
@@ -392,11 +236,11 @@ class NetworkStore:
 
     def _open_meta(self) -> None:
         try:
-            self._meta_fd = _open_subdir(self.dir_fd, META_DIR)
-            self._owners_fd = _open_subdir(self._meta_fd, OWNERS_DIR)
-            self._tmp_fd = _open_subdir(self._meta_fd, TMP_DIR)
+            self._meta_fd = open_private_subdir(self.dir_fd, META_DIR)
+            self._owners_fd = open_private_subdir(self._meta_fd, OWNERS_DIR)
+            self._tmp_fd = open_private_subdir(self._meta_fd, TMP_DIR)
             for name in os.listdir(self._tmp_fd):  # left by a process killed mid-write
-                _remove_junk(name, self._tmp_fd)
+                remove_junk(name, self._tmp_fd)
         except OSError as exc:
             raise self._io_error("prepare", os.path.join(self.path, META_DIR), exc) from None
 
@@ -423,7 +267,7 @@ class NetworkStore:
             st = os.fstat(self.dir_fd)
         except OSError as exc:
             raise self._io_error("stat", self.path, exc) from None
-        if not _valid_state(state, st.st_ino, self._boot_id):
+        if not valid_state(state, st.st_ino, self._boot_id):
             self.rebuild_index()
             return
         self._snap = state["snap"]
@@ -439,7 +283,7 @@ class NetworkStore:
         with os.scandir(self.dir_fd) as entries:
             for entry in entries:
                 name = entry.name
-                if not name or name.strip(_ADDRESS_CHARS):  # lock, .cni-ipam, cursors, junk: never addresses
+                if not name or name.strip(ADDRESS_CHARS):  # lock, .cni-ipam, cursors, junk: never addresses
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -476,24 +320,24 @@ class NetworkStore:
             kind, data, st = read_entry(self.dir_fd, name)
             if kind != "file" or st is None:
                 continue
-            current[name] = _set_key(_ident(st))
+            current[name] = set_key(file_ident(st))
             owner_kind, cid, ifname = parse_content(data)
             if owner_kind == OWNED:
                 found.setdefault(owner_key(cid, ifname), (cid, ifname, []))[2].append(name)
         entries = {}
         for key in found:
             raw = self._read_owner_raw(key)
-            entry = _loads(raw)
+            entry = loads_or_none(raw)
             if raw is not None and not valid_entry(entry, key):
                 return False
             entries[key] = entry
         for key, (cid, ifname, names) in found.items():
             self._adopt(key, cid, ifname, names, entries[key], current)
         # What changed goes into the delta: ``files`` (60,000 lines) is rewritten only when the
-        # delta grows past _DELTA_MAX, not on every foreign write.
+        # delta grows past DELTA_MAX, not on every foreign write.
         for name in changes:
             self._delta[name] = current.get(name)
-        if len(self._delta) > _DELTA_MAX:
+        if len(self._delta) > DELTA_MAX:
             self._new_snapshot(current)
         self._delta_at_open = dict(self._delta)
         self._dirty = True
@@ -541,12 +385,12 @@ class NetworkStore:
         ips, files = [], {}
         if entry is not None:
             for ip in entry["ips"]:
-                if ip not in names and current.get(ip) == _set_key(entry["files"][ip]):
+                if ip not in names and current.get(ip) == set_key(entry["files"][ip]):
                     ips.append(ip)
                     files[ip] = entry["files"][ip]
         for ip in names:
             ips.append(ip)
-            files[ip] = _from_set_key(current[ip])
+            files[ip] = from_set_key(current[ip])
         self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": ips, "files": files, "meta": {}, "seenBoot": self._boot_id})
 
     def rebuild_index(self) -> None:
@@ -558,21 +402,21 @@ class NetworkStore:
         found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
         for res in self._scan():
             if res.ident is not None:
-                current[str(res.address)] = _set_key(res.ident)
+                current[str(res.address)] = set_key(res.ident)
             if res.kind == OWNED and res.ident is not None:
                 found.setdefault(owner_key(res.container_id, res.ifname), (res.container_id, res.ifname, []))[2].append(str(res.address))
         for key in os.listdir(self._owners_fd):
             raw = self._read_owner_raw(key)
-            entry = _loads(raw)
+            entry = loads_or_none(raw)
             group = found.pop(key, None)
             if group is None or not valid_entry(entry, key):
                 if group is None:
                     self._index_written = True
-                    _remove_junk(key, self._owners_fd)
+                    remove_junk(key, self._owners_fd)
                     continue
                 entry = None
             cid, ifname, names = group
-            files = {ip: _from_set_key(current[ip]) for ip in names}
+            files = {ip: from_set_key(current[ip]) for ip in names}
             same = entry is not None and all(entry["files"].get(ip) == files[ip] for ip in names)
             body = {
                 "containerID": cid,
@@ -585,7 +429,7 @@ class NetworkStore:
             if body != entry:
                 self._write_owner_file(key, body)
         for key, (cid, ifname, names) in found.items():
-            files = {ip: _from_set_key(current[ip]) for ip in names}
+            files = {ip: from_set_key(current[ip]) for ip in names}
             self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": names, "files": files, "meta": {}, "seenBoot": self._boot_id})
         self._delta = {}
         self._new_snapshot(current)
@@ -642,12 +486,12 @@ class NetworkStore:
         raw = self._read_owner_raw(key)
         if raw is None:
             return None
-        entry = _loads(raw)
+        entry = loads_or_none(raw)
         if valid_entry(entry, key):
             return entry
         self.rebuild_index()
         raw = self._read_owner_raw(key)
-        entry = _loads(raw)
+        entry = loads_or_none(raw)
         return entry if valid_entry(entry, key) else None
 
     def _held_by_owner(self, cid: str, ifname: str) -> "Iterator[Tuple[str, dict, List[str]]]":
@@ -690,7 +534,7 @@ class NetworkStore:
                     kind, data, st = read_entry(self.dir_fd, ip)
                     if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname):
                         ips.append(ip)
-                        files[ip] = _ident(st)
+                        files[ip] = file_ident(st)
                         foreign = foreign or st.st_ino != entry["files"][ip][0]  # another file now
             # Our metadata describes the files we link; an entry that still holds a file someone
             # else wrote (adopted, so without meta, or replaced since) keeps carrying none.
@@ -742,8 +586,8 @@ class NetworkStore:
                     for ip in rest:  # a sibling linked to the same inode got a new ctime
                         if files[ip][0] == st.st_ino:
                             try:
-                                files[ip] = _ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
-                                self._delta[ip] = _set_key(files[ip])
+                                files[ip] = file_ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
+                                self._delta[ip] = set_key(files[ip])
                             except OSError:
                                 pass
                     self._write_owner_file(key, dict(entry, ips=rest, files=files))
@@ -785,7 +629,7 @@ class NetworkStore:
         """Every valid owner index entry (for GC and reports); entries that lie are left out."""
         out = {}
         for name in os.listdir(self._owners_fd):
-            entry = _loads(self._read_owner_raw(name))
+            entry = loads_or_none(self._read_owner_raw(name))
             if valid_entry(entry, name):
                 out[name] = entry
         return out
@@ -794,7 +638,7 @@ class NetworkStore:
     def read_meta(self, name: str, limit: int = 16 << 20) -> "Optional[bytes]":
         """A file of ours in ``.cni-ipam/`` (e.g. the cluster pool's ``pool.json``), or None."""
         try:
-            fd = os.open(name, _O_READ | os.O_NONBLOCK, dir_fd=self._meta_fd)  # a FIFO must not hang us
+            fd = os.open(name, O_READ | os.O_NONBLOCK, dir_fd=self._meta_fd)  # a FIFO must not hang us
         except OSError:
             return None
         try:
@@ -834,8 +678,8 @@ class NetworkStore:
                 self._reserve_tmp_owner = None
             idents = {}
             for name in self._created:
-                idents[name] = _ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
-                self._delta[name] = _set_key(idents[name])
+                idents[name] = file_ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+                self._delta[name] = set_key(idents[name])
             if self._pending:
                 self._write_pending(idents)
             if self._created:
@@ -881,12 +725,12 @@ class NetworkStore:
             pass  # the marker stays stale: the next call catches up
 
     def _write_marker(self) -> None:
-        if self._scanned is not None or len(self._delta) > _DELTA_MAX:
+        if self._scanned is not None or len(self._delta) > DELTA_MAX:
             self._write_snapshot()
         st = os.fstat(self.dir_fd)
         marker = time.time_ns() - 1_000_000_000
         os.utime(self.dir_fd, ns=(st.st_atime_ns, marker))
-        state = {"v": _STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "snap": self._snap, "delta": self._delta}
+        state = {"v": STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "snap": self._snap, "delta": self._delta}
         self._replace(self._meta_fd, STATE_FILE, json.dumps(state).encode(), fsync=False)
         self._dirty = False
 
@@ -913,7 +757,7 @@ class NetworkStore:
 
     def _read_json(self, dir_fd: int, name: str, limit: int = 1 << 20) -> object:
         kind, data, _ = read_entry(dir_fd, name, limit)
-        return _loads(data) if kind == "file" else None
+        return loads_or_none(data) if kind == "file" else None
 
     def _write_owner_file(self, key: str, body: dict) -> None:
         if key not in self._saved_owners:
@@ -945,7 +789,7 @@ class NetworkStore:
         finally:
             os.close(fd)
             if not done:  # e.g. ENOSPC: leave no partial file behind
-                _unlink_quietly(name, self._tmp_fd)
+                unlink_quietly(name, self._tmp_fd)
 
     def _replace(self, dir_fd: int, name: str, data: bytes, fsync: bool) -> None:
         try:
@@ -954,10 +798,10 @@ class NetworkStore:
                 try:
                     os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
                 except IsADirectoryError:  # an (empty) directory planted under our name
-                    _remove_junk(name, dir_fd)
+                    remove_junk(name, dir_fd)
                     os.rename(_WRITE_TMP, name, src_dir_fd=self._tmp_fd, dst_dir_fd=dir_fd)
             except OSError:
-                _unlink_quietly(_WRITE_TMP, self._tmp_fd)
+                unlink_quietly(_WRITE_TMP, self._tmp_fd)
                 raise
         except OSError as exc:
             raise self._io_error("write", name, exc) from None
@@ -967,180 +811,4 @@ class NetworkStore:
         return CniError(IO_FAILURE, f"cannot {what} {path}: {reason}", path)
 
 
-def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> "Optional[Reservation]":
-    """The Reservation of the address-named entry ``name`` (None when it vanished)."""
-    kind, data, st = read_entry(dir_fd, name)
-    if kind is None:
-        return None
-    ident = _ident(st) if st is not None else None
-    path = os.path.join(dir_path, name)
-    if kind != "file":
-        return Reservation(addr, None, None, path, SPECIAL, ident)
-    owner_kind, cid, ifname = parse_content(data)
-    return Reservation(addr, cid, ifname, path, owner_kind, ident)
-
-
-def _valid_state(state: object, dir_ino: int, boot: str) -> bool:
-    if not (
-        isinstance(state, dict)
-        and state.get("v") == _STATE_VERSION
-        and type(state.get("mtime")) is int
-        and state.get("ino") == dir_ino
-        and state.get("boot") == boot
-        and isinstance(state.get("snap"), str)
-        and state["snap"]
-        and isinstance(state.get("delta"), dict)
-    ):
-        return False
-    for name, ident in state["delta"].items():
-        if not name or name.strip(_ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
-            return False
-    return True
-
-
-def _loads(data: "Optional[bytes]") -> object:
-    if not data:
-        return None
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
-
-
-def _remove_junk(name: str, dir_fd: int) -> None:
-    """Remove a leftover of ours; a directory planted there is removed when empty, else left."""
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except (IsADirectoryError, PermissionError):
-        try:
-            os.rmdir(name, dir_fd=dir_fd)
-        except OSError:
-            pass
-    except FileNotFoundError:
-        pass
-
-
-def _open_subdir(parent_fd: int, name: str) -> int:
-    try:
-        os.mkdir(name, 0o700, dir_fd=parent_fd)
-    except FileExistsError:
-        pass
-    return os.open(name, _O_DIR, dir_fd=parent_fd)
-
-
 # ---------------------------------------------------------------------- lock-free checks (STATUS)
-def usable_problem(data_dir: str, network: str) -> str:
-    """Why an ADD could not use ``<data_dir>/<network>`` now, or '' when it could.
-
-    The same walk as ``NetworkStore._open`` (the data directory followed as host-local does, then
-    every level below by dir fd with ``O_NOFOLLOW``), without the lock and creating nothing but a
-    probe file in ``.cni-ipam/tmp`` (which never changes the network directory's mtime, so the
-    index marker stays valid).  What does not exist yet must be creatable."""
-    try:
-        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return _creatable(data_dir)
-    except OSError as exc:
-        return f"cannot open {data_dir}: {exc.strerror or exc}"
-    fds = [data_fd]
-    path = data_dir
-    try:
-        for name in (network, META_DIR, TMP_DIR):
-            parent_path, path = path, os.path.join(path, name)
-            try:
-                fds.append(os.open(name, _O_DIR, dir_fd=fds[-1]))
-            except FileNotFoundError:  # ADD creates it (and what lies below it) here
-                return _dir_problem(fds[-1], parent_path)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    return f"{path} is not a directory (a symlink or a file is in the way)"
-                return f"cannot open {path}: {exc.strerror or exc}"
-            if name == network:
-                try:
-                    st = os.stat(LOCK_FILE, dir_fd=fds[-1], follow_symlinks=False)
-                    if not S_ISREG(st.st_mode) and not _stat_is_fifo(st):
-                        return f"{os.path.join(path, LOCK_FILE)} is not a regular file"
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    return f"cannot stat {os.path.join(path, LOCK_FILE)}: {exc.strerror or exc}"
-            if name == META_DIR:
-                try:
-                    st = os.stat(OWNERS_DIR, dir_fd=fds[-1], follow_symlinks=False)
-                    if not _stat_is_dir(st):
-                        return f"{os.path.join(path, OWNERS_DIR)} is not a directory (a symlink or a file is in the way)"
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    return f"cannot stat {os.path.join(path, OWNERS_DIR)}: {exc.strerror or exc}"
-        probe = f".status-probe.{os.getpid()}"
-        try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
-            try:
-                os.write(fd, b"x")
-            finally:
-                os.close(fd)
-                _unlink_quietly(probe, fds[-1])  # an ADD opening the store may have cleaned tmp/ already
-        except OSError as exc:
-            return f"cannot create a file in {path}: {exc.strerror or exc}"
-        return ""
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def reserved_names(data_dir: str, network: str) -> "List[str]":
-    """Address-named entries of a network directory, by name only (no lock, no reads, no links
-    followed); [] when the directory does not exist."""
-    try:
-        data_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return []
-    try:
-        fd = os.open(network, _O_DIR, dir_fd=data_fd)
-    except OSError:
-        return []
-    finally:
-        os.close(data_fd)
-    try:
-        return [name for name in os.listdir(fd) if parse_ip_name(name) is not None]
-    finally:
-        os.close(fd)
-
-
-def _stat_is_dir(st: "os.stat_result") -> bool:
-    from stat import S_ISDIR
-
-    return S_ISDIR(st.st_mode)
-
-
-def _stat_is_fifo(st: "os.stat_result") -> bool:
-    from stat import S_ISFIFO
-
-    return S_ISFIFO(st.st_mode)
-
-
-def _dir_problem(dir_fd: int, path: str) -> str:
-    """'' when we may create entries in the open directory ``dir_fd`` (read-only mounts included)."""
-    return "" if os.access(".", os.W_OK | os.X_OK, dir_fd=dir_fd) else f"cannot create entries in {path}: not writable"
-
-
-def _creatable(path: str) -> str:
-    """'' when ``makedirs(path)`` could succeed: the nearest existing ancestor is a writable directory."""
-    while not os.path.lexists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    if not os.path.isdir(path):
-        return f"{path} is not a directory"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"cannot create directories in {path}: not writable"
-    return ""

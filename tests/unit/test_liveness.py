@@ -7,7 +7,9 @@ import os
 import pytest
 
 from cni_ipam.admin import liveness as L
-from cni_ipam.store.network import NetworkStore, Reservation
+from cni_ipam.store import gcstats, snapshot
+from cni_ipam.store.layout import Reservation
+from cni_ipam.store.network import NetworkStore
 
 NOW = 1_800_000_000.0
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -327,21 +329,21 @@ def test_scan_data_dir_and_list_networks(tmp_path):
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "-bad").mkdir()
     os.symlink(tmp_path / "net1", tmp_path / "link")
-    assert L.list_networks(str(tmp_path)) == ["net1"]
-    assert L.list_networks(str(tmp_path / "missing")) == []
+    assert snapshot.list_networks(str(tmp_path)) == ["net1"]
+    assert snapshot.list_networks(str(tmp_path / "missing")) == []
     out = L.scan_data_dir(str(tmp_path), checker(tmp_path))
     assert list(out) == ["net1"] and len(out["net1"]) == 4
 
 
 def test_gc_stats_accumulate(tmp_path):
     _prefill(tmp_path)
-    assert L.read_gc_stats(str(tmp_path), "net1") == {}
-    L.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
-    s = L.read_gc_stats(str(tmp_path), "net1")
+    assert gcstats.read_gc_stats(str(tmp_path), "net1") == {}
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
+    s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert s["lastRun"] == NOW and s["lastRunApplied"] is False and "releasedTotal" not in s
-    L.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
-    L.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
-    s = L.read_gc_stats(str(tmp_path), "net1")
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
+    gcstats.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
+    s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
-    with open(L.gc_stats_path(str(tmp_path), "net1")) as fh:
+    with open(gcstats.gc_stats_path(str(tmp_path), "net1")) as fh:
         assert json.load(fh) == s

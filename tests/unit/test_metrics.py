@@ -10,6 +10,7 @@ import time
 import pytest
 
 from cni_ipam.admin import liveness
+from cni_ipam.store import gcstats
 from cni_ipam.store.network import NetworkStore
 from tests.helpers import ROOT, have_host_local, run_host_local
 
@@ -74,9 +75,9 @@ def prepared(tmp_path):
     reserve(data, "ops-m1", [("10.71.0.3", "gone")], {"created": old, "bootId": boot, "netns": str(tmp_path / "gone")})
     reserve(data, "ops-m1", [("10.71.0.4", "reboot")], {"created": old, "bootId": "other-boot"})
     with NetworkStore(str(data), "ops-m1"):  # record_gc_stats wants the lock held
-        liveness.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 3}, released=3, errors=0, now=1700000000.0)
-        liveness.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 2}, released=2, errors=0, now=1700000600.0)
-        liveness.record_gc_stats(str(data), "ops-m1", "test", False, {"stranded": 2}, released=0, errors=0, now=1700000900.0)
+        gcstats.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 3}, released=3, errors=0, now=1700000000.0)
+        gcstats.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 2}, released=2, errors=0, now=1700000600.0)
+        gcstats.record_gc_stats(str(data), "ops-m1", "test", False, {"stranded": 2}, released=0, errors=0, now=1700000900.0)
     (data / "ops-m2").mkdir()
     (data / "ops-m2" / "10.72.0.9").write_text("hl\r\neth0")
     return tmp_path

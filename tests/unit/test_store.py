@@ -12,7 +12,8 @@ import pytest
 from cni_ipam.plugin import verbs as plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.plugin.skel import CniEnv
-from cni_ipam.store.network import NetworkStore, owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.store.layout import owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.store.network import NetworkStore
 
 IP = ipaddress.ip_address
 NET = "core-store"
