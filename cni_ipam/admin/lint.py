@@ -33,6 +33,7 @@ import sys
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
+from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, read_conf_file
 from cni_ipam.errors import CniError
 
 TYPE_CHECKING = False
@@ -41,8 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from cni_ipam.plugin.ranges import Range
 
-IPAM_TYPES = ("cni-ipam", "host-local")
-CONF_EXTENSIONS = (".conf", ".conflist", ".json")
 # Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
 KNOWN_IPAM_KEYS = (
@@ -60,83 +59,8 @@ _STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
 _PROBE_RANGES = [[{"subnet": "192.0.2.0/24"}]]
 _LEGACY_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
 _SET_INDEX = re.compile(r"ipam\.ranges\[(\d+)\]")
-_MAX_FILE = 4 << 20
-
-
-class ConfFileError(Exception):
-    def __init__(self, key: str, msg: str) -> None:
-        super().__init__(msg)
-        self.key = key
-        self.msg = msg
-
-
-class Attachment:
-    """One plugin of a conf file, with the netconf the plugin would receive (name and cniVersion
-    injected from the list, as libcni does)."""
-
-    __slots__ = ("file", "prefix", "plugin", "netconf", "name", "cni_version", "plugin_type", "ipam_type")
-
-    def __init__(self, file: str, prefix: str, plugin: dict, name: "Any", cni_version: "Any") -> None:
-        self.file = file
-        self.prefix = prefix  # "plugins[1]." in a conflist, "" in a single conf
-        self.plugin = plugin
-        self.name = name
-        self.cni_version = cni_version
-        self.netconf = dict(plugin)
-        self.netconf["name"] = name
-        if cni_version is not None:
-            self.netconf["cniVersion"] = cni_version
-        self.plugin_type = plugin.get("type")
-        ipam = plugin.get("ipam")
-        self.ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
-
-
-def conf_files(conf_dir: str) -> "List[str]":
-    """The files libcni would read from ``conf_dir`` (.conf, .conflist, .json), in lexical order."""
-    try:
-        names = sorted(os.listdir(conf_dir))
-    except OSError:
-        return []
-    return [os.path.join(conf_dir, n) for n in names
-            if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n))]
-
-
-def load_json(path: str) -> "Any":
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_FILE + 1)
-    except OSError as exc:
-        raise ConfFileError("", f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > _MAX_FILE:
-        raise ConfFileError("", f"larger than {_MAX_FILE} bytes")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ConfFileError("", f"not valid JSON: {exc}") from None
-
-
-def read_conf_file(path: str) -> "List[Attachment]":
-    """The plugins of a .conf or .conflist file (a file with "plugins" is a list).
-
-    Raises ConfFileError when the file is not a JSON object or its plugin list is malformed."""
-    data = load_json(path)
-    if not isinstance(data, dict):
-        raise ConfFileError("", "the file is not a JSON object")
-    if "plugins" not in data:
-        return [Attachment(path, "", data, data.get("name"), data.get("cniVersion"))]
-    plugins = data["plugins"]
-    if not isinstance(plugins, list) or not plugins:
-        raise ConfFileError("plugins", "must be a non-empty list of plugin objects")
-    out = []
-    for i, plugin in enumerate(plugins):
-        if not isinstance(plugin, dict):
-            raise ConfFileError(f"plugins[{i}]", "a plugin must be an object")
-        out.append(Attachment(path, f"plugins[{i}].", plugin, data.get("name"), data.get("cniVersion")))
-    return out
-
-
 # ---------------------------------------------------------------------- findings
-class Finding:
+class LintFinding:
     __slots__ = ("level", "file", "key", "message", "check")
 
     def __init__(self, level: str, file: str, key: str, message: str, check: str) -> None:
@@ -154,7 +78,7 @@ class Finding:
         return f"{where}{self.level}: {self.message} [{self.check}]"
 
     def __repr__(self) -> str:
-        return f"Finding({self.level}, {self.file!r}, {self.key!r}, {self.check}, {self.message!r})"
+        return f"LintFinding({self.level}, {self.file!r}, {self.key!r}, {self.check}, {self.message!r})"
 
 
 class RangeRecord:
@@ -196,11 +120,11 @@ class Options:
 class Linter:
     def __init__(self, options: "Optional[Options]" = None) -> None:
         self.opts = options or Options()
-        self.findings: "List[Finding]" = []
+        self.findings: "List[LintFinding]" = []
         self.records: "List[RangeRecord]" = []
 
     def add(self, level: str, file: str, key: str, message: str, check: str) -> None:
-        self.findings.append(Finding(level, file, key, message, check))
+        self.findings.append(LintFinding(level, file, key, message, check))
 
     # ------------------------------------------------------------------ per file
     def lint_file(self, path: str) -> None:
@@ -621,7 +545,7 @@ class Linter:
                 else:
                     self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)", "overlap-host")
 
-    def run(self, paths: "Sequence[str]") -> "List[Finding]":
+    def run(self, paths: "Sequence[str]") -> "List[LintFinding]":
         for path in paths:
             self.lint_file(path)
         self.check_overlaps()

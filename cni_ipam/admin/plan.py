@@ -198,7 +198,7 @@ class Plan:
         }
 
     def render(self) -> str:
-        from cni_ipam.admin.show import table
+        from cni_ipam.admin.output import table
 
         rows = [["FAMILY", "CLUSTER CIDR", "NODE MASK", "NODE SUBNETS", "SERVICE-OCCUPIED", "AVAILABLE", "ADDRESSES/NODE", "PODS/NODE", "POD CAPACITY"]]
         for f in self.families:

@@ -27,7 +27,8 @@ import time
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
-from cni_ipam.errors import CniError
+from cni_ipam.admin.conffiles import DEFAULT_CONF_DIR, NetworkConf, conf_networks
+from cni_ipam.admin.output import DEFAULT_THRESHOLDS, LEVELS, UNKNOWN_LEVEL, format_age, level_for, table, worse, worst_level
 from cni_ipam.store.snapshot import Entry, list_networks, scan_network_dir
 
 TYPE_CHECKING = False
@@ -37,81 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from cni_ipam.admin.liveness import Checker
     from cni_ipam.plugin.ranges import RangeSet
 
-DEFAULT_CONF_DIR = "/etc/cni/net.d"
-LEVELS = ("ok", "warning", "critical", "emergency")
-UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file) or not readable
 # How bad, for the worst level of several networks: a real alarm outranks "cannot tell", and
 # "cannot tell" outranks ok (as monitoring aggregators order OK < UNKNOWN < WARNING < CRITICAL).
-_RANK = {"ok": 0, UNKNOWN_LEVEL: 1, "warning": 2, "critical": 3, "emergency": 4}
-DEFAULT_THRESHOLDS = (70.0, 85.0, 95.0)  # warning, critical, emergency (percent used)
 # Exit status of ``show``: the worst level (the table is options.EXIT_CODES["show"]).
 EXIT_CODES = {"ok": 0, "warning": 1, "critical": 2, "emergency": 3, UNKNOWN_LEVEL: 4}
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # ---------------------------------------------------------------------- levels
-def level_for(percent: float, thresholds: "Sequence[float]" = DEFAULT_THRESHOLDS) -> str:
-    """ok below the warning threshold, else the highest threshold reached."""
-    level = "ok"
-    for name, limit in zip(LEVELS[1:], thresholds):
-        if percent >= limit:
-            level = name
-    return level
-
-
-def worse(a: str, b: str) -> str:
-    return a if _RANK.get(a, -1) >= _RANK.get(b, -1) else b
-
-
 # ---------------------------------------------------------------------- conf files
-class NetworkConf:
-    """A network as a conf file defines it: name, data directory and (when valid) range sets."""
-
-    __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error")
-
-    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: "Optional[Tuple[RangeSet, ...]]", error: str) -> None:
-        self.name = name
-        self.data_dir = data_dir
-        self.file = file
-        self.key = key
-        self.range_sets = range_sets
-        self.error = error
-
-
-def conf_networks(conf_dir: str) -> "List[NetworkConf]":
-    """Every cni-ipam (or host-local) network of the conf files in ``conf_dir``, first file wins
-    for a name (libcni reads the files in lexical order).  Unreadable files are skipped here; run
-    ``cni-ipam lint`` to see why."""
-    from cni_ipam.admin import lint
-
-    out: "List[NetworkConf]" = []
-    seen = set()
-    for path in lint.conf_files(conf_dir):
-        try:
-            attachments = lint.read_conf_file(path)
-        except lint.ConfFileError:
-            continue
-        for att in attachments:
-            if att.ipam_type not in lint.IPAM_TYPES or not isinstance(att.name, str):
-                continue
-            try:
-                data_dir = config.data_dir_of(att.netconf.get("ipam"))
-            except CniError:
-                continue
-            if (att.name, data_dir) in seen:
-                continue
-            seen.add((att.name, data_dir))
-            range_sets, error = None, ""
-            try:
-                range_sets = config.load(att.netconf, {}).range_sets
-            except CniError as exc:
-                error = exc.msg
-            except Exception as exc:  # a bug elsewhere must not hide the other networks
-                error = f"{type(exc).__name__}: {exc}"
-            out.append(NetworkConf(att.name, data_dir, path, att.prefix, range_sets, error))
-    return out
-
-
 # ---------------------------------------------------------------------- lock-free scan
 # ---------------------------------------------------------------------- the report
 class SetStats:
@@ -301,37 +236,7 @@ def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" =
     return [build_report(n, d, c, thresholds, checker) for n, d, c in selected]
 
 
-def worst_level(reports: "Sequence[NetworkReport]") -> str:
-    """The worst level of the networks; ``unknown`` counts (a network nobody can judge is not ok)."""
-    level = "ok"
-    for rep in reports:
-        level = worse(level, rep.level)
-    return level
-
-
 # ---------------------------------------------------------------------- output
-def format_age(seconds: "Optional[float]") -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(max(seconds, 0))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            major, rest = divmod(seconds, size)
-            minor_unit, minor_size = {"d": ("h", 3600), "h": ("m", 60), "m": ("s", 1)}[unit]
-            minor = rest // minor_size
-            return f"{major}{unit}{minor}{minor_unit}" if minor else f"{major}{unit}"
-    return f"{seconds}s"
-
-
-def table(rows: "List[List[str]]", right: "Sequence[int]" = ()) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float) -> str:
     # STRANDED: attachments (container, ifname) with a stranded address in that range set (a
     # dual-stack pod counts once in each set); for a network without known range sets, in all.

@@ -49,7 +49,6 @@ def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "tuple[str | Non
         os.close(fd)
 
 
-
 def makedirs(path: str, mode: int = DIR_MODE) -> None:
     """``os.makedirs`` that gives every directory it creates ``mode`` (os.makedirs leaves the
     parents to the umask: 0777 under umask 000).  The umask can only make them tighter."""
@@ -67,13 +66,11 @@ def makedirs(path: str, mode: int = DIR_MODE) -> None:
             pass
 
 
-
 def unlink_quietly(name: str, dir_fd: int) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
-
 
 
 def remove_junk(name: str, dir_fd: int) -> None:
@@ -89,14 +86,12 @@ def remove_junk(name: str, dir_fd: int) -> None:
         pass
 
 
-
 def open_private_subdir(parent_fd: int, name: str) -> int:
     try:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
     except FileExistsError:
         pass
     return os.open(name, O_DIR, dir_fd=parent_fd)
-
 
 
 def mkdir_at(dir_fd: int, name: str, mode: int = 0o755) -> None:

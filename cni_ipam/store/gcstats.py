@@ -20,7 +20,6 @@ def gc_stats_path(data_dir: str, network: str) -> str:
     return os.path.join(data_dir, network, META_DIR, GC_STATS_FILE)
 
 
-
 def read_gc_stats(data_dir: str, network: str) -> dict:
     """The last GC pass of a network (see docs/gc.md for the fields), or {} when none ran."""
     try:
@@ -29,7 +28,6 @@ def read_gc_stats(data_dir: str, network: str) -> dict:
     except (OSError, ValueError):
         return {}
     return stats if isinstance(stats, dict) else {}
-
 
 
 def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",

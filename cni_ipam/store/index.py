@@ -16,11 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Optional
 
 STATE_VERSION = 2
-
 DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
 
 ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
-
 
 
 def file_ident(st: "os.stat_result") -> list:
@@ -28,17 +26,14 @@ def file_ident(st: "os.stat_result") -> list:
     return [st.st_ino, st.st_ctime_ns]
 
 
-
 def set_key(ident: list) -> str:
     """The same identity as the recorded set (``files``, ``delta``) keeps it: "inode ctime_ns"."""
     return f"{ident[0]} {ident[1]}"
 
 
-
 def from_set_key(text: str) -> list:
     ino, ctime = text.split(" ")
     return [int(ino), int(ctime)]
-
 
 
 def valid_entry(entry: object, key: str) -> bool:
@@ -66,14 +61,12 @@ def valid_entry(entry: object, key: str) -> bool:
     return True
 
 
-
 def entry_meta(entry: "Optional[dict]", ip: str, st: "Optional[os.stat_result]") -> dict:
     """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
     entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
     if not entry or st is None or entry["files"].get(ip) != file_ident(st):
         return {}
     return entry["meta"]
-
 
 
 def valid_state(state: object, dir_ino: int, boot: str) -> bool:
@@ -92,7 +85,6 @@ def valid_state(state: object, dir_ino: int, boot: str) -> bool:
         if not name or name.strip(ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
             return False
     return True
-
 
 
 def loads_or_none(data: "Optional[bytes]") -> object:

@@ -25,32 +25,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from typing import Optional, Tuple
 
 META_DIR = ".cni-ipam"
-
 OWNERS_DIR = "owners"
 
 TMP_DIR = "tmp"
-
 STATE_FILE = "state"
 
 FILES_FILE = "files"
-
 LOCK_FILE = "lock"
 
 LAST_RESERVED_PREFIX = "last_reserved_ip."
-
 LINE_BREAK = "\r\n"
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
 GC_STATS_FILE = "gc-stats.json"  # <dataDir>/<network>/.cni-ipam/gc-stats.json
 
 # What an address-named entry of the network directory is (``Reservation.kind``).
 OWNED = "owned"  # a regular file naming a valid (containerID, ifname) or an ID-only owner
-
 EMPTY = "empty"  # a regular file with no content (host-local killed mid-write)
 
 OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, never used as a name
-
 
 
 def read_boot_id(path: str = BOOT_ID_PATH) -> str:
@@ -59,7 +52,6 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
             return fh.read().strip()
     except OSError:
         return ""
-
 
 
 def parse_ip_name(name: str):
@@ -71,7 +63,6 @@ def parse_ip_name(name: str):
     except ValueError:
         return None
     return addr if str(addr) == name else None
-
 
 
 def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
@@ -90,12 +81,10 @@ def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
     return OWNED, cid, (ifname if sep else None)
 
 
-
 def parse_owner(data: bytes) -> "Optional[Tuple[str, Optional[str]]]":
     """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
     kind, cid, ifname = parse_content(data)
     return (cid, ifname) if kind == OWNED else None
-
 
 
 def owner_key(cid: str, ifname: "Optional[str]") -> str:
@@ -106,7 +95,6 @@ def owner_key(cid: str, ifname: "Optional[str]") -> str:
 
         key = "sha256-" + hashlib.sha256(key.encode()).hexdigest()
     return key
-
 
 
 class Reservation:
@@ -126,7 +114,6 @@ class Reservation:
 
     def __repr__(self) -> str:
         return f"Reservation({self.address}, {self.container_id!r}, {self.ifname!r}, {self.kind})"
-
 
 
 def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> "Optional[Reservation]":

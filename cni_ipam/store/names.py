@@ -7,20 +7,16 @@ checks every owner read back from disk with the same rules before it is used as 
 
 # As libcni's utils.ValidateContainerID / ValidateNetworkName: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
 _NAME_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
 _NAME_CHARS = _NAME_FIRST + "_.-"
-
 
 
 def is_cni_name(value: str) -> bool:
     return bool(value) and value[0] in _NAME_FIRST and not value.strip(_NAME_CHARS)
 
 
-
 def is_container_id(value: str) -> bool:
     """True for a container ID libcni accepts (also used on IDs read back from disk)."""
     return is_cni_name(value) and len(value) <= 1024
-
 
 
 def ifname_problem(value: str) -> str:

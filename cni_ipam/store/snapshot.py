@@ -84,7 +84,6 @@ def usable_problem(data_dir: str, network: str) -> str:
             os.close(fd)
 
 
-
 def reserved_names(data_dir: str, network: str) -> "List[str]":
     """Address-named entries of a network directory, by name only (no lock, no reads, no links
     followed); [] when the directory does not exist."""
@@ -104,12 +103,10 @@ def reserved_names(data_dir: str, network: str) -> "List[str]":
         os.close(fd)
 
 
-
 def _stat_is_dir(st: "os.stat_result") -> bool:
     from stat import S_ISDIR
 
     return S_ISDIR(st.st_mode)
-
 
 
 def _stat_is_fifo(st: "os.stat_result") -> bool:
@@ -118,11 +115,9 @@ def _stat_is_fifo(st: "os.stat_result") -> bool:
     return S_ISFIFO(st.st_mode)
 
 
-
 def _dir_problem(dir_fd: int, path: str) -> str:
     """'' when we may create entries in the open directory ``dir_fd`` (read-only mounts included)."""
     return "" if os.access(".", os.W_OK | os.X_OK, dir_fd=dir_fd) else f"cannot create entries in {path}: not writable"
-
 
 
 def _creatable(path: str) -> str:
@@ -139,7 +134,6 @@ def _creatable(path: str) -> str:
     return ""
 
 
-
 # ---------------------------------------------------------------------- lock-free scan (admin)
 def list_networks(data_dir: str) -> "List[str]":
     """Network directories under ``data_dir`` (names as CNI allows them), sorted."""
@@ -150,7 +144,6 @@ def list_networks(data_dir: str) -> "List[str]":
     return sorted(
         n for n in names if is_cni_name(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
     )
-
 
 
 class Entry:
@@ -205,7 +198,6 @@ class Entry:
         return out
 
 
-
 def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
     """(content, mtime); never blocks or follows a link (``store.read_entry``).  Something that is not
     a regular file (FIFO, device, directory) reads as empty: reserved, owner unknown."""
@@ -213,7 +205,6 @@ def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
     if kind is None:
         return None, None
     return (data if data is not None else b""), (st.st_mtime if st is not None else None)
-
 
 
 def read_owner_index(path: str) -> "Dict[str, dict]":
@@ -237,7 +228,6 @@ def read_owner_index(path: str) -> "Dict[str, dict]":
     finally:
         os.close(fd)
     return out
-
 
 
 def scan_network_dir(path: str) -> "List[Entry]":

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from cni_ipam.admin import liveness
-from cni_ipam.admin import options
+from cni_ipam.admin import options, output
 from cni_ipam.admin import show as report
 from cni_ipam.store.network import NetworkStore
 from tests.helpers import ROOT, have_host_local, run_host_local, run_plugin
@@ -93,13 +93,13 @@ def test_thresholds_are_configurable(tmp_path):
 
 
 def test_level_for_boundaries():
-    assert report.level_for(69.99) == "ok"
-    assert report.level_for(70) == "warning"
-    assert report.level_for(84.9) == "warning"
-    assert report.level_for(85) == "critical"
-    assert report.level_for(95) == "emergency"
-    assert report.level_for(100) == "emergency"
-    assert report.level_for(50, (40, 45, 50)) == "emergency"
+    assert output.level_for(69.99) == "ok"
+    assert output.level_for(70) == "warning"
+    assert output.level_for(84.9) == "warning"
+    assert output.level_for(85) == "critical"
+    assert output.level_for(95) == "emergency"
+    assert output.level_for(100) == "emergency"
+    assert output.level_for(50, (40, 45, 50)) == "emergency"
 
 
 def test_dual_stack_exclude_and_outside(tmp_path):
@@ -282,7 +282,7 @@ def test_unknown_ranks_above_ok_and_below_a_real_alarm(tmp_path):
     assert doc["level"] == "unknown" and rc == 4
     rc, doc = show_json(tmp_path, "--network", "ops-typo")  # a mistyped --network is not "ok" either
     assert doc["networks"][0]["exists"] is False and rc == 4
-    assert report.worse("unknown", "ok") == "unknown" and report.worse("unknown", "critical") == "critical"
+    assert output.worse("unknown", "ok") == "unknown" and output.worse("unknown", "critical") == "critical"
 
 
 def test_mistyped_data_dir_is_an_error(tmp_path):

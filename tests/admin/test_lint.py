@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cni_ipam.plugin import netconf as config
-from cni_ipam.admin import lint
+from cni_ipam.admin import conffiles, lint
 from tests.helpers import ROOT
 
 EXAMPLES = os.path.join(ROOT, "conf-examples")
@@ -81,7 +81,7 @@ def test_examples_together_with_cluster_settings():
 def test_examples_load_in_the_plugin_config():
     """The examples without usePodCidr are accepted by config.load exactly as the plugin runs it."""
     for name in EXAMPLE_FILES:
-        for att in lint.read_conf_file(os.path.join(EXAMPLES, name)):
+        for att in conffiles.read_conf_file(os.path.join(EXAMPLES, name)):
             if att.ipam_type == "cni-ipam" and "usePodCidr" not in json.dumps(att.netconf):
                 cfg = config.load(att.netconf, {})
                 assert cfg.range_sets, name
