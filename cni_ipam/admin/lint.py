@@ -523,8 +523,7 @@ class Linter:
             for ip, prefixlen, dev in addrs:
                 if ip.version != rng.version or not rng.contains(ip):
                     continue
-                value = int(ip)
-                if rng.excluded_until(value) >= 0 or rng.unusable(value):
+                if not rng.can_hand_out(ip):
                     continue
                 self.add(ERROR, rec.file, rec.key, f"host address {ip}/{prefixlen} on {dev} lies in range {rec.text()}: "
                          "the plugin could hand it out (exclude it)", "host-address")

@@ -49,14 +49,12 @@ evidence they stay ``unknown``.
 Everything the rules read from the machine is injectable (``boot_id``, ``netns_root``, ``proc``,
 ``scanner``, ``runtime_cache``, ``now``) so tests can simulate a reboot or a vanished namespace.
 
-Stable API (used by ``gc``, ``gc_cli`` and the ``show``/``metrics`` reports)::
+API (used by ``cni-ipam gc``, ``show --ips`` and ``metrics``)::
 
     checker = Checker(grace=300)                     # or Checker(now=..., boot_id=..., ...)
     verdict = checker.classify(entry, network="net") # entry: owner-index dict, Reservation, Finding
-    verdict = classify(entry, network="net", grace=0)   # one-off, builds a Checker
-    findings = scan_network(data_dir, "net", checker)   # [Finding] under the network lock
-    by_net = scan_data_dir(data_dir, checker)            # {network: [Finding]}
-    stats = read_gc_stats(data_dir, "net")               # last GC pass of that network, or {}
+    with NetworkStore(data_dir, "net", create=False) as store:
+        findings = scan_store(store, checker)        # [Finding] under the network lock
 """
 
 from __future__ import annotations
@@ -69,7 +67,6 @@ from cni_ipam.plugin import nsscan
 from cni_ipam.plugin.proof import boot_proof, netns_identity
 from cni_ipam.store.layout import BOOT_ID_PATH, EMPTY, OPAQUE, OWNED, Reservation, owner_key, read_boot_id
 from cni_ipam.store.network import NetworkStore
-from cni_ipam.store.snapshot import list_networks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -443,12 +440,6 @@ def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def classify(entry: "Any", network: str = "", meta: "Optional[dict]" = None, mtime: "Optional[float]" = None,
-             checker: "Optional[Checker]" = None, **options: "Any") -> Verdict:
-    """One-off classification; ``options`` are ``Checker`` arguments (now, grace, boot_id, ...)."""
-    return (checker or Checker(**options)).classify(entry, network=network, meta=meta, mtime=mtime)
-
-
 # ---------------------------------------------------------------------- the environment
 NETNS_DIRS = ("run/netns", "var/run/netns")
 
@@ -540,22 +531,6 @@ def _kind_verdict(kind: str, mtime: "Optional[float]", checker: Checker) -> Verd
     if kind == OPAQUE:
         return Verdict(UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name")
     return Verdict(UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown")
-
-
-def scan_network(data_dir: str, network: str, checker: "Optional[Checker]" = None, lock_timeout: float = 30.0) -> "List[Finding]":
-    """Classify one network's reservations under its lock; [] when the directory does not exist."""
-    checker = checker or Checker()
-    with NetworkStore(data_dir, network, lock_timeout, create=False) as store:
-        if not store.exists:
-            return []
-        return scan_store(store, checker)
-
-
-def scan_data_dir(data_dir: str, checker: "Optional[Checker]" = None, networks: "Optional[Iterable[str]]" = None,
-                  lock_timeout: float = 30.0) -> "Dict[str, List[Finding]]":
-    checker = checker or Checker()
-    names = list(networks) if networks is not None else list_networks(data_dir)
-    return {name: scan_network(data_dir, name, checker, lock_timeout) for name in names}
 
 
 # ---------------------------------------------------------------------- GC statistics

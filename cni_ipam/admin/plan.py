@@ -66,11 +66,9 @@ def usable_per_node(prefixlen: int, version: int) -> int:
     from cni_ipam.plugin.ranges import Range
 
     net = ipaddress.ip_network(("0.0.0.0" if version == 4 else "::", prefixlen))
-    first, last = int(net.network_address), int(net.broadcast_address)
     if prefixlen > net.max_prefixlen - 2:
         return 0
-    gateway = net.network_address + 1
-    return Range(net, first + 1, last - 1, gateway).size()
+    return Range.of_subnet(net).size()
 
 
 def _occupied_by(service, cluster, mask: int) -> int:

@@ -77,9 +77,7 @@ class SetStats:
         parts = []
         for r in self.range_set.ranges:
             net = r.subnet
-            default_start = int(net.network_address) + 1
-            default_end = int(net.broadcast_address) - 1
-            if r.start == default_start and r.end == default_end:
+            if r.is_default():
                 parts.append(str(net))
             else:
                 parts.append(f"{net}[{r.range_start}-{r.range_end}]")
@@ -159,12 +157,8 @@ class NetworkReport:
 def _allocatable_set(range_sets: "Sequence[RangeSet]", addr) -> "Optional[int]":
     """The index of the range set that could hand out ``addr`` under the current config."""
     for i, rset in enumerate(range_sets):
-        r = rset.range_for(addr)
-        if r is not None:
-            value = int(addr)
-            if r.excluded_until(value) < 0 and not r.unusable(value):
-                return i
-            return None
+        if rset.contains(addr):
+            return i if rset.can_hand_out(addr) else None
     return None
 
 

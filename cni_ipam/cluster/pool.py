@@ -974,7 +974,7 @@ def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
             if idx is None:
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is not in pool {session.pool_name}", "no range set contains it")
             rng = cfg.range_sets[idx].range_for(ip)
-            if ip == rng.gateway or rng.is_excluded(ip) or rng.unusable(int(ip)):  # before any claim
+            if not rng.can_hand_out(ip):  # a gateway, excluded or special address: before any claim
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is a gateway, excluded or reserved in pool {session.pool_name}",
                                f"range set {idx}")
             cidr = block_of(ip, cfg.pool.block_sizes[idx])

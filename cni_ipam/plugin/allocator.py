@@ -51,7 +51,7 @@ def allocate(
             rng = rset.range_for(wanted)
             if wanted == rng.gateway:
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
-            if rng.is_excluded(wanted) or rng.unusable(int(wanted)):
+            if not rng.can_hand_out(wanted):
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}")
             if not store.reserve(wanted, cid, ifname):
                 raise CniError(

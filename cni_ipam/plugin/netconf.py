@@ -13,7 +13,7 @@ import ipaddress
 import os
 
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
-from cni_ipam.plugin.ranges import Range, RangeSet, clip, first_overlap, merge
+from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_overlap, merge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -356,16 +356,15 @@ def _parse_range(key: str, value: "Any", ipam: dict, data_dir: str) -> Range:
     if subnet.prefixlen > subnet.max_prefixlen - 2:
         raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
 
-    first = int(subnet.network_address)
     last = int(subnet.broadcast_address)
+    default_start, default_end, default_gateway = default_bounds(subnet)
     gateway = _addr_in(f"{key}.gateway", value.get("gateway"), subnet)
     if gateway is None:
-        gateway = subnet.network_address + 1
+        gateway = default_gateway
     start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), subnet)
     end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), subnet)
-    start_i = int(start) if start is not None else first + 1
-    # host-local ends IPv6 ranges at the subnet's last address; we stop one short unless asked.
-    end_i = int(end) if end is not None else last - 1
+    start_i = int(start) if start is not None else default_start
+    end_i = int(end) if end is not None else default_end
     if start is not None and subnet.version == 4 and start_i == last:
         raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {subnet}")
     if start_i > end_i:

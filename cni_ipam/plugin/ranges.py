@@ -53,9 +53,29 @@ class Range:
     def range_end(self) -> "Address":
         return ipaddress.ip_address(self.end) if self.version == 4 else ipaddress.IPv6Address(self.end)
 
+    @classmethod
+    def of_subnet(cls, subnet: "Network") -> "Range":
+        """The range of a subnet given with no rangeStart, rangeEnd or gateway."""
+        start, end, gateway = default_bounds(subnet)
+        return cls(subnet, start, end, gateway)
+
+    def is_default(self) -> bool:
+        """Does this range span what its subnet gives by default (no rangeStart/rangeEnd)?"""
+        start, end, _ = default_bounds(self.subnet)
+        return self.start == start and self.end == end
+
     def contains(self, addr: "Address") -> bool:
         """True when ``addr`` lies between rangeStart and rangeEnd (host-local's Range.Contains)."""
         return addr.version == self.version and self.start <= int(addr) <= self.end
+
+    def can_hand_out(self, addr: "Address") -> bool:
+        """Could an ADD be given ``addr`` from this range: inside rangeStart..rangeEnd, not excluded,
+        not the network, broadcast (IPv4) or gateway address.  The one rule the allocator, STATUS,
+        the pool, ``show`` and ``lint`` all use."""
+        if not self.contains(addr):
+            return False
+        value = int(addr)
+        return self.excluded_until(value) < 0 and not self.unusable(value)
 
     def excluded_until(self, value: int) -> int:
         """The last excluded integer of the exclude interval holding ``value``, or -1."""
@@ -134,6 +154,11 @@ class RangeSet:
     def contains(self, addr: "Address") -> bool:
         return self.range_for(addr) is not None
 
+    def can_hand_out(self, addr: "Address") -> bool:
+        """``Range.can_hand_out`` for the range of this set that holds ``addr``."""
+        rng = self.range_for(addr)
+        return rng is not None and rng.can_hand_out(addr)
+
     def in_subnets(self, addr: "Address") -> "Optional[Range]":
         """The range whose subnet holds ``addr`` (used to attach a mask to a reserved address)."""
         for r in self.ranges:
@@ -192,6 +217,14 @@ class RangeSet:
 
     def __str__(self) -> str:
         return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
+
+
+def default_bounds(subnet: "Network") -> "Tuple[int, int, Address]":
+    """(rangeStart, rangeEnd, gateway) of a subnet whose range keys are absent: the first address
+    after the network address, the last one before the broadcast (IPv6 too: host-local hands out an
+    IPv6 subnet's last address, we stop one short) and the first address as gateway."""
+    first = int(subnet.network_address)
+    return first + 1, int(subnet.broadcast_address) - 1, subnet.network_address + 1
 
 
 def first_overlap(intervals: "Sequence[Tuple[int, int, int]]") -> "Optional[Tuple[int, int]]":

@@ -290,9 +290,5 @@ def cmd_status(env: "CniEnv", conf: dict) -> None:
 
 def free_in_set(rset, reserved: "Iterable") -> int:
     """How many addresses of ``rset`` an ADD could still take (reserved excluded/special ones don't count)."""
-    used = 0
-    for addr in reserved:
-        rng = rset.range_for(addr)
-        if rng is not None and not rng.is_excluded(addr) and not rng.unusable(int(addr)):
-            used += 1
+    used = sum(1 for addr in reserved if rset.can_hand_out(addr))
     return max(rset.size() - used, 0)

@@ -143,7 +143,6 @@ class NetworkStore:
         self._cursors: "Dict[int, str]" = {}
         self._reserve_tmp_owner: "Optional[str]" = None
         self._index_written = False  # an owner entry changed since open
-        self.rebuilt_index = False  # True when this call rebuilt or caught up the owner index
         self._snap = ""  # id of the ``files`` snapshot the state refers to
         self._delta: "Dict[str, Optional[str]]" = {}  # our changes since that snapshot (name: set key)
         self._delta_at_open: "Dict[str, Optional[str]]" = {}
@@ -341,7 +340,6 @@ class NetworkStore:
             self._new_snapshot(current)
         self._delta_at_open = dict(self._delta)
         self._dirty = True
-        self.rebuilt_index = True
         return True
 
     def _snapshot_lines(self) -> "Optional[set]":
@@ -433,7 +431,6 @@ class NetworkStore:
             self._write_owner_file(key, {"containerID": cid, "ifname": ifname, "ips": names, "files": files, "meta": {}, "seenBoot": self._boot_id})
         self._delta = {}
         self._new_snapshot(current)
-        self.rebuilt_index = True
 
     def _new_snapshot(self, current: "Dict[str, str]") -> None:
         """The whole set is known now: ``files`` is rewritten at commit and the delta starts empty."""
@@ -509,10 +506,6 @@ class NetworkStore:
     def owner_entry(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
         """The valid owner-index entry of (cid, ifname) (with ``meta`` and ``seenBoot``), or None."""
         return self._entry(owner_key(cid, ifname))
-
-    def owner_meta(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
-        entry = self.owner_entry(cid, ifname)
-        return None if entry is None else entry["meta"]
 
     def save_owner(self, cid: str, ifname: str, addrs: list, meta: dict) -> None:
         """Record (cid, ifname) as holding ``addrs`` (reserved by this call) in addition to what it
