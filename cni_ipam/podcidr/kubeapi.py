@@ -74,8 +74,8 @@ def node_pod_cidrs(target: "Tuple[str, str]", node: str, timeout: float, scratch
 
 def pod_cidrs(obj: "Any", node: str, tgt: "Optional[Target]" = None) -> list:
     """The node's pod CIDRs, refused (104 naming the node) unless each is one sane network per
-    family, without host bits (see ``podcidr.refusal``): a hostile node object hands out nothing."""
-    from cni_ipam.podcidr.sources import parse_cidr_list
+    family, without host bits (see ``podcidr.cidrs.refusal``): a hostile node object hands out nothing."""
+    from cni_ipam.podcidr.cidrs import parse_cidr_list
 
     spec = obj.get("spec") if isinstance(obj, dict) else None
     if not isinstance(spec, dict):

@@ -44,6 +44,7 @@ import time
 
 from cni_ipam.store import fs as safefs
 from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError, config_error
+from cni_ipam.podcidr.cidrs import parse_cidr_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +61,6 @@ RETRY_AFTER_FAILURE = 30.0  # after a failed refresh, the cached answer is trust
 CACHE_DIR = ".cni-ipam-podcidr"  # inside dataDir; not a valid network name, so never a network
 MAX_CACHE_FILE = 64 << 10  # a cache file is a few hundred bytes; anything bigger is damage
 MAX_SOURCE_FILE = 1 << 20  # staticFile, flannel subnet.env
-MIN_PREFIX = {4: 8, 6: 32}  # a node's pod CIDR is a slice of the cluster CIDR, never wider than this
 SOURCES = ("kubernetes", "static", "flannel")
 KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "cacheTTL", "static", "staticFile", "flannelSubnetEnv")
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
@@ -184,50 +184,6 @@ def node_name(settings: Settings) -> str:
             "key ipam.podCidr.nodeName",
         )
     return host
-
-
-def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
-                     details: "Optional[str]" = None) -> "List[Network]":
-    """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
-    sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
-    what it holds (the file may be root-only)."""
-    details = details or origin
-    if isinstance(value, str):
-        items = [p for p in re.split(r"[\s,]+", value) if p]
-    elif isinstance(value, list):
-        items = value
-    else:
-        raise CniError(code, f"invalid {origin}{' ' + repr(value) if quote else ''}: must be a list of CIDRs", details)
-    out: "List[Network]" = []
-    for i, item in enumerate(items):
-        shown = repr(item) if quote else f"entry {i + 1}"
-        if not isinstance(item, str) or "/" not in item or "%" in item:
-            raise CniError(code, f"invalid {origin}: {shown} is not a CIDR", details)
-        try:
-            net = ipaddress.ip_network(item.strip(), strict=strict)
-        except ValueError as exc:
-            why = f" ({exc})" if quote else " (or has host bits set)"  # exc quotes the value
-            raise CniError(code, f"invalid {origin}: {shown} is not a CIDR{why}", details) from None
-        why = refusal(net)
-        if why:
-            raise CniError(code, f"invalid {origin}: {shown} is refused: {why}", details)
-        if any(n.version == net.version for n in out):
-            raise CniError(code, f"invalid {origin}: more than one IPv{net.version} CIDR ({shown})", details)
-        out.append(net)
-    if not out:
-        raise CniError(code, f"invalid {origin}: no CIDR given", details)
-    return out
-
-
-def refusal(net: "Network") -> "Optional[str]":
-    """Why ``net`` cannot be a node's pod CIDR, or None when it can."""
-    if net.version == 6 and net.network_address.ipv4_mapped is not None:
-        return "an IPv4-mapped IPv6 network"
-    if net.prefixlen < MIN_PREFIX[net.version]:
-        return f"wider than /{MIN_PREFIX[net.version]}, not a node's slice of a cluster CIDR"
-    if net.is_loopback or net.is_multicast or net.is_link_local:
-        return "a loopback, link-local or multicast network"
-    return None
 
 
 # ---------------------------------------------------------------------------------- sources
