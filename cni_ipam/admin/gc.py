@@ -29,7 +29,7 @@ from cni_ipam.admin import options
 from cni_ipam.plugin.netconf import DEFAULT_DATA_DIR
 from cni_ipam.errors import CniError
 from cni_ipam.store import gcstats
-from cni_ipam.store.names import is_cni_name
+from cni_ipam.store import is_cni_name
 from cni_ipam.store.network import NetworkStore
 from cni_ipam.store.snapshot import list_networks
 

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from cni_ipam.store.names import ifname_problem, is_cni_name, is_container_id
+from cni_ipam.store import ifname_problem, is_cni_name, is_container_id
 from cni_ipam.errors import (
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,

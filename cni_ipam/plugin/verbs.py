@@ -53,9 +53,7 @@ from cni_ipam.errors import CHECK_FAILED, GC_INCOMPLETE, INVALID_CONFIG, NOT_AVA
 from cni_ipam.plugin import allocator
 from cni_ipam.plugin import netconf as config
 from cni_ipam.plugin.result import IpamResult, addresses_in
-from cni_ipam.store.layout import parse_ip_name
 from cni_ipam.store.network import NetworkStore
-from cni_ipam.store.snapshot import reserved_names, usable_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -261,6 +259,9 @@ def cmd_gc(env: "CniEnv", conf: dict) -> None:
 
 # ------------------------------------------------------------------------------------- STATUS
 def cmd_status(env: "CniEnv", conf: dict) -> None:
+    from cni_ipam.store.layout import parse_ip_name  # STATUS reads no reservation: the lock-free view only
+    from cni_ipam.store.snapshot import reserved_names, usable_problem
+
     try:
         cfg = config.load(conf, {})
     except CniError as exc:

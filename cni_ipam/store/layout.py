@@ -1,5 +1,8 @@
 """The names and formats of a network directory ``<dataDir>/<network>/`` (host-local compatible),
-and the owner metadata we keep beside it.  ``store.network`` explains the locking and the index.
+and the owner index we keep beside it (owner entries with their GC metadata, the ``state`` record
+that says when the index matches the directory).  Pure names, parsers and shape checks; the only
+I/O is ``read_boot_id`` and ``read_reservation``.  ``store.network`` explains the locking and when
+the index is trusted.
 
 * ``lock`` - ``flock(LOCK_EX)`` for the whole of an ADD, DEL, CHECK or GC (host-local locks the same
   file, so both plugins can share a directory).
@@ -8,17 +11,18 @@ and the owner metadata we keep beside it.  ``store.network`` explains the lockin
 * ``last_reserved_ip.<rangeSetIndex>`` - the round-robin cursor.
 * ``.cni-ipam/`` - our own bookkeeping, which host-local never reads as a reservation:
   ``owners/<containerID>:<ifname>`` (JSON: the addresses of that attachment, the identity of each
-  file, ``seenBoot`` and GC metadata: ``store.index``), ``state``, ``files``, ``tmp/`` and
+  file, ``seenBoot`` and GC metadata; formats below), ``state``, ``files``, ``tmp/`` and
   ``gc-stats.json`` (``store.gcstats``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 
 from cni_ipam.store.fs import SPECIAL, read_entry
-from cni_ipam.store.names import ifname_problem, is_container_id
+from cni_ipam.store import ifname_problem, is_container_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,10 +125,92 @@ def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> "Optional[R
     kind, data, st = read_entry(dir_fd, name)
     if kind is None:
         return None
-    ident = [st.st_ino, st.st_ctime_ns] if st is not None else None
+    ident = file_ident(st) if st is not None else None
     path = os.path.join(dir_path, name)
     if kind != "file":
         return Reservation(addr, None, None, path, SPECIAL, ident)
     owner_kind, cid, ifname = parse_content(data)
     return Reservation(addr, cid, ifname, path, owner_kind, ident)
+
+
+# ---------------------------------------------------------------------- the owner index's formats
+STATE_VERSION = 2
+DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
+
+ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
+
+
+def file_ident(st: "os.stat_result") -> list:
+    """A file's identity as owner entries record it: [inode, ctime_ns]."""
+    return [st.st_ino, st.st_ctime_ns]
+
+
+def set_key(ident: list) -> str:
+    """The same identity as the recorded set (``files``, ``delta``) keeps it: "inode ctime_ns"."""
+    return f"{ident[0]} {ident[1]}"
+
+
+def from_set_key(text: str) -> list:
+    ino, ctime = text.split(" ")
+    return [int(ino), int(ctime)]
+
+
+def valid_entry(entry: object, key: str) -> bool:
+    """Does an owner-index entry have exactly the shape we write (see the module docstring)?"""
+    if not isinstance(entry, dict):
+        return False
+    cid, ifname, ips, files = entry.get("containerID"), entry.get("ifname"), entry.get("ips"), entry.get("files")
+    if not isinstance(cid, str) or not is_container_id(cid):
+        return False
+    if ifname is not None and (not isinstance(ifname, str) or ifname_problem(ifname)):
+        return False
+    if owner_key(cid, ifname) != key or not isinstance(entry.get("meta"), dict) or not isinstance(entry.get("seenBoot"), str):
+        return False
+    if not isinstance(ips, list) or not ips or not isinstance(files, dict) or len(files) != len(ips):
+        return False
+    for ip in ips:
+        ident = files.get(ip) if isinstance(ip, str) else None
+        if (
+            not isinstance(ident, list)
+            or len(ident) != 2
+            or any(type(v) is not int for v in ident)
+            or parse_ip_name(ip) is None
+        ):
+            return False
+    return True
+
+
+def entry_meta(entry: "Optional[dict]", ip: str, st: "Optional[os.stat_result]") -> dict:
+    """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
+    entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
+    if not entry or st is None or entry["files"].get(ip) != file_ident(st):
+        return {}
+    return entry["meta"]
+
+
+def valid_state(state: object, dir_ino: int, boot: str) -> bool:
+    if not (
+        isinstance(state, dict)
+        and state.get("v") == STATE_VERSION
+        and type(state.get("mtime")) is int
+        and state.get("ino") == dir_ino
+        and state.get("boot") == boot
+        and isinstance(state.get("snap"), str)
+        and state["snap"]
+        and isinstance(state.get("delta"), dict)
+    ):
+        return False
+    for name, ident in state["delta"].items():
+        if not name or name.strip(ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
+            return False
+    return True
+
+
+def loads_or_none(data: "Optional[bytes]") -> object:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
 

@@ -62,18 +62,9 @@ import time
 
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.store.fs import DIR_MODE, O_DIR, O_READ, makedirs, open_private_subdir, read_entry, remove_junk, unlink_quietly
-from cni_ipam.store.index import (
+from cni_ipam.store.layout import (
     ADDRESS_CHARS,
     DELTA_MAX,
-    STATE_VERSION,
-    file_ident,
-    from_set_key,
-    loads_or_none,
-    set_key,
-    valid_entry,
-    valid_state,
-)
-from cni_ipam.store.layout import (
     EMPTY,
     FILES_FILE,
     LAST_RESERVED_PREFIX,
@@ -83,14 +74,21 @@ from cni_ipam.store.layout import (
     OWNED,
     OWNERS_DIR,
     STATE_FILE,
+    STATE_VERSION,
     TMP_DIR,
     Reservation,
+    file_ident,
+    from_set_key,
+    loads_or_none,
     owner_key,
     parse_content,
     parse_ip_name,
     parse_owner,
     read_boot_id,
     read_reservation,
+    set_key,
+    valid_entry,
+    valid_state,
 )
 
 TYPE_CHECKING = False

@@ -16,7 +16,7 @@ from stat import S_ISREG
 
 from cni_ipam.store.fs import O_DIR, read_entry, unlink_quietly
 from cni_ipam.store.layout import LOCK_FILE, META_DIR, OWNERS_DIR, TMP_DIR, owner_key, parse_ip_name, parse_owner
-from cni_ipam.store.names import is_cni_name
+from cni_ipam.store import is_cni_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
