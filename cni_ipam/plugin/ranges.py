@@ -9,7 +9,10 @@ integers inside the hot loops.
 from __future__ import annotations
 
 import ipaddress
-from bisect import bisect_right
+try:  # the C function bisect.py re-exports, without loading bisect.py on every plugin call
+    from _bisect import bisect_right
+except ImportError:  # pragma: no cover - an interpreter without the accelerator
+    from bisect import bisect_right
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
