@@ -13,7 +13,7 @@ from cni_ipam.plugin import netconf as config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, List, Optional, Tuple
+    from typing import Any
 
     from cni_ipam.plugin.ranges import RangeSet
 
@@ -37,7 +37,7 @@ class Attachment:
 
     __slots__ = ("file", "prefix", "plugin", "netconf", "name", "cni_version", "plugin_type", "ipam_type")
 
-    def __init__(self, file: str, prefix: str, plugin: dict, name: "Any", cni_version: "Any") -> None:
+    def __init__(self, file: str, prefix: str, plugin: dict, name: Any, cni_version: Any) -> None:
         self.file = file
         self.prefix = prefix  # "plugins[1]." in a conflist, "" in a single conf
         self.plugin = plugin
@@ -52,7 +52,7 @@ class Attachment:
         self.ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
 
 
-def conf_files(conf_dir: str) -> "List[str]":
+def conf_files(conf_dir: str) -> list[str]:
     """The files libcni would read from ``conf_dir`` (.conf, .conflist, .json), in lexical order."""
     try:
         names = sorted(os.listdir(conf_dir))
@@ -62,7 +62,7 @@ def conf_files(conf_dir: str) -> "List[str]":
             if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n))]
 
 
-def load_json(path: str) -> "Any":
+def load_json(path: str) -> Any:
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_FILE + 1)
@@ -76,7 +76,7 @@ def load_json(path: str) -> "Any":
         raise ConfFileError("", f"not valid JSON: {exc}") from None
 
 
-def read_conf_file(path: str) -> "List[Attachment]":
+def read_conf_file(path: str) -> list[Attachment]:
     """The plugins of a .conf or .conflist file (a file with "plugins" is a list).
 
     Raises ConfFileError when the file is not a JSON object or its plugin list is malformed."""
@@ -101,7 +101,7 @@ class NetworkConf:
 
     __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error")
 
-    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: "Optional[Tuple[RangeSet, ...]]", error: str) -> None:
+    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: tuple[RangeSet, ...] | None, error: str) -> None:
         self.name = name
         self.data_dir = data_dir
         self.file = file
@@ -110,11 +110,11 @@ class NetworkConf:
         self.error = error
 
 
-def conf_networks(conf_dir: str) -> "List[NetworkConf]":
+def conf_networks(conf_dir: str) -> list[NetworkConf]:
     """Every cni-ipam (or host-local) network of the conf files in ``conf_dir``, first file wins
     for a name (libcni reads the files in lexical order).  Unreadable files are skipped here; run
     ``cni-ipam lint`` to see why."""
-    out: "List[NetworkConf]" = []
+    out: list[NetworkConf] = []
     seen = set()
     for path in conf_files(conf_dir):
         try:

@@ -38,7 +38,7 @@ from cni_ipam.errors import CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Sequence
 
     from cni_ipam.plugin.ranges import Range
 
@@ -86,7 +86,7 @@ class RangeRecord:
 
     __slots__ = ("file", "key", "network", "data_dir", "range", "att", "pod_cidr")
 
-    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: "Range", att: Attachment, pod_cidr: bool = False) -> None:
+    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: Range, att: Attachment, pod_cidr: bool = False) -> None:
         self.pod_cidr = pod_cidr  # the subnet is the node's pod CIDR (usePodCidr)
         self.file = file
         self.key = key
@@ -106,7 +106,7 @@ class RangeRecord:
 
 class Options:
     def __init__(self, service_cidrs=(), cluster_cidrs=(), node_cidrs=(), cidrs=(), pod_cidrs=(),
-                 max_pods: "Optional[int]" = None, host: bool = True, netns: "Optional[str]" = None) -> None:
+                 max_pods: int | None = None, host: bool = True, netns: str | None = None) -> None:
         self.service_cidrs = list(service_cidrs)
         self.cluster_cidrs = list(cluster_cidrs)
         self.node_cidrs = list(node_cidrs)
@@ -118,10 +118,10 @@ class Options:
 
 
 class Linter:
-    def __init__(self, options: "Optional[Options]" = None) -> None:
+    def __init__(self, options: Options | None = None) -> None:
         self.opts = options or Options()
-        self.findings: "List[LintFinding]" = []
-        self.records: "List[RangeRecord]" = []
+        self.findings: list[LintFinding] = []
+        self.records: list[RangeRecord] = []
 
     def add(self, level: str, file: str, key: str, message: str, check: str) -> None:
         self.findings.append(LintFinding(level, file, key, message, check))
@@ -223,7 +223,7 @@ class Linter:
         self._lint_global_exclude(path, pre, work, [r for _, _, ranges, _ in checked for _, r in ranges], unresolved)
 
     # ------------------------------------------------------------------ every config error
-    def _load(self, att: Attachment, netconf: dict, set_keys: "List[Tuple[str, Any]]"):
+    def _load(self, att: Attachment, netconf: dict, set_keys: list[tuple[str, Any]]):
         """The plugin's own validation (``config.load``), but every error of the section, not only the first.
 
         Returns ``(checked, data_dir)``: per range set ``(set key, raw set, [(index, Range)] of its
@@ -266,7 +266,7 @@ class Linter:
         except CniError:
             data_dir = config.DEFAULT_DATA_DIR
 
-        def load_ranges(raw_sets: list, legacy: "Optional[dict]" = None, with_version: bool = False):
+        def load_ranges(raw_sets: list, legacy: dict | None = None, with_version: bool = False):
             conf = copy.deepcopy(base)
             if with_version and version is not None:
                 conf["cniVersion"] = version
@@ -340,9 +340,9 @@ class Linter:
                 report(exc)
         return checked, data_dir
 
-    def _set_keys(self, ipam: dict) -> "List[Tuple[str, Any]]":
+    def _set_keys(self, ipam: dict) -> list[tuple[str, Any]]:
         """(key, raw range set) in config.load's order: the legacy top-level range, then ranges."""
-        out: "List[Tuple[str, Any]]" = []
+        out: list[tuple[str, Any]] = []
         if ipam.get("subnet") not in (None, ""):
             out.append(("ipam", [{k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}]))
         ranges = ipam.get("ranges")
@@ -350,12 +350,12 @@ class Linter:
             out += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges)]
         return out
 
-    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool, resolved: set) -> "set":
+    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool, resolved: set) -> set:
         """Replace usePodCidr subnets (in place, in the working copy) by --pod-cidr or a stand-in.
 
         Returns the (set key, range index) of ranges checked with a stand-in only."""
         unresolved = set()
-        targets: "List[Tuple[str, int, dict]]" = []
+        targets: list[tuple[str, int, dict]] = []
         if ipam.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
             targets.append(("ipam", 0, ipam))
         ranges = ipam.get("ranges")
@@ -419,7 +419,7 @@ class Linter:
                 return None
         return None
 
-    def _lint_range(self, att: Attachment, key: str, rng: "Range", raw: dict) -> int:
+    def _lint_range(self, att: Attachment, key: str, rng: Range, raw: dict) -> int:
         path = att.file
         size = rng.size()
         if size == 0:
@@ -442,7 +442,7 @@ class Linter:
                              f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing", "exclude-outside-range")
         return size
 
-    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, ranges: "List[Range]", unresolved: set) -> None:
+    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, ranges: list[Range], unresolved: set) -> None:
         exclude = ipam.get("exclude")
         if not isinstance(exclude, list) or not ranges:
             return
@@ -466,7 +466,7 @@ class Linter:
                 if a.range.overlaps(b.range):
                     self.add(ERROR, b.file, b.key, f"range {b.text()} of network {b.network!r} overlaps {a.key} {a.text()} "
                              f"of network {a.network!r} in {a.file}", "overlap-network")
-        groups: "Dict[Tuple[str, str], Dict[str, set]]" = {}
+        groups: dict[tuple[str, str], dict[str, set]] = {}
         for r in recs:
             groups.setdefault((r.network, r.data_dir), {}).setdefault(r.file, set()).add((str(r.range.subnet), r.range.start, r.range.end))
         for (network, _), by_file in groups.items():
@@ -544,7 +544,7 @@ class Linter:
                 else:
                     self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)", "overlap-host")
 
-    def run(self, paths: "Sequence[str]") -> "List[LintFinding]":
+    def run(self, paths: Sequence[str]) -> list[LintFinding]:
         for path in paths:
             self.lint_file(path)
         self.check_overlaps()
@@ -569,7 +569,7 @@ def _drop_failing_key(conf: dict, details: str) -> bool:
     return True
 
 
-def _net(item: "Any"):
+def _net(item: Any):
     if not isinstance(item, str):
         return None
     try:
@@ -578,11 +578,11 @@ def _net(item: "Any"):
         return None
 
 
-def _range_overlaps(rng: "Range", net) -> bool:
+def _range_overlaps(rng: Range, net) -> bool:
     return rng.version == net.version and rng.start <= int(net.broadcast_address) and int(net.network_address) <= rng.end
 
 
-def host_networks(netns: "Optional[str]" = None) -> "Tuple[List[Tuple[Any, int, str]], List[Tuple[Any, str]]]":
+def host_networks(netns: str | None = None) -> tuple[list[tuple[Any, int, str]], list[tuple[Any, str]]]:
     """(addresses [(ip, prefixlen, dev)], routes [(network, dev)]) of the host or of the named
     network namespace; routes of the main table without the default routes."""
     import pyroute2  # heavy: only the lint host check loads it
@@ -618,14 +618,14 @@ def host_networks(netns: "Optional[str]" = None) -> "Tuple[List[Tuple[Any, int, 
 
 
 # ---------------------------------------------------------------------- command line
-def expand_paths(items: "Sequence[str]") -> "List[str]":
+def expand_paths(items: Sequence[str]) -> list[str]:
     out = []
     for item in items:
         out += conf_files(item) if os.path.isdir(item) else [item]
     return out
 
 
-def main(argv: "List[str]") -> int:
+def main(argv: list[str]) -> int:
     parser = options.make_parser("lint", "Validate .conf/.conflist files that use cni-ipam.")
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
     parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")

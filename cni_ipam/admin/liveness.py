@@ -70,7 +70,7 @@ from cni_ipam.store.network import NetworkStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+    from typing import Any, Callable, Iterable
 
 LIVE = "live"
 STRANDED = "stranded"
@@ -113,7 +113,7 @@ class Verdict:
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "detail", detail)
 
-    def __setattr__(self, key: str, value: "Any") -> None:
+    def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Verdict is immutable")
 
     @property
@@ -138,8 +138,8 @@ class Finding:
 
     __slots__ = ("network", "reservation", "meta", "mtime", "verdict", "seen_boot")
 
-    def __init__(self, network: str, reservation: Reservation, meta: dict, mtime: "Optional[float]", verdict: Verdict,
-                 seen_boot: "Optional[str]" = None) -> None:
+    def __init__(self, network: str, reservation: Reservation, meta: dict, mtime: float | None, verdict: Verdict,
+                 seen_boot: str | None = None) -> None:
         self.network = network
         self.reservation = reservation
         self.meta = meta
@@ -152,25 +152,25 @@ class Finding:
         return self.reservation.address
 
     @property
-    def container_id(self) -> "Optional[str]":
+    def container_id(self) -> str | None:
         return self.reservation.container_id
 
     @property
-    def ifname(self) -> "Optional[str]":
+    def ifname(self) -> str | None:
         return self.reservation.ifname
 
     @property
-    def created(self) -> "Optional[float]":
+    def created(self) -> float | None:
         created = self.meta.get("created")
         if isinstance(created, (int, float)) and not isinstance(created, bool):
             return float(created)
         return self.mtime
 
-    def age(self, now: float) -> "Optional[float]":
+    def age(self, now: float) -> float | None:
         created = self.created
         return None if created is None else now - created
 
-    def to_json(self, now: "Optional[float]" = None) -> dict:
+    def to_json(self, now: float | None = None) -> dict:
         out = {
             "network": self.network,
             "ip": str(self.address),
@@ -196,7 +196,7 @@ class Finding:
         return f"Finding({self.network}, {self.address}, {self.container_id!r}, {self.ifname!r}, {self.verdict!r})"
 
 
-def read_boot_time(path: str = "/proc/stat") -> "Optional[float]":
+def read_boot_time(path: str = "/proc/stat") -> float | None:
     """When the running kernel booted (seconds since the epoch), or None."""
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
@@ -208,7 +208,7 @@ def read_boot_time(path: str = "/proc/stat") -> "Optional[float]":
     return None
 
 
-def has_metadata(meta: "Optional[dict]") -> bool:
+def has_metadata(meta: dict | None) -> bool:
     return isinstance(meta, dict) and any(meta.get(k) not in (None, "") for k in _META_KEYS)
 
 
@@ -227,20 +227,20 @@ class Checker:
 
     def __init__(
         self,
-        now: "Optional[float]" = None,
+        now: float | None = None,
         grace: float = DEFAULT_GRACE,
-        boot_id: "Optional[str]" = None,
-        boot_time: "Optional[float]" = None,
+        boot_id: str | None = None,
+        boot_time: float | None = None,
         netns_root: str = "/",
-        runtime_cache: "Optional[str]" = None,
-        valid_ids: "Optional[Iterable[str]]" = None,
+        runtime_cache: str | None = None,
+        valid_ids: Iterable[str] | None = None,
         include_unknown: bool = False,
         previous_boot_only: bool = False,
         boot_id_path: str = BOOT_ID_PATH,
         proc: str = "/proc",
         node_pidns: bool = False,
-        scanner: "Optional[Callable]" = None,
-        runtime_ids: "Optional[Iterable[str]]" = None,
+        scanner: Callable | None = None,
+        runtime_ids: Iterable[str] | None = None,
         runtime_name: str = "the runtime",
     ) -> None:
         self.now = time.time() if now is None else float(now)
@@ -255,10 +255,10 @@ class Checker:
         self.proc = proc
         self.node_pidns = node_pidns
         self.scanner = scanner or (lambda idents: nsscan.scan(idents, self.proc, self.node_pidns))
-        self._cache_names: "Optional[frozenset]" = None
-        self._scans: "Dict[Tuple[int, int], Any]" = {}  # ident -> the Scan that looked for it
-        self._nsfs_dev: "Optional[int]" = None
-        self.scan_problems: "List[str]" = []  # why some namespace scan was unsure (for warnings)
+        self._cache_names: frozenset | None = None
+        self._scans: dict[tuple[int, int], Any] = {}  # ident -> the Scan that looked for it
+        self._nsfs_dev: int | None = None
+        self.scan_problems: list[str] = []  # why some namespace scan was unsure (for warnings)
         # IDs the container runtime knows (cni_ipam.admin.runtimes.evidence), None when not asked or unanswered
         self.runtime_ids = None if runtime_ids is None else frozenset(runtime_ids)
         self.runtime_name = runtime_name
@@ -276,12 +276,12 @@ class Checker:
             return path
         return os.path.join(self.netns_root, path.lstrip("/"))
 
-    def nsfs_dev(self) -> "Optional[int]":
+    def nsfs_dev(self) -> int | None:
         if self._nsfs_dev is None:
             self._nsfs_dev = nsscan.nsfs_device(self.proc)
         return self._nsfs_dev
 
-    def prescan(self, metas: "Iterable[dict]") -> None:
+    def prescan(self, metas: Iterable[dict]) -> None:
         """Look for every namespace identity of ``metas`` that its path does not confirm, in one
         scan of the node (``classify`` would otherwise scan once per reservation)."""
         idents = set()
@@ -294,7 +294,7 @@ class Checker:
         if idents:
             self._run_scan(idents)
 
-    def _run_scan(self, idents: "Set[Tuple[int, int]]") -> "Any":
+    def _run_scan(self, idents: set[tuple[int, int]]) -> Any:
         result = self.scanner(idents)
         for ident in idents:
             self._scans[ident] = result
@@ -303,11 +303,11 @@ class Checker:
                 self.scan_problems.append(problem)
         return result
 
-    def _scan(self, ident: "Tuple[int, int]") -> "Any":
+    def _scan(self, ident: tuple[int, int]) -> Any:
         result = self._scans.get(ident)
         return result if result is not None else self._run_scan({ident})
 
-    def _path_state(self, netns: str, ident: "Optional[Tuple[int, int]]") -> "Tuple[str, str]":
+    def _path_state(self, netns: str, ident: tuple[int, int] | None) -> tuple[str, str]:
         """What the recorded path says: ("same" | "other" | "not-nsfs" | "gone" | "unreadable", detail)."""
         try:
             st = os.stat(self.netns_path(netns))
@@ -322,7 +322,7 @@ class Checker:
         return "other", f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {_fmt(ident)})"
 
     # ------------------------------------------------------------------ the rules
-    def classify(self, entry: "Any", network: str = "", meta: "Optional[dict]" = None, mtime: "Optional[float]" = None) -> Verdict:
+    def classify(self, entry: Any, network: str = "", meta: dict | None = None, mtime: float | None = None) -> Verdict:
         """Judge one attachment.  ``entry`` is an owner-index entry (dict with containerID, ifname,
         meta, seenBoot), a ``store.Reservation`` (pass its owner's ``meta``) or a ``Finding``."""
         seen = None
@@ -344,8 +344,8 @@ class Checker:
         meta = meta if isinstance(meta, dict) else {}
         return self._classify(cid, ifname, meta, mtime, network, seen)
 
-    def _classify(self, cid: "Optional[str]", ifname: "Optional[str]", meta: dict, mtime: "Optional[float]", network: str,
-                  seen: "Optional[str]" = None) -> Verdict:
+    def _classify(self, cid: str | None, ifname: str | None, meta: dict, mtime: float | None, network: str,
+                  seen: str | None = None) -> Verdict:
         with_meta = has_metadata(meta)
         created = meta.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
@@ -388,7 +388,7 @@ class Checker:
             return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata and no evidence that it is stranded")
         return Verdict(LIVE, NO_EVIDENCE, "reserved in the running boot; no namespace recorded to check")
 
-    def _netns_verdict(self, netns: "Optional[str]", ident: "Optional[Tuple[int, int]]") -> Verdict:
+    def _netns_verdict(self, netns: str | None, ident: tuple[int, int] | None) -> Verdict:
         """The namespace rules (module docstring).  Stranded only on a sure scan."""
         where = netns or f"namespace {_fmt(ident)}"
         if netns:
@@ -423,11 +423,11 @@ class Checker:
         return Verdict(STRANDED, NETNS_GONE, f"network namespace {where}: {detail}; it is held by no process, fd or mount")
 
 
-def _identity(meta: dict) -> "Optional[Tuple[int, int]]":
+def _identity(meta: dict) -> tuple[int, int] | None:
     return netns_identity({"meta": meta})
 
 
-def _fmt(ident: "Optional[Tuple[int, int]]") -> str:
+def _fmt(ident: tuple[int, int] | None) -> str:
     return "-" if ident is None else f"{ident[0]}/{ident[1]}"
 
 
@@ -445,7 +445,7 @@ NETNS_DIRS = ("run/netns", "var/run/netns")
 
 
 def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns: bool = False,
-                         mountinfo: str = "/proc/self/mountinfo") -> "List[str]":
+                         mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """Why the namespace rules cannot see the whole node from here (run from a container), or []."""
     out = []
     if not node_pidns and not nsscan.host_pidns(proc):
@@ -471,7 +471,7 @@ def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns:
     return out
 
 
-def _mounts(mountinfo: str) -> "List[Tuple[str, List[str]]]":
+def _mounts(mountinfo: str) -> list[tuple[str, list[str]]]:
     """(mount point, optional fields) of every mount, in mountinfo order (later ones on top)."""
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as fh:
@@ -490,7 +490,7 @@ def _mounts(mountinfo: str) -> "List[Tuple[str, List[str]]]":
 
 
 # ---------------------------------------------------------------------- whole networks
-def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
+def scan_store(store: NetworkStore, checker: Checker) -> list[Finding]:
     """Classify every reservation of an open (locked) store, sorted by address."""
     entries = store.meta_owner_entries()
     rows = []
@@ -505,7 +505,7 @@ def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
                 if isinstance(entry.get("seenBoot"), str):
                     seen = entry["seenBoot"]
         try:
-            mtime: "Optional[float]" = os.stat(res.path, follow_symlinks=False).st_mtime
+            mtime: float | None = os.stat(res.path, follow_symlinks=False).st_mtime
         except OSError:
             mtime = None
         rows.append((res, meta, mtime, seen))
@@ -521,7 +521,7 @@ def scan_store(store: NetworkStore, checker: Checker) -> "List[Finding]":
     return out
 
 
-def _kind_verdict(kind: str, mtime: "Optional[float]", checker: Checker) -> Verdict:
+def _kind_verdict(kind: str, mtime: float | None, checker: Checker) -> Verdict:
     """An empty file (its writer was killed mid-write, host-local #498) is stranded after the grace
     period; opaque content and non-regular entries are never judged: unknown, kept, reported."""
     if kind == EMPTY:

@@ -37,7 +37,7 @@ from cni_ipam.admin import show as report
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import List, Optional, Sequence
+    from typing import Sequence
 
 TEXTFILE_NAME = "cni_ipam.prom"
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -46,7 +46,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 class IpamCollector:
     """A prometheus_client collector over ``report.collect()`` results taken once."""
 
-    def __init__(self, reports: "Sequence[report.NetworkReport]", now: "Optional[float]" = None) -> None:
+    def __init__(self, reports: Sequence[report.NetworkReport], now: float | None = None) -> None:
         self.reports = reports
         self.now = time.time() if now is None else now
 
@@ -104,7 +104,7 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def registry_for(reports: "Sequence[report.NetworkReport]", now: "Optional[float]" = None):
+def registry_for(reports: Sequence[report.NetworkReport], now: float | None = None):
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
@@ -112,14 +112,14 @@ def registry_for(reports: "Sequence[report.NetworkReport]", now: "Optional[float
     return registry
 
 
-def exposition(reports: "Sequence[report.NetworkReport]", now: "Optional[float]" = None) -> bytes:
+def exposition(reports: Sequence[report.NetworkReport], now: float | None = None) -> bytes:
     from prometheus_client import generate_latest
 
     return generate_latest(registry_for(reports, now))
 
 
-def write_textfile(directory: str, reports: "Sequence[report.NetworkReport]", name: str = TEXTFILE_NAME,
-                   now: "Optional[float]" = None) -> str:
+def write_textfile(directory: str, reports: Sequence[report.NetworkReport], name: str = TEXTFILE_NAME,
+                   now: float | None = None) -> str:
     """Write ``<directory>/<name>`` atomically, mode 0644 whatever the umask (node_exporter reads
     it, nobody else may write it).  Not prometheus_client's writer: that one opens a predictable
     ``<name>.<pid>.<thread>`` with a plain ``open``, so a link planted there is followed as root.
@@ -137,7 +137,7 @@ def write_textfile(directory: str, reports: "Sequence[report.NetworkReport]", na
     return os.path.join(directory, name)
 
 
-def main(argv: "List[str]") -> int:
+def main(argv: list[str]) -> int:
     parser = options.make_parser("metrics", "Prometheus metrics of every network.")
     report.add_selection_options(parser)
     parser.add_argument("--textfile-dir", metavar="DIR", help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector")

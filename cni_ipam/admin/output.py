@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import List, Optional, Sequence
+    from typing import Sequence
 
 LEVELS = ("ok", "warning", "critical", "emergency")
 UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file) or not readable
@@ -15,7 +15,7 @@ _RANK = {"ok": 0, UNKNOWN_LEVEL: 1, "warning": 2, "critical": 3, "emergency": 4}
 DEFAULT_THRESHOLDS = (70.0, 85.0, 95.0)  # warning, critical, emergency (percent used)
 
 
-def level_for(percent: float, thresholds: "Sequence[float]" = DEFAULT_THRESHOLDS) -> str:
+def level_for(percent: float, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> str:
     """ok below the warning threshold, else the highest threshold reached."""
     level = "ok"
     for name, limit in zip(LEVELS[1:], thresholds):
@@ -28,7 +28,7 @@ def worse(a: str, b: str) -> str:
     return a if _RANK.get(a, -1) >= _RANK.get(b, -1) else b
 
 
-def worst_level(reports: "Sequence") -> str:
+def worst_level(reports: Sequence) -> str:
     """The worst ``level`` of the networks (reports); ``unknown`` counts (a network nobody can judge is not ok)."""
     level = "ok"
     for rep in reports:
@@ -36,7 +36,7 @@ def worst_level(reports: "Sequence") -> str:
     return level
 
 
-def format_age(seconds: "Optional[float]") -> str:
+def format_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(max(seconds, 0))
@@ -49,7 +49,7 @@ def format_age(seconds: "Optional[float]") -> str:
     return f"{seconds}s"
 
 
-def table(rows: "List[List[str]]", right: "Sequence[int]" = ()) -> str:
+def table(rows: list[list[str]], right: Sequence[int] = ()) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:

@@ -31,7 +31,7 @@ from cni_ipam.admin import options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, List, Optional, Sequence
+    from typing import Sequence
 
 DEFAULT_MAX_PODS = 110
 DEFAULT_NODE_MASK = {4: 24, 6: 64}  # kube-controller-manager's defaults
@@ -83,12 +83,12 @@ def _occupied_by(service, cluster, mask: int) -> int:
 
 
 class FamilyPlan:
-    def __init__(self, cluster, mask: int, services: "Sequence", max_pods: int) -> None:
+    def __init__(self, cluster, mask: int, services: Sequence, max_pods: int) -> None:
         self.cluster = cluster
         self.mask = mask
         self.version = cluster.version
-        self.errors: "List[str]" = []
-        self.warnings: "List[str]" = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
         p, top = cluster.prefixlen, cluster.max_prefixlen
         fam = f"ipv{self.version}"
         self.node_subnets = 0
@@ -141,8 +141,8 @@ class FamilyPlan:
 
 
 class Plan:
-    def __init__(self, clusters: "Sequence", masks: "Dict[int, int]", services: "Sequence" = (),
-                 nodes: "Optional[int]" = None, max_pods: int = DEFAULT_MAX_PODS) -> None:
+    def __init__(self, clusters: Sequence, masks: dict[int, int], services: Sequence = (),
+                 nodes: int | None = None, max_pods: int = DEFAULT_MAX_PODS) -> None:
         if not clusters:
             raise PlanError("give at least one --cluster-cidr")
         seen = set()
@@ -169,11 +169,11 @@ class Plan:
                 self.warnings.append(f"room for {self.nodes_fit} nodes is less than 2x growth over {nodes} nodes")
 
     @property
-    def headroom(self) -> "Optional[int]":
+    def headroom(self) -> int | None:
         return None if self.nodes is None else self.nodes_fit - self.nodes
 
     @property
-    def growth(self) -> "Optional[float]":
+    def growth(self) -> float | None:
         return None if self.nodes is None else self.nodes_fit / self.nodes
 
     @property
@@ -213,10 +213,10 @@ class Plan:
         return "\n".join(out)
 
 
-def parse_masks(values: "Sequence[str]", clusters: "Sequence") -> "Dict[int, int]":
+def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
     """``--node-mask`` values: ``24``, ``ipv4=24`` / ``ipv6=64`` (or ``4=24``); plain numbers pair
     with the --cluster-cidr values in order."""
-    masks: "Dict[int, int]" = {}
+    masks: dict[int, int] = {}
     plain = 0
     for value in values:
         text = value.strip().lower()
@@ -239,7 +239,7 @@ def parse_masks(values: "Sequence[str]", clusters: "Sequence") -> "Dict[int, int
     return masks
 
 
-def main(argv: "List[str]") -> int:
+def main(argv: list[str]) -> int:
     parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
     parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, required=True, metavar="CIDR",
                         help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)")

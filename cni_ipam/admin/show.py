@@ -33,7 +33,7 @@ from cni_ipam.store.snapshot import Entry, list_networks, scan_network_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import Sequence
 
     from cni_ipam.admin.liveness import Checker
     from cni_ipam.plugin.ranges import RangeSet
@@ -52,7 +52,7 @@ _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 class SetStats:
     __slots__ = ("index", "range_set", "size", "reserved", "level", "percent", "stranded_attachments")
 
-    def __init__(self, index: int, range_set: "RangeSet", size: int, reserved: int, thresholds) -> None:
+    def __init__(self, index: int, range_set: RangeSet, size: int, reserved: int, thresholds) -> None:
         self.index = index
         self.range_set = range_set
         self.size = size
@@ -100,16 +100,16 @@ class SetStats:
 class NetworkReport:
     __slots__ = ("name", "data_dir", "conf", "exists", "entries", "sets", "outside", "level", "stranded", "error")
 
-    def __init__(self, name: str, data_dir: str, conf: "Optional[NetworkConf]") -> None:
+    def __init__(self, name: str, data_dir: str, conf: NetworkConf | None) -> None:
         self.name = name
         self.data_dir = data_dir
         self.conf = conf
         self.exists = False
-        self.entries: "List[Entry]" = []
-        self.sets: "List[SetStats]" = []
-        self.outside: "List[Entry]" = []  # reservations in no configured range set (or excluded)
+        self.entries: list[Entry] = []
+        self.sets: list[SetStats] = []
+        self.outside: list[Entry] = []  # reservations in no configured range set (or excluded)
         self.level = UNKNOWN_LEVEL
-        self.stranded: "Dict[str, int]" = {}
+        self.stranded: dict[str, int] = {}
         self.error = ""
 
     @property
@@ -125,8 +125,8 @@ class NetworkReport:
         counts once, not once per address."""
         return len({e.attachment for e in self.entries if e.stranded})
 
-    def liveness_counts(self) -> "Dict[str, int]":
-        out: "Dict[str, int]" = {}
+    def liveness_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
         for e in self.entries:
             if e.verdict is not None:
                 out[e.verdict.state] = out.get(e.verdict.state, 0) + 1
@@ -154,7 +154,7 @@ class NetworkReport:
         return out
 
 
-def _allocatable_set(range_sets: "Sequence[RangeSet]", addr) -> "Optional[int]":
+def _allocatable_set(range_sets: Sequence[RangeSet], addr) -> int | None:
     """The index of the range set that could hand out ``addr`` under the current config."""
     for i, rset in enumerate(range_sets):
         if rset.contains(addr):
@@ -162,8 +162,8 @@ def _allocatable_set(range_sets: "Sequence[RangeSet]", addr) -> "Optional[int]":
     return None
 
 
-def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresholds=DEFAULT_THRESHOLDS,
-                 checker: "Optional[Checker]" = None) -> NetworkReport:
+def build_report(name: str, data_dir: str, conf: NetworkConf | None, thresholds=DEFAULT_THRESHOLDS,
+                 checker: Checker | None = None) -> NetworkReport:
     """Scan one network directory and count it against its range sets."""
     rep = NetworkReport(name, data_dir, conf)
     rep.exists = os.path.isdir(rep.path) and not os.path.islink(rep.path)
@@ -186,7 +186,7 @@ def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresh
             else:
                 counts[e.set_index] += 1
         rep.sets = [SetStats(i, rs, rs.size(), counts[i], thresholds) for i, rs in enumerate(range_sets)]
-        stranded_in: "Dict[int, set]" = {}
+        stranded_in: dict[int, set] = {}
         for e in rep.entries:
             if e.set_index is not None and e.stranded:
                 stranded_in.setdefault(e.set_index, set()).add(e.attachment)
@@ -200,9 +200,9 @@ def build_report(name: str, data_dir: str, conf: "Optional[NetworkConf]", thresh
     return rep
 
 
-def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" = DEFAULT_CONF_DIR,
-            networks: "Optional[Sequence[str]]" = None, from_conf: bool = False,
-            thresholds=DEFAULT_THRESHOLDS, checker: "Optional[Checker]" = None) -> "List[NetworkReport]":
+def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: str | None = DEFAULT_CONF_DIR,
+            networks: Sequence[str] | None = None, from_conf: bool = False,
+            thresholds=DEFAULT_THRESHOLDS, checker: Checker | None = None) -> list[NetworkReport]:
     """Reports for the selected networks.
 
     * default: every network directory under ``data_dir`` plus the conf-file networks whose
@@ -231,7 +231,7 @@ def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: "Optional[str]" =
 
 
 # ---------------------------------------------------------------------- output
-def render_table(reports: "Sequence[NetworkReport]", with_ips: bool, now: float) -> str:
+def render_table(reports: Sequence[NetworkReport], with_ips: bool, now: float) -> str:
     # STRANDED: attachments (container, ifname) with a stranded address in that range set (a
     # dual-stack pod counts once in each set); for a network without known range sets, in all.
     rows = [["NETWORK", "SET", "RANGES", "SIZE", "RESERVED", "FREE", "USED", "LEVEL", "STRANDED ATTACHMENTS"]]
@@ -286,7 +286,7 @@ def add_liveness_options(parser) -> None:
                         help=f"also consult libcni's result cache (default {DEFAULT_RUNTIME_CACHE}), as `gc --runtime-cache` does")
 
 
-def make_checker(args) -> "Checker":
+def make_checker(args) -> Checker:
     from cni_ipam.admin.liveness import Checker
 
     return Checker(grace=args.grace, include_unknown=args.include_unknown, runtime_cache=args.runtime_cache)
@@ -304,19 +304,19 @@ def add_selection_options(parser) -> None:
     parser.add_argument("--emergency", type=float, default=DEFAULT_THRESHOLDS[2], metavar="PERCENT", help="default %(default)g")
 
 
-def thresholds_of(args) -> "Tuple[float, float, float]":
+def thresholds_of(args) -> tuple[float, float, float]:
     t = (args.warning, args.critical, args.emergency)
     if not (0 <= t[0] <= t[1] <= t[2] <= 100):
         raise options.UsageError("thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100")
     return t
 
 
-def selection_problem(args) -> "Optional[str]":
+def selection_problem(args) -> str | None:
     """Why the selection cannot be reported (a mistyped --data-dir), or None."""
     return None if args.from_conf else options.data_dir_problem(args.data_dir)
 
 
-def main(argv: "List[str]") -> int:
+def main(argv: list[str]) -> int:
     parser = options.make_parser("show", "How full each network is.")
     add_selection_options(parser)
     parser.add_argument("--ips", action="store_true", help="list every reservation with its owner, age and liveness")

@@ -21,20 +21,20 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Callable, List, Optional, Sequence, Tuple
+    from typing import Callable, Sequence
 
     from cni_ipam.plugin.ranges import RangeSet
     from cni_ipam.store.network import NetworkStore
 
 
 def allocate(
-    store: "NetworkStore",
-    range_sets: "Sequence[RangeSet]",
-    requested: "Sequence[object]",
+    store: NetworkStore,
+    range_sets: Sequence[RangeSet],
+    requested: Sequence[object],
     cid: str,
     ifname: str,
-    reclaim: "Optional[Callable[[], bool]]" = None,
-) -> "List[Tuple[object, object]]":
+    reclaim: Callable[[], bool] | None = None,
+) -> list[tuple[object, object]]:
     """Reserve one address per range set; returns [(interface, gateway)] in range-set order.
 
     ``reclaim`` (the exhaustion heal) is called once, the first time a set has no free address;
@@ -88,14 +88,14 @@ def allocate(
     return out
 
 
-def _first_free(store: "NetworkStore", rset: "RangeSet", idx: int, cid: str, ifname: str) -> tuple:
+def _first_free(store: NetworkStore, rset: RangeSet, idx: int, cid: str, ifname: str) -> tuple:
     for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
         if store.reserve(candidate, cid, ifname):
             return candidate, candidate_range
     return None, None
 
 
-def _holder_detail(store: "NetworkStore", addr: object) -> str:
+def _holder_detail(store: NetworkStore, addr: object) -> str:
     holder = store.holder(addr)
     if holder is None:
         return "reserved"

@@ -20,18 +20,13 @@ import time
 from cni_ipam.store.layout import OWNED, parse_ip_name, read_reservation
 from cni_ipam.store.network import NetworkStore
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import List
-
-
-def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool = False) -> "List[dict]":
+def reclaim_stranded(store: NetworkStore, proc: str = "/proc", node_pidns: bool = False) -> list[dict]:
     """Release every provably stranded reservation of the open (locked) store; returns the log."""
     from cni_ipam.plugin.proof import provably_stranded
 
     entries = store.meta_owner_entries()
     found = provably_stranded(entries, store.boot_id, proc, node_pidns)
-    log: "List[dict]" = []
+    log: list[dict] = []
     now = time.time()
     for key in sorted(found):
         reason, detail = found[key]

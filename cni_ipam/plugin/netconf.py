@@ -17,7 +17,7 @@ from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -44,7 +44,7 @@ class Route:
 
     __slots__ = ("dst", "gw", "extra")
 
-    def __init__(self, dst: "ipaddress.IPv4Interface | ipaddress.IPv6Interface", gw, extra: dict) -> None:
+    def __init__(self, dst: ipaddress.IPv4Interface | ipaddress.IPv6Interface, gw, extra: dict) -> None:
         self.dst = dst
         self.gw = gw
         self.extra = extra  # mtu, advmss, priority, table, scope when given
@@ -81,17 +81,17 @@ class IpamConfig:
         "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
     )
 
-    def __init__(self, **kw: "Any") -> None:
+    def __init__(self, **kw: Any) -> None:
         for key in self.__slots__:
             object.__setattr__(self, key, kw[key])
 
-    def __setattr__(self, key: str, value: "Any") -> None:
+    def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("IpamConfig is immutable")
 
 
-def parse_cni_args(raw: str) -> "Dict[str, str]":
+def parse_cni_args(raw: str) -> dict[str, str]:
     """Parse ``CNI_ARGS`` (``K=V;K=V``) as libcni does; unknown keys need ``IgnoreUnknown``."""
-    pairs: "Dict[str, str]" = {}
+    pairs: dict[str, str] = {}
     if not raw:
         return pairs
     for item in raw.split(";"):
@@ -124,7 +124,7 @@ def network_version(conf: dict) -> str:
     return version
 
 
-def data_dir_of(ipam: "Any") -> str:
+def data_dir_of(ipam: Any) -> str:
     """``ipam.dataDir`` (default /var/lib/cni/networks); must be an absolute path."""
     value = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if value in (None, ""):
@@ -136,7 +136,7 @@ def data_dir_of(ipam: "Any") -> str:
     return os.path.normpath(value)
 
 
-def lock_timeout_of(ipam: "Any") -> float:
+def lock_timeout_of(ipam: Any) -> float:
     value = ipam.get("lockTimeout") if isinstance(ipam, dict) else None
     if value is None:
         return DEFAULT_LOCK_TIMEOUT
@@ -145,7 +145,7 @@ def lock_timeout_of(ipam: "Any") -> float:
     return float(value)
 
 
-def status_on_exhaustion_of(ipam: "Any") -> str:
+def status_on_exhaustion_of(ipam: Any) -> str:
     """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
     value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
     if value is None:
@@ -155,18 +155,18 @@ def status_on_exhaustion_of(ipam: "Any") -> str:
     return value
 
 
-def reclaim_on_exhaustion_of(ipam: "Any") -> bool:
+def reclaim_on_exhaustion_of(ipam: Any) -> bool:
     """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
     return _bool_key(ipam, "reclaimOnExhaustion", True)
 
 
-def pidns_is_node_of(ipam: "Any") -> bool:
+def pidns_is_node_of(ipam: Any) -> bool:
     """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
     although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
     return _bool_key(ipam, "pidnsIsNode", False)
 
 
-def _bool_key(ipam: "Any", key: str, default: bool) -> bool:
+def _bool_key(ipam: Any, key: str, default: bool) -> bool:
     value = ipam.get(key) if isinstance(ipam, dict) else None
     if value is None:
         return default
@@ -195,7 +195,7 @@ def network_ref(conf: dict) -> NetworkRef:
     return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
 
 
-def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
+def load(conf: dict, cni_args: dict[str, str]) -> IpamConfig:
     """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict):
@@ -206,7 +206,7 @@ def load(conf: dict, cni_args: "Dict[str, str]") -> IpamConfig:
     if not isinstance(runtime, dict):
         raise config_error("runtimeConfig", runtime, "must be an object")
 
-    raw_sets: "List[Tuple[str, Any]]" = []
+    raw_sets: list[tuple[str, Any]] = []
     if "ipRanges" in runtime and runtime["ipRanges"] is not None:
         ip_ranges = runtime["ipRanges"]
         if not isinstance(ip_ranges, list):
@@ -259,7 +259,7 @@ def _too_many(key: str, count: int, limit: int) -> CniError:
     return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
 
 
-def _check_limits(ipam: dict, raw_sets: "List[Tuple[str, Any]]") -> None:
+def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
     """Count before parsing: a config over the limits is refused at once (code 7)."""
     ranges = [r for _, s in raw_sets if isinstance(s, list) for r in s]
     if len(ranges) > MAX_RANGES:
@@ -274,12 +274,12 @@ def _check_limits(ipam: dict, raw_sets: "List[Tuple[str, Any]]") -> None:
         raise _too_many("ipam.routes", len(routes), MAX_ROUTES)
 
 
-def _span(r: Range, owner: int) -> "Tuple[int, int, int]":
+def _span(r: Range, owner: int) -> tuple[int, int, int]:
     offset = 1 << 129 if r.version == 6 else 0  # the two families never meet in one sweep
     return (r.start + offset, r.end + offset, owner)
 
 
-def _check_sets(range_sets: "List[RangeSet]", keys: "List[str]", version: str) -> None:
+def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> None:
     v4 = sum(1 for s in range_sets if s.version == 4)
     v6 = len(range_sets) - v4
     if (v4 > 1 or v6 > 1) and version in ("0.1.0", "0.2.0"):
@@ -295,7 +295,7 @@ def _check_sets(range_sets: "List[RangeSet]", keys: "List[str]", version: str) -
             raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
 
 
-def _with_global_exclude(range_sets: "List[RangeSet]", global_exclude: "List[Tuple[int, int, int]]") -> "List[RangeSet]":
+def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[int, int, int]]) -> list[RangeSet]:
     """Each range with the part of ``ipam.exclude`` that touches it (the ranges are disjoint, so the
     total stays within ranges + excludes, however many ranges the global list would be copied to)."""
     by_family = {}
@@ -312,7 +312,7 @@ def _with_global_exclude(range_sets: "List[RangeSet]", global_exclude: "List[Tup
     return out
 
 
-def _parse_range_set(key: str, value: "Any", ipam: dict, data_dir: str) -> RangeSet:
+def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSet:
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
     ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir) for j, r in enumerate(value)]
@@ -328,7 +328,7 @@ def _parse_range_set(key: str, value: "Any", ipam: dict, data_dir: str) -> Range
     return RangeSet(ranges)
 
 
-def _parse_range(key: str, value: "Any", ipam: dict, data_dir: str) -> Range:
+def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
     if not isinstance(value, dict):
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
@@ -378,7 +378,7 @@ def _parse_range(key: str, value: "Any", ipam: dict, data_dir: str) -> Range:
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
-def _addr_in(key: str, value: "Any", subnet):
+def _addr_in(key: str, value: Any, subnet):
     if value in (None, ""):
         return None
     addr = parse_ip(key, value)
@@ -396,7 +396,7 @@ def _unscoped(text: str) -> str:
     return text.strip()
 
 
-def parse_ip(key: str, value: "Any"):
+def parse_ip(key: str, value: Any):
     if not isinstance(value, str):
         raise config_error(key, value, "must be an IP address string")
     try:
@@ -405,7 +405,7 @@ def parse_ip(key: str, value: "Any"):
         raise config_error(key, value, "not an IP address") from None
 
 
-def _parse_exclude(key: str, value: "Any") -> "List[Tuple[int, int, int]]":
+def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
     """``exclude``: addresses and CIDRs as (first, last, family) integer intervals."""
     if value is None:
         return []
@@ -423,7 +423,7 @@ def _parse_exclude(key: str, value: "Any") -> "List[Tuple[int, int, int]]":
     return out
 
 
-def _parse_routes(value: "Any") -> "Tuple[Route, ...]":
+def _parse_routes(value: Any) -> tuple[Route, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -459,7 +459,7 @@ def _parse_routes(value: "Any") -> "Tuple[Route, ...]":
     return tuple(routes)
 
 
-def _parse_resolv_conf_key(value: "Any") -> "Optional[str]":
+def _parse_resolv_conf_key(value: Any) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or "\0" in value:
@@ -480,7 +480,7 @@ def read_resolv_conf(path: str) -> dict:
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
-    dns: "Dict[str, Any]" = {}
+    dns: dict[str, Any] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":
@@ -499,7 +499,7 @@ def read_resolv_conf(path: str) -> dict:
     return dns
 
 
-def _requested_ips(conf: dict, runtime: dict, cni_args: "Dict[str, str]") -> list:
+def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
     """Requested addresses, in host-local's order: CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips."""
     out = []
     if cni_args.get("IP"):
@@ -518,7 +518,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: "Dict[str, str]") -> lis
     return out
 
 
-def _ip_list(key: str, value: "Any") -> list:
+def _ip_list(key: str, value: Any) -> list:
     if value is None:
         return []
     if not isinstance(value, list):

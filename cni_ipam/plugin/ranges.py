@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - an interpreter without the accelerator
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
-    from typing import Iterator, Optional, Sequence, Tuple, Union
+    from typing import Iterator, Sequence, Union
 
     Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
     Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -29,11 +29,11 @@ class Range:
 
     def __init__(
         self,
-        subnet: "Network",
+        subnet: Network,
         start: int,
         end: int,
-        gateway: "Optional[Address]",
-        exclude: "Sequence[Tuple[int, int]]" = (),
+        gateway: Address | None,
+        exclude: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.subnet = subnet
         self.start = start
@@ -49,15 +49,15 @@ class Range:
         return self.subnet.version
 
     @property
-    def range_start(self) -> "Address":
+    def range_start(self) -> Address:
         return ipaddress.ip_address(self.start) if self.version == 4 else ipaddress.IPv6Address(self.start)
 
     @property
-    def range_end(self) -> "Address":
+    def range_end(self) -> Address:
         return ipaddress.ip_address(self.end) if self.version == 4 else ipaddress.IPv6Address(self.end)
 
     @classmethod
-    def of_subnet(cls, subnet: "Network") -> "Range":
+    def of_subnet(cls, subnet: Network) -> Range:
         """The range of a subnet given with no rangeStart, rangeEnd or gateway."""
         start, end, gateway = default_bounds(subnet)
         return cls(subnet, start, end, gateway)
@@ -67,11 +67,11 @@ class Range:
         start, end, _ = default_bounds(self.subnet)
         return self.start == start and self.end == end
 
-    def contains(self, addr: "Address") -> bool:
+    def contains(self, addr: Address) -> bool:
         """True when ``addr`` lies between rangeStart and rangeEnd (host-local's Range.Contains)."""
         return addr.version == self.version and self.start <= int(addr) <= self.end
 
-    def can_hand_out(self, addr: "Address") -> bool:
+    def can_hand_out(self, addr: Address) -> bool:
         """Could an ADD be given ``addr`` from this range: inside rangeStart..rangeEnd, not excluded,
         not the network, broadcast (IPv4) or gateway address.  The one rule the allocator, STATUS,
         the pool, ``show`` and ``lint`` all use."""
@@ -87,7 +87,7 @@ class Range:
             return self._ex_ends[i]
         return -1
 
-    def is_excluded(self, addr: "Address") -> bool:
+    def is_excluded(self, addr: Address) -> bool:
         return self.excluded_until(int(addr)) >= 0
 
     def unusable(self, value: int) -> bool:
@@ -111,7 +111,7 @@ class Range:
                 total -= 1
         return max(total, 0)
 
-    def _specials(self) -> "set[int]":
+    def _specials(self) -> set[int]:
         specials = {int(self.subnet.network_address)}
         if self.version == 4:
             specials.add(int(self.subnet.broadcast_address))
@@ -119,7 +119,7 @@ class Range:
             specials.add(int(self.gateway))
         return specials
 
-    def overlaps(self, other: "Range") -> bool:
+    def overlaps(self, other: Range) -> bool:
         return self.version == other.version and self.start <= other.end and other.start <= self.end
 
     def to_json(self) -> dict:
@@ -141,41 +141,41 @@ class RangeSet:
 
     __slots__ = ("ranges",)
 
-    def __init__(self, ranges: "Sequence[Range]") -> None:
+    def __init__(self, ranges: Sequence[Range]) -> None:
         self.ranges = tuple(ranges)
 
     @property
     def version(self) -> int:
         return self.ranges[0].version
 
-    def range_for(self, addr: "Address") -> "Optional[Range]":
+    def range_for(self, addr: Address) -> Range | None:
         for r in self.ranges:
             if r.contains(addr):
                 return r
         return None
 
-    def contains(self, addr: "Address") -> bool:
+    def contains(self, addr: Address) -> bool:
         return self.range_for(addr) is not None
 
-    def can_hand_out(self, addr: "Address") -> bool:
+    def can_hand_out(self, addr: Address) -> bool:
         """``Range.can_hand_out`` for the range of this set that holds ``addr``."""
         rng = self.range_for(addr)
         return rng is not None and rng.can_hand_out(addr)
 
-    def in_subnets(self, addr: "Address") -> "Optional[Range]":
+    def in_subnets(self, addr: Address) -> Range | None:
         """The range whose subnet holds ``addr`` (used to attach a mask to a reserved address)."""
         for r in self.ranges:
             if addr.version == r.version and addr in r.subnet:
                 return r
         return None
 
-    def overlaps(self, other: "RangeSet") -> bool:
+    def overlaps(self, other: RangeSet) -> bool:
         return any(a.overlaps(b) for a in self.ranges for b in other.ranges)
 
     def size(self) -> int:
         return sum(r.size() for r in self.ranges)
 
-    def candidates(self, last_reserved: "Optional[Address]") -> "Iterator[Tuple[Address, Range]]":
+    def candidates(self, last_reserved: Address | None) -> Iterator[tuple[Address, Range]]:
         """Every allocatable address once, in host-local's round-robin order.
 
         Ranges are walked in set order from rangeStart to rangeEnd.  When ``last_reserved`` lies in
@@ -222,7 +222,7 @@ class RangeSet:
         return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
 
 
-def default_bounds(subnet: "Network") -> "Tuple[int, int, Address]":
+def default_bounds(subnet: Network) -> tuple[int, int, Address]:
     """(rangeStart, rangeEnd, gateway) of a subnet whose range keys are absent: the first address
     after the network address, the last one before the broadcast (IPv6 too: host-local hands out an
     IPv6 subnet's last address, we stop one short) and the first address as gateway."""
@@ -230,7 +230,7 @@ def default_bounds(subnet: "Network") -> "Tuple[int, int, Address]":
     return first + 1, int(subnet.broadcast_address) - 1, subnet.network_address + 1
 
 
-def first_overlap(intervals: "Sequence[Tuple[int, int, int]]") -> "Optional[Tuple[int, int]]":
+def first_overlap(intervals: Sequence[tuple[int, int, int]]) -> tuple[int, int] | None:
     """Two owners of overlapping intervals, or None: ``intervals`` are ``(first, last, owner)``.
 
     A sorted sweep (O(n log n)), so thousands of ranges cost milliseconds rather than the minutes
@@ -246,7 +246,7 @@ def first_overlap(intervals: "Sequence[Tuple[int, int, int]]") -> "Optional[Tupl
     return None
 
 
-def clip(merged: "Sequence[Tuple[int, int]]", starts: "Sequence[int]", lo: int, hi: int) -> "list[Tuple[int, int]]":
+def clip(merged: Sequence[tuple[int, int]], starts: Sequence[int], lo: int, hi: int) -> list[tuple[int, int]]:
     """The intervals of ``merged`` (sorted, disjoint; ``starts`` their first values) that touch
     ``[lo, hi]``: what of a global exclude list applies to one range (O(log n + answer))."""
     i = max(bisect_right(starts, lo) - 1, 0)
@@ -258,9 +258,9 @@ def clip(merged: "Sequence[Tuple[int, int]]", starts: "Sequence[int]", lo: int, 
     return out
 
 
-def merge(intervals: "Sequence[Tuple[int, int]]") -> "list[Tuple[int, int]]":
+def merge(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, disjoint, non-adjacent intervals covering the same integers as ``intervals``."""
-    out: "list[list[int]]" = []
+    out: list[list[int]] = []
     for lo, hi in sorted(intervals):
         if out and lo <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], hi)

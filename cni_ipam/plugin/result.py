@@ -9,7 +9,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import List, Optional, Tuple
 
     from cni_ipam.plugin.netconf import Route
 
@@ -19,7 +18,7 @@ class IpamResult:
 
     __slots__ = ("ips", "routes", "dns")
 
-    def __init__(self, ips: "List[Tuple[object, Optional[object]]]", routes: "Tuple[Route, ...]", dns: dict) -> None:
+    def __init__(self, ips: list[tuple[object, object | None]], routes: tuple[Route, ...], dns: dict) -> None:
         self.ips = ips  # [(ipaddress interface, gateway address or None)]
         self.routes = routes
         self.dns = dns
@@ -63,9 +62,9 @@ class IpamResult:
         return out
 
 
-def addresses_in(prev_result: object) -> "set[str]":
+def addresses_in(prev_result: object) -> set[str]:
     """The addresses (without prefix) a prevResult of any version lists."""
-    found: "set[str]" = set()
+    found: set[str] = set()
     if not isinstance(prev_result, dict):
         return found
     entries = prev_result.get("ips")

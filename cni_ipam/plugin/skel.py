@@ -24,7 +24,7 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Callable, Dict, Optional
+    from typing import Callable
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
@@ -37,7 +37,7 @@ class CniEnv:
 
     __slots__ = ("command", "container_id", "netns", "ifname", "args", "path")
 
-    def __init__(self, command: str, container_id: str, netns: str, ifname: str, args: "Dict[str, str]", path: str) -> None:
+    def __init__(self, command: str, container_id: str, netns: str, ifname: str, args: dict[str, str], path: str) -> None:
         self.command = command
         self.container_id = container_id
         self.netns = netns
@@ -80,7 +80,7 @@ def validate_network_name(value: object) -> str:
     return value
 
 
-def read_env(environ: "Dict[str, str]") -> CniEnv:
+def read_env(environ: dict[str, str]) -> CniEnv:
     command = environ.get("CNI_COMMAND", "")
     if not command:
         raise CniError(INVALID_ENV, "required env variable CNI_COMMAND missing", "CNI_COMMAND")
@@ -114,7 +114,7 @@ def read_env(environ: "Dict[str, str]") -> CniEnv:
     return env
 
 
-def read_config(stdin: "bytes") -> dict:
+def read_config(stdin: bytes) -> dict:
     try:
         conf = json.loads(stdin.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -141,7 +141,7 @@ def negotiate(conf: dict, command: str) -> str:
     return version
 
 
-def run(environ: "Dict[str, str]", stdin: bytes, verbs: "Dict[str, Callable]") -> "Optional[dict]":
+def run(environ: dict[str, str], stdin: bytes, verbs: dict[str, Callable]) -> dict | None:
     """One plugin call: returns the JSON to print (or None) or raises CniError.
 
     ``verbs`` maps ADD, DEL, CHECK, GC and STATUS to ``f(env, conf)`` (as CNI's skel is given its
@@ -163,7 +163,7 @@ def _error_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
-def plugin_main(verbs: "Dict[str, Callable]", environ: "Optional[Dict[str, str]]" = None, stdin: "Optional[bytes]" = None,
+def plugin_main(verbs: dict[str, Callable], environ: dict[str, str] | None = None, stdin: bytes | None = None,
                 out=None) -> int:
     """The whole plugin process: read env and stdin, run the verb, print the result or the CNI error."""
     environ = os.environ if environ is None else environ

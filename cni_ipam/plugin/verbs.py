@@ -57,12 +57,12 @@ from cni_ipam.store.network import NetworkStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Iterable, List, Optional, Set, Tuple
+    from typing import Iterable
 
     from cni_ipam.plugin.skel import CniEnv
 
 
-def cmd_add(env: "CniEnv", conf: dict) -> dict:
+def cmd_add(env: CniEnv, conf: dict) -> dict:
     cfg = config.load(conf, env.args)
     dns = config.read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout) as store:
@@ -88,7 +88,7 @@ def _heal(store: NetworkStore, node_pidns: bool):
     return reclaim
 
 
-def cmd_del(env: "CniEnv", conf: dict) -> None:
+def cmd_del(env: CniEnv, conf: dict) -> None:
     """Release by (container ID, ifname).  Needs only the network name and dataDir to be valid,
     so an edit that broke the rest of the config does not leak the addresses."""
     ref = config.network_ref(conf)
@@ -101,7 +101,7 @@ def cmd_del(env: "CniEnv", conf: dict) -> None:
                 pool.after_release(store)  # returns emptied blocks; never fails the DEL
 
 
-def cmd_check(env: "CniEnv", conf: dict) -> None:
+def cmd_check(env: CniEnv, conf: dict) -> None:
     cfg = config.load(conf, env.args)
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout, create=False) as store:
         held = store.owned_by(env.container_id, env.ifname) if store.exists else []
@@ -139,7 +139,7 @@ def cmd_check(env: "CniEnv", conf: dict) -> None:
     check_in_netns(env.netns, env.ifname, cfg.name, held)
 
 
-def attachment_meta(env: "CniEnv", store: NetworkStore) -> dict:
+def attachment_meta(env: CniEnv, store: NetworkStore) -> dict:
     """What the GC pass needs to judge liveness later; host-local ignores all of it."""
     meta: dict = {"created": round(time.time(), 3), "bootId": store.boot_id}
     if env.netns:
@@ -169,12 +169,12 @@ class ValidAttachments:
 
     __slots__ = ("pairs", "ids", "whole_ids")
 
-    def __init__(self, pairs: "Set[Tuple[str, str]]", whole_ids: "Set[str]") -> None:
+    def __init__(self, pairs: set[tuple[str, str]], whole_ids: set[str]) -> None:
         self.pairs = frozenset(pairs)
         self.whole_ids = frozenset(whole_ids)
         self.ids = frozenset({cid for cid, _ in pairs} | set(whole_ids))
 
-    def keeps(self, cid: "Optional[str]", ifname: "Optional[str]") -> bool:
+    def keeps(self, cid: str | None, ifname: str | None) -> bool:
         if cid is None:
             return False
         if cid in self.whole_ids:
@@ -187,20 +187,20 @@ class ValidAttachments:
         return len(self.pairs) + len(self.whole_ids)
 
 
-def valid_attachments(conf: dict) -> "Optional[ValidAttachments]":
+def valid_attachments(conf: dict) -> ValidAttachments | None:
     """The list from the config, None when absent or null (then GC releases nothing).  When both
     keys carry a list, an attachment listed under either is kept (the union: the safer reading)."""
     keys = [k for k in VALID_KEYS if conf.get(k) is not None]
     if not keys:
         return None
-    pairs: "Set[Tuple[str, str]]" = set()
-    whole: "Set[str]" = set()
+    pairs: set[tuple[str, str]] = set()
+    whole: set[str] = set()
     for key in keys:
         _read_list(key, conf[key], pairs, whole)
     return ValidAttachments(pairs, whole)
 
 
-def _read_list(key: str, value: object, pairs: "Set[Tuple[str, str]]", whole: "Set[str]") -> None:
+def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[str]) -> None:
     if not isinstance(value, list):
         raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
     for i, item in enumerate(value):
@@ -217,12 +217,12 @@ def _read_list(key: str, value: object, pairs: "Set[Tuple[str, str]]", whole: "S
             pairs.add((cid.strip(), ifname))
 
 
-def cmd_gc(env: "CniEnv", conf: dict) -> None:
+def cmd_gc(env: CniEnv, conf: dict) -> None:
     valid = valid_attachments(conf)
     if valid is None:
         return None
     ref = config.network_ref(conf)
-    failures: "List[str]" = []
+    failures: list[str] = []
     released = kept = 0
     with NetworkStore(ref.data_dir, ref.name, ref.lock_timeout, create=False) as store:
         if not store.exists:
@@ -258,7 +258,7 @@ def cmd_gc(env: "CniEnv", conf: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------- STATUS
-def cmd_status(env: "CniEnv", conf: dict) -> None:
+def cmd_status(env: CniEnv, conf: dict) -> None:
     from cni_ipam.store.layout import parse_ip_name  # STATUS reads no reservation: the lock-free view only
     from cni_ipam.store.snapshot import reserved_names, usable_problem
 
@@ -289,7 +289,7 @@ def cmd_status(env: "CniEnv", conf: dict) -> None:
     return None
 
 
-def free_in_set(rset, reserved: "Iterable") -> int:
+def free_in_set(rset, reserved: Iterable) -> int:
     """How many addresses of ``rset`` an ADD could still take (reserved excluded/special ones don't count)."""
     used = sum(1 for addr in reserved if rset.can_hand_out(addr))
     return max(rset.size() - used, 0)

@@ -10,7 +10,7 @@ from cni_ipam.errors import INVALID_CONFIG, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, List, Optional, Union
+    from typing import Any, Union
 
     Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -18,8 +18,8 @@ MIN_PREFIX = {4: 8, 6: 32}  # a node's pod CIDR is a slice of the cluster CIDR, 
 
 
 
-def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
-                     details: "Optional[str]" = None) -> "List[Network]":
+def parse_cidr_list(origin: str, value: Any, strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
+                     details: str | None = None) -> list[Network]:
     """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
     sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
     what it holds (the file may be root-only)."""
@@ -30,7 +30,7 @@ def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = 
         items = value
     else:
         raise CniError(code, f"invalid {origin}{' ' + repr(value) if quote else ''}: must be a list of CIDRs", details)
-    out: "List[Network]" = []
+    out: list[Network] = []
     for i, item in enumerate(items):
         shown = repr(item) if quote else f"entry {i + 1}"
         if not isinstance(item, str) or "/" not in item or "%" in item:
@@ -52,7 +52,7 @@ def parse_cidr_list(origin: str, value: "Any", strict: bool = True, code: int = 
 
 
 
-def refusal(net: "Network") -> "Optional[str]":
+def refusal(net: Network) -> str | None:
     """Why ``net`` cannot be a node's pod CIDR, or None when it can."""
     if net.version == 6 and net.network_address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 network"

@@ -36,7 +36,7 @@ from cni_ipam.errors import PODCIDR_UNAVAILABLE, TRY_AGAIN_LATER, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Optional, Tuple
+    from typing import Any
 
 MAX_RESPONSE = 8 << 20
 MAX_FILE = 1 << 20  # kubeconfig, token, CA, client certificate and key files
@@ -49,7 +49,7 @@ class Target:
     """Where and how to ask: server URL parts, TLS context, Authorization header, and a description
     of the credentials (``kubeconfig /path (context c, user u)`` or ``in-cluster service account``)."""
 
-    def __init__(self, host: str, port: int, prefix: str, context: ssl.SSLContext, server_name: str, auth: "Optional[str]", origin: str, server: str) -> None:
+    def __init__(self, host: str, port: int, prefix: str, context: ssl.SSLContext, server_name: str, auth: str | None, origin: str, server: str) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix
@@ -64,7 +64,7 @@ def fail(msg: str, details: str, code: int = PODCIDR_UNAVAILABLE) -> CniError:
     return CniError(code, msg, details)
 
 
-def node_pod_cidrs(target: "Tuple[str, str]", node: str, timeout: float, scratch_dir: str) -> "Tuple[list, str]":
+def node_pod_cidrs(target: tuple[str, str], node: str, timeout: float, scratch_dir: str) -> tuple[list, str]:
     """``spec.podCIDRs`` (else ``spec.podCIDR``) of ``node`` as networks, and the origin phrase."""
     kind, path = target
     tgt = from_kubeconfig(path, scratch_dir) if kind == "kubeconfig" else in_cluster(path)
@@ -72,7 +72,7 @@ def node_pod_cidrs(target: "Tuple[str, str]", node: str, timeout: float, scratch
     return pod_cidrs(obj, node, tgt), f"node {node} at {tgt.server} ({tgt.origin})"
 
 
-def pod_cidrs(obj: "Any", node: str, tgt: "Optional[Target]" = None) -> list:
+def pod_cidrs(obj: Any, node: str, tgt: Target | None = None) -> list:
     """The node's pod CIDRs, refused (104 naming the node) unless each is one sane network per
     family, without host bits (see ``podcidr.cidrs.refusal``): a hostile node object hands out nothing."""
     from cni_ipam.podcidr.cidrs import parse_cidr_list
@@ -140,7 +140,7 @@ def from_kubeconfig(path: str, scratch_dir: str) -> Target:
     def bad(what: str) -> CniError:
         return fail(f"usePodCidr: kubeconfig {path}: {what}", path)
 
-    def named(section: str, name: "Optional[str]") -> dict:
+    def named(section: str, name: str | None) -> dict:
         items = doc.get(section) or []
         if not isinstance(items, list):
             raise bad(f"{section} must be a list")
@@ -243,7 +243,7 @@ def _token(raw: bytes, what: str) -> str:
     return token.decode("ascii")
 
 
-def _b64(section: dict, key: str, bad) -> "Optional[bytes]":
+def _b64(section: dict, key: str, bad) -> bytes | None:
     """Strict base64 (whitespace allowed between groups); junk or an empty result is an error,
     never "not set" (which would quietly mean the system CAs, or no client certificate)."""
     value = section.get(key)
@@ -259,7 +259,7 @@ def _b64(section: dict, key: str, bad) -> "Optional[bytes]":
     return data
 
 
-def _path(section: dict, key: str, base: str) -> "Optional[str]":
+def _path(section: dict, key: str, base: str) -> str | None:
     value = section.get(key)
     if not value:
         return None
@@ -282,7 +282,7 @@ def _read(path: str, origin: str, what: str) -> bytes:
         raise fail(f"usePodCidr: {what} {path}{where} is larger than {MAX_FILE} bytes", path) from None
 
 
-def _context(origin: str, cafile: "Optional[str]" = None, cadata: "Optional[bytes]" = None, what: str = "") -> ssl.SSLContext:
+def _context(origin: str, cafile: str | None = None, cadata: bytes | None = None, what: str = "") -> ssl.SSLContext:
     """A verifying client context trusting ``cadata`` (PEM), else ``cafile``, else the system CAs.
     A CA that was given but holds no certificate is an error, never a fall-back to the system CAs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
@@ -483,7 +483,7 @@ def _connect(host: str, port: int, remaining):
         if isinstance(box[0], OSError):
             raise box[0] from None
         infos = box[0]
-    error: "Optional[OSError]" = None
+    error: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
         try:

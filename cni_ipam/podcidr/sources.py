@@ -48,7 +48,7 @@ from cni_ipam.podcidr.cidrs import parse_cidr_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, List, Optional, Tuple, Union
+    from typing import Any, Union
 
     Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -66,7 +66,7 @@ KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "ca
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
 _NODE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
-_memo: "Dict[Tuple[str, str], Tuple[List[Network], str]]" = {}  # one resolution per process
+_memo: dict[tuple[str, str], tuple[list[Network], str]] = {}  # one resolution per process
 
 
 class Settings:
@@ -74,7 +74,7 @@ class Settings:
 
     __slots__ = KEYS
 
-    def __init__(self, **kw: "Any") -> None:
+    def __init__(self, **kw: Any) -> None:
         for key in KEYS:
             setattr(self, key, kw[key])
 
@@ -84,7 +84,7 @@ def forget() -> None:
     _memo.clear()
 
 
-def subnet_for(placeholder: str, ipam: dict, data_dir: str) -> "Network":
+def subnet_for(placeholder: str, ipam: dict, data_dir: str) -> Network:
     """The node pod CIDR of the family ``placeholder`` asks for (usePodCidr / usePodCidrIPv6)."""
     family = 6 if placeholder == "usePodCidrIPv6" else 4
     settings = parse_settings(ipam)
@@ -187,7 +187,7 @@ def node_name(settings: Settings) -> str:
 
 
 # ---------------------------------------------------------------------------------- sources
-def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> "Tuple[List[Network], str]":
+def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> tuple[list[Network], str]:
     """The node's pod CIDRs from the first configured source, and a phrase naming that source."""
     skipped = []
     for source in settings.sources:
@@ -231,12 +231,12 @@ def _read_text(path: str, what: str) -> str:
         raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path) from None
 
 
-def _read_static_file(path: str) -> "List[Network]":
+def _read_static_file(path: str) -> list[Network]:
     text = "\n".join(line.split("#", 1)[0] for line in _read_text(path, "staticFile").splitlines())
     return parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE, quote=False)
 
 
-def read_flannel_env(path: str) -> "List[Network]":
+def read_flannel_env(path: str) -> list[Network]:
     """``FLANNEL_SUBNET`` / ``FLANNEL_IPV6_SUBNET`` of a flannel ``subnet.env`` (host bits allowed:
     flannel writes the bridge address, e.g. ``10.244.1.1/24``)."""
     values = {}
@@ -258,7 +258,7 @@ def read_flannel_env(path: str) -> "List[Network]":
 
 
 # ---------------------------------------------------------------------------------- kubernetes
-def _kube_target(settings: Settings) -> "Optional[Tuple[str, str]]":
+def _kube_target(settings: Settings) -> tuple[str, str] | None:
     """("kubeconfig", path) or ("in-cluster", service-account dir), or None when not configured.
     Only cheap checks here: the kubeconfig is parsed (PyYAML) only when the API is called."""
     if settings.kubeconfig is not None:
@@ -304,7 +304,7 @@ def _open_cache_dir(path: str, create: bool) -> int:
     return -1
 
 
-def read_cache(path: str, node: str) -> "Optional[dict]":
+def read_cache(path: str, node: str) -> dict | None:
     """The cached answer ({"podCIDRs": [networks], "refreshAfter", "fetchedAt", ...}) or None when
     it is missing, damaged, not a small regular file, or holds a pod CIDR that would be refused."""
     fd = _open_cache_dir(path, create=False)
@@ -342,7 +342,7 @@ def write_cache(path: str, record: dict) -> None:
         os.close(fd)
 
 
-def _from_kubernetes(settings: Settings, target: "Tuple[str, str]", node: str, data_dir: str, family: int) -> "Tuple[List[Network], str]":
+def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, data_dir: str, family: int) -> tuple[list[Network], str]:
     path = cache_path(data_dir, node)
     cached = read_cache(path, node)
     now = time.time()

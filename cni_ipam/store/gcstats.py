@@ -11,11 +11,6 @@ import time
 
 from cni_ipam.store.layout import GC_STATS_FILE, META_DIR
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, List, Optional
-
-
 def gc_stats_path(data_dir: str, network: str) -> str:
     return os.path.join(data_dir, network, META_DIR, GC_STATS_FILE)
 
@@ -30,8 +25,8 @@ def read_gc_stats(data_dir: str, network: str) -> dict:
     return stats if isinstance(stats, dict) else {}
 
 
-def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: "Dict[str, int]",
-                    released: int, errors: int, now: "Optional[float]" = None, log: "Optional[List[dict]]" = None) -> dict:
+def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, counts: dict[str, int],
+                    released: int, errors: int, now: float | None = None, log: list[dict] | None = None) -> dict:
     """Merge one pass into gc-stats.json (atomic replace).  Call with the network lock held.
     ``log``: one dict per released reservation, kept in ``releases`` (the last 100)."""
     now = time.time() if now is None else now

@@ -24,10 +24,6 @@ import os
 from cni_ipam.store.fs import SPECIAL, read_entry
 from cni_ipam.store import ifname_problem, is_container_id
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Optional, Tuple
-
 META_DIR = ".cni-ipam"
 OWNERS_DIR = "owners"
 
@@ -69,7 +65,7 @@ def parse_ip_name(name: str):
     return addr if str(addr) == name else None
 
 
-def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
+def parse_content(data: bytes) -> tuple[str, str | None, str | None]:
     """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
     None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner."""
     try:
@@ -85,13 +81,13 @@ def parse_content(data: bytes) -> "Tuple[str, Optional[str], Optional[str]]":
     return OWNED, cid, (ifname if sep else None)
 
 
-def parse_owner(data: bytes) -> "Optional[Tuple[str, Optional[str]]]":
+def parse_owner(data: bytes) -> tuple[str, str | None] | None:
     """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
     kind, cid, ifname = parse_content(data)
     return (cid, ifname) if kind == OWNED else None
 
 
-def owner_key(cid: str, ifname: "Optional[str]") -> str:
+def owner_key(cid: str, ifname: str | None) -> str:
     """The owner-index file name of (cid, ifname); callers pass validated names only."""
     key = f"{cid}:{ifname or ''}"
     if len(key.encode()) > 200:  # keep file names under NAME_MAX whatever the ID length
@@ -107,8 +103,8 @@ class Reservation:
 
     __slots__ = ("address", "container_id", "ifname", "path", "kind", "ident")
 
-    def __init__(self, address, container_id: "Optional[str]", ifname: "Optional[str]", path: str,
-                 kind: str = OWNED, ident: "Optional[list]" = None) -> None:
+    def __init__(self, address, container_id: str | None, ifname: str | None, path: str,
+                 kind: str = OWNED, ident: list | None = None) -> None:
         self.address = address
         self.container_id = container_id
         self.ifname = ifname
@@ -120,7 +116,7 @@ class Reservation:
         return f"Reservation({self.address}, {self.container_id!r}, {self.ifname!r}, {self.kind})"
 
 
-def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> "Optional[Reservation]":
+def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> Reservation | None:
     """The Reservation of the address-named entry ``name`` (None when it vanished)."""
     kind, data, st = read_entry(dir_fd, name)
     if kind is None:
@@ -140,7 +136,7 @@ DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
 ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
 
 
-def file_ident(st: "os.stat_result") -> list:
+def file_ident(st: os.stat_result) -> list:
     """A file's identity as owner entries record it: [inode, ctime_ns]."""
     return [st.st_ino, st.st_ctime_ns]
 
@@ -180,7 +176,7 @@ def valid_entry(entry: object, key: str) -> bool:
     return True
 
 
-def entry_meta(entry: "Optional[dict]", ip: str, st: "Optional[os.stat_result]") -> dict:
+def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None) -> dict:
     """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
     entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
     if not entry or st is None or entry["files"].get(ip) != file_ident(st):
@@ -206,7 +202,7 @@ def valid_state(state: object, dir_ino: int, boot: str) -> bool:
     return True
 
 
-def loads_or_none(data: "Optional[bytes]") -> object:
+def loads_or_none(data: bytes | None) -> object:
     if not data:
         return None
     try:

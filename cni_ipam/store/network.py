@@ -93,7 +93,7 @@ from cni_ipam.store.layout import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, Iterator, List, Optional, Tuple
+    from typing import Iterator
 
 _RESERVE_TMP = "reserve"
 _WRITE_TMP = "write"
@@ -135,19 +135,19 @@ class NetworkStore:
         self._tmp_fd = -1
         self._dirty = False
         self._boot_id = ""
-        self._created: "List[str]" = []  # reservation files made by this instance (for rollback)
-        self._saved_owners: "Dict[str, Optional[bytes]]" = {}  # owner entries before this call wrote them
-        self._pending: "Dict[str, Tuple[str, str, List[str], dict]]" = {}  # save_owner, written at commit
-        self._cursors: "Dict[int, str]" = {}
-        self._reserve_tmp_owner: "Optional[str]" = None
+        self._created: list[str] = []  # reservation files made by this instance (for rollback)
+        self._saved_owners: dict[str, bytes | None] = {}  # owner entries before this call wrote them
+        self._pending: dict[str, tuple[str, str, list[str], dict]] = {}  # save_owner, written at commit
+        self._cursors: dict[int, str] = {}
+        self._reserve_tmp_owner: str | None = None
         self._index_written = False  # an owner entry changed since open
         self._snap = ""  # id of the ``files`` snapshot the state refers to
-        self._delta: "Dict[str, Optional[str]]" = {}  # our changes since that snapshot (name: set key)
-        self._delta_at_open: "Dict[str, Optional[str]]" = {}
-        self._scanned: "Optional[Dict[str, str]]" = None  # the whole set, when this call listed it
+        self._delta: dict[str, str | None] = {}  # our changes since that snapshot (name: set key)
+        self._delta_at_open: dict[str, str | None] = {}
+        self._scanned: dict[str, str] | None = None  # the whole set, when this call listed it
 
     # ----------------------------------------------------------------- open / lock / close
-    def __enter__(self) -> "NetworkStore":
+    def __enter__(self) -> NetworkStore:
         try:
             self._open()
         except BaseException:
@@ -273,10 +273,10 @@ class NetworkStore:
         if state["mtime"] != st.st_mtime_ns and not self.catch_up():
             self.rebuild_index()
 
-    def _scan_idents(self) -> "Dict[str, str]":
+    def _scan_idents(self) -> dict[str, str]:
         """{name: "inode ctime_ns"} of every entry that may be a reservation, whatever its type
         (a cheap name filter: parsing 60,000 addresses would cost more than the stats)."""
-        out: "Dict[str, str]" = {}
+        out: dict[str, str] = {}
         with os.scandir(self.dir_fd) as entries:
             for entry in entries:
                 name = entry.name
@@ -305,12 +305,12 @@ class NetworkStore:
         new_lines = {f"{name} {ident}" for name, ident in current.items()}
         old = dict(line.split(" ", 1) for line in lines - new_lines if " " in line)
         differ = {line.split(" ", 1)[0] for line in new_lines - lines}.union(old, self._delta)
-        changes: "Dict[str, Optional[str]]" = {}
+        changes: dict[str, str | None] = {}
         for name in differ:
             expected = self._delta[name] if name in self._delta else old.get(name)
             if current.get(name) != expected:
                 changes[name] = current.get(name)
-        found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        found: dict[str, tuple[str, str | None, list[str]]] = {}
         for name, ident in changes.items():
             if ident is None or parse_ip_name(name) is None:
                 continue
@@ -340,7 +340,7 @@ class NetworkStore:
         self._dirty = True
         return True
 
-    def _snapshot_lines(self) -> "Optional[set]":
+    def _snapshot_lines(self) -> set | None:
         """The ``<name> <inode> <ctime_ns>`` lines of the ``files`` snapshot the state refers to, or
         None when it is missing, not ours or unreadable."""
         kind, data, _ = read_entry(self._meta_fd, FILES_FILE, 64 << 20)
@@ -356,7 +356,7 @@ class NetworkStore:
         lines.discard("")
         return lines  # a malformed line matches no entry: its name is read again, nothing is lost
 
-    def _recorded_set(self, base: "Optional[Dict[str, str]]" = None) -> "Optional[Dict[str, str]]":
+    def _recorded_set(self, base: dict[str, str] | None = None) -> dict[str, str] | None:
         """{name: "inode ctime"} as the index knows the directory: ``base`` (else the ``files``
         snapshot the state refers to) with our delta applied; None when the snapshot is unusable.
 
@@ -374,8 +374,8 @@ class NetworkStore:
                 base[name] = ident
         return base
 
-    def _adopt(self, key: str, cid: str, ifname: "Optional[str]", names: "List[str]", entry: "Optional[dict]",
-               current: "Dict[str, list]") -> None:
+    def _adopt(self, key: str, cid: str, ifname: str | None, names: list[str], entry: dict | None,
+               current: dict[str, list]) -> None:
         """Add files someone else wrote to (cid, ifname)'s entry.  Addresses whose file is gone or
         changed are dropped, and so is our metadata: it described other files."""
         ips, files = [], {}
@@ -394,8 +394,8 @@ class NetworkStore:
 
         An entry keeps its ``meta`` and ``seenBoot`` only while every file it is rebuilt from is the
         very file it recorded (same inode and ctime); anything else starts afresh in this boot."""
-        current: "Dict[str, str]" = {}
-        found: "Dict[str, Tuple[str, Optional[str], List[str]]]" = {}
+        current: dict[str, str] = {}
+        found: dict[str, tuple[str, str | None, list[str]]] = {}
         for res in self._scan():
             if res.ident is not None:
                 current[str(res.address)] = set_key(res.ident)
@@ -430,7 +430,7 @@ class NetworkStore:
         self._delta = {}
         self._new_snapshot(current)
 
-    def _new_snapshot(self, current: "Dict[str, str]") -> None:
+    def _new_snapshot(self, current: dict[str, str]) -> None:
         """The whole set is known now: ``files`` is rewritten at commit and the delta starts empty."""
         self._scanned = current
         self._delta = {}
@@ -459,7 +459,7 @@ class NetworkStore:
         self._dirty = True
         return True
 
-    def holder(self, addr) -> "Optional[Tuple[str, Optional[str]]]":
+    def holder(self, addr) -> tuple[str, str | None] | None:
         """Who holds ``addr`` (containerID, ifname), or None when it is free, not a regular file,
         empty or opaque."""
         kind, data, _ = read_entry(self.dir_fd, str(addr))
@@ -476,7 +476,7 @@ class NetworkStore:
         self._dirty = True
         return True
 
-    def _entry(self, key: str) -> "Optional[dict]":
+    def _entry(self, key: str) -> dict | None:
         """The owner entry ``key``; an entry that exists but lies makes us rebuild the index first."""
         raw = self._read_owner_raw(key)
         if raw is None:
@@ -489,7 +489,7 @@ class NetworkStore:
         entry = loads_or_none(raw)
         return entry if valid_entry(entry, key) else None
 
-    def _held_by_owner(self, cid: str, ifname: str) -> "Iterator[Tuple[str, dict, List[str]]]":
+    def _held_by_owner(self, cid: str, ifname: str) -> Iterator[tuple[str, dict, list[str]]]:
         """(index key, entry, addresses the reservation files confirm) for (cid, ifname) and for
         cid's old ID-only reservations; index entries are never believed without the file."""
         for key, want_ifname in ((owner_key(cid, ifname), ifname), (owner_key(cid, None), None)):
@@ -501,7 +501,7 @@ class NetworkStore:
         """Addresses held by (cid, ifname), including old ID-only reservations of cid."""
         return [ipaddress.ip_address(ip) for _, _, held in self._held_by_owner(cid, ifname) for ip in held]
 
-    def owner_entry(self, cid: str, ifname: "Optional[str]") -> "Optional[dict]":
+    def owner_entry(self, cid: str, ifname: str | None) -> dict | None:
         """The valid owner-index entry of (cid, ifname) (with ``meta`` and ``seenBoot``), or None."""
         return self._entry(owner_key(cid, ifname))
 
@@ -515,7 +515,7 @@ class NetworkStore:
         merged.update(meta)
         self._pending[key] = (cid, ifname, names, merged)
 
-    def _write_pending(self, idents: "Dict[str, list]") -> None:
+    def _write_pending(self, idents: dict[str, list]) -> None:
         for key, (cid, ifname, names, meta) in self._pending.items():
             entry = self._entry(key)
             ips, files = [], {}
@@ -586,11 +586,11 @@ class NetworkStore:
                     self._remove_owner_file(key)
         return True
 
-    def reservations(self) -> "List[Reservation]":
+    def reservations(self) -> list[Reservation]:
         """Every address-named entry of the network (a full scan: for GC and reports, not ADD)."""
         return list(self._scan())
 
-    def _scan(self) -> "Iterator[Reservation]":
+    def _scan(self) -> Iterator[Reservation]:
         for name in os.listdir(self.dir_fd):
             addr = parse_ip_name(name)
             if addr is None:
@@ -616,7 +616,7 @@ class NetworkStore:
         """Move the round-robin cursor; written at commit, so a failed ADD leaves it unchanged."""
         self._cursors[range_id] = str(addr)
 
-    def meta_owner_entries(self) -> "Dict[str, dict]":
+    def meta_owner_entries(self) -> dict[str, dict]:
         """Every valid owner index entry (for GC and reports); entries that lie are left out."""
         out = {}
         for name in os.listdir(self._owners_fd):
@@ -626,7 +626,7 @@ class NetworkStore:
         return out
 
     # ----------------------------------------------------------------- side records (cluster pool, issue 12)
-    def read_meta(self, name: str, limit: int = 16 << 20) -> "Optional[bytes]":
+    def read_meta(self, name: str, limit: int = 16 << 20) -> bytes | None:
         """A file of ours in ``.cni-ipam/`` (e.g. the cluster pool's ``pool.json``), or None."""
         try:
             fd = os.open(name, O_READ | os.O_NONBLOCK, dir_fd=self._meta_fd)  # a FIFO must not hang us
@@ -740,7 +740,7 @@ class NetworkStore:
         self._scanned = None
 
     # ----------------------------------------------------------------- file helpers
-    def _read_owner_raw(self, key: str) -> "Optional[bytes]":
+    def _read_owner_raw(self, key: str) -> bytes | None:
         kind, data, _ = read_entry(self._owners_fd, key)
         if kind is None:
             return None
@@ -797,7 +797,7 @@ class NetworkStore:
         except OSError as exc:
             raise self._io_error("write", name, exc) from None
 
-    def _io_error(self, what: str, path: str, exc: "Optional[OSError]" = None) -> CniError:
+    def _io_error(self, what: str, path: str, exc: OSError | None = None) -> CniError:
         reason = exc.strerror if exc is not None and exc.strerror else (str(exc) if exc else "missing")
         return CniError(IO_FAILURE, f"cannot {what} {path}: {reason}", path)
 

@@ -18,11 +18,6 @@ from cni_ipam.store.fs import O_DIR, read_entry, unlink_quietly
 from cni_ipam.store.layout import LOCK_FILE, META_DIR, OWNERS_DIR, TMP_DIR, owner_key, parse_ip_name, parse_owner
 from cni_ipam.store import is_cni_name
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Dict, List, Optional, Tuple
-
-
 # ---------------------------------------------------------------------- lock-free checks (STATUS)
 def usable_problem(data_dir: str, network: str) -> str:
     """Why an ADD could not use ``<data_dir>/<network>`` now, or '' when it could.
@@ -84,7 +79,7 @@ def usable_problem(data_dir: str, network: str) -> str:
             os.close(fd)
 
 
-def reserved_names(data_dir: str, network: str) -> "List[str]":
+def reserved_names(data_dir: str, network: str) -> list[str]:
     """Address-named entries of a network directory, by name only (no lock, no reads, no links
     followed); [] when the directory does not exist."""
     try:
@@ -103,13 +98,13 @@ def reserved_names(data_dir: str, network: str) -> "List[str]":
         os.close(fd)
 
 
-def _stat_is_dir(st: "os.stat_result") -> bool:
+def _stat_is_dir(st: os.stat_result) -> bool:
     from stat import S_ISDIR
 
     return S_ISDIR(st.st_mode)
 
 
-def _stat_is_fifo(st: "os.stat_result") -> bool:
+def _stat_is_fifo(st: os.stat_result) -> bool:
     from stat import S_ISFIFO
 
     return S_ISFIFO(st.st_mode)
@@ -135,7 +130,7 @@ def _creatable(path: str) -> str:
 
 
 # ---------------------------------------------------------------------- lock-free scan (admin)
-def list_networks(data_dir: str) -> "List[str]":
+def list_networks(data_dir: str) -> list[str]:
     """Network directories under ``data_dir`` (names as CNI allows them), sorted."""
     try:
         names = os.listdir(data_dir)
@@ -151,17 +146,17 @@ class Entry:
 
     __slots__ = ("address", "container_id", "ifname", "meta", "mtime", "set_index", "verdict")
 
-    def __init__(self, address, container_id, ifname, meta: dict, mtime: "Optional[float]") -> None:
+    def __init__(self, address, container_id, ifname, meta: dict, mtime: float | None) -> None:
         self.address = address
         self.container_id = container_id
         self.ifname = ifname
         self.meta = meta
         self.mtime = mtime
-        self.set_index: "Optional[int]" = None
-        self.verdict: "Optional[object]" = None  # an admin.liveness.Verdict, set by the admin commands
+        self.set_index: int | None = None
+        self.verdict: object | None = None  # an admin.liveness.Verdict, set by the admin commands
 
     @property
-    def created(self) -> "Tuple[Optional[float], str]":
+    def created(self) -> tuple[float | None, str]:
         created = self.meta.get("created")
         if isinstance(created, (int, float)) and not isinstance(created, bool):
             return float(created), "meta"
@@ -177,7 +172,7 @@ class Entry:
         return self.verdict is not None and self.verdict.stranded
 
     @property
-    def pod(self) -> "Optional[dict]":
+    def pod(self) -> dict | None:
         k8s = self.meta.get("k8s")
         return k8s if isinstance(k8s, dict) and k8s else None
 
@@ -198,7 +193,7 @@ class Entry:
         return out
 
 
-def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
+def _read(dir_fd: int, name: str) -> tuple[bytes | None, float | None]:
     """(content, mtime); never blocks or follows a link (``store.read_entry``).  Something that is not
     a regular file (FIFO, device, directory) reads as empty: reserved, owner unknown."""
     kind, data, st = read_entry(dir_fd, name)
@@ -207,9 +202,9 @@ def _read(dir_fd: int, name: str) -> "Tuple[Optional[bytes], Optional[float]]":
     return (data if data is not None else b""), (st.st_mtime if st is not None else None)
 
 
-def read_owner_index(path: str) -> "Dict[str, dict]":
+def read_owner_index(path: str) -> dict[str, dict]:
     """``.cni-ipam/owners`` of a network directory ({} for a host-local directory)."""
-    out: "Dict[str, dict]" = {}
+    out: dict[str, dict] = {}
     try:
         fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -230,7 +225,7 @@ def read_owner_index(path: str) -> "Dict[str, dict]":
     return out
 
 
-def scan_network_dir(path: str) -> "List[Entry]":
+def scan_network_dir(path: str) -> list[Entry]:
     """Every reservation of the network directory ``path``, sorted by address; [] if it is missing.
 
     Raises OSError when the directory exists but cannot be read."""
@@ -239,7 +234,7 @@ def scan_network_dir(path: str) -> "List[Entry]":
     except FileNotFoundError:
         return []
     owners = read_owner_index(path)
-    entries: "List[Entry]" = []
+    entries: list[Entry] = []
     try:
         for name in os.listdir(dir_fd):
             if name == LOCK_FILE:
