@@ -178,18 +178,26 @@ def test_status_through_the_driver(runtime):
     rt = runtime
     host = rt.netns("host")
     c1 = rt.netns("c1")
-    # A range of exactly one address: free before the ADD, full after it.
-    rt.conflist("rt-tiny", [{
-        "type": "bridge", "bridge": "rt-br1", "isGateway": True,
-        "ipam": {"type": "cni-ipam", "dataDir": rt.data_dir,
-                 "ranges": [[{"subnet": "10.251.1.0/24", "rangeStart": "10.251.1.5", "rangeEnd": "10.251.1.5"}]]},
-    }])
+    # A range of exactly one address: free before the ADD, full after it.  A full range fails STATUS
+    # only under statusOnExhaustion "fail"; the default ("ok") keeps the node Ready (docs/gc.md).
+    def tiny(**extra):
+        rt.conflist("rt-tiny", [{
+            "type": "bridge", "bridge": "rt-br1", "isGateway": True,
+            "ipam": {"type": "cni-ipam", "dataDir": rt.data_dir,
+                     "ranges": [[{"subnet": "10.251.1.0/24", "rangeStart": "10.251.1.5", "rangeEnd": "10.251.1.5"}]], **extra},
+        }])
+
+    tiny(statusOnExhaustion="fail")
     res = rt.driver("status", "rt-tiny", host=host)
     assert res.rc == 0, res
     assert rt.driver("add", "rt-tiny", c1, host=host, container_id="rt-ctr-1").rc == 0
     res = rt.driver("status", "rt-tiny", host=host)
     assert res.rc == 1 and res.json and res.json["code"] == 50, res
     assert "10.251.1.5" in res.json["msg"] or "no free address" in res.json["msg"], res.json
+    tiny()
+    res = rt.driver("status", "rt-tiny", host=host)
+    assert res.rc == 0, res
+    tiny(statusOnExhaustion="fail")
     assert rt.driver("del", "rt-tiny", c1, host=host, container_id="rt-ctr-1").rc == 0
     assert rt.driver("status", "rt-tiny", host=host).rc == 0
 
