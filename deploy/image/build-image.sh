@@ -60,7 +60,7 @@ echo "root:x:0:" >"$RFS/etc/group"
 
 # Tools from the build host, each with the libraries ldd says it needs.
 TOOLS=(bash cat chmod cmp cp date dirname basename env grep head id install ln ls mkdir mktemp mv readlink realpath
-       rm rmdir sed sleep sort stat tail touch tr base64 sha256sum)
+       rm rmdir sed sleep sort stat tail touch tr base64 sha256sum flock find chown)
 for t in "${TOOLS[@]}"; do
   src=$(command -v "$t") || { echo "build-image.sh: $t not found on the build host" >&2; exit 1; }
   cp -L "$src" "$RFS/usr/bin/$t"
