@@ -9,22 +9,43 @@ import os
 import sys
 
 
+def _verb(name: str):
+    """``cni_ipam.plugin.verbs.<name>``, imported on first call (VERSION imports no verb)."""
+
+    def call(env, conf):
+        from cni_ipam.plugin import verbs
+
+        return getattr(verbs, name)(env, conf)
+
+    return call
+
+
+# The verb table handed to the protocol boundary (cni_ipam.plugin.skel).
+VERBS = {
+    "ADD": _verb("cmd_add"),
+    "DEL": _verb("cmd_del"),
+    "CHECK": _verb("cmd_check"),
+    "GC": _verb("cmd_gc"),
+    "STATUS": _verb("cmd_status"),
+}
+
+
 def main() -> int:
     if "CNI_COMMAND" not in os.environ:
         if len(sys.argv) > 1:
-            from cni_ipam.cli import cli_main  # admin commands load only here
+            from cni_ipam.admin.cli import cli_main  # admin commands load only here
 
             return cli_main(sys.argv[1:])
         return about()
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.plugin.skel import plugin_main
 
-    return plugin_main()
+    return plugin_main(VERBS)
 
 
 def about() -> int:
     from cni_ipam import __version__
-    from cni_ipam.cli import usage
-    from cni_ipam.protocol import SUPPORTED_VERSIONS
+    from cni_ipam.admin.cli import usage
+    from cni_ipam.plugin.skel import SUPPORTED_VERSIONS
 
     print(f"cni-ipam {__version__}: a host-local compatible CNI IPAM plugin\n"
           f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n\n{usage()}", file=sys.stderr)

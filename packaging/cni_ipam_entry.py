@@ -1,7 +1,7 @@
 """Frozen entry point of the cni-ipam binary (PyInstaller).
 
 Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set (or no arguments),
-the admin CLI otherwise.  The plugin path imports only ``cni_ipam.protocol`` up front, with
+the admin CLI otherwise.  The plugin path imports only ``cni_ipam.plugin.skel`` up front, with
 ``json`` served by ``cni_ipam_fastjson`` (same results, without importing re and enum).  After the
 answer is written and flushed we leave with ``os._exit``: a plugin call owns no other resources, and
 skipping interpreter finalisation (module teardown, GC of every object) saves about a millisecond
@@ -12,7 +12,7 @@ import os
 import sys
 
 if "CNI_COMMAND" not in os.environ and len(sys.argv) > 1:
-    from cni_ipam.cli import cli_main
+    from cni_ipam.admin.cli import cli_main
 
     sys.exit(cli_main(sys.argv[1:]))
 
@@ -21,9 +21,10 @@ if "json" not in sys.modules and not os.environ.get("CNI_IPAM_REAL_JSON"):
 
     sys.modules["json"] = cni_ipam_fastjson
 
-from cni_ipam.protocol import plugin_main
+from cni_ipam.__main__ import VERBS
+from cni_ipam.plugin.skel import plugin_main
 
-_rc = plugin_main()
+_rc = plugin_main(VERBS)
 if os.environ.get("CNI_IPAM_LIST_MODULES"):  # for tests/integration/test_built_binary.py
     sys.stderr.write("cni-ipam modules: " + " ".join(sorted(sys.modules)) + "\n")
 try:

@@ -481,7 +481,8 @@ def pool_netconf(data_dir: str, endpoint: str, node: str, block: int, keep: int 
 def count_round_trips(conf: dict, command: str, cid: str) -> "tuple[int, list]":
     """Run one call in this process with the etcd client wrapped: (round trips, request paths)."""
     from cni_ipam.cluster import etcd
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.__main__ import VERBS
+    from cni_ipam.plugin.skel import plugin_main
     import io
 
     paths: list = []
@@ -495,7 +496,7 @@ def count_round_trips(conf: dict, command: str, cid: str) -> "tuple[int, list]":
     try:
         env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0", "CNI_NETNS": NETNS, "CNI_PATH": os.path.dirname(HOST_LOCAL)}
         out = io.StringIO()
-        if plugin_main(env, json.dumps(conf).encode(), out) != 0:
+        if plugin_main(VERBS, env, json.dumps(conf).encode(), out) != 0:
             raise Failure(f"in-process {command} failed: {out.getvalue()[:300]}")
     finally:
         etcd.EtcdClient._call = real

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the namespace scan (cni_ipam/nsscan.py) costs with N processes on the node.
+"""What the namespace scan (cni_ipam/plugin/nsscan.py) costs with N processes on the node.
 
 Runs itself as the init of a fresh PID namespace (so the scan is sure and only our processes count),
 starts N sleepers (every 10th in its own network namespace, like a pod's pause process; each holding
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def inner(n: int, repeats: int) -> None:
     sys.path.insert(0, ROOT)
-    from cni_ipam import nsscan
+    from cni_ipam.plugin import nsscan
 
     procs = []
     try:

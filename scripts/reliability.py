@@ -121,7 +121,7 @@ def run_fuzz(args, work):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from cni_ipam import config
+    from cni_ipam.plugin import netconf as config
     from tests.reliability import fuzzlib
     from tests.reliability.test_fuzz import environb_strategy
 

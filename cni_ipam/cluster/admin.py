@@ -51,7 +51,9 @@ import os
 import sys
 import time
 
-from cni_ipam import options, report
+from cni_ipam.admin import options
+from cni_ipam.admin import conffiles, output
+from cni_ipam.admin import show as report
 from cni_ipam.cluster import pool as poolmod
 from cni_ipam.errors import CniError
 
@@ -90,14 +92,14 @@ class PoolTarget:
 
 def load_pools(conf_files, conf_dir, names=None) -> "tuple[list, list]":
     """(pools, problems) of the conf files; the first file wins for a pool (libcni's order)."""
-    from cni_ipam import config, lint
+    from cni_ipam.plugin import netconf as config
 
-    files = list(conf_files) if conf_files else lint.conf_files(conf_dir)
+    files = list(conf_files) if conf_files else conffiles.conf_files(conf_dir)
     pools, problems, seen = [], [], set()
     for path in files:
         try:
-            attachments = lint.read_conf_file(path)
-        except lint.ConfFileError as exc:
+            attachments = conffiles.read_conf_file(path)
+        except conffiles.ConfFileError as exc:
             problems.append(f"{path}: {exc}")
             continue
         except OSError as exc:
@@ -247,7 +249,7 @@ class SetView:
 
     @property
     def level(self) -> str:
-        return report.level_for(max(self.held_percent, self.used_percent), self.thresholds)
+        return output.level_for(max(self.held_percent, self.used_percent), self.thresholds)
 
     def to_json(self) -> dict:
         return {"index": self.index, "family": f"ipv{self.range_set.version}", "ranges": self.range_set.to_json(),
@@ -281,7 +283,7 @@ class NodeView:
         self.published = None
         self.conflicts: list = []
         self.networks: set = set()
-        self.level = report.UNKNOWN_LEVEL
+        self.level = output.UNKNOWN_LEVEL
         self.silent = False
 
     @property
@@ -324,7 +326,7 @@ class PoolView:
         self.grid_mismatch: list = []
         self.junk: list = []
         self.error = ""
-        self.level = report.UNKNOWN_LEVEL
+        self.level = output.UNKNOWN_LEVEL
 
     def to_json(self, now: float, with_nodes: bool = True) -> dict:
         t = self.target
@@ -341,11 +343,11 @@ class PoolView:
         return out
 
 
-def set_views(target: PoolTarget, thresholds=report.DEFAULT_THRESHOLDS) -> list:
+def set_views(target: PoolTarget, thresholds=output.DEFAULT_THRESHOLDS) -> list:
     return [SetView(i, rs, size, thresholds) for i, (rs, size) in enumerate(zip(target.range_sets, target.block_sizes))]
 
 
-def build_view(target: PoolTarget, snap: Snapshot, now: float, thresholds=report.DEFAULT_THRESHOLDS,
+def build_view(target: PoolTarget, snap: Snapshot, now: float, thresholds=output.DEFAULT_THRESHOLDS,
                silent_after: float = DEFAULT_SILENT_AFTER, sets=None) -> PoolView:
     view = PoolView(target)
     view.junk = snap.junk
@@ -399,11 +401,11 @@ def build_view(target: PoolTarget, snap: Snapshot, now: float, thresholds=report
     for n in nodes.values():
         n.silent = n.last_seen is None or now - n.last_seen > silent_after
         if n.percent is not None and n.blocks:
-            n.level = report.level_for(n.percent, thresholds)
+            n.level = output.level_for(n.percent, thresholds)
     view.nodes = sorted(nodes.values(), key=lambda n: n.name)
     level = "ok"
     for s in view.sets:
-        level = report.worse(level, s.level)
+        level = output.worse(level, s.level)
     view.level = level
     return view
 
@@ -460,7 +462,7 @@ def render(views, now: float, with_nodes: bool = True) -> str:
         notes += [f"{name}: block size mismatch: {m}" for m in v.grid_mismatch]
         if v.junk:
             notes.append(f"{name}: {len(v.junk)} malformed key(s) under the pool prefix, e.g. {v.junk[0]!r}")
-    out = [report.table(rows, right=(4, 5, 6, 7, 8, 9, 10)) if len(rows) > 1 else "no pools found"]
+    out = [output.table(rows, right=(4, 5, 6, 7, 8, 9, 10)) if len(rows) > 1 else "no pools found"]
     if with_nodes and any(v.nodes for v in views):
         node_rows = [["POOL", "NODE", "BLOCKS", "USED", "CAPACITY", "FREE", "USED%", "LEVEL", "LAST-SEEN", "NOTE"]]
         for v in views:
@@ -477,9 +479,9 @@ def render(views, now: float, with_nodes: bool = True) -> str:
                     note.append("no block")
                 node_rows.append([v.target.name, n.name, str(len(n.blocks)), "-" if used is None else str(used), str(n.capacity),
                                   "-" if used is None else str(max(n.capacity - used, 0)), _pct(n.percent), n.level,
-                                  "never" if n.last_seen is None else report.format_age(now - n.last_seen) + " ago",
+                                  "never" if n.last_seen is None else output.format_age(now - n.last_seen) + " ago",
                                   ", ".join(note)])
-        out += ["", report.table(node_rows, right=(2, 3, 4, 5, 6))]
+        out += ["", output.table(node_rows, right=(2, 3, 4, 5, 6))]
     if notes:
         out += [""] + notes
     return "\n".join(out)
@@ -596,13 +598,13 @@ def _last_seen(client, target: PoolTarget, node: str) -> "float | None":
 
 
 class KubeNodes:
-    """Does a Node exist?  Through the plugin's kubeconfig / in-cluster client (cni_ipam.kubeapi):
+    """Does a Node exist?  Through the plugin's kubeconfig / in-cluster client (cni_ipam.podcidr.kubeapi):
     True (200), False (404 Not Found), or the reason there is no clear answer."""
 
     def __init__(self, kubeconfig: "str | None", in_cluster: "str | None", timeout: float) -> None:
         import tempfile
 
-        from cni_ipam import kubeapi
+        from cni_ipam.podcidr import kubeapi
 
         self._scratch = tempfile.mkdtemp(prefix="cni-ipam-pool-")
         self.timeout = timeout
@@ -613,7 +615,7 @@ class KubeNodes:
             raise AdminError(exc.msg.replace("usePodCidr: ", "")) from None
 
     def exists(self, node: str):
-        from cni_ipam import kubeapi
+        from cni_ipam.podcidr import kubeapi
 
         try:
             kubeapi.get_node(self.target, node, self.timeout)
@@ -679,7 +681,7 @@ def cmd_release_node(args, targets) -> int:
                 seen = _last_seen(client, target, node)
                 if seen is not None and now - seen < args.min_silence and not args.force:
                     print(f"cni-ipam pool release-node: refused for pool {target.name}: node {node} published usage "
-                          f"{report.format_age(now - seen)} ago (less than --min-silence {args.min_silence:g}s): "
+                          f"{output.format_age(now - seen)} ago (less than --min-silence {args.min_silence:g}s): "
                           "it looks alive; wait, check the name, or use --force", file=sys.stderr)
                     rc = EXIT_FAILED
                     continue
@@ -732,7 +734,7 @@ def cmd_gc(args, targets) -> int:
                     if answer is True:
                         verdicts.append((name, "exists", "the Node exists"))
                     elif answer is False and seen is not None and now - seen < args.min_silence:
-                        verdicts.append((name, "kept", f"absent from Kubernetes but published usage {report.format_age(now - seen)} ago "
+                        verdicts.append((name, "kept", f"absent from Kubernetes but published usage {output.format_age(now - seen)} ago "
                                                        "(does pool.nodeName match the Kubernetes node name?)"))
                     elif answer is False:
                         verdicts.append((name, "gone", "404 from the API server"))
@@ -789,7 +791,7 @@ def make_parser():
 
     def common(p) -> None:
         p.add_argument("--conf", action="append", metavar="FILE", help="a netconf (.conf/.conflist) with an ipam.pool section (repeatable)")
-        p.add_argument("--conf-dir", default=report.DEFAULT_CONF_DIR, help="every pool of the conf files here (default %(default)s)")
+        p.add_argument("--conf-dir", default=conffiles.DEFAULT_CONF_DIR, help="every pool of the conf files here (default %(default)s)")
         p.add_argument("--pool", action="append", metavar="NAME", help="only this pool (repeatable)")
         p.add_argument("--endpoints", type=lambda s: [e.strip() for e in s.split(",") if e.strip()], metavar="URL,...",
                        help="etcd endpoints instead of the conf's")
@@ -804,7 +806,7 @@ def make_parser():
     def thresholds(p) -> None:
         p.add_argument("--silent-after", type=float, default=DEFAULT_SILENT_AFTER, metavar="SECONDS",
                        help="a node that published nothing for this long is silent (default %(default)g)")
-        for name, default in zip(("warning", "critical", "emergency"), report.DEFAULT_THRESHOLDS):
+        for name, default in zip(("warning", "critical", "emergency"), output.DEFAULT_THRESHOLDS):
             p.add_argument(f"--{name}", type=float, default=default, metavar="PERCENT", help="default %(default)g")
 
     def kube(p, default_note: str) -> None:
@@ -849,7 +851,7 @@ def main(argv: list) -> int:
         print(f"cni-ipam pool {args.command}: {problem}", file=sys.stderr)
     if not targets:
         print(f"cni-ipam pool {args.command}: no pool found (give --conf FILE or --conf-dir)", file=sys.stderr)
-        return report.EXIT_CODES[report.UNKNOWN_LEVEL] if args.command == "show" else EXIT_FAILED
+        return report.EXIT_CODES[output.UNKNOWN_LEVEL] if args.command == "show" else EXIT_FAILED
     try:
         if args.command == "release-node":
             return cmd_release_node(args, targets)
@@ -864,7 +866,7 @@ def main(argv: list) -> int:
     if args.command == "metrics":
         data = exposition(views, now)
         if args.textfile_dir:
-            from cni_ipam import safefs  # the node-local metrics' writer: O_EXCL|O_NOFOLLOW temp file, 0644, one rename
+            from cni_ipam.store import fs as safefs  # the node-local metrics' writer: O_EXCL|O_NOFOLLOW temp file, 0644, one rename
 
             fd = safefs.open_dir(args.textfile_dir, follow=True)  # the operator named it; it may be a link
             try:
@@ -880,13 +882,13 @@ def main(argv: list) -> int:
         return EXIT_FAILED if failed else EXIT_OK
     level = "ok"
     for v in views:
-        if v.level in report.LEVELS:
-            level = report.worse(level, v.level)
+        if v.level in output.LEVELS:
+            level = output.worse(level, v.level)
     if args.json:
-        print(json.dumps({"thresholds": dict(zip(report.LEVELS[1:], thresholds)), "silentAfter": args.silent_after,
+        print(json.dumps({"thresholds": dict(zip(output.LEVELS[1:], thresholds)), "silentAfter": args.silent_after,
                           "generated": now, "level": level, "pools": [v.to_json(now, not args.summary) for v in views]}, indent=2))
     else:
         print(render(views, now, with_nodes=not args.summary))
     if failed:
-        return report.EXIT_CODES[report.UNKNOWN_LEVEL]
+        return report.EXIT_CODES[output.UNKNOWN_LEVEL]
     return report.EXIT_CODES[level]

@@ -63,10 +63,10 @@ from cni_ipam.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Iterator
 
-    from cni_ipam.ranges import RangeSet
-    from cni_ipam.store import NetworkStore
+    from cni_ipam.plugin.ranges import RangeSet
+    from cni_ipam.store.network import NetworkStore
 
 POOL_KEYS = ("name", "blockSize", "blockSizeIPv6", "nodeName", "etcd", "verifyInterval", "keepBlocks")
 ETCD_KEYS = ("endpoints", "caFile", "certFile", "keyFile", "username", "passwordFile", "prefix", "timeout")
@@ -119,7 +119,7 @@ def node_key(prefix: str, pool: str, node: str) -> bytes:
     return nodes_prefix(prefix, pool) + node.encode()
 
 
-def parse_block_key(prefix: str, pool: str, key: bytes) -> "Optional[str]":
+def parse_block_key(prefix: str, pool: str, key: bytes) -> str | None:
     """The CIDR a block key names (canonical form), or None for any other key."""
     head = blocks_prefix(prefix, pool)
     if not key.startswith(head):
@@ -131,7 +131,7 @@ def parse_block_key(prefix: str, pool: str, key: bytes) -> "Optional[str]":
     return str(net) if str(net) == key[len(head):].decode("ascii") else None
 
 
-def decode_json(value: "Optional[bytes]") -> "Optional[dict]":
+def decode_json(value: bytes | None) -> dict | None:
     """A block claim or node record as a dict; None when absent or not a JSON object."""
     if not value:
         return None
@@ -150,7 +150,7 @@ def claim_value(node: str, network: str, claim_id: str, now: float) -> bytes:
 class EtcdSettings:
     __slots__ = ("endpoints", "ca_file", "cert_file", "key_file", "username", "password_file", "prefix", "timeout")
 
-    def __init__(self, **kw: "Any") -> None:
+    def __init__(self, **kw: Any) -> None:
         for key in self.__slots__:
             setattr(self, key, kw[key])
 
@@ -158,7 +158,7 @@ class EtcdSettings:
         return {k: getattr(self, k) for k in self.__slots__}
 
     @classmethod
-    def from_json(cls, doc: "Any") -> "Optional[EtcdSettings]":
+    def from_json(cls, doc: Any) -> EtcdSettings | None:
         if not isinstance(doc, dict) or any(k not in doc for k in cls.__slots__):
             return None
         try:
@@ -174,7 +174,7 @@ class PoolConfig:
 
     __slots__ = ("name", "block_sizes", "node", "etcd", "verify_interval", "keep_blocks")
 
-    def __init__(self, **kw: "Any") -> None:
+    def __init__(self, **kw: Any) -> None:
         for key in self.__slots__:
             setattr(self, key, kw[key])
 
@@ -189,7 +189,7 @@ def valid_node_name(name: str) -> bool:
     return True
 
 
-def node_name(raw: "Optional[str]") -> str:
+def node_name(raw: str | None) -> str:
     """``pool.nodeName``, else ``KUBERNETES_NODE_NAME`` / ``NODE_NAME``, else the host name (the
     same order as usePodCidr's ``podCidr.nodeName``)."""
     if raw:
@@ -207,7 +207,7 @@ def node_name(raw: "Optional[str]") -> str:
     return host
 
 
-def _number(key: str, value: "Any", default: float, low: float, high: float) -> float:
+def _number(key: str, value: Any, default: float, low: float, high: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
@@ -215,7 +215,7 @@ def _number(key: str, value: "Any", default: float, low: float, high: float) -> 
     return float(value)
 
 
-def _path(key: str, value: "Any") -> "Optional[str]":
+def _path(key: str, value: Any) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
@@ -223,7 +223,7 @@ def _path(key: str, value: "Any") -> "Optional[str]":
     return value
 
 
-def _object(key: str, raw: "Any", known: "Tuple[str, ...]", what: str) -> dict:
+def _object(key: str, raw: Any, known: tuple[str, ...], what: str) -> dict:
     """``raw`` as an object with only ``known`` keys, else code 7 naming ``key``."""
     if not isinstance(raw, dict):
         raise config_error(key, raw, f"must be an object with {what}")
@@ -233,7 +233,7 @@ def _object(key: str, raw: "Any", known: "Tuple[str, ...]", what: str) -> dict:
     return raw
 
 
-def _parse_etcd(raw: "Any") -> EtcdSettings:
+def _parse_etcd(raw: Any) -> EtcdSettings:
     _object("ipam.pool.etcd", raw, ETCD_KEYS, "endpoints")
     endpoints = raw.get("endpoints")
     if isinstance(endpoints, str):
@@ -270,7 +270,7 @@ def _parse_etcd(raw: "Any") -> EtcdSettings:
     )
 
 
-def parse_pool(ipam: dict, range_sets: "List[RangeSet]") -> PoolConfig:
+def parse_pool(ipam: dict, range_sets: list[RangeSet]) -> PoolConfig:
     """Validate ``ipam.pool`` against the network's range sets (code 7, naming the key)."""
     raw = _object("ipam.pool", ipam.get("pool"), POOL_KEYS, "name, blockSize and etcd")
     name = raw.get("name")
@@ -319,7 +319,7 @@ def block_cidr(version: int, lo: int, prefixlen: int) -> str:
     return f"{_make(version)(lo)}/{prefixlen}"
 
 
-def block_bounds(cidr: str) -> "Tuple[int, int, int]":
+def block_bounds(cidr: str) -> tuple[int, int, int]:
     """(version, first, last) of a block CIDR."""
     net = ipaddress.ip_network(cidr)
     return net.version, int(net.network_address), int(net.broadcast_address)
@@ -332,7 +332,7 @@ def block_of(addr, prefixlen: int) -> str:
     return block_cidr(addr.version, int(addr) - int(addr) % step, prefixlen)
 
 
-def block_start_runs(rset: "RangeSet", prefixlen: int) -> "List[range]":
+def block_start_runs(rset: RangeSet, prefixlen: int) -> list[range]:
     """First addresses (ints) of the blocks that meet the set's ranges, as ascending, disjoint
     ``range`` objects: a pool of /32 blocks over a /16 is one ``range``, not 65,536 ints."""
     bits = 32 if rset.version == 4 else 128
@@ -350,12 +350,12 @@ def block_start_runs(rset: "RangeSet", prefixlen: int) -> "List[range]":
     return runs
 
 
-def set_block_starts(rset: "RangeSet", prefixlen: int) -> "List[int]":
+def set_block_starts(rset: RangeSet, prefixlen: int) -> list[int]:
     """First address (int) of every block that meets one of the set's ranges, ascending."""
     return [lo for run in block_start_runs(rset, prefixlen) for lo in run]
 
 
-def free_blocks(rset: "RangeSet", prefixlen: int, taken, start: int = 0) -> "Iterator[str]":
+def free_blocks(rset: RangeSet, prefixlen: int, taken, start: int = 0) -> Iterator[str]:
     """CIDRs of the set's blocks not in ``taken`` (a set of CIDRs) that can hand out an address,
     lazily, beginning at the ``start``-th block (modulo) and wrapping round."""
     runs = block_start_runs(rset, prefixlen)
@@ -375,10 +375,10 @@ def free_blocks(rset: "RangeSet", prefixlen: int, taken, start: int = 0) -> "Ite
             yield cidr
 
 
-def block_pieces(rset: "RangeSet", cidr: str) -> list:
+def block_pieces(rset: RangeSet, cidr: str) -> list:
     """The pool's ranges clipped to one block: ``Range`` objects keeping their subnet, gateway and
     exclusions, so the gateway and excluded addresses are never handed out from any block."""
-    from cni_ipam.ranges import Range
+    from cni_ipam.plugin.ranges import Range
 
     version, lo, hi = block_bounds(cidr)
     out = []
@@ -388,13 +388,13 @@ def block_pieces(rset: "RangeSet", cidr: str) -> list:
     return out
 
 
-def block_capacity(rset: "RangeSet", cidr: str) -> int:
+def block_capacity(rset: RangeSet, cidr: str) -> int:
     return sum(p.size() for p in block_pieces(rset, cidr))
 
 
-def held_range_set(rset: "RangeSet", cidrs: "List[str]") -> "Optional[RangeSet]":
+def held_range_set(rset: RangeSet, cidrs: list[str]) -> RangeSet | None:
     """A RangeSet made of the given blocks' pieces (what the allocator may hand out), or None."""
-    from cni_ipam.ranges import RangeSet
+    from cni_ipam.plugin.ranges import RangeSet
 
     pieces = [p for cidr in cidrs for p in block_pieces(rset, cidr)]
     return RangeSet(pieces) if pieces else None
@@ -414,7 +414,7 @@ def used_in_block(net_dir_fd: int, cidr: str) -> int:
             except OSError:
                 pass
         return count
-    from cni_ipam.store import parse_ip_name
+    from cni_ipam.store.layout import parse_ip_name
 
     count = 0
     for name in os.listdir(net_dir_fd):
@@ -431,14 +431,14 @@ class ClusterStore:
     would implement the same five methods.  Every method raises ``CniError`` 11 when the engine
     cannot be reached in time."""
 
-    def blocks(self) -> "Dict[str, Tuple[dict, int]]":  # pragma: no cover - interface
+    def blocks(self) -> dict[str, tuple[dict, int]]:  # pragma: no cover - interface
         """Every claimed block of the pool: cidr -> (claim, revision)."""
         raise NotImplementedError
 
-    def get_block(self, cidr: str) -> "Optional[Tuple[dict, int]]":  # pragma: no cover
+    def get_block(self, cidr: str) -> tuple[dict, int] | None:  # pragma: no cover
         raise NotImplementedError
 
-    def claim(self, cidr: str, family: int, block_size: int, claim: bytes, record: bytes, spec: bytes) -> "Tuple[str, int]":  # pragma: no cover
+    def claim(self, cidr: str, family: int, block_size: int, claim: bytes, record: bytes, spec: bytes) -> tuple[str, int]:  # pragma: no cover
         """Create the block's claim if absent: ("ok", revision) | ("taken", 0) | ("grid", actual size)."""
         raise NotImplementedError
 
@@ -446,7 +446,7 @@ class ClusterStore:
         """Delete the claim if its revision is still ``revision``; publish ``record`` with it."""
         raise NotImplementedError
 
-    def publish(self, record: bytes, verify: "List[str]") -> "Dict[str, Optional[Tuple[dict, int]]]":  # pragma: no cover
+    def publish(self, record: bytes, verify: list[str]) -> dict[str, tuple[dict, int] | None]:  # pragma: no cover
         """Write the node record and read the ``verify`` blocks, in one round trip."""
         raise NotImplementedError
 
@@ -562,7 +562,7 @@ class EtcdStore(ClusterStore):
         from cni_ipam.cluster.etcd import op_get, op_put
 
         node = node_key(self.settings.prefix, self.pool, self.node)
-        out: "Dict[str, Optional[Tuple[dict, int]]]" = {}
+        out: dict[str, tuple[dict, int] | None] = {}
         # etcd allows 128 operations per txn (--max-txn-ops): the put, then the reads in chunks
         for first in range(0, max(len(verify), 1), TXN_READS):
             chunk = verify[first:first + TXN_READS]
@@ -578,10 +578,10 @@ class EtcdStore(ClusterStore):
 class Record:
     """``.cni-ipam/pool.json``: what this node holds.  Read and written under the network lock."""
 
-    def __init__(self, doc: "Optional[dict]") -> None:
+    def __init__(self, doc: dict | None) -> None:
         doc = doc if isinstance(doc, dict) and doc.get("v") == _RECORD_VERSION else {}
-        self.blocks: "List[dict]" = [b for b in _list(doc.get("blocks")) if _good_block_entry(b)]
-        self.pending: "List[dict]" = [b for b in _list(doc.get("pending")) if isinstance(b, dict) and isinstance(b.get("cidr"), str)
+        self.blocks: list[dict] = [b for b in _list(doc.get("blocks")) if _good_block_entry(b)]
+        self.pending: list[dict] = [b for b in _list(doc.get("pending")) if isinstance(b, dict) and isinstance(b.get("cidr"), str)
                                       and _valid_cidr(b["cidr"]) and isinstance(b.get("set", 0), int)]
         self.pool = doc.get("pool") if isinstance(doc.get("pool"), str) else None
         self.node = doc.get("node") if isinstance(doc.get("node"), str) else None
@@ -596,22 +596,22 @@ class Record:
         self.dirty = False
 
     @classmethod
-    def load(cls, store: "NetworkStore") -> "Record":
+    def load(cls, store: NetworkStore) -> Record:
         data = store.read_meta(RECORD_FILE)
         return cls(decode_json(data))
 
-    def save(self, store: "NetworkStore") -> None:
+    def save(self, store: NetworkStore) -> None:
         doc = {"v": _RECORD_VERSION, "pool": self.pool, "node": self.node, "network": self.network, "etcd": self.etcd,
                "blocks": self.blocks, "pending": self.pending, "verified": self.verified, "published": self.published,
                "etcdFailed": self.etcd_failed, "keepBlocks": self.keep, "verifyInterval": self.interval}
         store.write_meta(RECORD_FILE, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
         self.dirty = False
 
-    def held(self, set_idx: int) -> "List[str]":
+    def held(self, set_idx: int) -> list[str]:
         """CIDRs this node may hand out from in range set ``set_idx`` (conflicts excluded)."""
         return sorted((b["cidr"] for b in self.blocks if b["set"] == set_idx and b.get("state", "held") == "held"), key=_cidr_key)
 
-    def entry(self, cidr: str) -> "Optional[dict]":
+    def entry(self, cidr: str) -> dict | None:
         return next((b for b in self.blocks if b["cidr"] == cidr), None)
 
     def add(self, cidr: str, set_idx: int, revision: int, now: float) -> None:
@@ -626,11 +626,11 @@ class Record:
         self.dirty = True
 
 
-def _list(value: "Any") -> list:
+def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _good_block_entry(b: "Any") -> bool:
+def _good_block_entry(b: Any) -> bool:
     return (isinstance(b, dict) and isinstance(b.get("cidr"), str) and isinstance(b.get("set"), int)
             and isinstance(b.get("rev"), int) and _valid_cidr(b["cidr"]))
 
@@ -642,12 +642,12 @@ def _valid_cidr(text: str) -> bool:
         return False
 
 
-def _cidr_key(cidr: str) -> "Tuple[int, int]":
+def _cidr_key(cidr: str) -> tuple[int, int]:
     version, lo, _ = block_bounds(cidr)
     return version, lo
 
 
-def _float(value: "Any") -> float:
+def _float(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
@@ -656,7 +656,7 @@ class _SetView:
     """The store seen by the allocator for one range set: cursor index 0 maps to ``idx``, so
     allocating set by set keeps each set's own ``last_reserved_ip.<idx>``."""
 
-    def __init__(self, store: "NetworkStore", idx: int) -> None:
+    def __init__(self, store: NetworkStore, idx: int) -> None:
         self._store = store
         self._idx = idx
 
@@ -673,8 +673,8 @@ class _SetView:
 class Session:
     """The pool side of one ADD, DEL, GC or STATUS call on one node, under the network lock."""
 
-    def __init__(self, store: "NetworkStore", network: str, pool: "Optional[PoolConfig]", range_sets=None,
-                 record: "Optional[Record]" = None, now: "Optional[float]" = None) -> None:
+    def __init__(self, store: NetworkStore, network: str, pool: PoolConfig | None, range_sets=None,
+                 record: Record | None = None, now: float | None = None) -> None:
         self.store = store
         self.network = network
         self.cfg = pool
@@ -697,7 +697,7 @@ class Session:
         else:
             self.pool_name, self.node = rec.pool, rec.node
             settings = EtcdSettings.from_json(rec.etcd)
-        self.backend: "Optional[ClusterStore]" = (
+        self.backend: ClusterStore | None = (
             EtcdStore(settings, self.pool_name, self.node) if settings is not None and self.pool_name and self.node else None
         )
 
@@ -763,7 +763,7 @@ class Session:
         rec.verified = self.now
         rec.dirty = True
 
-    def apply_seen(self, cidr: str, got: "Optional[Tuple[dict, int]]") -> None:
+    def apply_seen(self, cidr: str, got: tuple[dict, int] | None) -> None:
         rec = self.record
         entry = rec.entry(cidr)
         if entry is None:
@@ -801,7 +801,7 @@ class Session:
             rec.dirty = True
 
     # ------------------------------------------------------------------ claims
-    def claim(self, idx: int, want: "Optional[str]" = None) -> None:
+    def claim(self, idx: int, want: str | None = None) -> None:
         """Get one more block for range set ``idx`` (``want``: that block, for a requested IP).
         Adopts a block etcd shows as this node's (a claim whose local record was lost) first."""
         rset = self.range_sets[idx]
@@ -882,13 +882,13 @@ class Session:
         return False
 
     # ------------------------------------------------------------------ returning blocks
-    def release_empty(self, force: bool = False) -> "List[str]":
+    def release_empty(self, force: bool = False) -> list[str]:
         """Return emptied blocks to the pool (each set keeps ``keepBlocks`` blocks).  Skipped for
         ``ETCD_RETRY_AFTER`` seconds after etcd failed, unless ``force``.  Never raises for etcd."""
         rec = self.record
         keep = self.cfg.keep_blocks if self.cfg is not None else rec.keep
-        empty: "List[dict]" = []
-        by_set: "Dict[int, List[dict]]" = {}
+        empty: list[dict] = []
+        by_set: dict[int, list[dict]] = {}
         for b in rec.blocks:
             if b.get("state") == "conflict":
                 if not used_in_block(self.store.dir_fd, b["cidr"]):
@@ -947,10 +947,10 @@ def _warn(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- entry points (plugin)
-def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
+def allocate(store: NetworkStore, cfg, cid: str, ifname: str) -> list:
     """ADD in a pool: one address per range set, from this node's blocks, claiming a block only
     when the held ones are full (or a requested address lies in a free block)."""
-    from cni_ipam import allocator
+    from cni_ipam.plugin import allocator
 
     session = Session(store, cfg.name, cfg.pool, cfg.range_sets)
     rec = session.record
@@ -968,13 +968,13 @@ def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
                 session._failed()
                 _warn(f"pool {session.pool_name}: could not re-verify this node's blocks (serving from them meanwhile): {exc.msg}")
         # Requested addresses: each must be in the pool; its block is ours, or free (claim it).
-        wanted: "Dict[int, list]" = {}
+        wanted: dict[int, list] = {}
         for ip in dict.fromkeys(cfg.requested):
             idx = next((i for i, r in enumerate(cfg.range_sets) if r.contains(ip)), None)
             if idx is None:
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is not in pool {session.pool_name}", "no range set contains it")
             rng = cfg.range_sets[idx].range_for(ip)
-            if ip == rng.gateway or rng.is_excluded(ip) or rng.unusable(int(ip)):  # before any claim
+            if not rng.can_hand_out(ip):  # a gateway, excluded or special address: before any claim
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {ip} is a gateway, excluded or reserved in pool {session.pool_name}",
                                f"range set {idx}")
             cidr = block_of(ip, cfg.pool.block_sizes[idx])
@@ -1014,7 +1014,7 @@ def allocate(store: "NetworkStore", cfg, cid: str, ifname: str) -> list:
             session.close()
 
 
-def after_release(store: "NetworkStore", pool_cfg: "Optional[PoolConfig]" = None, range_sets=None, force: bool = False) -> "List[str]":
+def after_release(store: NetworkStore, pool_cfg: PoolConfig | None = None, range_sets=None, force: bool = False) -> list[str]:
     """DEL / GC: return emptied blocks to the pool (when etcd answers) and publish usage now and
     then.  Uses the local record's etcd settings when ``pool_cfg`` is None; never fails the call."""
     try:
@@ -1044,7 +1044,7 @@ def after_release(store: "NetworkStore", pool_cfg: "Optional[PoolConfig]" = None
         return []
 
 
-def status_problem(cfg) -> "Optional[str]":
+def status_problem(cfg) -> str | None:
     """STATUS: why an ADD could not succeed now, or None.  No etcd call while held blocks have room."""
     net_dir = os.path.join(cfg.data_dir, cfg.name)
     if not os.path.isdir(net_dir):
@@ -1085,9 +1085,9 @@ def status_problem(cfg) -> "Optional[str]":
             os.close(fd)
 
 
-def _read_record_at(net_dir: str) -> "Optional[bytes]":
+def _read_record_at(net_dir: str) -> bytes | None:
     """pool.json read without the lock (STATUS is advisory); never follows a symlink."""
-    from cni_ipam.store import META_DIR
+    from cni_ipam.store.layout import META_DIR
 
     try:
         fd = os.open(os.path.join(net_dir, META_DIR, RECORD_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

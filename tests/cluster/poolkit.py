@@ -40,14 +40,15 @@ def call(command: str, conf: dict, cid: str, ifname: str = "eth0", **kw):
 
 def call_inproc(command: str, conf: dict, cid: str, ifname: str = "eth0", cni_args: str = ""):
     """One call in this process (for counting etcd round trips): (rc, parsed JSON)."""
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.__main__ import VERBS
+    from cni_ipam.plugin.skel import plugin_main
 
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_NETNS": "/var/run/netns/none",
            "CNI_PATH": "/usr/lib/cni"}
     if cni_args:
         env["CNI_ARGS"] = cni_args
     out = io.StringIO()
-    rc = plugin_main(env, json.dumps(conf).encode(), out)
+    rc = plugin_main(VERBS, env, json.dumps(conf).encode(), out)
     text = out.getvalue()
     return rc, (json.loads(text) if text.strip() else None)
 

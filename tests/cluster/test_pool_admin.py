@@ -398,7 +398,7 @@ def test_admin_etcd_credentials_from_the_command_line(etcd_auth, tmp_path, capsy
 ])
 def test_grid_capacities_match_the_pool_block_math(ranges, size):
     """The view's shortcut (only edge blocks are computed) agrees with cluster.pool's block math."""
-    from cni_ipam import config
+    from cni_ipam.plugin import netconf as config
 
     cfg = config.load({"cniVersion": "1.0.0", "name": "n", "type": "bridge",
                        "ipam": {"type": "cni-ipam", "ranges": [ranges]}}, {})

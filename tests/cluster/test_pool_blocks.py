@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.cluster import pool
 from cni_ipam.errors import CniError
 
@@ -21,7 +21,7 @@ def rset(*ranges, exclude=None):
 def addrs(rs, cidr):
     out = []
     for piece in pool.block_pieces(rs, cidr):
-        from cni_ipam.ranges import RangeSet
+        from cni_ipam.plugin.ranges import RangeSet
 
         out += [str(a) for a, _ in RangeSet([piece]).candidates(None)]
     return out

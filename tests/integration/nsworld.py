@@ -20,7 +20,7 @@ from tests.helpers import ROOT, plugin_argv
 PRELUDE = r'''
 import json, os, subprocess, sys, time
 sys.path.insert(0, %(root)r)
-from cni_ipam import nsscan
+from cni_ipam.plugin import nsscan
 
 def spawn(*argv, **kw):
     return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, **kw)

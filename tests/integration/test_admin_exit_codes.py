@@ -1,4 +1,4 @@
-"""The admin commands' exit codes, run as processes: one table (cni_ipam.options.EXIT_CODES),
+"""The admin commands' exit codes, run as processes: one table (cni_ipam.admin.options.EXIT_CODES),
 printed in the README, and the shared mistakes (usage, a mistyped --data-dir) giving the same code
 in every command."""
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cni_ipam import options
+from cni_ipam.admin import options
 from tests.helpers import ROOT
 
 

@@ -42,12 +42,12 @@ SOURCE_ARGV = [sys.executable, "-m", "cni_ipam"]
 # Modules the plugin path must not load at start-up (ARCHITECTURE.md), plus the ones the build trims.
 FORBIDDEN_ON_PLUGIN_PATH = ("re", "enum", "typing", "dataclasses", "logging", "subprocess", "urllib", "http", "ssl",
                             "asyncio", "pyroute2", "yaml", "inspect", "zipfile", "ast", "pathlib", "ctypes", "signal",
-                            "argparse", "cni_ipam.cli")
+                            "argparse", "cni_ipam.admin.cli")  # and any other cni_ipam.admin module (below)
 
 
 # ------------------------------------------------------------------------------------- the build
 def _newest_source_mtime() -> float:
-    paths = glob.glob(os.path.join(ROOT, "cni_ipam", "*.py")) + glob.glob(os.path.join(ROOT, "packaging", "*"))
+    paths = glob.glob(os.path.join(ROOT, "cni_ipam", "**", "*.py"), recursive=True) + glob.glob(os.path.join(ROOT, "packaging", "*"))
     return max(os.path.getmtime(p) for p in paths)
 
 
@@ -126,7 +126,7 @@ def test_version_and_admin_version(built_exe):
 
 
 def test_admin_commands_are_in_the_bundle(built_exe, work):
-    from cni_ipam.cli import COMMANDS
+    from cni_ipam.admin.cli import COMMANDS
 
     for cmd, (module, _) in COMMANDS.items():
         if not os.path.exists(os.path.join(ROOT, *module.split(".")) + ".py"):
@@ -223,12 +223,12 @@ def test_plugin_path_imports_stay_lean(built_exe, work):
         lines = [line for line in err.splitlines() if line.startswith("cni-ipam modules:")]
         assert lines, f"no module list on stderr: {err[-500:]}"
         loaded = set(lines[-1].split(":", 1)[1].split())
-        assert "cni_ipam.protocol" in loaded
+        assert "cni_ipam.plugin.skel" in loaded
         bad = sorted(m for m in loaded if m in FORBIDDEN_ON_PLUGIN_PATH or m.split(".")[0] in FORBIDDEN_ON_PLUGIN_PATH
-                     and m.split(".")[0] != "cni_ipam")
+                     and m.split(".")[0] != "cni_ipam" or m == "cni_ipam.admin" or m.startswith("cni_ipam.admin."))
         assert not bad, f"{command} imported {bad}"
         if command == "ADD":
-            assert "cni_ipam.store" in loaded and "ipaddress" in loaded
+            assert "cni_ipam.store.network" in loaded and "ipaddress" in loaded
 
 
 # ------------------------------------------------------------------------------------- fastjson

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from cni_ipam.store import NetworkStore, owner_key, read_boot_id
+from cni_ipam.store.layout import owner_key, read_boot_id
+from cni_ipam.store.network import NetworkStore
 from tests.helpers import ROOT, have_host_local, have_ip_tool, is_root, plugin_argv, run_host_local, run_plugin
 
 pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")

@@ -151,7 +151,7 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
     rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
     net = json.loads(out)["networks"][0]
     # gone only when the node's /proc can be read whole (issue 11); some sandboxes hide their pid 1
-    from cni_ipam import nsscan
+    from cni_ipam.plugin import nsscan
 
     sure = nsscan.scan([(nsscan.nsfs_device(), 1)]).sure
     expected = ("stranded", "netns-gone") if sure else ("unknown", "netns-unsure")

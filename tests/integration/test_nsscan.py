@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from cni_ipam import nsscan
+from cni_ipam.plugin import nsscan
 from tests.integration.nsworld import run_world
 
 pytestmark = pytest.mark.usefixtures("need_root")
@@ -107,7 +107,7 @@ def test_unreadable_process_makes_the_scan_unsure():
         ns = netns_of(a.pid)
         kill(a)
         other = spawn("sleep", "600")  # root's: unreadable to nobody
-        code = ("import sys,json; sys.path.insert(0,%r); from cni_ipam import nsscan; "
+        code = ("import sys,json; sys.path.insert(0,%r); from cni_ipam.plugin import nsscan; "
                 "r=nsscan.scan([(%d,%d)], node_pidns=True); print(json.dumps([r.sure, r.problems]))" % (sys.path[0], ns[0], ns[1]))
         p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
                            capture_output=True, text=True)

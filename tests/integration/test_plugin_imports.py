@@ -17,11 +17,9 @@ from tests.helpers import ROOT
 
 FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "pyroute2", "yaml", "prometheus_client",
              "ssl", "http", "urllib", "asyncio")
-ADMIN_MODULES = ("cni_ipam.cli", "cni_ipam.gc_cli", "cni_ipam.report", "cni_ipam.metrics", "cni_ipam.lint",
-                 "cni_ipam.plan", "cni_ipam.options")
-# The GC verb records its pass for `cni-ipam metrics` with liveness.record_gc_stats (issue 15: that
-# I/O moves beside the store); every other verb must not load cni_ipam.liveness.
-LIVENESS = "cni_ipam.liveness"
+# No verb loads the admin package (cli, gc, show, metrics, lint, plan, options, liveness, runtimes):
+# the GC verb and the ADD heal record their passes through cni_ipam.store.gcstats.
+ADMIN_PACKAGE = "cni_ipam.admin"
 # The modules still loaded at exit are listed too: importtime also logs an import that failed
 # (CHECK tries pyroute2, which -S hides), and a failed import loaded nothing.
 ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); from cni_ipam.__main__ import main; rc = main(); "
@@ -57,8 +55,8 @@ def test_every_verb_imports_only_what_it_needs(tmp_path):
     assert not os.listdir(os.path.join(tmp_path, "imp-net")) or all(
         not n[0].isdigit() for n in os.listdir(os.path.join(tmp_path, "imp-net"))), "GC/DEL left a reservation"
     for command, loaded in seen.items():
-        assert "cni_ipam.protocol" in loaded, (command, sorted(loaded))  # the log was read at all
-        bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN or m in ADMIN_MODULES
-                     or (m == LIVENESS and command != "GC"))
+        assert "cni_ipam.plugin.skel" in loaded, (command, sorted(loaded))  # the log was read at all
+        bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN or m == ADMIN_PACKAGE
+                     or m.startswith(ADMIN_PACKAGE + "."))
         assert not bad, f"{command} imported {bad}"
-    assert "cni_ipam.store" in seen["ADD"] and "cni_ipam.gc" in seen["GC"] and "cni_ipam.plugin" not in seen["VERSION"]
+    assert "cni_ipam.store.network" in seen["ADD"] and "cni_ipam.plugin.verbs" in seen["GC"] and "cni_ipam.plugin.verbs" not in seen["VERSION"]

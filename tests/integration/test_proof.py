@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni_ipam import proof
+from cni_ipam.plugin import proof
 from tests.integration.nsworld import run_world
 
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -38,7 +38,7 @@ def test_namespace_proofs_with_real_holders(tmp_path):
     plain = tmp_path / "plain"
     plain.write_text("")
     (out,) = run_world(f'''
-        from cni_ipam import proof
+        from cni_ipam.plugin import proof
         live = spawn("unshare", "--net", "sleep", "600")
         dead = spawn("unshare", "--net", "sleep", "600")
         moved = spawn("unshare", "--net", "sleep", "600")

@@ -141,7 +141,7 @@ def gc_conf(conf, keep):
 
 def have_gc():
     try:
-        from cni_ipam import gc  # noqa: F401
+        from cni_ipam.plugin import verbs as gc  # noqa: F401
     except ImportError:
         return False
     return hasattr(gc, "cmd_gc")

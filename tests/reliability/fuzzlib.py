@@ -269,7 +269,7 @@ def stdin_strategy(draw, box):
 # --------------------------------------------------------------------------- the oracle
 def have_gc():
     try:
-        from cni_ipam import gc  # noqa: F401
+        from cni_ipam.plugin import verbs as gc  # noqa: F401
     except ImportError:
         return False
     return True
@@ -286,7 +286,7 @@ def allowed_dirs(box, stdin):
     name = conf.get("name")
     ipam = conf.get("ipam") if isinstance(conf.get("ipam"), dict) else {}
     data_dir = ipam.get("dataDir")
-    from cni_ipam import config
+    from cni_ipam.plugin import netconf as config
 
     if data_dir in (None, ""):
         data_dir = config.DEFAULT_DATA_DIR
@@ -381,11 +381,12 @@ def check_tree(box, stdin, before):
 
 
 def run_one_inproc(box, environ, stdin):
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.__main__ import VERBS
+    from cni_ipam.plugin.skel import plugin_main
 
     before = tree_snapshot(box.root, skip=[p for p in [allowed_dirs(box, stdin)[0]] if p])
     out = io.StringIO()
-    rc = plugin_main(dict(environ), stdin, out)
+    rc = plugin_main(VERBS, dict(environ), stdin, out)
     _tally(environ, rc, out.getvalue())
     return check_call(box, environ, stdin, rc, out.getvalue(), before=before)
 

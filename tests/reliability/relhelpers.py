@@ -3,8 +3,8 @@
 * ``inspect_network`` - an independent reader of the on-disk contract that lists every problem a
   network directory can have: empty/partial/foreign reservation files, stray or temporary files,
   symlinks, an owner index that claims to be current but is not, an owner with two addresses in one
-  range set.  It never trusts ``cni_ipam.store``: it re-implements the freshness rule itself.
-* ``run_inproc`` - one CNI call through ``cni_ipam.protocol.plugin_main`` in this process (fast).
+  range set.  It never trusts ``cni_ipam.store.network``: it re-implements the freshness rule itself.
+* ``run_inproc`` - one CNI call through ``cni_ipam.plugin.skel.plugin_main`` in this process (fast).
 * ``kill_argv`` / ``count_ops`` - run the real plugin under ``killwrap.py``, which SIGKILLs it just
   before its N-th file-system mutation (crash injection without a hook in the core).
 * ``Storm`` - the concurrency storm: many processes (ours and Debian's host-local) doing random
@@ -53,11 +53,12 @@ def cni_env(command, container_id="c1", ifname="eth0", netns="/var/run/netns/rel
 
 def run_inproc(command, conf, **kw):
     """One call through the real entry point in this process: (exit status, parsed JSON or None, raw)."""
-    from cni_ipam.protocol import plugin_main
+    from cni_ipam.__main__ import VERBS
+    from cni_ipam.plugin.skel import plugin_main
 
     out = io.StringIO()
     data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-    rc = plugin_main(cni_env(command, **kw), data, out)
+    rc = plugin_main(VERBS, cni_env(command, **kw), data, out)
     raw = out.getvalue()
     try:
         parsed = json.loads(raw) if raw.strip() else None

@@ -1,5 +1,5 @@
 """Hostile input through the real entry point: property-based fuzzing (hypothesis) of stdin and every
-CNI_* variable, in-process through ``cni_ipam.protocol.plugin_main`` (fast) and a smaller sample
+CNI_* variable, in-process through ``cni_ipam.plugin.skel.plugin_main`` (fast) and a smaller sample
 through the real executable; plus fixed cases for path traversal, symlinked/odd data directories,
 symlinks planted in the network directory, huge input, invalid UTF-8, NaN and deep nesting.
 
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from tests.helpers import plugin_argv
 from tests.reliability import fuzzlib
 from tests.reliability.conftest import size

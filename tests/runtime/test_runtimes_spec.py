@@ -1,10 +1,11 @@
-"""cni_ipam.runtimes without a runtime: spec parsing and the rules that make an answer usable."""
+"""cni_ipam.admin.runtimes without a runtime: spec parsing and the rules that make an answer usable."""
 
 import os
 
 import pytest
 
-from cni_ipam import liveness, runtimes
+from cni_ipam.admin import liveness
+from cni_ipam.admin import runtimes
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from cni_ipam import allocator, config
+from cni_ipam.plugin import allocator
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import (
     DUPLICATE_ALLOCATION,
     RANGE_EXHAUSTED,
@@ -13,7 +14,7 @@ from cni_ipam.errors import (
     REQUESTED_IP_TAKEN,
     CniError,
 )
-from cni_ipam.store import NetworkStore
+from cni_ipam.store.network import NetworkStore
 
 IP = ipaddress.ip_address
 NET = "core-alloc"

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError
 
 IP = ipaddress.ip_address

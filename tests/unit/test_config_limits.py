@@ -12,7 +12,7 @@ import tracemalloc
 
 import pytest
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import INVALID_CONFIG, CniError
 
 IP = ipaddress.ip_address
@@ -104,7 +104,7 @@ def test_overlap_across_many_range_sets_is_found():
 
 
 def test_first_overlap_agrees_with_the_pairwise_check():
-    from cni_ipam.ranges import first_overlap
+    from cni_ipam.plugin.ranges import first_overlap
 
     rng = random.Random(16)
     for _ in range(400):

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from cni_ipam import liveness
-from cni_ipam.protocol import plugin_main
+from cni_ipam.store import gcstats
+from cni_ipam.__main__ import VERBS
+from cni_ipam.plugin.skel import plugin_main
 
 
 def conf(data_dir, name="gcnet", version="1.1.0", subnet="10.20.0.0/24", **extra):
@@ -24,7 +25,7 @@ def call(command, netconf, cid=None, ifname=None, netns="/var/run/netns/gc-unit"
     if cid is not None:
         env.update({"CNI_CONTAINERID": cid, "CNI_IFNAME": ifname or "eth0", "CNI_NETNS": netns})
     out = io.StringIO()
-    rc = plugin_main(env, json.dumps(netconf).encode(), out)
+    rc = plugin_main(VERBS, env, json.dumps(netconf).encode(), out)
     text = out.getvalue()
     return rc, (json.loads(text) if text.strip() else None)
 
@@ -65,7 +66,7 @@ def test_gc_releases_attachments_not_listed(tmp_path, three):
     assert (rc, out) == (0, None)
     assert reserved(tmp_path) == {ips[("c1", "eth0")]: "c1\r\neth0"}
     assert owners(tmp_path) == ["c1:eth0"]
-    stats = liveness.read_gc_stats(str(tmp_path), "gcnet")
+    stats = gcstats.read_gc_stats(str(tmp_path), "gcnet")
     assert (stats["lastRunSource"], stats["lastReleased"], stats["releasedTotal"]) == ("gc-verb", 2, 2)
     # idempotent: a second GC with the same list changes nothing
     assert gc(c, [{"containerID": "c1", "ifname": "eth0"}]) == (0, None)
@@ -158,7 +159,7 @@ def test_gc_keeps_going_past_errors(tmp_path, three):
     assert rc == 1 and out["code"] == 106
     assert ips[("c1", "eth0")] in out["details"] and "1 failed" in out["msg"] and "released 2" in out["msg"]
     assert list(reserved(tmp_path)) == [ips[("c1", "eth0")]]
-    assert liveness.read_gc_stats(str(tmp_path), "gcnet")["lastRunErrors"] == 1
+    assert gcstats.read_gc_stats(str(tmp_path), "gcnet")["lastRunErrors"] == 1
     # the next GC finishes the job
     assert gc(c, []) == (0, None)
     assert reserved(tmp_path) == {}

@@ -6,12 +6,20 @@ import os
 
 import pytest
 
-from cni_ipam import liveness as L
-from cni_ipam.store import NetworkStore, Reservation
+from cni_ipam.admin import liveness as L
+from cni_ipam.store import gcstats, snapshot
+from cni_ipam.store.layout import Reservation
+from cni_ipam.store.network import NetworkStore
 
 NOW = 1_800_000_000.0
 BOOT = "11111111-2222-3333-4444-555555555555"
 BOOT_TIME = NOW - 86400  # booted a day ago
+
+
+def scan_network(data_dir, network, checker, lock_timeout=30.0):
+    """What ``cni-ipam gc`` does for one network: classify its reservations under its lock."""
+    with NetworkStore(data_dir, network, lock_timeout, create=False) as store:
+        return L.scan_store(store, checker) if store.exists else []
 
 
 def checker(tmp_path, **kw):
@@ -186,7 +194,7 @@ def test_one_scan_per_network(tmp_path):
             s.save_owner(f"c{i}", "eth0", [ip], {"created": NOW - 7200, "bootId": BOOT, "netns": f"/gone/{i}",
                                                "netnsDev": NSFS, "netnsIno": 4026590000 + i})
     scan = FakeScan(held={(NSFS, 4026590001): "pid 9 (x) lives in it"})
-    found = L.scan_network(str(tmp_path), "net1", checker(tmp_path, scanner=scan))
+    found = scan_network(str(tmp_path), "net1", checker(tmp_path, scanner=scan))
     assert len(scan.calls) == 1 and len(scan.calls[0]) == 5
     assert [f.verdict.reason for f in found] == [L.NETNS_GONE, L.NETNS_ALIVE, L.NETNS_GONE, L.NETNS_GONE, L.NETNS_GONE]
 
@@ -269,7 +277,7 @@ def test_include_unknown_uses_lists_not_file_time(tmp_path):
 
 def test_classify_inputs(tmp_path):
     res = Reservation(ipaddress.ip_address("10.0.0.9"), "c1", "eth0", "/x")
-    v = L.classify(res, meta={"created": NOW - 3600, "bootId": "old"}, now=NOW, boot_id=BOOT, boot_time=BOOT_TIME)
+    v = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME).classify(res, meta={"created": NOW - 3600, "bootId": "old"})
     assert v.reason == L.PREVIOUS_BOOT
     f = L.Finding("n", res, {"created": NOW - 3600, "bootId": BOOT}, None, v)
     assert checker(tmp_path).classify(f).reason == L.NO_EVIDENCE
@@ -305,9 +313,9 @@ def _prefill(data_dir):
 
 def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
     # the store records seenBoot with the kernel's boot id: make it the checker's simulated one
-    monkeypatch.setattr("cni_ipam.store.read_boot_id", lambda path=None: BOOT)
+    monkeypatch.setattr("cni_ipam.store.network.read_boot_id", lambda path=None: BOOT)
     _prefill(tmp_path)
-    found = L.scan_network(str(tmp_path), "net1", checker(tmp_path))
+    found = scan_network(str(tmp_path), "net1", checker(tmp_path))
     assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]
     by_ip = {str(f.address): f for f in found}
     assert by_ip["10.1.0.2"].verdict.reason == L.PREVIOUS_BOOT
@@ -318,30 +326,30 @@ def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
     assert legacy.mtime is not None and legacy.created == legacy.mtime
     row = by_ip["10.1.0.2"].to_json(NOW)
     assert row["ageSeconds"] == 7200 and row["bootId"] == "previous" and row["state"] == "stranded"
-    assert L.scan_network(str(tmp_path), "absent", checker(tmp_path)) == []
+    assert scan_network(str(tmp_path), "absent", checker(tmp_path)) == []
     assert not (tmp_path / "absent").exists()
 
 
-def test_scan_data_dir_and_list_networks(tmp_path):
+def test_scan_every_network_and_list_networks(tmp_path):
     _prefill(tmp_path)
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "-bad").mkdir()
     os.symlink(tmp_path / "net1", tmp_path / "link")
-    assert L.list_networks(str(tmp_path)) == ["net1"]
-    assert L.list_networks(str(tmp_path / "missing")) == []
-    out = L.scan_data_dir(str(tmp_path), checker(tmp_path))
+    assert snapshot.list_networks(str(tmp_path)) == ["net1"]
+    assert snapshot.list_networks(str(tmp_path / "missing")) == []
+    out = {name: scan_network(str(tmp_path), name, checker(tmp_path)) for name in snapshot.list_networks(str(tmp_path))}
     assert list(out) == ["net1"] and len(out["net1"]) == 4
 
 
 def test_gc_stats_accumulate(tmp_path):
     _prefill(tmp_path)
-    assert L.read_gc_stats(str(tmp_path), "net1") == {}
-    L.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
-    s = L.read_gc_stats(str(tmp_path), "net1")
+    assert gcstats.read_gc_stats(str(tmp_path), "net1") == {}
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
+    s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert s["lastRun"] == NOW and s["lastRunApplied"] is False and "releasedTotal" not in s
-    L.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
-    L.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
-    s = L.read_gc_stats(str(tmp_path), "net1")
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
+    gcstats.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
+    s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
-    with open(L.gc_stats_path(str(tmp_path), "net1")) as fh:
+    with open(gcstats.gc_stats_path(str(tmp_path), "net1")) as fh:
         assert json.load(fh) == s

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from cni_ipam import config, kubeapi, podcidr
+from cni_ipam.plugin import netconf as config
+from cni_ipam.podcidr import kubeapi
+from cni_ipam.podcidr import sources as podcidr
 from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -223,9 +225,9 @@ def test_cache_hit_imports_no_yaml_tls_or_http(tmp_path, data_dir):
     write_cache(data_dir, "podcidr-n1", ["10.244.5.0/24"], refresh_in=100)
     conf = {"podCidr": {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "kc")}, "dataDir": data_dir}
     code = (
-        "import sys, json; from cni_ipam import podcidr;"
+        "import sys, json; from cni_ipam.podcidr import sources as podcidr;"
         f"print(podcidr.subnet_for('usePodCidr', json.loads({json.dumps(json.dumps(conf))}), {data_dir!r}));"
-        "print(sorted(m for m in ('yaml', 'ssl', 'http.client', 'cni_ipam.kubeapi', 'socket') if m in sys.modules))"
+        "print(sorted(m for m in ('yaml', 'ssl', 'http.client', 'cni_ipam.podcidr.kubeapi', 'socket') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "10.244.5.0/24"
@@ -442,7 +444,7 @@ def test_static_sources_refuse_what_no_node_can_hold(tmp_path, data_dir, cidrs):
 
 def run_resolve(data_dir, pod, placeholder="usePodCidr", timeout=10):
     code = (
-        "import json, sys; from cni_ipam import podcidr; from cni_ipam.errors import CniError\n"
+        "import json, sys; from cni_ipam.podcidr import sources as podcidr; from cni_ipam.errors import CniError\n"
         "try: print(podcidr.subnet_for(sys.argv[1], {'podCidr': json.loads(sys.argv[2])}, sys.argv[3]))\n"
         "except CniError as e: print('error', e.code, e.msg)\n"
     )

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni_ipam import protocol
+from cni_ipam.__main__ import VERBS
+from cni_ipam.plugin import skel as protocol
 from cni_ipam.errors import (
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,
@@ -41,7 +42,7 @@ def call(environ, stdin):
     out = io.StringIO()
     if isinstance(stdin, dict):
         stdin = json.dumps(stdin).encode()
-    status = protocol.plugin_main(environ, stdin, out)
+    status = protocol.plugin_main(VERBS, environ, stdin, out)
     text = out.getvalue()
     return status, (json.loads(text) if text.strip() else None)
 
@@ -210,7 +211,7 @@ DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 
 def test_every_json_example_in_the_doc_loads():
-    from cni_ipam import config
+    from cni_ipam.plugin import netconf as config
 
     with open(DOC, encoding="utf-8") as fh:
         text = fh.read()
@@ -234,7 +235,7 @@ def test_the_doc_error_table_matches_errors_py():
 
 def test_name_rules_shared_with_the_store():
     """The predicates the store applies to contents read from disk (issue 11 item 4)."""
-    from cni_ipam.protocol import ifname_problem, is_container_id
+    from cni_ipam.plugin.skel import ifname_problem, is_container_id
 
     assert is_container_id("abc-1.2_3") and not is_container_id("") and not is_container_id("a" * 1025)
     for bad in ("../x", "/etc/passwd", "..", "a/b", "a\0b", " a", "-a"):

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni_ipam import config
+from cni_ipam.plugin import netconf as config
 from cni_ipam.errors import INVALID_CONFIG, CniError
-from cni_ipam.ranges import Range, RangeSet
+from cni_ipam.plugin.ranges import Range, RangeSet
 
 IP = ipaddress.ip_address
 
@@ -239,3 +239,28 @@ def test_range_constructor_merges_exclusions():
     assert r.exclude == ((int(IP("10.0.0.10")), int(IP("10.0.0.31"))),)
     assert r.excluded_until(int(IP("10.0.0.12"))) == int(IP("10.0.0.31"))
     assert r.excluded_until(int(IP("10.0.0.9"))) == -1
+
+
+@settings(max_examples=200, deadline=None)
+@given(v4_range_sets(), st.lists(st.integers(0, 255), max_size=40))
+def test_can_hand_out_is_exactly_what_the_walk_yields(case, probes):
+    """RangeSet.can_hand_out (the one rule STATUS, show, lint and the pool use) agrees with the
+    allocator's walk: an address is handed out by the walk iff can_hand_out says so."""
+    ranges, _ = case
+    rset = range_sets([ranges])[0]
+    walked = {ip for ip, _ in rset.candidates(None)}
+    for value in probes + [int(r.start) & 0xFF for r in rset.ranges] + [int(r.end) & 0xFF for r in rset.ranges]:
+        ip = IP(f"10.5.0.{value}")
+        assert rset.can_hand_out(ip) == (ip in walked), (ip, rset)
+    assert not rset.can_hand_out(IP("fd00::1")) and not rset.can_hand_out(IP("10.6.0.1"))
+
+
+@pytest.mark.parametrize("subnet", ["10.0.0.0/24", "10.0.0.0/30", "fd00::/120", "fd00::/64"])
+def test_default_range_of_a_subnet_is_the_one_a_config_without_keys_gets(subnet):
+    net = ipaddress.ip_network(subnet)
+    parsed = range_sets([[{"subnet": subnet}]])[0].ranges[0]
+    default = Range.of_subnet(net)
+    assert (default.start, default.end, default.gateway) == (parsed.start, parsed.end, parsed.gateway)
+    assert default.is_default() and parsed.is_default() and default.size() == parsed.size()
+    assert default.start == int(net.network_address) + 1 and default.end == int(net.broadcast_address) - 1
+    assert not range_sets([[{"subnet": subnet, "rangeStart": str(net.network_address + 2)}]])[0].ranges[0].is_default()

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from cni_ipam import config
-from cni_ipam.protocol import SUPPORTED_VERSIONS
-from cni_ipam.result import IpamResult, addresses_in
+from cni_ipam.plugin import netconf as config
+from cni_ipam.plugin.skel import SUPPORTED_VERSIONS
+from cni_ipam.plugin.result import IpamResult, addresses_in
 
 IFACE = ipaddress.ip_interface
 IP = ipaddress.ip_address

@@ -9,17 +9,35 @@ import time
 
 import pytest
 
-from cni_ipam import plugin
+from cni_ipam.plugin import verbs as plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
-from cni_ipam.protocol import CniEnv
-from cni_ipam.store import NetworkStore, owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.plugin.skel import CniEnv
+from cni_ipam.store.layout import owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.store.network import NetworkStore
 
 IP = ipaddress.ip_address
 NET = "core-store"
 
 
+class WatchedStore(NetworkStore):
+    """The real store, watched: ``rebuilt_index`` is True when opening it rebuilt the owner index or
+    caught it up with a change someone else made (the index was not trusted as it was)."""
+
+    rebuilt_index = False
+
+    def rebuild_index(self) -> None:
+        super().rebuild_index()
+        self.rebuilt_index = True
+
+    def catch_up(self) -> bool:
+        changed = super().catch_up()
+        if changed:
+            self.rebuilt_index = True
+        return changed
+
+
 def store(tmp_path, **kw):
-    return NetworkStore(str(tmp_path), NET, kw.pop("timeout", 5), **kw)
+    return WatchedStore(str(tmp_path), NET, kw.pop("timeout", 5), **kw)
 
 
 def reserve(tmp_path, addr, cid="c1", ifname="eth0"):
@@ -168,7 +186,7 @@ def test_index_rebuilt_after_host_local_writes_a_file(tmp_path):
         assert s.rebuilt_index
         assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
         assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
-        assert s.owner_meta("c1", "eth0") == {"created": 1}  # our metadata survives a rebuild
+        assert s.owner_entry("c1", "eth0")["meta"] == {"created": 1}  # our metadata survives a rebuild
     with store(tmp_path) as s:
         assert not s.rebuilt_index  # once
     plugin.cmd_del(env("DEL", "hl-cid", "eth0"), conf(tmp_path))
@@ -317,7 +335,7 @@ def test_catch_up_does_not_trust_the_clock(tmp_path):
     state_path.write_text(json.dumps(state))
     with store(tmp_path) as s:
         assert s.owned_by("c1", "eth0") == [IP("10.0.0.6")]
-        assert s.owner_meta("c1", "eth0") == {}  # adopted: our metadata described the old file
+        assert s.owner_entry("c1", "eth0")["meta"] == {}  # adopted: our metadata described the old file
         assert s.release_owner("c1", "eth0") == [IP("10.0.0.6")]
     assert not (d / "10.0.0.6").exists()
 
@@ -344,8 +362,8 @@ def test_catch_up_reads_only_what_changed(tmp_path):
     with store(tmp_path) as s:
         assert s.rebuilt_index
         assert s.owned_by("hl", "eth0") == [IP("10.0.0.99")]
-        assert s.owner_meta("c3", "eth0") == {"created": 1}  # untouched files keep their metadata
-        assert s.owner_meta("c7", "eth0") == {}  # its inode changed (ctime): no longer provably ours
+        assert s.owner_entry("c3", "eth0")["meta"] == {"created": 1}  # untouched files keep their metadata
+        assert s.owner_entry("c7", "eth0")["meta"] == {}  # its inode changed (ctime): no longer provably ours
 
 
 @pytest.mark.parametrize("content", [b"../../outside\r\neth0", b"/etc/passwd", b"..", b"c1\r\n../x", b"a\0b\r\neth0",

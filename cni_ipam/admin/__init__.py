@@ -1,0 +1,1 @@
+"""Admin commands (gc, show, metrics, lint, plan): never imported by the plugin path."""

@@ -1,0 +1,671 @@
+"""``cni-ipam lint <files|dirs…>``: offline validation of network conf files that use cni-ipam.
+
+Reports, with the file and the key:
+
+* everything the plugin itself would reject (``config.load`` on each ipam section, the network name,
+  the cniVersion, the conflist structure libcni needs);
+* overlaps between the ranges of different networks, and with ``--service-cidr``,
+  ``--node-cidr``, ``--cidr`` (any other network to keep clear of); a range that crosses the edge of
+  ``--cluster-cidr``;
+* overlaps with the networks the host already has: its interface addresses and its routes (main
+  table), read with pyroute2 (imported only here), in the host's namespace or ``--netns NAME``;
+* exclude entries outside their range, gateways on the network/broadcast address, ranges with no
+  usable address, range sets smaller than ``--max-pods``, unknown keys (typos).
+
+Every finding of a file comes out in one run: a config error does not hide the next one (each range
+is validated on its own, then the range sets together, then the rest of the ipam section), and the
+valid ranges of a file with errors still take part in the overlap checks.
+
+``"subnet": "usePodCidr"`` is checked without the Kubernetes API: the pod CIDR comes from
+``--pod-cidr`` when given, otherwise the range is checked with a stand-in subnet and left out of the
+overlap checks.  Exit status: ``options.EXIT_CODES["lint"]`` (0 clean, 1 errors; 64 usage, 66 no
+conf file found).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import re
+import sys
+
+from cni_ipam.plugin import netconf as config
+from cni_ipam.admin import options
+from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, read_conf_file
+from cni_ipam.errors import CniError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Sequence
+
+    from cni_ipam.plugin.ranges import Range
+
+# Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
+L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
+KNOWN_IPAM_KEYS = (
+    "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
+    "resolvConf", "exclude", "lockTimeout", "podCidr",
+    "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode", "pool",
+)
+CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr", "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode",
+                      "pool")  # pool: cluster pools (issue 12)
+KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
+ERROR, WARNING, INFO = "error", "warning", "info"
+EXIT_OK, EXIT_ERRORS = 0, 1
+_STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
+# The range the rest of an ipam section is checked with while its own ranges are checked apart.
+_PROBE_RANGES = [[{"subnet": "192.0.2.0/24"}]]
+_LEGACY_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
+_SET_INDEX = re.compile(r"ipam\.ranges\[(\d+)\]")
+# ---------------------------------------------------------------------- findings
+class LintFinding:
+    __slots__ = ("level", "file", "key", "message", "check")
+
+    def __init__(self, level: str, file: str, key: str, message: str, check: str) -> None:
+        self.level = level
+        self.file = file
+        self.key = key
+        self.message = message
+        self.check = check
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "file": self.file, "key": self.key, "message": self.message, "check": self.check}
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}: " if self.key else f"{self.file}: "
+        return f"{where}{self.level}: {self.message} [{self.check}]"
+
+    def __repr__(self) -> str:
+        return f"LintFinding({self.level}, {self.file!r}, {self.key!r}, {self.check}, {self.message!r})"
+
+
+class RangeRecord:
+    """A concrete range of a linted network, kept for the overlap checks."""
+
+    __slots__ = ("file", "key", "network", "data_dir", "range", "att", "pod_cidr")
+
+    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: Range, att: Attachment, pod_cidr: bool = False) -> None:
+        self.pod_cidr = pod_cidr  # the subnet is the node's pod CIDR (usePodCidr)
+        self.file = file
+        self.key = key
+        self.network = network
+        self.data_dir = data_dir
+        self.range = rng
+        self.att = att
+
+    @property
+    def l2(self) -> bool:
+        return self.att.plugin_type in L2_PLUGIN_TYPES
+
+    def text(self) -> str:
+        r = self.range
+        return f"{r.subnet} ({r.range_start}-{r.range_end})"
+
+
+class Options:
+    def __init__(self, service_cidrs=(), cluster_cidrs=(), node_cidrs=(), cidrs=(), pod_cidrs=(),
+                 max_pods: int | None = None, host: bool = True, netns: str | None = None) -> None:
+        self.service_cidrs = list(service_cidrs)
+        self.cluster_cidrs = list(cluster_cidrs)
+        self.node_cidrs = list(node_cidrs)
+        self.cidrs = list(cidrs)
+        self.pod_cidrs = list(pod_cidrs)
+        self.max_pods = max_pods
+        self.host = host
+        self.netns = netns
+
+
+class Linter:
+    def __init__(self, options: Options | None = None) -> None:
+        self.opts = options or Options()
+        self.findings: list[LintFinding] = []
+        self.records: list[RangeRecord] = []
+
+    def add(self, level: str, file: str, key: str, message: str, check: str) -> None:
+        self.findings.append(LintFinding(level, file, key, message, check))
+
+    # ------------------------------------------------------------------ per file
+    def lint_file(self, path: str) -> None:
+        try:
+            attachments = read_conf_file(path)
+        except ConfFileError as exc:
+            self.add(ERROR, path, exc.key, exc.msg, "structure")
+            return
+        is_list = bool(attachments) and attachments[0].prefix != ""
+        if not path.endswith(CONF_EXTENSIONS):
+            self.add(WARNING, path, "", "libcni reads only .conf, .conflist and .json files from a conf directory", "structure")
+        if path.endswith(".conflist") and not is_list:
+            self.add(ERROR, path, "plugins", "a .conflist must hold a \"plugins\" list (libcni: no plugins in list)", "structure")
+        if is_list and not path.endswith((".conflist", ".json")):
+            self.add(ERROR, path, "plugins", "libcni reads a .conf file as one plugin; name a file with \"plugins\" .conflist", "structure")
+        head = attachments[0]
+        self._check_header(path, head)
+        linted = 0
+        for att in attachments:
+            ptype = att.plugin_type
+            if not isinstance(ptype, str) or not ptype:
+                self.add(ERROR, path, f"{att.prefix}type", "every plugin needs a \"type\" (the executable name)", "structure")
+            if "ipam" not in att.plugin:
+                continue
+            ipam = att.plugin["ipam"]
+            if not isinstance(ipam, dict):
+                self.add(ERROR, path, f"{att.prefix}ipam", "'ipam' must be an object", "config")
+                continue
+            if att.ipam_type not in IPAM_TYPES:
+                continue
+            linted += 1
+            self.lint_ipam(att)
+        if linted == 0:
+            self.add(INFO, path, "", "no plugin of this file uses cni-ipam (or host-local): only the structure was checked", "ipam-type")
+
+    def _check_header(self, path: str, head: Attachment) -> None:
+        from cni_ipam.plugin.skel import SUPPORTED_VERSIONS, validate_network_name
+
+        try:
+            validate_network_name(head.name)
+        except CniError as exc:
+            self.add(ERROR, path, "name", f"{exc.msg} (libcni and the plugin reject it)", "config")
+        version = head.cni_version
+        if version in (None, ""):
+            self.add(WARNING, path, "cniVersion", "missing: the plugin treats the network as 0.1.0 (no CHECK or GC, one address per family)", "config")
+        elif version not in SUPPORTED_VERSIONS:
+            self.add(ERROR, path, "cniVersion", f"{version!r} is not supported (plugin supports {', '.join(SUPPORTED_VERSIONS)})", "config")
+
+    # ------------------------------------------------------------------ the ipam section
+    def lint_ipam(self, att: Attachment) -> None:
+        path, pre = att.file, att.prefix + "ipam"
+        ipam = att.plugin["ipam"]
+        host_local = att.ipam_type == "host-local"
+        for key in ipam:
+            if key not in KNOWN_IPAM_KEYS:
+                self.add(WARNING, path, f"{pre}.{key}", "unknown key (ignored by the plugin; a typo?)", "unknown-key")
+            elif host_local and key in CNI_IPAM_ONLY_KEYS:
+                self.add(WARNING, path, f"{pre}.{key}", "a cni-ipam key: host-local ignores it (set ipam.type to cni-ipam)", "ipam-type")
+        netconf = copy.deepcopy(att.netconf)
+        if "runtimeConfig" in netconf:
+            self.add(WARNING, path, f"{att.prefix}runtimeConfig", "set by the runtime from capabilities; the value in the file is not used", "config")
+            netconf.pop("runtimeConfig")
+        netconf.pop("args", None)  # requested IPs are per pod, not a property of the network
+        work = netconf["ipam"]
+        set_keys = self._set_keys(work)
+        for set_key, raw_set in set_keys:
+            if set_key == "ipam" or not isinstance(raw_set, list):
+                continue
+            for j, raw in enumerate(raw_set):
+                for key in raw if isinstance(raw, dict) else ():
+                    if key not in KNOWN_RANGE_KEYS:
+                        self.add(WARNING, path, f"{att.prefix}{set_key}[{j}].{key}", "unknown range key (ignored; a typo?)", "unknown-key")
+        resolved: set = set()
+        unresolved = self._pod_cidr_placeholders(att, work, host_local, resolved)
+        try:
+            checked, data_dir = self._load(att, netconf, set_keys)
+        except Exception as exc:  # pragma: no cover - a bug in config must not hide the other files
+            self.add(ERROR, path, pre, f"internal error validating the config: {type(exc).__name__}: {exc}", "config")
+            return
+        resolv = work.get("resolvConf")
+        if isinstance(resolv, str) and resolv and not os.access(resolv, os.R_OK):
+            self.add(WARNING, path, f"{pre}.resolvConf", f"{resolv} is not readable here; an ADD on this machine would fail", "resolv-conf")
+        for set_key, raw_set, ranges, complete in checked:
+            set_size = 0
+            set_unresolved = False
+            for j, rng in ranges:
+                key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]")
+                raw = raw_set[j] if isinstance(raw_set, list) and j < len(raw_set) and isinstance(raw_set[j], dict) else {}
+                if (set_key, j) in unresolved:
+                    set_unresolved = True
+                    continue
+                set_size += self._lint_range(att, key, rng, raw)
+                self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att, (set_key, j) in resolved))
+            if complete and self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
+                self.add(ERROR, path, att.prefix + set_key, f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}", "max-pods")
+        self._lint_global_exclude(path, pre, work, [r for _, _, ranges, _ in checked for _, r in ranges], unresolved)
+
+    # ------------------------------------------------------------------ every config error
+    def _load(self, att: Attachment, netconf: dict, set_keys: list[tuple[str, Any]]):
+        """The plugin's own validation (``config.load``), but every error of the section, not only the first.
+
+        Returns ``(checked, data_dir)``: per range set ``(set key, raw set, [(index, Range)] of its
+        valid ranges, whether the whole set is valid)``, for the size and overlap checks."""
+        try:
+            cfg = config.load(netconf, {})
+        except CniError as exc:
+            first = exc
+        else:
+            return [(k, raw, list(enumerate(rs.ranges)), True) for (k, raw), rs in zip(set_keys, cfg.range_sets)], cfg.data_dir
+        seen: set = set()
+
+        def report(exc: CniError, fix=lambda text: text) -> None:
+            key = fix(exc.details[4:]) if exc.details.startswith("key ") else "ipam"
+            msg = fix(exc.msg)
+            if (key, msg) not in seen:
+                seen.add((key, msg))
+                self.add(ERROR, att.file, att.prefix + key, msg, "config")
+
+        report(first)
+        ipam = netconf["ipam"]
+        # 1. everything but the ranges (cniVersion, dataDir, exclude, routes, resolvConf, lockTimeout ...),
+        #    with a stand-in range; a key that fails is left out and the rest checked again.
+        probe = copy.deepcopy(netconf)
+        for k in _LEGACY_KEYS + ("pool",):  # a pool is judged against the real ranges (step 4)
+            probe["ipam"].pop(k, None)
+        probe["ipam"]["ranges"] = _PROBE_RANGES
+        for _ in range(32):
+            try:
+                config.load(probe, {})
+                break
+            except CniError as exc:
+                report(exc)
+                if not _drop_failing_key(probe, exc.details):
+                    break
+        version = probe.get("cniVersion")
+        base = {"name": netconf.get("name"), "ipam": {k: probe["ipam"][k] for k in ("exclude", "dataDir") if k in probe["ipam"]}}
+        try:
+            data_dir = config.data_dir_of(base["ipam"])
+        except CniError:
+            data_dir = config.DEFAULT_DATA_DIR
+
+        def load_ranges(raw_sets: list, legacy: dict | None = None, with_version: bool = False):
+            conf = copy.deepcopy(base)
+            if with_version and version is not None:
+                conf["cniVersion"] = version
+            conf["ipam"].update(legacy or {})
+            if raw_sets:
+                conf["ipam"]["ranges"] = raw_sets
+            return config.load(conf, {})
+
+        # 2. each range on its own, then each range set whose ranges are all valid
+        checked = []
+        for set_key, raw_set in set_keys:
+            legacy = set_key == "ipam"
+            if not isinstance(raw_set, list) or not raw_set:
+                try:
+                    load_ranges([raw_set])
+                except CniError as exc:
+                    report(exc, lambda text: text.replace("ipam.ranges[0]", set_key))
+                continue
+            ranges = []
+            for j, raw in enumerate(raw_set):
+                range_key = set_key if legacy else f"{set_key}[{j}]"
+                raw = copy.deepcopy(raw)
+                for attempt in range(8):  # a range with several bad keys: each is reported
+                    try:
+                        rng = (load_ranges([], raw) if legacy else load_ranges([[raw]])).range_sets[0].ranges[0]
+                    except CniError as exc:
+                        report(exc, lambda text: text.replace("ipam.ranges[0][0]", range_key))
+                        field = exc.details.rpartition(".")[2]
+                        if not isinstance(raw, dict) or field not in ("gateway", "rangeStart", "rangeEnd", "exclude") or field not in raw:
+                            break
+                        del raw[field]
+                    else:
+                        if attempt == 0:  # valid as written: it takes part in the size and overlap checks
+                            ranges.append((j, rng))
+                        break
+            complete = len(ranges) == len(raw_set)
+            if complete and len(raw_set) > 1:
+                try:
+                    load_ranges([raw_set])
+                except CniError as exc:
+                    report(exc, lambda text: _SET_INDEX.sub(set_key, text))
+                    complete = False
+            checked.append((set_key, raw_set, ranges, complete))
+        # 3. the valid range sets together (overlaps between sets, sets per family for the cniVersion)
+        together = [(k, raw) for k, raw, _, complete in checked if complete]
+        while len(together) > 1:
+            keys = [k for k, _ in together if k != "ipam"]
+            legacy_raw = next((raw[0] for k, raw in together if k == "ipam"), None)
+
+            def fix(text: str, keys=keys) -> str:
+                return _SET_INDEX.sub(lambda m: keys[int(m.group(1))] if int(m.group(1)) < len(keys) else m.group(0), text)
+
+            try:
+                load_ranges([raw for k, raw in together if k != "ipam"], legacy_raw, with_version=True)
+                break
+            except CniError as exc:
+                report(exc, fix)
+                named = fix(exc.details[4:]) if exc.details.startswith("key ") else ""
+                if named not in {k for k, _ in together}:
+                    break
+                together = [(k, raw) for k, raw in together if k != named]
+        # 4. a cluster pool (issue 12), against the real range sets once every one of them is valid
+        if ipam.get("pool") is not None and checked and all(complete for _, _, _, complete in checked):
+            conf = copy.deepcopy(base)
+            if version is not None:
+                conf["cniVersion"] = version
+            conf["ipam"].update(copy.deepcopy({k: ipam[k] for k in _LEGACY_KEYS + ("ranges", "pool") if k in ipam}))
+            try:
+                config.load(conf, {})
+            except CniError as exc:
+                report(exc)
+        return checked, data_dir
+
+    def _set_keys(self, ipam: dict) -> list[tuple[str, Any]]:
+        """(key, raw range set) in config.load's order: the legacy top-level range, then ranges."""
+        out: list[tuple[str, Any]] = []
+        if ipam.get("subnet") not in (None, ""):
+            out.append(("ipam", [{k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}]))
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            out += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges)]
+        return out
+
+    def _pod_cidr_placeholders(self, att: Attachment, ipam: dict, host_local: bool, resolved: set) -> set:
+        """Replace usePodCidr subnets (in place, in the working copy) by --pod-cidr or a stand-in.
+
+        Returns the (set key, range index) of ranges checked with a stand-in only."""
+        unresolved = set()
+        targets: list[tuple[str, int, dict]] = []
+        if ipam.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
+            targets.append(("ipam", 0, ipam))
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            for i, rset in enumerate(ranges):
+                if isinstance(rset, list):
+                    for j, rng in enumerate(rset):
+                        if isinstance(rng, dict) and rng.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
+                            targets.append((f"ipam.ranges[{i}]", j, rng))
+        path = att.file
+        if not targets:
+            if "podCidr" in ipam:
+                self.add(WARNING, path, att.prefix + "ipam.podCidr", "set, but no range uses \"subnet\": \"usePodCidr\"", "pod-cidr")
+                self._lint_podcidr_keys(att, ipam)
+            return unresolved
+        if host_local:
+            self.add(ERROR, path, att.prefix + "ipam.subnet", "host-local cannot resolve usePodCidr (set ipam.type to cni-ipam)", "pod-cidr")
+        static = self._lint_podcidr_keys(att, ipam)
+        for set_key, j, rng in targets:
+            family = 6 if rng["subnet"] == "usePodCidrIPv6" else 4
+            placeholder = rng["subnet"]
+            key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]") + ".subnet"
+            if static is not None:  # the file itself names the node's pod CIDRs
+                given = [n for n in static if n.version == family]
+                origin = "ipam.podCidr.static"
+                if not given:
+                    self.add(ERROR, path, key, f"{placeholder}: ipam.podCidr.static has no IPv{family} CIDR", "pod-cidr")
+            else:
+                given = [n for n in self.opts.pod_cidrs if n.version == family]
+                origin = "--pod-cidr"
+            if given:
+                rng["subnet"] = str(given[0])
+                resolved.add((set_key, j))
+                self.add(INFO, path, key, f"{placeholder}: checked as {origin} {given[0]}", "pod-cidr")
+                continue
+            rng["subnet"] = _STAND_IN[family]
+            for k in ("rangeStart", "rangeEnd", "gateway"):
+                rng.pop(k, None)
+            unresolved.add((set_key, j))
+            self.add(INFO, path, key, "the node's pod CIDR is known only at ADD: give --pod-cidr to check this range's size and overlaps", "pod-cidr")
+        return unresolved
+
+    def _lint_podcidr_keys(self, att: Attachment, ipam: dict):
+        """Validate ``ipam.podCidr`` with podcidr's own parser (no I/O, no API).  Returns the static
+        CIDR list when ``static`` is the source that will answer as far as the file tells, else None."""
+        from cni_ipam.podcidr import sources as podcidr
+
+        try:
+            settings = podcidr.parse_settings(ipam)
+        except CniError as exc:
+            key = exc.details[4:] if exc.details.startswith("key ") else exc.details if exc.details.startswith("ipam") else "ipam.podCidr"
+            self.add(ERROR, att.file, att.prefix + key, exc.msg, "pod-cidr")
+            return None
+        raw = ipam.get("podCidr") or {}
+        for source in settings.sources:
+            if source == "static":
+                return list(settings.static) if settings.static is not None else None
+            if source == "kubernetes" and raw.get("kubeconfig"):
+                return None
+            if source == "flannel" and raw.get("flannelSubnetEnv"):
+                return None
+        return None
+
+    def _lint_range(self, att: Attachment, key: str, rng: Range, raw: dict) -> int:
+        path = att.file
+        size = rng.size()
+        if size == 0:
+            self.add(ERROR, path, key, f"range {rng.range_start}-{rng.range_end} has no address to hand out (gateway, network, broadcast or excluded)", "empty-range")
+        gw = rng.gateway
+        net = rng.subnet
+        if gw is not None and raw.get("gateway"):
+            if gw == net.network_address:
+                self.add(WARNING, path, f"{key}.gateway", f"{gw} is the network address of {net}", "gateway")
+            elif net.version == 4 and gw == net.broadcast_address:
+                self.add(WARNING, path, f"{key}.gateway", f"{gw} is the broadcast address of {net}", "gateway")
+        exclude = raw.get("exclude")
+        if isinstance(exclude, list):
+            for i, item in enumerate(exclude):
+                ex = _net(item)
+                if ex is None:
+                    continue
+                if ex.version != net.version or int(ex.broadcast_address) < rng.start or int(ex.network_address) > rng.end:
+                    self.add(WARNING, path, f"{key}.exclude[{i}]",
+                             f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing", "exclude-outside-range")
+        return size
+
+    def _lint_global_exclude(self, path: str, pre: str, ipam: dict, ranges: list[Range], unresolved: set) -> None:
+        exclude = ipam.get("exclude")
+        if not isinstance(exclude, list) or not ranges:
+            return
+        any_unresolved = bool(unresolved)
+        for i, item in enumerate(exclude):
+            ex = _net(item)
+            if ex is None:
+                continue
+            hit = any(r.version == ex.version and int(ex.network_address) <= r.end and r.start <= int(ex.broadcast_address)
+                      and int(r.subnet.prefixlen) > 0 for r in ranges)
+            if not hit and not any_unresolved:
+                self.add(WARNING, path, f"{pre}.exclude[{i}]", f"{item} is outside every range: it excludes nothing", "exclude-outside-range")
+
+    # ------------------------------------------------------------------ across files
+    def check_overlaps(self) -> None:
+        recs = self.records
+        for i, a in enumerate(recs):
+            for b in recs[i + 1:]:
+                if (a.network, a.data_dir) == (b.network, b.data_dir):
+                    continue
+                if a.range.overlaps(b.range):
+                    self.add(ERROR, b.file, b.key, f"range {b.text()} of network {b.network!r} overlaps {a.key} {a.text()} "
+                             f"of network {a.network!r} in {a.file}", "overlap-network")
+        groups: dict[tuple[str, str], dict[str, set]] = {}
+        for r in recs:
+            groups.setdefault((r.network, r.data_dir), {}).setdefault(r.file, set()).add((str(r.range.subnet), r.range.start, r.range.end))
+        for (network, _), by_file in groups.items():
+            files = sorted(by_file)
+            if len(files) > 1 and any(by_file[f] != by_file[files[0]] for f in files[1:]):
+                self.add(WARNING, files[1], "name", f"network {network!r} is also defined in {files[0]} with other ranges; "
+                         "both share one data directory", "duplicate-network")
+
+    def check_cidrs(self) -> None:
+        o = self.opts
+        for rec in self.records:
+            rng = rec.range
+            for label, nets, check in (("--service-cidr", o.service_cidrs, "overlap-service"), ("--cidr", o.cidrs, "overlap-cidr")):
+                for net in nets:
+                    if _range_overlaps(rng, net):
+                        self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps {label} {net}", check)
+                    elif rng.subnet.overlaps(net) if rng.version == net.version else False:
+                        self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps {label} {net} (the range itself does not)", check)
+            for net in o.node_cidrs:
+                if _range_overlaps(rng, net):
+                    if rec.l2:
+                        self.add(WARNING, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: make sure no node "
+                                 f"uses an address of the range (or exclude it)", "overlap-node")
+                    else:
+                        self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: it could hand out node addresses", "overlap-node")
+                elif rng.version == net.version and rng.subnet.overlaps(net):
+                    level = INFO if rec.l2 else WARNING
+                    self.add(level, rec.file, rec.key, f"subnet {rng.subnet} overlaps --node-cidr {net} (the range itself does not)"
+                             + (f"; expected for {rec.att.plugin_type}" if rec.l2 else ""), "overlap-node")
+            same_family = [n for n in o.cluster_cidrs if n.version == rng.version]
+            if rec.pod_cidr and same_family and not any(rng.subnet.subnet_of(n) for n in same_family):
+                self.add(WARNING, rec.file, rec.key, f"usePodCidr subnet {rng.subnet} is not inside --cluster-cidr "
+                         f"{', '.join(map(str, same_family))}: node pod CIDRs are cut from the cluster CIDR", "cluster-cidr")
+            for net in o.cluster_cidrs:
+                if rng.version != net.version or not rng.subnet.overlaps(net):
+                    continue
+                if not rng.subnet.subnet_of(net):
+                    self.add(ERROR, rec.file, rec.key, f"subnet {rng.subnet} crosses the edge of --cluster-cidr {net}", "cluster-cidr")
+
+    def check_host(self) -> None:
+        try:
+            addrs, routes = host_networks(self.opts.netns)
+        except ImportError as exc:
+            self.add(WARNING, "<host>", "", f"host networks not checked: {exc} (install pyroute2, or pass --no-host)", "host")
+            return
+        except Exception as exc:
+            where = f"network namespace {self.opts.netns!r}" if self.opts.netns else "the host"
+            self.add(ERROR, "<host>", "", f"cannot read the networks of {where}: {exc}", "host")
+            return
+        for rec in self.records:
+            rng = rec.range
+            own_dev = rec.att.plugin.get("bridge", "cni0") if rec.att.plugin_type == "bridge" else None
+            master = rec.att.plugin.get("master") if rec.l2 else None
+            for ip, prefixlen, dev in addrs:
+                if ip.version != rng.version or not rng.contains(ip):
+                    continue
+                if not rng.can_hand_out(ip):
+                    continue
+                self.add(ERROR, rec.file, rec.key, f"host address {ip}/{prefixlen} on {dev} lies in range {rec.text()}: "
+                         "the plugin could hand it out (exclude it)", "host-address")
+            for net, dev in routes:
+                if net.version != rng.version or not net.overlaps(rng.subnet):
+                    continue
+                if own_dev is not None and dev == own_dev:
+                    continue  # the bridge this network itself creates
+                if master is not None and dev == master:
+                    self.add(INFO, rec.file, rec.key, f"subnet {rng.subnet} is on master {dev} ({net}): expected for {rec.att.plugin_type}", "overlap-host")
+                    continue
+                if net.prefixlen == net.max_prefixlen:
+                    if rng.contains(net.network_address):
+                        self.add(WARNING, rec.file, rec.key, f"host route {net} dev {dev} points at an address of range {rec.text()}", "overlap-host")
+                    continue
+                if _range_overlaps(rng, net):
+                    self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps the host route {net} dev {dev}", "overlap-host")
+                else:
+                    self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)", "overlap-host")
+
+    def run(self, paths: Sequence[str]) -> list[LintFinding]:
+        for path in paths:
+            self.lint_file(path)
+        self.check_overlaps()
+        self.check_cidrs()
+        if self.opts.host:
+            self.check_host()
+        order = {p: i for i, p in enumerate(paths)}
+        self.findings.sort(key=lambda f: order.get(f.file, len(order)))  # stable: grouped by file
+        return self.findings
+
+
+def _drop_failing_key(conf: dict, details: str) -> bool:
+    """Leave out the top-level (or ipam) key a config error names; False when there is none to drop."""
+    if not details.startswith("key "):
+        return False
+    head, _, rest = details[4:].partition(".")
+    target, name = (conf["ipam"], rest) if head == "ipam" and rest else (conf, head)
+    name = name.split(".")[0].split("[")[0]
+    if name in ("", "ipam", "ranges", "name") or name not in target:
+        return False
+    del target[name]
+    return True
+
+
+def _net(item: Any):
+    if not isinstance(item, str):
+        return None
+    try:
+        return ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _range_overlaps(rng: Range, net) -> bool:
+    return rng.version == net.version and rng.start <= int(net.broadcast_address) and int(net.network_address) <= rng.end
+
+
+def host_networks(netns: str | None = None) -> tuple[list[tuple[Any, int, str]], list[tuple[Any, str]]]:
+    """(addresses [(ip, prefixlen, dev)], routes [(network, dev)]) of the host or of the named
+    network namespace; routes of the main table without the default routes."""
+    import pyroute2  # heavy: only the lint host check loads it
+
+    if netns:
+        path = netns if "/" in netns else os.path.join("/var/run/netns", netns)
+        if not os.path.exists(path):  # pyroute2 would create it
+            raise FileNotFoundError(f"no network namespace {path}")
+        ipr = pyroute2.NetNS(netns, flags=0)
+    else:
+        ipr = pyroute2.IPRoute()
+    try:
+        links = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        addrs = []
+        for msg in ipr.get_addr():
+            text = msg.get("address")
+            if not text:
+                continue
+            ip = ipaddress.ip_address(text.split("%")[0])
+            addrs.append((ip, msg["prefixlen"], links.get(msg["index"], "?")))
+        routes = []
+        for msg in ipr.get_routes(table=254):
+            if not msg["dst_len"]:
+                continue
+            dst = msg.get("dst")
+            if not dst:
+                continue
+            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
+            routes.append((net, links.get(msg.get("oif"), "?")))
+    finally:
+        ipr.close()
+    return addrs, routes
+
+
+# ---------------------------------------------------------------------- command line
+def expand_paths(items: Sequence[str]) -> list[str]:
+    out = []
+    for item in items:
+        out += conf_files(item) if os.path.isdir(item) else [item]
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = options.make_parser("lint", "Validate .conf/.conflist files that use cni-ipam.")
+    parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
+    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
+                        help="ranges must lie inside it or outside it, never across its edge")
+    parser.add_argument("--node-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="the network the nodes live on")
+    parser.add_argument("--cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="any other network to keep clear of")
+    parser.add_argument("--pod-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
+                        help="the node's pod CIDR, used for usePodCidr ranges (one per family)")
+    parser.add_argument("--max-pods", type=int, metavar="N", help="every range set must hold at least N addresses")
+    parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
+    parser.add_argument("--netns", metavar="NAME", help="compare with the networks of this named network namespace")
+    parser.add_argument("--strict", action="store_true", help="warnings fail too")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
+    try:
+        args = parser.parse_args(argv)
+        if args.max_pods is not None and args.max_pods < 1:
+            parser.error("--max-pods must be at least 1")
+    except options.UsageError as exc:
+        print(exc, file=sys.stderr)
+        return options.EXIT_USAGE
+    paths = expand_paths(args.paths)
+    if not paths:
+        print(f"cni-ipam lint: no conf files found in {' '.join(args.paths)}", file=sys.stderr)
+        return options.EXIT_NO_DATA_DIR
+    opts = Options(args.service_cidr, args.cluster_cidr, args.node_cidr, args.cidr, args.pod_cidr,
+                   args.max_pods, host=not args.no_host, netns=args.netns)
+    findings = Linter(opts).run(paths)
+    errors = sum(1 for f in findings if f.level == ERROR)
+    warnings = sum(1 for f in findings if f.level == WARNING)
+    if args.json:
+        print(json.dumps({"files": paths, "errors": errors, "warnings": warnings,
+                          "findings": [f.to_json() for f in findings]}, indent=2))
+    else:
+        for f in findings:
+            if args.quiet and f.level == INFO:
+                continue
+            print(f)
+        print(f"{len(paths)} file(s): {errors} error(s), {warnings} warning(s)")
+    if errors or (args.strict and warnings):
+        return EXIT_ERRORS
+    return EXIT_OK

@@ -1,0 +1,270 @@
+"""``cni-ipam plan``: capacity planning from the kube-controller-manager CIDR settings.
+
+Given ``--cluster-cidr`` (once per family for dual stack) and ``--node-mask`` (the
+``--node-cidr-mask-size-ipv4/-ipv6`` of kube-controller-manager), with optional ``--service-cidr``,
+``--nodes`` and ``--max-pods`` (default 110), per family:
+
+* node subnets: 2^(node mask - cluster mask), less those the service range occupies
+  (kube-controller-manager marks them used so no node gets one);
+* usable pod addresses per node: the addresses cni-ipam hands out from a node subnet with the
+  default range (``usePodCidr``): network address, gateway and (IPv4) broadcast excluded, and the
+  last IPv6 address too;
+* pods per node (the smaller of that and --max-pods), the cluster's pod capacity, the headroom over
+  ``--nodes``.
+
+Dual stack: a node needs a subnet of each family, so the nodes that fit are the smaller count.
+Errors: a node mask shorter than the cluster mask, more than 16 bits longer (kube-controller-
+manager's cidrset refuses it), too small to allocate from, more nodes than fit, fewer addresses per
+node than --max-pods.  Warnings: less than 2x node growth, fewer than 2x --max-pods addresses per node,
+a service range overlapping a cluster CIDR.  Exit status: ``options.EXIT_CODES["plan"]`` (0 clean,
+1 warnings, 2 errors; 64 usage).  Counts too long to read (an IPv6 /64 holds 2^64-3 addresses) are
+printed as powers of two in the table, exactly in ``--json``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+
+from cni_ipam.admin import options
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Sequence
+
+DEFAULT_MAX_PODS = 110
+DEFAULT_NODE_MASK = {4: 24, 6: 64}  # kube-controller-manager's defaults
+MAX_MASK_DIFF = 16  # kube-controller-manager cidrset: clusterSubnetMaxDiff
+EXIT_OK, EXIT_WARNINGS, EXIT_ERRORS = 0, 1, 2
+
+
+class PlanError(Exception):
+    pass
+
+
+def count_text(n: int) -> str:
+    """A count for people: as is up to 7 digits, else as a power of two (``2^64``, ``2^64-3``), or
+    ``~2^70.2`` when no power of two is near."""
+    if n < 10_000_000:
+        return str(n)
+    p = n.bit_length() - 1
+    if n - 2 ** p > 2 ** (p + 1) - n:
+        p += 1
+    d = n - 2 ** p
+    if d == 0:
+        return f"2^{p}"
+    if abs(d) < 1000:
+        return f"2^{p}{d:+d}"
+    import math
+
+    return f"~2^{math.log2(n):.1f}"
+
+
+def usable_per_node(prefixlen: int, version: int) -> int:
+    """Addresses cni-ipam hands out from a node subnet with the default range and gateway."""
+    from cni_ipam.plugin.ranges import Range
+
+    net = ipaddress.ip_network(("0.0.0.0" if version == 4 else "::", prefixlen))
+    if prefixlen > net.max_prefixlen - 2:
+        return 0
+    return Range.of_subnet(net).size()
+
+
+def _occupied_by(service, cluster, mask: int) -> int:
+    """Node subnets of ``cluster`` (of prefix ``mask``) that overlap ``service``."""
+    if service.version != cluster.version or not service.overlaps(cluster):
+        return 0
+    if cluster.subnet_of(service):
+        return 2 ** (mask - cluster.prefixlen)
+    if service.prefixlen <= mask:
+        return 2 ** (mask - service.prefixlen)
+    return 1
+
+
+class FamilyPlan:
+    def __init__(self, cluster, mask: int, services: Sequence, max_pods: int) -> None:
+        self.cluster = cluster
+        self.mask = mask
+        self.version = cluster.version
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        p, top = cluster.prefixlen, cluster.max_prefixlen
+        fam = f"ipv{self.version}"
+        self.node_subnets = 0
+        self.occupied = 0
+        self.usable = 0
+        if mask < p:
+            self.errors.append(f"{fam}: node mask /{mask} is shorter than the cluster CIDR {cluster}")
+        elif mask > top - 2:
+            self.errors.append(f"{fam}: node mask /{mask} leaves no address to hand out")
+        else:
+            if mask - p > MAX_MASK_DIFF:
+                self.errors.append(f"{fam}: node mask /{mask} is {mask - p} bits longer than cluster CIDR {cluster}; "
+                                   f"kube-controller-manager allows at most {MAX_MASK_DIFF}")
+            self.node_subnets = 2 ** (mask - p)
+            self.usable = usable_per_node(mask, self.version)
+        for svc in services:
+            if svc.version == self.version and svc.overlaps(cluster):
+                n = _occupied_by(svc, cluster, mask) if self.node_subnets else 0
+                self.occupied += n
+                self.warnings.append(f"{fam}: service CIDR {svc} overlaps cluster CIDR {cluster}"
+                                     + (f" ({n} node subnet(s) unusable)" if n else ""))
+        self.occupied = min(self.occupied, self.node_subnets)
+        self.pods_per_node = min(self.usable, max_pods)
+        if self.node_subnets and self.usable < max_pods:
+            self.errors.append(f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, fewer than --max-pods {max_pods}")
+        elif self.node_subnets and self.usable < 2 * max_pods:
+            self.warnings.append(f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, less than 2x --max-pods "
+                                 f"{max_pods}: addresses are reused soon after pods go (Kubernetes sizes /24 for 110)")
+
+    @property
+    def available(self) -> int:
+        return self.node_subnets - self.occupied
+
+    @property
+    def capacity(self) -> int:
+        return self.available * self.pods_per_node
+
+    def to_json(self) -> dict:
+        return {
+            "family": f"ipv{self.version}",
+            "clusterCIDR": str(self.cluster),
+            "nodeMask": self.mask,
+            "nodeSubnets": self.node_subnets,
+            "occupiedByServices": self.occupied,
+            "availableNodeSubnets": self.available,
+            "usableAddressesPerNode": self.usable,
+            "podsPerNode": self.pods_per_node,
+            "podCapacity": self.capacity,
+        }
+
+
+class Plan:
+    def __init__(self, clusters: Sequence, masks: dict[int, int], services: Sequence = (),
+                 nodes: int | None = None, max_pods: int = DEFAULT_MAX_PODS) -> None:
+        if not clusters:
+            raise PlanError("give at least one --cluster-cidr")
+        seen = set()
+        for c in clusters:
+            if c.version in seen:
+                raise PlanError(f"more than one IPv{c.version} --cluster-cidr (one per family)")
+            seen.add(c.version)
+        if max_pods < 1:
+            raise PlanError("--max-pods must be at least 1")
+        if nodes is not None and nodes < 1:
+            raise PlanError("--nodes must be at least 1")
+        self.services = list(services)
+        self.nodes = nodes
+        self.max_pods = max_pods
+        self.families = [FamilyPlan(c, masks.get(c.version, DEFAULT_NODE_MASK[c.version]), self.services, max_pods) for c in clusters]
+        self.errors = [e for f in self.families for e in f.errors]
+        self.warnings = [w for f in self.families for w in f.warnings]
+        self.nodes_fit = min(f.available for f in self.families)
+        self.pods_per_node = min(f.pods_per_node for f in self.families)
+        if nodes is not None:
+            if nodes > self.nodes_fit:
+                self.errors.append(f"{nodes} nodes do not fit: the plan has room for {self.nodes_fit}")
+            elif self.nodes_fit < 2 * nodes:
+                self.warnings.append(f"room for {self.nodes_fit} nodes is less than 2x growth over {nodes} nodes")
+
+    @property
+    def headroom(self) -> int | None:
+        return None if self.nodes is None else self.nodes_fit - self.nodes
+
+    @property
+    def growth(self) -> float | None:
+        return None if self.nodes is None else self.nodes_fit / self.nodes
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_ERRORS if self.errors else EXIT_WARNINGS if self.warnings else EXIT_OK
+
+    def to_json(self) -> dict:
+        return {
+            "families": [f.to_json() for f in self.families],
+            "serviceCIDRs": [str(s) for s in self.services],
+            "maxPods": self.max_pods,
+            "nodes": self.nodes,
+            "nodesFit": self.nodes_fit,
+            "podsPerNode": self.pods_per_node,
+            "podCapacity": self.nodes_fit * self.pods_per_node,
+            "headroomNodes": self.headroom,
+            "growth": None if self.growth is None else round(self.growth, 3),
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+    def render(self) -> str:
+        from cni_ipam.admin.output import table
+
+        rows = [["FAMILY", "CLUSTER CIDR", "NODE MASK", "NODE SUBNETS", "SERVICE-OCCUPIED", "AVAILABLE", "ADDRESSES/NODE", "PODS/NODE", "POD CAPACITY"]]
+        for f in self.families:
+            rows.append([f"ipv{f.version}", str(f.cluster), f"/{f.mask}", *map(count_text, (
+                f.node_subnets, f.occupied, f.available, f.usable, f.pods_per_node, f.capacity))])
+        out = [table(rows, right=(3, 4, 5, 6, 7, 8)), ""]
+        line = f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.pods_per_node} (--max-pods {self.max_pods}); " \
+               f"pod capacity: {count_text(self.nodes_fit * self.pods_per_node)}"
+        out.append(line)
+        if self.nodes is not None:
+            out.append(f"planned nodes: {self.nodes}; headroom: {self.headroom} node(s), {self.growth:.2f}x growth")
+        out += [f"error: {e}" for e in self.errors]
+        out += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(out)
+
+
+def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
+    """``--node-mask`` values: ``24``, ``ipv4=24`` / ``ipv6=64`` (or ``4=24``); plain numbers pair
+    with the --cluster-cidr values in order."""
+    masks: dict[int, int] = {}
+    plain = 0
+    for value in values:
+        text = value.strip().lower()
+        fam_text, sep, num = text.partition("=")
+        try:
+            if sep:
+                family = {"ipv4": 4, "4": 4, "v4": 4, "ipv6": 6, "6": 6, "v6": 6}[fam_text]
+                mask = int(num.lstrip("/"))
+            else:
+                mask = int(text.lstrip("/"))
+                if plain >= len(clusters):
+                    raise PlanError(f"--node-mask {value}: more plain masks than --cluster-cidr values (use ipv4=N / ipv6=N)")
+                family = clusters[plain].version
+                plain += 1
+        except (KeyError, ValueError):
+            raise PlanError(f"--node-mask {value!r}: expected N, ipv4=N or ipv6=N") from None
+        if not 0 <= mask <= (32 if family == 4 else 128):
+            raise PlanError(f"--node-mask {value}: not a prefix length for IPv{family}")
+        masks[family] = mask
+    return masks
+
+
+def main(argv: list[str]) -> int:
+    parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
+    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, required=True, metavar="CIDR",
+                        help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)")
+    parser.add_argument("--node-mask", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
+                        help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order")
+    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
+    parser.add_argument("--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)")
+    parser.add_argument("--json", action="store_true")
+    try:
+        args = parser.parse_args(argv)
+    except options.UsageError as exc:
+        print(exc, file=sys.stderr)
+        return options.EXIT_USAGE
+    try:
+        for c in args.cluster_cidr:
+            if c.prefixlen > c.max_prefixlen - 2:
+                raise PlanError(f"--cluster-cidr {c} is too small")
+        masks = parse_masks(args.node_mask, args.cluster_cidr)
+        plan = Plan(args.cluster_cidr, masks, args.service_cidr, args.nodes, args.max_pods)
+    except PlanError as exc:  # the options contradict each other or cannot be a plan: a usage error
+        print(f"cni-ipam plan: {exc}", file=sys.stderr)
+        return options.EXIT_USAGE
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(plan.render())
+    return plan.exit_code

@@ -1,0 +1,1 @@
+"""The CNI plugin: the cold path (stdlib only).  See docs/architecture.md."""

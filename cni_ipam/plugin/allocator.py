@@ -1,0 +1,102 @@
+"""Allocation policy: which address each range set hands out.  Knows nothing of the file format.
+
+host-local's policy: one address per range set; a requested address is honoured when it lies in
+the set (not its gateway); otherwise round robin from just after the set's last reserved address,
+skipping gateways, network/broadcast and excluded addresses.  Unlike host-local, every range set is
+allocated under one lock (the caller holds the store) and a failure part-way releases only what
+this call reserved.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from cni_ipam.errors import (
+    DUPLICATE_ALLOCATION,
+    RANGE_EXHAUSTED,
+    REQUESTED_IP_INVALID,
+    REQUESTED_IP_TAKEN,
+    CniError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable, Sequence
+
+    from cni_ipam.plugin.ranges import RangeSet
+    from cni_ipam.store.network import NetworkStore
+
+
+def allocate(
+    store: NetworkStore,
+    range_sets: Sequence[RangeSet],
+    requested: Sequence[object],
+    cid: str,
+    ifname: str,
+    reclaim: Callable[[], bool] | None = None,
+) -> list[tuple[object, object]]:
+    """Reserve one address per range set; returns [(interface, gateway)] in range-set order.
+
+    ``reclaim`` (the exhaustion heal) is called once, the first time a set has no free address;
+    when it released something, that set is tried again.  On any error the store's rollback (run
+    by its context manager) removes what was reserved here.
+    """
+    pending = list(dict.fromkeys(requested))
+    held = None  # addresses (cid, ifname) already holds, looked up once when needed
+    out = []
+    for idx, rset in enumerate(range_sets):
+        wanted = next((ip for ip in pending if rset.contains(ip)), None)
+        if wanted is not None:
+            pending.remove(wanted)
+            rng = rset.range_for(wanted)
+            if wanted == rng.gateway:
+                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
+            if not rng.can_hand_out(wanted):
+                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}")
+            if not store.reserve(wanted, cid, ifname):
+                raise CniError(
+                    REQUESTED_IP_TAKEN,
+                    f"requested IP address {wanted} is not available in range set {rset}",
+                    _holder_detail(store, wanted),
+                )
+            address = wanted
+        else:
+            if held is None:
+                held = store.owned_by(cid, ifname)
+            for ip in held:
+                if rset.contains(ip):
+                    raise CniError(
+                        DUPLICATE_ALLOCATION,
+                        f"{ip} has been allocated to {cid}, duplicate allocation is not allowed",
+                        f"range set {idx}",
+                    )
+            address, rng = _first_free(store, rset, idx, cid, ifname)
+            if address is None and reclaim is not None:
+                healed, reclaim = reclaim(), None
+                if healed:
+                    address, rng = _first_free(store, rset, idx, cid, ifname)
+            if address is None:
+                raise CniError(RANGE_EXHAUSTED, f"no IP addresses available in range set: {rset}", f"range set {idx}")
+        store.set_last_reserved(idx, address)
+        out.append((ipaddress.ip_interface(f"{address}/{rng.subnet.prefixlen}"), rng.gateway))
+    if pending:
+        raise CniError(
+            REQUESTED_IP_INVALID,
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in pending),
+            "no range set contains them",
+        )
+    return out
+
+
+def _first_free(store: NetworkStore, rset: RangeSet, idx: int, cid: str, ifname: str) -> tuple:
+    for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
+        if store.reserve(candidate, cid, ifname):
+            return candidate, candidate_range
+    return None, None
+
+
+def _holder_detail(store: NetworkStore, addr: object) -> str:
+    holder = store.holder(addr)
+    if holder is None:
+        return "reserved"
+    return f"held by container {holder[0]}" + (f" interface {holder[1]}" if holder[1] else "")

@@ -1,0 +1,536 @@
+"""The network configuration: JSON from stdin turned into a validated ``IpamConfig``.
+
+Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
+top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
+``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
+``runtimeConfig.ips``) plus ``exclude`` and ``lockTimeout``.  Every error names the key and value.
+The only I/O is reading ``resolvConf`` (and, for ``usePodCidr``, the lazily imported ``podcidr``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
+from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_overlap, merge
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+DEFAULT_LOCK_TIMEOUT = 30.0
+POD_CIDR_PLACEHOLDERS = ("usePodCidr", "usePodCidrIPv6")
+# What one config may hold (docs/security.md): beyond these the answer is code 7 at once, before any
+# parsing, so a config cannot cost minutes or gigabytes.  The limits count every range set together.
+MAX_RANGES = 1024  # ranges in all range sets (ranges, legacy subnet, runtimeConfig.ipRanges)
+MAX_EXCLUDES = 16384  # exclude entries: ipam.exclude plus every range's own
+MAX_ROUTES = 1024
+MAX_REQUESTED_IPS = 1024  # CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips together
+# CNI_ARGS keys we understand; any other key is an error unless IgnoreUnknown is set (as libcni).
+KNOWN_CNI_ARGS = (
+    "IgnoreUnknown",
+    "IP",
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+)
+
+
+class Route:
+    """A route handed back in the result (CNI 1.1 fields kept for 1.1.0 results)."""
+
+    __slots__ = ("dst", "gw", "extra")
+
+    def __init__(self, dst: ipaddress.IPv4Interface | ipaddress.IPv6Interface, gw, extra: dict) -> None:
+        self.dst = dst
+        self.gw = gw
+        self.extra = extra  # mtu, advmss, priority, table, scope when given
+
+    @property
+    def version(self) -> int:
+        return self.dst.version
+
+    def to_json(self, with_11_fields: bool) -> dict:
+        out: dict = {"dst": str(self.dst)}
+        if self.gw is not None:
+            out["gw"] = str(self.gw)
+        if with_11_fields:
+            out.update(self.extra)
+        return out
+
+
+class IpamConfig:
+    """The validated IPAM configuration of one call.  Treat as immutable."""
+
+    __slots__ = (
+        "name",
+        "cni_version",
+        "range_sets",
+        "routes",
+        "data_dir",
+        "resolv_conf",
+        "requested",
+        "lock_timeout",
+        "status_on_exhaustion",  # ipam.statusOnExhaustion: "ok" or "fail"
+        "reclaim_on_exhaustion",  # ipam.reclaimOnExhaustion
+        "pidns_is_node",  # ipam.pidnsIsNode
+        "prev_result",
+        "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for key in self.__slots__:
+            object.__setattr__(self, key, kw[key])
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("IpamConfig is immutable")
+
+
+def parse_cni_args(raw: str) -> dict[str, str]:
+    """Parse ``CNI_ARGS`` (``K=V;K=V``) as libcni does; unknown keys need ``IgnoreUnknown``."""
+    pairs: dict[str, str] = {}
+    if not raw:
+        return pairs
+    for item in raw.split(";"):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CniError(INVALID_ENV, f"CNI_ARGS: invalid pair {item!r} (expected KEY=VALUE)", "CNI_ARGS")
+        pairs[key] = value
+    ignore = pairs.get("IgnoreUnknown", "false").lower()
+    if ignore not in ("1", "true", "0", "false"):
+        raise CniError(INVALID_ENV, f"CNI_ARGS: IgnoreUnknown={pairs['IgnoreUnknown']!r} is not a boolean", "CNI_ARGS")
+    if ignore not in ("1", "true"):
+        unknown = sorted(k for k in pairs if k not in KNOWN_CNI_ARGS)
+        if unknown:
+            raise CniError(
+                INVALID_ENV,
+                f"CNI_ARGS: unknown args {unknown} (set IgnoreUnknown=1 to ignore them)",
+                "CNI_ARGS",
+            )
+    return pairs
+
+
+def network_version(conf: dict) -> str:
+    version = conf.get("cniVersion", "0.1.0")
+    if version in ("", None):
+        return "0.1.0"
+    if not isinstance(version, str):
+        raise config_error("cniVersion", version, "must be a string")
+    return version
+
+
+def data_dir_of(ipam: Any) -> str:
+    """``ipam.dataDir`` (default /var/lib/cni/networks); must be an absolute path."""
+    value = ipam.get("dataDir") if isinstance(ipam, dict) else None
+    if value in (None, ""):
+        return DEFAULT_DATA_DIR
+    if not isinstance(value, str) or "\0" in value:
+        raise config_error("ipam.dataDir", value, "must be a path string")
+    if not os.path.isabs(value):
+        raise config_error("ipam.dataDir", value, "must be an absolute path")
+    return os.path.normpath(value)
+
+
+def lock_timeout_of(ipam: Any) -> float:
+    value = ipam.get("lockTimeout") if isinstance(ipam, dict) else None
+    if value is None:
+        return DEFAULT_LOCK_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 3600):
+        raise config_error("ipam.lockTimeout", value, "must be a number of seconds in (0, 3600]")
+    return float(value)
+
+
+def status_on_exhaustion_of(ipam: Any) -> str:
+    """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
+    value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
+    if value is None:
+        return "ok"
+    if value not in ("ok", "fail"):
+        raise config_error("ipam.statusOnExhaustion", value, 'must be "ok" or "fail"')
+    return value
+
+
+def reclaim_on_exhaustion_of(ipam: Any) -> bool:
+    """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
+    return _bool_key(ipam, "reclaimOnExhaustion", True)
+
+
+def pidns_is_node_of(ipam: Any) -> bool:
+    """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
+    although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
+    return _bool_key(ipam, "pidnsIsNode", False)
+
+
+def _bool_key(ipam: Any, key: str, default: bool) -> bool:
+    value = ipam.get(key) if isinstance(ipam, dict) else None
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise config_error(f"ipam.{key}", value, "must be true or false")
+    return value
+
+
+class NetworkRef:
+    """What DEL and GC need of a netconf: where its reservations live.  Parsed from the network name
+    and ``ipam.dataDir``/``ipam.lockTimeout`` only, so an edit that broke the ranges does not leak
+    the addresses of a DEL."""
+
+    __slots__ = ("name", "data_dir", "lock_timeout", "pooled")
+
+    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.lock_timeout = lock_timeout
+        self.pooled = pooled
+
+
+def network_ref(conf: dict) -> NetworkRef:
+    ipam = conf.get("ipam")
+    data_dir = data_dir_of(ipam)
+    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
+
+
+def load(conf: dict, cni_args: dict[str, str]) -> IpamConfig:
+    """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
+    ipam = conf.get("ipam")
+    if not isinstance(ipam, dict):
+        raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
+    version = network_version(conf)
+    data_dir = data_dir_of(ipam)
+    runtime = conf.get("runtimeConfig") or {}
+    if not isinstance(runtime, dict):
+        raise config_error("runtimeConfig", runtime, "must be an object")
+
+    raw_sets: list[tuple[str, Any]] = []
+    if "ipRanges" in runtime and runtime["ipRanges"] is not None:
+        ip_ranges = runtime["ipRanges"]
+        if not isinstance(ip_ranges, list):
+            raise config_error("runtimeConfig.ipRanges", ip_ranges, "must be a list of range sets")
+        raw_sets += [(f"runtimeConfig.ipRanges[{i}]", s) for i, s in enumerate(ip_ranges)]
+    if ipam.get("subnet") not in (None, ""):
+        legacy = {k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}
+        raw_sets.append(("ipam", [legacy]))
+    ranges_value = ipam.get("ranges")
+    if ranges_value is not None:
+        if not isinstance(ranges_value, list):
+            raise config_error("ipam.ranges", ranges_value, "must be a list of range sets")
+        raw_sets += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(ranges_value)]
+    if not raw_sets:
+        raise CniError(INVALID_CONFIG, "no IP ranges specified (set ipam.ranges or ipam.subnet)", "key ipam.ranges")
+
+    _check_limits(ipam, raw_sets)
+    global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
+    range_sets = [_parse_range_set(key, value, ipam, data_dir) for key, value in raw_sets]
+    _check_sets(range_sets, [k for k, _ in raw_sets], version)
+    if global_exclude:  # only now, with every range disjoint: each range takes what applies to it
+        range_sets = _with_global_exclude(range_sets, global_exclude)
+    pool = None
+    if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
+        from cni_ipam.cluster.pool import parse_pool
+
+        pool = parse_pool(ipam, range_sets)
+    status_on_exhaustion = status_on_exhaustion_of(ipam)
+    reclaim_on_exhaustion = reclaim_on_exhaustion_of(ipam)
+    pidns_is_node = pidns_is_node_of(ipam)
+
+    return IpamConfig(
+        name=conf.get("name"),
+        cni_version=version,
+        range_sets=tuple(range_sets),
+        routes=_parse_routes(ipam.get("routes")),
+        data_dir=data_dir,
+        resolv_conf=_parse_resolv_conf_key(ipam.get("resolvConf")),
+        requested=tuple(_requested_ips(conf, runtime, cni_args)),
+        lock_timeout=lock_timeout_of(ipam),
+        status_on_exhaustion=status_on_exhaustion,
+        reclaim_on_exhaustion=reclaim_on_exhaustion,
+        pidns_is_node=pidns_is_node,
+        prev_result=conf.get("prevResult"),
+        pool=pool,
+    )
+
+
+def _too_many(key: str, count: int, limit: int) -> CniError:
+    return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
+
+
+def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
+    """Count before parsing: a config over the limits is refused at once (code 7)."""
+    ranges = [r for _, s in raw_sets if isinstance(s, list) for r in s]
+    if len(ranges) > MAX_RANGES:
+        raise _too_many("ipam.ranges", len(ranges), MAX_RANGES)
+    excludes = sum(len(r["exclude"]) for r in ranges if isinstance(r, dict) and isinstance(r.get("exclude"), list))
+    if isinstance(ipam.get("exclude"), list):
+        excludes += len(ipam["exclude"])
+    if excludes > MAX_EXCLUDES:
+        raise _too_many("ipam.exclude", excludes, MAX_EXCLUDES)
+    routes = ipam.get("routes")
+    if isinstance(routes, list) and len(routes) > MAX_ROUTES:
+        raise _too_many("ipam.routes", len(routes), MAX_ROUTES)
+
+
+def _span(r: Range, owner: int) -> tuple[int, int, int]:
+    offset = 1 << 129 if r.version == 6 else 0  # the two families never meet in one sweep
+    return (r.start + offset, r.end + offset, owner)
+
+
+def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> None:
+    v4 = sum(1 for s in range_sets if s.version == 4)
+    v6 = len(range_sets) - v4
+    if (v4 > 1 or v6 > 1) and version in ("0.1.0", "0.2.0"):
+        raise CniError(
+            INVALID_CONFIG,
+            f"CNI version {version} does not support more than 1 address per family",
+            "key cniVersion",
+        )
+    if len(range_sets) > 1:
+        pair = first_overlap([_span(r, i) for i, s in enumerate(range_sets) for r in s.ranges])
+        if pair is not None:
+            i, j = pair
+            raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
+
+
+def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[int, int, int]]) -> list[RangeSet]:
+    """Each range with the part of ``ipam.exclude`` that touches it (the ranges are disjoint, so the
+    total stays within ranges + excludes, however many ranges the global list would be copied to)."""
+    by_family = {}
+    for family in (4, 6):
+        merged = merge([(lo, hi) for lo, hi, v in global_exclude if v == family])
+        by_family[family] = (merged, [lo for lo, _ in merged])
+    out = []
+    for s in range_sets:
+        merged, starts = by_family[s.version]
+        if not merged:
+            out.append(s)
+            continue
+        out.append(RangeSet([Range(r.subnet, r.start, r.end, r.gateway, list(r.exclude) + clip(merged, starts, r.start, r.end)) for r in s.ranges]))
+    return out
+
+
+def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSet:
+    if not isinstance(value, list) or not value:
+        raise config_error(key, value, "a range set must be a non-empty list of ranges")
+    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir) for j, r in enumerate(value)]
+    family = ranges[0].version
+    for j, r in enumerate(ranges):
+        if r.version != family:
+            raise config_error(f"{key}[{j}].subnet", str(r.subnet), "mixed address families in one range set")
+    if len(ranges) > 1:
+        pair = first_overlap([_span(r, j) for j, r in enumerate(ranges)])
+        if pair is not None:
+            k, j = pair
+            raise config_error(f"{key}[{j}]", str(ranges[j].subnet), f"overlaps with {key}[{k}]")
+    return RangeSet(ranges)
+
+
+def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
+    if not isinstance(value, dict):
+        raise config_error(key, value, "a range must be an object with a subnet")
+    subnet_value = value.get("subnet")
+    if subnet_value in POD_CIDR_PLACEHOLDERS:
+        from cni_ipam.podcidr import sources as podcidr  # only configs that ask for it pay for it
+
+        subnet = podcidr.subnet_for(subnet_value, ipam, data_dir)
+    elif not isinstance(subnet_value, str) or not subnet_value:
+        raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
+    else:
+        try:
+            subnet = ipaddress.ip_network(_unscoped(subnet_value), strict=False)
+        except ValueError as exc:
+            raise config_error(f"{key}.subnet", subnet_value, f"not a CIDR ({exc})") from None
+        iface = ipaddress.ip_interface(subnet_value.strip())
+        if iface.ip != subnet.network_address:
+            raise config_error(
+                f"{key}.subnet",
+                subnet_value,
+                f"network has host bits set; for a /{subnet.prefixlen} the network address is {subnet.network_address}",
+            )
+        if subnet.version == 6 and subnet.network_address.ipv4_mapped is not None:
+            # host-local: "IPNet IP and Mask version mismatch"; its addresses would be IPv4 ones
+            raise config_error(f"{key}.subnet", subnet_value, "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet")
+    if subnet.prefixlen > subnet.max_prefixlen - 2:
+        raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
+
+    last = int(subnet.broadcast_address)
+    default_start, default_end, default_gateway = default_bounds(subnet)
+    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), subnet)
+    if gateway is None:
+        gateway = default_gateway
+    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), subnet)
+    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), subnet)
+    start_i = int(start) if start is not None else default_start
+    end_i = int(end) if end is not None else default_end
+    if start is not None and subnet.version == 4 and start_i == last:
+        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {subnet}")
+    if start_i > end_i:
+        raise config_error(
+            f"{key}.rangeStart",
+            str(start if start is not None else subnet.network_address + 1),
+            f"is after rangeEnd {ipaddress.ip_address(end_i) if subnet.version == 4 else ipaddress.IPv6Address(end_i)}",
+        )
+    # only what touches the range is kept (ipam.exclude is added by _with_global_exclude)
+    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version and lo <= end_i and hi >= start_i]
+    return Range(subnet, start_i, end_i, gateway, exclude)
+
+
+def _addr_in(key: str, value: Any, subnet):
+    if value in (None, ""):
+        return None
+    addr = parse_ip(key, value)
+    if addr.version != subnet.version or addr not in subnet:
+        raise config_error(key, value, f"not in network {subnet}")
+    return addr
+
+
+def _unscoped(text: str) -> str:
+    """``text`` stripped; ValueError for an IPv6 zone (``fd00::5%eth0``).  ``ipaddress`` accepts
+    zones, but host-local does not, and ``str()`` keeps the zone: one address would get a second
+    reservation file name (``fd00::5%eth0`` next to ``fd00::5``) and be handed out twice."""
+    if "%" in text:
+        raise ValueError(f"{text!r}: an IPv6 zone (%) is not allowed")
+    return text.strip()
+
+
+def parse_ip(key: str, value: Any):
+    if not isinstance(value, str):
+        raise config_error(key, value, "must be an IP address string")
+    try:
+        return ipaddress.ip_address(_unscoped(value))
+    except ValueError:
+        raise config_error(key, value, "not an IP address") from None
+
+
+def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
+    """``exclude``: addresses and CIDRs as (first, last, family) integer intervals."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise config_error(key, value, "must be a list of addresses or CIDRs")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise config_error(f"{key}[{i}]", item, "must be an address or CIDR string")
+        try:
+            net = ipaddress.ip_network(_unscoped(item), strict=False)
+        except ValueError:
+            raise config_error(f"{key}[{i}]", item, "not an address or CIDR") from None
+        out.append((int(net.network_address), int(net.broadcast_address), net.version))
+    return out
+
+
+def _parse_routes(value: Any) -> tuple[Route, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise config_error("ipam.routes", value, "must be a list of routes")
+    routes = []
+    for i, item in enumerate(value):
+        key = f"ipam.routes[{i}]"
+        if not isinstance(item, dict):
+            raise config_error(key, item, "a route must be an object with dst")
+        dst_value = item.get("dst")
+        if not isinstance(dst_value, str):
+            raise config_error(f"{key}.dst", dst_value, "a destination CIDR is required")
+        try:
+            dst = ipaddress.ip_interface(_unscoped(dst_value))
+        except ValueError:
+            raise config_error(f"{key}.dst", dst_value, "not a CIDR") from None
+        if "/" not in dst_value:
+            raise config_error(f"{key}.dst", dst_value, "not a CIDR (missing /prefix)")
+        gw = None
+        if item.get("gw") not in (None, ""):
+            gw = parse_ip(f"{key}.gw", item["gw"])
+            if gw.version != dst.version:
+                raise config_error(f"{key}.gw", item["gw"], f"address family differs from dst {dst_value}")
+        extra = {}
+        for field in ("mtu", "advmss", "priority", "table", "scope"):
+            if item.get(field) is None:
+                continue
+            number = item[field]
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0 or number > 0xFFFFFFFF:
+                raise config_error(f"{key}.{field}", number, "must be a non-negative integer")
+            extra[field] = number
+        routes.append(Route(dst, gw, extra))
+    return tuple(routes)
+
+
+def _parse_resolv_conf_key(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "\0" in value:
+        raise config_error("ipam.resolvConf", value, "must be a file path")
+    return value
+
+
+def read_resolv_conf(path: str) -> dict:
+    """nameserver/domain/search/options from a resolv.conf-style file, as host-local reads it."""
+    import stat  # already loaded by os: free
+
+    try:
+        # O_NONBLOCK: a FIFO with no writer must not hang the call; only regular files are read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8", errors="replace") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise config_error("ipam.resolvConf", path, "is not a regular file")
+            text = fh.read(1 << 20)
+    except OSError as exc:
+        raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
+    dns: dict[str, Any] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        if fields[0] == "nameserver":
+            dns.setdefault("nameservers", []).append(fields[1])
+        elif fields[0] == "domain":
+            dns["domain"] = fields[1]
+        elif fields[0] == "search":
+            dns.setdefault("search", []).extend(fields[1:])
+        elif fields[0] == "options":
+            dns.setdefault("options", []).extend(fields[1:])
+    return dns
+
+
+def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
+    """Requested addresses, in host-local's order: CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips."""
+    out = []
+    if cni_args.get("IP"):
+        for item in cni_args["IP"].split(","):
+            try:
+                out.append(ipaddress.ip_address(_unscoped(item)))
+            except ValueError:
+                raise CniError(INVALID_ENV, f"CNI_ARGS: invalid IP {item.strip()!r}", "CNI_ARGS IP") from None
+    args = conf.get("args")
+    cni = args.get("cni") if isinstance(args, dict) else None
+    ips = cni.get("ips") if isinstance(cni, dict) else None
+    out += _ip_list("args.cni.ips", ips)
+    out += _ip_list("runtimeConfig.ips", runtime.get("ips"))
+    if len(out) > MAX_REQUESTED_IPS:
+        raise _too_many("requested IPs (CNI_ARGS IP, args.cni.ips, runtimeConfig.ips)", len(out), MAX_REQUESTED_IPS)
+    return out
+
+
+def _ip_list(key: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise config_error(key, value, "must be a list of addresses")
+    if len(value) > MAX_REQUESTED_IPS:
+        raise _too_many(key, len(value), MAX_REQUESTED_IPS)
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise config_error(f"{key}[{i}]", item, "must be an address string")
+        try:
+            out.append(ipaddress.ip_interface(_unscoped(item)).ip)
+        except ValueError:
+            raise config_error(f"{key}[{i}]", item, "not an IP address") from None
+    return out

@@ -1,0 +1,269 @@
+"""Address ranges and range sets: defaults, containment, overlap and allocation order.
+
+A ``Range`` is one ``{subnet, rangeStart, rangeEnd, gateway, exclude}`` entry; a ``RangeSet`` is the
+list of ranges that together yield one address (one per range set, so two sets give dual stack).
+Pure logic: nothing here touches the disk.  Addresses are ``ipaddress`` objects at the edges and
+integers inside the hot loops.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+try:  # the C function bisect.py re-exports, without loading bisect.py on every plugin call
+    from _bisect import bisect_right
+except ImportError:  # pragma: no cover - an interpreter without the accelerator
+    from bisect import bisect_right
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
+    from typing import Iterator, Sequence, Union
+
+    Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class Range:
+    """One contiguous pool inside a subnet; ``start``/``end`` are inclusive integers."""
+
+    __slots__ = ("subnet", "start", "end", "gateway", "exclude", "_ex_starts", "_ex_ends")
+
+    def __init__(
+        self,
+        subnet: Network,
+        start: int,
+        end: int,
+        gateway: Address | None,
+        exclude: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        self.subnet = subnet
+        self.start = start
+        self.end = end
+        self.gateway = gateway
+        merged = merge(exclude)
+        self.exclude = tuple(merged)
+        self._ex_starts = [a for a, _ in merged]
+        self._ex_ends = [b for _, b in merged]
+
+    @property
+    def version(self) -> int:
+        return self.subnet.version
+
+    @property
+    def range_start(self) -> Address:
+        return ipaddress.ip_address(self.start) if self.version == 4 else ipaddress.IPv6Address(self.start)
+
+    @property
+    def range_end(self) -> Address:
+        return ipaddress.ip_address(self.end) if self.version == 4 else ipaddress.IPv6Address(self.end)
+
+    @classmethod
+    def of_subnet(cls, subnet: Network) -> Range:
+        """The range of a subnet given with no rangeStart, rangeEnd or gateway."""
+        start, end, gateway = default_bounds(subnet)
+        return cls(subnet, start, end, gateway)
+
+    def is_default(self) -> bool:
+        """Does this range span what its subnet gives by default (no rangeStart/rangeEnd)?"""
+        start, end, _ = default_bounds(self.subnet)
+        return self.start == start and self.end == end
+
+    def contains(self, addr: Address) -> bool:
+        """True when ``addr`` lies between rangeStart and rangeEnd (host-local's Range.Contains)."""
+        return addr.version == self.version and self.start <= int(addr) <= self.end
+
+    def can_hand_out(self, addr: Address) -> bool:
+        """Could an ADD be given ``addr`` from this range: inside rangeStart..rangeEnd, not excluded,
+        not the network, broadcast (IPv4) or gateway address.  The one rule the allocator, STATUS,
+        the pool, ``show`` and ``lint`` all use."""
+        if not self.contains(addr):
+            return False
+        value = int(addr)
+        return self.excluded_until(value) < 0 and not self.unusable(value)
+
+    def excluded_until(self, value: int) -> int:
+        """The last excluded integer of the exclude interval holding ``value``, or -1."""
+        i = bisect_right(self._ex_starts, value) - 1
+        if i >= 0 and value <= self._ex_ends[i]:
+            return self._ex_ends[i]
+        return -1
+
+    def is_excluded(self, addr: Address) -> bool:
+        return self.excluded_until(int(addr)) >= 0
+
+    def unusable(self, value: int) -> bool:
+        """Network and (IPv4) broadcast addresses and the gateway are never handed out."""
+        net = self.subnet
+        if value == int(net.network_address):
+            return True
+        if self.version == 4 and value == int(net.broadcast_address):
+            return True
+        return self.gateway is not None and value == int(self.gateway)
+
+    def size(self) -> int:
+        """How many addresses this range can hand out (gateway, exclusions, network excluded)."""
+        total = self.end - self.start + 1
+        for lo, hi in self.exclude:
+            lo, hi = max(lo, self.start), min(hi, self.end)
+            if lo <= hi:
+                total -= hi - lo + 1
+        for special in self._specials():
+            if self.start <= special <= self.end and self.excluded_until(special) < 0:
+                total -= 1
+        return max(total, 0)
+
+    def _specials(self) -> set[int]:
+        specials = {int(self.subnet.network_address)}
+        if self.version == 4:
+            specials.add(int(self.subnet.broadcast_address))
+        if self.gateway is not None:
+            specials.add(int(self.gateway))
+        return specials
+
+    def overlaps(self, other: Range) -> bool:
+        return self.version == other.version and self.start <= other.end and other.start <= self.end
+
+    def to_json(self) -> dict:
+        out = {
+            "subnet": str(self.subnet),
+            "rangeStart": str(self.range_start),
+            "rangeEnd": str(self.range_end),
+        }
+        if self.gateway is not None:
+            out["gateway"] = str(self.gateway)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Range({self.subnet}, {self.range_start}-{self.range_end}, gw={self.gateway})"
+
+
+class RangeSet:
+    """An ordered list of same-family, non-overlapping ranges that yields one address."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges: Sequence[Range]) -> None:
+        self.ranges = tuple(ranges)
+
+    @property
+    def version(self) -> int:
+        return self.ranges[0].version
+
+    def range_for(self, addr: Address) -> Range | None:
+        for r in self.ranges:
+            if r.contains(addr):
+                return r
+        return None
+
+    def contains(self, addr: Address) -> bool:
+        return self.range_for(addr) is not None
+
+    def can_hand_out(self, addr: Address) -> bool:
+        """``Range.can_hand_out`` for the range of this set that holds ``addr``."""
+        rng = self.range_for(addr)
+        return rng is not None and rng.can_hand_out(addr)
+
+    def in_subnets(self, addr: Address) -> Range | None:
+        """The range whose subnet holds ``addr`` (used to attach a mask to a reserved address)."""
+        for r in self.ranges:
+            if addr.version == r.version and addr in r.subnet:
+                return r
+        return None
+
+    def overlaps(self, other: RangeSet) -> bool:
+        return any(a.overlaps(b) for a in self.ranges for b in other.ranges)
+
+    def size(self) -> int:
+        return sum(r.size() for r in self.ranges)
+
+    def candidates(self, last_reserved: Address | None) -> Iterator[tuple[Address, Range]]:
+        """Every allocatable address once, in host-local's round-robin order.
+
+        Ranges are walked in set order from rangeStart to rangeEnd.  When ``last_reserved`` lies in
+        one of them the walk begins just after it (wrapping to the next range, then around the set)
+        and ends with ``last_reserved`` itself; otherwise it begins at the first range's start.
+        Gateways, network/broadcast addresses and excluded addresses are skipped.
+        """
+        ranges = self.ranges
+        first_idx, first_val = 0, ranges[0].start
+        if last_reserved is not None:
+            for i, r in enumerate(ranges):
+                if r.contains(last_reserved):
+                    value = int(last_reserved)
+                    if value < r.end:
+                        first_idx, first_val = i, value + 1
+                    else:
+                        first_idx = (i + 1) % len(ranges)
+                        first_val = ranges[first_idx].start
+                    break
+        make = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
+        # The walk: the tail of the first range, the other ranges whole, then the head of the first.
+        order = [(first_idx, first_val, ranges[first_idx].end)]
+        for k in range(1, len(ranges)):
+            j = (first_idx + k) % len(ranges)
+            order.append((j, ranges[j].start, ranges[j].end))
+        if first_val > ranges[first_idx].start:
+            order.append((first_idx, ranges[first_idx].start, first_val - 1))
+        for idx, lo, hi in order:
+            r = ranges[idx]
+            value = lo
+            while value <= hi:
+                skip_to = r.excluded_until(value)
+                if skip_to >= 0:
+                    value = skip_to + 1
+                    continue
+                if not r.unusable(value):
+                    yield make(value), r
+                value += 1
+
+    def to_json(self) -> list:
+        return [r.to_json() for r in self.ranges]
+
+    def __str__(self) -> str:
+        return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
+
+
+def default_bounds(subnet: Network) -> tuple[int, int, Address]:
+    """(rangeStart, rangeEnd, gateway) of a subnet whose range keys are absent: the first address
+    after the network address, the last one before the broadcast (IPv6 too: host-local hands out an
+    IPv6 subnet's last address, we stop one short) and the first address as gateway."""
+    first = int(subnet.network_address)
+    return first + 1, int(subnet.broadcast_address) - 1, subnet.network_address + 1
+
+
+def first_overlap(intervals: Sequence[tuple[int, int, int]]) -> tuple[int, int] | None:
+    """Two owners of overlapping intervals, or None: ``intervals`` are ``(first, last, owner)``.
+
+    A sorted sweep (O(n log n)), so thousands of ranges cost milliseconds rather than the minutes
+    of a pairwise check.  Intervals of one owner must already be disjoint (each range set is checked
+    alone first); the answer is ``(lower owner, higher owner)``.
+    """
+    best_end, best_owner = -1, -1
+    for lo, hi, owner in sorted(intervals):
+        if lo <= best_end and owner != best_owner:
+            return (min(owner, best_owner), max(owner, best_owner))
+        if hi > best_end:
+            best_end, best_owner = hi, owner
+    return None
+
+
+def clip(merged: Sequence[tuple[int, int]], starts: Sequence[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The intervals of ``merged`` (sorted, disjoint; ``starts`` their first values) that touch
+    ``[lo, hi]``: what of a global exclude list applies to one range (O(log n + answer))."""
+    i = max(bisect_right(starts, lo) - 1, 0)
+    out = []
+    while i < len(merged) and merged[i][0] <= hi:
+        if merged[i][1] >= lo:
+            out.append(merged[i])
+        i += 1
+    return out
+
+
+def merge(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint, non-adjacent intervals covering the same integers as ``intervals``."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]

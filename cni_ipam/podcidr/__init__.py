@@ -1,0 +1,1 @@
+"""usePodCidr sources: files, the Kubernetes API, the cache.  Loaded only for configs that ask."""

@@ -1,0 +1,139 @@
+"""`cni-ipam plan`: exact capacity numbers, warnings and exit codes."""
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cni_ipam.admin import plan
+from tests.helpers import ROOT
+
+
+def run_plan(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "plan", *args], capture_output=True, text=True, env=env, timeout=60)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def plan_json(*args):
+    rc, out, err = run_plan("--json", *args)
+    assert out, err
+    return rc, json.loads(out)
+
+
+def test_kubeadm_defaults():
+    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--nodes", "100")
+    (f,) = doc["families"]
+    assert (f["nodeSubnets"], f["availableNodeSubnets"], f["usableAddressesPerNode"], f["podsPerNode"], f["podCapacity"]) == (256, 256, 253, 110, 28160)
+    assert f["nodeMask"] == 24
+    assert (doc["nodesFit"], doc["headroomNodes"], doc["growth"]) == (256, 156, 2.56)
+    assert doc["errors"] == [] and doc["warnings"] == [] and rc == 0
+
+
+@pytest.mark.parametrize("nodes,rc,what", [(128, 0, None), (129, 1, "less than 2x growth"), (256, 1, "less than 2x growth"), (257, 2, "do not fit")])
+def test_growth_thresholds(nodes, rc, what):
+    got_rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--nodes", str(nodes))
+    assert got_rc == rc
+    text = " ".join(doc["errors"] + doc["warnings"])
+    assert (what in text) if what else text == ""
+    assert doc["headroomNodes"] == 256 - nodes
+
+
+def test_usable_addresses_match_the_plugin_defaults():
+    """The per-node count is what cni-ipam hands out from a node subnet with the default range."""
+    from cni_ipam.plugin import netconf as config
+
+    for cidr in ("10.1.2.0/24", "10.1.2.0/26", "10.1.2.0/30", "fd00::/120", "fd00::/64"):
+        net = ipaddress.ip_network(cidr)
+        cfg = config.load({"name": "x", "cniVersion": "1.0.0", "ipam": {"subnet": cidr}}, {})
+        assert plan.usable_per_node(net.prefixlen, net.version) == cfg.range_sets[0].size(), cidr
+    assert plan.usable_per_node(24, 4) == 253
+    assert plan.usable_per_node(30, 4) == 1
+    assert plan.usable_per_node(31, 4) == 0
+    assert plan.usable_per_node(64, 6) == 2 ** 64 - 3
+
+
+def test_service_range_inside_cluster_cidr():
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12", "--nodes", "1000")
+    (f,) = doc["families"]
+    assert (f["nodeSubnets"], f["occupiedByServices"], f["availableNodeSubnets"]) == (65536, 4096, 61440)
+    assert doc["nodesFit"] == 61440 and doc["podCapacity"] == 61440 * 110
+    assert any("10.96.0.0/12 overlaps cluster CIDR 10.0.0.0/8 (4096 node subnet(s) unusable)" in w for w in doc["warnings"])
+    assert rc == 1
+    # a small service range still costs one node subnet
+    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.244.200.0/28")
+    assert doc["families"][0]["occupiedByServices"] == 1 and doc["nodesFit"] == 255 and rc == 1
+    # disjoint: no warning
+    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/12")
+    assert doc["families"][0]["occupiedByServices"] == 0 and rc == 0
+
+
+def test_node_mask_errors_and_warnings():
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/8", "--node-mask", "25")
+    assert "17 bits longer" in doc["errors"][0] and rc == 2
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "25")
+    f = doc["families"][0]
+    assert (f["nodeSubnets"], f["usableAddressesPerNode"], f["podsPerNode"]) == (512, 125, 110)
+    assert any("less than 2x --max-pods" in w for w in doc["warnings"]) and rc == 1
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "26")
+    assert doc["families"][0]["podsPerNode"] == 61 and any("fewer than --max-pods 110" in e for e in doc["errors"]) and rc == 2
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "26", "--max-pods", "30")
+    assert doc["podsPerNode"] == 30 and doc["podCapacity"] == 1024 * 30 and rc == 0
+    rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "12")
+    assert "shorter than the cluster CIDR" in doc["errors"][0] and rc == 2
+
+
+def test_dual_stack():
+    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/60", "--nodes", "5")
+    v4, v6 = doc["families"]
+    assert (v4["nodeSubnets"], v6["nodeSubnets"], v6["nodeMask"]) == (256, 16, 64)
+    assert v6["usableAddressesPerNode"] == 2 ** 64 - 3
+    assert doc["nodesFit"] == 16 and doc["podCapacity"] == 16 * 110 and doc["headroomNodes"] == 11 and rc == 0
+    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/56", "--node-mask", "ipv6=120",
+                        "--node-mask", "ipv4=25", "--nodes", "100")
+    v4, v6 = doc["families"]
+    assert (v4["nodeMask"], v6["nodeMask"]) == (25, 120)
+    assert "64 bits longer" in " ".join(doc["errors"]) and rc == 2  # /56 -> /120
+    rc, doc = plan_json("--cluster-cidr", "fd00:1::/48", "--cluster-cidr", "10.0.0.0/12", "--node-mask", "64", "--node-mask", "24")
+    assert [(f["family"], f["nodeMask"], f["nodeSubnets"]) for f in doc["families"]] == [("ipv6", 64, 65536), ("ipv4", 24, 4096)]
+    assert doc["nodesFit"] == 4096 and rc == 0
+
+
+def test_usage_errors():
+    """Bad options are usage errors (64, as in every command); 2 stays "the plan does not fit"."""
+    assert run_plan()[0] == 64
+    rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--cluster-cidr", "10.1.0.0/16")
+    assert rc == 64 and "one per family" in err
+    rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--node-mask", "24", "--node-mask", "25")
+    assert rc == 64 and "more plain masks" in err
+    rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--node-mask", "ipv5=24")
+    assert rc == 64
+    rc, _, err = run_plan("--cluster-cidr", "10.0.0.0/16", "--nodes", "0")
+    assert rc == 64 and "--nodes" in err
+    rc, _, err = run_plan("--cluster-cidr", "banana")
+    assert rc == 64 and "not a CIDR" in err
+
+
+@pytest.mark.parametrize("n,text", [(253, "253"), (9_999_999, "9999999"), (2 ** 64, "2^64"), (2 ** 64 - 3, "2^64-3"),
+                                    (2 ** 56 + 7, "2^56+7"), (2 ** 80 * 3, "~2^81.6"), (2 ** 24 - 1, "2^24-1")])
+def test_count_text(n, text):
+    assert plan.count_text(n) == text
+
+
+def test_ipv6_counts_are_readable_in_the_table():
+    rc, out, _ = run_plan("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/56")
+    v6 = next(ln for ln in out.splitlines() if ln.startswith("ipv6 "))
+    assert v6.split() == ["ipv6", "fd00:10:244::/56", "/64", "256", "0", "256", "2^64-3", "110", "28160"], v6
+    assert "18446744073709551613" not in out and rc == 0
+
+
+def test_table_output():
+    rc, out, _ = run_plan("--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.244.0.0/20", "--nodes", "100")
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["FAMILY", "CLUSTER", "CIDR"]
+    assert lines[1].split() == ["ipv4", "10.244.0.0/16", "/24", "256", "16", "240", "253", "110", "26400"]
+    assert "nodes that fit: 240" in out and "headroom: 140 node(s), 2.40x growth" in out
+    assert "warning: ipv4: service CIDR 10.244.0.0/20 overlaps" in out and rc == 1
