@@ -56,6 +56,7 @@ from cni_ipam.admin import conffiles, output
 from cni_ipam.admin import show as report
 from cni_ipam.cluster import pool as poolmod
 from cni_ipam.errors import CniError
+from cni_ipam.store import is_node_name
 
 DEFAULT_SILENT_AFTER = 3600.0
 DEFAULT_MIN_SILENCE = 600.0
@@ -175,7 +176,7 @@ class Snapshot:
             elif key.startswith(nodes_head):
                 node = key[len(nodes_head):].decode("utf-8", "replace")
                 doc = poolmod.decode_json(value)
-                if doc is None or not poolmod.valid_node_name(node):
+                if doc is None or not is_node_name(node):
                     self.junk.append(key)
                     continue
                 self.records[node] = (doc, mod)
@@ -657,7 +658,7 @@ def _print_release(res: dict, as_json: bool) -> None:
 
 def cmd_release_node(args, targets) -> int:
     node = args.node
-    if not poolmod.valid_node_name(node):
+    if not is_node_name(node):
         print(f"cni-ipam pool release-node: {node!r} is not a Kubernetes node name", file=sys.stderr)
         return EXIT_USAGE
     kube = _kube(args)
@@ -725,7 +726,7 @@ def cmd_gc(args, targets) -> int:
                 names = sorted({c.get("node") for c, _ in snap.blocks.values() if isinstance(c.get("node"), str)} | set(snap.records))
                 verdicts = []
                 for name in names:
-                    if not poolmod.valid_node_name(name):
+                    if not is_node_name(name):
                         verdicts.append((name, "kept", "not a Kubernetes node name"))
                         continue
                     answer = kube.exists(name)

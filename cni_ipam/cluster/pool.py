@@ -49,6 +49,8 @@ import json
 import os
 import time
 
+from cni_ipam.store import is_node_name
+from cni_ipam.store import node_name as store_node_name
 from cni_ipam.errors import (
     DUPLICATE_ALLOCATION,
     INVALID_CONFIG,
@@ -80,7 +82,6 @@ CLAIM_ATTEMPTS = 8  # txns per scan before scanning again
 TXN_READS = 100  # block reads per re-verification txn (etcd's default limit is 128 operations)
 CLAIM_SCANS = 3
 _RECORD_VERSION = 1
-_DNS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 _NAME_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
@@ -179,32 +180,10 @@ class PoolConfig:
             setattr(self, key, kw[key])
 
 
-def valid_node_name(name: str) -> bool:
-    """A Kubernetes node name: a lowercase RFC 1123 DNS subdomain (as podcidr, without ``re``)."""
-    if not isinstance(name, str) or not name or len(name) > 253:
-        return False
-    for label in name.split("."):
-        if not label or label[0] == "-" or label[-1] == "-" or label.strip(_DNS_CHARS) or len(label) > 63:
-            return False
-    return True
-
-
 def node_name(raw: str | None) -> str:
     """``pool.nodeName``, else ``KUBERNETES_NODE_NAME`` / ``NODE_NAME``, else the host name (the
-    same order as usePodCidr's ``podCidr.nodeName``)."""
-    if raw:
-        return raw
-    for var in ("KUBERNETES_NODE_NAME", "NODE_NAME"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            if not valid_node_name(value):
-                raise CniError(INVALID_CONFIG, f"{var}={value!r} is not a Kubernetes node name (lowercase DNS subdomain)", var)
-            return value
-    host = os.uname().nodename.strip().lower()
-    if not valid_node_name(host):
-        raise CniError(INVALID_CONFIG, f"the host name {host!r} is not a Kubernetes node name; set ipam.pool.nodeName or KUBERNETES_NODE_NAME",
-                       "key ipam.pool.nodeName")
-    return host
+    same rule as usePodCidr's ``podCidr.nodeName``: ``cni_ipam.store.node_name``)."""
+    return store_node_name(raw, "ipam.pool.nodeName")
 
 
 def _number(key: str, value: Any, default: float, low: float, high: float) -> float:
@@ -279,7 +258,7 @@ def parse_pool(ipam: dict, range_sets: list[RangeSet]) -> PoolConfig:
     node = raw.get("nodeName")
     if node in (None, ""):
         node = None
-    elif not valid_node_name(node):
+    elif not is_node_name(node):
         raise config_error("ipam.pool.nodeName", node, "not a Kubernetes node name (lowercase DNS subdomain)")
     families = [rset.version for rset in range_sets]
     if len(set(families)) != len(families):

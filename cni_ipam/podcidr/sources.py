@@ -39,11 +39,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import time
 
 from cni_ipam.store import fs as safefs
-from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError, config_error
+from cni_ipam.store import is_node_name
+from cni_ipam.store import node_name as store_node_name
+from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError, config_error
 from cni_ipam.podcidr.cidrs import parse_cidr_list
 
 TYPE_CHECKING = False
@@ -64,7 +65,6 @@ MAX_SOURCE_FILE = 1 << 20  # staticFile, flannel subnet.env
 SOURCES = ("kubernetes", "static", "flannel")
 KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "cacheTTL", "static", "staticFile", "flannelSubnetEnv")
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
-_NODE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 _memo: dict[tuple[str, str], tuple[list[Network], str]] = {}  # one resolution per process
 
@@ -131,7 +131,7 @@ def parse_settings(ipam: dict) -> Settings:
     node = raw.get("nodeName")
     if node in (None, ""):
         node = None
-    elif not isinstance(node, str) or not _valid_node(node):
+    elif not isinstance(node, str) or not is_node_name(node):
         raise config_error("ipam.podCidr.nodeName", node, "not a Kubernetes node name (lowercase DNS subdomain)")
     static = raw.get("static")
     if static in (None, "", []):
@@ -162,28 +162,9 @@ def _seconds(raw: dict, name: str, default: float, low: float) -> float:
     return float(value)
 
 
-def _valid_node(name: str) -> bool:
-    return len(name) <= 253 and _NODE_RE.fullmatch(name) is not None
-
-
 def node_name(settings: Settings) -> str:
     """``podCidr.nodeName``, else ``KUBERNETES_NODE_NAME`` / ``NODE_NAME``, else the host name."""
-    if settings.nodeName:
-        return settings.nodeName
-    for var in ("KUBERNETES_NODE_NAME", "NODE_NAME"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            if not _valid_node(value):
-                raise CniError(INVALID_CONFIG, f"{var}={value!r} is not a Kubernetes node name (lowercase DNS subdomain)", var)
-            return value
-    host = os.uname().nodename.strip().lower()  # as the kubelet derives its default node name
-    if not _valid_node(host):
-        raise CniError(
-            INVALID_CONFIG,
-            f"the host name {host!r} is not a Kubernetes node name; set ipam.podCidr.nodeName or KUBERNETES_NODE_NAME",
-            "key ipam.podCidr.nodeName",
-        )
-    return host
+    return store_node_name(settings.nodeName, "ipam.podCidr.nodeName")
 
 
 # ---------------------------------------------------------------------------------- sources

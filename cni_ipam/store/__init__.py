@@ -4,9 +4,13 @@ This package's own module holds the names that become paths - container IDs, int
 network names, with libcni's rules - because every user of the store needs them and the package
 is loaded anyway: the protocol boundary (``plugin.skel``) validates the CNI_* environment with
 them, and the store checks every owner read back from disk with the same rules before it is used
-as a name.  Checked with str methods, not ``re``: importing re (and enum) is a tenth of a cold
-call's time.
+as a name; and Kubernetes node names (usePodCidr and cluster pools key their state by them).
+Checked with str methods, not ``re``: importing re (and enum) is a tenth of a cold call's time.
 """
+
+import os
+
+from cni_ipam.errors import INVALID_CONFIG, CniError
 
 
 # As libcni's utils.ValidateContainerID / ValidateNetworkName: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
@@ -37,3 +41,35 @@ def ifname_problem(value: str) -> str:
         return "not utf-8"
     return ""
 
+
+
+# A Kubernetes node name: a lowercase RFC 1123 DNS subdomain.
+_DNS_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+def is_node_name(value: object) -> bool:
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return False
+    for label in value.split("."):
+        if not label or label[0] == "-" or label[-1] == "-" or label.strip(_DNS_CHARS) or len(label) > 63:
+            return False
+    return True
+
+
+def node_name(configured: "str | None", key: str) -> str:
+    """The node's name: ``configured`` (the conf's ``key``, validated when parsed), else
+    ``KUBERNETES_NODE_NAME`` / ``NODE_NAME``, else the host name lowercased as the kubelet derives
+    its default node name.  A value that is no node name is code 7 naming where it came from."""
+    if configured:
+        return configured
+    for var in ("KUBERNETES_NODE_NAME", "NODE_NAME"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            if not is_node_name(value):
+                raise CniError(INVALID_CONFIG, f"{var}={value!r} is not a Kubernetes node name (lowercase DNS subdomain)", var)
+            return value
+    host = os.uname().nodename.strip().lower()
+    if not is_node_name(host):
+        raise CniError(INVALID_CONFIG, f"the host name {host!r} is not a Kubernetes node name; set {key} or KUBERNETES_NODE_NAME",
+                       f"key {key}")
+    return host

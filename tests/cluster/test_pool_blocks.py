@@ -9,6 +9,7 @@ import pytest
 from cni_ipam.plugin import netconf as config
 from cni_ipam.cluster import pool
 from cni_ipam.errors import CniError
+from cni_ipam.store import is_node_name
 
 
 def rset(*ranges, exclude=None):
@@ -87,7 +88,7 @@ def test_block_of_and_keys_round_trip():
 @pytest.mark.parametrize("name, ok", [("node-a", True), ("a.b-c.d", True), ("Node", False), ("-a", False), ("a-", False),
                                       ("a..b", False), ("a_b", False), ("", False), ("x" * 254, False)])
 def test_node_names(name, ok):
-    assert pool.valid_node_name(name) is ok
+    assert is_node_name(name) is ok
 
 
 def test_ipv6_block_size_defaults_to_the_same_number_of_addresses():

@@ -82,7 +82,7 @@ def test_defaults():
 
 def test_node_name_order(monkeypatch):
     host = os.uname().nodename.lower()
-    if podcidr._valid_node(host):
+    if podcidr.is_node_name(host):
         assert podcidr.node_name(podcidr.parse_settings({})) == host
     monkeypatch.setenv("NODE_NAME", "from-node-name")
     assert podcidr.node_name(podcidr.parse_settings({})) == "from-node-name"
