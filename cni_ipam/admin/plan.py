@@ -213,6 +213,136 @@ class Plan:
         return "\n".join(out)
 
 
+# ---------------------------------------------------------------------------------- pools (issue 12)
+def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
+    """(blocks that can hand out an address, fewest usable addresses in one, most) of a pool range
+    set cut into /``prefixlen`` blocks, exact without walking the blocks (a /64 of /120 blocks has
+    2^56): only a block holding a range end, a gateway, a network/broadcast address or an exclusion
+    edge can differ from a full block; those are measured with the pool's own ``block_capacity``,
+    and every other block meeting the ranges is full or wholly excluded, so the full ones number
+    (the set's usable total less the measured blocks') / block size."""
+    from cni_ipam.cluster import pool
+
+    step = 1 << (rset.ranges[0].subnet.max_prefixlen - prefixlen)
+    points = set()
+    for r in rset.ranges:
+        points |= {r.start, r.end, *r._specials(), *(v for ex in r.exclude for v in ex)}
+    caps = [pool.block_capacity(rset, pool.block_cidr(rset.version, lo, prefixlen)) for lo in {p - p % step for p in points}]
+    caps = [c for c in caps if c]
+    full = (rset.size() - sum(caps)) // step
+    sizes = caps + ([step] if full else [])
+    return (len(caps) + full, min(sizes), max(sizes)) if sizes else (0, 0, 0)
+
+
+class PoolSetPlan:
+    def __init__(self, rset, block_size: int, max_pods: int) -> None:
+        self.rset = rset
+        self.version = rset.version
+        self.block_size = block_size
+        self.blocks, self.usable_min, self.usable_max = pool_set_blocks(rset, block_size)
+        self.usable = rset.size()
+        # a node must reach --max-pods even with the smallest blocks
+        self.blocks_per_node = -(-max_pods // self.usable_min) if self.usable_min else 0
+        self.nodes_fit = self.blocks // self.blocks_per_node if self.blocks_per_node else 0
+
+    def to_json(self) -> dict:
+        return {
+            "family": f"ipv{self.version}",
+            "subnets": [str(r.subnet) for r in self.rset.ranges],
+            "blockSize": self.block_size,
+            "blocks": self.blocks,
+            "usablePerBlockMin": self.usable_min,
+            "usablePerBlockMax": self.usable_max,
+            "usableAddresses": self.usable,
+            "blocksPerNode": self.blocks_per_node,
+            "nodesFit": self.nodes_fit,
+        }
+
+
+class PoolPlan:
+    """What a pool (its range sets and block sizes, ``cfg.pool``) serves: per range set the blocks,
+    usable addresses per block, blocks a node needs for --max-pods, nodes that get that many."""
+
+    def __init__(self, range_sets: Sequence, block_sizes: Sequence[int], nodes: int | None = None,
+                 max_pods: int = DEFAULT_MAX_PODS) -> None:
+        if max_pods < 1:
+            raise PlanError("--max-pods must be at least 1")
+        if nodes is not None and nodes < 1:
+            raise PlanError("--nodes must be at least 1")
+        self.nodes, self.max_pods = nodes, max_pods
+        self.sets = [PoolSetPlan(r, b, max_pods) for r, b in zip(range_sets, block_sizes)]
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        for s in self.sets:
+            fam = f"ipv{s.version}"
+            if not s.nodes_fit:
+                self.errors.append(f"{fam}: not one node fits: {s.blocks} /{s.block_size} block(s) of at least "
+                                   f"{s.usable_min} addresses, a node needs {s.blocks_per_node or 'more than all'} for {max_pods} pods")
+            elif s.usable_min >= 4 * max_pods:
+                self.warnings.append(f"{fam}: a /{s.block_size} block holds at least {count_text(s.usable_min)} addresses, "
+                                     f"4x or more than --max-pods {max_pods} needs: a smaller blockSize wastes less")
+        self.nodes_fit = min(s.nodes_fit for s in self.sets)
+        if nodes is not None and self.nodes_fit and self.nodes_fit < nodes:
+            self.warnings.append(f"{nodes} nodes do not fit: the pool has blocks for {self.nodes_fit}")
+        served = self.nodes_fit if nodes is None else min(self.nodes_fit, nodes)
+        self.pod_capacity = served * max_pods
+
+    exit_code = Plan.exit_code
+
+    def to_json(self) -> dict:
+        return {"rangeSets": [s.to_json() for s in self.sets], "maxPods": self.max_pods, "nodes": self.nodes,
+                "nodesFit": self.nodes_fit, "podCapacity": self.pod_capacity, "errors": self.errors, "warnings": self.warnings}
+
+    def render(self) -> str:
+        from cni_ipam.admin.output import table
+
+        rows = [["FAMILY", "SUBNETS", "BLOCK SIZE", "BLOCKS", "ADDRESSES/BLOCK", "USABLE", "BLOCKS/NODE", "NODES FIT"]]
+        for s in self.sets:
+            per = count_text(s.usable_min) if s.usable_min == s.usable_max else f"{count_text(s.usable_min)}-{count_text(s.usable_max)}"
+            rows.append([f"ipv{s.version}", ",".join(str(r.subnet) for r in s.rset.ranges), f"/{s.block_size}",
+                         count_text(s.blocks), per, count_text(s.usable), str(s.blocks_per_node), count_text(s.nodes_fit)])
+        out = [table(rows, right=(3, 4, 5, 6, 7)), "",
+               f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.max_pods} (--max-pods); "
+               f"pod capacity: {count_text(self.pod_capacity)}" + ("" if self.nodes is None else f" (for {self.nodes} planned nodes)")]
+        out += [f"error: {e}" for e in self.errors]
+        out += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(out)
+
+
+def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[str]):
+    """(range sets, block sizes) of ``--pool-conf`` or of ``--pool-subnet``/``--block-size``, both
+    through the plugin's own netconf parser, so the plan sees the pool the plugin would."""
+    from cni_ipam.errors import CniError
+    from cni_ipam.plugin import netconf
+
+    if conf_path is not None:
+        if subnets or block_sizes:
+            raise PlanError("--pool-conf takes the subnets and block sizes from the file: no --pool-subnet/--block-size")
+        try:
+            with open(conf_path, encoding="utf-8") as f:
+                conf = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise PlanError(f"--pool-conf {conf_path}: {exc}") from None
+        if not isinstance(conf, dict) or not isinstance(conf.get("ipam"), dict) or conf["ipam"].get("pool") is None:
+            raise PlanError(f"--pool-conf {conf_path}: not a network config with an ipam.pool section")
+    else:
+        if not block_sizes:
+            raise PlanError("--pool-subnet needs --block-size")
+        sizes = parse_masks(block_sizes, subnets)
+        for s in subnets:
+            if s.version not in sizes:
+                raise PlanError(f"--block-size: no IPv{s.version} block size for --pool-subnet {s} (N, ipv4=N or ipv6=N)")
+        pool = {"name": "plan", "blockSize": sizes.get(4, 32), "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}  # never contacted
+        if 6 in sizes:
+            pool["blockSizeIPv6"] = sizes[6]
+        conf = {"cniVersion": "1.0.0", "name": "plan", "ipam": {"ranges": [[{"subnet": str(s)}] for s in subnets], "pool": pool}}
+    try:
+        cfg = netconf.load(conf, {})
+    except CniError as exc:
+        raise PlanError(exc.msg) from None
+    return cfg.range_sets, cfg.pool.block_sizes
+
+
 def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
     """``--node-mask`` values: ``24``, ``ipv4=24`` / ``ipv6=64`` (or ``4=24``); plain numbers pair
     with the --cluster-cidr values in order."""
@@ -241,25 +371,38 @@ def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
 
 def main(argv: list[str]) -> int:
     parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
-    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, required=True, metavar="CIDR",
+    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
                         help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)")
     parser.add_argument("--node-mask", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
                         help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order")
     parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
     parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
     parser.add_argument("--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)")
+    parser.add_argument("--pool-conf", metavar="FILE", help="plan a cluster pool: a network config with an ipam.pool section")
+    parser.add_argument("--pool-subnet", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
+                        help="plan a cluster pool over this subnet (once per family), with --block-size")
+    parser.add_argument("--block-size", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
+                        help="pool block prefix length; plain numbers pair with --pool-subnet in order")
     parser.add_argument("--json", action="store_true")
     try:
         args = parser.parse_args(argv)
     except options.UsageError as exc:
         print(exc, file=sys.stderr)
         return options.EXIT_USAGE
+    pooled = args.pool_conf is not None or args.pool_subnet or args.block_size
     try:
+        if pooled and args.cluster_cidr:
+            raise PlanError("plan either --cluster-cidr or a pool (--pool-conf / --pool-subnet), not both")
+        if not pooled and not args.cluster_cidr:
+            raise PlanError("give --cluster-cidr, --pool-conf or --pool-subnet")
+        if pooled:
+            range_sets, block_sizes = load_pool(args.pool_conf, args.pool_subnet, args.block_size)
+            plan = PoolPlan(range_sets, block_sizes, args.nodes, args.max_pods)
         for c in args.cluster_cidr:
             if c.prefixlen > c.max_prefixlen - 2:
                 raise PlanError(f"--cluster-cidr {c} is too small")
-        masks = parse_masks(args.node_mask, args.cluster_cidr)
-        plan = Plan(args.cluster_cidr, masks, args.service_cidr, args.nodes, args.max_pods)
+        if not pooled:
+            plan = Plan(args.cluster_cidr, parse_masks(args.node_mask, args.cluster_cidr), args.service_cidr, args.nodes, args.max_pods)
     except PlanError as exc:  # the options contradict each other or cannot be a plan: a usage error
         print(f"cni-ipam plan: {exc}", file=sys.stderr)
         return options.EXIT_USAGE

@@ -137,3 +137,96 @@ def test_table_output():
     assert lines[1].split() == ["ipv4", "10.244.0.0/16", "/24", "256", "16", "240", "253", "110", "26400"]
     assert "nodes that fit: 240" in out and "headroom: 140 node(s), 2.40x growth" in out
     assert "warning: ipv4: service CIDR 10.244.0.0/20 overlaps" in out and rc == 1
+
+
+# ---------------------------------------------------------------------------------- pools (issue 12)
+def pool_plan(capsys, *args):
+    rc = plan.main(["--json", *args])
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+def test_pool_ipv4_28_blocks_in_a_24(capsys):
+    """10.0.0.0/24, /28 blocks: 256/16 = 16 blocks.  The default range hands out .1-.254 less the
+    gateway .1: the first block loses .0 and .1 (14), the last loses .255 (15), the 14 others are full
+    (16): 14 + 15 + 14*16 = 253.  max-pods 30 with the smallest block: ceil(30/14) = 3 blocks a node,
+    16 // 3 = 5 nodes."""
+    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "4")
+    (s,) = doc["rangeSets"]
+    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (16, 14, 16, 14 + 15 + 14 * 16)
+    assert (s["blocksPerNode"], s["nodesFit"]) == (-(-30 // 14), 16 // 3) == (3, 5)
+    assert doc["nodesFit"] == 5 and doc["podCapacity"] == 4 * 30  # 4 planned nodes, all fit
+    assert doc["errors"] == doc["warnings"] == [] and rc == 0
+    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "6")
+    assert doc["podCapacity"] == 5 * 30 and rc == 1 and "6 nodes do not fit" in doc["warnings"][0]
+
+
+def test_pool_table(capsys):
+    rc = plan.main(["--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["ipv4", "10.0.0.0/24", "/28", "16", "14-16", "253", "3", "5"], lines
+    assert "pod capacity: 150" in lines[3] and rc == 0
+
+
+def test_pool_ipv6_64_with_120_blocks(capsys):
+    """fd00::/64, /120 blocks: 2^(120-64) = 2^56 blocks of 256.  The default range drops ::0, the
+    gateway ::1 and the last address: first block 254, last 255, total 2^64 - 3."""
+    rc, doc = pool_plan(capsys, "--pool-subnet", "fd00::/64", "--block-size", "120", "--max-pods", "110")
+    (s,) = doc["rangeSets"]
+    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (2 ** 56, 254, 256, 2 ** 64 - 3)
+    assert (s["blocksPerNode"], s["nodesFit"]) == (1, 2 ** 56)
+    assert doc["podCapacity"] == 2 ** 56 * 110 and doc["warnings"] == [] and rc == 0
+    rc = plan.main(["--pool-subnet", "fd00::/64", "--block-size", "120", "--max-pods", "110"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split() == ["ipv6", "fd00::/64", "/120", "2^56", "254-256", "2^64-3", "1", "2^56"]
+    assert str(2 ** 56) not in out
+
+
+def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
+    """The conf goes through the plugin's parser: rangeStart and the exclude count.  IPv4
+    10.1.0.64-10.1.0.254 of a /24 less 10.1.0.128/28, /27 blocks: .64/27 and .96/27 are full (32
+    each), .128/27 loses the 16 excluded (16), .160/27 full (32), .192/27 full (32), .224/27 loses
+    .255 (31): 6 blocks, 175 addresses.  IPv6 fd00:1::/64 with blockSizeIPv6 123 (32-address blocks),
+    max-pods 40: IPv4 needs ceil(40/16) = 3 blocks a node -> 2 nodes; IPv6 2 blocks -> 2^58 nodes;
+    the pool serves 2."""
+    conf = {"cniVersion": "1.0.0", "name": "pooled", "ipam": {
+        "type": "cni-ipam", "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.64"}], [{"subnet": "fd00:1::/64"}]],
+        "exclude": ["10.1.0.128/28"],
+        "pool": {"name": "p", "blockSize": 27, "blockSizeIPv6": 123, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}
+    path = tmp_path / "pool.conflist"
+    path.write_text(json.dumps(conf))
+    rc, doc = pool_plan(capsys, "--pool-conf", str(path), "--max-pods", "40")
+    v4, v6 = doc["rangeSets"]
+    assert (v4["blocks"], v4["usablePerBlockMin"], v4["usablePerBlockMax"], v4["usableAddresses"]) == (6, 16, 32, 32 * 4 + 16 + 31)
+    assert (v4["blocksPerNode"], v4["nodesFit"]) == (3, 2)
+    assert (v6["blocks"], v6["usablePerBlockMin"], v6["usableAddresses"], v6["blocksPerNode"]) == (2 ** 59, 30, 2 ** 64 - 3, 2)
+    assert doc["nodesFit"] == 2 and doc["podCapacity"] == 2 * 40 and rc == 0
+
+
+def test_pool_counts_match_walking_the_blocks():
+    """The shortcut (only special blocks measured) agrees with the pool's own block walk."""
+    from cni_ipam.cluster import pool
+    from cni_ipam.plugin import netconf
+
+    conf = {"cniVersion": "1.0.0", "name": "w", "ipam": {
+        "ranges": [[{"subnet": "10.2.0.0/22", "rangeStart": "10.2.0.7", "rangeEnd": "10.2.3.200", "gateway": "10.2.1.77"}]],
+        "exclude": ["10.2.2.0/25", "10.2.0.30/31"], "pool": {"name": "w", "blockSize": 26, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}
+    (rset,) = netconf.load(conf, {}).range_sets
+    for size in (24, 26, 27, 29, 32):
+        caps = [c for c in (pool.block_capacity(rset, pool.block_cidr(4, lo, size)) for lo in pool.set_block_starts(rset, size)) if c]
+        assert plan.pool_set_blocks(rset, size) == (len(caps), min(caps), max(caps)), size
+
+
+def test_pool_errors_and_waste(capsys):
+    # /28 blocks hold at most 16: 300 pods need ceil(300/14) = 22 blocks, the /24 has 16: no node fits
+    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "300")
+    assert doc["nodesFit"] == 0 and doc["podCapacity"] == 0 and rc == 2 and "not one node fits" in doc["errors"][0]
+    # /25 blocks for 30 pods: the first loses .0 and the gateway .1 (128 - 2), still 4x too big
+    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "25", "--max-pods", "30")
+    assert rc == 1 and "4x" in doc["warnings"][0] and doc["rangeSets"][0]["usablePerBlockMin"] == 128 - 2
+    for args, what in [(["--pool-subnet", "10.0.0.0/24"], "--block-size"),
+                       (["--pool-subnet", "10.0.0.0/24", "--block-size", "22"], "larger than the subnet"),
+                       (["--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--cluster-cidr", "10.0.0.0/16"], "not both"),
+                       (["--pool-conf", "/nonexistent/x.conf"], "--pool-conf")]:
+        assert plan.main(args) == 64
+        assert what in capsys.readouterr().err, args
