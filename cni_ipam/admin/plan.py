@@ -19,6 +19,12 @@ node than --max-pods.  Warnings: less than 2x node growth, fewer than 2x --max-p
 a service range overlapping a cluster CIDR.  Exit status: ``options.EXIT_CODES["plan"]`` (0 clean,
 1 warnings, 2 errors; 64 usage).  Counts too long to read (an IPv6 /64 holds 2^64-3 addresses) are
 printed as powers of two in the table, exactly in ``--json``.
+
+Pools (issue 12): ``--pool-conf FILE`` (a netconf with ``ipam.pool``, parsed by the plugin's
+``netconf.load``) or ``--pool-subnet CIDR --block-size N`` plan a cluster pool instead
+(``PoolPlan``): per range set the blocks, usable addresses per block, blocks a node needs for
+--max-pods, the nodes that get that many; error when not one node fits, warnings when fewer than
+--nodes fit or a block holds 4x --max-pods.
 """
 
 from __future__ import annotations
@@ -225,7 +231,7 @@ def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
 
     step = 1 << (rset.ranges[0].subnet.max_prefixlen - prefixlen)
     points = set()
-    for r in rset.ranges:
+    for r in rset.ranges:  # Range._specials: the network/broadcast/gateway rule, not restated here
         points |= {r.start, r.end, *r._specials(), *(v for ex in r.exclude for v in ex)}
     caps = [pool.block_capacity(rset, pool.block_cidr(rset.version, lo, prefixlen)) for lo in {p - p % step for p in points}]
     caps = [c for c in caps if c]
@@ -323,6 +329,9 @@ def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[st
                 conf = json.load(f)
         except (OSError, ValueError) as exc:
             raise PlanError(f"--pool-conf {conf_path}: {exc}") from None
+        if isinstance(conf, dict) and isinstance(conf.get("plugins"), list):  # a conflist: its pooled plugin
+            pooled = [p for p in conf["plugins"] if isinstance(p, dict) and isinstance(p.get("ipam"), dict) and p["ipam"].get("pool") is not None]
+            conf = dict(pooled[0], cniVersion=conf.get("cniVersion"), name=conf.get("name")) if pooled else {}
         if not isinstance(conf, dict) or not isinstance(conf.get("ipam"), dict) or conf["ipam"].get("pool") is None:
             raise PlanError(f"--pool-conf {conf_path}: not a network config with an ipam.pool section")
     else:

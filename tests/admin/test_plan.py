@@ -193,7 +193,7 @@ def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
         "type": "cni-ipam", "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.64"}], [{"subnet": "fd00:1::/64"}]],
         "exclude": ["10.1.0.128/28"],
         "pool": {"name": "p", "blockSize": 27, "blockSizeIPv6": 123, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}
-    path = tmp_path / "pool.conflist"
+    path = tmp_path / "pool.conf"
     path.write_text(json.dumps(conf))
     rc, doc = pool_plan(capsys, "--pool-conf", str(path), "--max-pods", "40")
     v4, v6 = doc["rangeSets"]
@@ -201,6 +201,8 @@ def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
     assert (v4["blocksPerNode"], v4["nodesFit"]) == (3, 2)
     assert (v6["blocks"], v6["usablePerBlockMin"], v6["usableAddresses"], v6["blocksPerNode"]) == (2 ** 59, 30, 2 ** 64 - 3, 2)
     assert doc["nodesFit"] == 2 and doc["podCapacity"] == 2 * 40 and rc == 0
+    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "pooled", "plugins": [dict(type="bridge", ipam=conf["ipam"])]}))
+    assert pool_plan(capsys, "--pool-conf", str(path), "--max-pods", "40")[1]["rangeSets"] == [v4, v6]  # a conflist too
 
 
 def test_pool_counts_match_walking_the_blocks():
