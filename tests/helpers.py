@@ -53,6 +53,14 @@ def run_cni(argv, command, conf, container_id="c1", ifname="eth0", netns="/var/r
     return proc.returncode, parsed, out, proc.stderr.decode("utf-8", "replace")
 
 
+def run_admin(command, *args, timeout=60):
+    """``cni-ipam COMMAND ARGS`` (an admin command) from this source tree; returns (rc, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cni_ipam", command, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def run_plugin(command, conf, **kw):
     return run_cni(plugin_argv(), command, conf, **kw)
 

@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import conffiles, lint
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_admin
 
 EXAMPLES = os.path.join(ROOT, "conf-examples")
 EXAMPLE_FILES = sorted(f for f in os.listdir(EXAMPLES) if f.endswith((".conf", ".conflist", ".json")))
@@ -19,9 +17,7 @@ ALL_EXAMPLES = sorted(os.path.relpath(os.path.join(d, f), EXAMPLES) for d, _, fi
 
 
 def run_lint(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "lint", *args], capture_output=True, text=True, env=env, timeout=60)
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_admin("lint", *args)
 
 
 def lint_json(*args):

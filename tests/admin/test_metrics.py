@@ -12,7 +12,7 @@ import pytest
 from cni_ipam.admin import liveness
 from cni_ipam.store import gcstats
 from cni_ipam.store.network import NetworkStore
-from tests.helpers import ROOT, have_host_local, run_host_local
+from tests.helpers import ROOT, have_host_local, run_admin, run_host_local
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -35,9 +35,7 @@ def reserve(data_dir, network, items, meta):
 
 
 def metrics(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "metrics", *args], capture_output=True, text=True, env=env, timeout=60)
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_admin("metrics", *args)
 
 
 def samples(text):

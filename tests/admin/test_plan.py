@@ -2,20 +2,15 @@
 
 import ipaddress
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from cni_ipam.admin import plan
-from tests.helpers import ROOT
+from tests.helpers import run_admin
 
 
 def run_plan(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "plan", *args], capture_output=True, text=True, env=env, timeout=60)
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_admin("plan", *args)
 
 
 def plan_json(*args):

@@ -7,8 +7,6 @@ by Debian's host-local; nothing is mocked.
 import ipaddress
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +15,7 @@ from cni_ipam.admin import liveness
 from cni_ipam.admin import options, output
 from cni_ipam.admin import show as report
 from cni_ipam.store.network import NetworkStore
-from tests.helpers import ROOT, have_host_local, run_host_local, run_plugin
+from tests.helpers import have_host_local, run_admin, run_host_local, run_plugin
 
 
 def write_conf(conf_dir, name, ipam, fname=None, data_dir=None):
@@ -49,9 +47,7 @@ def reserve(data_dir, network, items, meta=None):
 
 
 def show(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "show", *args], capture_output=True, text=True, env=env, timeout=60)
-    return proc.returncode, proc.stdout, proc.stderr
+    return run_admin("show", *args)
 
 
 def show_json(tmp_path, *args):
