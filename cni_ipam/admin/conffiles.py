@@ -1,6 +1,10 @@
 """CNI conf files as libcni reads them: the files of a conf directory, each file's plugins with the
 netconf each would receive, and the cni-ipam networks they define.  Shared by ``show``, ``metrics``,
 ``lint`` and ``pool``.
+
+Every conf is parsed offline: :func:`load_offline` is the plugin's ``netconf.load`` with the
+cache-only pod CIDR resolver (``podcidr.sources.offline_subnet_for``), so reading confs never calls
+the Kubernetes API and never writes the pod CIDR cache.
 """
 
 from __future__ import annotations
@@ -8,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 
+from typing import Any
+
 from cni_ipam.errors import CniError
 from cni_ipam.plugin import netconf as config
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
-
-    from cni_ipam.plugin.ranges import RangeSet
+from cni_ipam.plugin.ranges import RangeSet
+from cni_ipam.podcidr.sources import NotKnownOffline, offline_subnet_for
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 IPAM_TYPES = ("cni-ipam", "host-local")
@@ -96,18 +98,29 @@ def read_conf_file(path: str) -> list[Attachment]:
     return out
 
 
+def load_offline(netconf: dict) -> config.IpamConfig:
+    """``netconf.load`` as the admin commands run it: no CNI_ARGS, and a ``usePodCidr`` subnet from
+    the pod CIDR cache (or a static/flannel source) only.  Raises CniError as the plugin would, and
+    ``podcidr.sources.NotKnownOffline`` when the node's pod CIDR is not known offline."""
+    return config.load(netconf, {}, podcidr_resolver=offline_subnet_for)
+
+
 class NetworkConf:
-    """A network as a conf file defines it: name, data directory and (when valid) range sets."""
+    """A network as a conf file defines it: name, data directory and (when valid) range sets.
+    ``pod_cidr_unknown``: the conf is valid as far as can be told, but its ``usePodCidr`` subnet is
+    not known offline (``error`` says why); its range sets are then None."""
 
-    __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error")
+    __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error", "pod_cidr_unknown")
 
-    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: tuple[RangeSet, ...] | None, error: str) -> None:
+    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: tuple[RangeSet, ...] | None, error: str,
+                 pod_cidr_unknown: bool = False) -> None:
         self.name = name
         self.data_dir = data_dir
         self.file = file
         self.key = key
         self.range_sets = range_sets
         self.error = error
+        self.pod_cidr_unknown = pod_cidr_unknown
 
 
 def conf_networks(conf_dir: str) -> list[NetworkConf]:
@@ -131,13 +144,15 @@ def conf_networks(conf_dir: str) -> list[NetworkConf]:
             if (att.name, data_dir) in seen:
                 continue
             seen.add((att.name, data_dir))
-            range_sets, error = None, ""
+            range_sets, error, unknown = None, "", False
             try:
-                range_sets = config.load(att.netconf, {}).range_sets
+                range_sets = load_offline(att.netconf).range_sets
+            except NotKnownOffline as exc:
+                error, unknown = exc.msg, True
             except CniError as exc:
                 error = exc.msg
             except Exception as exc:  # a bug elsewhere must not hide the other networks
                 error = f"{type(exc).__name__}: {exc}"
-            out.append(NetworkConf(att.name, data_dir, path, att.prefix, range_sets, error))
+            out.append(NetworkConf(att.name, data_dir, path, att.prefix, range_sets, error, unknown))
     return out
 

@@ -34,7 +34,7 @@ import sys
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
 from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, read_conf_file
-from cni_ipam.errors import CniError
+from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -386,6 +386,10 @@ class Linter:
             else:
                 given = [n for n in self.opts.pod_cidrs if n.version == family]
                 origin = "--pod-cidr"
+            if not given and static is None:
+                given, origin, problem = self._offline_pod_cidr(placeholder, ipam)
+            else:
+                problem = None
             if given:
                 rng["subnet"] = str(given[0])
                 resolved.add((set_key, j))
@@ -395,8 +399,33 @@ class Linter:
             for k in ("rangeStart", "rangeEnd", "gateway"):
                 rng.pop(k, None)
             unresolved.add((set_key, j))
-            self.add(INFO, path, key, "the node's pod CIDR is known only at ADD: give --pod-cidr to check this range's size and overlaps", "pod-cidr")
+            hint = "give --pod-cidr to check this range's size and overlaps"
+            if problem is not None:
+                self.add(WARNING, path, key, f"{placeholder}: {problem}; {hint}", "pod-cidr")
+            else:
+                self.add(INFO, path, key, f"the node's pod CIDR is known only at ADD: {hint}", "pod-cidr")
         return unresolved
+
+    def _offline_pod_cidr(self, placeholder: str, ipam: dict):
+        """``([net], origin, None)`` when this machine knows the node's pod CIDR offline (the pod
+        CIDR cache an ADD wrote, a static file, flannel's subnet.env: read only, never the API);
+        ``([], "", problem)`` when it does not; ``([], "", None)`` for malformed podCidr keys
+        (reported by ``_lint_podcidr_keys``)."""
+        from cni_ipam.podcidr import sources as podcidr
+
+        try:
+            data_dir = config.data_dir_of(ipam)
+        except CniError:
+            data_dir = config.DEFAULT_DATA_DIR
+        try:
+            net, origin = podcidr.offline_pod_cidr(placeholder, ipam, data_dir)
+        except podcidr.NotKnownOffline as exc:
+            return [], "", f"pod CIDR not known offline ({exc.msg})"
+        except CniError as exc:
+            if exc.code != PODCIDR_UNAVAILABLE:
+                return [], "", None
+            return [], "", f"pod CIDR not known offline: an ADD on this machine would fail ({exc.msg})"
+        return [net], origin, None
 
     def _lint_podcidr_keys(self, att: Attachment, ipam: dict):
         """Validate ``ipam.podCidr`` with podcidr's own parser (no I/O, no API).  Returns the static

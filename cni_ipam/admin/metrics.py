@@ -170,6 +170,9 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"cni-ipam metrics: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    for rep in reports:  # exported with cni_ipam_network_config_known 0; not a failure of the export
+        if rep.conf is not None and rep.conf.pod_cidr_unknown and not rep.error:
+            print(f"cni-ipam metrics: warning: {rep.name}: {rep.conf.error}", file=sys.stderr)
     failed = [r for r in reports if r.error]
     for rep in failed:
         print(f"cni-ipam metrics: {rep.error}", file=sys.stderr)

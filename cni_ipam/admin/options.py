@@ -32,7 +32,8 @@ EXIT_CODES = {
         1: "worst level `warning`",
         2: "worst level `critical`",
         3: "worst level `emergency`",
-        4: "worst level `unknown`: a network without a (valid) conf file, or whose directory cannot be read",
+        4: "worst level `unknown`: a network without a (valid) conf file, whose directory cannot be read, "
+           "or whose `usePodCidr` subnet is not known offline (no pod CIDR cache yet)",
     },
     "metrics": {
         0: "written",

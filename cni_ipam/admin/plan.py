@@ -318,8 +318,8 @@ class PoolPlan:
 def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[str]):
     """(range sets, block sizes) of ``--pool-conf`` or of ``--pool-subnet``/``--block-size``, both
     through the plugin's own netconf parser, so the plan sees the pool the plugin would."""
+    from cni_ipam.admin.conffiles import load_offline
     from cni_ipam.errors import CniError
-    from cni_ipam.plugin import netconf
 
     if conf_path is not None:
         if subnets or block_sizes:
@@ -346,7 +346,7 @@ def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[st
             pool["blockSizeIPv6"] = sizes[6]
         conf = {"cniVersion": "1.0.0", "name": "plan", "ipam": {"ranges": [[{"subnet": str(s)}] for s in subnets], "pool": pool}}
     try:
-        cfg = netconf.load(conf, {})
+        cfg = load_offline(conf)  # a usePodCidr subnet from the cache only: plan never calls the API
     except CniError as exc:
         raise PlanError(exc.msg) from None
     return cfg.range_sets, cfg.pool.block_sizes

@@ -13,7 +13,10 @@ Reading is **lock-free and read-only**: the reservation files and the owner inde
 delays an ADD, needs no write permission, and leaves a directory written by host-local exactly as
 it was.  The price is a snapshot that may be a few files out of date while pods start, which is
 what a utilization report is anyway; reservation files are always complete (cni-ipam links them
-into place; a host-local file caught half-written reads as "owner unknown").
+into place; a host-local file caught half-written reads as "owner unknown").  Conf files are parsed
+offline (``conffiles.load_offline``): a ``usePodCidr`` subnet comes from the pod CIDR cache only,
+never from the API server, and the cache is never written; without a cache the network is shown
+as "pod CIDR not known offline" (level ``unknown``).
 
 ``collect()`` is also what ``cni-ipam metrics`` exports.
 """
@@ -138,7 +141,8 @@ class NetworkReport:
             "dataDir": self.data_dir,
             "exists": self.exists,
             "confFile": self.conf.file if self.conf else None,
-            "confError": (self.conf.error or None) if self.conf else None,
+            "confError": (self.conf.error or None) if self.conf and not self.conf.pod_cidr_unknown else None,
+            "podCidrNotKnownOffline": (self.conf.error or None) if self.conf and self.conf.pod_cidr_unknown else None,
             "level": self.level,
             "reserved": len(self.entries),
             "outsideRanges": len(self.outside),
@@ -242,11 +246,13 @@ def render_table(reports: Sequence[NetworkReport], with_ips: bool, now: float) -
                 rows.append([rep.name, str(s.index), s.ranges_text(), str(s.size), str(s.reserved), str(s.free),
                              f"{s.percent:.1f}%", s.level, str(s.stranded_attachments)])
         else:
-            why = "(no conf file)" if rep.conf is None else "(unreadable)" if rep.error else "(conf invalid)"
+            why = ("(no conf file)" if rep.conf is None else "(unreadable)" if rep.error
+                   else "(pod CIDR not known offline)" if rep.conf.pod_cidr_unknown else "(conf invalid)")
             rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL,
                          str(rep.stranded_attachments())])
         if rep.conf is not None and rep.conf.error:
-            notes.append(f"{rep.name}: {rep.conf.file}: {rep.conf.error}")
+            what = "warning: " if rep.conf.pod_cidr_unknown else ""
+            notes.append(f"{rep.name}: {rep.conf.file}: {what}{rep.conf.error}")
         if rep.outside:
             notes.append(f"{rep.name}: {len(rep.outside)} reservation(s) outside the configured ranges: "
                          + ", ".join(str(e.address) for e in rep.outside[:5]) + (" ..." if len(rep.outside) > 5 else ""))

@@ -93,8 +93,6 @@ class PoolTarget:
 
 def load_pools(conf_files, conf_dir, names=None) -> "tuple[list, list]":
     """(pools, problems) of the conf files; the first file wins for a pool (libcni's order)."""
-    from cni_ipam.plugin import netconf as config
-
     files = list(conf_files) if conf_files else conffiles.conf_files(conf_dir)
     pools, problems, seen = [], [], set()
     for path in files:
@@ -111,7 +109,7 @@ def load_pools(conf_files, conf_dir, names=None) -> "tuple[list, list]":
             if not isinstance(ipam, dict) or ipam.get("pool") is None:
                 continue
             try:
-                cfg = config.load(att.netconf, {})
+                cfg = conffiles.load_offline(att.netconf)  # offline: never the Kubernetes API
             except CniError as exc:
                 problems.append(f"{path}: {att.prefix}ipam: {exc.msg}")
                 continue

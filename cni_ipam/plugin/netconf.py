@@ -195,8 +195,12 @@ def network_ref(conf: dict) -> NetworkRef:
     return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
 
 
-def load(conf: dict, cni_args: dict[str, str]) -> IpamConfig:
-    """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
+def load(conf: dict, cni_args: dict[str, str], *, podcidr_resolver=None) -> IpamConfig:
+    """Validate a decoded network config for ADD/CHECK (and the admin commands).
+
+    ``podcidr_resolver(placeholder, ipam, data_dir) -> network`` resolves a ``usePodCidr`` subnet;
+    None is the plugin's ``podcidr.sources.subnet_for`` (API call and cache write when needed).  The
+    read-only admin commands pass ``podcidr.sources.offline_subnet_for`` (cache only)."""
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict):
         raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
@@ -225,7 +229,7 @@ def load(conf: dict, cni_args: dict[str, str]) -> IpamConfig:
 
     _check_limits(ipam, raw_sets)
     global_exclude = _parse_exclude("ipam.exclude", ipam.get("exclude"))
-    range_sets = [_parse_range_set(key, value, ipam, data_dir) for key, value in raw_sets]
+    range_sets = [_parse_range_set(key, value, ipam, data_dir, podcidr_resolver) for key, value in raw_sets]
     _check_sets(range_sets, [k for k, _ in raw_sets], version)
     if global_exclude:  # only now, with every range disjoint: each range takes what applies to it
         range_sets = _with_global_exclude(range_sets, global_exclude)
@@ -312,10 +316,10 @@ def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[
     return out
 
 
-def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSet:
+def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str, podcidr_resolver=None) -> RangeSet:
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
-    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir) for j, r in enumerate(value)]
+    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir, podcidr_resolver) for j, r in enumerate(value)]
     family = ranges[0].version
     for j, r in enumerate(ranges):
         if r.version != family:
@@ -328,14 +332,16 @@ def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSe
     return RangeSet(ranges)
 
 
-def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
+def _parse_range(key: str, value: Any, ipam: dict, data_dir: str, podcidr_resolver=None) -> Range:
     if not isinstance(value, dict):
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
     if subnet_value in POD_CIDR_PLACEHOLDERS:
-        from cni_ipam.podcidr import sources as podcidr  # only configs that ask for it pay for it
+        if podcidr_resolver is None:
+            from cni_ipam.podcidr import sources as podcidr  # only configs that ask for it pay for it
 
-        subnet = podcidr.subnet_for(subnet_value, ipam, data_dir)
+            podcidr_resolver = podcidr.subnet_for
+        subnet = podcidr_resolver(subnet_value, ipam, data_dir)
     elif not isinstance(subnet_value, str) or not subnet_value:
         raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
     else:

@@ -8,18 +8,11 @@ import re
 
 from cni_ipam.errors import INVALID_CONFIG, CniError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Union
-
-    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
 MIN_PREFIX = {4: 8, 6: 32}  # a node's pod CIDR is a slice of the cluster CIDR, never wider than this
 
 
-
-def parse_cidr_list(origin: str, value: Any, strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
-                     details: str | None = None) -> list[Network]:
+def parse_cidr_list(origin: str, value: object, strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
+                     details: str | None = None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
     sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
     what it holds (the file may be root-only)."""
@@ -30,7 +23,7 @@ def parse_cidr_list(origin: str, value: Any, strict: bool = True, code: int = IN
         items = value
     else:
         raise CniError(code, f"invalid {origin}{' ' + repr(value) if quote else ''}: must be a list of CIDRs", details)
-    out: list[Network] = []
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for i, item in enumerate(items):
         shown = repr(item) if quote else f"entry {i + 1}"
         if not isinstance(item, str) or "/" not in item or "%" in item:
@@ -51,8 +44,7 @@ def parse_cidr_list(origin: str, value: Any, strict: bool = True, code: int = IN
     return out
 
 
-
-def refusal(net: Network) -> str | None:
+def refusal(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
     """Why ``net`` cannot be a node's pod CIDR, or None when it can."""
     if net.version == 6 and net.network_address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 network"

@@ -34,10 +34,6 @@ import ssl
 
 from cni_ipam.errors import PODCIDR_UNAVAILABLE, TRY_AGAIN_LATER, CniError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
-
 MAX_RESPONSE = 8 << 20
 MAX_FILE = 1 << 20  # kubeconfig, token, CA, client certificate and key files
 USER_AGENT = "cni-ipam/usePodCidr"
@@ -72,7 +68,7 @@ def node_pod_cidrs(target: tuple[str, str], node: str, timeout: float, scratch_d
     return pod_cidrs(obj, node, tgt), f"node {node} at {tgt.server} ({tgt.origin})"
 
 
-def pod_cidrs(obj: Any, node: str, tgt: Target | None = None) -> list:
+def pod_cidrs(obj: object, node: str, tgt: Target | None = None) -> list:
     """The node's pod CIDRs, refused (104 naming the node) unless each is one sane network per
     family, without host bits (see ``podcidr.cidrs.refusal``): a hostile node object hands out nothing."""
     from cni_ipam.podcidr.cidrs import parse_cidr_list

@@ -28,6 +28,10 @@ and written as the store treats its files (docs/security.md): through a director
 a symlink, regular files only, at most 64 KiB, modes 0755/0644 whatever the umask.  Errors never
 quote the content of a file the netconf points at.
 
+The read-only admin commands resolve through :func:`offline_subnet_for` instead (passed to
+``netconf.load`` as ``podcidr_resolver``): the same sources, the kubernetes one from its cache only
+(never the API, never a write), :class:`NotKnownOffline` when there is no usable cache.
+
 Error codes: malformed ``ipam.podCidr`` keys are 7; an API server that cannot be reached (refused,
 timeout, 429/5xx) with no cached answer is 11 (try again later); everything else (no source,
 credentials rejected, TLS failure, unknown node, node without a pod CIDR of the asked family,
@@ -47,12 +51,6 @@ from cni_ipam.store import node_name as store_node_name
 from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError, config_error
 from cni_ipam.podcidr.cidrs import parse_cidr_list
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Union
-
-    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
 DEFAULT_KUBECONFIG = "/etc/cni/net.d/cni-ipam.d/cni-ipam.kubeconfig"
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_FLANNEL_SUBNET_ENV = "/run/flannel/subnet.env"
@@ -66,7 +64,7 @@ SOURCES = ("kubernetes", "static", "flannel")
 KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "cacheTTL", "static", "staticFile", "flannelSubnetEnv")
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
 
-_memo: dict[tuple[str, str], tuple[list[Network], str]] = {}  # one resolution per process
+_memo: dict[tuple[str, str], tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]] = {}  # one resolution per process
 
 
 class Settings:
@@ -74,7 +72,7 @@ class Settings:
 
     __slots__ = KEYS
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: object) -> None:
         for key in KEYS:
             setattr(self, key, kw[key])
 
@@ -84,7 +82,7 @@ def forget() -> None:
     _memo.clear()
 
 
-def subnet_for(placeholder: str, ipam: dict, data_dir: str) -> Network:
+def subnet_for(placeholder: str, ipam: dict, data_dir: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """The node pod CIDR of the family ``placeholder`` asks for (usePodCidr / usePodCidrIPv6)."""
     family = 6 if placeholder == "usePodCidrIPv6" else 4
     settings = parse_settings(ipam)
@@ -98,6 +96,44 @@ def subnet_for(placeholder: str, ipam: dict, data_dir: str) -> Network:
     for net in cidrs:
         if net.version == family:
             return net
+    have = ", ".join(map(str, cidrs)) or "none"
+    raise CniError(
+        PODCIDR_UNAVAILABLE,
+        f'"subnet": "{placeholder}": node {node} has no IPv{family} pod CIDR (pod CIDRs: {have}; from {origin})',
+        f"node {node}",
+    )
+
+
+class NotKnownOffline(CniError):
+    """:func:`offline_subnet_for` cannot tell the node's pod CIDR without asking the API server (no
+    usable cache).  Code 104, as the plugin's own failure would be; the admin commands report it as
+    "pod CIDR not known offline" instead of failing."""
+
+    def __init__(self, msg: str, details: str) -> None:
+        super().__init__(PODCIDR_UNAVAILABLE, msg, details)
+
+
+def offline_subnet_for(placeholder: str, ipam: dict, data_dir: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """:func:`subnet_for` for the read-only admin commands (``netconf.load(..., podcidr_resolver=...)``).
+
+    The same sources in the same order, but the ``kubernetes`` source answers from its cache only:
+    never an API call, never a write (the cache is read through the store's dir-fd reader, as an ADD
+    reads it; a cache past its ``refreshAfter`` still answers: it is what the last ADD used).  No
+    usable cache raises :class:`NotKnownOffline`.  ``static`` and ``flannel`` read their files as
+    the plugin does (reads only); their failures, and malformed ``ipam.podCidr`` keys, are raised as
+    the plugin raises them.  Nothing is memoised."""
+    return offline_pod_cidr(placeholder, ipam, data_dir)[0]
+
+
+def offline_pod_cidr(placeholder: str, ipam: dict, data_dir: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+    """:func:`offline_subnet_for` and a phrase naming where the answer came from (for ``lint``)."""
+    family = 6 if placeholder == "usePodCidrIPv6" else 4
+    settings = parse_settings(ipam)
+    node = node_name(settings)
+    cidrs, origin = node_cidrs(settings, node, data_dir, family, offline=True)
+    for net in cidrs:
+        if net.version == family:
+            return net, f"node {node}'s pod CIDR from {origin}"
     have = ", ".join(map(str, cidrs)) or "none"
     raise CniError(
         PODCIDR_UNAVAILABLE,
@@ -168,8 +204,10 @@ def node_name(settings: Settings) -> str:
 
 
 # ---------------------------------------------------------------------------------- sources
-def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> tuple[list[Network], str]:
-    """The node's pod CIDRs from the first configured source, and a phrase naming that source."""
+def node_cidrs(settings: Settings, node: str, data_dir: str, family: int,
+               offline: bool = False) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
+    """The node's pod CIDRs from the first configured source, and a phrase naming that source
+    (``offline``: the kubernetes source from its cache only, see :func:`offline_subnet_for`)."""
     skipped = []
     for source in settings.sources:
         if source == "kubernetes":
@@ -180,6 +218,8 @@ def node_cidrs(settings: Settings, node: str, data_dir: str, family: int) -> tup
                     f"(KUBERNETES_SERVICE_HOST unset or no token in {settings.serviceAccountDir})"
                 )
                 continue
+            if offline:
+                return _from_cache_only(node, data_dir, family)
             return _from_kubernetes(settings, target, node, data_dir, family)
         if source == "static":
             if settings.static is not None:
@@ -212,12 +252,12 @@ def _read_text(path: str, what: str) -> str:
         raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path) from None
 
 
-def _read_static_file(path: str) -> list[Network]:
+def _read_static_file(path: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     text = "\n".join(line.split("#", 1)[0] for line in _read_text(path, "staticFile").splitlines())
     return parse_cidr_list(f"staticFile {path}", text, code=PODCIDR_UNAVAILABLE, quote=False)
 
 
-def read_flannel_env(path: str) -> list[Network]:
+def read_flannel_env(path: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """``FLANNEL_SUBNET`` / ``FLANNEL_IPV6_SUBNET`` of a flannel ``subnet.env`` (host bits allowed:
     flannel writes the bridge address, e.g. ``10.244.1.1/24``)."""
     values = {}
@@ -323,7 +363,7 @@ def write_cache(path: str, record: dict) -> None:
         os.close(fd)
 
 
-def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, data_dir: str, family: int) -> tuple[list[Network], str]:
+def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, data_dir: str, family: int) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
     path = cache_path(data_dir, node)
     cached = read_cache(path, node)
     now = time.time()
@@ -364,6 +404,26 @@ def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, dat
             },
         )
     return nets, origin
+
+
+def _from_cache_only(node: str, data_dir: str, family: int) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
+    """The cached answer of the kubernetes source, or NotKnownOffline: reads one file, writes nothing."""
+    path = cache_path(data_dir, node)
+    cached = read_cache(path, node)
+    if cached is None:
+        raise NotKnownOffline(
+            f"usePodCidr: the pod CIDR of node {node} is not known offline: no usable cache {path} "
+            "(the first ADD on this node asks the API server and writes it)",
+            f"node {node}",
+        )
+    if not any(n.version == family for n in cached["nets"]):
+        raise NotKnownOffline(
+            f"usePodCidr: the IPv{family} pod CIDR of node {node} is not known offline: the cache {path} holds "
+            f"only {', '.join(map(str, cached['nets']))} (an ADD would ask the API server)",
+            f"node {node}",
+        )
+    stale = "" if time.time() < cached["refreshAfter"] else ", due for a refresh"
+    return cached["nets"], f"the cache {path} of {cached.get('origin', 'the Kubernetes API')}{stale}"
 
 
 def _warn(msg: str) -> None:

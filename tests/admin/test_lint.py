@@ -53,11 +53,31 @@ def test_examples_exist():
                                   "usePodCidr.conflist", "static-podcidr.conflist"}
 
 
+POD_CIDRS = ("--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:10:244:1::/64")
+
+
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
 def test_each_example_is_clean(name):
-    rc, doc = lint_json("--no-host", "--strict", os.path.join(EXAMPLES, name))
+    # --pod-cidr: off the node (no pod CIDR cache, no static file, no flannel) a usePodCidr range is
+    # otherwise "not known offline", a warning (test_use_pod_cidr_examples_off_the_node)
+    rc, doc = lint_json("--no-host", "--strict", *POD_CIDRS, os.path.join(EXAMPLES, name))
     assert rc == 0, doc["findings"]
     assert doc["errors"] == 0 and doc["warnings"] == 0
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_EXAMPLES if "usePodCidr" in open(os.path.join(EXAMPLES, n)).read()])
+def test_use_pod_cidr_examples_off_the_node(name):
+    """Without --pod-cidr, on a machine that is not the node: each usePodCidr range that the file
+    itself does not pin (podCidr.static) is one "pod CIDR not known offline" warning, nothing else."""
+    rc, doc = lint_json("--no-host", os.path.join(EXAMPLES, name))
+    assert rc == 0 and doc["errors"] == 0, doc["findings"]
+    warned = findings(doc, "warning")
+    assert all(f["check"] == "pod-cidr" and "pod CIDR not known offline" in f["message"] for f in warned), warned
+    with open(os.path.join(EXAMPLES, name)) as fh:
+        text = fh.read()
+    assert len(warned) == (0 if '"static":' in text else text.count('"usePodCidr'))
+    rc, doc = lint_json("--no-host", "--strict", os.path.join(EXAMPLES, name))
+    assert rc == (1 if warned else 0)
 
 
 def test_examples_together_with_cluster_settings():
@@ -206,8 +226,8 @@ def test_use_pod_cidr_without_the_api(tmp_path):
     ipam = {"ranges": [[{"subnet": "usePodCidr", "rangeStart": "10.244.7.10"}], [{"subnet": "usePodCidrIPv6"}]],
             "podCidr": {"kubeconfig": "/etc/cni/net.d/cni-ipam.d/cni-ipam.kubeconfig", "nodeName": "node-1"}}
     path = conflist(tmp_path, "ops-pc", ipam)
-    rc, doc = lint_json("--no-host", "--max-pods", "110", path)
-    assert rc == 0 and not findings(doc, "error") and len(findings(doc, "info", "pod-cidr")) == 2
+    rc, doc = lint_json("--no-host", "--max-pods", "110", path)  # no cache of node-1: not known offline
+    assert rc == 0 and not findings(doc, "error") and len(findings(doc, "warning", "pod-cidr")) == 2
     rc, doc = lint_json("--no-host", "--max-pods", "300", "--pod-cidr", "10.244.7.0/24", "--pod-cidr", "fd00:7::/64",
                         "--service-cidr", "fd00:7::/112", path)
     assert only(doc, "error", "max-pods")["key"] == "plugins[0].ipam.ranges[0]"  # 10.244.7.10-.254: 245 < 300

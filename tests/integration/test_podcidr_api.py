@@ -750,3 +750,101 @@ def test_hostile_node_names_are_refused(pki, work, value):
     conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"static": ["10.97.0.0/24"]}})
     rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-nn", extra_env={"KUBERNETES_NODE_NAME": value})
     assert rc == 1 and out["code"] == INVALID_CONFIG and "KUBERNETES_NODE_NAME" in out["msg"], raw
+
+
+# ---------------------------------------------------------------------------------- admin commands stay offline
+def tree_state(path):
+    """Every entry under ``path`` (the directory itself included): inode, mode, size, mtime, ctime
+    and content.  atime is left out (reading is allowed); any write, rename or chmod changes this."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for name in [""] + sorted(dirs) + sorted(files):
+            full = os.path.join(root, name) if name else root
+            st = os.lstat(full)
+            data = None
+            if not os.path.isdir(full):
+                with open(full, "rb") as fh:
+                    data = fh.read()
+            out[os.path.relpath(full, path)] = (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, data)
+    return out
+
+
+def admin_runs(conf_dir, ddir, pool_conf):
+    """What the read-only admin commands are asked here: (name, rc, stdout, stderr) of each."""
+    from tests.helpers import run_admin
+
+    runs = []
+    for args in (("show", "--conf-dir", conf_dir, "--data-dir", ddir),
+                 ("show", "--json", "--ips", "--conf-dir", conf_dir, "--data-dir", ddir),
+                 ("metrics", "--conf-dir", conf_dir, "--data-dir", ddir),
+                 ("lint", "--json", "--no-host", conf_dir),
+                 ("plan", "--pool-conf", pool_conf)):
+        runs.append((" ".join(args[:2]),) + run_admin(*args))
+    return runs
+
+
+def test_show_lint_metrics_plan_never_call_the_api_nor_write_the_cache(api, pki, work):
+    """For a usePodCidr conf the admin commands resolve the pod CIDR from the cache only: zero
+    requests to the API server, the cache directory byte-for-byte (and inode, mtime) as it was,
+    and without a cache "pod CIDR not known offline" (show: level unknown, exit 4; lint: a warning)."""
+    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
+    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+                          "podCidr": {"kubeconfig": kc, "nodeName": NODE, "cacheTTL": 600}})
+    conf_dir = work / "net.d"
+    conf_dir.mkdir()
+    (conf_dir / "10-podcidr.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": conf["name"], "plugins": [{k: v for k, v in conf.items() if k not in ("cniVersion", "name")}]}))
+    pool_conf = work / "pool.conf"  # plan --pool-conf parses through the same offline loader
+    pool_conf.write_text(json.dumps(dict(conf, ipam=dict(conf["ipam"], pool={"name": "p", "blockSize": 28,
+                                                                               "etcd": {"endpoints": ["http://127.0.0.1:9"]}}))))
+    ddir = data_dir(work)
+    cache_dir = os.path.join(ddir, podcidr.CACHE_DIR)
+
+    # 1. no cache yet: nothing known offline, nothing asked, nothing written
+    before = tree_state(ddir)
+    runs = {name: (rc, out, err) for name, rc, out, err in admin_runs(str(conf_dir), ddir, str(pool_conf))}
+    assert api.requests == []
+    assert tree_state(ddir) == before and not os.path.exists(cache_dir)
+    rc, out, err = runs["show --conf-dir"]
+    assert rc == 4 and "(pod CIDR not known offline)" in out and "warning: usePodCidr: the pod CIDR of node" in out, out + err
+    rc, out, err = runs["show --json"]
+    net = json.loads(out)["networks"][0]
+    assert rc == 4 and net["level"] == "unknown" and "not known offline" in net["podCidrNotKnownOffline"] and net["confError"] is None
+    rc, out, err = runs["metrics --conf-dir"]
+    assert rc == 0 and 'cni_ipam_network_config_known{network="podcidr-net"} 0.0' in out and "not known offline" in err, err
+    rc, out, err = runs["lint --json"]
+    doc = json.loads(out)
+    assert rc == 0 and doc["errors"] == 0, doc
+    warned = [f for f in doc["findings"] if f["level"] == "warning"]
+    assert [f["key"] for f in warned] == ["plugins[0].ipam.ranges[0][0].subnet", "plugins[0].ipam.ranges[1][0].subnet"]
+    assert all("pod CIDR not known offline" in f["message"] for f in warned)
+    rc, out, err = runs["plan --pool-conf"]
+    assert rc == 64 and "not known offline" in err and "Traceback" not in err, out + err  # a --pool-conf plan cannot plan
+
+    # 2. an ADD asks the API and writes the cache; then the cache goes stale, so that an ADD (not
+    #    an admin command) would refresh it: the admin commands still ask nothing and touch nothing
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-admin1")
+    assert rc == 0, raw + err
+    assert api.node_requests() == 1
+    expire_cache(work)
+    before, requests = tree_state(ddir), len(api.requests)
+    runs = {name: (rc, out, err) for name, rc, out, err in admin_runs(str(conf_dir), ddir, str(pool_conf))}
+    assert len(api.requests) == requests
+    assert tree_state(ddir) == before
+    rc, out, err = runs["show --json"]
+    net = json.loads(out)["networks"][0]
+    assert rc == 0 and net["level"] == "ok" and net["podCidrNotKnownOffline"] is None, out + err
+    assert [s["ranges"][0]["subnet"] for s in net["rangeSets"]] == [NODE_V4, NODE_V6]
+    assert [s["reserved"] for s in net["rangeSets"]] == [1, 1]
+    rc, out, err = runs["lint --json"]
+    doc = json.loads(out)
+    assert rc == 0 and not [f for f in doc["findings"] if f["level"] != "info"], doc
+    infos = [f["message"] for f in doc["findings"] if f["check"] == "pod-cidr"]
+    assert len(infos) == 2 and all("from the cache" in m for m in infos) and NODE_V4 in infos[0] and NODE_V6 in infos[1]
+    rc, out, err = runs["metrics --conf-dir"]
+    assert rc == 0 and 'cni_ipam_network_config_known{network="podcidr-net"} 1.0' in out, err
+
+    # 3. the same stale cache makes an ADD ask the API: the check above could have failed
+    rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-admin2")
+    assert rc == 0 and api.node_requests() == 2, raw + err
+    assert tree_state(ddir) != before

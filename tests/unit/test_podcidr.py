@@ -541,3 +541,64 @@ def test_cache_dirs_and_file_modes_whatever_the_umask(tmp_path):
         assert os.stat(d).st_mode & 0o777 == 0o755, d
     assert os.stat(path).st_mode & 0o777 == 0o644
     assert sorted(os.listdir(os.path.dirname(path))) == ["podcidr-n1.json"]  # no temporary file left
+
+
+# ---------------------------------------------------------------------------------- the offline resolver (admin commands)
+def offline(placeholder, pod, data_dir):
+    return podcidr.offline_subnet_for(placeholder, {"podCidr": pod}, data_dir)
+
+
+def listing(data_dir):
+    out = {}
+    for root, dirs, files in os.walk(data_dir):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(root, name))
+            out[os.path.join(root, name)] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return out
+
+
+def test_offline_resolver_answers_from_the_cache_even_stale_and_writes_nothing(tmp_path, data_dir):
+    pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "kc-never-read")}
+    err = code_of(offline, "usePodCidr", pod, data_dir)  # no cache: not known offline, nothing created
+    assert isinstance(err, podcidr.NotKnownOffline) and err.code == PODCIDR_UNAVAILABLE and "not known offline" in err.msg
+    assert os.listdir(data_dir) == []
+    write_cache(data_dir, "podcidr-n1", ["10.244.5.0/24"], refresh_in=-100)  # stale: an ADD would refresh
+    before = listing(data_dir)
+    assert offline("usePodCidr", pod, data_dir) == NET("10.244.5.0/24")
+    err = code_of(offline, "usePodCidrIPv6", pod, data_dir)  # the cache has no IPv6: an ADD would ask
+    assert isinstance(err, podcidr.NotKnownOffline) and "IPv6" in err.msg
+    assert listing(data_dir) == before
+    with open(podcidr.cache_path(data_dir, "podcidr-n1"), "w") as fh:
+        fh.write("{damaged")
+    assert isinstance(code_of(offline, "usePodCidr", pod, data_dir), podcidr.NotKnownOffline)
+    assert podcidr._memo == {}  # nothing memoised: a later ADD in the same process decides afresh
+
+
+def test_offline_resolver_static_flannel_and_bad_keys_as_the_plugin(tmp_path, data_dir):
+    assert offline("usePodCidr", {"static": ["10.88.5.0/28"], "nodeName": "podcidr-n1"}, data_dir) == NET("10.88.5.0/28")
+    env = tmp_path / "subnet.env"
+    env.write_text("FLANNEL_SUBNET=10.244.77.1/24\n")
+    pod = {"sources": ["flannel"], "flannelSubnetEnv": str(env), "nodeName": "podcidr-n1"}
+    assert offline("usePodCidr", pod, data_dir) == NET("10.244.77.0/24")
+    err = code_of(offline, "usePodCidrIPv6", pod, data_dir)  # a real answer without IPv6: the plugin's own 104
+    assert err.code == PODCIDR_UNAVAILABLE and not isinstance(err, podcidr.NotKnownOffline)
+    assert code_of(offline, "usePodCidr", {"sources": ["nope"]}, data_dir).code == INVALID_CONFIG
+    assert os.listdir(data_dir) == []
+
+
+def test_netconf_load_takes_the_resolver(data_dir):
+    calls = []
+
+    def resolver(placeholder, ipam, ddir):
+        calls.append((placeholder, ipam["podCidr"], ddir))
+        return NET("10.99.0.0/24") if placeholder == "usePodCidr" else NET("fd00:99::/64")
+
+    conf = {"cniVersion": "1.0.0", "name": "n", "ipam": {"dataDir": data_dir, "podCidr": {"nodeName": "x"},
+                                                         "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]]}}
+    cfg = config.load(conf, {}, podcidr_resolver=resolver)
+    assert [s.ranges[0].subnet for s in cfg.range_sets] == [NET("10.99.0.0/24"), NET("fd00:99::/64")]
+    assert calls == [("usePodCidr", {"nodeName": "x"}, data_dir), ("usePodCidrIPv6", {"nodeName": "x"}, data_dir)]
+    with pytest.raises(TypeError):  # keyword-only
+        config.load(conf, {}, resolver)
+    # None: the plugin's resolver (no source configured here: its own 104)
+    assert code_of(config.load, conf, {}).code == PODCIDR_UNAVAILABLE
