@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-
 from typing import Any
 
 from cni_ipam.errors import CniError

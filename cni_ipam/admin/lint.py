@@ -30,17 +30,13 @@ import json
 import os
 import re
 import sys
+from typing import Any, Sequence
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
 from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, read_conf_file
 from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Sequence
-
-    from cni_ipam.plugin.ranges import Range
+from cni_ipam.plugin.ranges import Range
 
 # Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")

@@ -62,15 +62,12 @@ from __future__ import annotations
 import errno
 import os
 import time
+from typing import Any, Callable, Iterable
 
 from cni_ipam.plugin import nsscan
 from cni_ipam.plugin.proof import boot_proof, netns_identity
 from cni_ipam.store.layout import BOOT_ID_PATH, EMPTY, OPAQUE, OWNED, Reservation, owner_key, read_boot_id
 from cni_ipam.store.network import NetworkStore
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Callable, Iterable
 
 LIVE = "live"
 STRANDED = "stranded"

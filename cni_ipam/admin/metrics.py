@@ -31,13 +31,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Sequence
 
 from cni_ipam.admin import options
 from cni_ipam.admin import show as report
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
 
 TEXTFILE_NAME = "cni_ipam.prom"
 EXIT_OK, EXIT_ERROR = 0, 1

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
+from typing import Sequence
 
 LEVELS = ("ok", "warning", "critical", "emergency")
 UNKNOWN_LEVEL = "unknown"  # a network whose ranges are not known (no conf file) or not readable

@@ -32,12 +32,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
+from typing import Sequence
 
 from cni_ipam.admin import options
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
 
 DEFAULT_MAX_PODS = 110
 DEFAULT_NODE_MASK = {4: 24, 6: 64}  # kube-controller-manager's defaults

@@ -27,19 +27,15 @@ import json
 import os
 import sys
 import time
+from typing import Sequence
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
 from cni_ipam.admin.conffiles import DEFAULT_CONF_DIR, NetworkConf, conf_networks
 from cni_ipam.admin.output import DEFAULT_THRESHOLDS, LEVELS, UNKNOWN_LEVEL, format_age, level_for, table, worse, worst_level
 from cni_ipam.store.snapshot import Entry, list_networks, scan_network_dir
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Sequence
-
-    from cni_ipam.admin.liveness import Checker
-    from cni_ipam.plugin.ranges import RangeSet
+from cni_ipam.admin.liveness import Checker
+from cni_ipam.plugin.ranges import RangeSet
 
 # How bad, for the worst level of several networks: a real alarm outranks "cannot tell", and
 # "cannot tell" outranks ok (as monitoring aggregators order OK < UNKNOWN < WARNING < CRITICAL).

@@ -63,12 +63,8 @@ from cni_ipam.errors import (
     config_error,
 )
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Iterator
-
-    from cni_ipam.plugin.ranges import RangeSet
-    from cni_ipam.store.network import NetworkStore
+from cni_ipam.plugin.ranges import RangeSet  # loaded already: netconf parsed the ranges
+from cni_ipam.store.network import NetworkStore  # the plugin path's store; no typing at run time
 
 POOL_KEYS = ("name", "blockSize", "blockSizeIPv6", "nodeName", "etcd", "verifyInterval", "keepBlocks")
 ETCD_KEYS = ("endpoints", "caFile", "certFile", "keyFile", "username", "passwordFile", "prefix", "timeout")
@@ -151,7 +147,7 @@ def claim_value(node: str, network: str, claim_id: str, now: float) -> bytes:
 class EtcdSettings:
     __slots__ = ("endpoints", "ca_file", "cert_file", "key_file", "username", "password_file", "prefix", "timeout")
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: object) -> None:
         for key in self.__slots__:
             setattr(self, key, kw[key])
 
@@ -159,7 +155,7 @@ class EtcdSettings:
         return {k: getattr(self, k) for k in self.__slots__}
 
     @classmethod
-    def from_json(cls, doc: Any) -> EtcdSettings | None:
+    def from_json(cls, doc: object) -> EtcdSettings | None:
         if not isinstance(doc, dict) or any(k not in doc for k in cls.__slots__):
             return None
         try:
@@ -175,7 +171,7 @@ class PoolConfig:
 
     __slots__ = ("name", "block_sizes", "node", "etcd", "verify_interval", "keep_blocks")
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: object) -> None:
         for key in self.__slots__:
             setattr(self, key, kw[key])
 
@@ -186,7 +182,7 @@ def node_name(raw: str | None) -> str:
     return store_node_name(raw, "ipam.pool.nodeName")
 
 
-def _number(key: str, value: Any, default: float, low: float, high: float) -> float:
+def _number(key: str, value: object, default: float, low: float, high: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
@@ -194,7 +190,7 @@ def _number(key: str, value: Any, default: float, low: float, high: float) -> fl
     return float(value)
 
 
-def _path(key: str, value: Any) -> str | None:
+def _path(key: str, value: object) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
@@ -202,7 +198,7 @@ def _path(key: str, value: Any) -> str | None:
     return value
 
 
-def _object(key: str, raw: Any, known: tuple[str, ...], what: str) -> dict:
+def _object(key: str, raw: object, known: tuple[str, ...], what: str) -> dict:
     """``raw`` as an object with only ``known`` keys, else code 7 naming ``key``."""
     if not isinstance(raw, dict):
         raise config_error(key, raw, f"must be an object with {what}")
@@ -212,7 +208,7 @@ def _object(key: str, raw: Any, known: tuple[str, ...], what: str) -> dict:
     return raw
 
 
-def _parse_etcd(raw: Any) -> EtcdSettings:
+def _parse_etcd(raw: object) -> EtcdSettings:
     _object("ipam.pool.etcd", raw, ETCD_KEYS, "endpoints")
     endpoints = raw.get("endpoints")
     if isinstance(endpoints, str):
@@ -334,8 +330,8 @@ def set_block_starts(rset: RangeSet, prefixlen: int) -> list[int]:
     return [lo for run in block_start_runs(rset, prefixlen) for lo in run]
 
 
-def free_blocks(rset: RangeSet, prefixlen: int, taken, start: int = 0) -> Iterator[str]:
-    """CIDRs of the set's blocks not in ``taken`` (a set of CIDRs) that can hand out an address,
+def free_blocks(rset: RangeSet, prefixlen: int, taken, start: int = 0):
+    """Yields the CIDRs of the set's blocks not in ``taken`` (a set of CIDRs) that can hand out an address,
     lazily, beginning at the ``start``-th block (modulo) and wrapping round."""
     runs = block_start_runs(rset, prefixlen)
     total = sum(len(run) for run in runs)
@@ -373,7 +369,6 @@ def block_capacity(rset: RangeSet, cidr: str) -> int:
 
 def held_range_set(rset: RangeSet, cidrs: list[str]) -> RangeSet | None:
     """A RangeSet made of the given blocks' pieces (what the allocator may hand out), or None."""
-    from cni_ipam.plugin.ranges import RangeSet
 
     pieces = [p for cidr in cidrs for p in block_pieces(rset, cidr)]
     return RangeSet(pieces) if pieces else None
@@ -605,11 +600,11 @@ class Record:
         self.dirty = True
 
 
-def _list(value: Any) -> list:
+def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-def _good_block_entry(b: Any) -> bool:
+def _good_block_entry(b: object) -> bool:
     return (isinstance(b, dict) and isinstance(b.get("cidr"), str) and isinstance(b.get("set"), int)
             and isinstance(b.get("rev"), int) and _valid_cidr(b["cidr"]))
 
@@ -626,7 +621,7 @@ def _cidr_key(cidr: str) -> tuple[int, int]:
     return version, lo
 
 
-def _float(value: Any) -> float:
+def _float(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
