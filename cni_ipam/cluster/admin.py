@@ -36,7 +36,7 @@ the node was removed from the cluster.  Refusals (``--force`` overrides 1 and 2)
    command stops and says so.  The usage record goes last, under the same compare.
 
 ``pool gc``: releases the blocks of nodes the Kubernetes API says do not exist (``GET
-/api/v1/nodes/NAME`` answers 404), through the same release as ``release-node``.  Dry run unless
+/api/v1/nodes/NAME`` answers 404 with a ``NotFound`` Status), through the same release as ``release-node``.  Dry run unless
 ``--apply``.  Never on a timeout alone: a node the API server does not answer about clearly is kept
 and reported; a node absent from Kubernetes that published usage less than ``--min-silence`` ago is
 kept and reported (a nodeName that differs from the Kubernetes node name looks like that); when the
@@ -598,7 +598,8 @@ def _last_seen(client, target: PoolTarget, node: str) -> "float | None":
 
 class KubeNodes:
     """Does a Node exist?  Through the plugin's kubeconfig / in-cluster client (cni_ipam.podcidr.kubeapi):
-    True (200), False (404 Not Found), or the reason there is no clear answer."""
+    True (200), False (404 with a Kubernetes Status "NotFound": ``kubeapi.ApiAnswer.node_not_found``),
+    or the reason there is no clear answer (a 404 page that is not such a Status included)."""
 
     def __init__(self, kubeconfig: "str | None", in_cluster: "str | None", timeout: float) -> None:
         import tempfile
@@ -619,9 +620,11 @@ class KubeNodes:
         try:
             kubeapi.get_node(self.target, node, self.timeout)
             return True
-        except CniError as exc:
-            if "(404" in exc.msg and " not found at " in exc.msg:
+        except kubeapi.ApiAnswer as exc:
+            if exc.node_not_found():
                 return False
+            return exc.msg.replace("usePodCidr: ", "")
+        except CniError as exc:
             return exc.msg.replace("usePodCidr: ", "")
 
     def close(self) -> None:

@@ -60,6 +60,22 @@ def fail(msg: str, details: str, code: int = PODCIDR_UNAVAILABLE) -> CniError:
     return CniError(code, msg, details)
 
 
+class ApiAnswer(CniError):
+    """The API server answered, but not 200: the HTTP ``status`` and, when the body is a Kubernetes
+    ``Status`` object, its ``reason`` ("NotFound", "Forbidden", ...; "" otherwise) and ``kind``
+    (``details.kind``, e.g. "nodes").  Callers decide on these, never on the message text."""
+
+    def __init__(self, code: int, msg: str, details: str, status: int, body: bytes) -> None:
+        super().__init__(code, msg, details)
+        self.status = status
+        self.reason, self.kind = _status_fields(body)
+
+    def node_not_found(self) -> bool:
+        """A clear "no such Node": 404 with a Status ``NotFound`` (for ``nodes`` when it says).  A
+        404 without that Status (a proxy's page, a wrong path prefix) is not a clear answer."""
+        return self.status == 404 and self.reason == "NotFound" and self.kind in ("", "nodes")
+
+
 def node_pod_cidrs(target: tuple[str, str], node: str, timeout: float, scratch_dir: str) -> tuple[list, str]:
     """``spec.podCIDRs`` (else ``spec.podCIDR``) of ``node`` as networks, and the origin phrase."""
     kind, path = target
@@ -438,18 +454,19 @@ def get_node(tgt: Target, node: str, timeout: float) -> dict:
             raise fail(f"usePodCidr: {where} answered with JSON nested too deeply", tgt.origin) from None
     reason = _status_message(body)
     if status == 401:
-        raise fail(f"usePodCidr: {where} rejected the credentials (401 Unauthorized{reason})", tgt.origin)
+        raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: {where} rejected the credentials (401 Unauthorized{reason})", tgt.origin, status, body)
     if status == 403:
-        raise fail(
+        raise ApiAnswer(
+            PODCIDR_UNAVAILABLE,
             f"usePodCidr: {where} forbids reading node {node} (403 Forbidden{reason}); "
             "the user needs RBAC 'get' on 'nodes'",
-            tgt.origin,
+            tgt.origin, status, body,
         )
     if status == 404:
-        raise fail(f"usePodCidr: node {node} not found at {where} (404{reason})", f"node {node}")
+        raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: node {node} not found at {where} (404{reason})", f"node {node}", status, body)
     if status == 429 or status >= 500:
-        raise fail(f"usePodCidr: {where} is unavailable ({status}{reason})", tgt.origin, TRY_AGAIN_LATER)
-    raise fail(f"usePodCidr: {where} answered {status}{reason} for node {node}", tgt.origin)
+        raise ApiAnswer(TRY_AGAIN_LATER, f"usePodCidr: {where} is unavailable ({status}{reason})", tgt.origin, status, body)
+    raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: {where} answered {status}{reason} for node {node}", tgt.origin, status, body)
 
 
 def _connect(host: str, port: int, remaining):
@@ -492,6 +509,20 @@ def _connect(host: str, port: int, remaining):
             if isinstance(exc, socket.timeout):
                 break
     raise error or OSError("no address")
+
+
+def _status_fields(body: bytes) -> tuple[str, str]:
+    """(``reason``, ``details.kind``) of a Kubernetes Status object, ("", "") for anything else."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except Exception:
+        return "", ""
+    if not isinstance(doc, dict) or doc.get("kind") != "Status":
+        return "", ""
+    reason = doc.get("reason")
+    details = doc.get("details")
+    kind = details.get("kind") if isinstance(details, dict) else None
+    return (reason if isinstance(reason, str) else "", kind if isinstance(kind, str) else "")
 
 
 def _status_message(body: bytes) -> str:

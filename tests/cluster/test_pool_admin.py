@@ -328,6 +328,11 @@ def test_gc_without_a_clear_answer_releases_nothing(pool_env, kube, capsys):
     api.fail_status = 503
     rc, out, err = pool_env.run("gc", "--kubeconfig", kc, "--apply", capsys=capsys)
     assert rc == 1 and "no clear answer" in out and held_by(pool_env, "gone") == [block(2)]
+    # a 404 whose Status is not NotFound (a proxy, a wrong path): its message says "(404 ... not
+    # found at" like a missing node's, but only the structured status counts
+    api.fail_status = 404
+    rc, out, err = pool_env.run("gc", "--kubeconfig", kc, "--apply", capsys=capsys)
+    assert rc == 1 and "no clear answer" in out and "(404" in out and held_by(pool_env, "gone") == [block(2)]
     api.fail_status = 0
     api.stop()  # the API server is down: a timeout / refused connection is no evidence either
     rc, out, err = pool_env.run("gc", "--kubeconfig", kc, "--apply", "--kube-timeout", "1", capsys=capsys)

@@ -602,3 +602,18 @@ def test_netconf_load_takes_the_resolver(data_dir):
         config.load(conf, {}, resolver)
     # None: the plugin's resolver (no source configured here: its own 104)
     assert code_of(config.load, conf, {}).code == PODCIDR_UNAVAILABLE
+
+
+@pytest.mark.parametrize("status, body, gone", [
+    (404, {"kind": "Status", "reason": "NotFound", "details": {"name": "n1", "kind": "nodes"}}, True),
+    (404, {"kind": "Status", "reason": "NotFound"}, True),
+    (404, {"kind": "Status", "reason": "NotFound", "details": {"kind": "services"}}, False),
+    (404, {"kind": "Status", "reason": "ServiceUnavailable"}, False),
+    (404, b"404 page not found", False),  # a proxy or a wrong path prefix: no clear answer
+    (404, {"reason": "NotFound"}, False),  # not a Status object
+    (403, {"kind": "Status", "reason": "NotFound"}, False),
+])
+def test_api_answer_carries_the_status_not_only_a_message(status, body, gone):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    err = kubeapi.ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: node n1 not found at x ({status})", "node n1", status, raw)
+    assert err.status == status and err.node_not_found() is gone
