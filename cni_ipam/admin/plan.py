@@ -23,8 +23,8 @@ printed as powers of two in the table, exactly in ``--json``.
 Pools (issue 12): ``--pool-conf FILE`` (a netconf with ``ipam.pool``, parsed by the plugin's
 ``netconf.load``) or ``--pool-subnet CIDR --block-size N`` plan a cluster pool instead
 (``PoolPlan``): per range set the blocks, usable addresses per block, blocks a node needs for
---max-pods, the nodes that get that many; error when not one node fits, warnings when fewer than
---nodes fit or a block holds 4x --max-pods.
+--max-pods, the nodes that get that many; errors when not one node fits or fewer than --nodes fit
+(the plan does not fit: exit 2 in both modes), a warning when a block holds 4x --max-pods.
 """
 
 from __future__ import annotations
@@ -285,8 +285,8 @@ class PoolPlan:
                 self.warnings.append(f"{fam}: a /{s.block_size} block holds at least {count_text(s.usable_min)} addresses, "
                                      f"4x or more than --max-pods {max_pods} needs: a smaller blockSize wastes less")
         self.nodes_fit = min(s.nodes_fit for s in self.sets)
-        if nodes is not None and self.nodes_fit and self.nodes_fit < nodes:
-            self.warnings.append(f"{nodes} nodes do not fit: the pool has blocks for {self.nodes_fit}")
+        if nodes is not None and self.nodes_fit and self.nodes_fit < nodes:  # an error, as with --cluster-cidr
+            self.errors.append(f"{nodes} nodes do not fit: the pool has blocks for {self.nodes_fit}")
         served = self.nodes_fit if nodes is None else min(self.nodes_fit, nodes)
         self.pod_capacity = served * max_pods
 

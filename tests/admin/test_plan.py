@@ -153,7 +153,8 @@ def test_pool_ipv4_28_blocks_in_a_24(capsys):
     assert doc["nodesFit"] == 5 and doc["podCapacity"] == 4 * 30  # 4 planned nodes, all fit
     assert doc["errors"] == doc["warnings"] == [] and rc == 0
     rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "6")
-    assert doc["podCapacity"] == 5 * 30 and rc == 1 and "6 nodes do not fit" in doc["warnings"][0]
+    # more --nodes than fit: an error (exit 2), as in --cluster-cidr mode (test_growth_thresholds)
+    assert doc["podCapacity"] == 5 * 30 and rc == 2 and "6 nodes do not fit" in doc["errors"][0] and not doc["warnings"]
 
 
 def test_pool_table(capsys):
