@@ -49,6 +49,7 @@ import json
 import os
 import time
 
+from cni_ipam.store import fs as safefs
 from cni_ipam.store import is_node_name
 from cni_ipam.store import node_name as store_node_name
 from cni_ipam.errors import (
@@ -74,6 +75,7 @@ DEFAULT_VERIFY_INTERVAL = 60.0
 DEFAULT_KEEP_BLOCKS = 1
 ETCD_RETRY_AFTER = 30.0  # after etcd failed, DEL, re-verification and pending claims wait this long
 RECORD_FILE = "pool.json"
+RECORD_LIMIT = 16 << 20  # as NetworkStore.read_meta: a record of ~100k blocks; anything larger is damage
 CLAIM_ATTEMPTS = 8  # txns per scan before scanning again
 TXN_READS = 100  # block reads per re-verification txn (etcd's default limit is 128 operations)
 CLAIM_SCANS = 3
@@ -1026,10 +1028,10 @@ def status_problem(cfg) -> str | None:
         fd = -1
     else:
         try:
-            fd = os.open(net_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = safefs.open_dir(net_dir)
         except OSError as exc:
             return f"cannot open {net_dir}: {exc.strerror or exc}"
-        rec = Record(decode_json(_read_record_at(net_dir)))
+        rec = Record(decode_json(_read_record_at(fd)))
     try:
         needs = []
         for idx, rset in enumerate(cfg.range_sets):
@@ -1059,17 +1061,17 @@ def status_problem(cfg) -> str | None:
             os.close(fd)
 
 
-def _read_record_at(net_dir: str) -> bytes | None:
-    """pool.json read without the lock (STATUS is advisory); never follows a symlink."""
+def _read_record_at(net_dir_fd: int) -> bytes | None:
+    """pool.json read without the lock (STATUS is advisory), through the store's dir-fd reader
+    (``store.fs``): neither ``.cni-ipam`` nor ``pool.json`` followed as a symlink, a regular file
+    only (a FIFO or a device is never read), at most ``RECORD_LIMIT`` bytes; None otherwise."""
     from cni_ipam.store.layout import META_DIR
 
     try:
-        fd = os.open(os.path.join(net_dir, META_DIR, RECORD_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        meta_fd = safefs.open_dir(META_DIR, net_dir_fd)
     except OSError:
         return None
     try:
-        return os.read(fd, 16 << 20)
-    except OSError:
-        return None
+        return safefs.read_regular(meta_fd, RECORD_FILE, RECORD_LIMIT)
     finally:
-        os.close(fd)
+        os.close(meta_fd)

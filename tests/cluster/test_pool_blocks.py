@@ -136,3 +136,41 @@ def test_lint_checks_pool_settings(tmp_path):
     assert len(errors) == 1 and errors[0]["file"].endswith("bad.conflist"), doc["findings"]
     assert "ipam.pool.blockSize" in errors[0]["key"] + errors[0]["message"], errors
     assert not [f for f in doc["findings"] if f["file"].endswith("10-macvlan-pool.conflist") and f["level"] != "info"]
+
+
+def test_status_reads_pool_json_only_through_the_store_reader(tmp_path):
+    """STATUS's lock-free read of ``.cni-ipam/pool.json`` (store.fs's dir-fd reader): a record behind
+    a symlinked ``.cni-ipam``, a symlinked ``pool.json`` or a FIFO someone writes into is never read;
+    the same record as a regular file is.  No etcd here: with a held block that has room STATUS
+    answers None at once, without one it asks etcd (unreachable: a message)."""
+    import json
+    import os
+
+    ipam = {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.77.0.0/24"}]],
+            "pool": {"name": "p", "blockSize": 28, "nodeName": "node-a", "etcd": {"endpoints": ["http://127.0.0.1:1"], "timeout": 0.5}}}
+    cfg = config.load({"cniVersion": "1.0.0", "name": "n", "ipam": ipam}, {})
+    record = json.dumps({"v": 1, "pool": "p", "node": "node-a", "network": "n", "pending": [],
+                         "blocks": [{"cidr": "10.77.0.16/28", "set": 0, "rev": 1, "claimed": 0, "state": "held"}]})
+    net = tmp_path / "n"
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    net.mkdir()
+    (real / "pool.json").write_text(record)
+    os.symlink(str(real), net / ".cni-ipam")
+    assert "etcd" in pool.status_problem(cfg)  # the planted record was not read
+    os.unlink(net / ".cni-ipam")
+    (net / ".cni-ipam").mkdir()
+    os.symlink(str(real / "pool.json"), net / ".cni-ipam" / "pool.json")
+    assert "etcd" in pool.status_problem(cfg)
+    os.unlink(net / ".cni-ipam" / "pool.json")
+    fifo = net / ".cni-ipam" / "pool.json"
+    os.mkfifo(fifo)
+    writer_fd = os.open(fifo, os.O_RDWR)  # a writer holds it open, the record waits in the pipe
+    try:
+        os.write(writer_fd, record.encode())
+        assert "etcd" in pool.status_problem(cfg)
+    finally:
+        os.close(writer_fd)
+    os.unlink(fifo)
+    (net / ".cni-ipam" / "pool.json").write_text(record)
+    assert pool.status_problem(cfg) is None  # the same record, in place: a held block with room
