@@ -12,9 +12,10 @@ Reports, with the file and the key:
 * exclude entries outside their range, gateways on the network/broadcast address, ranges with no
   usable address, range sets smaller than ``--max-pods``, unknown keys (typos).
 
-Every finding of a file comes out in one run: a config error does not hide the next one (each range
-is validated on its own, then the range sets together, then the rest of the ipam section), and the
-valid ranges of a file with errors still take part in the overlap checks.
+Every finding of a file comes out in one run: a config error does not hide the next one (the whole
+ipam section is parsed, the part an error names is set aside, and it is parsed again: a valid
+section is parsed once, a broken one once more per error), and the ranges of a file with errors that
+are valid as written still take part in the size and overlap checks.
 
 ``"subnet": "usePodCidr"`` is checked without the Kubernetes API: the pod CIDR comes from
 ``--pod-cidr`` when given, otherwise the range is checked with a stand-in subnet and left out of the
@@ -34,7 +35,7 @@ from typing import Any, Sequence
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
-from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, read_conf_file
+from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, load_offline, read_conf_file
 from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError
 from cni_ipam.plugin.ranges import Range
 
@@ -51,10 +52,6 @@ KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS = 0, 1
 _STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
-# The range the rest of an ipam section is checked with while its own ranges are checked apart.
-_PROBE_RANGES = [[{"subnet": "192.0.2.0/24"}]]
-_LEGACY_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
-_SET_INDEX = re.compile(r"ipam\.ranges\[(\d+)\]")
 # ---------------------------------------------------------------------- findings
 class LintFinding:
     __slots__ = ("level", "file", "key", "message", "check")
@@ -220,121 +217,45 @@ class Linter:
 
     # ------------------------------------------------------------------ every config error
     def _load(self, att: Attachment, netconf: dict, set_keys: list[tuple[str, Any]]):
-        """The plugin's own validation (``config.load``), but every error of the section, not only the first.
+        """The plugin's own validation (``config.load``) of the whole section, every error of it.
+
+        ``config.load`` stops at the first error, so each error is reported and then the part it
+        names is set aside in the working copy — a bad range key dropped, a bad range or range set
+        replaced by a stand-in that overlaps nothing, a bad top-level key dropped — and the whole
+        section is parsed again, until it parses.  One parse per finding, always of the whole
+        section, so every message names its key as the file has it.  A pool is judged against the
+        real range sets only (once a range is set aside, ``pool`` is too).
 
         Returns ``(checked, data_dir)``: per range set ``(set key, raw set, [(index, Range)] of its
-        valid ranges, whether the whole set is valid)``, for the size and overlap checks."""
-        try:
-            cfg = config.load(netconf, {})
-        except CniError as exc:
-            first = exc
-        else:
-            return [(k, raw, list(enumerate(rs.ranges)), True) for (k, raw), rs in zip(set_keys, cfg.range_sets)], cfg.data_dir
+        ranges valid as written, whether the whole set is)``, for the size and overlap checks."""
+        work = copy.deepcopy(netconf)
+        ipam = work["ipam"]
+        touched: set = set()  # (set key, range index) not valid as written
+        broken: set = set()  # set keys replaced by a stand-in set
+        stand_ins = iter(range(1 << 16))
         seen: set = set()
-
-        def report(exc: CniError, fix=lambda text: text) -> None:
-            key = fix(exc.details[4:]) if exc.details.startswith("key ") else "ipam"
-            msg = fix(exc.msg)
-            if (key, msg) not in seen:
-                seen.add((key, msg))
-                self.add(ERROR, att.file, att.prefix + key, msg, "config")
-
-        report(first)
-        ipam = netconf["ipam"]
-        # 1. everything but the ranges (cniVersion, dataDir, exclude, routes, resolvConf, lockTimeout ...),
-        #    with a stand-in range; a key that fails is left out and the rest checked again.
-        probe = copy.deepcopy(netconf)
-        for k in _LEGACY_KEYS + ("pool",):  # a pool is judged against the real ranges (step 4)
-            probe["ipam"].pop(k, None)
-        probe["ipam"]["ranges"] = _PROBE_RANGES
-        for _ in range(32):
+        cfg = None
+        for _ in range(64 + 4 * sum(len(raw) if isinstance(raw, list) else 1 for _, raw in set_keys)):
             try:
-                config.load(probe, {})
+                cfg = load_offline(work)  # a usePodCidr left in place never reaches the API
                 break
             except CniError as exc:
-                report(exc)
-                if not _drop_failing_key(probe, exc.details):
+                key = exc.details[4:] if exc.details.startswith("key ") else "ipam"
+                if (key, exc.msg) not in seen:
+                    seen.add((key, exc.msg))
+                    self.add(ERROR, att.file, att.prefix + key, exc.msg, "config")
+                if not _set_aside(work, ipam, key, exc.msg, set_keys, touched, broken, stand_ins):
                     break
-        version = probe.get("cniVersion")
-        base = {"name": netconf.get("name"), "ipam": {k: probe["ipam"][k] for k in ("exclude", "dataDir") if k in probe["ipam"]}}
-        try:
-            data_dir = config.data_dir_of(base["ipam"])
-        except CniError:
-            data_dir = config.DEFAULT_DATA_DIR
-
-        def load_ranges(raw_sets: list, legacy: dict | None = None, with_version: bool = False):
-            conf = copy.deepcopy(base)
-            if with_version and version is not None:
-                conf["cniVersion"] = version
-            conf["ipam"].update(legacy or {})
-            if raw_sets:
-                conf["ipam"]["ranges"] = raw_sets
-            return config.load(conf, {})
-
-        # 2. each range on its own, then each range set whose ranges are all valid
+        if cfg is None:
+            return [], _data_dir(ipam)
         checked = []
-        for set_key, raw_set in set_keys:
-            legacy = set_key == "ipam"
-            if not isinstance(raw_set, list) or not raw_set:
-                try:
-                    load_ranges([raw_set])
-                except CniError as exc:
-                    report(exc, lambda text: text.replace("ipam.ranges[0]", set_key))
+        for (set_key, raw_set), rset in zip(set_keys, cfg.range_sets):
+            if set_key in broken:
+                checked.append((set_key, raw_set, [], False))
                 continue
-            ranges = []
-            for j, raw in enumerate(raw_set):
-                range_key = set_key if legacy else f"{set_key}[{j}]"
-                raw = copy.deepcopy(raw)
-                for attempt in range(8):  # a range with several bad keys: each is reported
-                    try:
-                        rng = (load_ranges([], raw) if legacy else load_ranges([[raw]])).range_sets[0].ranges[0]
-                    except CniError as exc:
-                        report(exc, lambda text: text.replace("ipam.ranges[0][0]", range_key))
-                        field = exc.details.rpartition(".")[2]
-                        if not isinstance(raw, dict) or field not in ("gateway", "rangeStart", "rangeEnd", "exclude") or field not in raw:
-                            break
-                        del raw[field]
-                    else:
-                        if attempt == 0:  # valid as written: it takes part in the size and overlap checks
-                            ranges.append((j, rng))
-                        break
-            complete = len(ranges) == len(raw_set)
-            if complete and len(raw_set) > 1:
-                try:
-                    load_ranges([raw_set])
-                except CniError as exc:
-                    report(exc, lambda text: _SET_INDEX.sub(set_key, text))
-                    complete = False
-            checked.append((set_key, raw_set, ranges, complete))
-        # 3. the valid range sets together (overlaps between sets, sets per family for the cniVersion)
-        together = [(k, raw) for k, raw, _, complete in checked if complete]
-        while len(together) > 1:
-            keys = [k for k, _ in together if k != "ipam"]
-            legacy_raw = next((raw[0] for k, raw in together if k == "ipam"), None)
-
-            def fix(text: str, keys=keys) -> str:
-                return _SET_INDEX.sub(lambda m: keys[int(m.group(1))] if int(m.group(1)) < len(keys) else m.group(0), text)
-
-            try:
-                load_ranges([raw for k, raw in together if k != "ipam"], legacy_raw, with_version=True)
-                break
-            except CniError as exc:
-                report(exc, fix)
-                named = fix(exc.details[4:]) if exc.details.startswith("key ") else ""
-                if named not in {k for k, _ in together}:
-                    break
-                together = [(k, raw) for k, raw in together if k != named]
-        # 4. a cluster pool (issue 12), against the real range sets once every one of them is valid
-        if ipam.get("pool") is not None and checked and all(complete for _, _, _, complete in checked):
-            conf = copy.deepcopy(base)
-            if version is not None:
-                conf["cniVersion"] = version
-            conf["ipam"].update(copy.deepcopy({k: ipam[k] for k in _LEGACY_KEYS + ("ranges", "pool") if k in ipam}))
-            try:
-                config.load(conf, {})
-            except CniError as exc:
-                report(exc)
-        return checked, data_dir
+            ranges = [(j, r) for j, r in enumerate(rset.ranges) if (set_key, j) not in touched]
+            checked.append((set_key, raw_set, ranges, len(ranges) == len(rset.ranges)))
+        return checked, cfg.data_dir
 
     def _set_keys(self, ipam: dict) -> list[tuple[str, Any]]:
         """(key, raw range set) in config.load's order: the legacy top-level range, then ranges."""
@@ -581,17 +502,101 @@ class Linter:
         return self.findings
 
 
-def _drop_failing_key(conf: dict, details: str) -> bool:
-    """Leave out the top-level (or ipam) key a config error names; False when there is none to drop."""
-    if not details.startswith("key "):
-        return False
-    head, _, rest = details[4:].partition(".")
-    target, name = (conf["ipam"], rest) if head == "ipam" and rest else (conf, head)
-    name = name.split(".")[0].split("[")[0]
-    if name in ("", "ipam", "ranges", "name") or name not in target:
-        return False
-    del target[name]
-    return True
+_RANGE_KEY = re.compile(r"^ipam\.ranges\[(\d+)\](?:\[(\d+)\])?(?:\.(\w+))?")
+_RANGE_FIELDS = ("gateway", "rangeStart", "rangeEnd", "exclude")
+# What a config key's error sets aside: ipam keys dropped whole (the first name after "ipam.").
+_DROPPABLE = ("exclude", "routes", "dataDir", "lockTimeout", "resolvConf", "statusOnExhaustion", "reclaimOnExhaustion",
+              "pidnsIsNode", "pool")
+
+
+def _stand_in(family: int, n: int) -> dict:
+    """A range that overlaps nothing a conf holds: class E (240/4) for IPv4, the 3fff::/20
+    documentation prefix (RFC 9637) for IPv6, one small subnet per stand-in."""
+    if family == 6:
+        return {"subnet": f"3fff:fff:{n >> 16:x}:{n & 0xFFFF:x}::/126"}
+    return {"subnet": f"{ipaddress.IPv4Address((240 << 24) + 4 * n)}/30"}
+
+
+def _family_of(raw: Any) -> int:
+    subnet = raw.get("subnet") if isinstance(raw, dict) else None
+    return 6 if isinstance(subnet, str) and ":" in subnet else 4
+
+
+def _set_aside(work: dict, ipam: dict, key: str, msg: str, set_keys: list, touched: set, broken: set, stand_ins) -> bool:
+    """Set aside what the config error at ``key`` names (see ``Linter._load``); False when there is
+    nothing to set aside (a limit, an unknown key): the remaining errors are then not reported."""
+    if key == "cniVersion":  # bad, or too old for the range sets per family: check the rest as 1.0.0
+        if work.get("cniVersion") == "1.0.0":
+            return False
+        work["cniVersion"] = "1.0.0"
+        return True
+    if key == "ipam.ranges":  # not a list, or no range at all: check the rest with a stand-in
+        if "more than the limit" in msg:
+            return False
+        if isinstance(ipam.get("ranges"), list) and ipam["ranges"]:
+            if ipam.pop("pool", None) is not None:  # the pool's own rule on the range sets
+                return True
+            return False
+        ipam["ranges"] = [[_stand_in(4, next(stand_ins))]]
+        ipam.pop("pool", None)
+        return True
+    has_legacy = "ipam" in dict(set_keys)
+    legacy = has_legacy and (key.startswith(("ipam.subnet", "ipam.gateway", "ipam.rangeStart", "ipam.rangeEnd"))
+                             or key == "ipam" and "overlaps" in msg)  # the legacy range as a whole set
+    m = _RANGE_KEY.match(key)
+    if legacy or m:
+        ipam.pop("pool", None)  # a pool is judged against the real range sets only
+        if legacy:
+            if "ipam" in broken:
+                return False
+            field = key[5:].split(".")[0].split("[")[0]
+            if field in ("gateway", "rangeStart", "rangeEnd") and field in ipam:
+                del ipam[field]
+                touched.add(("ipam", 0))
+                return True
+            ipam["subnet"] = _stand_in(_family_of(ipam), next(stand_ins))["subnet"]
+            for k in ("gateway", "rangeStart", "rangeEnd"):
+                ipam.pop(k, None)
+            touched.add(("ipam", 0))
+            if key == "ipam":
+                broken.add("ipam")
+            return True
+        i, j, field = int(m.group(1)), m.group(2), m.group(3)
+        sets = ipam.get("ranges")
+        if not isinstance(sets, list) or i >= len(sets):
+            return False
+        set_key = f"ipam.ranges[{i}]"
+        if j is None:  # the whole set: not a list, or overlapping another set
+            family = _family_of(sets[i][0]) if isinstance(sets[i], list) and sets[i] else 4
+            if set_key in broken:  # a stand-in set overlaps nothing: this would not end
+                return False
+            sets[i] = [_stand_in(family, next(stand_ins))]
+            broken.add(set_key)
+            return True
+        j = int(j)
+        rset = sets[i]
+        if not isinstance(rset, list) or j >= len(rset):
+            return False
+        touched.add((set_key, j))
+        if field in _RANGE_FIELDS and isinstance(rset[j], dict) and field in rset[j]:
+            del rset[j][field]
+            return True
+        reference = rset[0] if j > 0 else rset[j]  # mixed families: the set's family is its first range's
+        rset[j] = _stand_in(_family_of(reference), next(stand_ins))
+        return True
+    head, _, rest = key.partition(".")
+    name = rest.split(".")[0].split("[")[0] if head == "ipam" else ""
+    if name in _DROPPABLE and name in ipam:
+        del ipam[name]
+        return True
+    return False
+
+
+def _data_dir(ipam: dict) -> str:
+    try:
+        return config.data_dir_of(ipam)
+    except CniError:
+        return config.DEFAULT_DATA_DIR
 
 
 def _net(item: Any):

@@ -301,17 +301,7 @@ def test_text_output_and_usage(tmp_path):
 def test_every_finding_in_one_run(tmp_path):
     """Several config errors in one file are all reported, and the file's valid ranges still take
     part in the overlap checks (before: the first error only, and no overlap check for the file)."""
-    bad = conflist(tmp_path, "ops-many", {
-        "ranges": [
-            [{"subnet": "10.92.0.0/24", "gateway": "10.93.0.1", "rangeStart": "10.92.1.5"}],  # two bad keys
-            [{"subnet": "10.94.0.0/33"}],                                                       # bad subnet
-            [{"subnet": "fd00:92::/64"}],                                                       # valid
-            [{"subnet": "10.95.0.0/24"}, {"subnet": "fd00:95::/64"}],                           # mixed families
-        ],
-        "routes": [{"dst": "10.0.0.0"}],
-        "dataDir": "relative/dir",
-        "lockTimeout": "soon",
-    }, fname="a.conflist")
+    bad = conflist(tmp_path, "ops-many", MANY_ERRORS, fname="a.conflist")
     other = conflist(tmp_path, "ops-other", {"ranges": [[{"subnet": "fd00:92::/64"}]]}, fname="b.conflist")
     rc, doc = lint_json("--no-host", bad, other)
     keys = sorted(f["key"] for f in findings(doc, "error", "config"))
@@ -326,6 +316,75 @@ def test_every_finding_in_one_run(tmp_path):
     overlap = only(doc, "error", "overlap-network")
     assert overlap["file"] == other and "ops-many" in overlap["message"] and "ipam.ranges[2][0]" in overlap["message"]
     assert rc == 1
+
+
+MANY_ERRORS = {
+    "ranges": [
+        [{"subnet": "10.92.0.0/24", "gateway": "10.93.0.1", "rangeStart": "10.92.1.5"}],  # two bad keys
+        [{"subnet": "10.94.0.0/33"}],                                                       # bad subnet
+        [{"subnet": "fd00:92::/64"}],                                                       # valid
+        [{"subnet": "10.95.0.0/24"}, {"subnet": "fd00:95::/64"}],                           # mixed families
+    ],
+    "routes": [{"dst": "10.0.0.0"}],
+    "dataDir": "relative/dir",
+    "lockTimeout": "soon",
+}
+
+
+def parses(monkeypatch):
+    """Count the parses of the plugin's netconf.load (the real one runs: a spy, not a stand-in)."""
+    calls = []
+    real = config.load
+
+    def counting(*args, **kw):
+        calls.append(args[0])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(config, "load", counting)
+    return calls
+
+
+def lint_in_process(*paths):
+    return lint.Linter(lint.Options(host=False)).run(list(paths))
+
+
+def test_one_parse_when_valid_one_more_per_error(tmp_path, monkeypatch):
+    """A valid ipam section is parsed once; a broken one once per error plus the final parse, each
+    time whole (not a sub-config made of parts of it), and every error is still reported."""
+    calls = parses(monkeypatch)
+    ok = conflist(tmp_path, "ops-once", {"ranges": [[{"subnet": "10.97.0.0/24"}], [{"subnet": "fd00:97::/64"}]],
+                                         "routes": [{"dst": "0.0.0.0/0"}], "exclude": ["10.97.0.5"]})
+    assert not [f for f in lint_in_process(ok) if f.level != "info"]
+    assert len(calls) == 1
+    del calls[:]
+    bad = conflist(tmp_path, "ops-many", MANY_ERRORS)
+    errors = [f for f in lint_in_process(bad) if f.level == "error"]
+    assert len(errors) == 7 and len(calls) == 8, [str(f) for f in errors]
+    assert all(c["name"] == "ops-many" and len(c["ipam"]["ranges"]) == 4 for c in calls)  # the whole section each time
+
+
+@pytest.mark.parametrize("ipam,keys", [
+    # the legacy top-level range: its own keys, then the rest of the section
+    ({"subnet": "10.98.0.0/24", "gateway": "10.99.0.1", "rangeEnd": "10.98.1.1", "routes": [{"dst": "x"}], "lockTimeout": 0},
+     ["ipam.gateway", "ipam.rangeEnd", "ipam.routes[0].dst", "ipam.lockTimeout"]),
+    # no range at all: the rest is still checked
+    ({"dataDir": "rel", "exclude": ["nope"], "statusOnExhaustion": "maybe"},
+     ["ipam.ranges", "ipam.exclude[0]", "ipam.dataDir", "ipam.statusOnExhaustion"]),
+    # a range set that is not a list, a range that is not an object, a range set overlapping the legacy range
+    ({"subnet": "10.98.0.0/24", "ranges": [{"subnet": "10.98.1.0/24"}, [7], [{"subnet": "10.98.0.128/25"}]]},
+     ["ipam.ranges[0]", "ipam.ranges[1][0]", "ipam.ranges[2]"]),
+    # a pool is judged against valid range sets only ...
+    ({"ranges": [[{"subnet": "10.98.0.0/33"}]], "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}}},
+     ["ipam.ranges[0][0].subnet"]),
+    # ... and then with the rest
+    ({"ranges": [[{"subnet": "10.98.0.0/24"}]], "routes": [{"dst": "x"}],
+      "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}}},
+     ["ipam.pool.blockSize", "ipam.routes[0].dst"]),
+])
+def test_every_error_of_each_kind_of_part(tmp_path, ipam, keys):
+    path = conflist(tmp_path, "ops-parts", ipam)
+    got = [f.key for f in lint_in_process(path) if f.level == "error" and f.check == "config"]
+    assert sorted(got) == sorted("plugins[0]." + k for k in keys), got
 
 
 def test_range_sets_that_overlap_each_other_are_all_named(tmp_path):
