@@ -1,4 +1,5 @@
-"""Frozen entry point of the cni-ipam binary (PyInstaller).
+"""Entry point of the built cni-ipam binary: imported by the launcher (packaging/launcher.c, the shipped
+bundle) or run as the PyInstaller build's script (scripts/build.sh --pyinstaller).
 
 Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set (or no arguments),
 the admin CLI otherwise.  The plugin path imports only ``cni_ipam.plugin.skel`` up front, with

@@ -1,8 +1,10 @@
-"""The shipped binary: the PyInstaller build, installed with scripts/install.sh, behaves like the source.
+"""The shipped binary: the bundle scripts/build.sh makes, installed with scripts/install.sh, behaves like the source.
 
-* The build: ``CNI_IPAM_BUILT_EXE`` when set; else ``dist/cni-ipam/cni-ipam`` when it is newer than
-  every source and packaging file; else ``scripts/build.sh`` into a temporary directory (about 15 s;
-  PyInstaller is pip-installed if missing - the tests skip, saying why, when that fails).
+* The build, found or made once per test run (the session fixture ``built_binary``, tests/conftest.py,
+  shared with tests/runtime/test_image.py): ``CNI_IPAM_BUILT_EXE`` when set (either build form);
+  else ``dist/cni-ipam/cni-ipam`` when it is newer than every source and packaging file; else
+  ``scripts/build.sh`` into a temporary directory (about 5 s; the build venv comes from
+  scripts/setup.d/10-bundle-build.sh).
 * Differential: the same CNI calls (good and bad) through ``python -m cni_ipam`` and through the
   binary give the same exit status, the same JSON and the same reservation files.
 * The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
@@ -52,26 +54,26 @@ def _newest_source_mtime() -> float:
 
 
 def _build(tmp_root: str) -> str:
-    try:
-        import PyInstaller  # noqa: F401
-    except ImportError:
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pyinstaller>=6"],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.skip(f"PyInstaller is not installed and pip could not install it: {proc.stderr.strip()[-300:]}")
-    proc = subprocess.run(
-        ["bash", os.path.join(ROOT, "scripts", "build.sh"), "--dist", os.path.join(tmp_root, "dist"),
-         "--work", os.path.join(tmp_root, "work")],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable},
-    )
+    """scripts/build.sh (the launcher bundle) into tmp_root; nothing is written into the checkout
+    unless the build venv (build/embed-venv, made by scripts/setup.d/10-bundle-build.sh) is missing,
+    in which case a throw-away one is made under tmp_root."""
+    args = ["--dist", os.path.join(tmp_root, "dist")]
+    if not os.path.exists(os.path.join(ROOT, "build", "embed-venv", ".cni-ipam-bundle")):
+        args += ["--venv", os.path.join(tmp_root, "venv")]
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh"), *args],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 and not is_root() and " missing (" in proc.stderr:
+        pytest.skip(f"cannot build the bundle without root: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, f"scripts/build.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     exe = proc.stdout.strip().splitlines()[-1]
     assert os.access(exe, os.X_OK), f"build.sh printed {exe!r}, which is not an executable"
     return exe
 
 
-@pytest.fixture(scope="module")
-def built_exe():
+def provide_built_binary():
+    """The binary under test, once per test run (tests/conftest.py's session fixture ``built_binary``):
+    CNI_IPAM_BUILT_EXE; else dist/cni-ipam/cni-ipam when newer than every source; else a build into a
+    temporary directory, removed at the end of the run."""
     given = os.environ.get("CNI_IPAM_BUILT_EXE")
     if given:
         if not os.access(given, os.X_OK):
@@ -87,6 +89,11 @@ def built_exe():
         yield _build(tmp_root)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def built_exe(built_binary):
+    return built_binary
 
 
 @pytest.fixture
