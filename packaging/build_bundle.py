@@ -94,11 +94,24 @@ def is_elf(path: str) -> bool:
         return fh.read(4) == b"\x7fELF"
 
 
-def build_launcher(root: str, out_exe: str, link: str, cc: str, internal: str) -> None:
+def c_string(data: bytes) -> str:
+    """A C string literal holding exactly these bytes (octal escapes: no greedy hex digits)."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else "\\%03o" % b for b in data) + '"'
+
+
+def python_version_answer(exe: str, **env) -> bytes:
+    """What the bundle prints for CNI_COMMAND=VERSION (exit 0 required)."""
+    proc = subprocess.run([exe], env={"CNI_COMMAND": "VERSION", **env}, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    if proc.returncode != 0 or b"supportedVersions" not in proc.stdout:
+        raise SystemExit(f"build_bundle: {exe} does not answer VERSION: {proc.returncode} {proc.stdout!r} {proc.stderr!r}")
+    return proc.stdout
+
+
+def build_launcher(root: str, out_exe: str, link: str, cc: str, internal: str, defines=()) -> None:
     inc = sysconfig.get_config_var("INCLUDEPY")
     libpl = sysconfig.get_config_var("LIBPL")
     src = os.path.join(root, "packaging", "launcher.c")
-    cflags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", f"-I{inc}"]
+    cflags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", f"-I{inc}", *defines]
     # Extension modules resolve the Py* symbols from the executable: export them (-export-dynamic).
     # DT_RPATH (not RUNPATH): ld.so applies the executable's RPATH to dependencies of dlopen'ed modules too.
     ldflags = ["-Wl,--export-dynamic", "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/_internal/lib", "-Wl,-O1", "-s"]
@@ -118,7 +131,8 @@ def build_launcher(root: str, out_exe: str, link: str, cc: str, internal: str) -
     elif link == "shared":
         soname = sysconfig.get_config_var("INSTSONAME")
         libdir = sysconfig.get_config_var("LIBDIR")
-        shutil.copy2(os.path.join(libdir, soname), os.path.join(internal, "lib", soname))
+        if not os.path.exists(os.path.join(internal, "lib", soname)):
+            shutil.copy2(os.path.join(libdir, soname), os.path.join(internal, "lib", soname))
         argv = [cc, *cflags, "-o", out_exe, src, os.path.join(internal, "lib", soname), "-lm", "-ldl", *ldflags]
     else:
         raise SystemExit(f"build_bundle: unknown --link {link}")
@@ -132,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="cni-ipam")
     ap.add_argument("--link", default="static", choices=("static", "pie", "shared"))
     ap.add_argument("--cc", default=os.environ.get("CC", "gcc"))
+    ap.add_argument("--no-fast-version", action="store_true", help="leave VERSION to Python (no answer baked in)")
     ap.add_argument("--entry", default=os.path.join("packaging", "cni_ipam_entry.py"),
                     help="the entry script, relative to --root (installed as the module cni_ipam_entry)")
     args = ap.parse_args(argv)
@@ -168,6 +183,11 @@ def main(argv=None) -> int:
     # 4. the launcher, then the shared libraries everything in the bundle needs
     exe = os.path.join(out, args.name)
     build_launcher(args.root, exe, args.link, args.cc, internal)
+    if not args.no_fast_version:
+        answer = python_version_answer(exe)
+        build_launcher(args.root, exe, args.link, args.cc, internal, [f"-DVERSION_ANSWER={c_string(answer)}"])
+        if python_version_answer(exe) != answer or python_version_answer(exe, CNI_IPAM_LIST_MODULES="1") != answer:
+            raise SystemExit("build_bundle: the launcher's VERSION answer differs from the Python path's")
     elves = [exe] + [os.path.join(d, f) for d, _, fs in os.walk(pylib) for f in fs
                      if ".so" in f and is_elf(os.path.join(d, f))]
     for soname, path in sorted(needed_libs(elves).items()):

@@ -25,13 +25,22 @@
  * this executable, sys.frozen is True.  The entry module decides the exit status: os._exit after a
  * plugin call, sys.exit for admin commands (handled here as the python command handles it).
  *
+ * CNI_COMMAND=VERSION is answered here, without starting Python, when the build baked the answer in
+ * (VERSION_ANSWER): packaging/build_bundle.py builds the launcher once without it, runs that bundle's
+ * Python path for VERSION and compiles the exact bytes it printed into the second build, so the list
+ * of supported versions exists only in cni_ipam/plugin/skel.py.  The Python path answers VERSION
+ * without reading stdin or looking at any other variable, and exits 1 when stdout cannot be written;
+ * so does this.  CNI_IPAM_LIST_MODULES (a test hook of the entry module) still goes to Python.
+ *
  * A failure to start (bundle damaged or moved apart) is reported on stderr and, for a CNI call
  * (CNI_COMMAND set), also as a CNI error on stdout, exit 1.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +67,27 @@ static int startup_failure(const char *what, const char *detail)
     }
     return 1;
 }
+
+#ifdef VERSION_ANSWER
+static const char version_answer[] = VERSION_ANSWER;
+
+static int answer_version(void)
+{
+    signal(SIGPIPE, SIG_IGN);  /* as Python: a closed pipe is a write error (exit 1), not a signal */
+    const char *p = version_answer;
+    size_t left = sizeof version_answer - 1;
+    while (left > 0) {
+        ssize_t n = write(STDOUT_FILENO, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 1;
+        p += n;
+        left -= (size_t)n;
+    }
+    return 0;
+}
+#endif
 
 /* The real path of this executable into out (PATH_MAX bytes); 0 on success. */
 static int find_self(const char *argv0, char *out)
@@ -102,6 +132,12 @@ static int set_path(PyConfig *config, wchar_t **field, const char *value, PyStat
 int main(int argc, char **argv)
 {
     char exe[PATH_MAX], home[PATH_MAX], stdlib[PATH_MAX], dynload[PATH_MAX];
+
+#ifdef VERSION_ANSWER
+    const char *command = getenv("CNI_COMMAND"), *list_modules = getenv("CNI_IPAM_LIST_MODULES");
+    if (command != NULL && strcmp(command, "VERSION") == 0 && (list_modules == NULL || list_modules[0] == '\0'))
+        return answer_version();
+#endif
 
     if (find_self(argc > 0 ? argv[0] : NULL, exe) != 0)
         return startup_failure("cannot find its own executable", NULL);

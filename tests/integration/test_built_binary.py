@@ -238,6 +238,64 @@ def test_plugin_path_imports_stay_lean(built_exe, work):
             assert "cni_ipam.store.network" in loaded and "ipaddress" in loaded
 
 
+# ------------------------------------------------------------------------------------- VERSION in C
+def _raw_run(argv, env, stdin, stdout_mode):
+    """(exit status, stdout bytes) of one run; stdout a pipe, closed, a pipe nobody reads, or read-only."""
+    if stdout_mode == "closed":
+        argv = ["/bin/sh", "-c", 'exec "$@" >&-', "sh", *argv]
+    if stdout_mode in ("pipe", "closed"):
+        proc = subprocess.run(argv, env=env, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+        return proc.returncode, proc.stdout
+    if stdout_mode == "broken":
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            proc = subprocess.run(argv, env=env, input=stdin, stdout=w, stderr=subprocess.DEVNULL, timeout=60)
+        finally:
+            os.close(w)
+        return proc.returncode, b""
+    with open(os.devnull, "rb") as ro:
+        proc = subprocess.run(argv, env=env, input=stdin, stdout=ro, stderr=subprocess.DEVNULL, timeout=60)
+    return proc.returncode, b""
+
+
+def test_version_answer_is_the_python_answer_for_any_input(built_exe):
+    """The launcher answers CNI_COMMAND=VERSION itself (packaging/launcher.c, VERSION_ANSWER): the same
+    bytes and exit status as the Python path of the same binary (CNI_IPAM_LIST_MODULES=1 forces that
+    path) for any environment, stdin, arguments and state of stdout, junk included; and the same bytes
+    as the source tree's ``python -m cni_ipam``."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    plain = {**base, "CNI_COMMAND": "VERSION"}
+    answer = _raw_run([built_exe], plain, b"", "pipe")
+    assert answer == _raw_run(SOURCE_ARGV, plain, b"", "pipe") and answer[0] == 0, answer
+    env_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24)
+    commands = st.sampled_from(["VERSION", "VERSION", "version", "VERSION ", " VERSION", "VERSION\n", "VERSIONS", "VERSIO",
+                                "", "ADD", "DEL", None]) | env_text
+    others = st.dictionaries(st.sampled_from(["CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_ARGS", "CNI_PATH",
+                                              "CNI_IPAM_LIST_MODULES", "CNI_IPAM_REAL_JSON", "LANG", "PYTHONPATH"]), env_text)
+    stdins = st.binary(max_size=300) | st.sampled_from([b"", b"{}", b'{"cniVersion": "9.9.9"}', b"\xff" * 70000,
+                                                        json.dumps(_conf("/nonexistent")).encode()])
+    seen = []
+
+    @hypothesis.settings(max_examples=int(os.environ.get("CNI_IPAM_VERSION_EXAMPLES", "60")), deadline=None)
+    @hypothesis.given(commands, others, stdins, st.sampled_from([[], ["gc"], ["version"], ["--bogus"]]),
+                      st.sampled_from(["pipe", "pipe", "closed", "broken", "readonly"]))
+    def check(command, other, stdin, args, stdout_mode):
+        env = {**base, **other}
+        if command is not None:
+            env["CNI_COMMAND"] = command
+        fast = _raw_run([built_exe, *args], env, stdin, stdout_mode)
+        python = _raw_run([built_exe, *args], {**env, "CNI_IPAM_LIST_MODULES": "1"}, stdin, stdout_mode)
+        assert fast == python, (command, other, stdin[:80], args, stdout_mode)
+        seen.append((command == "VERSION", stdout_mode, fast[0]))
+
+    check()
+    assert any(v and m == "pipe" and rc == 0 for v, m, rc in seen), "no plain VERSION call was generated"
+    assert any(v and m != "pipe" and rc == 1 for v, m, rc in seen), "no VERSION call with an unwritable stdout"
+
+
 # ------------------------------------------------------------------------------------- fastjson
 def _fastjson():
     sys.path.insert(0, os.path.join(ROOT, "packaging"))
