@@ -98,7 +98,9 @@ copy_libs
   mkdir -p "$RFS/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$RFS/lib64/"; }
 
 # The image answers before it is shipped: the bundle runs inside the assembled root.
-if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam </dev/null | grep -q supportedVersions; then
+# VERSION may be answered by the launcher alone; `version` starts the bundle's Python too.
+if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam </dev/null | grep -q supportedVersions \
+    || ! chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam version </dev/null | grep -q '^cni-ipam '; then
   echo "build-image.sh: the bundle does not run inside the assembled root filesystem" >&2; exit 1
 fi
 if [ -n "$ROOTFS_ONLY" ]; then
