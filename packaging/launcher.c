@@ -95,7 +95,7 @@ static int find_self(const char *argv0, char *out)
     ssize_t n = readlink("/proc/self/exe", out, PATH_MAX - 1);
     if (n > 0 && out[0] == '/') {
         out[n] = '\0';
-        /* "(deleted)" after an upgrade removed the bundle under a running process: use the other ways. */
+        /* Gone already (the link reads "... (deleted)" when an upgrade removed it): try the other ways. */
         if (access(out, X_OK) == 0)
             return 0;
     }
