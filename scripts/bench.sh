@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the binary if there is none (or it is older than the sources), then run the benchmark.
+# Build the binary (scripts/build.sh: the launcher bundle) if there is none or it is older than the
+# sources, then run the benchmark.  BUILD_ARGS="--pyinstaller" builds the PyInstaller form instead.
 #   scripts/bench.sh --quick        # under two minutes
 #   scripts/bench.sh                # the full run (60,000 reservations, 128-ADD storm, GC over 10,000)
 # Every option is passed to scripts/bench.py (see --help).
@@ -10,11 +11,12 @@ if [ -n "${PYTHON:-}" ]; then
 else  # the project virtual environment, never the machine's Python (scripts/venv.sh)
   # shellcheck source=scripts/venv.sh
   . scripts/venv.sh
-  ensure_venv build
+  ensure_venv base
   PY=$VENV_PY
 fi
 EXE=dist/cni-ipam/cni-ipam
 if [ ! -x "$EXE" ] || [ -n "$(find cni_ipam packaging -newer "$EXE" -type f -print -quit)" ]; then
-  PYTHON=$PY bash scripts/build.sh >&2
+  # shellcheck disable=SC2086
+  bash scripts/build.sh ${BUILD_ARGS:-} >&2
 fi
 exec "$PY" scripts/bench.py "$@"

@@ -11,7 +11,8 @@
 #                                            # (for an installer container writing into a host mount)
 #
 # Interface (also for a container image whose entry point copies the bundle into a host directory):
-# exit 0 = installed (or uninstalled) and the installed plugin answers CNI_COMMAND=VERSION; 1 = refused
+# exit 0 = installed (or uninstalled) and the installed plugin answers CNI_COMMAND=VERSION (and its
+# `version` command, which starts the bundle's Python); 1 = refused
 # or failed, with the reason on stderr, nothing half-done left in use; 2 = usage error.  The first
 # line of stdout is "installed <link> ...".  Run it as root: files are installed root:root, 0755 for
 # directories and executables, 0644 for everything else, whatever the owner of the bundle (the build
@@ -89,9 +90,11 @@ esac
 
 is_ours_dir() { [ -f "$LIB_DIR/$MANIFEST" ] && [ ! -L "$LIB_DIR/$MANIFEST" ] && head -n1 "$LIB_DIR/$MANIFEST" | grep -qxF "$MANIFEST_HEAD"; }
 
-answers_version() {  # does "$1" answer CNI_COMMAND=VERSION?
+answers_version() {  # does "$1" answer CNI_COMMAND=VERSION, and does its Python side start?
   local out
-  out=$(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND=VERSION "$1" </dev/null 2>/dev/null) && grep -q supportedVersions <<<"$out"
+  out=$(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND=VERSION "$1" </dev/null 2>/dev/null) && grep -q supportedVersions <<<"$out" || return 1
+  # The launcher answers VERSION without starting Python; `cni-ipam version` loads the rest of the bundle.
+  out=$(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$1" version </dev/null 2>/dev/null) && grep -q '^cni-ipam ' <<<"$out"
 }
 
 # A main-branch install before this layout: LIB_DIR held the bundle itself (cni-ipam + _internal).

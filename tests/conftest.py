@@ -47,3 +47,12 @@ def need_root():
 
     if not is_root():
         pytest.skip("needs root (network namespaces, mounts, other users)")
+
+
+@pytest.fixture(scope="session")
+def built_binary():
+    """The shipped binary (tests/integration/test_built_binary.py, tests/runtime/test_image.py):
+    CNI_IPAM_BUILT_EXE, a fresh dist/cni-ipam/cni-ipam, or one build per test run into a temp dir."""
+    from tests.integration.test_built_binary import provide_built_binary
+
+    yield from provide_built_binary()

@@ -3,12 +3,12 @@
 #
 #   deploy/image/build-image.sh                        # tags localhost/cni-ipam:<version>
 #   deploy/image/build-image.sh --tag registry.example/cni-ipam:0.1.0
-#   deploy/image/build-image.sh --bundle dist/cni-ipam # use an existing PyInstaller onedir bundle
+#   deploy/image/build-image.sh --bundle dist/cni-ipam # use an existing onedir bundle (scripts/build.sh)
 #   deploy/image/build-image.sh --rootfs-only DIR      # assemble the root filesystem, build no image
 #   PODMAN="podman --root R --runroot RR" deploy/image/build-image.sh   # a private image store
 #
 # The root filesystem holds exactly:
-#   /opt/cni-ipam/bundle/        the PyInstaller onedir bundle (scripts/build.sh; PYTHON=... picks the python)
+#   /opt/cni-ipam/bundle/        the onedir bundle (scripts/build.sh: launcher + embedded CPython; or --pyinstaller)
 #   /opt/cni-ipam/install.sh     scripts/install.sh, unchanged (atomic install, refuses a foreign cni-ipam)
 #   /usr/local/bin/cni-ipam-node the entry point (deploy/image/cni-ipam-node): install | reclaim | gc | ...
 #   /usr/bin/ctr                 containerd's client, for `cni-ipam gc --runtime containerd:SOCK`
@@ -38,7 +38,7 @@ WORK=$(mktemp -d /tmp/cni-ipam-image.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
 if [ -z "$BUNDLE" ]; then
-  EXE=$(bash "$ROOT/scripts/build.sh" --dist "$WORK/dist" --work "$WORK/build" | tail -n 1)
+  EXE=$(bash "$ROOT/scripts/build.sh" --dist "$WORK/dist" | tail -n 1)
   BUNDLE=$(dirname "$EXE")
 fi
 [ -x "$BUNDLE/cni-ipam" ] || { echo "build-image.sh: $BUNDLE/cni-ipam is not an onedir bundle" >&2; exit 1; }
@@ -98,7 +98,9 @@ copy_libs
   mkdir -p "$RFS/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$RFS/lib64/"; }
 
 # The image answers before it is shipped: the bundle runs inside the assembled root.
-if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam </dev/null | grep -q supportedVersions; then
+# VERSION may be answered by the launcher alone; `version` starts the bundle's Python too.
+if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam </dev/null | grep -q supportedVersions \
+    || ! chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam version </dev/null | grep -q '^cni-ipam '; then
   echo "build-image.sh: the bundle does not run inside the assembled root filesystem" >&2; exit 1
 fi
 if [ -n "$ROOTFS_ONLY" ]; then

@@ -1,8 +1,10 @@
-"""The shipped binary: the PyInstaller build, installed with scripts/install.sh, behaves like the source.
+"""The shipped binary: the bundle scripts/build.sh makes, installed with scripts/install.sh, behaves like the source.
 
-* The build: ``CNI_IPAM_BUILT_EXE`` when set; else ``dist/cni-ipam/cni-ipam`` when it is newer than
-  every source and packaging file; else ``scripts/build.sh`` into a temporary directory (about 15 s;
-  PyInstaller is pip-installed if missing - the tests skip, saying why, when that fails).
+* The build, found or made once per test run (the session fixture ``built_binary``, tests/conftest.py,
+  shared with tests/runtime/test_image.py): ``CNI_IPAM_BUILT_EXE`` when set (either build form);
+  else ``dist/cni-ipam/cni-ipam`` when it is newer than every source and packaging file; else
+  ``scripts/build.sh`` into a temporary directory (about 5 s; the build venv comes from
+  scripts/setup.d/10-bundle-build.sh).
 * Differential: the same CNI calls (good and bad) through ``python -m cni_ipam`` and through the
   binary give the same exit status, the same JSON and the same reservation files.
 * The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
@@ -52,26 +54,26 @@ def _newest_source_mtime() -> float:
 
 
 def _build(tmp_root: str) -> str:
-    try:
-        import PyInstaller  # noqa: F401
-    except ImportError:
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pyinstaller>=6"],
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            pytest.skip(f"PyInstaller is not installed and pip could not install it: {proc.stderr.strip()[-300:]}")
-    proc = subprocess.run(
-        ["bash", os.path.join(ROOT, "scripts", "build.sh"), "--dist", os.path.join(tmp_root, "dist"),
-         "--work", os.path.join(tmp_root, "work")],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable},
-    )
+    """scripts/build.sh (the launcher bundle) into tmp_root; nothing is written into the checkout
+    unless the build venv (build/embed-venv, made by scripts/setup.d/10-bundle-build.sh) is missing,
+    in which case a throw-away one is made under tmp_root."""
+    args = ["--dist", os.path.join(tmp_root, "dist")]
+    if not os.path.exists(os.path.join(ROOT, "build", "embed-venv", ".cni-ipam-bundle")):
+        args += ["--venv", os.path.join(tmp_root, "venv")]
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh"), *args],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 and not is_root() and " missing (" in proc.stderr:
+        pytest.skip(f"cannot build the bundle without root: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, f"scripts/build.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     exe = proc.stdout.strip().splitlines()[-1]
     assert os.access(exe, os.X_OK), f"build.sh printed {exe!r}, which is not an executable"
     return exe
 
 
-@pytest.fixture(scope="module")
-def built_exe():
+def provide_built_binary():
+    """The binary under test, once per test run (tests/conftest.py's session fixture ``built_binary``):
+    CNI_IPAM_BUILT_EXE; else dist/cni-ipam/cni-ipam when newer than every source; else a build into a
+    temporary directory, removed at the end of the run."""
     given = os.environ.get("CNI_IPAM_BUILT_EXE")
     if given:
         if not os.access(given, os.X_OK):
@@ -87,6 +89,11 @@ def built_exe():
         yield _build(tmp_root)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def built_exe(built_binary):
+    return built_binary
 
 
 @pytest.fixture
@@ -229,6 +236,68 @@ def test_plugin_path_imports_stay_lean(built_exe, work):
         assert not bad, f"{command} imported {bad}"
         if command == "ADD":
             assert "cni_ipam.store.network" in loaded and "ipaddress" in loaded
+
+
+# ------------------------------------------------------------------------------------- VERSION in C
+def _raw_run(argv, env, stdin, stdout_mode):
+    """(exit status, stdout bytes) of one run; stdout a pipe, closed, a pipe nobody reads, or read-only."""
+    if stdout_mode == "closed":
+        argv = ["/bin/sh", "-c", 'exec "$@" >&-', "sh", *argv]
+    if stdout_mode in ("pipe", "closed"):
+        proc = subprocess.run(argv, env=env, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+        return proc.returncode, proc.stdout
+    if stdout_mode == "broken":
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            proc = subprocess.run(argv, env=env, input=stdin, stdout=w, stderr=subprocess.DEVNULL, timeout=60)
+        finally:
+            os.close(w)
+        return proc.returncode, b""
+    with open(os.devnull, "rb") as ro:
+        proc = subprocess.run(argv, env=env, input=stdin, stdout=ro, stderr=subprocess.DEVNULL, timeout=60)
+    return proc.returncode, b""
+
+
+def test_version_answer_is_the_python_answer_for_any_input(built_exe):
+    """The launcher answers CNI_COMMAND=VERSION itself (packaging/launcher.c, VERSION_ANSWER): the same
+    bytes and exit status as the Python path of the same binary (CNI_IPAM_LIST_MODULES=1 forces that
+    path) for any environment, stdin, arguments and state of stdout, junk included; and the same bytes
+    as the source tree's ``python -m cni_ipam``."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    plain = {**base, "CNI_COMMAND": "VERSION"}
+    answer = _raw_run([built_exe], plain, b"", "pipe")
+    assert answer == _raw_run(SOURCE_ARGV, plain, b"", "pipe") and answer[0] == 0, answer
+    env_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24)
+    commands = st.sampled_from(["VERSION", "VERSION", "version", "VERSION ", " VERSION", "VERSION\n", "VERSIONS", "VERSIO",
+                                "", "ADD", "DEL", None]) | env_text
+    others = st.dictionaries(st.sampled_from(["CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_ARGS", "CNI_PATH",
+                                              "CNI_IPAM_LIST_MODULES", "CNI_IPAM_REAL_JSON", "LANG", "PYTHONPATH"]), env_text)
+    stdins = st.binary(max_size=300) | st.sampled_from([b"", b"{}", b'{"cniVersion": "9.9.9"}', b"\xff" * 70000,
+                                                        json.dumps(_conf("/nonexistent")).encode()])
+
+    @hypothesis.settings(max_examples=int(os.environ.get("CNI_IPAM_VERSION_EXAMPLES", "60")), deadline=None)
+    @hypothesis.given(commands, others, stdins, st.sampled_from([[], ["gc"], ["version"], ["--bogus"]]),
+                      st.sampled_from(["pipe", "pipe", "closed", "broken", "readonly"]))
+    def check(command, other, stdin, args, stdout_mode):
+        env = {**base, **other}
+        if command is not None:
+            env["CNI_COMMAND"] = command
+        fast = _raw_run([built_exe, *args], env, stdin, stdout_mode)
+        python = _raw_run([built_exe, *args], {**env, "CNI_IPAM_LIST_MODULES": "1"}, stdin, stdout_mode)
+        assert fast == python, (command, other, stdin[:80], args, stdout_mode)
+
+    # Every state of stdout for the plain cases, then generated inputs.
+    for stdout_mode in ("pipe", "closed", "broken", "readonly"):
+        for command in ("VERSION", "version", ""):
+            env = {**base, "CNI_COMMAND": command}
+            fast = _raw_run([built_exe], env, b"junk", stdout_mode)
+            assert fast == _raw_run([built_exe], {**env, "CNI_IPAM_LIST_MODULES": "1"}, b"junk", stdout_mode), (command, stdout_mode)
+            if command == "VERSION":
+                assert fast[0] == (0 if stdout_mode == "pipe" else 1), (stdout_mode, fast)
+    check()
 
 
 # ------------------------------------------------------------------------------------- fastjson

@@ -1,6 +1,6 @@
 """scripts/install.sh as root, from bundles owned by another user (issue 16 items 1, 8 and 9).
 
-The bundles are small stand-ins for the PyInstaller onedir build (tests/integration/test_built_binary.py
+The bundles are small stand-ins for the onedir build (tests/integration/test_built_binary.py
 installs the real one): a ``cni-ipam`` launcher that runs this checkout's plugin code *from a copy
 inside the bundle*, importing lazily from there as the real bundle does, so a bundle deleted under a
 running call makes that call fail.  Every install goes to a temporary --bin-dir/--lib-dir, never
@@ -46,7 +46,7 @@ def make_bundle(src_root, tag, extra=None):
     (lib / "TAG").write_text(tag)
     exe = bundle / "cni-ipam"
     exe.write_text(
-        "#!/bin/sh\n# cni_ipam_entry (stand-in for the PyInstaller bundle)\n"
+        "#!/bin/sh\n# cni_ipam_entry (stand-in for the built bundle)\n"
         'here=$(dirname "$(readlink -f "$0")")\n'
         f'PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$here/lib" exec {sys.executable} -S -m cni_ipam "$@"\n'
     )
@@ -351,6 +351,21 @@ def test_a_bundle_that_does_not_answer_version_is_not_switched_in(where):
     assert proc.returncode == 1 and "does not answer" in proc.stderr
     assert current_tag(where) == "v1" and plugin(where["bin"] / "cni-ipam")[0] == 0
     assert len([n for n in os.listdir(where["lib"] / "versions") if not n.startswith(".")]) == 1
+
+
+def test_a_bundle_whose_python_side_is_broken_is_not_switched_in(where):
+    """The launcher answers VERSION without Python: install.sh also asks `cni-ipam version`."""
+    install(where, "--from", str(make_bundle(where["src"], "v1")))
+    broken = make_bundle(where["src"], "halfbroken")
+    answer = plugin(where["bin"] / "cni-ipam")[1]
+    os.chmod(broken / "cni-ipam", 0o755)
+    (broken / "cni-ipam").write_text(
+        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = VERSION ]; then printf '%s' '" + answer.replace("'", "") + "'; exit 0; fi\n"
+        "echo 'cannot start' >&2\nexit 1\n")
+    assert plugin(broken / "cni-ipam")[0] == 0
+    proc = install(where, "--from", str(broken), check=False)
+    assert proc.returncode == 1 and "does not answer" in proc.stderr, proc
+    assert current_tag(where) == "v1" and plugin(where["bin"] / "cni-ipam")[0] == 0
 
 
 def test_usage_errors_are_exit_2(where):

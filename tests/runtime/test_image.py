@@ -1,8 +1,8 @@
 """The node image (deploy/image/build-image.sh) built offline with podman, run against temp host dirs.
 
-The bundle comes from the same place as tests/integration/test_built_binary.py's (CNI_IPAM_BUILT_EXE,
-a fresh dist/cni-ipam, else scripts/build.sh into a temp dir); the image goes into the podman world's
-private store.  Each container runs with --network none and a temporary "host" directory mounted
+The bundle is tests/integration/test_built_binary.py's, built at most once per test run (the session
+fixture ``built_binary`` in tests/conftest.py: CNI_IPAM_BUILT_EXE, a fresh dist/cni-ipam, else
+scripts/build.sh into a temp dir); the image goes into the podman world's private store.  Each container runs with --network none and a temporary "host" directory mounted
 where the DaemonSet (deploy/cni-ipam.yaml) mounts the real one.
 """
 
@@ -23,25 +23,11 @@ TAG = "localhost/cni-ipam-test:1"
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    from tests.integration import test_built_binary as tbb
-
-    given = os.environ.get("CNI_IPAM_BUILT_EXE")
-    if given and os.path.isdir(os.path.join(os.path.dirname(given), "_internal")):
-        yield os.path.dirname(os.path.abspath(given))
-        return
-    default = os.path.join(ROOT, "dist", "cni-ipam", "cni-ipam")
-    if os.access(default, os.X_OK) and os.path.getmtime(default) >= tbb._newest_source_mtime():
-        yield os.path.dirname(default)
-        return
-    tmp = tempfile.mkdtemp(prefix="rt-image-build-")
-    try:
-        started = time.monotonic()
-        exe = tbb._build(tmp)
-        print(f"bundle built in {time.monotonic() - started:.1f}s")
-        yield os.path.dirname(exe)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def bundle(built_binary):
+    d = os.path.dirname(built_binary)
+    if not os.path.isdir(os.path.join(d, "_internal")):
+        pytest.skip(f"{built_binary} is not an onedir bundle (a onefile build?): the image needs the bundle")
+    return d
 
 
 @pytest.fixture(scope="module")
