@@ -43,7 +43,7 @@ read; nothing depends on the order of timestamps, so no clock step can hide a ch
 number reused by a new file still has another ctime).  Without a usable state (first use of a
 host-local directory, a new boot id, a torn write, the previous version's index) the index is
 rebuilt from every file, once: one pass over the directory (each regular file opened once, the
-listing's d_type standing in for the lstat), the lines grouped in memory per bucket, 1,021 bucket
+listing's d_type standing in for the lstat), the lines grouped in memory per bucket, 1,024 bucket
 files written (not one file per owner), ``files`` streamed to disk as it is listed.
 
 Our own changes (``save_owner``, releases) are kept in memory and written at ``commit``, one write
@@ -475,7 +475,7 @@ class NetworkStore:
                     if owner_kind != OWNED or not is_address_name(name):
                         continue
                     field = f"{cid}\t{ifname or ''}"  # index_field
-                    b = int.from_bytes(field.encode("utf-8", "surrogateescape"), "little") % INDEX_BUCKETS  # bucket_of
+                    b = bucket_of(field)
                     group = groups[b]
                     if group is None:
                         group = groups[b] = []
@@ -947,6 +947,8 @@ class NetworkStore:
             except (OSError, CniError):
                 pass  # a leftover entry is never believed: lookups check the reservation file
         self._flushed.clear()
+        if self._new_snap:  # the listing is true, but no marker is written: the next call lists again
+            unlink_quietly(_SNAP_TMP, self._tmp_fd)
         try:
             if self._reserve_tmp_owner is not None:
                 os.unlink(_RESERVE_TMP, dir_fd=self._tmp_fd)
