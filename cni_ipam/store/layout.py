@@ -222,9 +222,9 @@ def loads_or_none(data: bytes | None) -> object:
 # where <tail> is JSON ``{"meta": {...}, "seenBoot": "..."}``.  An attachment's line lives in bucket
 # ``bucket_of(index_field(cid, ifname))``.  Why lines in buckets and not a file per owner: the first
 # call on a directory host-local wrote (and the first call after a reboot) indexes every owner at
-# once; 1,024 files are written in a few ms where 60,000 took seconds, and a lookup still reads one
-# bucket (~60 lines at 60,000 owners).  Nothing here is trusted: ``parse_line`` checks every field.
-INDEX_BUCKETS = 1024
+# once; 256 files are written in a few ms where 60,000 took seconds, and a lookup still reads one
+# bucket (~235 lines, ~25 KB at 60,000 owners).  Nothing here is trusted: ``parse_line`` checks every field.
+INDEX_BUCKETS = 256  # a power of two: the top 8 bits of the multiplicative hash
 _M61 = (1 << 61) - 1
 _FIB = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: multiplicative (Fibonacci) hashing
 
@@ -239,7 +239,7 @@ def bucket_of(field: str) -> int:
     and spread by a multiplicative hash (stable across processes and platforms, unlike ``hash``;
     no zlib or hashlib to import on the plugin path; IDs that differ in one digit land apart)."""
     value = int.from_bytes(field.encode("utf-8", "surrogateescape"), "little") % _M61
-    return ((value * _FIB) & 0xFFFFFFFFFFFFFFFF) >> 54
+    return ((value * _FIB) & 0xFFFFFFFFFFFFFFFF) >> 56
 
 
 def format_tail(meta: dict, seen_boot: str) -> str:

@@ -43,7 +43,7 @@ read; nothing depends on the order of timestamps, so no clock step can hide a ch
 number reused by a new file still has another ctime).  Without a usable state (first use of a
 host-local directory, a new boot id, a torn write, the previous version's index) the index is
 rebuilt from every file, once: one pass over the directory (each regular file opened once, the
-listing's d_type standing in for the lstat), the lines grouped in memory per bucket, 1,024 bucket
+listing's d_type standing in for the lstat), the lines grouped in memory per bucket, 256 bucket
 files written (not one file per owner), ``files`` streamed to disk as it is listed.
 
 Our own changes (``save_owner``, releases) are kept in memory and written at ``commit``, one write
