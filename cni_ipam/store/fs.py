@@ -49,6 +49,35 @@ def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "tuple[str | Non
         os.close(fd)
 
 
+def read_listed(dir_fd: int, entry: "os.DirEntry", limit: int = 1 << 16) -> "tuple[str | None, bytes | None, os.stat_result | None]":
+    """``read_entry`` for an entry of ``os.scandir(dir_fd)``: the type the directory listing gave
+    (``d_type``) stands in for the ``lstat`` where the file system reports it, so a full scan costs
+    one ``lstat`` less per file; anything not listed as a regular file is ``lstat``-ed and never
+    opened, and what is opened is still ``O_NONBLOCK|O_NOFOLLOW`` and ``fstat``-checked (an entry
+    swapped since the listing is caught there, as one swapped since an ``lstat`` is)."""
+    try:
+        regular = entry.is_file(follow_symlinks=False)  # d_type; an lstat when the fs gives DT_UNKNOWN
+    except OSError:
+        return SPECIAL, None, None
+    if not regular:
+        return read_entry(dir_fd, entry.name, limit)
+    try:
+        fd = os.open(entry.name, O_READ, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None, None, None
+    except OSError:
+        return read_entry(dir_fd, entry.name, limit)  # e.g. ELOOP: a symlink swapped in since the listing
+    try:
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
+            return SPECIAL, None, fst
+        return "file", os.read(fd, limit), fst
+    except OSError:
+        return SPECIAL, None, None
+    finally:
+        os.close(fd)
+
+
 def makedirs(path: str, mode: int = DIR_MODE) -> None:
     """``os.makedirs`` that gives every directory it creates ``mode`` (os.makedirs leaves the
     parents to the umask: 0777 under umask 000).  The umask can only make them tighter."""

@@ -15,7 +15,19 @@ import os
 from stat import S_ISREG
 
 from cni_ipam.store.fs import O_DIR, read_entry, unlink_quietly
-from cni_ipam.store.layout import LOCK_FILE, META_DIR, OWNERS_DIR, TMP_DIR, owner_key, parse_ip_name, parse_owner
+from cni_ipam.store.layout import (
+    INDEX_BUCKETS,
+    INDEX_DIR,
+    LOCK_FILE,
+    META_DIR,
+    OWNERS_DIR,
+    TMP_DIR,
+    owner_key,
+    parse_ip_name,
+    parse_line,
+    parse_owner,
+    split_bucket,
+)
 from cni_ipam.store import is_cni_name
 
 # ---------------------------------------------------------------------- lock-free checks (STATUS)
@@ -56,13 +68,13 @@ def usable_problem(data_dir: str, network: str) -> str:
                     return f"cannot stat {os.path.join(path, LOCK_FILE)}: {exc.strerror or exc}"
             if name == META_DIR:
                 try:
-                    st = os.stat(OWNERS_DIR, dir_fd=fds[-1], follow_symlinks=False)
+                    st = os.stat(INDEX_DIR, dir_fd=fds[-1], follow_symlinks=False)
                     if not _stat_is_dir(st):
-                        return f"{os.path.join(path, OWNERS_DIR)} is not a directory (a symlink or a file is in the way)"
+                        return f"{os.path.join(path, INDEX_DIR)} is not a directory (a symlink or a file is in the way)"
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
-                    return f"cannot stat {os.path.join(path, OWNERS_DIR)}: {exc.strerror or exc}"
+                    return f"cannot stat {os.path.join(path, INDEX_DIR)}: {exc.strerror or exc}"
         probe = f".status-probe.{os.getpid()}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
@@ -203,23 +215,46 @@ def _read(dir_fd: int, name: str) -> tuple[bytes | None, float | None]:
 
 
 def read_owner_index(path: str) -> dict[str, dict]:
-    """``.cni-ipam/owners`` of a network directory ({} for a host-local directory)."""
+    """The owner index of a network directory by ``owner_key`` ({} for a host-local directory):
+    ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out),
+    and for a directory no call of this version has opened yet the previous version's
+    ``.cni-ipam/owners/`` (where both hold an owner, ``index/`` wins)."""
     out: dict[str, dict] = {}
     try:
-        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            for name in os.listdir(fd):
+                data, _ = _read(fd, name)
+                if not data:
+                    continue
+                try:
+                    entry = json.loads(data)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    out[name] = entry
+        finally:
+            os.close(fd)
+    try:
+        fd = os.open(os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return out
     try:
         for name in os.listdir(fd):
+            if not (name.isdigit() and name.isascii() and str(int(name)) == name and int(name) < INDEX_BUCKETS):
+                continue
             data, _ = _read(fd, name)
-            if not data:
-                continue
             try:
-                entry = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                out[name] = entry
+                lines = split_bucket(data.decode("utf-8")) if data else None
+            except UnicodeDecodeError:
+                lines = None
+            for line in (lines or {}).values():
+                entry = parse_line(line, int(name))
+                if entry is not None:
+                    out[owner_key(entry["containerID"], entry["ifname"])] = entry
     finally:
         os.close(fd)
     return out

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from cni_ipam.store.layout import owner_key, read_boot_id
+from cni_ipam.store.layout import bucket_of, format_line, index_field, owner_key, parse_line, read_boot_id
 from cni_ipam.store.network import NetworkStore
+from cni_ipam.store.snapshot import read_owner_index
 from tests.helpers import ROOT, have_host_local, have_ip_tool, is_root, plugin_argv, run_host_local, run_plugin
 
 pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")
@@ -79,8 +80,7 @@ def files(data_dir):
 def test_add_records_liveness_metadata(tmp_path, netns):
     ns = netns("meta")
     add(tmp_path, "cmeta", ns, cni_args="K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0;K8S_POD_UID=u-1")
-    with open(os.path.join(tmp_path, NET, ".cni-ipam", "owners", owner_key("cmeta", "eth0"))) as fh:
-        meta = json.load(fh)["meta"]
+    meta = read_owner_index(os.path.join(tmp_path, NET))[owner_key("cmeta", "eth0")]["meta"]
     st = os.stat(f"/var/run/netns/{ns}")
     assert meta["netns"] == f"/var/run/netns/{ns}"
     assert (meta["netnsDev"], meta["netnsIno"]) == (st.st_dev, st.st_ino)
@@ -155,13 +155,18 @@ def test_grace_period_is_respected(tmp_path, netns):
 
 
 def _edit_owner(data_dir, cid, edit, ifname="eth0"):
-    """Rewrite the owner index entry of (cid, ifname) with ``edit(entry)``."""
-    path = os.path.join(str(data_dir), NET, ".cni-ipam", "owners", owner_key(cid, ifname))
+    """Rewrite the owner index entry of (cid, ifname) with ``edit(entry)`` (its line in its bucket)."""
+    b = bucket_of(index_field(cid, ifname))
+    path = os.path.join(str(data_dir), NET, ".cni-ipam", "index", str(b))
     with open(path) as fh:
-        entry = json.load(fh)
-    edit(entry)
+        lines = fh.read().splitlines()
+    for i, line in enumerate(lines):
+        entry = parse_line(line, b)
+        if entry is not None and (entry["containerID"], entry["ifname"]) == (cid, ifname):
+            edit(entry)
+            lines[i] = format_line(cid, ifname, entry["ips"], entry["files"], entry["meta"], entry["seenBoot"])
     with open(path, "w") as fh:
-        json.dump(entry, fh)
+        fh.write("".join(line + "\n" for line in lines))
 
 
 def _pretend_previous_boot(data_dir, cid, ifname="eth0"):

@@ -110,8 +110,11 @@ def test_netns_root_path_that_is_not_nsfs_proves_nothing(tmp_path):
         ip = cni_add(data, "podR", "/proc/%d/ns/net" % a.pid)
         # the runtime's path for this pod is /run/netns/pod1 (rewrite it as the ADD would have seen it)
         import glob
-        for f in glob.glob(data + "/holders/.cni-ipam/owners/*"):
-            e = json.load(open(f)); e["meta"]["netns"] = "/run/netns/pod1"; json.dump(e, open(f, "w"))
+        for f in glob.glob(data + "/holders/.cni-ipam/index/*"):  # lines: cid, ifname, files, JSON tail
+            lines = [l.split("\\t") for l in open(f).read().splitlines()]
+            for l in lines:
+                t = json.loads(l[3]); t["meta"]["netns"] = "/run/netns/pod1"; l[3] = json.dumps(t, sort_keys=True)
+            open(f, "w").write("".join("\\t".join(l) + "\\n" for l in lines))
         alive = gc(data, "--grace", "0", "--apply", "--pidns-is-node", "--netns-root", root)
         kill(a)
         gone = gc(data, "--grace", "0", "--apply", "--pidns-is-node", "--netns-root", root)

@@ -49,8 +49,10 @@ def tree(root, skip):
 
 
 def owner_entry(data, cid, ifname="eth0"):
-    with open(os.path.join(data, NET, ".cni-ipam", "owners", f"{cid}:{ifname}")) as fh:
-        return json.load(fh)
+    from cni_ipam.store.layout import owner_key
+    from cni_ipam.store.snapshot import read_owner_index
+
+    return read_owner_index(os.path.join(data, NET))[owner_key(cid, ifname)]
 
 
 def test_metadata_never_follows_a_reservation_host_local_recreated(tmp_path, need_host_local):

@@ -189,13 +189,13 @@ def inspect_network(net_dir, range_subnets=(), allow_tmp=False, allow_symlinks=(
             if st.tmp_leftovers and not allow_tmp:
                 p.append(f"temporary files left behind: {st.tmp_leftovers}")
         for extra in os.listdir(meta):
-            if extra not in ("tmp", "owners", "state") and not extra.endswith(".json"):
+            if extra not in ("tmp", "owners", "index", "state", "files") and not extra.endswith(".json"):
                 # other helpers may keep bookkeeping files here (e.g. gc stats); temp names are not ok
                 if "tmp" in extra or extra.startswith("."):
                     st.tmp_leftovers.append(extra)
                     if not allow_tmp:
                         p.append(f"stray file .cni-ipam/{extra}")
-        owners = os.path.join(meta, "owners")
+        owners = os.path.join(meta, "owners")  # the previous version's index (migrated by a rebuild)
         if os.path.isdir(owners) and not os.path.islink(owners):
             for name in os.listdir(owners):
                 try:
@@ -203,6 +203,25 @@ def inspect_network(net_dir, range_subnets=(), allow_tmp=False, allow_symlinks=(
                         st.owners[name] = json.loads(fh.read())
                 except (OSError, ValueError):
                     st.owners[name] = None
+        index = os.path.join(meta, "index")
+        if os.path.isdir(index) and not os.path.islink(index):
+            for name in os.listdir(index):
+                # one line per attachment: cid TAB ifname TAB "ip inode ctime"[,...] TAB JSON tail
+                try:
+                    with open(os.path.join(index, name), "rb") as fh:
+                        text = fh.read().decode()
+                except (OSError, UnicodeDecodeError):
+                    p.append(f"unreadable index bucket .cni-ipam/index/{name}")
+                    continue
+                for line in text.split("\n"):
+                    if not line:
+                        continue
+                    fields = line.split("\t")
+                    if len(fields) != 4:
+                        p.append(f"malformed index line in bucket {name}: {line!r}")
+                        continue
+                    cid, ifname, files, _ = fields
+                    st.owners[_owner_key(cid, ifname or None)] = {"ips": [item.split(" ")[0] for item in files.split(",")]}
         st.index_current = _index_current(net_dir, meta)
     if st.index_current:
         # The marker says the index is up to date.  Contract (store.py): every reservation file is

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cni_ipam.plugin import netconf as config
+from cni_ipam.store.layout import bucket_of, index_field
 from tests.helpers import plugin_argv
 from tests.reliability import fuzzlib
 from tests.reliability.conftest import size
@@ -197,7 +198,9 @@ def test_network_directory_is_a_symlink(box):
 PLANTS = ["NEXT_IP", "lock", "last_reserved_ip.0", "last_reserved_ip.1", ".cni-ipam", ".cni-ipam/tmp",
           ".cni-ipam/owners", ".cni-ipam/state", ".cni-ipam/tmp/reserve", ".cni-ipam/tmp/write",
           ".cni-ipam/owners/rel-c9:eth0", ".cni-ipam/owners/rel-c1:eth0", ".cni-ipam/gc-stats.json",
-          ".cni-ipam/gc-stats.json.tmp"]
+          ".cni-ipam/gc-stats.json.tmp", ".cni-ipam/index", ".cni-ipam/files", ".cni-ipam/tmp/files",
+          ".cni-ipam/index/" + str(bucket_of(index_field("rel-c9", "eth0"))),
+          ".cni-ipam/index/" + str(bucket_of(index_field("rel-c1", "eth0")))]
 
 
 @pytest.mark.parametrize("target", ["file", "dir"])
@@ -213,6 +216,7 @@ def test_symlink_planted_in_network_dir(box, plant, target):
     elif os.path.lexists(path):
         os.unlink(path)
     victim = os.path.join(box.outside, "victim" if target == "file" else "dir")
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # e.g. the previous version's .cni-ipam/owners
     os.symlink(victim, path)
     outside_before = tree_snapshot(box.outside)
     answers = []

@@ -43,7 +43,9 @@ def reserved(data_dir, name="gcnet"):
 
 
 def owners(data_dir, name="gcnet"):
-    return sorted(os.listdir(os.path.join(str(data_dir), name, ".cni-ipam", "owners")))
+    from cni_ipam.store.snapshot import read_owner_index  # the index's format is the store's
+
+    return sorted(read_owner_index(os.path.join(str(data_dir), name)))
 
 
 def gc(netconf, attachments, key="cni.dev/valid-attachments"):

@@ -12,7 +12,8 @@ import pytest
 from cni_ipam.plugin import verbs as plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.plugin.skel import CniEnv
-from cni_ipam.store.layout import owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.store.layout import bucket_of, index_field, owner_key, parse_ip_name, parse_owner, read_boot_id
+from cni_ipam.store.snapshot import read_owner_index
 from cni_ipam.store.network import NetworkStore
 
 IP = ipaddress.ip_address
@@ -97,7 +98,7 @@ def test_no_temp_files_left(tmp_path):
     d = netdir(tmp_path)
     assert sorted(os.listdir(d)) == [".cni-ipam", "10.0.0.5", "10.0.0.6", "last_reserved_ip.0", "lock"]
     assert os.listdir(d / ".cni-ipam" / "tmp") == []
-    assert sorted(os.listdir(d / ".cni-ipam")) == ["files", "owners", "state", "tmp"]
+    assert sorted(os.listdir(d / ".cni-ipam")) == ["files", "index", "state", "tmp"]
     # rollback leaves none either
     with pytest.raises(RuntimeError):
         with store(tmp_path) as s:
@@ -203,8 +204,7 @@ def test_index_rebuilt_after_a_foreign_delete_and_recreate(tmp_path):
     with store(tmp_path) as s:
         assert s.owned_by("c1", "eth0") == []
         assert s.owned_by("c9", "eth0") == [IP("10.0.0.5")]
-    entries = sorted(os.listdir(netdir(tmp_path) / ".cni-ipam" / "owners"))
-    assert entries == [owner_key("c9", "eth0")]
+    assert sorted(read_owner_index(str(netdir(tmp_path)))) == [owner_key("c9", "eth0")]
 
 
 def test_index_rebuilt_after_a_foreign_delete_lets_add_succeed(tmp_path):
@@ -233,7 +233,7 @@ def test_new_boot_forces_rebuild(tmp_path):
 
 def test_owner_index_entries(tmp_path):
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
-    entry = json.loads((netdir(tmp_path) / ".cni-ipam" / "owners" / owner_key("c1", "eth0")).read_text())
+    entry = read_owner_index(str(netdir(tmp_path)))[owner_key("c1", "eth0")]
     st = os.stat(netdir(tmp_path) / "10.0.0.5")
     assert entry == {"containerID": "c1", "ifname": "eth0", "ips": ["10.0.0.5"], "meta": {"created": 1},
                      "files": {"10.0.0.5": [st.st_ino, st.st_ctime_ns]}, "seenBoot": read_boot_id()}
@@ -317,8 +317,34 @@ def test_clock_step_back_forces_a_rebuild(tmp_path):
 
 
 # ---------------------------------------------------------------------- issue 11: hostile disks
-def owner_file(tmp_path, cid="c1", ifname="eth0"):
-    return netdir(tmp_path) / ".cni-ipam" / "owners" / owner_key(cid, ifname)
+def bucket_file(tmp_path, cid="c1", ifname="eth0"):
+    return netdir(tmp_path) / ".cni-ipam" / "index" / str(bucket_of(index_field(cid, ifname)))
+
+
+def edit_line(tmp_path, edit, cid="c1", ifname="eth0"):
+    """Replace the index line of (cid, ifname) with ``edit(fields)`` (fields: cid, ifname, files, tail)."""
+    path = bucket_file(tmp_path, cid, ifname)
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split("\t")
+        if fields[:2] == [cid, ifname or ""]:
+            lines[i] = edit(fields)
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def set_tail(tmp_path, cid, ifname="eth0", **changes):
+    def edit(fields):
+        tail = json.loads(fields[3])
+        tail.update(changes)
+        return "\t".join(fields[:3] + [json.dumps(tail)])
+
+    edit_line(tmp_path, edit, cid, ifname)
+
+
+def drop_line(tmp_path, cid="c1", ifname="eth0"):
+    path = bucket_file(tmp_path, cid, ifname)
+    kept = [line for line in path.read_text().splitlines() if line.split("\t")[:2] != [cid, ifname or ""]]
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 def test_catch_up_does_not_trust_the_clock(tmp_path):
@@ -382,7 +408,7 @@ def test_invalid_contents_are_opaque_and_never_a_name(tmp_path, content):
         assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
         assert not s.reserve(IP("10.0.0.9"), "c2", "eth0")  # still taken
     assert (d / "10.0.0.9").read_bytes() == content
-    assert sorted(os.listdir(d / ".cni-ipam" / "owners")) == [owner_key("c1", "eth0")]
+    assert sorted(read_owner_index(str(d))) == [owner_key("c1", "eth0")]
     assert sorted(os.listdir(tmp_path)) == [NET]
 
 
@@ -396,7 +422,8 @@ def test_non_regular_entries_are_never_opened_and_never_released(tmp_path, kind)
     for name in ("state", "files"):  # the bookkeeping files too
         (d / ".cni-ipam" / name).unlink()
         os.mkfifo(d / ".cni-ipam" / name) if kind == "fifo" else os.mkdir(d / ".cni-ipam" / name)
-    os.mkfifo(d / ".cni-ipam" / "owners" / "c9:eth0") if kind == "fifo" else os.mkdir(d / ".cni-ipam" / "owners" / "c9:eth0")
+    c9 = bucket_file(tmp_path, "c9", "eth0")  # the bucket c9's entry would live in
+    os.mkfifo(c9) if kind == "fifo" else os.mkdir(c9)
     with store(tmp_path) as s:
         found = {str(r.address): r for r in s.reservations()}
         assert found["10.0.0.6"].kind == "special"
@@ -407,14 +434,32 @@ def test_non_regular_entries_are_never_opened_and_never_released(tmp_path, kind)
     assert path.exists()
 
 
-@pytest.mark.parametrize("lie", [None, "10.0.0.5", {"10.0.0.5": 1}, [5], ["10.0.0.05"], []])
+LIES = {  # the index line's fields (containerID, ifname, files, tail) -> a line that lies
+    "no files": lambda f: "\t".join(f[:2] + ["", f[3]]),
+    "address only": lambda f: "\t".join(f[:2] + ["10.0.0.5", f[3]]),
+    "no ctime": lambda f: "\t".join(f[:2] + ["10.0.0.5 1", f[3]]),
+    "not an address": lambda f: "\t".join(f[:2] + ["5 1 2", f[3]]),
+    "non-canonical address": lambda f: "\t".join(f[:2] + [f[2].replace("10.0.0.5", "10.0.0.05"), f[3]]),
+    "address twice": lambda f: "\t".join(f[:2] + [f[2] + "," + f[2], f[3]]),
+    "negative inode": lambda f: "\t".join(f[:2] + [f[2].replace(" ", " -", 1), f[3]]),
+    "tail null": lambda f: "\t".join(f[:3] + ["null"]),
+    "meta not an object": lambda f: "\t".join(f[:3] + ['{"meta": [], "seenBoot": "b"}']),
+    "seenBoot missing": lambda f: "\t".join(f[:3] + ['{"meta": {}}']),
+    "a field too many": lambda f: "\t".join(f + ["x"]),
+    "the line twice": lambda f: "\t".join(f) + "\n" + "\t".join(f[:3] + ['{"meta": {}, "seenBoot": "b"}']),
+    "not utf-8": lambda f: "\t".join(f) + "\udcff",
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
 def test_an_owner_entry_that_lies_is_rebuilt_from_the_files(tmp_path, lie):
     """Item 8: ``"ips": null`` or a wrong type is discarded; the index is rebuilt from the files."""
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
-    path = owner_file(tmp_path)
-    entry = json.loads(path.read_text())
-    entry["ips"] = lie
-    path.write_text(json.dumps(entry))
+    if lie == "not utf-8":
+        path = bucket_file(tmp_path)
+        path.write_bytes(path.read_bytes() + b"\xff\n")
+    else:
+        edit_line(tmp_path, LIES[lie])
     with store(tmp_path) as s:  # the marker still says "current": the lie is found on use
         assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
         assert not s.reserve(IP("10.0.0.5"), "c2", "eth0")
@@ -425,13 +470,18 @@ def test_an_owner_entry_that_lies_is_rebuilt_from_the_files(tmp_path, lie):
 
 def test_an_owner_entry_of_the_wrong_owner_is_not_believed(tmp_path):
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
-    path = owner_file(tmp_path)
-    entry = json.loads(path.read_text())
-    entry["containerID"] = "c2"  # does not match its file name
-    path.write_text(json.dumps(entry))
+    line = bucket_file(tmp_path).read_text()
+    # c1's line copied, as c2's, into c1's bucket: c2's lookups never read that bucket, but GC
+    # reads every bucket and must not believe a line that does not belong where it is
+    other = next(c for c in (f"c{i}" for i in range(2, 5000)) if bucket_of(index_field(c, "eth0")) != bucket_of(index_field("c1", "eth0")))
+    bad_ifname = line.replace("\teth0\t", "\teth0/..\t", 1)  # no lookup asks for it; GC must leave it out
+    bucket_file(tmp_path).write_text(line + line.replace("c1\t", other + "\t", 1) + bad_ifname)
     with store(tmp_path) as s:
         assert s.owned_by("c1", "eth0") == [IP("10.0.0.5")]
         assert s.owner_entry("c1", "eth0")["containerID"] == "c1"
+        assert s.owner_entry(other, "eth0") is None
+        assert sorted(s.meta_owner_entries()) == [owner_key("c1", "eth0")]
+    assert sorted(read_owner_index(str(netdir(tmp_path)))) == [owner_key("c1", "eth0")]
 
 
 def test_seen_boot_survives_a_rebuild_only_for_the_same_file(tmp_path):
@@ -440,10 +490,8 @@ def test_seen_boot_survives_a_rebuild_only_for_the_same_file(tmp_path):
     reserve(tmp_path, "10.0.0.6", "c2", "eth0")
     d = netdir(tmp_path)
     for cid in ("c1", "c2"):
-        entry = json.loads(owner_file(tmp_path, cid).read_text())
-        assert entry["seenBoot"] == read_boot_id()
-        entry["seenBoot"] = "an-older-boot"
-        owner_file(tmp_path, cid).write_text(json.dumps(entry))
+        assert read_owner_index(str(d))[owner_key(cid, "eth0")]["seenBoot"] == read_boot_id()
+        set_tail(tmp_path, cid, seenBoot="an-older-boot")
     os.unlink(d / "10.0.0.6")
     (d / "10.0.0.6").write_bytes(b"c2\r\neth0")  # another file for c2
     (d / ".cni-ipam" / "state").unlink()  # state lost: full rebuild
@@ -452,7 +500,7 @@ def test_seen_boot_survives_a_rebuild_only_for_the_same_file(tmp_path):
         assert s.owner_entry("c1", "eth0")["meta"] == {"created": 1}
         assert s.owner_entry("c2", "eth0")["seenBoot"] == read_boot_id()
         assert s.owner_entry("c2", "eth0")["meta"] == {}
-    owner_file(tmp_path, "c1").unlink()  # the index entry is lost: never invent an older boot
+    drop_line(tmp_path, "c1")  # the index entry is lost: never invent an older boot
     (d / ".cni-ipam" / "state").unlink()
     with store(tmp_path) as s:
         assert s.owner_entry("c1", "eth0") == {
@@ -495,7 +543,7 @@ def test_directories_are_0755_or_tighter_whatever_the_umask(tmp_path):
         os.umask(old)
     for path in (tmp_path / "a", tmp_path / "a" / "b", deep, deep / NET):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path
-    for sub in ("", "owners", "tmp"):
+    for sub in ("", "index", "tmp"):
         assert stat.S_IMODE(os.stat(deep / NET / ".cni-ipam" / sub).st_mode) == 0o700
 
 
