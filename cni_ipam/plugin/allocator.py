@@ -9,8 +9,7 @@ this call reserved.
 
 from __future__ import annotations
 
-import ipaddress
-
+from cni_ipam.addr import Interface
 from cni_ipam.errors import (
     DUPLICATE_ALLOCATION,
     RANGE_EXHAUSTED,
@@ -78,7 +77,7 @@ def allocate(
             if address is None:
                 raise CniError(RANGE_EXHAUSTED, f"no IP addresses available in range set: {rset}", f"range set {idx}")
         store.set_last_reserved(idx, address)
-        out.append((ipaddress.ip_interface(f"{address}/{rng.subnet.prefixlen}"), rng.gateway))
+        out.append((Interface(address, rng.prefixlen), rng.gateway))
     if pending:
         raise CniError(
             REQUESTED_IP_INVALID,

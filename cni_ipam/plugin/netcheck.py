@@ -14,8 +14,7 @@ never to create a namespace (its default ``flags`` would create a missing one).
 
 from __future__ import annotations
 
-import ipaddress
-
+from cni_ipam.addr import Interface, ip_address
 from cni_ipam.errors import CHECK_FAILED, IO_FAILURE, CniError
 
 TYPE_CHECKING = False
@@ -47,7 +46,7 @@ def interface_addresses(netns: str, ifname: str) -> List | None:
         for msg in ipr.get_addr(index=idx[0]):
             text = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")  # LOCAL: ours on a point-to-point link
             if text:
-                found.append(ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"))
+                found.append(Interface(ip_address(text), msg["prefixlen"]))
         return found
     except LookupError:
         raise

@@ -9,9 +9,9 @@ The only I/O is reading ``resolvConf`` (and, for ``usePodCidr``, the lazily impo
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
+from cni_ipam.addr import IP, Interface, host_bits, ip_address, parse_cidr, text_of
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
 from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_overlap, merge
 
@@ -44,8 +44,8 @@ class Route:
 
     __slots__ = ("dst", "gw", "extra")
 
-    def __init__(self, dst: ipaddress.IPv4Interface | ipaddress.IPv6Interface, gw, extra: dict) -> None:
-        self.dst = dst
+    def __init__(self, dst, gw, extra: dict) -> None:
+        self.dst = dst  # an Interface (cni_ipam.addr): the address as written, with its prefix length
         self.gw = gw
         self.extra = extra  # mtu, advmss, priority, table, scope when given
 
@@ -308,7 +308,7 @@ def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[
         if not merged:
             out.append(s)
             continue
-        out.append(RangeSet([Range(r.subnet, r.start, r.end, r.gateway, list(r.exclude) + clip(merged, starts, r.start, r.end)) for r in s.ranges]))
+        out.append(RangeSet([r.excluding(clip(merged, starts, r.start, r.end)) for r in s.ranges]))
     return out
 
 
@@ -340,50 +340,54 @@ def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
         raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
     else:
         try:
-            subnet = ipaddress.ip_network(_unscoped(subnet_value), strict=False)
+            version, given, prefixlen = parse_cidr(_unscoped(subnet_value))
         except ValueError as exc:
             raise config_error(f"{key}.subnet", subnet_value, f"not a CIDR ({exc})") from None
-        iface = ipaddress.ip_interface(subnet_value.strip())
-        if iface.ip != subnet.network_address:
+        first = given & ~host_bits(version, prefixlen)
+        if given != first:
             raise config_error(
                 f"{key}.subnet",
                 subnet_value,
-                f"network has host bits set; for a /{subnet.prefixlen} the network address is {subnet.network_address}",
+                f"network has host bits set; for a /{prefixlen} the network address is {text_of(first, version)}",
             )
-        if subnet.version == 6 and subnet.network_address.ipv4_mapped is not None:
+        if version == 6 and first >> 32 == 0xFFFF:
             # host-local: "IPNet IP and Mask version mismatch"; its addresses would be IPv4 ones
             raise config_error(f"{key}.subnet", subnet_value, "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet")
-    if subnet.prefixlen > subnet.max_prefixlen - 2:
-        raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
+        subnet = (version, first, prefixlen)
+    # From here the subnet is integers, whoever resolved it (a usePodCidr source gives an ipaddress network).
+    version, first, prefixlen = subnet if type(subnet) is tuple else (subnet.version, int(subnet.network_address), subnet.prefixlen)
+    last = first | host_bits(version, prefixlen)
+    cidr = f"{text_of(first, version)}/{prefixlen}"
+    if prefixlen > (32 if version == 4 else 128) - 2:
+        raise config_error(f"{key}.subnet", cidr, "network too small to allocate from")
 
-    last = int(subnet.broadcast_address)
-    default_start, default_end, default_gateway = default_bounds(subnet)
-    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), subnet)
+    default_start, default_end, default_gateway = default_bounds((version, first, prefixlen))
+    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), version, first, last, cidr)
     if gateway is None:
         gateway = default_gateway
-    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), subnet)
-    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), subnet)
+    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), version, first, last, cidr)
+    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), version, first, last, cidr)
     start_i = int(start) if start is not None else default_start
     end_i = int(end) if end is not None else default_end
-    if start is not None and subnet.version == 4 and start_i == last:
-        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {subnet}")
+    if start is not None and version == 4 and start_i == last:
+        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {cidr}")
     if start_i > end_i:
         raise config_error(
             f"{key}.rangeStart",
-            str(start if start is not None else subnet.network_address + 1),
-            f"is after rangeEnd {ipaddress.ip_address(end_i) if subnet.version == 4 else ipaddress.IPv6Address(end_i)}",
+            str(start if start is not None else IP(first + 1, version)),
+            f"is after rangeEnd {IP(end_i, version)}",
         )
     # only what touches the range is kept (ipam.exclude is added by _with_global_exclude)
-    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version and lo <= end_i and hi >= start_i]
+    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == version and lo <= end_i and hi >= start_i]
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
-def _addr_in(key: str, value: Any, subnet):
+def _addr_in(key: str, value: Any, version: int, first: int, last: int, cidr: str):
     if value in (None, ""):
         return None
     addr = parse_ip(key, value)
-    if addr.version != subnet.version or addr not in subnet:
-        raise config_error(key, value, f"not in network {subnet}")
+    if addr.version != version or not first <= int(addr) <= last:
+        raise config_error(key, value, f"not in network {cidr}")
     return addr
 
 
@@ -400,7 +404,7 @@ def parse_ip(key: str, value: Any):
     if not isinstance(value, str):
         raise config_error(key, value, "must be an IP address string")
     try:
-        return ipaddress.ip_address(_unscoped(value))
+        return ip_address(_unscoped(value))
     except ValueError:
         raise config_error(key, value, "not an IP address") from None
 
@@ -416,10 +420,11 @@ def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address or CIDR string")
         try:
-            net = ipaddress.ip_network(_unscoped(item), strict=False)
+            version, given, prefixlen = parse_cidr(_unscoped(item))
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an address or CIDR") from None
-        out.append((int(net.network_address), int(net.broadcast_address), net.version))
+        mask = host_bits(version, prefixlen)
+        out.append((given & ~mask, given | mask, version))
     return out
 
 
@@ -437,9 +442,10 @@ def _parse_routes(value: Any) -> tuple[Route, ...]:
         if not isinstance(dst_value, str):
             raise config_error(f"{key}.dst", dst_value, "a destination CIDR is required")
         try:
-            dst = ipaddress.ip_interface(_unscoped(dst_value))
+            version, given, prefixlen = parse_cidr(_unscoped(dst_value))
         except ValueError:
             raise config_error(f"{key}.dst", dst_value, "not a CIDR") from None
+        dst = Interface(IP(given, version), prefixlen)
         if "/" not in dst_value:
             raise config_error(f"{key}.dst", dst_value, "not a CIDR (missing /prefix)")
         gw = None
@@ -505,7 +511,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
     if cni_args.get("IP"):
         for item in cni_args["IP"].split(","):
             try:
-                out.append(ipaddress.ip_address(_unscoped(item)))
+                out.append(ip_address(_unscoped(item)))
             except ValueError:
                 raise CniError(INVALID_ENV, f"CNI_ARGS: invalid IP {item.strip()!r}", "CNI_ARGS IP") from None
     args = conf.get("args")
@@ -530,7 +536,8 @@ def _ip_list(key: str, value: Any) -> list:
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address string")
         try:
-            out.append(ipaddress.ip_interface(_unscoped(item)).ip)
+            version, given, _ = parse_cidr(_unscoped(item))
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an IP address") from None
+        out.append(IP(given, version))
     return out

@@ -45,10 +45,10 @@ a probe file created and removed in ``.cni-ipam/tmp``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 
+from cni_ipam.addr import ip_address
 from cni_ipam.errors import CHECK_FAILED, GC_INCOMPLETE, INVALID_CONFIG, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError
 from cni_ipam.plugin import allocator
 from cni_ipam.plugin import netconf as config
@@ -124,7 +124,7 @@ def cmd_check(env: CniEnv, conf: dict) -> None:
         listed = set()
         for text in addresses_in(cfg.prev_result):
             try:
-                listed.add(ipaddress.ip_address(text))
+                listed.add(ip_address(text))
             except ValueError:
                 pass
         missing = [ip for ip in held if ip not in listed]
