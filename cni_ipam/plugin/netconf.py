@@ -1,10 +1,23 @@
-"""The network configuration: JSON from stdin turned into a validated ``IpamConfig``.
+"""The network configuration: the decoded JSON from stdin turned, once per call, into what the verb needs.
 
-Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
-top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
-``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
-``runtimeConfig.ips``) plus ``exclude`` and ``lockTimeout``.  Every error names the key and value.
-The only I/O is reading ``resolvConf`` (and, for ``usePodCidr``, the lazily imported ``podcidr``).
+``plugin.skel`` decodes stdin, negotiates the version and calls ``parse`` with what the verb table
+(``cni_ipam.__main__.VERBS``) says the verb needs:
+
+* ``"full"`` (ADD, CHECK, STATUS; the admin commands call ``load``): a validated ``IpamConfig``.
+  Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
+  top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
+  ``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
+  ``runtimeConfig.ips``) plus ``exclude``, ``lockTimeout`` and our other keys.
+* ``"status"`` (STATUS): ``"full"``, except that a pod CIDR that cannot be resolved (104) is
+  answered 50, not available: STATUS says whether an ADD could work now, and it could not.
+* ``"ref"`` (DEL): a ``NetworkRef``, the name, cniVersion, ``ipam.dataDir`` and ``ipam.lockTimeout``
+  only, so an edit that broke the ranges does not leak the addresses of a DEL; no range code loads.
+* ``"gc"`` (GC): the runtime's ``cni.dev/valid-attachments`` list first; a ``NetworkRef`` carrying it,
+  or None when the list is absent (then GC releases nothing and needs nothing else).
+
+Every error names the key and value.  The only I/O is reading ``resolvConf`` (and, for
+``usePodCidr``, the lazily imported ``podcidr``).  ``plugin.ranges`` is imported by the functions
+that build ranges, so a DEL or GC never loads it.
 """
 
 from __future__ import annotations
@@ -12,12 +25,7 @@ from __future__ import annotations
 import os
 
 from cni_ipam.addr import IP, Interface, host_bits, ip_address, parse_cidr, text_of
-from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
-from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_overlap, merge
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
+from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError, config_error
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -81,11 +89,11 @@ class IpamConfig:
         "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
     )
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: object) -> None:
         for key in self.__slots__:
             object.__setattr__(self, key, kw[key])
 
-    def __setattr__(self, key: str, value: Any) -> None:
+    def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("IpamConfig is immutable")
 
 
@@ -124,7 +132,7 @@ def network_version(conf: dict) -> str:
     return version
 
 
-def data_dir_of(ipam: Any) -> str:
+def data_dir_of(ipam: object) -> str:
     """``ipam.dataDir`` (default /var/lib/cni/networks); must be an absolute path."""
     value = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if value in (None, ""):
@@ -136,7 +144,7 @@ def data_dir_of(ipam: Any) -> str:
     return os.path.normpath(value)
 
 
-def lock_timeout_of(ipam: Any) -> float:
+def lock_timeout_of(ipam: object) -> float:
     value = ipam.get("lockTimeout") if isinstance(ipam, dict) else None
     if value is None:
         return DEFAULT_LOCK_TIMEOUT
@@ -145,7 +153,7 @@ def lock_timeout_of(ipam: Any) -> float:
     return float(value)
 
 
-def status_on_exhaustion_of(ipam: Any) -> str:
+def status_on_exhaustion_of(ipam: object) -> str:
     """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
     value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
     if value is None:
@@ -155,18 +163,18 @@ def status_on_exhaustion_of(ipam: Any) -> str:
     return value
 
 
-def reclaim_on_exhaustion_of(ipam: Any) -> bool:
+def reclaim_on_exhaustion_of(ipam: object) -> bool:
     """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
     return _bool_key(ipam, "reclaimOnExhaustion", True)
 
 
-def pidns_is_node_of(ipam: Any) -> bool:
+def pidns_is_node_of(ipam: object) -> bool:
     """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
     although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
     return _bool_key(ipam, "pidnsIsNode", False)
 
 
-def _bool_key(ipam: Any, key: str, default: bool) -> bool:
+def _bool_key(ipam: object, key: str, default: bool) -> bool:
     value = ipam.get(key) if isinstance(ipam, dict) else None
     if value is None:
         return default
@@ -178,35 +186,128 @@ def _bool_key(ipam: Any, key: str, default: bool) -> bool:
 class NetworkRef:
     """What DEL and GC need of a netconf: where its reservations live.  Parsed from the network name
     and ``ipam.dataDir``/``ipam.lockTimeout`` only, so an edit that broke the ranges does not leak
-    the addresses of a DEL."""
+    the addresses of a DEL.  ``valid``: GC's list of attachments to keep (None for DEL)."""
 
-    __slots__ = ("name", "data_dir", "lock_timeout", "pooled")
+    __slots__ = ("name", "cni_version", "data_dir", "lock_timeout", "pooled", "valid")
 
-    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool) -> None:
+    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool, cni_version: str = "",
+                 valid: ValidAttachments | None = None) -> None:
         self.name = name
+        self.cni_version = cni_version
         self.data_dir = data_dir
         self.lock_timeout = lock_timeout
         self.pooled = pooled
+        self.valid = valid
 
 
-def network_ref(conf: dict) -> NetworkRef:
+def network_ref(conf: dict, cni_version: str | None = None) -> NetworkRef:
+    """The ``NetworkRef`` of a decoded netconf whose name is validated (``skel`` does that)."""
     ipam = conf.get("ipam")
     data_dir = data_dir_of(ipam)
-    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
+    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None,
+                      network_version(conf) if cni_version is None else cni_version)
 
 
-def load(conf: dict, cni_args: dict[str, str]) -> IpamConfig:
-    """Validate a decoded network config for ADD/CHECK (and the admin commands)."""
+def gc_ref(conf: dict, cni_version: str | None = None) -> NetworkRef | None:
+    """GC's netconf: None when it carries no attachment list (GC then releases nothing), else the
+    ``NetworkRef`` with ``valid`` set.  The list is read first: a config without one needs nothing else."""
+    valid = valid_attachments(conf)
+    if valid is None:
+        return None
+    ref = network_ref(conf, cni_version)
+    ref.valid = valid
+    return ref
+
+
+def parse(conf: dict, need: str, cni_args: dict[str, str], cni_version: str | None = None):
+    """What a verb needs of the netconf (the module docstring): ``need`` is "full", "ref" or "gc"."""
+    if need == "full":
+        return load(conf, cni_args, cni_version=cni_version)
+    if need == "status":
+        try:
+            return load(conf, cni_args, cni_version=cni_version)
+        except CniError as exc:
+            if exc.code == PODCIDR_UNAVAILABLE:
+                raise CniError(NOT_AVAILABLE, f"pod CIDR unknown: {exc.msg}", exc.details) from None
+            raise
+    if need == "ref":
+        return network_ref(conf, cni_version)
+    if need == "gc":
+        return gc_ref(conf, cni_version)
+    raise ValueError(f"unknown netconf need {need!r}")
+
+
+# ----------------------------------------------------------------------------------------- GC
+VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+class ValidAttachments:
+    """The runtime's list: exact (containerID, ifname) pairs plus container IDs listed without ifname."""
+
+    __slots__ = ("pairs", "ids", "whole_ids")
+
+    def __init__(self, pairs: set[tuple[str, str]], whole_ids: set[str]) -> None:
+        self.pairs = frozenset(pairs)
+        self.whole_ids = frozenset(whole_ids)
+        self.ids = frozenset({cid for cid, _ in pairs} | set(whole_ids))
+
+    def keeps(self, cid: str | None, ifname: str | None) -> bool:
+        if cid is None:
+            return False
+        if cid in self.whole_ids:
+            return True
+        if ifname is None:  # ID-only reservation written by an old host-local
+            return cid in self.ids
+        return (cid, ifname) in self.pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs) + len(self.whole_ids)
+
+
+def valid_attachments(conf: dict) -> ValidAttachments | None:
+    """The list from the config, None when absent or null (then GC releases nothing).  When both
+    keys carry a list, an attachment listed under either is kept (the union: the safer reading)."""
+    keys = [k for k in VALID_KEYS if conf.get(k) is not None]
+    if not keys:
+        return None
+    pairs: set[tuple[str, str]] = set()
+    whole: set[str] = set()
+    for key in keys:
+        _read_list(key, conf[key], pairs, whole)
+    return ValidAttachments(pairs, whole)
+
+
+def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[str]) -> None:
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname", f"key {key}")
+        cid, ifname = item.get("containerID"), item.get("ifname")
+        if not isinstance(cid, str) or not cid.strip():
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].containerID {cid!r}: must be a non-empty string", f"key {key}")
+        if ifname in (None, ""):
+            whole.add(cid.strip())
+        elif not isinstance(ifname, str):
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].ifname {ifname!r}: must be a string", f"key {key}")
+        else:
+            pairs.add((cid.strip(), ifname))
+
+
+# ------------------------------------------------------------------------------- the full config
+def load(conf: dict, cni_args: dict[str, str], cni_version: str | None = None) -> IpamConfig:
+    """Validate a decoded network config for ADD, CHECK and STATUS (and the admin commands).
+    ``cni_version``: the version ``skel`` negotiated (read from ``conf`` when None)."""
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict):
         raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
-    version = network_version(conf)
+    version = network_version(conf) if cni_version is None else cni_version
     data_dir = data_dir_of(ipam)
     runtime = conf.get("runtimeConfig") or {}
     if not isinstance(runtime, dict):
         raise config_error("runtimeConfig", runtime, "must be an object")
 
-    raw_sets: list[tuple[str, Any]] = []
+    raw_sets: list[tuple[str, object]] = []
     if "ipRanges" in runtime and runtime["ipRanges"] is not None:
         ip_ranges = runtime["ipRanges"]
         if not isinstance(ip_ranges, list):
@@ -259,7 +360,7 @@ def _too_many(key: str, count: int, limit: int) -> CniError:
     return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
 
 
-def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
+def _check_limits(ipam: dict, raw_sets: list[tuple[str, object]]) -> None:
     """Count before parsing: a config over the limits is refused at once (code 7)."""
     ranges = [r for _, s in raw_sets if isinstance(s, list) for r in s]
     if len(ranges) > MAX_RANGES:
@@ -274,12 +375,15 @@ def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
         raise _too_many("ipam.routes", len(routes), MAX_ROUTES)
 
 
-def _span(r: Range, owner: int) -> tuple[int, int, int]:
+def _span(r, owner: int) -> tuple[int, int, int]:
+    """A range (``plugin.ranges.Range``) as a sweep interval of ``owner``."""
     offset = 1 << 129 if r.version == 6 else 0  # the two families never meet in one sweep
     return (r.start + offset, r.end + offset, owner)
 
 
-def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> None:
+def _check_sets(range_sets: list, keys: list[str], version: str) -> None:
+    from cni_ipam.plugin.ranges import first_overlap
+
     v4 = sum(1 for s in range_sets if s.version == 4)
     v6 = len(range_sets) - v4
     if (v4 > 1 or v6 > 1) and version in ("0.1.0", "0.2.0"):
@@ -295,9 +399,11 @@ def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> No
             raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
 
 
-def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[int, int, int]]) -> list[RangeSet]:
+def _with_global_exclude(range_sets: list, global_exclude: list[tuple[int, int, int]]) -> list:
     """Each range with the part of ``ipam.exclude`` that touches it (the ranges are disjoint, so the
     total stays within ranges + excludes, however many ranges the global list would be copied to)."""
+    from cni_ipam.plugin.ranges import RangeSet, clip, merge
+
     by_family = {}
     for family in (4, 6):
         merged = merge([(lo, hi) for lo, hi, v in global_exclude if v == family])
@@ -312,7 +418,10 @@ def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[
     return out
 
 
-def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSet:
+def _parse_range_set(key: str, value: object, ipam: dict, data_dir: str):
+    """One range set (a ``plugin.ranges.RangeSet``)."""
+    from cni_ipam.plugin.ranges import RangeSet, first_overlap
+
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
     ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir) for j, r in enumerate(value)]
@@ -328,7 +437,10 @@ def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str) -> RangeSe
     return RangeSet(ranges)
 
 
-def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
+def _parse_range(key: str, value: object, ipam: dict, data_dir: str):
+    """One range (a ``plugin.ranges.Range``)."""
+    from cni_ipam.plugin.ranges import Range, default_bounds
+
     if not isinstance(value, dict):
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
@@ -382,7 +494,7 @@ def _parse_range(key: str, value: Any, ipam: dict, data_dir: str) -> Range:
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
-def _addr_in(key: str, value: Any, version: int, first: int, last: int, cidr: str):
+def _addr_in(key: str, value: object, version: int, first: int, last: int, cidr: str):
     if value in (None, ""):
         return None
     addr = parse_ip(key, value)
@@ -400,7 +512,7 @@ def _unscoped(text: str) -> str:
     return text.strip()
 
 
-def parse_ip(key: str, value: Any):
+def parse_ip(key: str, value: object):
     if not isinstance(value, str):
         raise config_error(key, value, "must be an IP address string")
     try:
@@ -409,7 +521,7 @@ def parse_ip(key: str, value: Any):
         raise config_error(key, value, "not an IP address") from None
 
 
-def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
+def _parse_exclude(key: str, value: object) -> list[tuple[int, int, int]]:
     """``exclude``: addresses and CIDRs as (first, last, family) integer intervals."""
     if value is None:
         return []
@@ -428,7 +540,7 @@ def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
     return out
 
 
-def _parse_routes(value: Any) -> tuple[Route, ...]:
+def _parse_routes(value: object) -> tuple[Route, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -465,7 +577,7 @@ def _parse_routes(value: Any) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def _parse_resolv_conf_key(value: Any) -> str | None:
+def _parse_resolv_conf_key(value: object) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or "\0" in value:
@@ -486,7 +598,7 @@ def read_resolv_conf(path: str) -> dict:
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
-    dns: dict[str, Any] = {}
+    dns: dict[str, object] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":
@@ -524,7 +636,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
     return out
 
 
-def _ip_list(key: str, value: Any) -> list:
+def _ip_list(key: str, value: object) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
