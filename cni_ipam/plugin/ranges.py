@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from cni_ipam.addr import IP, host_bits, text_of
 
-try:  # the C function bisect.py re-exports, without loading bisect.py on every plugin call
-    from _bisect import bisect_right
-except ImportError:  # pragma: no cover - an interpreter without the accelerator
-    from bisect import bisect_right
+
+def _bisect_right(a: list, x: int) -> int:
+    """``bisect.bisect_right``: the C function bisect.py re-exports, imported on first use (most
+    ranges exclude nothing, and on some builds ``_bisect`` is a shared library of its own); this
+    name is then rebound to it."""
+    global _bisect_right
+    try:
+        from _bisect import bisect_right
+    except ImportError:  # pragma: no cover - an interpreter without the accelerator
+        from bisect import bisect_right
+    _bisect_right = bisect_right
+    return bisect_right(a, x)
 
 # An address argument (``addr: IP``) may as well be an ipaddress address: only ``.version`` and
 # ``int()`` are used.
@@ -106,7 +114,9 @@ class Range:
 
     def excluded_until(self, value: int) -> int:
         """The last excluded integer of the exclude interval holding ``value``, or -1."""
-        i = bisect_right(self._ex_starts, value) - 1
+        if not self._ex_starts:
+            return -1
+        i = _bisect_right(self._ex_starts, value) - 1
         if i >= 0 and value <= self._ex_ends[i]:
             return self._ex_ends[i]
         return -1
@@ -273,7 +283,7 @@ def first_overlap(intervals: list[tuple[int, int, int]]) -> tuple[int, int] | No
 def clip(merged: list[tuple[int, int]], starts: list[int], lo: int, hi: int) -> list[tuple[int, int]]:
     """The intervals of ``merged`` (sorted, disjoint; ``starts`` their first values) that touch
     ``[lo, hi]``: what of a global exclude list applies to one range (O(log n + answer))."""
-    i = max(bisect_right(starts, lo) - 1, 0)
+    i = max(_bisect_right(starts, lo) - 1, 0)
     out = []
     while i < len(merged) and merged[i][0] <= hi:
         if merged[i][1] >= lo:
