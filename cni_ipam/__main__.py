@@ -12,21 +12,22 @@ import sys
 def _verb(name: str):
     """``cni_ipam.plugin.verbs.<name>``, imported on first call (VERSION imports no verb)."""
 
-    def call(env, conf):
+    def call(env, netconf):
         from cni_ipam.plugin import verbs
 
-        return getattr(verbs, name)(env, conf)
+        return getattr(verbs, name)(env, netconf)
 
     return call
 
 
-# The verb table handed to the protocol boundary (cni_ipam.plugin.skel).
+# The verb table handed to the protocol boundary (cni_ipam.plugin.skel): command -> (what the verb
+# needs of the netconf, parsed once by skel through cni_ipam.plugin.netconf.parse; the verb).
 VERBS = {
-    "ADD": _verb("cmd_add"),
-    "DEL": _verb("cmd_del"),
-    "CHECK": _verb("cmd_check"),
-    "GC": _verb("cmd_gc"),
-    "STATUS": _verb("cmd_status"),
+    "ADD": ("full", _verb("cmd_add")),
+    "DEL": ("ref", _verb("cmd_del")),  # name, dataDir, lockTimeout: works when the ranges no longer parse
+    "CHECK": ("full", _verb("cmd_check")),
+    "GC": ("gc", _verb("cmd_gc")),
+    "STATUS": ("status", _verb("cmd_status")),
 }
 
 

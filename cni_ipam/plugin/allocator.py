@@ -9,8 +9,7 @@ this call reserved.
 
 from __future__ import annotations
 
-import ipaddress
-
+from cni_ipam.addr import Interface
 from cni_ipam.errors import (
     DUPLICATE_ALLOCATION,
     RANGE_EXHAUSTED,
@@ -19,25 +18,21 @@ from cni_ipam.errors import (
     CniError,
 )
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Callable, Sequence
-
-    from cni_ipam.plugin.ranges import RangeSet
-    from cni_ipam.store.network import NetworkStore
+# Annotations: ``store`` is a ``store.network.NetworkStore`` (or anything with its reserve, holder,
+# owned_by, last_reserved and set_last_reserved), ``rset`` a ``plugin.ranges.RangeSet``.
 
 
 def allocate(
-    store: NetworkStore,
-    range_sets: Sequence[RangeSet],
-    requested: Sequence[object],
+    store,
+    range_sets: list | tuple,
+    requested: list | tuple,
     cid: str,
     ifname: str,
-    reclaim: Callable[[], bool] | None = None,
-) -> list[tuple[object, object]]:
+    reclaim=None,
+) -> list[tuple[Interface, object]]:
     """Reserve one address per range set; returns [(interface, gateway)] in range-set order.
 
-    ``reclaim`` (the exhaustion heal) is called once, the first time a set has no free address;
+    ``reclaim`` (the exhaustion heal, ``() -> bool``) is called once, the first time a set has no free address;
     when it released something, that set is tried again.  On any error the store's rollback (run
     by its context manager) removes what was reserved here.
     """
@@ -78,7 +73,7 @@ def allocate(
             if address is None:
                 raise CniError(RANGE_EXHAUSTED, f"no IP addresses available in range set: {rset}", f"range set {idx}")
         store.set_last_reserved(idx, address)
-        out.append((ipaddress.ip_interface(f"{address}/{rng.subnet.prefixlen}"), rng.gateway))
+        out.append((Interface(address, rng.prefixlen), rng.gateway))
     if pending:
         raise CniError(
             REQUESTED_IP_INVALID,
@@ -88,14 +83,14 @@ def allocate(
     return out
 
 
-def _first_free(store: NetworkStore, rset: RangeSet, idx: int, cid: str, ifname: str) -> tuple:
+def _first_free(store, rset, idx: int, cid: str, ifname: str) -> tuple:
     for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
         if store.reserve(candidate, cid, ifname):
             return candidate, candidate_range
     return None, None
 
 
-def _holder_detail(store: NetworkStore, addr: object) -> str:
+def _holder_detail(store, addr: object) -> str:
     holder = store.holder(addr)
     if holder is None:
         return "reserved"

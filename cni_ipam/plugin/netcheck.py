@@ -14,17 +14,12 @@ never to create a namespace (its default ``flags`` would create a missing one).
 
 from __future__ import annotations
 
-import ipaddress
-
+from cni_ipam.addr import Interface, ip_address
 from cni_ipam.errors import CHECK_FAILED, IO_FAILURE, CniError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Iterable, List
 
-
-def interface_addresses(netns: str, ifname: str) -> List | None:
-    """The addresses (``ip_interface``) on ``ifname`` in ``netns``.  Raises LookupError when the
+def interface_addresses(netns: str, ifname: str) -> list[Interface] | None:
+    """The addresses (``cni_ipam.addr.Interface``) on ``ifname`` in ``netns``.  Raises LookupError when the
     interface is absent; returns None when the namespace cannot be entered or pyroute2 is missing."""
     try:
         from pyroute2 import IPRoute
@@ -47,7 +42,7 @@ def interface_addresses(netns: str, ifname: str) -> List | None:
         for msg in ipr.get_addr(index=idx[0]):
             text = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")  # LOCAL: ours on a point-to-point link
             if text:
-                found.append(ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"))
+                found.append(Interface(ip_address(text), msg["prefixlen"]))
         return found
     except LookupError:
         raise
@@ -57,7 +52,7 @@ def interface_addresses(netns: str, ifname: str) -> List | None:
         ipr.close()
 
 
-def check_in_netns(netns: str, ifname: str, network: str, reserved: Iterable) -> None:
+def check_in_netns(netns: str, ifname: str, network: str, reserved: list) -> None:
     """Raise CHECK_FAILED when a reserved address is not on ``ifname`` in ``netns``."""
     import os
     from stat import S_ISREG

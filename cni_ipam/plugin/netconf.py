@@ -1,23 +1,31 @@
-"""The network configuration: JSON from stdin turned into a validated ``IpamConfig``.
+"""The network configuration: the decoded JSON from stdin turned, once per call, into what the verb needs.
 
-Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
-top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
-``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
-``runtimeConfig.ips``) plus ``exclude`` and ``lockTimeout``.  Every error names the key and value.
-The only I/O is reading ``resolvConf`` (and, for ``usePodCidr``, the lazily imported ``podcidr``).
+``plugin.skel`` decodes stdin, negotiates the version and calls ``parse`` with what the verb table
+(``cni_ipam.__main__.VERBS``) says the verb needs:
+
+* ``"full"`` (ADD, CHECK, STATUS; the admin commands call ``load``): a validated ``IpamConfig``.
+  Accepts everything host-local accepts, with the same meaning and defaults (``ranges``, the legacy
+  top-level ``subnet``/``rangeStart``/``rangeEnd``/``gateway``, ``routes``, ``dataDir``,
+  ``resolvConf``, ``runtimeConfig.ipRanges``, requested IPs from ``CNI_ARGS``, ``args.cni.ips`` and
+  ``runtimeConfig.ips``) plus ``exclude``, ``lockTimeout`` and our other keys.
+* ``"status"`` (STATUS): ``"full"``, except that a pod CIDR that cannot be resolved (104) is
+  answered 50, not available: STATUS says whether an ADD could work now, and it could not.
+* ``"ref"`` (DEL): a ``NetworkRef``, the name, cniVersion, ``ipam.dataDir`` and ``ipam.lockTimeout``
+  only, so an edit that broke the ranges does not leak the addresses of a DEL; no range code loads.
+* ``"gc"`` (GC): the runtime's ``cni.dev/valid-attachments`` list first; a ``NetworkRef`` carrying it,
+  or None when the list is absent (then GC releases nothing and needs nothing else).
+
+Every error names the key and value.  The only I/O is reading ``resolvConf`` (and, for
+``usePodCidr``, the lazily imported ``podcidr``).  ``plugin.ranges`` is imported by the functions
+that build ranges, so a DEL or GC never loads it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
-from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, CniError, config_error
-from cni_ipam.plugin.ranges import Range, RangeSet, clip, default_bounds, first_overlap, merge
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any
+from cni_ipam.addr import IP, Interface, host_bits, ip_address, parse_cidr, text_of
+from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError, config_error
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -44,8 +52,8 @@ class Route:
 
     __slots__ = ("dst", "gw", "extra")
 
-    def __init__(self, dst: ipaddress.IPv4Interface | ipaddress.IPv6Interface, gw, extra: dict) -> None:
-        self.dst = dst
+    def __init__(self, dst, gw, extra: dict) -> None:
+        self.dst = dst  # an Interface (cni_ipam.addr): the address as written, with its prefix length
         self.gw = gw
         self.extra = extra  # mtu, advmss, priority, table, scope when given
 
@@ -81,11 +89,11 @@ class IpamConfig:
         "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
     )
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, **kw: object) -> None:
         for key in self.__slots__:
             object.__setattr__(self, key, kw[key])
 
-    def __setattr__(self, key: str, value: Any) -> None:
+    def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("IpamConfig is immutable")
 
 
@@ -124,7 +132,7 @@ def network_version(conf: dict) -> str:
     return version
 
 
-def data_dir_of(ipam: Any) -> str:
+def data_dir_of(ipam: object) -> str:
     """``ipam.dataDir`` (default /var/lib/cni/networks); must be an absolute path."""
     value = ipam.get("dataDir") if isinstance(ipam, dict) else None
     if value in (None, ""):
@@ -136,7 +144,7 @@ def data_dir_of(ipam: Any) -> str:
     return os.path.normpath(value)
 
 
-def lock_timeout_of(ipam: Any) -> float:
+def lock_timeout_of(ipam: object) -> float:
     value = ipam.get("lockTimeout") if isinstance(ipam, dict) else None
     if value is None:
         return DEFAULT_LOCK_TIMEOUT
@@ -145,7 +153,7 @@ def lock_timeout_of(ipam: Any) -> float:
     return float(value)
 
 
-def status_on_exhaustion_of(ipam: Any) -> str:
+def status_on_exhaustion_of(ipam: object) -> str:
     """``ipam.statusOnExhaustion``: "ok" (default: a full range set leaves STATUS available) or "fail"."""
     value = ipam.get("statusOnExhaustion") if isinstance(ipam, dict) else None
     if value is None:
@@ -155,18 +163,18 @@ def status_on_exhaustion_of(ipam: Any) -> str:
     return value
 
 
-def reclaim_on_exhaustion_of(ipam: Any) -> bool:
+def reclaim_on_exhaustion_of(ipam: object) -> bool:
     """``ipam.reclaimOnExhaustion`` (default true): a full ADD first releases provably stranded reservations."""
     return _bool_key(ipam, "reclaimOnExhaustion", True)
 
 
-def pidns_is_node_of(ipam: Any) -> bool:
+def pidns_is_node_of(ipam: object) -> bool:
     """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
     although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
     return _bool_key(ipam, "pidnsIsNode", False)
 
 
-def _bool_key(ipam: Any, key: str, default: bool) -> bool:
+def _bool_key(ipam: object, key: str, default: bool) -> bool:
     value = ipam.get(key) if isinstance(ipam, dict) else None
     if value is None:
         return default
@@ -178,25 +186,118 @@ def _bool_key(ipam: Any, key: str, default: bool) -> bool:
 class NetworkRef:
     """What DEL and GC need of a netconf: where its reservations live.  Parsed from the network name
     and ``ipam.dataDir``/``ipam.lockTimeout`` only, so an edit that broke the ranges does not leak
-    the addresses of a DEL."""
+    the addresses of a DEL.  ``valid``: GC's list of attachments to keep (None for DEL)."""
 
-    __slots__ = ("name", "data_dir", "lock_timeout", "pooled")
+    __slots__ = ("name", "cni_version", "data_dir", "lock_timeout", "pooled", "valid")
 
-    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool) -> None:
+    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool, cni_version: str = "",
+                 valid: ValidAttachments | None = None) -> None:
         self.name = name
+        self.cni_version = cni_version
         self.data_dir = data_dir
         self.lock_timeout = lock_timeout
         self.pooled = pooled
+        self.valid = valid
 
 
-def network_ref(conf: dict) -> NetworkRef:
+def network_ref(conf: dict, cni_version: str | None = None) -> NetworkRef:
+    """The ``NetworkRef`` of a decoded netconf whose name is validated (``skel`` does that)."""
     ipam = conf.get("ipam")
     data_dir = data_dir_of(ipam)
-    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None)
+    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None,
+                      network_version(conf) if cni_version is None else cni_version)
 
 
-def load(conf: dict, cni_args: dict[str, str], *, podcidr_resolver=None) -> IpamConfig:
-    """Validate a decoded network config for ADD/CHECK (and the admin commands).
+def gc_ref(conf: dict, cni_version: str | None = None) -> NetworkRef | None:
+    """GC's netconf: None when it carries no attachment list (GC then releases nothing), else the
+    ``NetworkRef`` with ``valid`` set.  The list is read first: a config without one needs nothing else."""
+    valid = valid_attachments(conf)
+    if valid is None:
+        return None
+    ref = network_ref(conf, cni_version)
+    ref.valid = valid
+    return ref
+
+
+def parse(conf: dict, need: str, cni_args: dict[str, str], cni_version: str | None = None):
+    """What a verb needs of the netconf (the module docstring): ``need`` is "full", "ref" or "gc"."""
+    if need == "full":
+        return load(conf, cni_args, cni_version=cni_version)
+    if need == "status":
+        try:
+            return load(conf, cni_args, cni_version=cni_version)
+        except CniError as exc:
+            if exc.code == PODCIDR_UNAVAILABLE:
+                raise CniError(NOT_AVAILABLE, f"pod CIDR unknown: {exc.msg}", exc.details) from None
+            raise
+    if need == "ref":
+        return network_ref(conf, cni_version)
+    if need == "gc":
+        return gc_ref(conf, cni_version)
+    raise ValueError(f"unknown netconf need {need!r}")
+
+
+# ----------------------------------------------------------------------------------------- GC
+VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+class ValidAttachments:
+    """The runtime's list: exact (containerID, ifname) pairs plus container IDs listed without ifname."""
+
+    __slots__ = ("pairs", "ids", "whole_ids")
+
+    def __init__(self, pairs: set[tuple[str, str]], whole_ids: set[str]) -> None:
+        self.pairs = frozenset(pairs)
+        self.whole_ids = frozenset(whole_ids)
+        self.ids = frozenset({cid for cid, _ in pairs} | set(whole_ids))
+
+    def keeps(self, cid: str | None, ifname: str | None) -> bool:
+        if cid is None:
+            return False
+        if cid in self.whole_ids:
+            return True
+        if ifname is None:  # ID-only reservation written by an old host-local
+            return cid in self.ids
+        return (cid, ifname) in self.pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs) + len(self.whole_ids)
+
+
+def valid_attachments(conf: dict) -> ValidAttachments | None:
+    """The list from the config, None when absent or null (then GC releases nothing).  When both
+    keys carry a list, an attachment listed under either is kept (the union: the safer reading)."""
+    keys = [k for k in VALID_KEYS if conf.get(k) is not None]
+    if not keys:
+        return None
+    pairs: set[tuple[str, str]] = set()
+    whole: set[str] = set()
+    for key in keys:
+        _read_list(key, conf[key], pairs, whole)
+    return ValidAttachments(pairs, whole)
+
+
+def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[str]) -> None:
+    if not isinstance(value, list):
+        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname", f"key {key}")
+        cid, ifname = item.get("containerID"), item.get("ifname")
+        if not isinstance(cid, str) or not cid.strip():
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].containerID {cid!r}: must be a non-empty string", f"key {key}")
+        if ifname in (None, ""):
+            whole.add(cid.strip())
+        elif not isinstance(ifname, str):
+            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].ifname {ifname!r}: must be a string", f"key {key}")
+        else:
+            pairs.add((cid.strip(), ifname))
+
+
+# ------------------------------------------------------------------------------- the full config
+def load(conf: dict, cni_args: dict[str, str], cni_version: str | None = None, *, podcidr_resolver=None) -> IpamConfig:
+    """Validate a decoded network config for ADD, CHECK and STATUS (and the admin commands).
+    ``cni_version``: the version ``skel`` negotiated (read from ``conf`` when None).
 
     ``podcidr_resolver(placeholder, ipam, data_dir) -> network`` resolves a ``usePodCidr`` subnet;
     None is the plugin's ``podcidr.sources.subnet_for`` (API call and cache write when needed).  The
@@ -204,13 +305,13 @@ def load(conf: dict, cni_args: dict[str, str], *, podcidr_resolver=None) -> Ipam
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict):
         raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
-    version = network_version(conf)
+    version = network_version(conf) if cni_version is None else cni_version
     data_dir = data_dir_of(ipam)
     runtime = conf.get("runtimeConfig") or {}
     if not isinstance(runtime, dict):
         raise config_error("runtimeConfig", runtime, "must be an object")
 
-    raw_sets: list[tuple[str, Any]] = []
+    raw_sets: list[tuple[str, object]] = []
     if "ipRanges" in runtime and runtime["ipRanges"] is not None:
         ip_ranges = runtime["ipRanges"]
         if not isinstance(ip_ranges, list):
@@ -263,7 +364,7 @@ def _too_many(key: str, count: int, limit: int) -> CniError:
     return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
 
 
-def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
+def _check_limits(ipam: dict, raw_sets: list[tuple[str, object]]) -> None:
     """Count before parsing: a config over the limits is refused at once (code 7)."""
     ranges = [r for _, s in raw_sets if isinstance(s, list) for r in s]
     if len(ranges) > MAX_RANGES:
@@ -278,12 +379,15 @@ def _check_limits(ipam: dict, raw_sets: list[tuple[str, Any]]) -> None:
         raise _too_many("ipam.routes", len(routes), MAX_ROUTES)
 
 
-def _span(r: Range, owner: int) -> tuple[int, int, int]:
+def _span(r, owner: int) -> tuple[int, int, int]:
+    """A range (``plugin.ranges.Range``) as a sweep interval of ``owner``."""
     offset = 1 << 129 if r.version == 6 else 0  # the two families never meet in one sweep
     return (r.start + offset, r.end + offset, owner)
 
 
-def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> None:
+def _check_sets(range_sets: list, keys: list[str], version: str) -> None:
+    from cni_ipam.plugin.ranges import first_overlap
+
     v4 = sum(1 for s in range_sets if s.version == 4)
     v6 = len(range_sets) - v4
     if (v4 > 1 or v6 > 1) and version in ("0.1.0", "0.2.0"):
@@ -299,9 +403,11 @@ def _check_sets(range_sets: list[RangeSet], keys: list[str], version: str) -> No
             raise CniError(INVALID_CONFIG, f"range set {keys[i]} overlaps with {keys[j]}", f"key {keys[j]}")
 
 
-def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[int, int, int]]) -> list[RangeSet]:
+def _with_global_exclude(range_sets: list, global_exclude: list[tuple[int, int, int]]) -> list:
     """Each range with the part of ``ipam.exclude`` that touches it (the ranges are disjoint, so the
     total stays within ranges + excludes, however many ranges the global list would be copied to)."""
+    from cni_ipam.plugin.ranges import RangeSet, clip, merge
+
     by_family = {}
     for family in (4, 6):
         merged = merge([(lo, hi) for lo, hi, v in global_exclude if v == family])
@@ -312,11 +418,14 @@ def _with_global_exclude(range_sets: list[RangeSet], global_exclude: list[tuple[
         if not merged:
             out.append(s)
             continue
-        out.append(RangeSet([Range(r.subnet, r.start, r.end, r.gateway, list(r.exclude) + clip(merged, starts, r.start, r.end)) for r in s.ranges]))
+        out.append(RangeSet([r.excluding(clip(merged, starts, r.start, r.end)) for r in s.ranges]))
     return out
 
 
-def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str, podcidr_resolver=None) -> RangeSet:
+def _parse_range_set(key: str, value: object, ipam: dict, data_dir: str, podcidr_resolver=None):
+    """One range set (a ``plugin.ranges.RangeSet``)."""
+    from cni_ipam.plugin.ranges import RangeSet, first_overlap
+
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
     ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir, podcidr_resolver) for j, r in enumerate(value)]
@@ -332,7 +441,10 @@ def _parse_range_set(key: str, value: Any, ipam: dict, data_dir: str, podcidr_re
     return RangeSet(ranges)
 
 
-def _parse_range(key: str, value: Any, ipam: dict, data_dir: str, podcidr_resolver=None) -> Range:
+def _parse_range(key: str, value: object, ipam: dict, data_dir: str, podcidr_resolver=None):
+    """One range (a ``plugin.ranges.Range``)."""
+    from cni_ipam.plugin.ranges import Range, default_bounds
+
     if not isinstance(value, dict):
         raise config_error(key, value, "a range must be an object with a subnet")
     subnet_value = value.get("subnet")
@@ -346,50 +458,54 @@ def _parse_range(key: str, value: Any, ipam: dict, data_dir: str, podcidr_resolv
         raise config_error(f"{key}.subnet", subnet_value, "a subnet in CIDR notation is required")
     else:
         try:
-            subnet = ipaddress.ip_network(_unscoped(subnet_value), strict=False)
+            version, given, prefixlen = parse_cidr(_unscoped(subnet_value))
         except ValueError as exc:
             raise config_error(f"{key}.subnet", subnet_value, f"not a CIDR ({exc})") from None
-        iface = ipaddress.ip_interface(subnet_value.strip())
-        if iface.ip != subnet.network_address:
+        first = given & ~host_bits(version, prefixlen)
+        if given != first:
             raise config_error(
                 f"{key}.subnet",
                 subnet_value,
-                f"network has host bits set; for a /{subnet.prefixlen} the network address is {subnet.network_address}",
+                f"network has host bits set; for a /{prefixlen} the network address is {text_of(first, version)}",
             )
-        if subnet.version == 6 and subnet.network_address.ipv4_mapped is not None:
+        if version == 6 and first >> 32 == 0xFFFF:
             # host-local: "IPNet IP and Mask version mismatch"; its addresses would be IPv4 ones
             raise config_error(f"{key}.subnet", subnet_value, "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet")
-    if subnet.prefixlen > subnet.max_prefixlen - 2:
-        raise config_error(f"{key}.subnet", str(subnet), "network too small to allocate from")
+        subnet = (version, first, prefixlen)
+    # From here the subnet is integers, whoever resolved it (a usePodCidr source gives an ipaddress network).
+    version, first, prefixlen = subnet if type(subnet) is tuple else (subnet.version, int(subnet.network_address), subnet.prefixlen)
+    last = first | host_bits(version, prefixlen)
+    cidr = f"{text_of(first, version)}/{prefixlen}"
+    if prefixlen > (32 if version == 4 else 128) - 2:
+        raise config_error(f"{key}.subnet", cidr, "network too small to allocate from")
 
-    last = int(subnet.broadcast_address)
-    default_start, default_end, default_gateway = default_bounds(subnet)
-    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), subnet)
+    default_start, default_end, default_gateway = default_bounds((version, first, prefixlen))
+    gateway = _addr_in(f"{key}.gateway", value.get("gateway"), version, first, last, cidr)
     if gateway is None:
         gateway = default_gateway
-    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), subnet)
-    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), subnet)
+    start = _addr_in(f"{key}.rangeStart", value.get("rangeStart"), version, first, last, cidr)
+    end = _addr_in(f"{key}.rangeEnd", value.get("rangeEnd"), version, first, last, cidr)
     start_i = int(start) if start is not None else default_start
     end_i = int(end) if end is not None else default_end
-    if start is not None and subnet.version == 4 and start_i == last:
-        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {subnet}")
+    if start is not None and version == 4 and start_i == last:
+        raise config_error(f"{key}.rangeStart", str(start), f"is the broadcast address of {cidr}")
     if start_i > end_i:
         raise config_error(
             f"{key}.rangeStart",
-            str(start if start is not None else subnet.network_address + 1),
-            f"is after rangeEnd {ipaddress.ip_address(end_i) if subnet.version == 4 else ipaddress.IPv6Address(end_i)}",
+            str(start if start is not None else IP(first + 1, version)),
+            f"is after rangeEnd {IP(end_i, version)}",
         )
     # only what touches the range is kept (ipam.exclude is added by _with_global_exclude)
-    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == subnet.version and lo <= end_i and hi >= start_i]
+    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == version and lo <= end_i and hi >= start_i]
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
-def _addr_in(key: str, value: Any, subnet):
+def _addr_in(key: str, value: object, version: int, first: int, last: int, cidr: str):
     if value in (None, ""):
         return None
     addr = parse_ip(key, value)
-    if addr.version != subnet.version or addr not in subnet:
-        raise config_error(key, value, f"not in network {subnet}")
+    if addr.version != version or not first <= int(addr) <= last:
+        raise config_error(key, value, f"not in network {cidr}")
     return addr
 
 
@@ -402,16 +518,16 @@ def _unscoped(text: str) -> str:
     return text.strip()
 
 
-def parse_ip(key: str, value: Any):
+def parse_ip(key: str, value: object):
     if not isinstance(value, str):
         raise config_error(key, value, "must be an IP address string")
     try:
-        return ipaddress.ip_address(_unscoped(value))
+        return ip_address(_unscoped(value))
     except ValueError:
         raise config_error(key, value, "not an IP address") from None
 
 
-def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
+def _parse_exclude(key: str, value: object) -> list[tuple[int, int, int]]:
     """``exclude``: addresses and CIDRs as (first, last, family) integer intervals."""
     if value is None:
         return []
@@ -422,14 +538,15 @@ def _parse_exclude(key: str, value: Any) -> list[tuple[int, int, int]]:
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address or CIDR string")
         try:
-            net = ipaddress.ip_network(_unscoped(item), strict=False)
+            version, given, prefixlen = parse_cidr(_unscoped(item))
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an address or CIDR") from None
-        out.append((int(net.network_address), int(net.broadcast_address), net.version))
+        mask = host_bits(version, prefixlen)
+        out.append((given & ~mask, given | mask, version))
     return out
 
 
-def _parse_routes(value: Any) -> tuple[Route, ...]:
+def _parse_routes(value: object) -> tuple[Route, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -443,9 +560,10 @@ def _parse_routes(value: Any) -> tuple[Route, ...]:
         if not isinstance(dst_value, str):
             raise config_error(f"{key}.dst", dst_value, "a destination CIDR is required")
         try:
-            dst = ipaddress.ip_interface(_unscoped(dst_value))
+            version, given, prefixlen = parse_cidr(_unscoped(dst_value))
         except ValueError:
             raise config_error(f"{key}.dst", dst_value, "not a CIDR") from None
+        dst = Interface(IP(given, version), prefixlen)
         if "/" not in dst_value:
             raise config_error(f"{key}.dst", dst_value, "not a CIDR (missing /prefix)")
         gw = None
@@ -465,7 +583,7 @@ def _parse_routes(value: Any) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def _parse_resolv_conf_key(value: Any) -> str | None:
+def _parse_resolv_conf_key(value: object) -> str | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str) or "\0" in value:
@@ -486,7 +604,7 @@ def read_resolv_conf(path: str) -> dict:
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
-    dns: dict[str, Any] = {}
+    dns: dict[str, object] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":
@@ -511,7 +629,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
     if cni_args.get("IP"):
         for item in cni_args["IP"].split(","):
             try:
-                out.append(ipaddress.ip_address(_unscoped(item)))
+                out.append(ip_address(_unscoped(item)))
             except ValueError:
                 raise CniError(INVALID_ENV, f"CNI_ARGS: invalid IP {item.strip()!r}", "CNI_ARGS IP") from None
     args = conf.get("args")
@@ -524,7 +642,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict[str, str]) -> list:
     return out
 
 
-def _ip_list(key: str, value: Any) -> list:
+def _ip_list(key: str, value: object) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -536,7 +654,8 @@ def _ip_list(key: str, value: Any) -> list:
         if not isinstance(item, str):
             raise config_error(f"{key}[{i}]", item, "must be an address string")
         try:
-            out.append(ipaddress.ip_interface(_unscoped(item)).ip)
+            version, given, _ = parse_cidr(_unscoped(item))
         except ValueError:
             raise config_error(f"{key}[{i}]", item, "not an IP address") from None
+        out.append(IP(given, version))
     return out

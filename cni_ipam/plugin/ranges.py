@@ -2,76 +2,108 @@
 
 A ``Range`` is one ``{subnet, rangeStart, rangeEnd, gateway, exclude}`` entry; a ``RangeSet`` is the
 list of ranges that together yield one address (one per range set, so two sets give dual stack).
-Pure logic: nothing here touches the disk.  Addresses are ``ipaddress`` objects at the edges and
-integers inside the hot loops.
+Pure logic: nothing here touches the disk.  Inside, everything is an integer (``version``, ``net``,
+``last``, ``prefixlen``, ``start``, ``end``); addresses handed out are ``cni_ipam.addr.IP``.  The
+``subnet`` attribute is an ``ipaddress`` network for the admin tools and the cluster pool, built
+(and ipaddress imported) on first use: the plugin path never asks for it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-try:  # the C function bisect.py re-exports, without loading bisect.py on every plugin call
-    from _bisect import bisect_right
-except ImportError:  # pragma: no cover - an interpreter without the accelerator
-    from bisect import bisect_right
+from cni_ipam.addr import IP, host_bits, text_of
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
-    from typing import Iterator, Sequence, Union
 
-    Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-    Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+def _bisect_right(a: list, x: int) -> int:
+    """``bisect.bisect_right``: the C function bisect.py re-exports, imported on first use (most
+    ranges exclude nothing, and on some builds ``_bisect`` is a shared library of its own); this
+    name is then rebound to it."""
+    global _bisect_right
+    try:
+        from _bisect import bisect_right
+    except ImportError:  # pragma: no cover - an interpreter without the accelerator
+        from bisect import bisect_right
+    _bisect_right = bisect_right
+    return bisect_right(a, x)
+
+# An address argument (``addr: IP``) may as well be an ipaddress address: only ``.version`` and
+# ``int()`` are used.
 
 
 class Range:
-    """One contiguous pool inside a subnet; ``start``/``end`` are inclusive integers."""
+    """One contiguous pool inside a subnet; ``start``/``end`` are inclusive integers, ``net`` and
+    ``last`` the subnet's first and last integers."""
 
-    __slots__ = ("subnet", "start", "end", "gateway", "exclude", "_ex_starts", "_ex_ends")
+    __slots__ = ("version", "net", "last", "prefixlen", "start", "end", "gateway", "_gw", "exclude",
+                 "_ex_starts", "_ex_ends", "_subnet")
 
     def __init__(
         self,
-        subnet: Network,
+        subnet,
         start: int,
         end: int,
-        gateway: Address | None,
-        exclude: Sequence[tuple[int, int]] = (),
+        gateway: IP | None,
+        exclude: list[tuple[int, int]] | tuple = (),
     ) -> None:
-        self.subnet = subnet
+        """``subnet``: an ipaddress network or ``(version, network integer, prefix length)``."""
+        if type(subnet) is tuple:
+            self.version, self.net, self.prefixlen = subnet
+            self._subnet = None
+        else:
+            self.version, self.net, self.prefixlen = subnet.version, int(subnet.network_address), subnet.prefixlen
+            self._subnet = subnet
+        self.last = self.net | host_bits(self.version, self.prefixlen)
         self.start = start
         self.end = end
         self.gateway = gateway
+        self._gw = int(gateway) if gateway is not None else -1
         merged = merge(exclude)
         self.exclude = tuple(merged)
         self._ex_starts = [a for a, _ in merged]
         self._ex_ends = [b for _, b in merged]
 
     @property
-    def version(self) -> int:
-        return self.subnet.version
+    def subnet(self):
+        """The subnet as an ``ipaddress`` network (admin tools, cluster pool): imports ipaddress."""
+        if self._subnet is None:
+            import ipaddress
+
+            cls = ipaddress.IPv4Network if self.version == 4 else ipaddress.IPv6Network
+            self._subnet = cls((self.net, self.prefixlen))
+        return self._subnet
 
     @property
-    def range_start(self) -> Address:
-        return ipaddress.ip_address(self.start) if self.version == 4 else ipaddress.IPv6Address(self.start)
+    def cidr(self) -> str:
+        """``str(self.subnet)`` without building it."""
+        return f"{text_of(self.net, self.version)}/{self.prefixlen}"
 
     @property
-    def range_end(self) -> Address:
-        return ipaddress.ip_address(self.end) if self.version == 4 else ipaddress.IPv6Address(self.end)
+    def range_start(self) -> IP:
+        return IP(self.start, self.version)
+
+    @property
+    def range_end(self) -> IP:
+        return IP(self.end, self.version)
 
     @classmethod
-    def of_subnet(cls, subnet: Network) -> Range:
+    def of_subnet(cls, subnet) -> Range:
         """The range of a subnet given with no rangeStart, rangeEnd or gateway."""
         start, end, gateway = default_bounds(subnet)
         return cls(subnet, start, end, gateway)
 
+    def excluding(self, intervals: list[tuple[int, int]]) -> Range:
+        """This range with ``intervals`` (first, last) excluded as well."""
+        subnet = self._subnet if self._subnet is not None else (self.version, self.net, self.prefixlen)
+        return Range(subnet, self.start, self.end, self.gateway, list(self.exclude) + list(intervals))
+
     def is_default(self) -> bool:
         """Does this range span what its subnet gives by default (no rangeStart/rangeEnd)?"""
-        start, end, _ = default_bounds(self.subnet)
-        return self.start == start and self.end == end
+        return self.start == self.net + 1 and self.end == self.last - 1
 
-    def contains(self, addr: Address) -> bool:
+    def contains(self, addr: IP) -> bool:
         """True when ``addr`` lies between rangeStart and rangeEnd (host-local's Range.Contains)."""
         return addr.version == self.version and self.start <= int(addr) <= self.end
 
-    def can_hand_out(self, addr: Address) -> bool:
+    def can_hand_out(self, addr: IP) -> bool:
         """Could an ADD be given ``addr`` from this range: inside rangeStart..rangeEnd, not excluded,
         not the network, broadcast (IPv4) or gateway address.  The one rule the allocator, STATUS,
         the pool, ``show`` and ``lint`` all use."""
@@ -82,22 +114,19 @@ class Range:
 
     def excluded_until(self, value: int) -> int:
         """The last excluded integer of the exclude interval holding ``value``, or -1."""
-        i = bisect_right(self._ex_starts, value) - 1
+        if not self._ex_starts:
+            return -1
+        i = _bisect_right(self._ex_starts, value) - 1
         if i >= 0 and value <= self._ex_ends[i]:
             return self._ex_ends[i]
         return -1
 
-    def is_excluded(self, addr: Address) -> bool:
+    def is_excluded(self, addr: IP) -> bool:
         return self.excluded_until(int(addr)) >= 0
 
     def unusable(self, value: int) -> bool:
         """Network and (IPv4) broadcast addresses and the gateway are never handed out."""
-        net = self.subnet
-        if value == int(net.network_address):
-            return True
-        if self.version == 4 and value == int(net.broadcast_address):
-            return True
-        return self.gateway is not None and value == int(self.gateway)
+        return value == self.net or value == self._gw or (value == self.last and self.version == 4)
 
     def size(self) -> int:
         """How many addresses this range can hand out (gateway, exclusions, network excluded)."""
@@ -112,11 +141,11 @@ class Range:
         return max(total, 0)
 
     def _specials(self) -> set[int]:
-        specials = {int(self.subnet.network_address)}
+        specials = {self.net}
         if self.version == 4:
-            specials.add(int(self.subnet.broadcast_address))
+            specials.add(self.last)
         if self.gateway is not None:
-            specials.add(int(self.gateway))
+            specials.add(self._gw)
         return specials
 
     def overlaps(self, other: Range) -> bool:
@@ -124,7 +153,7 @@ class Range:
 
     def to_json(self) -> dict:
         out = {
-            "subnet": str(self.subnet),
+            "subnet": self.cidr,
             "rangeStart": str(self.range_start),
             "rangeEnd": str(self.range_end),
         }
@@ -133,7 +162,7 @@ class Range:
         return out
 
     def __repr__(self) -> str:
-        return f"Range({self.subnet}, {self.range_start}-{self.range_end}, gw={self.gateway})"
+        return f"Range({self.cidr}, {self.range_start}-{self.range_end}, gw={self.gateway})"
 
 
 class RangeSet:
@@ -141,31 +170,32 @@ class RangeSet:
 
     __slots__ = ("ranges",)
 
-    def __init__(self, ranges: Sequence[Range]) -> None:
+    def __init__(self, ranges: list[Range] | tuple) -> None:
         self.ranges = tuple(ranges)
 
     @property
     def version(self) -> int:
         return self.ranges[0].version
 
-    def range_for(self, addr: Address) -> Range | None:
+    def range_for(self, addr: IP) -> Range | None:
         for r in self.ranges:
             if r.contains(addr):
                 return r
         return None
 
-    def contains(self, addr: Address) -> bool:
+    def contains(self, addr: IP) -> bool:
         return self.range_for(addr) is not None
 
-    def can_hand_out(self, addr: Address) -> bool:
+    def can_hand_out(self, addr: IP) -> bool:
         """``Range.can_hand_out`` for the range of this set that holds ``addr``."""
         rng = self.range_for(addr)
         return rng is not None and rng.can_hand_out(addr)
 
-    def in_subnets(self, addr: Address) -> Range | None:
+    def in_subnets(self, addr: IP) -> Range | None:
         """The range whose subnet holds ``addr`` (used to attach a mask to a reserved address)."""
+        value = int(addr)
         for r in self.ranges:
-            if addr.version == r.version and addr in r.subnet:
+            if addr.version == r.version and r.net <= value <= r.last:
                 return r
         return None
 
@@ -175,8 +205,8 @@ class RangeSet:
     def size(self) -> int:
         return sum(r.size() for r in self.ranges)
 
-    def candidates(self, last_reserved: Address | None) -> Iterator[tuple[Address, Range]]:
-        """Every allocatable address once, in host-local's round-robin order.
+    def candidates(self, last_reserved: IP | None):
+        """Every allocatable address once, as ``(IP, Range)``, in host-local's round-robin order.
 
         Ranges are walked in set order from rangeStart to rangeEnd.  When ``last_reserved`` lies in
         one of them the walk begins just after it (wrapping to the next range, then around the set)
@@ -195,7 +225,7 @@ class RangeSet:
                         first_idx = (i + 1) % len(ranges)
                         first_val = ranges[first_idx].start
                     break
-        make = ipaddress.IPv4Address if self.version == 4 else ipaddress.IPv6Address
+        version = self.version
         # The walk: the tail of the first range, the other ranges whole, then the head of the first.
         order = [(first_idx, first_val, ranges[first_idx].end)]
         for k in range(1, len(ranges)):
@@ -212,7 +242,7 @@ class RangeSet:
                     value = skip_to + 1
                     continue
                 if not r.unusable(value):
-                    yield make(value), r
+                    yield IP(value, version), r
                 value += 1
 
     def to_json(self) -> list:
@@ -222,15 +252,19 @@ class RangeSet:
         return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
 
 
-def default_bounds(subnet: Network) -> tuple[int, int, Address]:
+def default_bounds(subnet) -> tuple[int, int, IP]:
     """(rangeStart, rangeEnd, gateway) of a subnet whose range keys are absent: the first address
     after the network address, the last one before the broadcast (IPv6 too: host-local hands out an
-    IPv6 subnet's last address, we stop one short) and the first address as gateway."""
-    first = int(subnet.network_address)
-    return first + 1, int(subnet.broadcast_address) - 1, subnet.network_address + 1
+    IPv6 subnet's last address, we stop one short) and the first address as gateway.  ``subnet``:
+    an ipaddress network or ``(version, network integer, prefix length)``."""
+    if type(subnet) is tuple:
+        version, first, prefixlen = subnet
+    else:
+        version, first, prefixlen = subnet.version, int(subnet.network_address), subnet.prefixlen
+    return first + 1, (first | host_bits(version, prefixlen)) - 1, IP(first + 1, version)
 
 
-def first_overlap(intervals: Sequence[tuple[int, int, int]]) -> tuple[int, int] | None:
+def first_overlap(intervals: list[tuple[int, int, int]]) -> tuple[int, int] | None:
     """Two owners of overlapping intervals, or None: ``intervals`` are ``(first, last, owner)``.
 
     A sorted sweep (O(n log n)), so thousands of ranges cost milliseconds rather than the minutes
@@ -246,10 +280,10 @@ def first_overlap(intervals: Sequence[tuple[int, int, int]]) -> tuple[int, int] 
     return None
 
 
-def clip(merged: Sequence[tuple[int, int]], starts: Sequence[int], lo: int, hi: int) -> list[tuple[int, int]]:
+def clip(merged: list[tuple[int, int]], starts: list[int], lo: int, hi: int) -> list[tuple[int, int]]:
     """The intervals of ``merged`` (sorted, disjoint; ``starts`` their first values) that touch
     ``[lo, hi]``: what of a global exclude list applies to one range (O(log n + answer))."""
-    i = max(bisect_right(starts, lo) - 1, 0)
+    i = max(_bisect_right(starts, lo) - 1, 0)
     out = []
     while i < len(merged) and merged[i][0] <= hi:
         if merged[i][1] >= lo:
@@ -258,7 +292,7 @@ def clip(merged: Sequence[tuple[int, int]], starts: Sequence[int], lo: int, hi: 
     return out
 
 
-def merge(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge(intervals: list[tuple[int, int]] | tuple) -> list[tuple[int, int]]:
     """Sorted, disjoint, non-adjacent intervals covering the same integers as ``intervals``."""
     out: list[list[int]] = []
     for lo, hi in sorted(intervals):

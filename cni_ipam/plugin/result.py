@@ -7,20 +7,15 @@ The CNI 1.1 route fields (mtu, advmss, priority, table, scope) appear only in 1.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-
-    from cni_ipam.plugin.netconf import Route
-
 
 class IpamResult:
     """Addresses (as interfaces: address + prefix), their gateways, routes and DNS."""
 
     __slots__ = ("ips", "routes", "dns")
 
-    def __init__(self, ips: list[tuple[object, object | None]], routes: tuple[Route, ...], dns: dict) -> None:
-        self.ips = ips  # [(ipaddress interface, gateway address or None)]
-        self.routes = routes
+    def __init__(self, ips: list[tuple[object, object | None]], routes: tuple, dns: dict) -> None:
+        self.ips = ips  # [(interface (cni_ipam.addr.Interface or ipaddress's), gateway address or None)]
+        self.routes = routes  # netconf.Route objects
         self.dns = dns
 
     def to_json(self, version: str) -> dict:

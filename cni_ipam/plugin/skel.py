@@ -1,18 +1,22 @@
 """The CNI protocol boundary: environment, stdin, version negotiation, errors and output.
 
-Plugin logic never repeats any of this: verbs get a validated ``CniEnv`` and the decoded config,
-and return a result dict (or None); every failure leaves here as CNI error JSON and exit 1.  The
-verbs are handed in by the entry point (``cni_ipam.__main__.VERBS``), as CNI's ``pkg/skel`` is given
-its functions: the boundary imports no verb.
-"""
+Plugin logic never repeats any of this: stdin is decoded once, the version negotiated, the network
+name validated and the netconf parsed once (``plugin.netconf.parse``) into what the verb needs;
+verbs get a validated ``CniEnv`` and that parsed netconf, and return a result dict (or None); every
+failure leaves here as CNI error JSON and exit 1.  The verbs are handed in by the entry point
+(``cni_ipam.__main__.VERBS``: command -> (what it needs of the netconf, the verb)), as CNI's
+``pkg/skel`` is given its functions: the boundary imports no verb.
 
-from __future__ import annotations
+VERSION loads nothing beyond this module and ``cni_ipam.errors``: the name rules
+(``cni_ipam.store``) and ``netconf`` are imported when a call needs them, and there is no ``from
+__future__ import annotations`` here (an import of its own; the few ``X | None`` annotations are
+strings, which Python 3.9 needs anyway).
+"""
 
 import json
 import os
 import sys
 
-from cni_ipam.store import ifname_problem, is_cni_name, is_container_id
 from cni_ipam.errors import (
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,
@@ -21,10 +25,6 @@ from cni_ipam.errors import (
     INVALID_ENV,
     CniError,
 )
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Callable
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
@@ -51,6 +51,8 @@ def version_tuple(version: str) -> tuple:
 
 
 def validate_container_id(value: str) -> None:
+    from cni_ipam.store import is_container_id
+
     if not value:
         raise CniError(INVALID_ENV, "required env variable CNI_CONTAINERID missing", "CNI_CONTAINERID")
     if not is_container_id(value):
@@ -59,6 +61,8 @@ def validate_container_id(value: str) -> None:
 
 def validate_ifname(value: str) -> None:
     """As libcni's ValidateInterfaceName: 1-15 bytes, not . or .., no '/', ':' or whitespace."""
+    from cni_ipam.store import ifname_problem
+
     problem = ifname_problem(value)
     if problem == "missing":
         raise CniError(INVALID_ENV, "required env variable CNI_IFNAME missing", "CNI_IFNAME")
@@ -73,6 +77,8 @@ def validate_ifname(value: str) -> None:
 
 
 def validate_network_name(value: object) -> str:
+    from cni_ipam.store import is_cni_name
+
     if value in (None, ""):
         raise CniError(INVALID_CONFIG, "missing network name", "key name")
     if not isinstance(value, str) or not is_cni_name(value) or len(value) > 200:
@@ -141,34 +147,45 @@ def negotiate(conf: dict, command: str) -> str:
     return version
 
 
-def run(environ: dict[str, str], stdin: bytes, verbs: dict[str, Callable]) -> dict | None:
+def run(environ: dict, stdin: bytes, verbs: dict, decoded: "list | None" = None) -> "dict | None":
     """One plugin call: returns the JSON to print (or None) or raises CniError.
 
-    ``verbs`` maps ADD, DEL, CHECK, GC and STATUS to ``f(env, conf)`` (as CNI's skel is given its
-    functions): this module never imports the verbs."""
+    ``verbs`` maps ADD, DEL, CHECK, GC and STATUS to ``(need, verb)``: ``need`` says what the verb
+    needs of the netconf ("full", "ref" or "gc", see ``plugin.netconf``) and ``verb(env, netconf)``
+    runs it (as CNI's skel is given its functions): this module never imports the verbs.  The
+    decoded config is appended to ``decoded`` (when given) for the error path."""
     env = read_env(environ)
     if env.command == "VERSION":
         return {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
     conf = read_config(stdin)
-    negotiate(conf, env.command)
+    if decoded is not None:
+        decoded.append(conf)
+    version = negotiate(conf, env.command)
     conf["name"] = validate_network_name(conf.get("name"))
-    return verbs[env.command](env, conf)
+    need, verb = verbs[env.command]
+    from cni_ipam.plugin import netconf
+
+    return verb(env, netconf.parse(conf, need, env.args, version))
 
 
-def _error_version(stdin: bytes) -> str:
-    try:
-        version = json.loads(stdin.decode("utf-8")).get("cniVersion")
-    except Exception:
-        return CURRENT_VERSION
+def _error_version(stdin: bytes, decoded: list) -> str:
+    """The cniVersion of the error JSON: the config's when it is one we speak."""
+    if decoded:
+        version = decoded[0].get("cniVersion")
+    else:  # the call failed before stdin was decoded (e.g. a missing CNI_* variable)
+        try:
+            version = json.loads(stdin.decode("utf-8")).get("cniVersion")
+        except Exception:
+            return CURRENT_VERSION
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
-def plugin_main(verbs: dict[str, Callable], environ: dict[str, str] | None = None, stdin: bytes | None = None,
-                out=None) -> int:
+def plugin_main(verbs: dict, environ: "dict | None" = None, stdin: "bytes | None" = None, out=None) -> int:
     """The whole plugin process: read env and stdin, run the verb, print the result or the CNI error."""
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
     data = b""
+    decoded: list = []
     try:
         if stdin is None:
             if environ.get("CNI_COMMAND") == "VERSION":
@@ -179,7 +196,7 @@ def plugin_main(verbs: dict[str, Callable], environ: dict[str, str] | None = Non
                     raise CniError(DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin")
         else:
             data = stdin
-        result = run(environ, data, verbs)
+        result = run(environ, data, verbs, decoded)
         if result is not None:
             out.write(json.dumps(result, indent=4) + "\n")
         out.flush()
@@ -191,7 +208,7 @@ def plugin_main(verbs: dict[str, Callable], environ: dict[str, str] | None = Non
     except Exception as exc:  # a bug: report it as CNI error JSON, never a traceback
         err = CniError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", "please report this")
     try:
-        out.write(json.dumps(err.to_json(_error_version(data)), indent=4) + "\n")
+        out.write(json.dumps(err.to_json(_error_version(data, decoded)), indent=4) + "\n")
         out.flush()
     except Exception:
         pass

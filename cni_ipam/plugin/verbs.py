@@ -1,10 +1,12 @@
 """The verbs: ADD, DEL, CHECK, GC and STATUS over netconf, allocator, store and result.
 
-Each verb receives the validated environment (``skel.CniEnv``) and the decoded network config (name
-validated, version negotiated by ``skel``), parses it once (``netconf.load``, or ``netconf.network_ref``
-for DEL and GC, which must work on a config whose ranges no longer parse) and returns the result dict
-or None.  ``cni_ipam.__main__`` hands these functions to ``skel`` as its verb table; nothing here
-imports ``skel`` at run time.
+Each verb receives the validated environment (``skel.CniEnv``) and the netconf ``skel`` parsed once
+for it (``plugin.netconf.parse``): an ``IpamConfig`` for ADD, CHECK and STATUS, a ``NetworkRef`` for
+DEL and GC (which must work on a config whose ranges no longer parse; GC's is None when the config
+carries no attachment list), and returns the result dict or None.  ``cni_ipam.__main__`` hands these
+functions to ``skel`` as its verb table; nothing here imports ``skel``.  What only one verb uses
+(the allocator and the result for ADD, the locked store for all but STATUS, STATUS's lock-free view)
+is imported by that verb, so a DEL loads no range, allocator or result code.
 
 GC (CNI 1.1): release every reservation of this network whose (containerID, ifname) is not in the runtime's
 ``cni.dev/valid-attachments`` list (libcni also sends the same list as ``cni.dev/attachments``).  When
@@ -45,26 +47,21 @@ a probe file created and removed in ``.cni-ipam/tmp``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import time
 
-from cni_ipam.errors import CHECK_FAILED, GC_INCOMPLETE, INVALID_CONFIG, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError
-from cni_ipam.plugin import allocator
-from cni_ipam.plugin import netconf as config
-from cni_ipam.plugin.result import IpamResult, addresses_in
-from cni_ipam.store.network import NetworkStore
+from cni_ipam.errors import CHECK_FAILED, GC_INCOMPLETE, NOT_AVAILABLE, CniError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Iterable
-
-    from cni_ipam.plugin.skel import CniEnv
+# Annotations: ``env`` is a ``plugin.skel.CniEnv``, ``cfg`` a ``plugin.netconf.IpamConfig``, ``ref`` a
+# ``plugin.netconf.NetworkRef``, ``store`` a ``store.network.NetworkStore``.
 
 
-def cmd_add(env: CniEnv, conf: dict) -> dict:
-    cfg = config.load(conf, env.args)
-    dns = config.read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
+def cmd_add(env, cfg) -> dict:
+    from cni_ipam.plugin import allocator
+    from cni_ipam.plugin.netconf import read_resolv_conf
+    from cni_ipam.plugin.result import IpamResult
+    from cni_ipam.store.network import NetworkStore
+
+    dns = read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout) as store:
         if cfg.pool is not None:  # cluster pool (issue 12): allocate inside this node's blocks
             from cni_ipam.cluster import pool
@@ -77,7 +74,7 @@ def cmd_add(env: CniEnv, conf: dict) -> dict:
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
 
 
-def _heal(store: NetworkStore, node_pidns: bool):
+def _heal(store, node_pidns: bool):
     """The exhaustion heal for ``allocator.allocate``: True when it released something."""
 
     def reclaim() -> bool:
@@ -88,10 +85,11 @@ def _heal(store: NetworkStore, node_pidns: bool):
     return reclaim
 
 
-def cmd_del(env: CniEnv, conf: dict) -> None:
+def cmd_del(env, ref) -> None:
     """Release by (container ID, ifname).  Needs only the network name and dataDir to be valid,
     so an edit that broke the rest of the config does not leak the addresses."""
-    ref = config.network_ref(conf)
+    from cni_ipam.store.network import NetworkStore
+
     with NetworkStore(ref.data_dir, ref.name, ref.lock_timeout, create=False) as store:
         if store.exists:
             store.release_owner(env.container_id, env.ifname)
@@ -101,8 +99,11 @@ def cmd_del(env: CniEnv, conf: dict) -> None:
                 pool.after_release(store)  # returns emptied blocks; never fails the DEL
 
 
-def cmd_check(env: CniEnv, conf: dict) -> None:
-    cfg = config.load(conf, env.args)
+def cmd_check(env, cfg) -> None:
+    from cni_ipam.addr import ip_address
+    from cni_ipam.plugin.result import addresses_in
+    from cni_ipam.store.network import NetworkStore
+
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout, create=False) as store:
         held = store.owned_by(env.container_id, env.ifname) if store.exists else []
     if not held:
@@ -124,7 +125,7 @@ def cmd_check(env: CniEnv, conf: dict) -> None:
         listed = set()
         for text in addresses_in(cfg.prev_result):
             try:
-                listed.add(ipaddress.ip_address(text))
+                listed.add(ip_address(text))
             except ValueError:
                 pass
         missing = [ip for ip in held if ip not in listed]
@@ -139,8 +140,10 @@ def cmd_check(env: CniEnv, conf: dict) -> None:
     check_in_netns(env.netns, env.ifname, cfg.name, held)
 
 
-def attachment_meta(env: CniEnv, store: NetworkStore) -> dict:
+def attachment_meta(env, store) -> dict:
     """What the GC pass needs to judge liveness later; host-local ignores all of it."""
+    import time  # a builtin module, already loaded by the store
+
     meta: dict = {"created": round(time.time(), 3), "bootId": store.boot_id}
     if env.netns:
         meta["netns"] = env.netns
@@ -161,67 +164,15 @@ def attachment_meta(env: CniEnv, store: NetworkStore) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- GC
-VALID_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
-
-
-class ValidAttachments:
-    """The runtime's list: exact (containerID, ifname) pairs plus container IDs listed without ifname."""
-
-    __slots__ = ("pairs", "ids", "whole_ids")
-
-    def __init__(self, pairs: set[tuple[str, str]], whole_ids: set[str]) -> None:
-        self.pairs = frozenset(pairs)
-        self.whole_ids = frozenset(whole_ids)
-        self.ids = frozenset({cid for cid, _ in pairs} | set(whole_ids))
-
-    def keeps(self, cid: str | None, ifname: str | None) -> bool:
-        if cid is None:
-            return False
-        if cid in self.whole_ids:
-            return True
-        if ifname is None:  # ID-only reservation written by an old host-local
-            return cid in self.ids
-        return (cid, ifname) in self.pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs) + len(self.whole_ids)
-
-
-def valid_attachments(conf: dict) -> ValidAttachments | None:
-    """The list from the config, None when absent or null (then GC releases nothing).  When both
-    keys carry a list, an attachment listed under either is kept (the union: the safer reading)."""
-    keys = [k for k in VALID_KEYS if conf.get(k) is not None]
-    if not keys:
+# The runtime's list is parsed with the netconf (``netconf.gc_ref``, ``netconf.valid_attachments``).
+def cmd_gc(env, ref) -> None:
+    """``ref``: the netconf with the runtime's list (``ref.valid``), None when the config carries
+    no list (then nothing is released)."""
+    if ref is None:
         return None
-    pairs: set[tuple[str, str]] = set()
-    whole: set[str] = set()
-    for key in keys:
-        _read_list(key, conf[key], pairs, whole)
-    return ValidAttachments(pairs, whole)
+    from cni_ipam.store.network import NetworkStore
 
-
-def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[str]) -> None:
-    if not isinstance(value, list):
-        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname", f"key {key}")
-        cid, ifname = item.get("containerID"), item.get("ifname")
-        if not isinstance(cid, str) or not cid.strip():
-            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].containerID {cid!r}: must be a non-empty string", f"key {key}")
-        if ifname in (None, ""):
-            whole.add(cid.strip())
-        elif not isinstance(ifname, str):
-            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].ifname {ifname!r}: must be a string", f"key {key}")
-        else:
-            pairs.add((cid.strip(), ifname))
-
-
-def cmd_gc(env: CniEnv, conf: dict) -> None:
-    valid = valid_attachments(conf)
-    if valid is None:
-        return None
-    ref = config.network_ref(conf)
+    valid = ref.valid
     failures: list[str] = []
     released = kept = 0
     with NetworkStore(ref.data_dir, ref.name, ref.lock_timeout, create=False) as store:
@@ -258,16 +209,11 @@ def cmd_gc(env: CniEnv, conf: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------- STATUS
-def cmd_status(env: CniEnv, conf: dict) -> None:
+def cmd_status(env, cfg) -> None:
+    """``cfg`` parsed for STATUS (``netconf.parse(..., "status")``: an unknown pod CIDR is already 50 there)."""
     from cni_ipam.store.layout import parse_ip_name  # STATUS reads no reservation: the lock-free view only
     from cni_ipam.store.snapshot import reserved_names, usable_problem
 
-    try:
-        cfg = config.load(conf, {})
-    except CniError as exc:
-        if exc.code == PODCIDR_UNAVAILABLE:
-            raise CniError(NOT_AVAILABLE, f"pod CIDR unknown: {exc.msg}", exc.details) from None
-        raise
     net_dir = os.path.join(cfg.data_dir, cfg.name)
     problem = usable_problem(cfg.data_dir, cfg.name)
     if problem:
@@ -289,7 +235,7 @@ def cmd_status(env: CniEnv, conf: dict) -> None:
     return None
 
 
-def free_in_set(rset, reserved: Iterable) -> int:
+def free_in_set(rset, reserved) -> int:
     """How many addresses of ``rset`` an ADD could still take (reserved excluded/special ones don't count)."""
     used = sum(1 for addr in reserved if rset.can_hand_out(addr))
     return max(rset.size() - used, 0)

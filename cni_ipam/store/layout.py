@@ -18,10 +18,10 @@ the index is trusted.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 
+from cni_ipam.addr import ip_address
 from cni_ipam.store.fs import SPECIAL, read_entry
 from cni_ipam.store import ifname_problem, is_container_id
 
@@ -61,7 +61,7 @@ def parse_ip_name(name: str):
     if not name or name[0] == "." or name == LOCK_FILE or name.startswith(LAST_RESERVED_PREFIX):
         return None
     try:
-        addr = ipaddress.ip_address(name)
+        addr = ip_address(name)
     except ValueError:
         return None
     return addr if str(addr) == name else None

@@ -61,12 +61,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import ipaddress
 import json
 import os
 import stat
 import time
 
+from cni_ipam.addr import ip_address
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.store.fs import (
     DIR_MODE,
@@ -719,7 +719,7 @@ class NetworkStore:
 
     def owned_by(self, cid: str, ifname: str) -> list:
         """Addresses held by (cid, ifname), including old ID-only reservations of cid."""
-        return [ipaddress.ip_address(ip) for _, _, held in self._held_by_owner(cid, ifname) for ip in held]
+        return [ip_address(ip) for _, _, held in self._held_by_owner(cid, ifname) for ip in held]
 
     def owner_entry(self, cid: str, ifname: str | None) -> dict | None:
         """The valid owner-index entry of (cid, ifname) (with ``meta`` and ``seenBoot``), or None."""
@@ -767,7 +767,7 @@ class NetworkStore:
         """Release every address of (cid, ifname) and its ID-only reservations; returns them."""
         released = []
         for want_ifname, _, held in list(self._held_by_owner(cid, ifname)):
-            released += [ipaddress.ip_address(ip) for ip in held if self._unlink_reservation(ip)]
+            released += [ip_address(ip) for ip in held if self._unlink_reservation(ip)]
             self._put(cid.strip(), want_ifname, None)
         return released
 
@@ -836,12 +836,12 @@ class NetworkStore:
     def last_reserved(self, range_id: int):
         pending = self._cursors.get(range_id)
         if pending is not None:
-            return ipaddress.ip_address(pending)
+            return ip_address(pending)
         kind, data, _ = read_entry(self.dir_fd, f"{LAST_RESERVED_PREFIX}{range_id}", 256)
         if kind != "file" or not data:
             return None
         try:
-            return ipaddress.ip_address(data.decode("ascii", "replace").strip())
+            return ip_address(data.decode("ascii", "replace").strip())
         except ValueError:
             return None
 

@@ -235,7 +235,9 @@ def test_plugin_path_imports_stay_lean(built_exe, work):
                      and m.split(".")[0] != "cni_ipam" or m == "cni_ipam.admin" or m.startswith("cni_ipam.admin."))
         assert not bad, f"{command} imported {bad}"
         if command == "ADD":
-            assert "cni_ipam.store.network" in loaded and "ipaddress" in loaded
+            assert "cni_ipam.store.network" in loaded and "cni_ipam.addr" in loaded
+        if command != "CHECK":  # addresses are cni_ipam.addr's; only CHECK's pyroute2 may bring ipaddress
+            assert "ipaddress" not in loaded, f"{command} imported ipaddress"
 
 
 # ------------------------------------------------------------------------------------- VERSION in C

@@ -4,8 +4,14 @@ packages do not count) and the import log read from stderr.
 
 Forbidden on every verb: ``typing``, ``dataclasses``, ``argparse``, ``subprocess``, ``logging``,
 the heavy optional packages and every admin module (the admin CLI, gc_cli, show, metrics, lint, plan,
-their shared options).  ``re`` is not in this list: the stdlib ``json`` imports it; the built binary
-replaces json and its test (test_built_binary.py) forbids ``re`` too.
+their shared options); ``ipaddress`` on every verb but CHECK,
+whose pyroute2 may bring it (``cni_ipam.addr`` does the plugin's address work).  ``re`` is not in
+this list: the stdlib ``json`` imports it; the built binary replaces json and its test
+(test_built_binary.py) forbids ``re`` too.
+
+Per verb, what it must not load at all: VERSION nothing of the package beyond ``plugin.skel`` and
+``errors`` (no store, no netconf, not even ``__future__``); DEL and GC no range, allocator or result
+code (their netconf is a ``NetworkRef``); STATUS not the locked store, the allocator or the result.
 """
 
 import json
@@ -20,6 +26,13 @@ FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "pyro
 # No verb loads the admin package (cli, gc, show, metrics, lint, plan, options, liveness, runtimes):
 # the GC verb and the ADD heal record their passes through cni_ipam.store.gcstats.
 ADMIN_PACKAGE = "cni_ipam.admin"
+NOT_WITHOUT_CHECK = ("ipaddress",)  # (functools/collections: the stdlib json's re loads them here)
+NOT_LOADED = {
+    "DEL": ("cni_ipam.plugin.ranges", "cni_ipam.plugin.allocator", "cni_ipam.plugin.result"),
+    "GC": ("cni_ipam.plugin.ranges", "cni_ipam.plugin.allocator", "cni_ipam.plugin.result"),
+    "STATUS": ("cni_ipam.store.network", "cni_ipam.plugin.allocator", "cni_ipam.plugin.result"),
+}
+VERSION_ONLY = {"cni_ipam", "cni_ipam.__main__", "cni_ipam.plugin", "cni_ipam.plugin.skel", "cni_ipam.errors"}
 # The modules still loaded at exit are listed too: importtime also logs an import that failed
 # (CHECK tries pyroute2, which -S hides), and a failed import loaded nothing.
 ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); from cni_ipam.__main__ import main; rc = main(); "
@@ -59,4 +72,10 @@ def test_every_verb_imports_only_what_it_needs(tmp_path):
         bad = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN or m == ADMIN_PACKAGE
                      or m.startswith(ADMIN_PACKAGE + "."))
         assert not bad, f"{command} imported {bad}"
+        if command != "CHECK":
+            assert not loaded & set(NOT_WITHOUT_CHECK), f"{command} imported {sorted(loaded & set(NOT_WITHOUT_CHECK))}"
+        extra = loaded & set(NOT_LOADED.get(command, ()))
+        assert not extra, f"{command} imported {sorted(extra)}"
+    version_loaded = {m for m in seen["VERSION"] if m.startswith("cni_ipam") or m == "__future__"}
+    assert version_loaded == VERSION_ONLY, sorted(version_loaded ^ VERSION_ONLY)
     assert "cni_ipam.store.network" in seen["ADD"] and "cni_ipam.plugin.verbs" in seen["GC"] and "cni_ipam.plugin.verbs" not in seen["VERSION"]

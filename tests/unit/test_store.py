@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from cni_ipam.__main__ import VERBS
+from cni_ipam.plugin import netconf as config
 from cni_ipam.plugin import verbs as plugin
 from cni_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CniError
 from cni_ipam.plugin.skel import CniEnv
@@ -50,6 +52,12 @@ def reserve(tmp_path, addr, cid="c1", ifname="eth0"):
 
 def env(command, cid="c1", ifname="eth0"):
     return CniEnv(command, cid, "/var/run/netns/core-none", ifname, {}, "")
+
+
+def call_verb(e, c):
+    """A verb as skel runs it: the netconf parsed the way the verb table says, then the verb."""
+    need, _ = VERBS[e.command]
+    return getattr(plugin, "cmd_" + e.command.lower())(e, config.parse(c, need, e.args))
 
 
 def conf(tmp_path, ranges=None):
@@ -159,14 +167,14 @@ def test_legacy_id_only_files_are_honoured_by_del_and_check(tmp_path):
     (d / "10.0.0.5").write_bytes(b"old-cid")
     (d / "10.0.0.6").write_bytes(b"  old-cid\n")
     (d / "10.0.0.7").write_bytes(b"other")
-    assert plugin.cmd_check(env("CHECK", "old-cid", "eth0"), conf(tmp_path)) is None
+    assert call_verb(env("CHECK", "old-cid", "eth0"), conf(tmp_path)) is None
     with store(tmp_path) as s:
         assert sorted(map(str, s.owned_by("old-cid", "eth0"))) == ["10.0.0.5", "10.0.0.6"]
         assert s.holder(IP("10.0.0.5")) == ("old-cid", None)
-    plugin.cmd_del(env("DEL", "old-cid", "eth0"), conf(tmp_path))
+    call_verb(env("DEL", "old-cid", "eth0"), conf(tmp_path))
     assert sorted(n for n in os.listdir(d) if parse_ip_name(n)) == ["10.0.0.7"]
     with pytest.raises(CniError):
-        plugin.cmd_check(env("CHECK", "old-cid", "eth0"), conf(tmp_path))
+        call_verb(env("CHECK", "old-cid", "eth0"), conf(tmp_path))
 
 
 def test_index_is_trusted_when_nobody_else_changed_the_directory(tmp_path):
@@ -190,7 +198,7 @@ def test_index_rebuilt_after_host_local_writes_a_file(tmp_path):
         assert s.owner_entry("c1", "eth0")["meta"] == {"created": 1}  # our metadata survives a rebuild
     with store(tmp_path) as s:
         assert not s.rebuilt_index  # once
-    plugin.cmd_del(env("DEL", "hl-cid", "eth0"), conf(tmp_path))
+    call_verb(env("DEL", "hl-cid", "eth0"), conf(tmp_path))
     assert not (netdir(tmp_path) / "10.0.0.9").exists()
 
 
@@ -199,7 +207,7 @@ def test_index_rebuilt_after_a_foreign_delete_and_recreate(tmp_path):
     # host-local DEL of c1, then host-local ADD of c9 that gets the same address
     os.unlink(netdir(tmp_path) / "10.0.0.5")
     (netdir(tmp_path) / "10.0.0.5").write_bytes(b"c9\r\neth0")
-    plugin.cmd_del(env("DEL", "c1", "eth0"), conf(tmp_path))
+    call_verb(env("DEL", "c1", "eth0"), conf(tmp_path))
     assert (netdir(tmp_path) / "10.0.0.5").read_bytes() == b"c9\r\neth0"  # not c1's any more
     with store(tmp_path) as s:
         assert s.owned_by("c1", "eth0") == []
@@ -210,7 +218,7 @@ def test_index_rebuilt_after_a_foreign_delete_and_recreate(tmp_path):
 def test_index_rebuilt_after_a_foreign_delete_lets_add_succeed(tmp_path):
     reserve(tmp_path, "10.0.0.5", "c1")
     os.unlink(netdir(tmp_path) / "10.0.0.5")  # someone (host-local DEL) released it
-    result = plugin.cmd_add(env("ADD"), conf(tmp_path))
+    result = call_verb(env("ADD"), conf(tmp_path))
     assert [ip["address"] for ip in result["ips"]] == ["10.0.0.6/24"]
 
 
