@@ -295,7 +295,7 @@ def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[
 
 
 # ------------------------------------------------------------------------------- the full config
-def load(conf: dict, cni_args: dict[str, str], cni_version: str | None = None, *, podcidr_resolver=None) -> IpamConfig:
+def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None, podcidr_resolver=None) -> IpamConfig:
     """Validate a decoded network config for ADD, CHECK and STATUS (and the admin commands).
     ``cni_version``: the version ``skel`` negotiated (read from ``conf`` when None).
 
