@@ -11,10 +11,11 @@ load hits all of them alike; CPU time, user+sys from ``wait4``, is recorded besi
 
 * ``empty``   ADD, CHECK, DEL, VERSION on an empty /16 network, call by call; medians over ``--runs``.
 * ``first``   the first call on a directory host-local wrote: ``--big`` (60,000) reservations in
-              host-local's format (``<ip>`` files holding ``id\\r\\nifname``) prefilled once, then per
-              repetition (``--first-reps``) and cni-ipam subject a fresh copy (``cp -a``, synced), on which
-              host-local ADDs (timed) and then the subject makes its first ADD (timed; it rebuilds its
-              owner index here).  Peak RSS of both under GNU time.  Ratio: first call / host-local's ADD.
+              host-local's format (``<ip>`` files holding ``id\\r\\nifname``) prefilled once and copied
+              (``cp -a``, synced) once per cni-ipam subject; per repetition (``--first-reps``) the copy is
+              reset to what host-local alone leaves (everything else removed), host-local ADDs (timed)
+              and then the subject makes its first ADD (timed; it rebuilds its owner index here).  Peak
+              RSS of both under GNU time.  Ratio: first call / host-local's ADD, per repetition.
 * ``big``     ADD, CHECK, DEL, VERSION at ``--big`` reservations, steady state (after the first call),
               medians over ``--big-runs``.
 * ``after``   the call right after a host-local write: host-local ADDs (even repetitions) or DELs (odd)
@@ -339,6 +340,13 @@ class Template:
         os.sync()
         return dest
 
+    def take(self, dest: str) -> str:
+        """The template itself, moved to ``dest`` (no copy; the template is gone afterwards)."""
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.rename(self.path, dest)
+        self.path = None
+        return dest
+
 
 def count_reserved(net_dir: str) -> int:
     return sum(1 for n in os.listdir(net_dir) if n[0].isdigit() and not n.startswith("last_"))
@@ -425,26 +433,73 @@ def sample_rss(rec, scenario, subjects, dirs) -> None:
         rec.add_rss(scenario, s.name, must(s.cni("DEL", conf, "bench-rss", rss=True), f"{scenario} {s.name} DEL (rss)"))
 
 
+def is_host_local_name(name: str) -> bool:
+    """A name host-local itself writes in a network directory: an address, last_reserved_ip.N, lock."""
+    if name == "lock" or name.startswith("last_reserved_ip."):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def reset_to_host_local(data_dir: str, network: str) -> int:
+    """Make a data directory again what host-local alone would have left: remove every entry of the
+    data directory but the network's, every entry of the network directory host-local does not
+    write (cni-ipam's index, state, temp files, whatever their name) and any extended attribute of
+    it; then sync.  The reservation files are left as they are.  Returns the number of entries
+    removed.  This is how a repetition gets a never-indexed directory without a fresh 60,000-file
+    copy (which costs more than the call it prepares: about 240 MB to write back on ext4)."""
+    removed = 0
+
+    def drop(path: str) -> None:
+        nonlocal removed
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+        removed += 1
+
+    for name in os.listdir(data_dir):
+        if name != network:
+            drop(os.path.join(data_dir, name))
+    net = os.path.join(data_dir, network)
+    for name in os.listdir(net):
+        if not is_host_local_name(name):
+            drop(os.path.join(net, name))
+    for attr in os.listxattr(net, follow_symlinks=False):
+        os.removexattr(net, attr, follow_symlinks=False)
+        removed += 1
+    os.sync()
+    return removed
+
+
 def bench_first(subjects, work, template: Template, reps: int, log) -> "tuple[dict, dict]":
-    """First call on a host-local directory, per repetition and cni-ipam subject on a fresh copy:
-    host-local's ADD there (timed, peak RSS), then the subject's first ADD (timed, peak RSS).
-    Returns (results, {subject: directory of repetition 0}); those directories, now indexed, become
-    the subjects' ``big`` directories."""
+    """First call on a host-local directory, per repetition and cni-ipam subject: host-local's ADD
+    there (timed, peak RSS), then the subject's first ADD (timed, peak RSS), then its DEL (untimed).
+    Each subject gets one real copy of the template (``cp -a``); before every repetition it is
+    reset to what host-local alone would have left (``reset_to_host_local``), so the subject finds no
+    index of its own.  Returns (results, {subject: its directory}); those directories, now indexed,
+    become the subjects' ``big`` directories."""
     hl = next(s for s in subjects if not s.ours)
     ours = [s for s in subjects if s.ours]
     rss = have_time()
     samples = {s.name: {"ms": [], "cpu_ms": [], "rss_kb": [], "hl_ms": [], "hl_cpu_ms": [], "hl_rss_kb": [],
                         "x_wall": [], "x_cpu": [], "load": []} for s in ours}
-    kept = {}
+    dirs = {s.name: template.clone(os.path.join(work, "first", s.name)) for s in ours}
     for rep in range(reps):
         for s in rotate(ours, rep):
-            d = template.clone(os.path.join(work, "first", f"{rep}-{s.name}"))
+            d = dirs[s.name]
+            if rep:
+                reset_to_host_local(d, "bench")
             conf = netconf(d)
             load = load1()
-            h = must(hl.cni("ADD", conf, "bench-hl-first", rss=rss), f"first: host-local ADD before {s.name}")
+            h = must(hl.cni("ADD", conf, f"bench-hl-first-{rep:03d}", rss=rss), f"first: host-local ADD before {s.name}")
             f = must(s.cni("ADD", conf, "bench-first", rss=rss), f"first: {s.name} first ADD")
             if not ips_of(f.json()):
                 raise Failure(f"first: {s.name} ADD returned no address: {f.out[:300]}")
+            must(s.cni("DEL", conf, "bench-first"), f"first: {s.name} DEL after its first ADD")
             row = samples[s.name]
             for key, v in (("ms", f.ms), ("cpu_ms", f.cpu_ms), ("rss_kb", f.maxrss_kb), ("hl_ms", h.ms), ("hl_cpu_ms", h.cpu_ms),
                            ("hl_rss_kb", h.maxrss_kb), ("x_wall", f.ms / h.ms), ("x_cpu", f.cpu_ms / h.cpu_ms if h.cpu_ms else None),
@@ -453,10 +508,6 @@ def bench_first(subjects, work, template: Template, reps: int, log) -> "tuple[di
                     row[key].append(v)
             log(f"  first call rep {rep + 1}/{reps} {s.name}: {f.ms:.0f} ms (CPU {f.cpu_ms:.0f}, {mb(f.maxrss_kb)}); "
                 f"host-local ADD {h.ms:.0f} ms ({mb(h.maxrss_kb)}); load {load}")
-            if rep == 0:
-                kept[s.name] = d
-            else:
-                shutil.rmtree(d, ignore_errors=True)
     out = {}
     for name, row in samples.items():
         out[name] = {
@@ -468,18 +519,21 @@ def bench_first(subjects, work, template: Template, reps: int, log) -> "tuple[di
             "x_host_local": stats(row["x_wall"]), "x_host_local_cpu": stats(row["x_cpu"]),
             "load": row["load"],
         }
-    return out, kept
+    return out, dirs
 
 
 def bench_big(rec, subjects, work, template: Template, dirs: dict, runs, log) -> None:
     """Steady state at the template's size: interleaved lifecycle rounds.  ``dirs`` holds the cni-ipam
-    subjects' directories (already indexed by their first call); host-local gets its own copy."""
+    subjects' directories (already indexed by their first call); the others get a copy (the last
+    one the template itself, which is not needed any more)."""
+    missing = [s for s in subjects if s.name not in dirs]
+    for i, s in enumerate(missing):
+        dest = os.path.join(work, "big", s.name)
+        dirs[s.name] = template.take(dest) if i == len(missing) - 1 else template.clone(dest)
+        conf = netconf(dirs[s.name])
+        must(s.cni("ADD", conf, "bench-first"), f"big: {s.name} first ADD (untimed)")
+        must(s.cni("DEL", conf, "bench-first"), f"big: {s.name} first DEL (untimed)")
     for s in subjects:
-        if s.name not in dirs:
-            dirs[s.name] = template.clone(os.path.join(work, "big", s.name))
-            conf = netconf(dirs[s.name])
-            must(s.cni("ADD", conf, "bench-first"), f"big: {s.name} first ADD (untimed)")
-    for s in subjects:  # every directory holds the same: template + bench-first
         if not s.ours:
             continue
         conf = netconf(dirs[s.name])
@@ -1140,8 +1194,8 @@ def print_report(data: dict, out=sys.stdout) -> None:
             p(f"{name:<12} {' '.join(f'{c:>16}' for c in cells)}")
     fr = data.get("first")
     if fr:
-        p(f"\nfirst call on a host-local directory at {data['params']['big']:,} reservations (a fresh copy each repetition; "
-          f"host-local ADDs first, then the subject's first ADD rebuilds its owner index)   [reps: {data['params']['first_reps']}]")
+        p(f"\nfirst call on a host-local directory at {data['params']['big']:,} reservations (the subject's copy reset to "
+          f"host-local's files before each repetition; host-local ADDs, then the subject's first ADD rebuilds its owner index)   [reps: {data['params']['first_reps']}]")
         p(f"  {'subject':<12} {'first ADD ms':>22} {'CPU ms':>9} {'max RSS':>9}   {'host-local ADD ms':>22} {'RSS':>8}   "
           f"{'x host-local (range)':>22} {'CPU x':>6}   load")
         for name, r in fr.items():
@@ -1226,6 +1280,7 @@ def main(argv=None) -> int:
     ap.add_argument("--after-reps", type=int, help="calls after a host-local write, per cni-ipam subject (default 6, quick 2; 0 skips)")
     ap.add_argument("--storm-sizes", type=sizes_arg, default=[16, 64, 110], metavar="N,N,...",
                     help="concurrent ADDs per storm (default 16,64,110; 0 skips the storms)")
+    ap.add_argument("--storm", type=int, choices=(0,), help=argparse.SUPPRESS)  # the old option: only "--storm 0" (no storms) is kept
     ap.add_argument("--storm-reps", type=int, help="repetitions of every storm (default 5, quick 2)")
     ap.add_argument("--gc", type=int, help="reservations for the GC scenario (default 10000, quick 3000; 0 skips)")
     ap.add_argument("--built", default=BUILT_DEFAULT, help="the PyInstaller binary (default dist/cni-ipam/cni-ipam)")
@@ -1249,6 +1304,8 @@ def main(argv=None) -> int:
     first_reps = a.first_reps if a.first_reps is not None else (1 if a.quick else 3)
     after_reps = a.after_reps if a.after_reps is not None else (2 if a.quick else 6)
     storm_reps = a.storm_reps or (2 if a.quick else 5)
+    if a.storm == 0:
+        a.storm_sizes = []
     gc_n = a.gc if a.gc is not None else (3000 if a.quick else 10000)
 
     if not os.access(HOST_LOCAL, os.X_OK):
