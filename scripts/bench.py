@@ -184,6 +184,33 @@ def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+class OtherCpu:
+    """How much of the machine's CPU other jobs used over an interval: the busy time of all CPUs
+    (/proc/stat) minus this process's and its reaped children's CPU time (os.times).  Unlike the
+    load average, our own storms do not count.  ``share()``: fraction of all CPUs' time, 0..1."""
+
+    def __init__(self) -> None:
+        self.t0 = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as fh:
+                v = [int(x) for x in fh.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        return (sum(v) - v[3] - v[4]) / hz, sum(v) / hz, t.user + t.system + t.children_user + t.children_system
+
+    def share(self) -> "float | None":
+        t1 = self._sample()
+        if t1 is None or self.t0 is None or t1[1] <= self.t0[1]:
+            return None
+        busy, total, ours = (b - a for a, b in zip(self.t0, t1))
+        return round(min(1.0, max(0.0, (busy - ours) / total)), 3)
+
+
 # --------------------------------------------------------------------------- concurrent calls (storms)
 def run_concurrent(chains: list) -> "tuple[float, list]":
     """Start the first step of every chain at once; when a step's process exits, start that chain's
@@ -324,8 +351,8 @@ class Template:
     """A prefilled data directory (one network, host-local's format), copied for each measurement with
     ``cp -a``: a real copy.  A hard-link farm would be faster but is not a copy for cni-ipam: its
     index identifies a file by (inode, ctime), and linking or unlinking another copy's names changes
-    the shared inodes' ctime (measured: a first call 3x slower, and every call after a host-local write
-    re-reading all 60,000 files).  After a copy the file system is synced, so the measured call does
+    the shared inodes' ctime (tried: every call after a host-local write then re-read all 60,000
+    files, 75 s instead of 0.3 s).  After a copy the file system is synced, so the measured call does
     not pay for the copy's writeback (an fsync commits the whole ext4 journal)."""
 
     def __init__(self, path: str, network: str, count: int, subnet: str, prefix: str) -> None:
@@ -624,6 +651,7 @@ def bench_storms(subjects, work, sizes: list, reps: int, log) -> dict:
     hl = next(s for s in subjects if not s.ours)
     raw: dict = {}  # (kind, size, subject) -> {"wall": [], "cpu": []}; kind: add | churn
     loads: dict = {}  # size -> [load per rep]
+    others: dict = {}  # size -> [other jobs' CPU share during each storm]
     checks: list = []
     for rep in range(reps):
         for k, n in enumerate(sizes):
@@ -644,7 +672,9 @@ def bench_storms(subjects, work, sizes: list, reps: int, log) -> dict:
                         chains = [[(s, "ADD", conf, cid)] for cid in new]
                     else:  # each pair: DEL one of the n reservations the ADD storm made, ADD a new container
                         chains = [[(s, "DEL", conf, f"bench-add-{i:04d}"), (s, "ADD", conf, cid)] for i, cid in enumerate(new)]
+                    other = OtherCpu()
                     wall, results = run_concurrent(chains)
+                    others.setdefault(n, []).append(other.share())
                     calls = [c for chain in results for c in chain]
                     adds = [chain[-1] for chain in results]
                     check = _check_storm(os.path.join(d, "storm"), adds, new, f"{kind} {n} {s.name}")
@@ -663,7 +693,8 @@ def bench_storms(subjects, work, sizes: list, reps: int, log) -> dict:
                 shutil.rmtree(dirs[s.name][0], ignore_errors=True)
             log(f"  storms of {n}, rep {rep + 1}/{reps} (load {loads[n][-1]}): " + "; ".join(
                 f"{s.name} {raw[('add', n, s.name)]['wall'][-1]:.2f}s/{raw[('churn', n, s.name)]['wall'][-1]:.2f}s" for s in subjects))
-    out: dict = {"sizes": sizes, "reps": reps, "load_per_rep": {str(n): loads[n] for n in sizes}, "failures": checks,
+    out: dict = {"sizes": sizes, "reps": reps, "load_per_rep": {str(n): loads[n] for n in sizes},
+                 "other_cpu_share": {str(n): stats([x for x in others[n] if x is not None]) for n in sizes}, "failures": checks,
                  "ok": not checks, "add": {}, "churn": {}}
     for kind in ("add", "churn"):
         for n in sizes:
@@ -1225,7 +1256,10 @@ def print_report(data: dict, out=sys.stdout) -> None:
         for kind, title in (("add", "concurrent ADDs into a fresh network"),
                             ("churn", "concurrent DEL+ADD pairs on a network holding as many reservations")):
             for n in st["sizes"]:
-                p(f"  {n} {title} (load per rep: {' '.join(f'{v:.1f}' for v in st['load_per_rep'][str(n)])})")
+                oc = (st.get("other_cpu_share") or {}).get(str(n)) or {}
+                occ = (f"; other jobs used {oc['median'] * 100:.0f}% ({oc['range'][0] * 100:.0f}-{oc['range'][1] * 100:.0f}%) of the CPUs during "
+                       "the storms" if oc.get("median") is not None else "")
+                p(f"  {n} {title} (load per rep: {' '.join(f'{v:.1f}' for v in st['load_per_rep'][str(n)])}{occ})")
                 for name, r in st[kind][str(n)].items():
                     w, c, xw, xc = r["wall_s"], r["cpu_s"], r["x_wall"], r["x_cpu"]
                     unit = "ADD/s" if kind == "add" else "pairs/s"
@@ -1343,15 +1377,17 @@ def main(argv=None) -> int:
                    "after_reps": after_reps, "storm_sizes": a.storm_sizes, "storm_reps": storm_reps, "gc": gc_n,
                    "quick": a.quick},
         "phases_s": {},
+        "other_cpu_share": {},
     }
-    t_start = time.perf_counter()
+    t_start, run_other = time.perf_counter(), OtherCpu()
     status = 0
 
     def phase(name, fn, *args):
-        t0 = time.perf_counter()
+        t0, other = time.perf_counter(), OtherCpu()
         result = fn(*args)
         data["phases_s"][name] = round(time.perf_counter() - t0, 1)
-        log(f"  ({name}: {data['phases_s'][name]} s, load {load1()})")
+        data["other_cpu_share"][name] = other.share()
+        log(f"  ({name}: {data['phases_s'][name]} s, load {load1()}, other jobs' share of the CPUs {data['other_cpu_share'][name]})")
         return result
 
     try:
@@ -1391,6 +1427,7 @@ def main(argv=None) -> int:
     data["summary"] = summarise(rec, subjects, data)
     data["goals"] = goals(data, subjects)
     data["loadavg_at_end"] = os.getloadavg()
+    data["other_cpu_share"]["run"] = run_other.share()
     data["seconds"] = round(time.perf_counter() - t_start, 1)
     data["samples_ms"] = {f"{k[0]}/{k[1]}/{k[2]}": [round(x, 3) for x in v] for k, v in rec.times.items()}
     data["samples_cpu_ms"] = {f"{k[0]}/{k[1]}/{k[2]}": [round(x, 3) for x in v] for k, v in rec.cpu.items()}
@@ -1401,7 +1438,9 @@ def main(argv=None) -> int:
         with open(target, "w") as fh:
             json.dump(data, fh, indent=2)
     la = data["loadavg_at_end"]
-    print(f"\nwrote {path}; the run took {data['seconds']} s; load average at the end {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}", flush=True)
+    oc = data["other_cpu_share"]["run"]
+    print(f"\nwrote {path}; the run took {data['seconds']} s; load average at the end {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}; "
+          f"other jobs used {'n/a' if oc is None else f'{oc * 100:.0f}%'} of the CPUs during the run", flush=True)
     if a.keep:
         log(f"bench: data kept under {work}")
     else:
