@@ -1291,6 +1291,48 @@ def print_report(data: dict, out=sys.stdout) -> None:
     print_goals(data.get("goals"), p)
 
 
+def goals_table(paths: list, out=sys.stdout) -> int:
+    """The goal table of docs/performance.md in Markdown, one column per run (JSON written by this
+    script): ``scripts/bench.py --goals-table before.json after.json``."""
+    runs = []
+    for path in paths:
+        with open(path) as fh:
+            runs.append(json.load(fh))
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    heads = []
+    for r in runs:
+        m, oc = r["machine"], (r.get("other_cpu_share") or {}).get("run")
+        la0, la1 = m["loadavg_at_start"][0], (r.get("loadavg_at_end") or [None])[0]
+        heads.append(f"{r['when'][:16]}Z, load {la0:.1f}" + (f"-{la1:.1f}" if la1 is not None else "")
+                     + (f", others {oc * 100:.0f}% CPU" if oc is not None else ""))
+    p("| goal (ratio to host-local in the same run) | " + " | ".join(heads) + " |")
+    p("|---|" + "---|" * len(runs))
+    order = []
+    for r in runs:
+        for ln in r["goals"]["lines"]:
+            if ln["goal"] not in order:
+                order.append(ln["goal"])
+    for goal in order:
+        cells = []
+        for r in runs:
+            ln = next((x for x in r["goals"]["lines"] if x["goal"] == goal), None)
+            v = ln["subjects"].get(r["goals"]["primary"]) if ln else None
+            if not v:
+                cells.append("-")
+                continue
+            bs, extra = v["beside"], []
+            if bs.get("wall_x") is not None:
+                extra.append(f"wall {bs['wall_x']:.2f}x")
+            if bs.get("cpu_x") is not None:
+                extra.append(f"CPU {bs['cpu_x']:.2f}x")
+            if bs.get("wall_x_range"):
+                extra.append(f"{bs['wall_x_range'][0]:.2f}-{bs['wall_x_range'][1]:.2f}x")
+            cells.append(f"**{_fmt_goal_value(ln['metric'], v)}** {'met' if v['met'] else 'not met'}"
+                         + (f" ({', '.join(extra)})" if extra else ""))
+        p(f"| {goal} | " + " | ".join(cells) + " |")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def sizes_arg(text: str) -> list:
     if text.strip() in ("", "0"):
@@ -1331,7 +1373,10 @@ def main(argv=None) -> int:
     ap.add_argument("--pool-nodes", type=int, default=4, help="simulated nodes in the pool storm (default 4)")
     ap.add_argument("--pool-storm", type=int, default=32, help="ADDs per node in the pool storm (default 32)")
     ap.add_argument("--parallel", type=int, default=16, help="concurrent ADDs per node in the pool storm (default 16)")
+    ap.add_argument("--goals-table", nargs="+", metavar="JSON", help="print the goal table (Markdown) of earlier runs and exit")
     a = ap.parse_args(argv)
+    if a.goals_table:
+        return goals_table(a.goals_table)
     runs = a.runs or (15 if a.quick else 30)
     big = a.big if a.big is not None else (20000 if a.quick else 60000)
     big_runs = a.big_runs or (3 if a.quick else 5)
