@@ -33,7 +33,9 @@ load hits all of them alike; CPU time, user+sys from ``wait4``, is recorded besi
               cluster pools: held-block ADD/DEL vs node-local vs host-local, block claims with their etcd
               round trips, and a storm of ``--pool-nodes`` simulated nodes x ``--parallel`` ADDs.
 
-The default run takes about 7-9 minutes on a 2-core VM, ``--quick`` (fewer repetitions) under two.
+On a 2-vCPU VM the default run took 640 s (plus 85 s removing its data) with other jobs using half
+the CPUs; ``--quick`` (fewer repetitions, 20,000 reservations) 107 s (plus 22 s) on an idle machine.
+Most of a run is the first calls and the storms, both shorter as cni-ipam gets faster.
 Data directories are made under ``--workdir`` (default /tmp/bench-<pid>) and removed at the end
 unless ``--keep``.
 """
