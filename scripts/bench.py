@@ -33,8 +33,8 @@ load hits all of them alike; CPU time, user+sys from ``wait4``, is recorded besi
               cluster pools: held-block ADD/DEL vs node-local vs host-local, block claims with their etcd
               round trips, and a storm of ``--pool-nodes`` simulated nodes x ``--parallel`` ADDs.
 
-On a 2-vCPU VM the default run took 640 s (plus 85 s removing its data) with other jobs using half
-the CPUs; ``--quick`` (fewer repetitions, 20,000 reservations) 107 s (plus 22 s) on an idle machine.
+On a 2-vCPU VM the default run took 502-640 s (plus up to 85 s removing its data) with other jobs
+using a third to half of the CPUs; ``--quick`` (fewer repetitions, 20,000 reservations) 107 s (plus 22 s) on an idle machine.
 Most of a run is the first calls and the storms, both shorter as cni-ipam gets faster.
 Data directories are made under ``--workdir`` (default /tmp/bench-<pid>) and removed at the end
 unless ``--keep``.
@@ -77,10 +77,11 @@ TARGET_BIG_VS_EMPTY = 2.0  # built ADD+DEL at 60k / built ADD+DEL empty, at most
 
 # --------------------------------------------------------------------------- process runner
 class Call:
-    __slots__ = ("rc", "out", "err", "ms", "cpu_ms", "maxrss_kb")
+    __slots__ = ("rc", "out", "err", "ms", "cpu_ms", "maxrss_kb", "sys_ms")
 
-    def __init__(self, rc, out, err, ms, cpu_ms, maxrss_kb):
+    def __init__(self, rc, out, err, ms, cpu_ms, maxrss_kb, sys_ms=None):
         self.rc, self.out, self.err, self.ms, self.cpu_ms, self.maxrss_kb = rc, out, err, ms, cpu_ms, maxrss_kb
+        self.sys_ms = sys_ms  # the kernel's share of cpu_ms
 
     def json(self):
         try:
@@ -146,7 +147,8 @@ def spawn(argv: list, env: dict, stdin: bytes = b"", rss: bool = False) -> Call:
         except (OSError, ValueError, IndexError):
             maxrss = None
         os.unlink(rss_file.name)
-    return Call(rc, b"".join(chunks).decode("utf-8", "replace"), err, ms, (ru.ru_utime + ru.ru_stime) * 1000, maxrss)
+    return Call(rc, b"".join(chunks).decode("utf-8", "replace"), err, ms, (ru.ru_utime + ru.ru_stime) * 1000, maxrss,
+                ru.ru_stime * 1000)
 
 
 class Subject:
@@ -354,7 +356,7 @@ class Template:
     ``cp -a``: a real copy.  A hard-link farm would be faster but is not a copy for cni-ipam: its
     index identifies a file by (inode, ctime), and linking or unlinking another copy's names changes
     the shared inodes' ctime (tried: every call after a host-local write then re-read all 60,000
-    files, 75 s instead of 0.3 s).  After a copy the file system is synced, so the measured call does
+    files, 75 s instead of 0.5 s).  After a copy the file system is synced, so the measured call does
     not pay for the copy's writeback (an fsync commits the whole ext4 journal)."""
 
     def __init__(self, path: str, network: str, count: int, subnet: str, prefix: str) -> None:
@@ -514,7 +516,7 @@ def bench_first(subjects, work, template: Template, reps: int, log) -> "tuple[di
     hl = next(s for s in subjects if not s.ours)
     ours = [s for s in subjects if s.ours]
     rss = have_time()
-    samples = {s.name: {"ms": [], "cpu_ms": [], "rss_kb": [], "hl_ms": [], "hl_cpu_ms": [], "hl_rss_kb": [],
+    samples = {s.name: {"ms": [], "cpu_ms": [], "sys_ms": [], "rss_kb": [], "hl_ms": [], "hl_cpu_ms": [], "hl_rss_kb": [],
                         "x_wall": [], "x_cpu": [], "load": []} for s in ours}
     dirs = {s.name: template.clone(os.path.join(work, "first", s.name)) for s in ours}
     for rep in range(reps):
@@ -530,18 +532,20 @@ def bench_first(subjects, work, template: Template, reps: int, log) -> "tuple[di
                 raise Failure(f"first: {s.name} ADD returned no address: {f.out[:300]}")
             must(s.cni("DEL", conf, "bench-first"), f"first: {s.name} DEL after its first ADD")
             row = samples[s.name]
-            for key, v in (("ms", f.ms), ("cpu_ms", f.cpu_ms), ("rss_kb", f.maxrss_kb), ("hl_ms", h.ms), ("hl_cpu_ms", h.cpu_ms),
+            for key, v in (("ms", f.ms), ("cpu_ms", f.cpu_ms), ("sys_ms", f.sys_ms), ("rss_kb", f.maxrss_kb), ("hl_ms", h.ms),
+                           ("hl_cpu_ms", h.cpu_ms),
                            ("hl_rss_kb", h.maxrss_kb), ("x_wall", f.ms / h.ms), ("x_cpu", f.cpu_ms / h.cpu_ms if h.cpu_ms else None),
                            ("load", load)):
                 if v is not None:
                     row[key].append(v)
-            log(f"  first call rep {rep + 1}/{reps} {s.name}: {f.ms:.0f} ms (CPU {f.cpu_ms:.0f}, {mb(f.maxrss_kb)}); "
+            log(f"  first call rep {rep + 1}/{reps} {s.name}: {f.ms:.0f} ms (CPU {f.cpu_ms:.0f}, of it sys {f.sys_ms:.0f}; {mb(f.maxrss_kb)}); "
                 f"host-local ADD {h.ms:.0f} ms ({mb(h.maxrss_kb)}); load {load}")
     out = {}
     for name, row in samples.items():
         out[name] = {
             "reps": len(row["ms"]),
-            "ADD_ms": stats(row["ms"]), "ADD_cpu_ms": stats(row["cpu_ms"]),
+            "ADD_ms": stats(row["ms"]), "ADD_cpu_ms": stats(row["cpu_ms"]), "ADD_sys_ms": stats(row["sys_ms"]),
+            "ADD_ms_all": [round(x, 1) for x in row["ms"]], "ADD_cpu_ms_all": [round(x, 1) for x in row["cpu_ms"]],
             "maxrss_kb": max(row["rss_kb"]) if row["rss_kb"] else None, "maxrss_kb_all": row["rss_kb"],
             "host_local_ADD_ms": stats(row["hl_ms"]), "host_local_ADD_cpu_ms": stats(row["hl_cpu_ms"]),
             "host_local_maxrss_kb": max(row["hl_rss_kb"]) if row["hl_rss_kb"] else None,
