@@ -33,7 +33,7 @@ load hits all of them alike; CPU time, user+sys from ``wait4``, is recorded besi
               cluster pools: held-block ADD/DEL vs node-local vs host-local, block claims with their etcd
               round trips, and a storm of ``--pool-nodes`` simulated nodes x ``--parallel`` ADDs.
 
-On a 2-vCPU VM the default run took 502-640 s (plus up to 85 s removing its data) with other jobs
+On a 2-vCPU VM the default run took 502-640 s (plus up to 115 s removing its data) with other jobs
 using a third to half of the CPUs; ``--quick`` (fewer repetitions, 20,000 reservations) 107 s (plus 22 s) on an idle machine.
 Most of a run is the first calls and the storms, both shorter as cni-ipam gets faster.
 Data directories are made under ``--workdir`` (default /tmp/bench-<pid>) and removed at the end
@@ -1358,14 +1358,14 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, help="rounds on the empty network (default 30, quick 15)")
     ap.add_argument("--big", type=int, help="reservations for the first-call, big and after-write scenarios (default 60000, quick 20000; 0 skips them)")
     ap.add_argument("--big-runs", type=int, help="steady rounds at --big reservations (default 5, quick 3)")
-    ap.add_argument("--first-reps", type=int, help="first calls on a fresh copy, per cni-ipam subject (default 3, quick 1; 0 skips)")
+    ap.add_argument("--first-reps", type=int, help="first calls per cni-ipam subject, its copy reset to host-local's files each time (default 3, quick 1; 0 skips)")
     ap.add_argument("--after-reps", type=int, help="calls after a host-local write, per cni-ipam subject (default 6, quick 2; 0 skips)")
     ap.add_argument("--storm-sizes", type=sizes_arg, default=[16, 64, 110], metavar="N,N,...",
                     help="concurrent ADDs per storm (default 16,64,110; 0 skips the storms)")
     ap.add_argument("--storm", type=int, choices=(0,), help=argparse.SUPPRESS)  # the old option: only "--storm 0" (no storms) is kept
     ap.add_argument("--storm-reps", type=int, help="repetitions of every storm (default 5, quick 2)")
     ap.add_argument("--gc", type=int, help="reservations for the GC scenario (default 10000, quick 3000; 0 skips)")
-    ap.add_argument("--built", default=BUILT_DEFAULT, help="the PyInstaller binary (default dist/cni-ipam/cni-ipam)")
+    ap.add_argument("--built", default=BUILT_DEFAULT, help="the built binary under test (default dist/cni-ipam/cni-ipam)")
     ap.add_argument("--no-source", action="store_true", help="leave out python3 -m cni_ipam")
     ap.add_argument("--no-built", action="store_true", help="leave out the built binary")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=COMMAND", help="another cni-ipam command to measure (may start with VAR=value settings)")
