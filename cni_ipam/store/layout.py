@@ -213,7 +213,6 @@ def loads_or_none(data: bytes | None) -> object:
         return None
 
 
-
 # The owner index (``.cni-ipam/index/``): INDEX_BUCKETS bucket files named by their number, each
 # holding one line per attachment (UTF-8, "\n" after each line):
 #
@@ -339,9 +338,9 @@ def content_parser():
             return OWNED, cid, None
         ok = ifnames.get(ifname)
         if ok is None:
-            ok = ifnames[ifname] = not ifname_problem(ifname) if len(ifnames) < 64 else None
-            if ok is None:
-                ok = not ifname_problem(ifname)
+            ok = not ifname_problem(ifname)
+            if len(ifnames) < 64:  # a directory of unusual names is not remembered name by name
+                ifnames[ifname] = ok
         return (OWNED, cid, ifname) if ok else (OPAQUE, None, None)
 
     return parse

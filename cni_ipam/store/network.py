@@ -178,6 +178,7 @@ class NetworkStore:
         self._delta: dict[str, str | None] = {}  # our changes since that snapshot (name: set key)
         self._delta_at_open: dict[str, str | None] = {}
         self._legacy = False  # the previous version's owners/ directory was migrated: remove it at commit
+        self._index_lost = False  # index/ did not exist when this call opened the store
 
     # ----------------------------------------------------------------- open / lock / close
     def __enter__(self) -> NetworkStore:
@@ -269,6 +270,11 @@ class NetworkStore:
     def _open_meta(self) -> None:
         try:
             self._meta_fd = open_private_subdir(self.dir_fd, META_DIR)
+            try:
+                os.mkdir(INDEX_DIR, 0o700, dir_fd=self._meta_fd)
+                self._index_lost = True  # a state that says "current" cannot describe an index just created
+            except FileExistsError:
+                pass
             self._index_fd = open_private_subdir(self._meta_fd, INDEX_DIR)
             self._tmp_fd = open_private_subdir(self._meta_fd, TMP_DIR)
             for name in os.listdir(self._tmp_fd):  # left by a process killed mid-write
@@ -299,7 +305,7 @@ class NetworkStore:
             st = os.fstat(self.dir_fd)
         except OSError as exc:
             raise self._io_error("stat", self.path, exc) from None
-        if not valid_state(state, st.st_ino, self._boot_id):
+        if self._index_lost or not valid_state(state, st.st_ino, self._boot_id):
             self.rebuild_index()
             return
         self._snap = state["snap"]

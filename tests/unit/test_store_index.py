@@ -217,3 +217,19 @@ def test_the_remembering_content_parser_agrees_with_parse_content(data):
     parse = content_parser()
     assert parse(data) == parse_content(data)
     assert parse(data) == parse_content(data)  # remembered
+
+
+def test_an_index_directory_removed_behind_our_back_is_rebuilt(tmp_path):
+    """The state still says "current", but the index it describes is gone (an admin's clean-up)."""
+    for i in range(3):
+        with store(tmp_path) as s:
+            assert s.reserve(IP(f"10.0.0.{5 + i}"), f"c{i}", "eth0")
+            s.save_owner(f"c{i}", "eth0", [IP(f"10.0.0.{5 + i}")], {"created": i})
+    index = netdir(tmp_path) / ".cni-ipam" / "index"
+    for name in os.listdir(index):
+        os.unlink(index / name)
+    os.rmdir(index)
+    with store(tmp_path) as s:
+        assert s.owned_by("c1", "eth0") == [IP("10.0.0.6")]
+        assert s.owner_entry("c1", "eth0")["meta"] == {}  # the metadata went with the index
+        assert s.release_owner("c2", "eth0") == [IP("10.0.0.7")]
