@@ -8,7 +8,7 @@ free, percent used and a level (ok / warning / critical / emergency at 70 / 85 /
 status is the worst level (``options.EXIT_CODES``), so the command doubles as a monitoring check.
 
 Reading is **lock-free and read-only**: the reservation files and the owner index
-(``.cni-ipam/owners``) are read directly, without taking the network lock and without opening a
+(``.cni-ipam/index``, through ``store.snapshot.read_owner_index``) are read directly, without taking the network lock and without opening a
 ``store.NetworkStore`` (which would create ``.cni-ipam/`` and rebuild the index).  So ``show`` never
 delays an ADD, needs no write permission, and leaves a directory written by host-local exactly as
 it was.  The price is a snapshot that may be a few files out of date while pods start, which is
