@@ -49,10 +49,10 @@ OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, ne
 
 
 def read_boot_id(path: str = BOOT_ID_PATH) -> str:
-    try:
-        with open(path, encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
+    try:  # bytes, then str's own ascii decoder: a text-mode open would import encodings.ascii (cold path)
+        with open(path, "rb") as fh:
+            return fh.read(4096).decode("ascii").strip()
+    except (OSError, ValueError):  # unreadable, or not ASCII: no boot id (nothing is judged by it)
         return ""
 
 
