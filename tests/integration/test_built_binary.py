@@ -466,14 +466,17 @@ def test_plugin_path_reads_no_module_file(built_exe, work):
     reads a module from a .pyc file of the bundle.  Fails when the list goes stale (a module added to
     the plugin path and not to the list) or the table is not installed (scripts/build.sh --no-freeze)."""
     conf = _conf(work, version="1.1.0")
-    steps = [("ADD", conf), ("CHECK", conf), ("STATUS", conf),
-             ("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "frz-other", "ifname": "eth0"}]}),
-             ("DEL", conf)]
-    for command, body in steps:
-        rc, out, raw, err = run_cni([built_exe], command, body, container_id="frz-1",
+    keep = {**conf, "cni.dev/valid-attachments": [{"containerID": "frz-1", "ifname": "eth0"}]}
+    steps = [("STATUS", conf, "frz-1"), ("ADD", conf, "frz-1"), ("ADD", conf, "frz-2"), ("CHECK", conf, "frz-1"),
+             ("STATUS", conf, "frz-1"), ("GC", keep, "frz-1"), ("GC", keep, "frz-1"), ("DEL", conf, "frz-1"),
+             ("DEL", conf, "frz-1")]
+    for command, body, container in steps:
+        rc, out, raw, err = run_cni([built_exe], command, body, container_id=container,
                                     extra_env={"CNI_IPAM_LIST_MODULES": "1"})
         assert rc == 0, (command, raw, err[-500:])
         assert _from_files(err) == [], f"{command} read modules from files: {_from_files(err)}"
+    assert os.path.exists(os.path.join(work, "bench-net", ".cni-ipam", "gc-stats.json")), "no GC released anything"
+    assert not [n for n in _files(os.path.join(work, "bench-net")) if n[0].isdigit()], "GC/DEL left a reservation"
 
 
 def test_frozen_packages_still_import_submodules_from_disk(built_exe, work):
@@ -491,3 +494,27 @@ def test_frozen_packages_still_import_submodules_from_disk(built_exe, work):
     for name in names:
         base = os.path.join(pylib, *name.split("."))
         assert os.path.isfile(base + ".pyc") or os.path.isfile(os.path.join(base, "__init__.pyc")), name
+
+
+def test_fastjson_dump_matches_json_dump():
+    """cni_ipam_fastjson.dump (gc-stats.json is written with it) writes exactly json.dump's text, without
+    loading the real json module."""
+    hypothesis = pytest.importorskip("hypothesis")
+    import io
+
+    st = hypothesis.strategies
+    fj = _fastjson()
+    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(tree, st.sampled_from([None, 2]), st.booleans())
+    def check(obj, indent, sort_keys):
+        fj._REAL = None
+        got, want = io.StringIO(), io.StringIO()
+        fj.dump(obj, got, indent=indent, sort_keys=sort_keys)
+        assert fj._REAL is None, "dump fell back to the real json"
+        json.dump(obj, want, indent=indent, sort_keys=sort_keys)
+        assert got.getvalue() == want.getvalue()
+
+    check()
