@@ -11,7 +11,11 @@ stdlib, the extension modules and the packages below all come from one Python bu
                                           as sourceless .pyc files (no source to stat, nothing to validate)
     OUT/_internal/lib/python3.11/lib-dynload/   the stdlib's extension modules
 
-    python build_bundle.py --out DIR --root CHECKOUT [--link static|pie|shared] [--cc gcc]
+The launcher also carries the plugin path's modules frozen (packaging/frozen_modules.txt): a
+PyImport_FrozenModules table generated here from the bundle's own .pyc code, so a plugin call's
+imports open no file (--no-freeze leaves it out, for comparison).
+
+    python build_bundle.py --out DIR --root CHECKOUT [--link static|pie|shared] [--cc gcc] [--no-freeze]
 
 --link: static (default) links libpython3.11.a into a non-PIE executable, as Debian links its own
 /usr/bin/python3.11; pie links libpython3.11-pic.a into a PIE; shared bundles libpython3.11.so.1.0

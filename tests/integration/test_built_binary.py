@@ -9,6 +9,8 @@
   binary give the same exit status, the same JSON and the same reservation files.
 * The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
 * ``cni_ipam_fastjson`` (the frozen plugin path's json) gives json's results, errors included.
+* No plugin verb reads a module file (packaging/frozen_modules.txt is complete), and the frozen
+  packages still import their other submodules from disk.
 * install.sh is idempotent, works through its symlink, and --uninstall removes only what it made;
   with root, the bridge plugin gets an address through the installed ``cni-ipam``.
 * A selection of the integration tests runs again with ``CNI_IPAM_EXE`` pointing at the binary
