@@ -36,6 +36,10 @@ from cni_ipam.plugin.skel import plugin_main
 _rc = plugin_main(VERBS)
 if os.environ.get("CNI_IPAM_LIST_MODULES"):  # for tests/integration/test_built_binary.py
     sys.stderr.write("cni-ipam modules: " + " ".join(sorted(sys.modules)) + "\n")
+    # Modules read from a file of the bundle (a .pyc, not frozen into the launcher, not an extension).
+    sys.stderr.write("cni-ipam from files: " + " ".join(sorted(
+        name for name, mod in list(sys.modules.items())
+        if str(getattr(getattr(mod, "__spec__", None), "origin", None) or "").endswith(".pyc"))) + "\n")
 try:
     sys.stdout.flush()
     sys.stderr.flush()

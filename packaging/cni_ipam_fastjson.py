@@ -115,6 +115,11 @@ def dumps(obj, *, indent=None, sort_keys=False, **kw):
     return _real().dumps(obj, indent=indent, sort_keys=sort_keys)
 
 
+def dump(obj, fp, *, indent=None, sort_keys=False, **kw):
+    """json.dump: the same text (the stdlib's dump writes dumps' text in pieces), written at once."""
+    fp.write(dumps(obj, indent=indent, sort_keys=sort_keys, **kw))
+
+
 _INF = float("inf")
 
 

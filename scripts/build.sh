@@ -3,6 +3,7 @@
 #
 #   scripts/build.sh                 # self-contained onedir bundle: dist/cni-ipam/cni-ipam (the shipped form)
 #   scripts/build.sh --link pie|shared  # launcher variants, for measuring (default static)
+#   scripts/build.sh --no-freeze     # plugin-path modules as .pyc files only, not frozen into the launcher (measuring)
 #   scripts/build.sh --prepare       # only install what the build needs (apt, build venv), build nothing
 #   scripts/build.sh --venv DIR      # the build virtual environment (default build/embed-venv)
 #   scripts/build.sh --dist DIR      # output directory (default dist/)
@@ -36,6 +37,7 @@ BVENV="$ROOT/build/embed-venv"
 NAME=cni-ipam
 MODE=launcher
 LINK=static
+FREEZE=()
 PREPARE=0
 PYI_ONLY=()
 
@@ -47,11 +49,12 @@ while [ $# -gt 0 ]; do
     --stock) export CNI_IPAM_STOCK_BOOT=1; NAME=cni-ipam-stock; PYI_ONLY+=("$1") ;;
     --archive) export CNI_IPAM_ARCHIVE=1; PYI_ONLY+=("$1") ;;
     --link) LINK=${2:?--link needs static, pie or shared}; shift ;;
+    --no-freeze) FREEZE=(--no-freeze) ;;
     --prepare) PREPARE=1 ;;
     --venv) BVENV=$(realpath -m "${2:?--venv needs a directory}"); shift ;;
     --dist) DIST=$(realpath -m "${2:?--dist needs a directory}"); shift ;;
     --work) WORK=$(realpath -m "${2:?--work needs a directory}"); shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -98,7 +101,7 @@ if [ "$MODE" = launcher ]; then
   STAGE="$DIST/.$NAME.tmp-$$"
   trap 'rm -rf -- "$STAGE" "$DIST/.$NAME.old-$$"' EXIT
   rm -rf -- "$STAGE"
-  "$BVENV/bin/python" packaging/build_bundle.py --out "$STAGE" --root "$ROOT" --name "$NAME" --link "$LINK"
+  "$BVENV/bin/python" packaging/build_bundle.py --out "$STAGE" --root "$ROOT" --name "$NAME" --link "$LINK" ${FREEZE[@]+"${FREEZE[@]}"}
   smoke_test "$STAGE/$NAME"
   [ -e "$DIST/$NAME" ] && mv -T -- "$DIST/$NAME" "$DIST/.$NAME.old-$$"
   mv -T -- "$STAGE" "$DIST/$NAME"

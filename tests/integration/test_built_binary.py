@@ -9,6 +9,8 @@
   binary give the same exit status, the same JSON and the same reservation files.
 * The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
 * ``cni_ipam_fastjson`` (the frozen plugin path's json) gives json's results, errors included.
+* No plugin verb reads a module file (packaging/frozen_modules.txt is complete), and the frozen
+  packages still import their other submodules from disk.
 * install.sh is idempotent, works through its symlink, and --uninstall removes only what it made;
   with root, the bridge plugin gets an address through the installed ``cni-ipam``.
 * A selection of the integration tests runs again with ``CNI_IPAM_EXE`` pointing at the binary
@@ -452,3 +454,69 @@ def test_integration_selection_against_the_binary(built_exe):
     passed = [int(word) for word, nxt in zip(summary.split(), summary.split()[1:]) if word.isdigit() and nxt.startswith("passed")]
     assert passed and passed[0] > 0, f"the selection against {built_exe} ran no test: {summary!r}\n{tail}"
     print(f"\nselection against the binary: {summary}")
+
+
+# ------------------------------------------------------------------------------------- frozen modules
+def _from_files(err: str) -> list:
+    lines = [line for line in err.splitlines() if line.startswith("cni-ipam from files:")]
+    assert lines, f"no 'from files' list on stderr: {err[-500:]}"
+    return lines[-1].split(":", 1)[1].split()
+
+
+def test_plugin_path_reads_no_module_file(built_exe, work):
+    """The launcher carries the plugin path's modules frozen (packaging/frozen_modules.txt): no verb
+    reads a module from a .pyc file of the bundle.  Fails when the list goes stale (a module added to
+    the plugin path and not to the list) or the table is not installed (scripts/build.sh --no-freeze)."""
+    conf = _conf(work, version="1.1.0")
+    keep = {**conf, "cni.dev/valid-attachments": [{"containerID": "frz-1", "ifname": "eth0"}]}
+    steps = [("STATUS", conf, "frz-1"), ("ADD", conf, "frz-1"), ("ADD", conf, "frz-2"), ("CHECK", conf, "frz-1"),
+             ("STATUS", conf, "frz-1"), ("GC", keep, "frz-1"), ("GC", keep, "frz-1"), ("DEL", conf, "frz-1"),
+             ("DEL", conf, "frz-1")]
+    for command, body, container in steps:
+        rc, out, raw, err = run_cni([built_exe], command, body, container_id=container,
+                                    extra_env={"CNI_IPAM_LIST_MODULES": "1"})
+        assert rc == 0, (command, raw, err[-500:])
+        assert _from_files(err) == [], f"{command} read modules from files: {_from_files(err)}"
+    assert os.path.exists(os.path.join(work, "bench-net", ".cni-ipam", "gc-stats.json")), "no GC released anything"
+    assert not [n for n in _files(os.path.join(work, "bench-net")) if n[0].isdigit()], "GC/DEL left a reservation"
+
+
+def test_frozen_packages_still_import_submodules_from_disk(built_exe, work):
+    """cni_ipam, cni_ipam.plugin and cni_ipam.store are frozen; their submodules that are not (the admin
+    CLI, cni_ipam.plugin.* helpers) are found on disk through the packages' __path__ (the bundle's
+    directory): an admin command works, and a plugin error path importing more still answers in JSON."""
+    proc = subprocess.run([built_exe, "version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip(), (proc.returncode, proc.stdout, proc.stderr[-800:])
+    proc = subprocess.run([built_exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (proc.stdout, proc.stderr[-800:])
+    # every module named in the list is a module of the bundle, and a listed package has a directory there
+    with open(os.path.join(ROOT, "packaging", "frozen_modules.txt"), encoding="utf-8") as fh:
+        names = [line.split("#", 1)[0].strip() for line in fh if line.split("#", 1)[0].strip()]
+    pylib = glob.glob(os.path.join(os.path.dirname(built_exe), "_internal", "lib", "python3.*"))[0]
+    for name in names:
+        base = os.path.join(pylib, *name.split("."))
+        assert os.path.isfile(base + ".pyc") or os.path.isfile(os.path.join(base, "__init__.pyc")), name
+
+
+def test_fastjson_dump_matches_json_dump():
+    """cni_ipam_fastjson.dump (gc-stats.json is written with it) writes exactly json.dump's text, without
+    loading the real json module."""
+    hypothesis = pytest.importorskip("hypothesis")
+    import io
+
+    st = hypothesis.strategies
+    fj = _fastjson()
+    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(tree, st.sampled_from([None, 2]), st.booleans())
+    def check(obj, indent, sort_keys):
+        fj._REAL = None
+        got, want = io.StringIO(), io.StringIO()
+        fj.dump(obj, got, indent=indent, sort_keys=sort_keys)
+        assert fj._REAL is None, "dump fell back to the real json"
+        json.dump(obj, want, indent=indent, sort_keys=sort_keys)
+        assert got.getvalue() == want.getvalue()
+
+    check()
