@@ -2,7 +2,7 @@
 # Build the binary (scripts/build.sh: the launcher bundle) if there is none or it is older than the
 # sources, then run the benchmark.  BUILD_ARGS="--pyinstaller" builds the PyInstaller form instead.
 #   scripts/bench.sh --quick        # under two minutes
-#   scripts/bench.sh                # the full run (60,000 reservations, 128-ADD storm, GC over 10,000)
+#   scripts/bench.sh                # the full run (60,000 reservations, storms of 16/64/110, GC over 10,000; ~10 min)
 # Every option is passed to scripts/bench.py (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
