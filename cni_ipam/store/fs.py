@@ -38,9 +38,16 @@ def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "tuple[str | Non
         return None, None, None
     except OSError:
         return SPECIAL, None, st
+    return _read_opened(fd, limit, st)
+
+
+def _read_opened(fd: int, limit: int, st: "os.stat_result | None") -> "tuple[str, bytes | None, os.stat_result | None]":
+    """The end of ``read_entry``/``read_listed``: ``fd`` (opened ``O_NONBLOCK|O_NOFOLLOW``) is
+    ``fstat``-checked (a file swapped for something else since the lstat or the listing is caught),
+    read up to ``limit`` and closed; ``st`` is what an unreadable file reports."""
     try:
         fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):  # swapped between the lstat and the open
+        if not stat.S_ISREG(fst.st_mode):
             return SPECIAL, None, fst
         return "file", os.read(fd, limit), fst
     except OSError:
@@ -67,15 +74,7 @@ def read_listed(dir_fd: int, entry: "os.DirEntry", limit: int = 1 << 16) -> "tup
         return None, None, None
     except OSError:
         return read_entry(dir_fd, entry.name, limit)  # e.g. ELOOP: a symlink swapped in since the listing
-    try:
-        fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):
-            return SPECIAL, None, fst
-        return "file", os.read(fd, limit), fst
-    except OSError:
-        return SPECIAL, None, None
-    finally:
-        os.close(fd)
+    return _read_opened(fd, limit, None)
 
 
 def makedirs(path: str, mode: int = DIR_MODE) -> None:

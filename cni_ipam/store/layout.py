@@ -67,9 +67,10 @@ def parse_ip_name(name: str):
     return addr if str(addr) == name else None
 
 
-def parse_content(data: bytes) -> tuple[str, str | None, str | None]:
+def parse_content(data: bytes, ifname_problem=ifname_problem) -> tuple[str, str | None, str | None]:
     """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
-    None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner."""
+    None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner.
+    ``ifname_problem``: the check of the interface name (``content_parser`` passes a remembering one)."""
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -321,26 +322,18 @@ def is_address_name(name: str) -> bool:
 def content_parser():
     """``parse_content`` for many files in a row: the same answers, with the verdict on each
     interface name remembered (a directory holds a few names, "eth0" for most files)."""
-    ifnames: dict[str, bool] = {}
+    verdicts: dict[str, str | None] = {}
+
+    def remembered_problem(ifname: str) -> str | None:
+        try:
+            return verdicts[ifname]
+        except KeyError:
+            problem = ifname_problem(ifname)
+            if len(verdicts) < 64:  # a directory of unusual names is not remembered name by name
+                verdicts[ifname] = problem
+            return problem
 
     def parse(data: bytes) -> tuple[str, str | None, str | None]:
-        try:
-            text = data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            return OPAQUE, None, None
-        if not text:
-            return EMPTY, None, None
-        cid, sep, ifname = text.partition(LINE_BREAK)
-        cid = cid.strip()
-        if not is_container_id(cid):
-            return OPAQUE, None, None
-        if not sep:
-            return OWNED, cid, None
-        ok = ifnames.get(ifname)
-        if ok is None:
-            ok = not ifname_problem(ifname)
-            if len(ifnames) < 64:  # a directory of unusual names is not remembered name by name
-                ifnames[ifname] = ok
-        return (OWNED, cid, ifname) if ok else (OPAQUE, None, None)
+        return parse_content(data, remembered_problem)
 
     return parse
