@@ -500,13 +500,14 @@ def test_frozen_packages_still_import_submodules_from_disk(built_exe, work):
 
 def test_fastjson_dump_matches_json_dump():
     """cni_ipam_fastjson.dump (gc-stats.json is written with it) writes exactly json.dump's text, without
-    loading the real json module."""
+    loading the real json module for finite values; an infinite float is handed to the real json (it
+    spells it Infinity), with the same text."""
     hypothesis = pytest.importorskip("hypothesis")
     import io
 
     st = hypothesis.strategies
     fj = _fastjson()
-    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
     tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
 
     @hypothesis.settings(max_examples=200, deadline=None)
@@ -520,3 +521,9 @@ def test_fastjson_dump_matches_json_dump():
         assert got.getvalue() == want.getvalue()
 
     check()
+    for obj in ({"a": float("inf")}, [float("-inf"), 1]):  # the fallback: json's own text
+        for indent in (None, 2):
+            got, want = io.StringIO(), io.StringIO()
+            fj.dump(obj, got, indent=indent)
+            json.dump(obj, want, indent=indent)
+            assert got.getvalue() == want.getvalue()
