@@ -118,9 +118,6 @@ from cni_ipam.store.layout import (
     valid_state,
 )
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # pragma: no cover
-    from typing import Iterator
 
 _RESERVE_TMP = "reserve"
 _WRITE_TMP = "write"
@@ -714,7 +711,7 @@ class NetworkStore:
         self._released = True
         return True
 
-    def _held_by_owner(self, cid: str, ifname: str) -> Iterator[tuple[str | None, dict, list[str]]]:
+    def _held_by_owner(self, cid: str, ifname: str):  # yields (ifname, entry, addresses): tuple[str | None, dict, list[str]]
         """(ifname of the entry, entry, addresses the reservation files confirm) for (cid, ifname)
         and for cid's old ID-only reservations; index entries are never believed without the file."""
         cid = cid.strip()
@@ -817,7 +814,7 @@ class NetworkStore:
         """Every address-named entry of the network (a full scan: for GC and reports, not ADD)."""
         return list(self._scan())
 
-    def _scan(self) -> Iterator[Reservation]:
+    def _scan(self):  # yields Reservation
         fd = self.dir_fd
         with os.scandir(fd) as listing:
             for entry in listing:
