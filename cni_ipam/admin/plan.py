@@ -228,8 +228,8 @@ def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
 
     step = 1 << (rset.ranges[0].subnet.max_prefixlen - prefixlen)
     points = set()
-    for r in rset.ranges:  # Range._specials: the network/broadcast/gateway rule, not restated here
-        points |= {r.start, r.end, *r._specials(), *(v for ex in r.exclude for v in ex)}
+    for r in rset.ranges:  # Range.specials: the network/broadcast/gateway rule, not restated here
+        points |= {r.start, r.end, *r.specials(), *(v for ex in r.exclude for v in ex)}
     caps = [pool.block_capacity(rset, pool.block_cidr(rset.version, lo, prefixlen)) for lo in {p - p % step for p in points}]
     caps = [c for c in caps if c]
     full = (rset.size() - sum(caps)) // step

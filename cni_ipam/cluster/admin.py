@@ -261,7 +261,7 @@ def _edge_blocks(rset, step: int) -> set:
     """First addresses of the blocks whose capacity is not simply ``step``."""
     out = set()
     for r in rset.ranges:
-        points = [r.start, r.end] + [v for v in r._specials() if r.start <= v <= r.end]
+        points = [r.start, r.end] + [v for v in r.specials() if r.start <= v <= r.end]
         out.update(v - v % step for v in points)
         for lo, hi in r.exclude:
             lo, hi = max(lo, r.start), min(hi, r.end)

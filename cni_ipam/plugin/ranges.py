@@ -135,12 +135,14 @@ class Range:
             lo, hi = max(lo, self.start), min(hi, self.end)
             if lo <= hi:
                 total -= hi - lo + 1
-        for special in self._specials():
+        for special in self.specials():
             if self.start <= special <= self.end and self.excluded_until(special) < 0:
                 total -= 1
         return max(total, 0)
 
-    def _specials(self) -> set[int]:
+    def specials(self) -> set[int]:
+        """The addresses of the subnet never handed out (as integers): the network address, IPv4's
+        broadcast, the gateway. The one statement of that rule (``plan`` and ``pool show`` use it)."""
         specials = {self.net}
         if self.version == 4:
             specials.add(self.last)
