@@ -79,3 +79,19 @@ def is_root() -> bool:
 
 def have_ip_tool() -> bool:
     return shutil.which("ip") is not None
+
+
+def real_runtime(skip_reason, make, release):
+    """A fixture body for a real runtime or world: skip (saying why, on stdout, so CI logs show it)
+    when ``skip_reason()`` names one, else yield ``make()`` and ``release`` it afterwards."""
+    import pytest
+
+    reason = skip_reason()
+    if reason:
+        print(f"SKIP real-runtime test: {reason}")
+        pytest.skip(reason)
+    made = make()
+    try:
+        yield made
+    finally:
+        release(made)

@@ -194,15 +194,9 @@ class Runtime:
 
 @pytest.fixture
 def runtime():
-    reason = skip_reason()
-    if reason:
-        print(f"SKIP real-runtime test: {reason}")
-        pytest.skip(reason)
-    rt = Runtime()
-    try:
-        yield rt
-    finally:
-        rt.cleanup()
+    from tests.helpers import real_runtime
+
+    yield from real_runtime(skip_reason, Runtime, Runtime.cleanup)
 
 
 # ---------------------------------------------------------------------- reading a namespace
