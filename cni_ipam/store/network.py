@@ -272,7 +272,7 @@ class NetworkStore:
                 self._index_lost = True  # a state that says "current" cannot describe an index just created
             except FileExistsError:
                 pass
-            self._index_fd = open_private_subdir(self._meta_fd, INDEX_DIR)
+            self._index_fd = os.open(INDEX_DIR, O_DIR, dir_fd=self._meta_fd)  # made just above, or there
             self._tmp_fd = open_private_subdir(self._meta_fd, TMP_DIR)
             for name in os.listdir(self._tmp_fd):  # left by a process killed mid-write
                 remove_junk(name, self._tmp_fd)
