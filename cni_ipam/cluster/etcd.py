@@ -38,7 +38,8 @@ timeout=2.0, total_timeout=None)``
 ``c.txn(compares, success, failure) -> (succeeded, responses, header_revision)``
     ``compares`` from ``cmp_create(key, op, rev)``, ``cmp_mod(key, op, rev)``,
     ``cmp_value(key, op, value)``, ``cmp_version(key, op, version)`` with ``op`` one of
-    ``= != < >``; ``success``/``failure`` lists from ``op_put(key, value, lease=0)``,
+    ``= != < >``; the first three take ``range_end=`` to compare every key of a range
+    (``cmp_version(start, "=", 0, range_end=end)``: no key in the range); ``success``/``failure`` lists from ``op_put(key, value, lease=0)``,
     ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``.  ``responses`` are the
     responses of the branch that ran, in order, decoded:
     ``{"type": "range", "kvs": [(key, value, mod_revision, create_revision), ...], "count": n, "more": bool}``,
@@ -47,6 +48,7 @@ timeout=2.0, total_timeout=None)``
 ``c.lease_grant(ttl) -> lease id``;  ``c.lease_keepalive(id) -> ttl`` (0: the lease is gone);
 ``c.lease_revoke(id)`` (a lease that is already gone is not an error).
 ``prefix_end(prefix) -> bytes``: the ``range_end`` that selects every key starting with ``prefix``.
+``c.last_header``: ``(cluster_id, revision)`` of the last answer with a header (``(0, 0)`` before any).
 ``c.endpoint``: the URL that answered last; ``c.round_trips``: HTTP requests sent (for benchmarks).
 
 Errors
@@ -158,27 +160,32 @@ def prefix_end(prefix: bytes) -> bytes:
     return bytes(data)
 
 
-def _compare(key: bytes, target: str, op: str, field: str, value) -> dict:
+def _compare(key: bytes, target: str, op: str, field: str, value, range_end: bytes | None = None) -> dict:
     try:
         result = _RESULTS[op]
     except KeyError:
         raise ValueError(f"compare operator must be one of = != < >, not {op!r}") from None
-    return {"key": _b64(key), "target": target, "result": result, field: value}
+    cmp = {"key": _b64(key), "target": target, "result": result, field: value}
+    if range_end is not None:
+        cmp["range_end"] = _b64(range_end)
+    return cmp
 
 
-def cmp_create(key: bytes, op: str, rev: int) -> dict:
-    """Compare the key's create revision (0: the key does not exist)."""
-    return _compare(key, "CREATE", op, "create_revision", str(int(rev)))
+def cmp_create(key: bytes, op: str, rev: int, range_end: bytes | None = None) -> dict:
+    """Compare the key's create revision (0: the key does not exist). With ``range_end`` every key
+    in [key, range_end) must pass, and an empty range compares as one absent key."""
+    return _compare(key, "CREATE", op, "create_revision", str(int(rev)), range_end)
 
 
-def cmp_mod(key: bytes, op: str, rev: int) -> dict:
+def cmp_mod(key: bytes, op: str, rev: int, range_end: bytes | None = None) -> dict:
     """Compare the key's last modification revision (0: the key does not exist)."""
-    return _compare(key, "MOD", op, "mod_revision", str(int(rev)))
+    return _compare(key, "MOD", op, "mod_revision", str(int(rev)), range_end)
 
 
-def cmp_version(key: bytes, op: str, version: int) -> dict:
-    """Compare the key's version (number of writes since it was created; 0: absent)."""
-    return _compare(key, "VERSION", op, "version", str(int(version)))
+def cmp_version(key: bytes, op: str, version: int, range_end: bytes | None = None) -> dict:
+    """Compare the key's version (number of writes since it was created; 0: absent).
+    ``cmp_version(start, "=", 0, range_end=end)`` holds exactly when no key lies in [start, end)."""
+    return _compare(key, "VERSION", op, "version", str(int(version)), range_end)
 
 
 def cmp_value(key: bytes, op: str, value: bytes) -> dict:
@@ -227,6 +234,14 @@ def _decode_response(item: dict) -> dict:
 
 def _header_revision(doc: dict) -> int:
     return _int((doc.get("header") or {}).get("revision"))
+
+
+def _header(doc: dict) -> tuple:
+    """(cluster_id, revision) of an answer's header; (0, 0) when it has none."""
+    head = doc.get("header") or {}
+    if not isinstance(head, dict):
+        return 0, 0
+    return _int(head.get("cluster_id")), _int(head.get("revision"))
 
 
 # ---------------------------------------------------------------------------------- endpoints
@@ -299,6 +314,9 @@ class EtcdClient:
         self._ssl_ctx = None
         self._token = None
         self.round_trips = 0
+        # (cluster_id, revision) of the last answer that carried a header: a restored etcd shows a new
+        # cluster id or a revision below one seen before
+        self.last_header = (0, 0)
 
     def __repr__(self) -> str:  # never the password or the token
         return f"EtcdClient({[e.url for e in self._endpoints]!r}, user={self.username!r})"
@@ -407,6 +425,9 @@ class EtcdClient:
             headers = {"Authorization": self._token} if self._token else None
             status, doc, index = self._send(path, payload, headers, deadline)
             if status == 200:
+                head = _header(doc) if isinstance(doc, dict) else (0, 0)
+                if head != (0, 0):
+                    self.last_header = head
                 return doc
             text = _error_text(doc)
             if (self.username is not None and not reauthed and "invalid auth token" in text
