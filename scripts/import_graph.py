@@ -5,7 +5,12 @@ Walks every module's AST and collects every ``import``/``from ... import`` of a 
 lazy ones inside functions included, skipping only imports under ``if TYPE_CHECKING:`` (never run).
 Layers, top to bottom (a module may import its own layer or any layer below):
 
-    cni_ipam.__main__  >  admin, cluster.admin  >  plugin, cluster.pool, cluster.etcd  >  podcidr  >  store  >  errors, addr
+    cni_ipam.__main__  >  admin, cluster.admin  >  plugin.verbs, plugin.skel, plugin.netconf  >  cluster
+    >  plugin (allocator, ranges, result, ...)  >  podcidr  >  store  >  errors, addr
+
+The cluster pool's allocation sits between the verbs that call it and the allocator it calls:
+netconf parses ``ipam.pool`` with ``cluster.config``, ADD/DEL/GC/STATUS call ``cluster.pool``, and
+the pool hands out addresses through ``plugin.allocator`` and ``plugin.ranges``.
 
 Exit 1 and print the offending edges when a cycle or an upward import exists.
 Usage: python3 scripts/import_graph.py [--edges]
@@ -16,9 +21,10 @@ import os
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-LAYERS = [
-    ("cni_ipam.__main__", 6), ("cni_ipam.admin", 5), ("cni_ipam.cluster.admin", 5),
-    ("cni_ipam.plugin", 4), ("cni_ipam.cluster", 4), ("cni_ipam.podcidr", 3), ("cni_ipam.store", 2),
+LAYERS = [  # the first matching prefix gives a module's layer
+    ("cni_ipam.__main__", 8), ("cni_ipam.admin", 7), ("cni_ipam.cluster.admin", 7),
+    ("cni_ipam.plugin.verbs", 6), ("cni_ipam.plugin.skel", 6), ("cni_ipam.plugin.netconf", 6),
+    ("cni_ipam.cluster", 5), ("cni_ipam.plugin", 4), ("cni_ipam.podcidr", 3), ("cni_ipam.store", 2),
     ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam", 0),
 ]
 
@@ -42,11 +48,11 @@ def modules():
 
 def imports(path: str, known: set) -> set:
     tree = ast.parse(open(path, encoding="utf-8").read())
-    skip = set()
+    skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             skip.update(id(n) for child in node.body for n in ast.walk(child))
-    out = set()
+    out: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skip:
             continue

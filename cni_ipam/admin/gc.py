@@ -125,18 +125,21 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
                 findings = liveness.scan_store(store, checker)
                 net["findings"] = findings
                 if apply:
+                    from cni_ipam.cluster.pool import Releaser  # cluster pool: etcd records before files
+
+                    releaser = Releaser(store)  # a no-op without a pool record
                     for f in findings:
                         if not f.verdict.stranded:
                             continue
                         try:
+                            res = f.reservation
+                            if res.container_id is not None:
+                                releaser.free(res.address, res.container_id, res.ifname or "")
                             if store.release_reservation(f.reservation):
                                 net["released"].append(f)
                         except CniError as exc:
                             net["errors"].append(f"{f.address}: {exc.msg}")
-                if apply:  # cluster pool (issue 12): return emptied blocks (no-op without a pool record)
-                    from cni_ipam.cluster import pool
-
-                    pool.after_release(store, force=True)
+                    releaser.finish()  # return emptied blocks
                 counts = _counts(findings)
                 gcstats.record_gc_stats(data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now)
         except CniError as exc:

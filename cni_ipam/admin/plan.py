@@ -224,7 +224,7 @@ def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
     edge can differ from a full block; those are measured with the pool's own ``block_capacity``,
     and every other block meeting the ranges is full or wholly excluded, so the full ones number
     (the set's usable total less the measured blocks') / block size."""
-    from cni_ipam.cluster import pool
+    from cni_ipam.cluster import blocks as pool
 
     step = 1 << (rset.ranges[0].subnet.max_prefixlen - prefixlen)
     points = set()

@@ -43,11 +43,7 @@ def allocate(
         wanted = next((ip for ip in pending if rset.contains(ip)), None)
         if wanted is not None:
             pending.remove(wanted)
-            rng = rset.range_for(wanted)
-            if wanted == rng.gateway:
-                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
-            if not rng.can_hand_out(wanted):
-                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}")
+            rng = check_requested(rset, wanted, idx)
             if not store.reserve(wanted, cid, ifname):
                 raise CniError(
                     REQUESTED_IP_TAKEN,
@@ -58,13 +54,7 @@ def allocate(
         else:
             if held is None:
                 held = store.owned_by(cid, ifname)
-            for ip in held:
-                if rset.contains(ip):
-                    raise CniError(
-                        DUPLICATE_ALLOCATION,
-                        f"{ip} has been allocated to {cid}, duplicate allocation is not allowed",
-                        f"range set {idx}",
-                    )
+            check_not_held(held, rset, idx, cid)
             address, rng = _first_free(store, rset, idx, cid, ifname)
             if address is None and reclaim is not None:
                 healed, reclaim = reclaim(), None
@@ -75,12 +65,42 @@ def allocate(
         store.set_last_reserved(idx, address)
         out.append((Interface(address, rng.prefixlen), rng.gateway))
     if pending:
-        raise CniError(
-            REQUESTED_IP_INVALID,
-            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in pending),
-            "no range set contains them",
-        )
+        raise unplaced(pending)
     return out
+
+
+# The rules below are the allocator's; a cluster pool applies them too (to its whole range sets,
+# before it claims a block), so each is written once.
+def check_requested(rset, wanted, idx: int):
+    """The range of ``rset`` holding the requested ``wanted``; code 102 for its gateway or an
+    excluded or special address."""
+    rng = rset.range_for(wanted)
+    if wanted == rng.gateway:
+        raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
+    if not rng.can_hand_out(wanted):
+        raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}",
+                       f"range set {idx}")
+    return rng
+
+
+def check_not_held(held: list, rset, idx: int, cid: str) -> None:
+    """Code 103 when the attachment already holds an address of ``rset`` (``held``: its addresses)."""
+    for ip in held:
+        if rset.contains(ip):
+            raise CniError(
+                DUPLICATE_ALLOCATION,
+                f"{ip} has been allocated to {cid}, duplicate allocation is not allowed",
+                f"range set {idx}",
+            )
+
+
+def unplaced(pending: list) -> CniError:
+    """Code 102 for requested addresses no range set contains."""
+    return CniError(
+        REQUESTED_IP_INVALID,
+        "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in pending),
+        "no range set contains them",
+    )
 
 
 def _first_free(store, rset, idx: int, cid: str, ifname: str) -> tuple:

@@ -336,7 +336,7 @@ def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None
         range_sets = _with_global_exclude(range_sets, global_exclude)
     pool = None
     if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
-        from cni_ipam.cluster.pool import parse_pool
+        from cni_ipam.cluster.config import parse_pool
 
         pool = parse_pool(ipam, range_sets)
     status_on_exhaustion = status_on_exhaustion_of(ipam)

@@ -63,7 +63,7 @@ def cmd_add(env, cfg) -> dict:
 
     dns = read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else {}
     with NetworkStore(cfg.data_dir, cfg.name, cfg.lock_timeout) as store:
-        if cfg.pool is not None:  # cluster pool (issue 12): allocate inside this node's blocks
+        if cfg.pool is not None:  # cluster pool: allocate inside this node's blocks, recorded in etcd
             from cni_ipam.cluster import pool
 
             ips = pool.allocate(store, cfg, env.container_id, env.ifname)
@@ -92,11 +92,12 @@ def cmd_del(env, ref) -> None:
 
     with NetworkStore(ref.data_dir, ref.name, ref.lock_timeout, create=False) as store:
         if store.exists:
-            store.release_owner(env.container_id, env.ifname)
-            if ref.pooled:  # cluster pool (issue 12)
+            if ref.pooled:  # cluster pool: the etcd records go first; never fails the DEL
                 from cni_ipam.cluster import pool
 
-                pool.after_release(store)  # returns emptied blocks; never fails the DEL
+                pool.release_owner(store, env.container_id, env.ifname)
+            else:
+                store.release_owner(env.container_id, env.ifname)
 
 
 def cmd_check(env, cfg) -> None:
@@ -178,11 +179,18 @@ def cmd_gc(env, ref) -> None:
     with NetworkStore(ref.data_dir, ref.name, ref.lock_timeout, create=False) as store:
         if not store.exists:
             return None
+        releaser = None
+        if ref.pooled:  # cluster pool: each etcd record goes before its file; never fails the GC
+            from cni_ipam.cluster.pool import Releaser
+
+            releaser = Releaser(store)
         for res in store.reservations():
             if valid.keeps(res.container_id, res.ifname):
                 kept += 1
                 continue
             try:
+                if releaser is not None and res.container_id is not None:
+                    releaser.free(res.address, res.container_id, res.ifname or "")
                 if store.release_reservation(res):
                     released += 1
             except CniError as exc:
@@ -195,10 +203,8 @@ def cmd_gc(env, ref) -> None:
             ref.data_dir, ref.name, "gc-verb", True,
             {"live": kept, "stranded": released + len(failures), "unknown": 0}, released, len(failures),
         )
-        if ref.pooled:  # cluster pool (issue 12)
-            from cni_ipam.cluster import pool
-
-            pool.after_release(store, force=True)  # return emptied blocks; never fails the GC
+        if releaser is not None:
+            releaser.finish()  # return emptied blocks
     if failures:
         raise CniError(
             GC_INCOMPLETE,
@@ -220,7 +226,7 @@ def cmd_status(env, cfg) -> None:
         raise CniError(NOT_AVAILABLE, f"data directory not writable: {problem}", net_dir)
     if cfg.status_on_exhaustion != "fail":
         return None
-    if cfg.pool is not None:  # cluster pool (issue 12): room in held blocks, else a free block in etcd
+    if cfg.pool is not None:  # cluster pool: room in held blocks, else a free block in etcd
         from cni_ipam.cluster import pool
 
         why = pool.status_problem(cfg)

@@ -693,6 +693,13 @@ class NetworkStore:
         self._dirty = True
         return True
 
+    def unreserve(self, addr) -> None:
+        """Undo a ``reserve`` of this call (a cluster pool's etcd refused the address)."""
+        name = str(addr)
+        if name in self._created:
+            self._created.remove(name)
+            unlink_quietly(name, self.dir_fd)
+
     def holder(self, addr) -> tuple[str, str | None] | None:
         """Who holds ``addr`` (containerID, ifname), or None when it is free, not a regular file,
         empty or opaque."""

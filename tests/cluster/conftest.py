@@ -451,11 +451,12 @@ def seed_node(client, prefix: str, pool: str, node: str, blocks, used=None, last
     """Write a node's block claims and usage record straight into etcd, in the pool's key schema
     (cluster/pool.py), as many real nodes would have (for ``pool show`` tests and the benchmark).
     ``used``: per block, or one number for all; ``last_seen`` None: no usage record at all."""
-    from cni_ipam.cluster import pool as poolmod
+    from cni_ipam.cluster import keys as poolmod
     from cni_ipam.cluster.etcd import op_put
 
     used_of = used if isinstance(used, dict) else {c: used or 0 for c in blocks}
-    ops = [op_put(poolmod.block_key(prefix, pool, c), poolmod.claim_value(node, network, uuid.uuid4().hex[:16], last_seen or time.time()))
+    ops = [op_put(poolmod.block_key(prefix, pool, c),
+                  poolmod.ClaimRecord(node, uuid.uuid4().hex[:16], uuid.uuid4().hex[:16], network).encode())
            for c in blocks]
     if last_seen is not None:
         cap = capacity or {}

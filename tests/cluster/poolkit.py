@@ -59,7 +59,7 @@ def addresses(result: dict) -> list:
 
 def etcd_blocks(cluster, prefix: bytes, pool: str = "p") -> dict:
     """cidr -> claim dict, straight from etcd."""
-    from cni_ipam.cluster import pool as poolmod
+    from cni_ipam.cluster import keys as poolmod
     from cni_ipam.cluster.etcd import EtcdClient
 
     p = prefix.decode().rstrip("/")

@@ -35,7 +35,8 @@ def test_first_add_claims_a_block_then_allocates_locally(etcd_single, etcd_prefi
     assert [b["cidr"] for b in rec["blocks"]] == [cidr] and rec["pending"] == []
 
 
-def test_add_with_room_makes_no_etcd_call(etcd_single, etcd_prefix, nodes, monkeypatch):
+def test_add_and_del_with_room_make_one_etcd_txn_each(etcd_single, etcd_prefix, nodes, monkeypatch):
+    """Every allocation is recorded in etcd: one fenced txn per ADD in a held block, one per DEL."""
     from cni_ipam.cluster import etcd
 
     calls = []
@@ -56,9 +57,11 @@ def test_add_with_room_makes_no_etcd_call(etcd_single, etcd_prefix, nodes, monke
     for i in range(1, 10):
         rc, res = call_inproc("ADD", conf, f"ctr-{i}")
         assert rc == 0, res
+    assert calls == ["/v3/kv/txn"] * 9, calls
+    calls.clear()
     rc, _ = call_inproc("DEL", conf, "ctr-3")
     assert rc == 0
-    assert calls == [], calls
+    assert calls == ["/v3/kv/txn"], calls
 
 
 def test_full_block_claims_the_next_and_two_nodes_never_share(etcd_single, etcd_prefix, nodes):
