@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from cni_ipam.plugin import netconf as config
-from cni_ipam.cluster import pool
+from cni_ipam.cluster import blocks, keys, pool
+from cni_ipam.cluster.record import Record
 from cni_ipam.errors import CniError
 from cni_ipam.store import is_node_name
 
@@ -21,7 +22,7 @@ def rset(*ranges, exclude=None):
 
 def addrs(rs, cidr):
     out = []
-    for piece in pool.block_pieces(rs, cidr):
+    for piece in blocks.block_pieces(rs, cidr):
         from cni_ipam.plugin.ranges import RangeSet
 
         out += [str(a) for a, _ in RangeSet([piece]).candidates(None)]
@@ -30,11 +31,11 @@ def addrs(rs, cidr):
 
 def test_blocks_are_aligned_and_respect_range_start_end():
     rs = rset({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.40"})
-    starts = pool.set_block_starts(rs, 28)
+    starts = blocks.set_block_starts(rs, 28)
     assert [str(ipaddress.ip_address(s)) for s in starts] == ["10.0.0.0", "10.0.0.16", "10.0.0.32"]
     assert addrs(rs, "10.0.0.0/28") == [f"10.0.0.{i}" for i in range(10, 16)]
     assert addrs(rs, "10.0.0.32/28") == [f"10.0.0.{i}" for i in range(32, 41)]
-    assert pool.block_capacity(rs, "10.0.0.16/28") == 16
+    assert blocks.block_capacity(rs, "10.0.0.16/28") == 16
 
 
 def test_gateway_and_excludes_leave_every_block():
@@ -43,46 +44,46 @@ def test_gateway_and_excludes_leave_every_block():
     assert "10.0.0.33" not in addrs(rs, "10.0.0.32/28")
     last = addrs(rs, "10.0.0.240/28")
     assert "10.0.0.250" not in last and "10.0.0.251" not in last and last[-1] == "10.0.0.254"  # .255: broadcast
-    assert pool.block_capacity(rs, "10.0.0.0/28") == 15  # network address
+    assert blocks.block_capacity(rs, "10.0.0.0/28") == 15  # network address
     # /32 blocks: the gateway block and excluded blocks have nothing to hand out and are never offered
-    free = list(pool.free_blocks(rs, 32, set()))
+    free = list(blocks.free_blocks(rs, 32, set()))
     assert "10.0.0.20/32" not in free and "10.0.0.0/32" not in free and "10.0.0.33/32" not in free
     assert len(free) == rs.size()
     # one block = the whole subnet
-    assert pool.block_capacity(rs, "10.0.0.0/24") == rs.size()
+    assert blocks.block_capacity(rs, "10.0.0.0/24") == rs.size()
 
 
 def test_two_ranges_sharing_a_block_make_one_block():
     rs = rset({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.2", "rangeEnd": "10.0.0.5"},
               {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.20"})
-    assert pool.set_block_starts(rs, 28) == [int(ipaddress.ip_address("10.0.0.0")), int(ipaddress.ip_address("10.0.0.16"))]
+    assert blocks.set_block_starts(rs, 28) == [int(ipaddress.ip_address("10.0.0.0")), int(ipaddress.ip_address("10.0.0.16"))]
     assert addrs(rs, "10.0.0.0/28") == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"] + [f"10.0.0.{i}" for i in range(9, 16)]
 
 
 def test_free_blocks_skips_taken_and_wraps_from_the_start_point():
     rs = rset({"subnet": "10.0.0.0/26"})
-    all_blocks = list(pool.free_blocks(rs, 28, set()))
+    all_blocks = list(blocks.free_blocks(rs, 28, set()))
     assert all_blocks == ["10.0.0.0/28", "10.0.0.16/28", "10.0.0.32/28", "10.0.0.48/28"]
-    assert list(pool.free_blocks(rs, 28, {"10.0.0.32/28"}, start=2)) == ["10.0.0.48/28", "10.0.0.0/28", "10.0.0.16/28"]
-    assert list(pool.free_blocks(rs, 28, set(all_blocks))) == []
+    assert list(blocks.free_blocks(rs, 28, {"10.0.0.32/28"}, start=2)) == ["10.0.0.48/28", "10.0.0.0/28", "10.0.0.16/28"]
+    assert list(blocks.free_blocks(rs, 28, set(all_blocks))) == []
 
 
 def test_large_grid_is_lazy():
     rs = rset({"subnet": "10.0.0.0/8"})
-    it = pool.free_blocks(rs, 32, set(), start=123456)
+    it = blocks.free_blocks(rs, 32, set(), start=123456)
     assert next(it) == str(ipaddress.ip_address(int(ipaddress.ip_address("10.0.0.1")) + 123456)) + "/32"  # blocks begin at rangeStart
 
 
 def test_block_of_and_keys_round_trip():
-    assert pool.block_of(ipaddress.ip_address("10.1.2.77"), 26) == "10.1.2.64/26"
-    assert pool.block_of(ipaddress.ip_address("fd00::1:5"), 124) == "fd00::1:0/124"
-    key = pool.block_key("/cni-ipam", "lan", "fd00::1:0/124")
+    assert blocks.block_of(ipaddress.ip_address("10.1.2.77"), 26) == "10.1.2.64/26"
+    assert blocks.block_of(ipaddress.ip_address("fd00::1:5"), 124) == "fd00::1:0/124"
+    key = keys.block_key("/cni-ipam", "lan", "fd00::1:0/124")
     assert key == b"/cni-ipam/pools/lan/blocks/fd00::1:0/124"
-    assert pool.parse_block_key("/cni-ipam", "lan", key) == "fd00::1:0/124"
-    assert pool.parse_block_key("/cni-ipam", "lan", b"/cni-ipam/pools/lan/blocks/10.0.0.1/24") is None  # host bits
-    assert pool.parse_block_key("/cni-ipam", "lan", b"/cni-ipam/pools/lan2/blocks/10.0.0.0/24") is None
-    assert pool.node_key("/x", "p", "n1") == b"/x/pools/p/nodes/n1"
-    assert pool.grid_key("/x", "p", 6) == b"/x/pools/p/grid/6"
+    assert keys.parse_block_key("/cni-ipam", "lan", key) == "fd00::1:0/124"
+    assert keys.parse_block_key("/cni-ipam", "lan", b"/cni-ipam/pools/lan/blocks/10.0.0.1/24") is None  # host bits
+    assert keys.parse_block_key("/cni-ipam", "lan", b"/cni-ipam/pools/lan2/blocks/10.0.0.0/24") is None
+    assert keys.node_key("/x", "p", "n1") == b"/x/pools/p/nodes/n1"
+    assert keys.grid_key("/x", "p", 6) == b"/x/pools/p/grid/6"
 
 
 @pytest.mark.parametrize("name, ok", [("node-a", True), ("a.b-c.d", True), ("Node", False), ("-a", False), ("a-", False),
@@ -104,13 +105,17 @@ def test_ipv6_block_size_defaults_to_the_same_number_of_addresses():
 
 
 def test_record_ignores_junk():
-    rec = pool.Record({"v": 1, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "rev": 3}, {"cidr": "bad", "set": 0, "rev": 1},
-                                          {"cidr": "10.0.0.16/28", "set": "0", "rev": 1}, "x"],
-                       "pending": [{"cidr": "10.0.0.32/28", "set": 0}, {"cidr": 5}], "keepBlocks": -1, "verified": "x"})
-    assert [b["cidr"] for b in rec.blocks] == ["10.0.0.0/28"]
-    assert [p["cidr"] for p in rec.pending] == ["10.0.0.32/28"]
-    assert rec.keep == pool.DEFAULT_KEEP_BLOCKS and rec.verified == 0.0
-    assert pool.Record([1, 2]).blocks == [] and pool.Record({"v": 99, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "rev": 3}]}).blocks == []
+    claim = '{"claim":"c","instance":"i","network":"n","node":"a"}'
+    rec = Record({"v": 2, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}, {"cidr": "bad", "set": 0, "claim": claim},
+                                     {"cidr": "10.0.0.16/28", "set": "0", "claim": claim}, "x",
+                                     {"cidr": "10.0.0.64/28", "set": 0, "claim": claim, "state": "odd"}],
+                  "pending": [{"op": "claim", "cidr": "10.0.0.32/28", "set": 0, "claim": claim}, {"op": "claim", "cidr": 5},
+                              {"op": "free", "family": 4, "addr": 3, "record": "{}"}, {"op": "free", "family": 5, "addr": 3}],
+                  "keepBlocks": -1, "cluster": "x", "revision": -4})
+    assert [b["cidr"] for b in rec.blocks] == ["10.0.0.0/28"] and rec.blocks[0]["state"] == "held"
+    assert [p.get("cidr", p.get("addr")) for p in rec.pending] == ["10.0.0.32/28", 3]
+    assert rec.keep == 1 and rec.cluster == 0 and rec.revision == 0
+    assert Record([1, 2]).blocks == [] and Record({"v": 1, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}]}).blocks == []
 
 
 def test_lint_checks_pool_settings(tmp_path):
@@ -149,8 +154,8 @@ def test_status_reads_pool_json_only_through_the_store_reader(tmp_path):
     ipam = {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.77.0.0/24"}]],
             "pool": {"name": "p", "blockSize": 28, "nodeName": "node-a", "etcd": {"endpoints": ["http://127.0.0.1:1"], "timeout": 0.5}}}
     cfg = config.load({"cniVersion": "1.0.0", "name": "n", "ipam": ipam}, {})
-    record = json.dumps({"v": 1, "pool": "p", "node": "node-a", "network": "n", "pending": [],
-                         "blocks": [{"cidr": "10.77.0.16/28", "set": 0, "rev": 1, "claimed": 0, "state": "held"}]})
+    record = json.dumps({"v": 2, "pool": "p", "node": "node-a", "network": "n", "pending": [],
+                         "blocks": [{"cidr": "10.77.0.16/28", "set": 0, "claim": "{}", "state": "held"}]})
     net = tmp_path / "n"
     real = tmp_path / "elsewhere"
     real.mkdir()

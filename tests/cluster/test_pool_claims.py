@@ -227,15 +227,29 @@ def test_check_in_a_pool(etcd_single, etcd_prefix, nodes):
     assert rc == 1 and res2["code"] == 105, res2
 
 
-def test_node_record_published(etcd_single, etcd_prefix, nodes):
-    from cni_ipam.cluster import pool as poolmod
+def test_node_record_and_address_records(etcd_single, etcd_prefix, nodes):
+    """nodes/<name> names the machine (instance id, host name); each address has its own record
+    under the block's claim id, and DEL removes it."""
+    import os
+
+    from cni_ipam.cluster import keys
     from cni_ipam.cluster.etcd import EtcdClient
 
     conf = pool_conf(etcd_single, etcd_prefix, "node-a", nodes["node-a"], block=28)
-    assert call("ADD", conf, "c1")[0] == 0
+    rc, res = call("ADD", conf, "c1")
+    assert rc == 0, res
+    ip = addresses(res)[0]
+    p = etcd_prefix.decode().rstrip("/")
     c = EtcdClient(etcd_single.endpoints)
-    got = c.get(poolmod.node_key(etcd_prefix.decode().rstrip("/"), "p", "node-a"))
-    c.close()
-    doc = json.loads(got[0])
-    assert doc["node"] == "node-a" and doc["published"] > 0 and doc["lastSeen"] > 0
-    assert sum(b["capacity"] for b in doc["blocks"].values()) == doc["capacity"] > 0
+    try:
+        node = keys.NodeRecord.parse(c.get(keys.node_key(p, "p", "node-a"))[0])
+        assert node.hostname == os.uname().nodename and len(node.instance) > 16
+        (cidr, claim), = etcd_blocks(etcd_single, etcd_prefix).items()
+        assert claim["instance"] == node.instance
+        addr = keys.AddrRecord.parse(c.get(keys.addr_key(p, "p", 4, int(ip)))[0])
+        assert (addr.node, addr.instance, addr.claim, addr.network, addr.cid, addr.ifname) == \
+            ("node-a", node.instance, claim["claim"], "poolnet", "c1", "eth0")
+        assert call("DEL", conf, "c1")[0] == 0
+        assert c.get(keys.addr_key(p, "p", 4, int(ip))) is None
+    finally:
+        c.close()

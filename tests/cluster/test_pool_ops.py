@@ -70,11 +70,12 @@ def _probe(conf, cid):
     return proc.returncode, proc.stderr.decode()
 
 
-def test_etcd_client_is_imported_only_when_etcd_is_called(etcd_single, etcd_prefix, tmp_path):
+def test_etcd_client_is_imported_only_for_a_pool(etcd_single, etcd_prefix, tmp_path):
     conf = pool_conf(etcd_single, etcd_prefix, "node-a", str(tmp_path / "a"), block=28)
-    rc, err = _probe(conf, "first")  # claims a block
+    rc, err = _probe(conf, "first")  # every pool ADD records its address in etcd
     assert rc == 0 and "etcd-loaded" in err, err
-    rc, err = _probe(conf, "second")  # room in the held block
+    local = dict(conf, ipam={k: v for k, v in conf["ipam"].items() if k != "pool"})
+    rc, err = _probe(local, "second")  # a node-local network never loads it
     assert rc == 0 and "etcd-not-loaded" in err, err
 
 
