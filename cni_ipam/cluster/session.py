@@ -333,13 +333,19 @@ class Session:
             raise BlockLost()
         claim, value = entry["claim"].encode(), self.addr_value(entry, cid, ifname)
         family, number = addr.version, int(addr)
-        try:
-            ok, block, have = self.etcd().create_addr(entry["cidr"], claim, family, number, value)
-        except CniError:
-            # Unknown outcome: the record may exist.  Deleted (under its value) by the next call.
-            self.record.pending.append({"op": "free", "family": family, "addr": number, "record": value.decode()})
-            self.record.dirty = True
-            raise
+        for _ in range(2):
+            try:
+                ok, block, have = self.etcd().create_addr(entry["cidr"], claim, family, number, value)
+            except CniError:
+                # Unknown outcome: the record may exist.  Deleted (under its value) by the next call.
+                self.record.pending.append({"op": "free", "family": family, "addr": number, "record": value.decode()})
+                self.record.dirty = True
+                raise
+            if ok or not self.record.reassert:
+                break
+            # This very answer showed a restore: the claim may be missing only because of it.
+            # Re-assert everything (this reservation included, its file exists) and look again.
+            self.reassert()
         if ok:
             self.created.append((family, number, value))
             return True
