@@ -127,7 +127,7 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
                 if apply:
                     from cni_ipam.cluster.pool import Releaser  # cluster pool: etcd records before files
 
-                    releaser = Releaser(store)  # a no-op without a pool record
+                    releaser = Releaser(store, probe=True)  # a no-op without a pool record
                     for f in findings:
                         if not f.verdict.stranded:
                             continue

@@ -130,7 +130,9 @@ class Releaser:
     """DEL and GC in a pool: each address's etcd record goes before its file, then emptied blocks
     are returned.  Never fails the call: etcd's answers only decide what is deleted there."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, probe: bool = False) -> None:
+        """``probe``: ask etcd once even with nothing to settle (GC passes: a restored etcd is
+        detected and this node's claims and address records are re-asserted)."""
         self.store = store
         self.session: Session | None = None
         record = Record.load(store)
@@ -141,10 +143,17 @@ class Releaser:
         except CniError as exc:
             warn(f"pool: network {store.network}: {exc.msg}")
         if self.session is not None and self.session.backend is not None:
+            session = self.session
             try:
-                self.session.settle()  # claims a kill left open, releases in flight, deletes that waited
+                session.settle()  # claims a kill left open, releases in flight, deletes that waited
+                if probe and session.backend is not None:
+                    session.backend.get(session.backend.node_key(session.node))
+                if session.record.reassert:
+                    warn(f"pool {session.pool_name}: etcd was restored from a backup: re-asserting this node's "
+                         f"claims and address records")
+                    session.reassert()
             except CniError as exc:
-                warn(f"pool: network {store.network}: settled later: {exc.msg}")
+                warn(f"pool: network {store.network}: {exc.msg}")
 
     def free(self, addr, cid: str, ifname: str) -> None:
         if self.session is None:

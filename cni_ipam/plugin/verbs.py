@@ -183,7 +183,7 @@ def cmd_gc(env, ref) -> None:
         if ref.pooled:  # cluster pool: each etcd record goes before its file; never fails the GC
             from cni_ipam.cluster.pool import Releaser
 
-            releaser = Releaser(store)
+            releaser = Releaser(store, probe=True)
         for res in store.reservations():
             if valid.keeps(res.container_id, res.ifname):
                 kept += 1

@@ -22,7 +22,7 @@ import pytest
 
 from tests.cluster.lossy_proxy import LossyProxy
 from tests.cluster.poolkit import addresses, call, check_invariants, etcd_blocks, local_record, pool_conf, reservations
-from tests.helpers import ROOT, cni_env, run_plugin
+from tests.helpers import ROOT, cni_env, run_admin, run_plugin
 
 ONE_BLOCK = [[{"subnet": "10.78.0.0/28", "gateway": "10.78.0.1"}]]  # a pool of exactly one /28 block
 
@@ -157,10 +157,13 @@ def own_etcd():
     cluster.close()
 
 
-def test_etcd_restored_from_a_snapshot(own_etcd, etcd_prefix, tmp_path):
+@pytest.mark.parametrize("how", ["same-token-then-add", "new-token-then-gc"])
+def test_etcd_restored_from_a_snapshot(own_etcd, etcd_prefix, tmp_path, how):
     """A snapshot taken before node A claimed its block is restored: the claim and A's address
-    records are gone, revisions run again from the snapshot's.  A's next call detects it and
-    re-asserts before anyone can claim the block under A's live pods."""
+    records are gone, revisions run again from the snapshot's.  A's next call detects it (a lower
+    revision; with a new cluster token also another cluster id) and re-asserts before anyone can
+    claim the block under A's live pods: its next ADD, or the documented procedure's
+    `cni-ipam gc --apply` on each node."""
     m = own_etcd.members[0]
     da, db = str(tmp_path / "node-a"), str(tmp_path / "node-b")
     a = pool_conf(own_etcd, etcd_prefix, "node-a", da, ranges=ONE_BLOCK, block=28)
@@ -177,14 +180,21 @@ def test_etcd_restored_from_a_snapshot(own_etcd, etcd_prefix, tmp_path):
     before = set(reservations(da))
     m.stop()
     restored = os.path.join(own_etcd.root, f"restored-{uuid.uuid4().hex[:6]}")
+    token = own_etcd.token if how.startswith("same") else f"restored-{uuid.uuid4().hex[:6]}"
     _etcdctl("snapshot", "restore", snap, "--data-dir", restored, "--name", m.name,
-             "--initial-cluster", f"{m.name}={m.peer_url}", "--initial-cluster-token", own_etcd.token,
+             "--initial-cluster", f"{m.name}={m.peer_url}", "--initial-cluster-token", token,
              "--initial-advertise-peer-urls", m.peer_url)
     m.data_dir = restored
     own_etcd.heal()
     assert etcd_blocks(own_etcd, etcd_prefix) == {}, "the restore brought back a state without the claim"
-    rc, res = call("ADD", a, "a3")  # A's first call after the restore
-    assert rc == 0, res
+    if how.endswith("add"):
+        rc, res = call("ADD", a, "a3")  # A's first call after the restore
+        assert rc == 0, res
+    else:
+        rc, out, err = run_admin("gc", "--apply", "--data-dir", da)
+        assert rc == 0, out + err
+        assert "restored" in err, err
+        assert set(reservations(da)) == before, "the GC pass released A's pods' addresses"
     rc, res = call("ADD", b, "b0")  # B would claim the block etcd forgot
     assert rc != 0 or not set(addresses(res)) & before, "B was given an address A's pods use"
     check_invariants(own_etcd, etcd_prefix, {"node-a": da, "node-b": db})
