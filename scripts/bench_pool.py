@@ -58,16 +58,16 @@ class Etcd:
         cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
         self.procs = []
         self.log = open(os.path.join(self.dir, "log"), "wb")
-        for i, (c, p) in enumerate(ports):
+        for i, (cport, pport) in enumerate(ports):
             argv = [ETCD, "--name", f"m{i}", "--data-dir", os.path.join(self.dir, f"m{i}"),
-                    "--listen-client-urls", f"http://127.0.0.1:{c}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{c}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{p}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
+                    "--listen-client-urls", f"http://127.0.0.1:{cport}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{cport}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
                     "--initial-cluster", cluster, "--initial-cluster-token", os.path.basename(self.dir),
                     "--log-level", "error", "--logger", "zap"]
-            self.procs.append(subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               start_new_session=True))
+            self.procs.append(subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, start_new_session=True))
         from cni_ipam.cluster.etcd import EtcdClient, EtcdError, EtcdUnavailable
 
         end = time.monotonic() + 30
@@ -188,7 +188,7 @@ def held(work: str, etcd: Etcd, runs: int, log) -> dict:
         for name in reversed(order):
             argv, conf = lanes[name]
             times[name]["DEL"].append(must(cni(argv, "DEL", conf, f"r{run}"), f"{name} DEL"))
-    out = {name: {op: median(v) for op, v in t.items()} for name, t in times.items()}
+    out: dict = {name: {op: median(v) for op, v in t.items()} for name, t in times.items()}
     nl, p = out["node-local"], out["pool"]
     out["pool_x_node_local"] = {"ADD": round(p["ADD"] / nl["ADD"], 2), "DEL": round(p["DEL"] / nl["DEL"], 2),
                                 "ADD+DEL": round((p["ADD"] + p["DEL"]) / (nl["ADD"] + nl["DEL"]), 2)}
