@@ -24,7 +24,7 @@ from cni_ipam.errors import CniError, config_error
 from cni_ipam.store import is_node_name
 from cni_ipam.store import node_name as store_node_name
 
-POOL_KEYS = ("name", "blockSize", "blockSizeIPv6", "nodeName", "etcd", "keepBlocks")
+POOL_KEYS = ("name", "blockSize", "blockSizeIPv6", "nodeName", "etcd", "keepBlocks", "kubeconfig")
 ETCD_KEYS = ("endpoints", "caFile", "certFile", "keyFile", "username", "passwordFile", "prefix", "timeout")
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_KEEP_BLOCKS = 1
@@ -65,15 +65,16 @@ class EtcdSettings:
 class PoolConfig:
     """The validated ``ipam.pool`` object of one network."""
 
-    __slots__ = ("name", "block_sizes", "node", "etcd", "keep_blocks")
+    __slots__ = ("name", "block_sizes", "node", "etcd", "keep_blocks", "kubeconfig")
 
     def __init__(self, name: str, block_sizes: tuple[int, ...], node: str | None, etcd: EtcdSettings,
-                 keep_blocks: int) -> None:
+                 keep_blocks: int, kubeconfig: str | None = None) -> None:
         self.name = name
         self.block_sizes = block_sizes
         self.node = node  # None: from the environment or the host name (``node_name``)
         self.etcd = etcd
         self.keep_blocks = keep_blocks
+        self.kubeconfig = kubeconfig  # to read this node's Node UID when claiming (``pool gc`` evidence)
 
 
 def node_name(raw: str | None) -> str:
@@ -200,4 +201,5 @@ def parse_pool(ipam: dict, range_sets: list) -> PoolConfig:
         node=node,
         etcd=parse_etcd(raw.get("etcd")),
         keep_blocks=int(_number("ipam.pool.keepBlocks", raw.get("keepBlocks"), DEFAULT_KEEP_BLOCKS, 0, 1 << 20)),
+        kubeconfig=_path("ipam.pool.kubeconfig", raw.get("kubeconfig")),
     )

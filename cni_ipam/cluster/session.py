@@ -96,10 +96,31 @@ class Session:
         if settings is not None and self.pool_name and self.node and rec.instance == self.instance:
             self.backend = EtcdStore(settings, self.pool_name, rec.saw)
         self.created: list[tuple[int, int, bytes]] = []  # address records made by this call
+        self._uid: str | None = None
 
     # ------------------------------------------------------------------ values
+    def node_uid(self) -> str:
+        """This node's Kubernetes Node UID, read once per call that claims (``pool.kubeconfig``):
+        the evidence ``pool gc`` needs to tell a deleted node from a renamed one.  "" when not
+        configured or not readable (claims then carry none)."""
+        if self._uid is None:
+            self._uid = ""
+            path = self.cfg.kubeconfig if self.cfg is not None else None
+            if path:
+                from cni_ipam.podcidr import kubeapi
+
+                try:
+                    scratch = os.path.join(self.store.path, ".cni-ipam", "tmp")
+                    node = kubeapi.get_node(kubeapi.from_kubeconfig(path, scratch), self.node, self.cfg.etcd.timeout)
+                    uid = (node.get("metadata") or {}).get("uid")
+                    self._uid = uid if isinstance(uid, str) and len(uid) <= 128 else ""
+                except (CniError, OSError, ValueError, AttributeError) as exc:
+                    warn(f"pool {self.pool_name}: cannot read Node {self.node} with {path} (claims carry no nodeUid): "
+                         f"{getattr(exc, 'msg', exc)}")
+        return self._uid
+
     def node_value(self) -> bytes:
-        return NodeRecord(self.instance, os.uname().nodename).encode()
+        return NodeRecord(self.instance, os.uname().nodename, self.node_uid()).encode()
 
     def addr_value(self, entry: dict, cid: str, ifname: str) -> bytes:
         claim = ClaimRecord.parse(entry["claim"].encode()) or ClaimRecord("", "", "", "")
@@ -178,7 +199,12 @@ class Session:
         if have is None:
             return
         other = NodeRecord.parse(have)
-        if other is not None and other.instance == self.instance:  # ours, with an older host name
+        if other is not None and other.instance == self.instance and not self._uid and other.node_uid:
+            self._uid = other.node_uid  # the API did not answer now: the UID read before still holds
+            mine = self.node_value()
+            if have == mine:
+                return
+        if other is not None and other.instance == self.instance:  # ours, with an older host name or UID
             if etcd.put_node(self.node, have, mine):
                 return
             have = etcd.get(etcd.node_key(self.node)) or b""
@@ -200,7 +226,7 @@ class Session:
                 continue
             before = b["claim"].encode()
             c = ClaimRecord.parse(before) or ClaimRecord("", self.instance, random_id(), self.network)
-            after = ClaimRecord(self.node, c.instance, c.claim, c.network, c.node_uid).encode()
+            after = ClaimRecord(self.node, c.instance, c.claim, c.network, self.node_uid()).encode()
             ok, have = etcd.put_claim(b["cidr"], before, after)
             if ok or have == after:
                 b["claim"] = after.decode()
@@ -209,7 +235,10 @@ class Session:
                      f"to {self.node}")
                 b["state"] = "lost"
             rec.dirty = True
-        etcd.delete_node(old, self.node_value())
+        before = etcd.get(etcd.node_key(old))
+        was = NodeRecord.parse(before)
+        if before is not None and was is not None and was.instance == self.instance:
+            etcd.delete_node(old, before)
         rec.node = self.node
         self.old_node = None
         rec.dirty = True
@@ -304,7 +333,7 @@ class Session:
 
     def claim_one(self, idx: int, cidr: str, family: int, size: int) -> bool:
         rec, etcd = self.record, self.etcd()
-        value = ClaimRecord(self.node, self.instance, random_id(), self.network).encode()
+        value = ClaimRecord(self.node, self.instance, random_id(), self.network, self.node_uid()).encode()
         # The intent is on disk before the txn: an answer lost or a kill -9 after etcd applied it
         # cannot lose the block (a later call reads the claim and compares the value).
         pending = {"op": "claim", "cidr": cidr, "set": idx, "claim": value.decode()}

@@ -323,3 +323,28 @@ def test_claim_left_pending_by_kill_9_is_settled_by_del(etcd_single, etcd_prefix
     assert rec["pending"] == [], rec["pending"]
     assert [b["cidr"] for b in rec["blocks"]] == ["10.78.0.0/28"], rec["blocks"]
     check_invariants(etcd_single, etcd_prefix, {"node-a": d})
+
+
+def test_claims_carry_the_node_uid_when_the_api_answers(etcd_single, etcd_prefix, tmp_path):
+    """pool.kubeconfig: the claim and nodes/<name> record the Node's UID (pool gc's evidence that
+    the node which claimed is gone, not renamed)."""
+    pytest.importorskip("yaml")
+    from tests.integration.podcidr_apiserver import ApiServer, Pki, write_kubeconfig
+
+    pki = Pki(str(tmp_path / "kpki"))
+    api = ApiServer(pki, nodes={"node-a": ["10.244.1.0/24"]}, token="t0k")
+    try:
+        kc = write_kubeconfig(str(tmp_path / "kubeconfig"), api.url, ca_file=pki.ca_file, token="t0k")
+        d = str(tmp_path / "node-a")
+        conf = pool_conf(etcd_single, etcd_prefix, "node-a", d, block=28, kubeconfig=kc)
+        rc, res = call("ADD", conf, "c0")
+        assert rc == 0, res
+        (claim,) = etcd_blocks(etcd_single, etcd_prefix).values()
+        assert claim["nodeUid"] == "0000-node-a", claim
+        c = _raw(etcd_single)
+        try:
+            assert json.loads(c.get(_key(etcd_prefix, "nodes", "node-a"))[0])["nodeUid"] == "0000-node-a"
+        finally:
+            c.close()
+    finally:
+        api.stop()
