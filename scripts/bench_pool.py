@@ -231,7 +231,8 @@ def storm(work: str, etcd: Etcd, nodes: int, adds: int, workers: int, log) -> di
     addrs = [ip["address"] for r in ok for ip in json.loads(r[2])["ips"]]
     out = {"nodes": nodes, "adds": len(results), "concurrent_processes": workers, "wall_s": round(wall, 2),
            "adds_per_s": round(len(results) / wall, 1), "failed": len(results) - len(ok),
-           "duplicates": len(addrs) - len(set(addrs)), "p99_ms": pct([r[0] for r in results], 0.99)}
+           "duplicates": len(addrs) - len(set(addrs)), "p99_ms": pct([r[0] for r in results], 0.99),
+           "first_failure": next((r[2].strip()[:300] for r in results if r[1] != 0), None)}
     log(f"storm: {out}")
     return out
 
@@ -285,6 +286,7 @@ def main() -> int:
     ap.add_argument("--storm-adds", type=int, default=64)
     ap.add_argument("--storm-workers", type=int, default=16)
     ap.add_argument("--scale-nodes", type=int, default=200)
+    ap.add_argument("--scenarios", default="held,claim,storm,scale", help="comma-separated subset to run")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
     if not os.access(ETCD, os.X_OK):
@@ -296,14 +298,19 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="bench-pool-")
     report: dict = {"cpus": os.cpu_count(), "plugin": " ".join(PLUGIN)}
     try:
+        want = set(args.scenarios.split(","))
         etcd = Etcd(1)
         try:
-            report["held"] = held(work, etcd, args.runs, log)
-            report["claim"] = claims(work, etcd, args.claims, log)
-            report["storm"] = storm(work, etcd, args.storm_nodes, args.storm_adds, args.storm_workers, log)
+            if "held" in want:
+                report["held"] = held(work, etcd, args.runs, log)
+            if "claim" in want:
+                report["claim"] = claims(work, etcd, args.claims, log)
+            if "storm" in want:
+                report["storm"] = storm(work, etcd, args.storm_nodes, args.storm_adds, args.storm_workers, log)
         finally:
             etcd.close()
-        report["scale"] = scale(work, args.scale_nodes + 1, log)
+        if "scale" in want:
+            report["scale"] = scale(work, args.scale_nodes + 1, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
