@@ -203,7 +203,7 @@ def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
 
 def test_pool_counts_match_walking_the_blocks():
     """The shortcut (only special blocks measured) agrees with the pool's own block walk."""
-    from cni_ipam.cluster import pool
+    from cni_ipam.cluster import blocks as pool
     from cni_ipam.plugin import netconf
 
     conf = {"cniVersion": "1.0.0", "name": "w", "ipam": {

@@ -449,7 +449,7 @@ def pytest_terminal_summary(terminalreporter):
 def seed_node(client, prefix: str, pool: str, node: str, blocks, used=None, last_seen=None, network: str = "poolnet",
               capacity=None) -> None:
     """Write a node's block claims and usage record straight into etcd, in the pool's key schema
-    (cluster/pool.py), as many real nodes would have (for ``pool show`` tests and the benchmark).
+    (cluster/keys.py), as many real nodes would have (for ``pool show`` tests and the benchmark).
     ``used``: per block, or one number for all; ``last_seen`` None: no usage record at all."""
     from cni_ipam.cluster import keys as poolmod
     from cni_ipam.cluster.etcd import op_put
