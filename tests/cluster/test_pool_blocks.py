@@ -56,7 +56,8 @@ def test_gateway_and_excludes_leave_every_block():
 def test_two_ranges_sharing_a_block_make_one_block():
     rs = rset({"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.2", "rangeEnd": "10.0.0.5"},
               {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.20"})
-    assert blocks.set_block_starts(rs, 28) == [int(ipaddress.ip_address("10.0.0.0")), int(ipaddress.ip_address("10.0.0.16"))]
+    assert blocks.set_block_starts(rs, 28) == [int(ipaddress.ip_address("10.0.0.0")),
+                                               int(ipaddress.ip_address("10.0.0.16"))]
     assert addrs(rs, "10.0.0.0/28") == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"] + [f"10.0.0.{i}" for i in range(9, 16)]
 
 
@@ -64,7 +65,8 @@ def test_free_blocks_skips_taken_and_wraps_from_the_start_point():
     rs = rset({"subnet": "10.0.0.0/26"})
     all_blocks = list(blocks.free_blocks(rs, 28, set()))
     assert all_blocks == ["10.0.0.0/28", "10.0.0.16/28", "10.0.0.32/28", "10.0.0.48/28"]
-    assert list(blocks.free_blocks(rs, 28, {"10.0.0.32/28"}, start=2)) == ["10.0.0.48/28", "10.0.0.0/28", "10.0.0.16/28"]
+    assert list(blocks.free_blocks(rs, 28, {"10.0.0.32/28"}, start=2)) == [
+        "10.0.0.48/28", "10.0.0.0/28", "10.0.0.16/28"]
     assert list(blocks.free_blocks(rs, 28, set(all_blocks))) == []
 
 
@@ -106,16 +108,19 @@ def test_ipv6_block_size_defaults_to_the_same_number_of_addresses():
 
 def test_record_ignores_junk():
     claim = '{"claim":"c","instance":"i","network":"n","node":"a"}'
-    rec = Record({"v": 2, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}, {"cidr": "bad", "set": 0, "claim": claim},
-                                     {"cidr": "10.0.0.16/28", "set": "0", "claim": claim}, "x",
-                                     {"cidr": "10.0.0.64/28", "set": 0, "claim": claim, "state": "odd"}],
-                  "pending": [{"op": "claim", "cidr": "10.0.0.32/28", "set": 0, "claim": claim}, {"op": "claim", "cidr": 5},
-                              {"op": "free", "family": 4, "addr": 3, "record": "{}"}, {"op": "free", "family": 5, "addr": 3}],
+    rec = Record({"v": 2,
+                  "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}, {"cidr": "bad", "set": 0, "claim": claim},
+                             {"cidr": "10.0.0.16/28", "set": "0", "claim": claim}, "x",
+                             {"cidr": "10.0.0.64/28", "set": 0, "claim": claim, "state": "odd"}],
+                  "pending": [{"op": "claim", "cidr": "10.0.0.32/28", "set": 0, "claim": claim},
+                              {"op": "claim", "cidr": 5}, {"op": "free", "family": 4, "addr": 3, "record": "{}"},
+                              {"op": "free", "family": 5, "addr": 3}],
                   "keepBlocks": -1, "cluster": "x", "revision": -4})
     assert [b["cidr"] for b in rec.blocks] == ["10.0.0.0/28"] and rec.blocks[0]["state"] == "held"
     assert [p.get("cidr", p.get("addr")) for p in rec.pending] == ["10.0.0.32/28", 3]
     assert rec.keep == 1 and rec.cluster == 0 and rec.revision == 0
-    assert Record([1, 2]).blocks == [] and Record({"v": 1, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}]}).blocks == []
+    assert Record([1, 2]).blocks == []
+    assert Record({"v": 1, "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}]}).blocks == []
 
 
 def test_lint_checks_pool_settings(tmp_path):
