@@ -348,3 +348,43 @@ def test_claims_carry_the_node_uid_when_the_api_answers(etcd_single, etcd_prefix
             c.close()
     finally:
         api.stop()
+
+
+def test_kill_9_at_random_points_of_dels_that_release(etcd_single, etcd_prefix, tmp_path):
+    """/32 blocks, keepBlocks 0: each DEL deletes an address record and releases a block.  Killed
+    at random points (and each time at least once after the release's intent is on disk), then
+    another node claims what it can: never an address on two nodes, never a local block that etcd
+    does not show as the node's."""
+    import random
+
+    da, db = str(tmp_path / "node-a"), str(tmp_path / "node-b")
+    ranges = [[{"subnet": "10.81.0.0/29"}]]  # 6 usable addresses: the nodes compete for them
+    a = pool_conf(etcd_single, etcd_prefix, "node-a", da, ranges=ranges, block=32, keepBlocks=0)
+    b = pool_conf(etcd_single, etcd_prefix, "node-b", db, ranges=ranges, block=32, keepBlocks=0)
+    record = os.path.join(da, "poolnet", ".cni-ipam", "pool.json")
+    rng = random.Random(11)
+    releasing = 0
+    for i in range(6):
+        assert call("ADD", a, f"k{i}")[0] == 0
+        proc = _popen("DEL", a, f"k{i}")
+        if i % 2:
+            time.sleep(rng.uniform(0.05, 0.5))
+        else:  # the moment the release's intent is on disk
+            end = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < end:
+                try:
+                    with open(record, "rb") as fh:
+                        if any(x.get("state") == "releasing" for x in json.loads(fh.read()).get("blocks", [])):
+                            break
+                except (OSError, ValueError):
+                    pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if any(x.get("state") == "releasing" for x in local_record(da).get("blocks", [])):
+            releasing += 1
+        check_invariants(etcd_single, etcd_prefix, {"node-a": da})
+    assert releasing >= 1, "never killed a release in flight: the test exercised nothing"
+    for i in range(6):  # node-b takes whatever etcd shows free; node-a asks again
+        call("ADD", b, f"b{i}")
+        call("ADD", a, f"a{i}")
+    check_invariants(etcd_single, etcd_prefix, {"node-a": da, "node-b": db})
