@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from cni_ipam.admin import options
 
@@ -52,9 +52,9 @@ def count_text(n: int) -> str:
     if n < 10_000_000:
         return str(n)
     p = n.bit_length() - 1
-    if n - 2 ** p > 2 ** (p + 1) - n:
+    if n - 2**p > 2 ** (p + 1) - n:
         p += 1
-    d = n - 2 ** p
+    d = n - 2**p
     if d == 0:
         return f"2^{p}"
     if abs(d) < 1000:
@@ -86,7 +86,7 @@ def _occupied_by(service, cluster, mask: int) -> int:
 
 
 class FamilyPlan:
-    def __init__(self, cluster, mask: int, services: Sequence, max_pods: int) -> None:
+    def __init__(self, cluster, mask: int, services: Sequence, max_pods: int, service_warnings: bool = True) -> None:
         self.cluster = cluster
         self.mask = mask
         self.version = cluster.version
@@ -103,23 +103,32 @@ class FamilyPlan:
             self.errors.append(f"{fam}: node mask /{mask} leaves no address to hand out")
         else:
             if mask - p > MAX_MASK_DIFF:
-                self.errors.append(f"{fam}: node mask /{mask} is {mask - p} bits longer than cluster CIDR {cluster}; "
-                                   f"kube-controller-manager allows at most {MAX_MASK_DIFF}")
+                self.errors.append(
+                    f"{fam}: node mask /{mask} is {mask - p} bits longer than cluster CIDR {cluster}; "
+                    f"kube-controller-manager allows at most {MAX_MASK_DIFF}"
+                )
             self.node_subnets = 2 ** (mask - p)
             self.usable = usable_per_node(mask, self.version)
         for svc in services:
             if svc.version == self.version and svc.overlaps(cluster):
                 n = _occupied_by(svc, cluster, mask) if self.node_subnets else 0
                 self.occupied += n
-                self.warnings.append(f"{fam}: service CIDR {svc} overlaps cluster CIDR {cluster}"
-                                     + (f" ({n} node subnet(s) unusable)" if n else ""))
+                if service_warnings:  # the inventory plan reports it as an overlap instead
+                    self.warnings.append(
+                        f"{fam}: service CIDR {svc} overlaps cluster CIDR {cluster}"
+                        + (f" ({n} node subnet(s) unusable)" if n else "")
+                    )
         self.occupied = min(self.occupied, self.node_subnets)
         self.pods_per_node = min(self.usable, max_pods)
         if self.node_subnets and self.usable < max_pods:
-            self.errors.append(f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, fewer than --max-pods {max_pods}")
+            self.errors.append(
+                f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, fewer than --max-pods {max_pods}"
+            )
         elif self.node_subnets and self.usable < 2 * max_pods:
-            self.warnings.append(f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, less than 2x --max-pods "
-                                 f"{max_pods}: addresses are reused soon after pods go (Kubernetes sizes /24 for 110)")
+            self.warnings.append(
+                f"{fam}: a /{mask} node subnet holds {self.usable} pod addresses, less than 2x --max-pods "
+                f"{max_pods}: addresses are reused soon after pods go (Kubernetes sizes /24 for 110)"
+            )
 
     @property
     def available(self) -> int:
@@ -144,8 +153,14 @@ class FamilyPlan:
 
 
 class Plan:
-    def __init__(self, clusters: Sequence, masks: dict[int, int], services: Sequence = (),
-                 nodes: int | None = None, max_pods: int = DEFAULT_MAX_PODS) -> None:
+    def __init__(
+        self,
+        clusters: Sequence,
+        masks: dict[int, int],
+        services: Sequence = (),
+        nodes: int | None = None,
+        max_pods: int = DEFAULT_MAX_PODS,
+    ) -> None:
         if not clusters:
             raise PlanError("give at least one --cluster-cidr")
         seen = set()
@@ -160,7 +175,9 @@ class Plan:
         self.services = list(services)
         self.nodes = nodes
         self.max_pods = max_pods
-        self.families = [FamilyPlan(c, masks.get(c.version, DEFAULT_NODE_MASK[c.version]), self.services, max_pods) for c in clusters]
+        self.families = [
+            FamilyPlan(c, masks.get(c.version, DEFAULT_NODE_MASK[c.version]), self.services, max_pods) for c in clusters
+        ]
         self.errors = [e for f in self.families for e in f.errors]
         self.warnings = [w for f in self.families for w in f.warnings]
         self.nodes_fit = min(f.available for f in self.families)
@@ -201,13 +218,34 @@ class Plan:
     def render(self) -> str:
         from cni_ipam.admin.output import table
 
-        rows = [["FAMILY", "CLUSTER CIDR", "NODE MASK", "NODE SUBNETS", "SERVICE-OCCUPIED", "AVAILABLE", "ADDRESSES/NODE", "PODS/NODE", "POD CAPACITY"]]
+        rows = [
+            [
+                "FAMILY",
+                "CLUSTER CIDR",
+                "NODE MASK",
+                "NODE SUBNETS",
+                "SERVICE-OCCUPIED",
+                "AVAILABLE",
+                "ADDRESSES/NODE",
+                "PODS/NODE",
+                "POD CAPACITY",
+            ]
+        ]
         for f in self.families:
-            rows.append([f"ipv{f.version}", str(f.cluster), f"/{f.mask}", *map(count_text, (
-                f.node_subnets, f.occupied, f.available, f.usable, f.pods_per_node, f.capacity))])
+            rows.append(
+                [
+                    f"ipv{f.version}",
+                    str(f.cluster),
+                    f"/{f.mask}",
+                    *map(count_text, (f.node_subnets, f.occupied, f.available, f.usable, f.pods_per_node, f.capacity)),
+                ]
+            )
         out = [table(rows, right=(3, 4, 5, 6, 7, 8)), ""]
-        line = f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.pods_per_node} (--max-pods {self.max_pods}); " \
-               f"pod capacity: {count_text(self.nodes_fit * self.pods_per_node)}"
+        line = (
+            f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.pods_per_node} "
+            f"(--max-pods {self.max_pods}); "
+            f"pod capacity: {count_text(self.nodes_fit * self.pods_per_node)}"
+        )
         out.append(line)
         if self.nodes is not None:
             out.append(f"planned nodes: {self.nodes}; headroom: {self.headroom} node(s), {self.growth:.2f}x growth")
@@ -230,7 +268,9 @@ def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
     points = set()
     for r in rset.ranges:  # Range.specials: the network/broadcast/gateway rule, not restated here
         points |= {r.start, r.end, *r.specials(), *(v for ex in r.exclude for v in ex)}
-    caps = [pool.block_capacity(rset, pool.block_cidr(rset.version, lo, prefixlen)) for lo in {p - p % step for p in points}]
+    caps = [
+        pool.block_capacity(rset, pool.block_cidr(rset.version, lo, prefixlen)) for lo in {p - p % step for p in points}
+    ]
     caps = [c for c in caps if c]
     full = (rset.size() - sum(caps)) // step
     sizes = caps + ([step] if full else [])
@@ -266,8 +306,13 @@ class PoolPlan:
     """What a pool (its range sets and block sizes, ``cfg.pool``) serves: per range set the blocks,
     usable addresses per block, blocks a node needs for --max-pods, nodes that get that many."""
 
-    def __init__(self, range_sets: Sequence, block_sizes: Sequence[int], nodes: int | None = None,
-                 max_pods: int = DEFAULT_MAX_PODS) -> None:
+    def __init__(
+        self,
+        range_sets: Sequence,
+        block_sizes: Sequence[int],
+        nodes: int | None = None,
+        max_pods: int = DEFAULT_MAX_PODS,
+    ) -> None:
         if max_pods < 1:
             raise PlanError("--max-pods must be at least 1")
         if nodes is not None and nodes < 1:
@@ -279,34 +324,65 @@ class PoolPlan:
         for s in self.sets:
             fam = f"ipv{s.version}"
             if not s.nodes_fit:
-                self.errors.append(f"{fam}: not one node fits: {s.blocks} /{s.block_size} block(s) of at least "
-                                   f"{s.usable_min} addresses, a node needs {s.blocks_per_node or 'more than all'} for {max_pods} pods")
+                self.errors.append(
+                    f"{fam}: not one node fits: {s.blocks} /{s.block_size} block(s) of at least "
+                    f"{s.usable_min} addresses, a node needs {s.blocks_per_node or 'more than all'} for {max_pods} pods"
+                )
             elif s.usable_min >= 4 * max_pods:
-                self.warnings.append(f"{fam}: a /{s.block_size} block holds at least {count_text(s.usable_min)} addresses, "
-                                     f"4x or more than --max-pods {max_pods} needs: a smaller blockSize wastes less")
+                self.warnings.append(
+                    f"{fam}: a /{s.block_size} block holds at least {count_text(s.usable_min)} addresses, "
+                    f"4x or more than --max-pods {max_pods} needs: a smaller blockSize wastes less"
+                )
         self.nodes_fit = min(s.nodes_fit for s in self.sets)
         if nodes is not None and self.nodes_fit and self.nodes_fit < nodes:  # an error, as with --cluster-cidr
             self.errors.append(f"{nodes} nodes do not fit: the pool has blocks for {self.nodes_fit}")
         served = self.nodes_fit if nodes is None else min(self.nodes_fit, nodes)
         self.pod_capacity = served * max_pods
 
-    exit_code = Plan.exit_code
+    @property
+    def exit_code(self) -> int:
+        return EXIT_ERRORS if self.errors else EXIT_WARNINGS if self.warnings else EXIT_OK
 
     def to_json(self) -> dict:
-        return {"rangeSets": [s.to_json() for s in self.sets], "maxPods": self.max_pods, "nodes": self.nodes,
-                "nodesFit": self.nodes_fit, "podCapacity": self.pod_capacity, "errors": self.errors, "warnings": self.warnings}
+        return {
+            "rangeSets": [s.to_json() for s in self.sets],
+            "maxPods": self.max_pods,
+            "nodes": self.nodes,
+            "nodesFit": self.nodes_fit,
+            "podCapacity": self.pod_capacity,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
 
     def render(self) -> str:
         from cni_ipam.admin.output import table
 
         rows = [["FAMILY", "SUBNETS", "BLOCK SIZE", "BLOCKS", "ADDRESSES/BLOCK", "USABLE", "BLOCKS/NODE", "NODES FIT"]]
         for s in self.sets:
-            per = count_text(s.usable_min) if s.usable_min == s.usable_max else f"{count_text(s.usable_min)}-{count_text(s.usable_max)}"
-            rows.append([f"ipv{s.version}", ",".join(str(r.subnet) for r in s.rset.ranges), f"/{s.block_size}",
-                         count_text(s.blocks), per, count_text(s.usable), str(s.blocks_per_node), count_text(s.nodes_fit)])
-        out = [table(rows, right=(3, 4, 5, 6, 7)), "",
-               f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.max_pods} (--max-pods); "
-               f"pod capacity: {count_text(self.pod_capacity)}" + ("" if self.nodes is None else f" (for {self.nodes} planned nodes)")]
+            per = (
+                count_text(s.usable_min)
+                if s.usable_min == s.usable_max
+                else f"{count_text(s.usable_min)}-{count_text(s.usable_max)}"
+            )
+            rows.append(
+                [
+                    f"ipv{s.version}",
+                    ",".join(str(r.subnet) for r in s.rset.ranges),
+                    f"/{s.block_size}",
+                    count_text(s.blocks),
+                    per,
+                    count_text(s.usable),
+                    str(s.blocks_per_node),
+                    count_text(s.nodes_fit),
+                ]
+            )
+        out = [
+            table(rows, right=(3, 4, 5, 6, 7)),
+            "",
+            f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.max_pods} (--max-pods); "
+            f"pod capacity: {count_text(self.pod_capacity)}"
+            + ("" if self.nodes is None else f" (for {self.nodes} planned nodes)"),
+        ]
         out += [f"error: {e}" for e in self.errors]
         out += [f"warning: {w}" for w in self.warnings]
         return "\n".join(out)
@@ -320,14 +396,20 @@ def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[st
 
     if conf_path is not None:
         if subnets or block_sizes:
-            raise PlanError("--pool-conf takes the subnets and block sizes from the file: no --pool-subnet/--block-size")
+            raise PlanError(
+                "--pool-conf takes the subnets and block sizes from the file: no --pool-subnet/--block-size"
+            )
         try:
             with open(conf_path, encoding="utf-8") as f:
                 conf = json.load(f)
         except (OSError, ValueError) as exc:
             raise PlanError(f"--pool-conf {conf_path}: {exc}") from None
         if isinstance(conf, dict) and isinstance(conf.get("plugins"), list):  # a conflist: its pooled plugin
-            pooled = [p for p in conf["plugins"] if isinstance(p, dict) and isinstance(p.get("ipam"), dict) and p["ipam"].get("pool") is not None]
+            pooled = [
+                p
+                for p in conf["plugins"]
+                if isinstance(p, dict) and isinstance(p.get("ipam"), dict) and p["ipam"].get("pool") is not None
+            ]
             conf = dict(pooled[0], cniVersion=conf.get("cniVersion"), name=conf.get("name")) if pooled else {}
         if not isinstance(conf, dict) or not isinstance(conf.get("ipam"), dict) or conf["ipam"].get("pool") is None:
             raise PlanError(f"--pool-conf {conf_path}: not a network config with an ipam.pool section")
@@ -337,13 +419,23 @@ def load_pool(conf_path: str | None, subnets: Sequence, block_sizes: Sequence[st
         sizes = parse_masks(block_sizes, subnets)
         for s in subnets:
             if s.version not in sizes:
-                raise PlanError(f"--block-size: no IPv{s.version} block size for --pool-subnet {s} (N, ipv4=N or ipv6=N)")
-        pool = {"name": "plan", "blockSize": sizes.get(4, 32), "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}  # never contacted
+                raise PlanError(
+                    f"--block-size: no IPv{s.version} block size for --pool-subnet {s} (N, ipv4=N or ipv6=N)"
+                )
+        pool = {
+            "name": "plan",
+            "blockSize": sizes.get(4, 32),
+            "etcd": {"endpoints": ["http://127.0.0.1:2379"]},
+        }  # never contacted
         if 6 in sizes:
             pool["blockSizeIPv6"] = sizes[6]
-        conf = {"cniVersion": "1.0.0", "name": "plan", "ipam": {"ranges": [[{"subnet": str(s)}] for s in subnets], "pool": pool}}
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": "plan",
+            "ipam": {"ranges": [[{"subnet": str(s)}] for s in subnets], "pool": pool},
+        }
     try:
-        cfg = load_offline(conf)  # a usePodCidr subnet from the cache only: plan never calls the API
+        cfg: Any = load_offline(conf)  # a usePodCidr subnet from the cache only: plan never calls the API
     except CniError as exc:
         raise PlanError(exc.msg) from None
     return cfg.range_sets, cfg.pool.block_sizes
@@ -364,7 +456,9 @@ def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
             else:
                 mask = int(text.lstrip("/"))
                 if plain >= len(clusters):
-                    raise PlanError(f"--node-mask {value}: more plain masks than --cluster-cidr values (use ipv4=N / ipv6=N)")
+                    raise PlanError(
+                        f"--node-mask {value}: more plain masks than --cluster-cidr values (use ipv4=N / ipv6=N)"
+                    )
                 family = clusters[plain].version
                 plain += 1
         except (KeyError, ValueError):
@@ -375,26 +469,124 @@ def parse_masks(values: Sequence[str], clusters: Sequence) -> dict[int, int]:
     return masks
 
 
+def _inventory_main(args, argv: list[str]) -> int:
+    """``--inventory FILE`` (with ``--propose NAME --nodes N``): see ``admin.inventory_plan``."""
+    from cni_ipam.admin import inventory, inventory_plan
+
+    try:
+        if args.inventory is None:
+            raise PlanError("--propose, --within, --growth and --services go with --inventory FILE")
+        if (
+            args.cluster_cidr
+            or args.node_mask
+            or args.service_cidr
+            or args.pool_conf
+            or args.pool_subnet
+            or args.block_size
+        ):
+            raise PlanError(
+                "--inventory takes the clusters from the file: no --cluster-cidr/--node-mask/--service-cidr/--pool-*"
+            )
+        proposing = args.propose is not None
+        if not proposing and (
+            args.nodes is not None
+            or "--max-pods" in argv
+            or args.within
+            or args.growth is not None
+            or args.services is not None
+        ):
+            raise PlanError("--nodes, --max-pods, --within, --growth and --services go with --propose NAME")
+        if proposing and args.nodes is None:
+            raise PlanError("--propose needs --nodes N")
+        inv = inventory.load(args.inventory)
+        report: inventory_plan.InventoryPlan | inventory_plan.Proposal
+        if proposing:
+            report = inventory_plan.Proposal(
+                inv,
+                args.propose,
+                args.nodes,
+                args.max_pods,
+                args.within,
+                inventory_plan.DEFAULT_GROWTH if args.growth is None else args.growth,
+                inventory_plan.DEFAULT_SERVICES if args.services is None else args.services,
+            )
+        else:
+            report = inventory_plan.InventoryPlan(inv)
+    except (PlanError, inventory.InventoryError) as exc:
+        print(f"cni-ipam plan: {exc}", file=sys.stderr)
+        return options.EXIT_USAGE
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return report.exit_code
+
+
 def main(argv: list[str]) -> int:
     parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
-    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
-                        help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)")
-    parser.add_argument("--node-mask", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
-                        help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order")
+    parser.add_argument(
+        "--cluster-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)",
+    )
+    parser.add_argument(
+        "--node-mask",
+        action="append",
+        default=[],
+        metavar="N|ipv4=N|ipv6=N",
+        help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order",
+    )
     parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
     parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
-    parser.add_argument("--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)")
-    parser.add_argument("--pool-conf", metavar="FILE", help="plan a cluster pool: a network config with an ipam.pool section")
-    parser.add_argument("--pool-subnet", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
-                        help="plan a cluster pool over this subnet (once per family), with --block-size")
-    parser.add_argument("--block-size", action="append", default=[], metavar="N|ipv4=N|ipv6=N",
-                        help="pool block prefix length; plain numbers pair with --pool-subnet in order")
+    parser.add_argument(
+        "--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)"
+    )
+    parser.add_argument(
+        "--pool-conf", metavar="FILE", help="plan a cluster pool: a network config with an ipam.pool section"
+    )
+    parser.add_argument(
+        "--pool-subnet",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="plan a cluster pool over this subnet (once per family), with --block-size",
+    )
+    parser.add_argument(
+        "--block-size",
+        action="append",
+        default=[],
+        metavar="N|ipv4=N|ipv6=N",
+        help="pool block prefix length; plain numbers pair with --pool-subnet in order",
+    )
+    parser.add_argument(
+        "--inventory", metavar="FILE", help="plan every cluster of an inventory file (YAML): overlaps, capacity"
+    )
+    parser.add_argument("--propose", metavar="NAME", help="with --inventory and --nodes: free CIDRs for a new cluster")
+    parser.add_argument(
+        "--within",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="--propose: where to look (repeat; per family; default the RFC 1918 blocks)",
+    )
+    parser.add_argument("--growth", type=float, metavar="X", help="--propose: room for X times --nodes (default 2)")
+    parser.add_argument("--services", type=int, metavar="N", help="--propose: services to plan for (default 1000)")
     parser.add_argument("--json", action="store_true")
     try:
         args = parser.parse_args(argv)
     except options.UsageError as exc:
         print(exc, file=sys.stderr)
         return options.EXIT_USAGE
+    if (
+        args.inventory is not None
+        or args.propose is not None
+        or args.within
+        or args.growth is not None
+        or args.services is not None
+    ):
+        return _inventory_main(args, argv)
     pooled = args.pool_conf is not None or args.pool_subnet or args.block_size
     try:
         if pooled and args.cluster_cidr:
@@ -403,12 +595,18 @@ def main(argv: list[str]) -> int:
             raise PlanError("give --cluster-cidr, --pool-conf or --pool-subnet")
         if pooled:
             range_sets, block_sizes = load_pool(args.pool_conf, args.pool_subnet, args.block_size)
-            plan = PoolPlan(range_sets, block_sizes, args.nodes, args.max_pods)
+            plan: Plan | PoolPlan = PoolPlan(range_sets, block_sizes, args.nodes, args.max_pods)
         for c in args.cluster_cidr:
             if c.prefixlen > c.max_prefixlen - 2:
                 raise PlanError(f"--cluster-cidr {c} is too small")
         if not pooled:
-            plan = Plan(args.cluster_cidr, parse_masks(args.node_mask, args.cluster_cidr), args.service_cidr, args.nodes, args.max_pods)
+            plan = Plan(
+                args.cluster_cidr,
+                parse_masks(args.node_mask, args.cluster_cidr),
+                args.service_cidr,
+                args.nodes,
+                args.max_pods,
+            )
     except PlanError as exc:  # the options contradict each other or cannot be a plan: a usage error
         print(f"cni-ipam plan: {exc}", file=sys.stderr)
         return options.EXIT_USAGE
