@@ -504,6 +504,8 @@ class Proposal:
         for b in self.blocks:
             rows.append([f"ipv{b.version}", b.role, b.cidr or f"(a /{b.prefixlen}: does not fit)", b.needed, b.holds])
         out.append(table(rows))
+        if not self.fits:
+            out.append("")
         for b in self.blocks:
             if b.start is None:
                 where = (

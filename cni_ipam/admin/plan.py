@@ -85,6 +85,25 @@ def _occupied_by(service, cluster, mask: int) -> int:
     return 1
 
 
+def occupied_subnets(services: Sequence, cluster, mask: int) -> int:
+    """Node subnets (/``mask``) of ``cluster`` that any of ``services`` touches, each counted once
+    however many service ranges touch it (they may overlap or share a subnet): the merged
+    intervals, a subnet index range each, without walking the subnets."""
+    from cni_ipam.plugin.ranges import merge
+
+    step = 1 << (cluster.max_prefixlen - mask)
+    lo, hi = int(cluster.network_address), int(cluster.broadcast_address)
+    parts = merge([(max(int(s.network_address), lo), min(int(s.broadcast_address), hi))
+                   for s in services if s.version == cluster.version and s.overlaps(cluster)])
+    total, last = 0, -1
+    for a, b in parts:
+        first, end = max(a // step, last + 1), b // step
+        if end >= first:
+            total += end - first + 1
+        last = max(last, end)
+    return total
+
+
 class FamilyPlan:
     def __init__(self, cluster, mask: int, services: Sequence, max_pods: int, service_warnings: bool = True) -> None:
         self.cluster = cluster
@@ -112,13 +131,13 @@ class FamilyPlan:
         for svc in services:
             if svc.version == self.version and svc.overlaps(cluster):
                 n = _occupied_by(svc, cluster, mask) if self.node_subnets else 0
-                self.occupied += n
                 if service_warnings:  # the inventory plan reports it as an overlap instead
                     self.warnings.append(
                         f"{fam}: service CIDR {svc} overlaps cluster CIDR {cluster}"
                         + (f" ({n} node subnet(s) unusable)" if n else "")
                     )
-        self.occupied = min(self.occupied, self.node_subnets)
+        if self.node_subnets:
+            self.occupied = occupied_subnets(services, cluster, mask)
         self.pods_per_node = min(self.usable, max_pods)
         if self.node_subnets and self.usable < max_pods:
             self.errors.append(
