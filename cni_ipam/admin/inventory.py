@@ -212,15 +212,19 @@ class _Reader:
         return v.strip()
 
     def cidr(self, value: Any, line: int, what: str) -> Any:
+        from cni_ipam.addr import host_bits, parse_cidr
+
         if not isinstance(value, str):
             raise self.fail(line, f"{what}: {value!r} is not a CIDR")
         try:
-            net = ipaddress.ip_network(value.strip(), strict=False)
+            version, addr, prefixlen = parse_cidr(value.strip())
         except ValueError:
             raise self.fail(line, f"{what}: {value!r} is not a CIDR") from None
+        cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+        net = cls((addr & ~host_bits(version, prefixlen), prefixlen))
         if "/" not in value:
             raise self.fail(line, f"{what}: {value!r} has no prefix length (write {net})")
-        if int(ipaddress.ip_interface(value.strip()).ip) != int(net.network_address):
+        if addr & host_bits(version, prefixlen):
             raise self.fail(line, f"{what}: {value} has host bits set (the network is {net})")
         return net
 

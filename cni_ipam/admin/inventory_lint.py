@@ -34,12 +34,11 @@ class _Space:
 
 def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[tuple[str, str, str, str]]:
     """(file, key, message, check) of every error of ``records`` (lint's RangeRecords)."""
-    spaces: dict[tuple[str, int], _Space] = {}
-    for c in inv.clusters:
-        for v in (4, 6):
-            spaces[(c.name, v)] = _Space(
-                [x for x in inv.claims if not x.external and x.holder == c.name and x.version == v]
-            )
+    mine: dict[tuple[str, int], list[Claim]] = {(c.name, v): [] for c in inv.clusters for v in (4, 6)}
+    for x in inv.claims:
+        if not x.external:
+            mine[(x.holder, x.version)].append(x)
+    spaces = {key: _Space(claims) for key, claims in mine.items()}
     node_networks = {c.name: {n for n, _ in c.node_networks} for c in inv.clusters}
     out = []
     where = f"in the inventory {inv.path}"
@@ -61,15 +60,12 @@ def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[t
                 )
             )
         elif not spaces[(own, v)].holds(lo, hi):
-            mine = (
-                ", ".join(x.cidr for x in inv.claims if not x.external and x.holder == own and x.version == v)
-                or "nothing"
-            )
+            listed = ", ".join(x.cidr for x in mine[(own, v)]) or "nothing"
             out.append(
                 (
                     rec.file,
                     rec.key,
-                    f"range {rec.text()} is outside cluster {own}'s claimed space {where} (IPv{v}: {mine})",
+                    f"range {rec.text()} is outside cluster {own}'s claimed space {where} (IPv{v}: {listed})",
                     "inventory-outside",
                 )
             )

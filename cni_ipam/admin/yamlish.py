@@ -89,7 +89,7 @@ def _lines(source: str) -> list[_Line]:
         body = raw.lstrip(" ")
         if body.strip() and "\t" in raw[: len(raw) - len(raw.lstrip(" \t"))]:
             raise YamlError(no, "a tab in the indentation (indent with spaces)")
-        text = _strip_comment(body, no)
+        text = _strip_comment(body, no) if "#" in body else body.rstrip()
         if not text:
             continue
         if text in ("---", "...") or text.startswith("--- ") or text.startswith("%"):
