@@ -41,7 +41,7 @@ def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[t
     spaces = {key: _Space(claims) for key, claims in mine.items()}
     node_networks = {c.name: {n for n, _ in c.node_networks} for c in inv.clusters}
     out = []
-    where = f"in the inventory {inv.path}"
+    where = f"in {inv.path}"
     for rec in records:
         rng = rec.range
         v, lo, hi = rng.version, rng.start, rng.end
@@ -65,7 +65,7 @@ def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[t
                 (
                     rec.file,
                     rec.key,
-                    f"range {rec.text()} is outside cluster {own}'s claimed space {where} (IPv{v}: {listed})",
+                    f"range {rec.text()} is outside cluster {own}'s claimed space (IPv{v}: {listed})",
                     "inventory-outside",
                 )
             )
@@ -77,7 +77,7 @@ def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[t
                     (
                         rec.file,
                         rec.key,
-                        f"range {rec.text()} overlaps cluster {x.holder} {x.role} {x.cidr} (line {x.line}) {where}",
+                        f"range {rec.text()} overlaps cluster {x.holder} {x.role} {x.cidr} ({inv.path}:{x.line})",
                         "inventory-overlap",
                     )
                 )
@@ -86,7 +86,7 @@ def check(inv: Inventory, records: Sequence[Any], cluster: str | None) -> list[t
                     (
                         rec.file,
                         rec.key,
-                        f"range {rec.text()} overlaps {x.label()} (line {x.line}) {where}",
+                        f"range {rec.text()} overlaps {x.label()} ({inv.path}:{x.line})",
                         "inventory-overlap",
                     )
                 )
