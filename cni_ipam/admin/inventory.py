@@ -114,7 +114,7 @@ class Claim:
 
 
 class PodPool:
-    """A pool's range set and block size (``plan.PoolSetPlan`` plans it)."""
+    """A pool's range set and block size (``capacity.PoolSetPlan`` plans it)."""
 
     __slots__ = ("rset", "block_size", "line", "source")
 
@@ -356,7 +356,7 @@ class _Reader:
         return masks
 
     def read_pools(self, c: Cluster, value: Any, line: int, what: str) -> None:
-        from cni_ipam.admin import plan
+        from cni_ipam.admin import capacity
 
         for item, ln in self.items(value, line, f"{what}: pools"):
             p = self.mapping(item, ln, f"{what}: a pool", POOL_KEYS)
@@ -371,19 +371,19 @@ class _Reader:
                 )
             fam = fams.pop()
             try:
-                sets, sizes = plan.load_pool(None, [n for n, _ in nets], [f"ipv{fam}={size}"])
-            except plan.PlanError as exc:
+                sets, sizes = capacity.load_pool(None, [n for n, _ in nets], [f"ipv{fam}={size}"])
+            except capacity.PlanError as exc:
                 raise self.fail(p.key_lines["blockSize"], f"{what}: pool: {exc}") from None
             c.pools.append(PodPool(sets[0], sizes[0], p.line, ""))
             for net, nl in nets:
                 self.inv.claims.append(Claim(net, c.name, False, POD, f"cluster:{c.name}/{POD}", nl))
 
     def read_pool_conf(self, c: Cluster, path: str, line: int, what: str) -> None:
-        from cni_ipam.admin import plan
+        from cni_ipam.admin import capacity
 
         try:
-            sets, sizes = plan.load_pool(path, [], [])
-        except plan.PlanError as exc:
+            sets, sizes = capacity.load_pool(path, [], [])
+        except capacity.PlanError as exc:
             raise self.fail(line, f"{what}: poolConfs: {exc}") from None
         for rset, size in zip(sets, sizes):
             c.pools.append(PodPool(rset, size, line, path))

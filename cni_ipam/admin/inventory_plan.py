@@ -125,7 +125,7 @@ class FamilyCapacity:
     """One cluster's room in one family: what limits it, used and headroom at its two sizes."""
 
     def __init__(self, c: Cluster, version: int) -> None:
-        from cni_ipam.admin.plan import FamilyPlan, PoolSetPlan, count_text
+        from cni_ipam.admin.capacity import FamilyPlan, PoolSetPlan, count_text
 
         self.version = version
         fam = f"ipv{version}"
@@ -297,7 +297,7 @@ class InventoryPlan:
 
     def render(self) -> str:
         from cni_ipam.admin.output import table
-        from cni_ipam.admin.plan import count_text
+        from cni_ipam.admin.capacity import count_text
 
         def pct(used: float | None) -> str:
             return "none" if used is None else f"{100 - used:.1f}%"
@@ -399,7 +399,7 @@ class Proposal:
         growth: float = DEFAULT_GROWTH,
         services: int = DEFAULT_SERVICES,
     ) -> None:
-        from cni_ipam.admin.plan import PlanError, usable_per_node
+        from cni_ipam.admin.capacity import PlanError, usable_per_node
 
         if name in {c.name for c in inv.clusters} | {e.name for e in inv.externals}:
             raise PlanError(f"--propose {name}: the inventory already has that name")
@@ -528,6 +528,6 @@ class Proposal:
 
 
 def count(n: int) -> str:
-    from cni_ipam.admin.plan import count_text
+    from cni_ipam.admin.capacity import count_text
 
     return count_text(n)
