@@ -497,3 +497,72 @@ def test_a_thousand_ranges(tmp_path):
     assert [(f[3], f[2].split(" overlaps ")[-1]) for f in found] == [
         ("inventory-overlap", "other e0 (owner team0) 10.0.128.0/20 (/nonexistent/inventory.yaml:506)")
     ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries, st.integers(1, 6), st.integers(1, 3), st.integers(1, 20), st.sampled_from([1.0, 1.5, 2.0, 3.0]))
+def test_proposals_match_brute_force(items, nodes, max_pods, services, growth):
+    """Each block of a proposal inside 10.0.0.0/24, replayed address by address: largest first, each at
+    the lowest aligned start whose addresses are all free; else the largest free aligned block."""
+    inv = parse(inventory_text(items))
+    prop = inventory_plan.Proposal(inv, "new", nodes, max_pods, [SPACE], growth, services)
+    used = set()
+    for c in inv.claims:
+        used |= set(range(c.lo, c.hi + 1))
+    lo = int(SPACE.network_address)
+    for b in sorted(prop.blocks, key=lambda b: b.prefixlen):
+        size = 1 << (32 - b.prefixlen) if b.prefixlen >= 24 else None
+        starts = [] if size is None else [s for s in range(lo, lo + 256, size) if not (set(range(s, s + size)) & used)]
+        if starts:
+            assert b.start == starts[0], (b.role, b.prefixlen)
+            used |= set(range(b.start, b.start + size))
+        else:
+            assert b.start is None
+            want = next(
+                (
+                    (s, p)
+                    for p in range(24, 33)
+                    for s in range(lo, lo + 256, 1 << (32 - p))
+                    if not (set(range(s, s + (1 << (32 - p)))) & used)
+                ),
+                None,
+            )
+            assert b.largest == want
+    assert prop.fits == all(b.start is not None for b in prop.blocks)
+    assert prop.exit_code == (0 if prop.fits else 2)
+
+
+def test_propose_json_and_does_not_fit():
+    rc, doc = plan_json(
+        "--inventory", os.path.join(ROOT, EXAMPLE), "--propose", "big", "--nodes", "3000", "--within", "10.0.0.0/12"
+    )
+    pods = next(b for b in doc["blocks"] if b["role"] == "clusterCIDR")
+    assert rc == 2 and not doc["fits"] and pods["cidr"] is None and pods["prefixLength"] == 11
+    assert pods["largestFree"] == "10.8.0.0/13"
+    rc, doc = plan_json(
+        "--inventory",
+        os.path.join(ROOT, EXAMPLE),
+        "--propose",
+        "small",
+        "--nodes",
+        "10",
+        "--max-pods",
+        "30",
+        "--services",
+        "100",
+        "--growth",
+        "1.5",
+        "--within",
+        "172.16.0.0/12",
+    )
+    assert rc == 0 and doc["fits"] and doc["maxNodes"] == 15
+    got = {b["role"]: b["cidr"] for b in doc["blocks"]}
+    # 172.16/14 is the data centre's, 172.20/16 the VPN's: the first free space is 172.21.0.0
+    assert got == {"clusterCIDR": "172.21.0.0/22", "serviceCIDR": "172.21.4.0/24", "nodeSubnets": "172.21.5.0/27"}
+
+
+def test_lint_inventory_usage_errors(tmp_path):
+    inside = conf(tmp_path, "inside", "10.244.7.0/24")
+    bad = write(tmp_path, "clusters:\n  - name: a\n    nodes: x\n")
+    rc, out, err = run_admin("lint", "--no-host", inside, "--inventory", bad)
+    assert rc == 64 and f"{bad}:3: cluster a: nodes must be a whole number" in err

@@ -321,3 +321,24 @@ def test_pool_errors_and_waste(capsys):
     ]:
         assert plan.main(args) == 64
         assert what in capsys.readouterr().err, args
+
+
+def test_service_ranges_sharing_a_node_subnet_count_it_once():
+    """Two service CIDRs in one node subnet (or one inside another) make that subnet unusable once."""
+    rc, doc = plan_json(
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--service-cidr",
+        "10.244.0.0/25",
+        "--service-cidr",
+        "10.244.0.128/26",
+        "--service-cidr",
+        "10.244.0.0/24",
+        "--service-cidr",
+        "10.244.1.0/28",
+    )
+    (f,) = doc["families"]
+    assert (f["occupiedByServices"], f["availableNodeSubnets"]) == (2, 254) and rc == 1
+    assert (
+        plan.occupied_subnets([ipaddress.ip_network("10.244.0.0/16")], ipaddress.ip_network("10.244.0.0/16"), 24) == 256
+    )
