@@ -566,3 +566,76 @@ def test_lint_inventory_usage_errors(tmp_path):
     bad = write(tmp_path, "clusters:\n  - name: a\n    nodes: x\n")
     rc, out, err = run_admin("lint", "--no-host", inside, "--inventory", bad)
     assert rc == 64 and f"{bad}:3: cluster a: nodes must be a whole number" in err
+
+
+yaml_noise = st.text(alphabet=st.sampled_from(list("ab1:- #[]{},'\"\\\n\t~&*!|>./")), max_size=80)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(yaml_noise)
+def test_any_text_is_a_document_or_an_error_with_a_line(text):
+    """Whatever the file holds, the reader answers or raises YamlError naming a line of the file;
+    the schema check then answers or raises InventoryError: never another exception."""
+    try:
+        yamlish.loads(text)
+    except yamlish.YamlError as exc:
+        assert 1 <= exc.line <= max(text.count("\n") + 1, 1)
+    try:
+        parse(text)
+    except inventory.InventoryError as exc:
+        assert exc.msg
+
+
+scalars = st.one_of(
+    st.integers(-2, 200),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(
+        ["10.0.0.0/16", "fd00::/48", "10.0.0.1/16", "x", "", "vpc", "a", "10.0.0.0/40", "/nonexistent", ".", "ipv4"]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                [*inventory.CLUSTER_KEYS, *inventory.EXTERNAL_KEYS, "ipv4", "ipv6", "subnet", "blockSize", "x"]
+            ),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def to_yaml(value, indent=0):
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return " {}"
+        return "".join(f"\n{pad}{k}:{to_yaml(v, indent + 2)}" for k, v in value.items())
+    if isinstance(value, list):
+        if not value:
+            return " []"
+        return "".join(f"\n{pad}-{to_yaml(v, indent + 2)}" for v in value)
+    if value is None:
+        return " null"
+    if isinstance(value, bool):
+        return " true" if value else " false"
+    return f" {value}" if isinstance(value, int) else f" '{value}'"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.dictionaries(st.sampled_from(inventory.CLUSTER_KEYS), values, max_size=8), max_size=2),
+    st.lists(st.dictionaries(st.sampled_from(inventory.EXTERNAL_KEYS), values, max_size=5), max_size=2),
+)
+def test_any_structure_is_an_inventory_or_an_error_with_a_line(clusters, externals):
+    text = "clusters:" + to_yaml(clusters, 2) + "\nexternal:" + to_yaml(externals, 2) + "\n"
+    assert yamlish.loads(text) == {"clusters": clusters or [], "external": externals or []}
+    try:
+        parse(text)
+    except inventory.InventoryError as exc:
+        assert 1 <= exc.line <= text.count("\n") + 1, (exc, text)
