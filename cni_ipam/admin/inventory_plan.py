@@ -253,14 +253,37 @@ class InventoryPlan:
             return False
 
         self.overlaps = find_overlaps(inv.claims, expected)
-        self.errors = [self.overlap_text(a, b) for a, b in self.overlaps]
-        self.warnings: list[str] = []
+        own_cidrs = {c.name: {str(n) for n in c.cluster_cidrs} for c in inv.clusters}
+        self.levels = [self.overlap_level(a, b, own_cidrs) for a, b in self.overlaps]
+        self.errors = [self.overlap_text(a, b) for (a, b), lv in zip(self.overlaps, self.levels) if lv == "error"]
+        self.warnings: list[str] = [
+            self.overlap_text(a, b) + " (inside its own clusterCIDR: kube-controller-manager gives no node those "
+            "subnets, counted in the room below)"
+            for (a, b), lv in zip(self.overlaps, self.levels)
+            if lv == "warning"
+        ]
         self.clusters = [ClusterCapacity(c) for c in inv.clusters]
         for cc in self.clusters:
             for f in cc.families:
                 self.errors += f.errors
                 self.warnings += f.warnings
         self.notes = [f"cluster {cc.cluster.name}: {n}" for cc in self.clusters for n in cc.cluster.notes]
+
+    @staticmethod
+    def overlap_level(a: Claim, b: Claim, own_cidrs: dict) -> str:
+        """A warning for a service CIDR inside its own cluster's clusterCIDR (a setup Kubernetes
+        supports: those node subnets are marked used, and the room counts without them); an error
+        for every other overlap (a pool or plain pod range knows nothing of services)."""
+        if a.external or b.external or a.holder != b.holder:
+            return "error"
+        pods, svc = (a, b) if a.role == "pods" else (b, a)
+        if (
+            (pods.role, svc.role) == ("pods", "services")
+            and pods.cidr in own_cidrs[pods.holder]
+            and (pods.lo <= svc.lo and svc.hi <= pods.hi)
+        ):
+            return "warning"
+        return "error"
 
     @staticmethod
     def overlap_text(a: Claim, b: Claim) -> str:
@@ -279,8 +302,9 @@ class InventoryPlan:
                 "b": b.to_json(),
                 "shared": range_text(a.version, max(a.lo, b.lo), min(a.hi, b.hi)),
                 "sharedAddresses": min(a.hi, b.hi) - max(a.lo, b.lo) + 1,
+                "level": level,
             }
-            for a, b in self.overlaps
+            for (a, b), level in zip(self.overlaps, self.levels)
         ]
         return {
             "inventory": self.inv.path,

@@ -639,3 +639,17 @@ def test_any_structure_is_an_inventory_or_an_error_with_a_line(clusters, externa
         parse(text)
     except inventory.InventoryError as exc:
         assert 1 <= exc.line <= text.count("\n") + 1, (exc, text)
+
+
+def test_a_service_cidr_inside_its_own_cluster_cidr_is_a_warning():
+    inv = parse(
+        "clusters:\n  - name: a\n    nodes: 10\n    clusterCIDR: 10.0.0.0/8\n    serviceCIDR: 10.96.0.0/12\n"
+        "  - name: b\n    nodes: 10\n    podRanges: 172.16.0.0/16\n    serviceCIDR: 172.16.1.0/24\n"
+        "  - name: c\n    nodes: 10\n    clusterCIDR: 192.168.0.0/16\n    serviceCIDR: 192.168.254.0/23\n"
+    )
+    report = inventory_plan.InventoryPlan(inv)
+    levels = {(a.holder, lv) for (a, _), lv in zip(report.overlaps, report.levels)}
+    assert levels == {("a", "warning"), ("b", "error"), ("c", "warning")}
+    assert report.exit_code == 2 and len(report.errors) == 1 and "cluster b services" in report.errors[0]
+    (a_fam,) = report.clusters[0].families
+    assert a_fam.fit == 2**16 - 2**12  # the service /12 takes 4096 of the /24 node subnets
