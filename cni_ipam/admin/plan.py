@@ -80,7 +80,7 @@ def _inventory_main(args, argv: list[str]) -> int:
         proposing = args.propose is not None
         if not proposing and (
             args.nodes is not None
-            or "--max-pods" in argv
+            or any(a == "--max-pods" or a.startswith("--max-pods=") for a in argv)
             or args.within
             or args.growth is not None
             or args.services is not None
