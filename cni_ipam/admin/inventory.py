@@ -312,7 +312,7 @@ class _Reader:
                     f"-/{net.max_prefixlen - 2})",
                 )
         for net, ln in self.cidrs(m, "podRanges", what):
-            c.plain.append((net.version, _usable(net), f"podRanges {net}"))
+            c.plain.append((net.version, usable_addresses(net), f"podRanges {net}"))
             claims.append(Claim(net, name, False, POD, f"cluster:{name}/{POD}", ln))
         if "nodeNetworks" in m:
             for v, ln in self.items(m["nodeNetworks"], m.key_lines["nodeNetworks"], f"{what}: nodeNetworks"):
@@ -432,7 +432,7 @@ class _Reader:
                         )
 
 
-def _usable(net: Any) -> int:
+def usable_addresses(net: Any) -> int:
     """Addresses cni-ipam hands out from a subnet with the default range."""
     from cni_ipam.plugin.ranges import Range
 

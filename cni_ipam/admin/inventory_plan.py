@@ -156,10 +156,13 @@ class FamilyCapacity:
         self.limits = [Limit(" + ".join(parts), pod_nodes)]
         node_nets = [n for n in c.node_subnets if n.version == version]
         if node_nets:
-            from cni_ipam.admin.inventory import _usable
+            from cni_ipam.admin.inventory import usable_addresses
 
             self.limits.append(
-                Limit(f"node addresses (nodeSubnets {', '.join(map(str, node_nets))})", sum(map(_usable, node_nets)))
+                Limit(
+                    f"node addresses (nodeSubnets {', '.join(map(str, node_nets))})",
+                    sum(map(usable_addresses, node_nets)),
+                )
             )
         self.fit = min(lim.nodes for lim in self.limits)
         self.first_out = next(lim for lim in self.limits if lim.nodes == self.fit)
@@ -447,7 +450,10 @@ class Proposal:
             if (
                 version == 4
             ):  # the longest node mask giving 2x maxPods addresses (a /24 for 110, as Kubernetes sizes it)
-                mask = next((m for m in range(30, -1, -1) if usable_per_node(m, 4) >= 2 * max_pods), 0)
+                found = next((m for m in range(30, 7, -1) if usable_per_node(m, 4) >= 2 * max_pods), None)
+                if found is None:
+                    raise PlanError(f"--max-pods {max_pods}: no IPv4 node subnet up to a /8 holds twice that")
+                mask = found
             else:
                 mask = 64
             self.masks[version] = mask
