@@ -447,9 +447,8 @@ class Proposal:
         self.masks: dict[int, int] = {}
         for version in sorted({n.version for n in nets}):
             bits = BITS[version]
-            if (
-                version == 4
-            ):  # the longest node mask giving 2x maxPods addresses (a /24 for 110, as Kubernetes sizes it)
+            # IPv4: the longest node mask giving 2x maxPods addresses (a /24 for 110, as Kubernetes sizes it)
+            if version == 4:
                 found = next((m for m in range(30, 7, -1) if usable_per_node(m, 4) >= 2 * max_pods), None)
                 if found is None:
                     raise PlanError(f"--max-pods {max_pods}: no IPv4 node subnet up to a /8 holds twice that")
