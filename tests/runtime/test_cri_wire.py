@@ -52,7 +52,7 @@ class FakeRuntime:
 
 @pytest.fixture
 def server(api, tmp_path):
-    import grpc
+    import grpc  # type: ignore[import-untyped]
 
     pb, stubs = api
     fake = type("Fake", (FakeRuntime, stubs.RuntimeServiceServicer), {})(pb)  # the other calls: UNIMPLEMENTED
@@ -117,7 +117,7 @@ def test_empty_answer(server):
 
 
 def test_grpc_error_status_is_cannot_ask(server):
-    import grpc
+    import grpc  # type: ignore[import-untyped]
 
     fake, path = server
     fake.abort = (grpc.StatusCode.UNAVAILABLE, "shutting down: 100% é")
@@ -126,7 +126,7 @@ def test_grpc_error_status_is_cannot_ask(server):
 
 
 def test_unimplemented_service(tmp_path):
-    import grpc
+    import grpc  # type: ignore[import-untyped]
 
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     path = str(tmp_path / "empty.sock")

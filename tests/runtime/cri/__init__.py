@@ -16,8 +16,8 @@ PROTO = "cri_api.proto"
 
 def grpc_missing() -> "str | None":
     try:
-        import grpc  # noqa: F401
-        import grpc_tools  # noqa: F401
+        import grpc  # type: ignore[import-untyped]  # noqa: F401
+        import grpc_tools  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         return "grpcio / grpcio-tools missing (pip install -e '.[test]')"
     return None
@@ -25,7 +25,7 @@ def grpc_missing() -> "str | None":
 
 def load_api(out_dir: str) -> "tuple[types.ModuleType, types.ModuleType]":
     """Compile ``cri_api.proto`` into ``out_dir`` and import it: (messages, stubs)."""
-    from grpc_tools import protoc
+    from grpc_tools import protoc  # type: ignore[import-untyped]
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.copy(os.path.join(HERE, PROTO), out_dir)  # protoc names modules after the file's path under -I

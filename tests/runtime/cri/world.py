@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -49,7 +50,7 @@ class CriWorld(kit.World):
     network = NETWORK
 
     def _setup(self) -> None:
-        import grpc
+        import grpc  # type: ignore[import-untyped]
 
         self.proc: "subprocess.Popen | None" = None
         self.channel = None
@@ -114,6 +115,7 @@ class CriWorld(kit.World):
 
     # ------------------------------------------------------------------ containerd
     def start_containerd(self) -> None:
+        assert self.mounts is not None
         log = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(self.mounts.argv(["containerd", "--config", self.config], netns=self.host),
@@ -121,13 +123,22 @@ class CriWorld(kit.World):
         finally:
             log.close()
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.sock):
+        while not self._accepts():  # a socket file left by a killed containerd does not count
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"containerd did not start (socket {self.sock}):\n{self.log_tail()}")
             time.sleep(0.05)
 
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.sock)
+                return True
+            except OSError:
+                return False
+
     def containerd_pid(self) -> int:
         """containerd's pid (seen from here): the member of the world whose name is containerd."""
+        assert self.mounts is not None
         for pid in self.mounts.members():
             try:
                 with open(f"/proc/{pid}/comm") as fh:
@@ -141,8 +152,7 @@ class CriWorld(kit.World):
         """SIGKILL containerd (not its shims, not the pods): a crash."""
         os.kill(self.containerd_pid(), signal.SIGKILL)
         assert self.proc is not None
-        self.proc.wait(20)
-        os.unlink(self.sock)  # what a crash leaves behind is no evidence of a running daemon
+        self.proc.wait(20)  # its socket file stays behind, as after a crash: connecting is refused
 
     def wait_cri(self, timeout: float = 60) -> None:
         """Until the CRI answers and its network is ready (it has read our conflist)."""
