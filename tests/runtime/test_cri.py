@@ -216,6 +216,11 @@ def test_gc_finds_a_lost_del_and_keeps_live_pinned_and_replacement_pods(cri_worl
             assert v[sid][0] == "live", (sid, v[sid])
         assert v[pinned][0] == "live", v[pinned]  # NOTREADY, but listed and its netns still pinned
         assert rc == 1  # dry run, something stranded
+        # the same from the machine's PID namespace (a hostPID DaemonSet), where the kernel answers too
+        rc, doc, err = w.gc_host_pid("--grace", "0", "--runtime", spec, "--network", w.network)
+        assert doc["runtimes"][0]["available"] is True, err
+        assert {sid: row[0] for sid, row in kit.verdicts(doc, w.network).items()} == \
+            {sid: "stranded" if sid in lost else "live" for sid in v}, kit.verdicts(doc, w.network)
 
         rc, doc, err = w.gc("--grace", "0", "--runtime", spec, "--network", w.network, "--apply")
         assert rc == 0, err

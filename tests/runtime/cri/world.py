@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -210,7 +211,24 @@ class CriWorld(kit.World):
 
     # ------------------------------------------------------------------ cni-ipam
     def gc(self, *args: str) -> "tuple[int, dict, str]":
+        """``cni-ipam gc --json`` in the world's PID namespace (``--pidns-is-node``): no kernel
+        namespace handles there (nsfs file handles decode only in the initial PID namespace)."""
         return kit.gc_report(self.mounts, self.rt, self.host, *args)
+
+    def gc_host_pid(self, *args: str) -> "tuple[int, dict, str]":
+        """``cni-ipam gc --json`` as a hostPID DaemonSet runs it: in the machine's (initial) PID
+        namespace, where the kernel answers for namespace ids, with the world's mounts (the pods'
+        netns files) and a /proc of that PID namespace, mounted in a throwaway mount namespace."""
+        assert self.mounts is not None
+        gc = shlex.join([self.rt.plugin_exe, "gc", "--json", "--data-dir", self.rt.data_dir, *args])
+        argv = ["nsenter", f"--mount=/proc/{self.mounts.pid}/ns/mnt", f"--net=/var/run/netns/{self.host}",
+                "unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-ec", f"mount -t proc proc /proc\nexec {gc}"]
+        proc = kit.run(argv, env=kit.clean_env(), timeout=120)
+        try:
+            return proc.returncode, json.loads(proc.stdout), proc.stderr
+        except ValueError:
+            raise AssertionError(f"gc printed no JSON ({proc.returncode}): {proc.stdout!r} {proc.stderr!r}") from None
 
     def in_subnet(self, ip: str) -> bool:
         return ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET)
