@@ -415,6 +415,8 @@ def unary_call(path: str, method: str, request: bytes, timeout: float, authority
         raise CriError(f"CRI at {path} did not answer {method} within {timeout:g}s") from None
     except OSError as exc:
         raise CriError(f"CRI at {path}: {exc.strerror or exc}") from None
+    except (ValueError, IndexError, struct.error) as exc:  # a malformed answer the checks above missed
+        raise CriError(f"CRI at {path}: malformed answer ({type(exc).__name__}: {exc})") from None
     finally:
         conn.close()
 
