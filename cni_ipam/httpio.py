@@ -230,12 +230,13 @@ class Connection:
             return resp
 
     def _encode(self, method: str, path: str, body: bytes | None, headers: dict | None) -> bytes:
-        if not path.startswith("/") or any(c <= " " or c == "\x7f" for c in path):
-            raise ValueError("an HTTP path must start with / and hold no space or control character")
+        if not path.startswith("/") or not path.isascii() or any(c <= " " or c == "\x7f" for c in path):
+            raise ValueError("an HTTP path must start with / and hold only printable ASCII characters")
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}", "Accept-Encoding: identity"]
         for name, value in (headers or {}).items():
             value = str(value)
-            if any(c in value for c in "\r\n\0") or not name or any(c in name for c in ":\r\n\0 "):
+            if (any(c in value for c in "\r\n\0") or not value.isascii() or not name
+                    or any(c in name for c in ":\r\n\0 ")):
                 raise ValueError(f"HTTP header {name!r} holds a character a header cannot have")
             lines.append(f"{name}: {value}")
         if body is not None:

@@ -381,12 +381,12 @@ def test_end_to_end_fresh_cache_imports_no_yaml_or_tls(api, pki, work):
     rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t1")
     assert rc == 0, raw
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
-    assert {"yaml", "ssl", "http.client", "cni_ipam.podcidr.kubeapi"} <= imported  # the first ADD asked the API
+    assert {"yaml", "ssl", "cni_ipam.httpio", "cni_ipam.podcidr.kubeapi"} <= imported  # the first ADD asked the API
     rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t2")
     assert rc == 0, raw
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
     assert "cni_ipam.podcidr.sources" in imported
-    assert not imported & {"yaml", "ssl", "http.client", "cni_ipam.podcidr.kubeapi", "_ssl"}, imported & {"yaml", "ssl", "http.client"}
+    assert not imported & {"yaml", "ssl", "http.client", "cni_ipam.httpio", "cni_ipam.podcidr.kubeapi", "_ssl"}, imported
     assert api.node_requests() == 1
 
 
