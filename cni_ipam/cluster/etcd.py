@@ -275,20 +275,30 @@ def _list(value) -> list:
     return value
 
 
-def _decode_page(doc: dict) -> tuple:
-    return _header_revision(doc), [_kv(kv) for kv in _list(doc.get("kvs"))], bool(doc.get("more"))
+def _decode_page(doc: dict, body: dict) -> tuple:
+    kvs = [_kv(kv) for kv in _list(doc.get("kvs"))]
+    if _int(doc.get("count")) < len(kvs):
+        raise ValueError("fewer keys counted than returned")
+    return _header_revision(doc), kvs, bool(doc.get("more"))
 
 
-def _decode_deleted(doc: dict) -> int:
+def _decode_put(doc: dict, body: dict) -> int:
+    return _header_revision(doc)
+
+
+def _decode_deleted(doc: dict, body: dict) -> int:
     return _int(doc.get("deleted"))
 
 
-def _decode_txn(doc: dict) -> tuple:
+def _decode_txn(doc: dict, body: dict) -> tuple:
+    succeeded = bool(doc.get("succeeded"))
     responses = [_decode_response(item) for item in _list(doc.get("responses"))]
-    return bool(doc.get("succeeded")), responses, _header_revision(doc)
+    if len(responses) != len(body["success" if succeeded else "failure"]):
+        raise ValueError("not one response per operation of the branch")
+    return succeeded, responses, _header_revision(doc)
 
 
-def _decode_token(doc: dict) -> str:
+def _decode_token(doc: dict, body: dict) -> str:
     token = doc.get("token")
     if not isinstance(token, str) or not token:
         raise ValueError("no token in the answer (is authentication enabled in etcd?)")
@@ -443,7 +453,11 @@ class EtcdClient:
     # ------------------------------------------------------------------ transport
     def _call(self, path: str, body: dict):
         """POST ``body`` to ``path``: the first 200 answer that is etcd's, decoded by ``_DECODE[path]``."""
-        decode = _DECODE[path]
+        decoder = _DECODE[path]
+
+        def decode(doc: dict):
+            return decoder(doc, body)
+
         deadline = time.monotonic() + self.total_timeout
         reauthed = False
         if self.username is not None and self._token is None:
@@ -466,7 +480,8 @@ class EtcdClient:
 
     def _authenticate(self, deadline: float) -> None:
         payload = json.dumps({"name": self.username, "password": self._password}).encode()
-        status, result, index = self._send("/v3/auth/authenticate", payload, None, deadline, _decode_token)
+        status, result, index = self._send("/v3/auth/authenticate", payload, None, deadline,
+                                           lambda doc: _decode_token(doc, {}))
         if status != 200:
             raise EtcdError(f"etcd {self._endpoints[index].url}: authentication as user {self.username!r} failed: "
                             f"{_error_text(result)} (HTTP {status})")
@@ -640,7 +655,7 @@ def _check_file(what: str, path: str) -> None:
 
 _NO_TEXT = "no error text"
 # How each path's 200 answer is decoded; an answer that does not decode is not etcd's
-_DECODE = {"/v3/kv/range": _decode_page, "/v3/kv/put": _header_revision, "/v3/kv/deleterange": _decode_deleted,
+_DECODE = {"/v3/kv/range": _decode_page, "/v3/kv/put": _decode_put, "/v3/kv/deleterange": _decode_deleted,
            "/v3/kv/txn": _decode_txn}
 
 
