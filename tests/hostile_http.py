@@ -71,10 +71,12 @@ class Hostile:
                 self.conns.append(conn)
             while not self.stop.is_set():
                 if not self._read_request(conn):
-                    return
+                    break
                 self.requests += 1
                 if not self._respond(conn):
-                    return
+                    break
+            conn.shutdown(socket.SHUT_RDWR)  # the end of the answer (a body without a length ends here)
+            conn.close()
         except (OSError, ValueError):
             pass
 
