@@ -194,3 +194,34 @@ def test_tls_files_that_are_not_regular_or_not_pem(etcd_tls, tmp_path):
 def test_tls_files_are_not_read_for_plain_http_endpoints(etcd_single, etcd_prefix, tmp_path):
     c = EtcdClient(etcd_single.endpoints, ca_file=str(tmp_path / "never-read.pem"))
     c.put(etcd_prefix + b"k", b"v")
+
+
+# ------------------------------------------------------------------------------- through the plugin
+def test_a_missing_ca_file_is_invalid_config_not_try_again(etcd_tls, etcd_prefix, tmp_path):
+    """main: "etcd: cannot load the CA file ..." came from the first request, and the pool mapped it
+    to 11 (try again later) as if etcd were down; the client now refuses it when made: code 7."""
+    from tests.cluster.poolkit import call, pool_conf
+
+    conf = pool_conf(etcd_tls, etcd_prefix, "node-a", str(tmp_path / "data"))
+    missing = str(tmp_path / "no-such-ca.pem")
+    conf["ipam"]["pool"]["etcd"]["caFile"] = missing
+    rc, out = call("ADD", conf, "hostile-ca")
+    assert rc == 1 and out["code"] == 7 and missing in out["msg"], out
+    assert "etcd: etcd" not in out["msg"]
+
+
+def test_a_dripping_endpoint_listed_first_does_not_hold_an_add(hostile, etcd_single, etcd_prefix, tmp_path):
+    """An ADD whose first etcd endpoint drips its headers: main held it (and the network lock)
+    for as long as the drip lasted; now it costs one timeout, then etcd answers."""
+    from tests.cluster.poolkit import call, pool_conf
+
+    h = hostile("drip-headers")
+    conf = pool_conf(etcd_single, etcd_prefix, "node-a", str(tmp_path / "data"))
+    conf["ipam"]["pool"]["etcd"]["endpoints"] = [h.url] + etcd_single.endpoints
+    conf["ipam"]["pool"]["etcd"]["timeout"] = 1.0
+    t0 = time.monotonic()
+    rc, out = call("ADD", conf, "hostile-drip", timeout=30)
+    elapsed = time.monotonic() - t0
+    print(f"ADD with a dripping first endpoint (timeout 1 s): {elapsed:.2f} s")
+    assert rc == 0 and out["ips"], out
+    assert h.requests >= 1 and elapsed < 1.0 * h.requests + 5
