@@ -255,10 +255,26 @@ class Connection:
         except socket.timeout:
             raise DeadlineExceeded("timed out sending the request") from None
         except OSError as exc:
-            if _closing(exc):
-                raise Closed("closed the connection before reading the request", "answer", fresh) from None
-            raise
+            if not _closing(exc):
+                raise
+            if fresh and self.context is not None:
+                _raise_tls_alert(sock, deadline)
+            raise Closed("closed the connection before reading the request", "answer", fresh) from None
         return _Reader(sock, deadline, fresh).response(method, max_body)
+
+
+def _raise_tls_alert(sock, deadline: float) -> None:
+    """A TLS 1.3 server refuses a client certificate after the handshake: it sends an alert and
+    closes, and our request, arriving after the close, draws a reset that fails the send.  The
+    alert is usually still in the receive queue: raise it (it says why) instead of "closed"."""
+    try:
+        sock.settimeout(min(max(deadline - time.monotonic(), 0.001), 0.2))
+        sock.recv(1)
+    except OSError as exc:
+        if type(exc).__name__ == "SSLError":  # the alert itself, not an EOF or a reset
+            raise
+    except ValueError:
+        pass
 
 
 class _Reader:

@@ -78,7 +78,7 @@ class Hostile:
             conn.shutdown(socket.SHUT_RDWR)  # the end of the answer (a body without a length ends here)
             conn.close()
         except (OSError, ValueError):
-            pass
+            conn.close()  # at once, as servers do after a failed handshake
 
     def _read_request(self, conn) -> bool:
         data = b""

@@ -195,3 +195,24 @@ def test_host_header_and_request_bytes():
     assert resp.status == 200 and resp.headers["content-type"] == "application/json"
     assert got["request"] == (f"POST /v3/kv/put HTTP/1.1\r\nHost: [::1]:{port}\r\nAccept-Encoding: identity\r\n"
                               "X-A: b\r\nContent-Length: 2\r\n\r\n{}").encode()
+
+
+def test_a_tls_alert_after_the_handshake_is_reported_not_a_closed_connection(tmp_path):
+    """A TLS 1.3 server that requires a client certificate fails the handshake on its side only,
+    sends an alert and closes; the client's request then draws a reset.  The alert is what says why:
+    it must come out (ssl.SSLError), not "closed the connection" (which reads as an outage)."""
+    import ssl
+
+    from tests.integration.podcidr_apiserver import Pki
+
+    pki = Pki(str(tmp_path / "pki"))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(pki.server_cert_file, pki.server_key_file)
+    server.verify_mode = ssl.CERT_REQUIRED
+    server.load_verify_locations(cafile=pki.ca_file)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cafile=pki.ca_file)
+    with Hostile("json-200", tls=server) as h:
+        for _ in range(10):
+            with pytest.raises(ssl.SSLError, match="certificate required"):
+                request(httpio.Connection("127.0.0.1", h.port, client), 2)
