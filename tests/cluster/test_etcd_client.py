@@ -131,6 +131,28 @@ def test_range_prefix_paginates_at_one_revision(client, etcd_prefix, monkeypatch
     assert etcd_prefix + b"k000-late" in now and keys[-1] not in now
 
 
+def test_a_large_answer_is_read_whole(client, etcd_prefix, monkeypatch):
+    """Pages of 1000 keys of 300 bytes (~400 KB of JSON): the gateway sends them chunked."""
+    from cni_ipam import httpio
+
+    value = bytes(range(256)) + b"v" * 44
+    for start in range(0, 1500, 100):
+        client.txn([], [op_put(etcd_prefix + b"%05d" % i, value) for i in range(start, start + 100)], [])
+    chunked = []
+    real = httpio._Reader._chunked
+
+    def counted(self, max_body):
+        body = real(self, max_body)
+        chunked.append(len(body))
+        return body
+
+    monkeypatch.setattr(httpio._Reader, "_chunked", counted)
+    got = client.range_prefix(etcd_prefix)
+    assert len(chunked) == 2 and min(chunked) > 100_000, chunked
+    assert [k for k, _, _, _ in got] == [etcd_prefix + b"%05d" % i for i in range(1500)]
+    assert all(v == value for _, v, _, _ in got)
+
+
 def test_txn_create_if_absent(client, etcd_prefix):
     key = etcd_prefix + b"block"
     ok, responses, rev = client.txn([cmp_create(key, "=", 0)], [op_put(key, b"node-a")], [op_get(key)])
