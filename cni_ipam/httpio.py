@@ -118,7 +118,7 @@ def resolve(host: str, port: int, deadline: float, lookup=None) -> list:
         exc = box[0]
         if isinstance(exc, socket.gaierror):
             raise OSError(exc.errno, f"cannot resolve {host}: {exc.strerror}") from None
-        raise exc
+        raise OSError(f"cannot resolve {host}: {exc}") from None  # a name IDNA cannot encode...
     if not box[0]:
         raise OSError(f"cannot resolve {host}: no address")
     return box[0]
@@ -128,7 +128,11 @@ def open_tcp(host: str, port: int, deadline: float, lookup=None) -> socket.socke
     """A connected TCP socket to ``host`` (each address in turn, all within the deadline)."""
     error: OSError | None = None
     for family, kind, proto, _, address in resolve(host, port, deadline, lookup):
-        sock = socket.socket(family, kind, proto)
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:  # a family this host does not have (IPv6 disabled): the next address
+            error = exc
+            continue
         try:
             sock.settimeout(remaining(deadline, f"connecting to {host} port {port}"))
             sock.connect(address)

@@ -97,6 +97,8 @@ def test_ip_literals_are_never_looked_up_and_names_are():
     assert {i[4][0] for i in infos} <= {"127.0.0.1", "::1"} and infos
     with pytest.raises(OSError, match="cannot resolve no-such-host.invalid"):
         httpio.resolve("no-such-host.invalid", 7, deadline)
+    with pytest.raises(OSError, match="cannot resolve a..b"):  # IDNA refuses an empty label: still an OSError
+        httpio.resolve("a..b", 7, deadline)
 
 
 # ------------------------------------------------------------------------------- keep-alive
