@@ -5,7 +5,8 @@ Walks every module's AST and collects every ``import``/``from ... import`` of a 
 lazy ones inside functions included, skipping only imports under ``if TYPE_CHECKING:`` (never run).
 Layers, top to bottom (a module may import its own layer or any layer below):
 
-    cni_ipam.__main__  >  admin, cluster.admin  >  plugin, cluster.pool, cluster.etcd  >  podcidr  >  store  >  errors, addr
+    cni_ipam.__main__  >  admin, cluster.admin  >  plugin, cluster.pool, cluster.etcd  >  podcidr  >  store
+        >  errors, addr, httpio
 
 Exit 1 and print the offending edges when a cycle or an upward import exists.
 Usage: python3 scripts/import_graph.py [--edges]
@@ -19,7 +20,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LAYERS = [
     ("cni_ipam.__main__", 6), ("cni_ipam.admin", 5), ("cni_ipam.cluster.admin", 5),
     ("cni_ipam.plugin", 4), ("cni_ipam.cluster", 4), ("cni_ipam.podcidr", 3), ("cni_ipam.store", 2),
-    ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam", 0),
+    ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam.httpio", 1), ("cni_ipam", 0),
 ]
 
 
