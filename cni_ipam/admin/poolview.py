@@ -234,7 +234,10 @@ def read_snapshot(client, target: PoolTarget) -> Snapshot:
     head = keys.pool_prefix(prefix, pool).encode()
     known = {keys.grid_key(prefix, pool, 4), keys.grid_key(prefix, pool, 6), keys.spec_key(prefix, pool)}
     blocks_head, nodes_head = keys.blocks_prefix(prefix, pool), keys.nodes_prefix(prefix, pool)
-    for key, _value, _mod, _create in client.range_prefix(head, keys_only=True):
+    listing = client.range_prefix(head, keys_only=True)
+    if not getattr(client, "last_header", (0, 1))[1]:  # every etcd answer carries its cluster id and revision
+        raise AdminError(f"etcd {client.endpoint}: the answer has no etcd header: is this an etcd client URL?")
+    for key, _value, _mod, _create in listing:
         addr = keys.parse_addr_key(prefix, pool, key)
         if addr is not None:
             snap.addrs[addr[0]].append(addr[1])
