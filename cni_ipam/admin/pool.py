@@ -17,7 +17,7 @@ import sys
 import time
 
 from cni_ipam.admin import options, output
-from cni_ipam.admin import conffiles
+from cni_ipam.admin import conffiles, poolconf
 from cni_ipam.admin import poolrelease as rel
 from cni_ipam.admin import poolview as view
 from cni_ipam.store import is_node_name
@@ -116,7 +116,7 @@ def main(argv: list) -> int:
     except options.UsageError as exc:
         print(exc, file=sys.stderr)
         return options.EXIT_USAGE
-    targets, problems = view.load_pools(args.conf, args.conf_dir, args.pool)
+    targets, problems = poolconf.load_pools(args.conf, args.conf_dir, args.pool)
     for problem in problems:
         print(f"cni-ipam pool {command}: {problem}", file=sys.stderr)
     if not targets:
@@ -128,7 +128,7 @@ def main(argv: list) -> int:
         return cmd_metrics(args, targets, thresholds)
     try:
         kube = rel.kube_for(args, default_kubeconfig=command == "gc")
-    except view.AdminError as exc:
+    except poolconf.AdminError as exc:
         print(f"cni-ipam pool {command}: {exc}", file=sys.stderr)
         return options.EXIT_USAGE
     try:
@@ -224,7 +224,7 @@ def cmd_release_node(args, targets, kube) -> int:
     rc, results = EXIT_OK, []
     for target in targets:
         try:
-            client = view.etcd_client(target, args)
+            client = poolconf.etcd_client(target, args)
             try:
                 snap = view.read_snapshot(client, target)
                 plan = rel.plan_node(snap, args.node, kube)
@@ -232,8 +232,8 @@ def cmd_release_node(args, targets, kube) -> int:
             finally:
                 client.close()
         except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
-            print(f"cni-ipam pool release-node: pool {target.name}: {view.error_text(exc)}", file=sys.stderr)
-            results.append({"pool": target.name, "error": view.error_text(exc)})
+            print(f"cni-ipam pool release-node: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
+            results.append({"pool": target.name, "error": poolconf.error_text(exc)})
             rc = EXIT_FAILED
             continue
         res["node"] = args.node
@@ -278,7 +278,7 @@ def cmd_gc(args, targets, kube) -> int:
               "only blocks that hold no address record are released")
     for target in targets:
         try:
-            client = view.etcd_client(target, args)
+            client = poolconf.etcd_client(target, args)
             try:
                 snap = view.read_snapshot(client, target)
                 plan, undecided, refuse = gc_plan(snap, kube)
@@ -288,8 +288,8 @@ def cmd_gc(args, targets, kube) -> int:
             finally:
                 client.close()
         except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
-            print(f"cni-ipam pool gc: pool {target.name}: {view.error_text(exc)}", file=sys.stderr)
-            doc.append({"pool": target.name, "error": view.error_text(exc)})
+            print(f"cni-ipam pool gc: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
+            doc.append({"pool": target.name, "error": poolconf.error_text(exc)})
             rc = EXIT_FAILED
             continue
         if refuse and not args.force:

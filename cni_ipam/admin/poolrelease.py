@@ -24,7 +24,8 @@ from __future__ import annotations
 import base64
 import os
 
-from cni_ipam.admin.poolview import AdminError, Snapshot, PoolTarget
+from cni_ipam.admin.poolconf import AdminError, PoolTarget
+from cni_ipam.admin.poolview import Snapshot
 from cni_ipam.cluster import keys
 from cni_ipam.errors import CniError
 

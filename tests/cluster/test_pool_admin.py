@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cni_ipam.admin import pool as admin
-from cni_ipam.admin import poolrelease, poolview
+from cni_ipam.admin import poolconf, poolrelease, poolview
 from cni_ipam.cluster import keys
 from cni_ipam.cluster.etcd import EtcdClient, op_put
 from tests.cluster.poolkit import pool_conf
@@ -53,7 +53,8 @@ def seed(client, prefix: str, node: str, blocks, used=0, instance=None, uid="", 
             rec = keys.AddrRecord(node, instance, claim.claim, network, f"cid-{node}-{value}", "eth0")
             pairs.append((keys.addr_key(prefix, pool, net.version, value), rec.encode()))
     if record:
-        pairs.append((keys.node_key(prefix, pool, node), keys.NodeRecord(instance, hostname or f"host-{node}", uid).encode()))
+        rec = keys.NodeRecord(instance, hostname or f"host-{node}", uid)
+        pairs.append((keys.node_key(prefix, pool, node), rec.encode()))
     put_all(client, pairs)
     return claims
 
@@ -87,7 +88,7 @@ def pool_env(etcd_single, etcd_prefix, tmp_path, monkeypatch):
         tmp = tmp_path
 
         def target(self):
-            return poolview.load_pools([str(path)], "")[0][0]
+            return poolconf.load_pools([str(path)], "")[0][0]
 
         def run(self, *argv, capsys, conf=None):
             rc = admin.main(list(argv) + ["--conf", conf or str(path)])
@@ -122,7 +123,8 @@ def test_show_counts_address_records_per_block_and_node(pool_env, capsys):
     assert rc == 0 and "node-a" in out and "host-node-b" in out and "/28" in out and "LAST-SEEN" not in out
 
 
-@pytest.mark.parametrize("n_held, level, rc", [(8, "ok", 0), (12, "warning", 1), (14, "critical", 2), (16, "emergency", 3)])
+@pytest.mark.parametrize("n_held, level, rc", [(8, "ok", 0), (12, "warning", 1), (14, "critical", 2),
+                                               (16, "emergency", 3)])
 def test_show_levels_from_held_blocks(pool_env, capsys, n_held, level, rc):
     for i in range(n_held):
         seed(pool_env.etcd, pool_env.prefix, f"node-{i}", [block(i)], used=1)
@@ -176,18 +178,21 @@ def test_show_reports_claims_outside_the_grid_junk_and_stray_records(pool_env, c
     assert len(p["malformedKeys"]) == 4 and p["addressRecordsOutsideClaims"] == 1
     assert p["sets"][0]["heldBlocks"] == 0
     rc, out, _ = pool_env.run("show", capsys=capsys)
-    assert "block size mismatch" in out and "10.99.0.0/28" in out and "malformed key" in out and "in no claimed block" in out
+    assert "block size mismatch" in out and "10.99.0.0/28" in out
+    assert "malformed key" in out and "in no claimed block" in out
 
 
 def test_nan_and_infinity_in_records_never_crash(pool_env, capsys):
     put_all(pool_env.etcd, [
-        (keys.block_key(pool_env.prefix, "p", block(1)), b'{"node": "n1", "instance": NaN, "claim": Infinity, "x": -Infinity}'),
+        (keys.block_key(pool_env.prefix, "p", block(1)),
+         b'{"node": "n1", "instance": NaN, "claim": Infinity, "x": -Infinity}'),
         (keys.block_key(pool_env.prefix, "p", block(2)), b'{"node": NaN}'),
         (keys.node_key(pool_env.prefix, "p", "n1"), b'{"instance": Infinity, "hostname": NaN, "lastSeen": NaN}'),
         (keys.addr_key(pool_env.prefix, "p", 4, int(ipaddress.ip_address("10.77.0.20"))), b'{"node": NaN}'),
     ])
     rc, doc, _ = pool_env.show_json(capsys)
-    assert rc == 0 and doc["pools"][0]["sets"][0]["heldBlocks"] == 1 and doc["pools"][0]["sets"][0]["usedAddresses"] == 1
+    s = doc["pools"][0]["sets"][0]
+    assert rc == 0 and s["heldBlocks"] == 1 and s["usedAddresses"] == 1
     for argv in (("show",), ("metrics",), ("release-node", "n1")):
         rc, out, err = pool_env.run(*argv, capsys=capsys)
         assert rc in (0, 1), err
@@ -289,18 +294,19 @@ V6_CONF = [[{"subnet": "fd00:64::/64"}]]
 def test_ipv6_slash64_pool_show_is_instant_and_small(etcd_single, etcd_prefix, tmp_path, block6):
     """2^56 (or 2^64) blocks: counted, never enumerated.  In a fresh process limited to 512 MB of
     address space (the old view grew until killed), and in process under a second."""
-    conf = pool_conf(etcd_single, etcd_prefix, "n6", str(tmp_path / "n6"), block=28, ranges=V6_CONF, blockSizeIPv6=block6)
+    conf = pool_conf(etcd_single, etcd_prefix, "n6", str(tmp_path / "n6"), block=28, ranges=V6_CONF,
+                     blockSizeIPv6=block6)
     path = tmp_path / "v6.conf"
     path.write_text(json.dumps(conf))
     prefix = etcd_prefix.decode().rstrip("/")
     client = EtcdClient(etcd_single.endpoints)
     try:
-        seed(client, prefix, "n6", [f"fd00:64::{i:x}00/120" if block6 == 120 else f"fd00:64::{i:x}/128" for i in range(2, 6)],
-             used=1 if block6 == 120 else 0)
+        blocks = [f"fd00:64::{i:x}00/120" if block6 == 120 else f"fd00:64::{i:x}/128" for i in range(2, 6)]
+        seed(client, prefix, "n6", blocks, used=1 if block6 == 120 else 0)
     finally:
         client.close()
     t0 = time.monotonic()
-    target = poolview.load_pools([str(path)], "")[0][0]
+    target = poolconf.load_pools([str(path)], "")[0][0]
     (view,) = poolview.collect([target], _Args(), (70.0, 85.0, 95.0))
     elapsed = time.monotonic() - t0
     assert not view.error, view.error
@@ -402,25 +408,28 @@ def test_an_address_written_between_read_and_release_keeps_the_block(pool_env):
     assert poolrelease.release_empty(pool_env.etcd, pool_env.target(), claim) == poolrelease.IN_USE
     assert held(pool_env, "busy") == [block(1)]
     # a claim rewritten meanwhile (the node moved it under a new name) is not the claim that was read
-    put_all(pool_env.etcd, [(keys.block_key(pool_env.prefix, "p", block(1)), claims[block(1)].replace(b"busy", b"moved"))])
+    moved = claims[block(1)].replace(b"busy", b"moved")
+    put_all(pool_env.etcd, [(keys.block_key(pool_env.prefix, "p", block(1)), moved)])
     assert poolrelease.release_empty(pool_env.etcd, pool_env.target(), claim) == poolrelease.CHANGED
 
 
 def test_pool_commands_via_the_cni_ipam_command(pool_env):
     seed(pool_env.etcd, pool_env.prefix, "cli-node", [block(7)])
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool", "release-node", "cli-node", "--conf", pool_env.conf_file],
-                          env=env, capture_output=True, text=True, timeout=60)
+    argv = [sys.executable, "-m", "cni_ipam", "pool", "release-node", "cli-node", "--conf", pool_env.conf_file]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "released 1 block(s): 10.77.0.112/28" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "--help"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "--help"], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert "pool" in proc.stdout
     for sub in ("gc", "release-node"):
         proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool", sub, "--help"], env=env, capture_output=True,
                               text=True, timeout=60)
         text = " ".join(proc.stdout.split())
         assert proc.returncode == 0 and "--min-silence" in text and "exit status:" in text, proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool"], env=env, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 64 and "release-node" in proc.stdout
 
 
