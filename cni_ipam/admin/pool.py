@@ -57,7 +57,6 @@ def _common(p) -> None:
     p.add_argument("--username", help="etcd user instead of the conf's (with --password-file)")
     p.add_argument("--password-file", metavar="FILE", help="the etcd user's password (first line)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="etcd timeout per endpoint (default: the conf's)")
-    p.add_argument("--json", action="store_true", help="JSON for tools")
 
 
 def _thresholds(p) -> None:
@@ -78,6 +77,8 @@ def make_parser(command: str):
     text = COMMANDS[command] + "." + (" " + NO_CLOCK if command in ("release-node", "gc") else "")
     p = options.make_parser(f"pool {command}", text)
     _common(p)
+    if command != "metrics":
+        p.add_argument("--json", action="store_true", help="JSON for tools")
     if command in ("show", "metrics"):
         _thresholds(p)
     if command == "show":
@@ -193,7 +194,13 @@ def cmd_metrics(args, targets, thresholds) -> int:
 # ------------------------------------------------------------------------------------ releasing
 def _print_result(res: dict, label: str) -> None:
     pool = res["pool"]
+    quiet = [b for b in res["blocks"] if b["action"] == "in use"]
+    if quiet:
+        nodes = len({b["node"] for b in quiet})
+        print(f"pool {pool}: kept {len(quiet)} block(s) of {nodes} node(s) in use or alive (--json lists them)")
     for b in res["blocks"]:
+        if b["action"] == "in use":
+            continue
         what = _action_text(b["action"], res["applied"])
         print(f"pool {pool}: {label}{b['node'] or '?'}: {b['cidr']}: {what} ({b['why']})")
     if not res["applied"]:
@@ -257,16 +264,18 @@ def gc_plan(snap, kube) -> tuple[list, bool, bool]:
         used = snap.count(claim.version, claim.first, claim.last)
         if kube is None or not claim.node or not is_node_name(claim.node):
             why = "no Kubernetes access" if kube is None else "the claim names no Kubernetes node"
-            plan.append((claim, "empty" if not used else "keep",
+            plan.append((claim, "empty" if not used else "in use",
                          f"holds no address record ({why})" if not used else f"holds {used} address record(s) ({why})"))
             continue
         verdict, why = rel.judge(snap, claim, kube)
         exists = exists or verdict == rel.EXISTS
         if verdict == rel.GONE:
             plan.append((claim, "records", why))
+        elif verdict == rel.EXISTS:
+            plan.append((claim, "in use", why))  # a live node's blocks are its own business
         else:
             plan.append((claim, "keep", why))
-            undecided = undecided or verdict in (rel.UNCLEAR, rel.NEVER_KNOWN, rel.ELSEWHERE)
+            undecided = True
     refuse = kube is not None and not exists and any(a == "records" for _, a, _ in plan)
     return plan, undecided, refuse
 

@@ -235,12 +235,13 @@ def plan_node(snap: Snapshot, node: str, kube: KubeNodes | None) -> list:
 
 
 def apply_plan(client, target: PoolTarget, plan: list, apply: bool) -> dict:
-    """Run a plan; the result per block, and whether a node showed it is alive."""
+    """Run a plan: each entry (claim, action, why) with action "empty" (release by (a)), "records"
+    (release by (b)), "keep" (undecided: reported) or "in use" (kept, nothing to report)."""
     res: dict = {"pool": target.name, "applied": apply, "released": [], "kept": [], "changed": [], "alive": [],
                  "recordsDeleted": 0, "blocks": []}
     for claim, action, why in plan:
         res["blocks"].append({"cidr": claim.cidr, "node": claim.node, "action": action, "why": why})
-        if action == "keep":
+        if action in ("keep", "in use"):
             res["kept"].append(claim.cidr)
             continue
         if not apply:
