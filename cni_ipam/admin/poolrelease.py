@@ -108,16 +108,10 @@ def kube_for(args, default_kubeconfig: bool) -> KubeNodes | None:
 # ------------------------------------------------------------------------------------ verdicts
 def instance_elsewhere(snap: Snapshot, claim) -> str:
     """Another node name the claim's instance uses (its node record or its claims), or ""."""
-    inst = claim.instance
-    if not inst:
+    if not claim.instance:
         return ""
-    for name, rec in snap.nodes.items():
-        if name != claim.node and rec.instance == inst:
-            return name
-    for other in snap.claims.values():
-        if other.node and other.node != claim.node and other.instance == inst:
-            return other.node
-    return ""
+    names = snap.instance_names().get(claim.instance, ())
+    return next((n for n in sorted(names) if n != claim.node), "")
 
 
 def judge(snap: Snapshot, claim, kube: KubeNodes) -> tuple[str, str]:

@@ -109,6 +109,7 @@ class Snapshot:
         self.addrs: dict = {4: [], 6: []}
         self.grid: dict = {}  # family -> prefix length pinned in etcd
         self.junk: list = []  # keys of the pool that are not what the schema says
+        self._instances: dict | None = None
 
     def count(self, version: int, first: int, last: int) -> int:
         """Address records in ``first..last``."""
@@ -117,6 +118,19 @@ class Snapshot:
 
     def node_claims(self, node: str) -> list:
         return sorted((c for c in self.claims.values() if c.node == node), key=lambda c: (c.version, c.first))
+
+    def instance_names(self) -> dict:
+        """instance id -> the node names it shows under (node records and claims), computed once."""
+        if self._instances is None:
+            index: dict = {}
+            for name, rec in self.nodes.items():
+                if rec.instance:
+                    index.setdefault(rec.instance, set()).add(name)
+            for c in self.claims.values():
+                if c.instance and c.node:
+                    index.setdefault(c.instance, set()).add(c.node)
+            self._instances = index
+        return self._instances
 
     def outside_claims(self) -> int:
         """Address records in no claimed block (fenced writes never leave one; a hand edit may)."""
