@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark ``cni-ipam pool show`` over a big pool: ``--nodes`` nodes (default 1,000) holding
-``--blocks`` blocks each (default 4) of a /14 cut in /26 blocks, with a usage record per node,
+``--blocks`` blocks each (default 4) of a /14 cut in /26 blocks, with a node record per node and
+an address record per address in use,
 written into a fresh Debian etcd on a loopback port (the test fixtures' etcd; or ``--endpoints``
 of an etcd you started, under a fresh key prefix that is deleted afterwards).
 
@@ -39,15 +40,17 @@ def main() -> int:
     ap.add_argument("--endpoints", help="an etcd to use instead of starting one (comma-separated URLs)")
     args = ap.parse_args()
 
-    from cni_ipam.cluster import admin
+    from cni_ipam.admin import poolconf, poolview
     from cni_ipam.cluster.etcd import EtcdClient
-    from tests.cluster.conftest import Cluster, seed_node
+    from tests.cluster.conftest import Cluster
+    from tests.cluster.test_pool_admin import seed
 
     net = ipaddress.ip_network(args.subnet)
     step = 1 << (32 - args.block_size)
     total_blocks = net.num_addresses // step
     if args.nodes * args.blocks > total_blocks:
-        print(f"{args.nodes} x {args.blocks} blocks do not fit in {net} cut in /{args.block_size} ({total_blocks})", file=sys.stderr)
+        print(f"{args.nodes} x {args.blocks} blocks do not fit in {net} cut in /{args.block_size} ({total_blocks})",
+              file=sys.stderr)
         return 2
     cluster = None
     if args.endpoints:
@@ -69,37 +72,35 @@ def main() -> int:
         with open(conf_file, "w") as fh:
             json.dump(conf, fh)
         t0 = time.monotonic()
-        now = time.time()
         base = int(net.network_address)
         for n in range(args.nodes):
-            blocks = [f"{ipaddress.ip_address(base + (n * args.blocks + b) * step)}/{args.block_size}" for b in range(args.blocks)]
+            blocks = [f"{ipaddress.ip_address(base + (n * args.blocks + b) * step)}/{args.block_size}"
+                      for b in range(args.blocks)]
             used = {c: (n * 7 + i * 13) % (step - 1) for i, c in enumerate(blocks)}
-            silent = n % 50 == 0  # a few silent nodes, as in life
-            seed_node(client, prefix, "bench", f"node-{n:05d}", blocks, used=used,
-                      last_seen=now - (7200 if silent else n % 300), network="benchnet",
-                      capacity={c: step for c in blocks})
+            seed(client, prefix, f"node-{n:05d}", blocks, used=used, pool="bench", network="benchnet")
         populate = time.monotonic() - t0
-        keys = args.nodes * (args.blocks + 1)
+        keys = args.nodes * (args.blocks + 1) + sum((n * 7 + i * 13) % (step - 1) for n in range(args.nodes)
+                                                    for i in range(args.blocks))
         print(f"populated {args.nodes} nodes x {args.blocks} blocks ({keys} keys) in {populate:.2f} s")
 
         # in process: where the time goes
-        target = admin.load_pools([conf_file], None)[0][0]
+        target = poolconf.load_pools([conf_file], "")[0][0]
         splits = []
         for _ in range(args.runs):
             t0 = time.monotonic()
-            sets = admin.set_views(target)
-            snap = admin.read_snapshot(client, target, {c for s in sets for c in s.grid})
+            sets = poolview.set_views(target)
+            snap = poolview.read_snapshot(client, target)
             t1 = time.monotonic()
-            view = admin.build_view(target, snap, time.time(), sets=sets)
+            view = poolview.build_view(target, snap, sets=sets)
             t2 = time.monotonic()
-            text = admin.render([view], time.time())
+            text = poolview.render([view])
             t3 = time.monotonic()
             splits.append((t1 - t0, t2 - t1, t3 - t2))
         assert len(view.nodes) == args.nodes and view.sets[0].held == args.nodes * args.blocks
         assert text.count("\n") > args.nodes
         med = [statistics.median(s[i] for s in splits) for i in range(3)]
-        print(f"in process (median of {args.runs}): grid + etcd read + parse {med[0] * 1000:.0f} ms, view {med[1] * 1000:.0f} ms, "
-              f"render {med[2] * 1000:.0f} ms")
+        print(f"in process (median of {args.runs}): grid + etcd read + parse {med[0] * 1000:.0f} ms, "
+              f"view {med[1] * 1000:.0f} ms, render {med[2] * 1000:.0f} ms")
 
         env = dict(os.environ, PYTHONPATH=ROOT)
         rows = []

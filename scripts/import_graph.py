@@ -6,7 +6,7 @@ lazy ones inside functions included, skipping only imports under ``if TYPE_CHECK
 Layers, top to bottom (a module may import its own layer or any layer below):
 
     cni_ipam.__main__  >  admin, cluster.admin  >  plugin.verbs, plugin.skel, plugin.netconf  >  cluster
-    >  plugin (allocator, ranges, result, ...)  >  podcidr  >  store  >  errors, addr
+    >  plugin (allocator, ranges, result, ...)  >  podcidr  >  store  >  errors, addr, httpio
 
 The cluster pool's allocation sits between the verbs that call it and the allocator it calls:
 netconf parses ``ipam.pool`` with ``cluster.config``, ADD/DEL/GC/STATUS call ``cluster.pool``, and
@@ -25,7 +25,7 @@ LAYERS = [  # the first matching prefix gives a module's layer
     ("cni_ipam.__main__", 8), ("cni_ipam.admin", 7), ("cni_ipam.cluster.admin", 7),
     ("cni_ipam.plugin.verbs", 6), ("cni_ipam.plugin.skel", 6), ("cni_ipam.plugin.netconf", 6),
     ("cni_ipam.cluster", 5), ("cni_ipam.plugin", 4), ("cni_ipam.podcidr", 3), ("cni_ipam.store", 2),
-    ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam", 0),
+    ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam.httpio", 1), ("cni_ipam", 0),
 ]
 
 

@@ -19,7 +19,7 @@ COMMANDS = {
     "metrics": ("cni_ipam.admin.metrics", "Prometheus metrics to stdout or a textfile directory"),
     "lint": ("cni_ipam.admin.lint", "validate .conf/.conflist files and check for overlaps"),
     "plan": ("cni_ipam.admin.plan", "capacity planning for cluster/node CIDRs"),
-    "pool": ("cni_ipam.cluster.admin", "cluster pools in etcd: show, metrics, release-node, gc"),
+    "pool": ("cni_ipam.admin.pool", "cluster pools in etcd: show, metrics, release-node, gc"),
 }
 
 

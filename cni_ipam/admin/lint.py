@@ -671,6 +671,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--strict", action="store_true", help="warnings fail too")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
+    parser.add_argument("--inventory", metavar="FILE",
+                        help="check the ranges against an inventory file (see plan --inventory)")
+    parser.add_argument("--cluster", metavar="NAME", help="with --inventory: the cluster these confs belong to")
     try:
         args = parser.parse_args(argv)
         if args.max_pods is not None and args.max_pods < 1:
@@ -678,13 +681,34 @@ def main(argv: list[str]) -> int:
     except options.UsageError as exc:
         print(exc, file=sys.stderr)
         return options.EXIT_USAGE
+    inv = None
+    if args.inventory is not None or args.cluster is not None:
+        from cni_ipam.admin import inventory
+
+        try:
+            if args.inventory is None:
+                raise inventory.InventoryError("--cluster", 0, "goes with --inventory FILE")
+            inv = inventory.load(args.inventory)
+            if args.cluster is not None and inv.cluster(args.cluster) is None:
+                raise inventory.InventoryError(args.inventory, 0, f"no cluster named {args.cluster!r}")
+        except inventory.InventoryError as exc:
+            print(f"cni-ipam lint: {exc}", file=sys.stderr)
+            return options.EXIT_USAGE
     paths = expand_paths(args.paths)
     if not paths:
         print(f"cni-ipam lint: no conf files found in {' '.join(args.paths)}", file=sys.stderr)
         return options.EXIT_NO_DATA_DIR
     opts = Options(args.service_cidr, args.cluster_cidr, args.node_cidr, args.cidr, args.pod_cidr,
                    args.max_pods, host=not args.no_host, netns=args.netns)
-    findings = Linter(opts).run(paths)
+    linter = Linter(opts)
+    findings = linter.run(paths)
+    if inv is not None:  # the inventory's findings after each file's own
+        from cni_ipam.admin import inventory_lint
+
+        for file, key, message, check in inventory_lint.check(inv, linter.records, args.cluster):
+            findings.append(LintFinding(ERROR, file, key, message, check))
+        order = {p: i for i, p in enumerate(paths)}
+        findings.sort(key=lambda f: order.get(f.file, len(order)))
     errors = sum(1 for f in findings if f.level == ERROR)
     warnings = sum(1 for f in findings if f.level == WARNING)
     if args.json:

@@ -48,6 +48,28 @@ EXIT_CODES = {
         1: "warnings",
         2: "errors",
     },
+    "pool show": {
+        0: "every pool `ok`",
+        1: "worst level `warning`",
+        2: "worst level `critical`",
+        3: "worst level `emergency`",
+        4: "a pool could not be read (etcd unreachable or refusing), shows an identity conflict "
+           "(two instances under one node name), or no pool was found",
+    },
+    "pool metrics": {
+        0: "written",
+        1: "a pool could not be read, the file not written, no pool found, or prometheus-client is missing",
+    },
+    "pool release-node": {
+        0: "every block of the node released (or it holds none; `--dry-run`: nothing would be kept)",
+        1: "a block kept (it holds address records and Kubernetes does not say the node is gone), "
+           "changed meanwhile, written to while releasing, or a pool could not be read",
+    },
+    "pool gc": {
+        0: "nothing left undecided (blocks of live nodes, and in-use blocks without Kubernetes access, are kept)",
+        1: "a block kept for lack of evidence (no clear answer, a name Kubernetes never knew, a renamed node), "
+           "a release refused or failed, or a pool could not be read",
+    },
     "every command": {
         EXIT_USAGE: "usage error: unknown command or option, bad option value, missing argument",
         EXIT_NO_DATA_DIR: "`--data-dir` does not exist or is not a directory (gc, show, metrics); "

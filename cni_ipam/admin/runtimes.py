@@ -15,6 +15,12 @@ returns the set of IDs that a CNI call from that runtime would carry as ``CNI_CO
 * ``podman-api:SOCKET``: the same list from podman's REST API (``podman system service``,
   e.g. ``/run/podman/podman.sock``) over the unix socket, for hosts or containers without the
   ``podman`` binary.
+* ``cri[:SOCKET]`` (default ``/run/containerd/containerd.sock``; CRI-O's is
+  ``/var/run/crio/crio.sock``): the CRI's ``runtime.v1.RuntimeService/ListPodSandbox``, what kubelet
+  itself sees, asked over the socket by ``cni_ipam.admin.cri`` (a small stdlib gRPC client, no
+  binary needed).  The CNI container ID of a CRI pod is its sandbox ID.  Every listed sandbox counts,
+  READY or NOTREADY: a NOTREADY sandbox may still pin its network namespace (it lost its pause
+  process but was not stopped yet) and is released by the runtime's own StopPodSandbox.
 
 A runtime that cannot be asked (binary or socket missing, an error, a timeout, an answer that does
 not parse) proves nothing: ``RuntimeAnswer.ids`` is None and its ``error`` says why.  An answer
@@ -38,7 +44,7 @@ from typing import Iterable, List, Optional, Tuple
 DEFAULT_CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 DEFAULT_PODMAN_SOCKET = "/run/podman/podman.sock"
 DEFAULT_TIMEOUT = 10.0
-KINDS = ("containerd", "podman", "podman-api")
+KINDS = ("containerd", "podman", "podman-api", "cri")
 
 # What a runtime may call a namespace or a container (CNI container IDs are at least this strict).
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}")
@@ -46,8 +52,8 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}")
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    kind: str                      # containerd | podman | podman-api
-    socket: Optional[str] = None   # containerd, podman-api
+    kind: str                      # containerd | podman | podman-api | cri
+    socket: Optional[str] = None   # containerd, podman-api, cri
     root: Optional[str] = None     # podman
     runroot: Optional[str] = None  # podman
 
@@ -75,7 +81,7 @@ class RuntimeAnswer:
 
 
 def parse_spec(text: str) -> RuntimeSpec:
-    """``containerd[:SOCKET]``, ``podman[:ROOT[:RUNROOT]]`` or ``podman-api[:SOCKET]``.
+    """``containerd[:SOCKET]``, ``podman[:ROOT[:RUNROOT]]``, ``podman-api[:SOCKET]`` or ``cri[:SOCKET]``.
     Raises ValueError naming the problem."""
     kind, _, rest = text.partition(":")
     if kind not in KINDS:
@@ -86,7 +92,7 @@ def parse_spec(text: str) -> RuntimeSpec:
             if path and not os.path.isabs(path):
                 raise ValueError(f"--runtime {text!r}: the podman {what} must be an absolute path")
         return RuntimeSpec(kind, root=root or None, runroot=runroot or None)
-    path = rest or (DEFAULT_CONTAINERD_SOCKET if kind == "containerd" else DEFAULT_PODMAN_SOCKET)
+    path = rest or (DEFAULT_PODMAN_SOCKET if kind == "podman-api" else DEFAULT_CONTAINERD_SOCKET)
     if not os.path.isabs(path):
         raise ValueError(f"--runtime {text!r}: the socket must be an absolute path")
     return RuntimeSpec(kind, socket=path)
@@ -98,6 +104,8 @@ def query(spec: RuntimeSpec, timeout: float = DEFAULT_TIMEOUT) -> RuntimeAnswer:
     try:
         if spec.kind == "containerd":
             ids, count = _containerd(spec, timeout)
+        elif spec.kind == "cri":
+            ids, count = _cri(spec, timeout, answer.details)
         elif spec.kind == "podman":
             ids, count = _podman_cli(spec, timeout)
         else:
@@ -114,7 +122,8 @@ def query(spec: RuntimeSpec, timeout: float = DEFAULT_TIMEOUT) -> RuntimeAnswer:
     return answer
 
 
-def evidence(texts: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Tuple[Optional[frozenset], str, List[RuntimeAnswer]]:
+def evidence(texts: Iterable[str],
+             timeout: float = DEFAULT_TIMEOUT) -> Tuple[Optional[frozenset], str, List[RuntimeAnswer]]:
     """Ask every runtime given.  Returns (known IDs or None, a name for reports, the answers).
 
     The IDs are usable only when *every* runtime answered: a container of a runtime that could
@@ -126,7 +135,7 @@ def evidence(texts: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> Tuple[Op
         return None, name, answers
     ids: set = set()
     for a in answers:
-        ids |= a.ids  # type: ignore[operator]
+        ids |= a.ids or frozenset()
     return frozenset(ids), name, answers
 
 
@@ -160,7 +169,8 @@ def _containerd(spec: RuntimeSpec, timeout: float) -> Tuple[set, int]:
     if not os.path.exists(sock):
         raise _Unavailable(f"containerd socket {sock} does not exist")
     base = ["ctr", "--address", sock, "--timeout", f"{max(int(timeout), 1)}s"]
-    ids, count = set(), 0
+    ids: set = set()
+    count = 0
     for ns in _run(base + ["namespaces", "ls", "-q"], timeout).split():
         _valid(ns, "namespace", spec)
         for cid in _run(base + ["-n", ns, "containers", "ls", "-q"], timeout).split():
@@ -168,6 +178,20 @@ def _containerd(spec: RuntimeSpec, timeout: float) -> Tuple[set, int]:
             ids.update((cid, f"{ns}-{cid}"))
             count += 1
     return ids, count
+
+
+def _cri(spec: RuntimeSpec, timeout: float, details: List[str]) -> Tuple[set, int]:
+    from cni_ipam.admin import cri
+
+    sock = spec.socket or DEFAULT_CONTAINERD_SOCKET
+    try:
+        boxes = cri.list_pod_sandboxes(sock, timeout)
+    except cri.CriError as exc:
+        raise _Unavailable(f"{spec}: {exc}") from None
+    ids = {_valid(box.id, "sandbox ID", spec) for box in boxes}
+    ready = sum(1 for box in boxes if box.ready)
+    details.append(f"{ready} sandbox(es) ready, {len(boxes) - ready} not ready (both count as existing)")
+    return ids, len(ids)
 
 
 def _podman_ids(items: object, spec: RuntimeSpec) -> Tuple[set, int]:

@@ -1,8 +1,10 @@
 """A small etcd v3 client over etcd's JSON gateway (``/v3/...``), standard library only.
 
 Imported lazily on the ADD path when a pool is configured, so it imports nothing but ``binascii``
-(base64 without the ``base64`` module and its ``re``), ``json`` and ``time`` at module level; ``http.client`` and ``ssl`` are loaded on the first request.
-Written against etcd 3.4 (Debian's ``etcd-server``); the ``/v3`` paths are the same in 3.5.
+(base64 without the ``base64`` module and its ``re``), ``json`` and ``time`` at module level; the
+HTTP transport (``cni_ipam.httpio``: ``socket``) comes with the first request, ``ssl`` with the
+constructor when an endpoint is https.  Written against etcd 3.4 (Debian's ``etcd-server``); the
+``/v3`` paths are the same in 3.5.
 
 Usage::
 
@@ -12,7 +14,7 @@ Usage::
                    username=None, password=None, timeout=2.0)
     ok, responses, rev = c.txn([cmp_create(b"/k", "=", 0)], [op_put(b"/k", b"v")], [op_get(b"/k")])
 
-Keys and values are ``bytes`` everywhere; revisions, counts, lease IDs and TTLs are ``int``.
+Keys and values are ``bytes`` everywhere; revisions and counts are ``int``.
 
 The API
 -------
@@ -22,61 +24,72 @@ timeout=2.0, total_timeout=None)``
     commas); ``[v6addr]:port`` works.  ``ca_file`` verifies the servers of https endpoints (else the
     system CAs); ``cert_file``/``key_file`` are the client certificate and key (PEM; an encrypted
     key is refused, nothing ever prompts).  ``username``/``password``: etcd authentication (below).
-    ``timeout`` bounds ONE attempt against one endpoint, connect + TLS + request + the whole
-    answer (not each socket read); ``total_timeout`` bounds the whole call over every endpoint and
-    the re-authentication (default: ``timeout`` x the number of endpoints).  A bad endpoint list
-    raises ``EtcdError`` at once; TLS files are read on the first https request (``EtcdError`` if
-    they cannot be loaded).  Proxy variables (``https_proxy``...) are ignored.  One client per
-    thread: it keeps one keep-alive connection to the endpoint in use.
+    The constructor checks everything it can without the network and raises ``EtcdConfigError``
+    (an ``EtcdError``) naming the culprit: a bad endpoint list, and, when an endpoint is https, a
+    CA, certificate or key file that is missing, unreadable, not a regular file or not loadable.
+    Proxy variables (``https_proxy``...) are ignored.  One client per thread: it keeps one
+    keep-alive connection to the endpoint in use.
+
+Time bounds
+-----------
+``timeout`` bounds ONE attempt against one endpoint as a whole, by one absolute deadline: name
+resolution (in a helper thread; IP literals are not looked up), TCP connect, TLS handshake, sending
+the request, the status line, the headers and the body (at most ``MAX_RESPONSE`` bytes) together.
+A member that accepts and never answers, or drips its answer a byte at a time, costs at most
+``timeout``.  ``total_timeout`` bounds the whole call over every endpoint and the
+re-authentication (default: ``timeout`` x the number of endpoints); an endpoint reached when it has
+run out is "not tried (out of time)".
 
 ``c.get(key) -> (value, mod_revision) | None``
 ``c.range_prefix(prefix, keys_only=False) -> [(key, value, mod_revision, create_revision), ...]``
     sorted by key; fetched in pages of ``PAGE_SIZE`` keys, all pages read at the revision of the
     first one (one consistent snapshot); ``keys_only`` gives ``b""`` values.
-``c.put(key, value, lease=0) -> revision`` (the header revision of the write)
+``c.put(key, value) -> revision`` (the header revision of the write)
 ``c.delete(key) -> deleted count`` (0 or 1)
 ``c.txn(compares, success, failure) -> (succeeded, responses, header_revision)``
     ``compares`` from ``cmp_create(key, op, rev)``, ``cmp_mod(key, op, rev)``,
     ``cmp_value(key, op, value)``, ``cmp_version(key, op, version)`` with ``op`` one of
-    ``= != < >``; the first three take ``range_end=`` to compare every key of a range
-    (``cmp_version(start, "=", 0, range_end=end)``: no key in the range); ``success``/``failure`` lists from ``op_put(key, value, lease=0)``,
-    ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``.  ``responses`` are the
-    responses of the branch that ran, in order, decoded:
+    ``= != < >``; all but ``cmp_value`` take ``range_end=`` to compare every key of a range
+    (``cmp_version(start, "=", 0, range_end=end)``: no key in the range).  ``success``/``failure``
+    lists from ``op_put(key, value)``, ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``.
+    ``responses`` are the responses of the branch that ran, in order, decoded:
     ``{"type": "range", "kvs": [(key, value, mod_revision, create_revision), ...], "count": n, "more": bool}``,
     ``{"type": "put", "revision": r}``, ``{"type": "delete", "deleted": n, "revision": r}``.
     etcd limits a transaction to 128 operations (``--max-txn-ops``) and a key to one write per txn.
-``c.lease_grant(ttl) -> lease id``;  ``c.lease_keepalive(id) -> ttl`` (0: the lease is gone);
-``c.lease_revoke(id)`` (a lease that is already gone is not an error).
 ``prefix_end(prefix) -> bytes``: the ``range_end`` that selects every key starting with ``prefix``.
-``c.last_header``: ``(cluster_id, revision)`` of the last answer with a header (``(0, 0)`` before any).
+``c.last_header``: ``(cluster_id, revision)`` of the last answer (``(0, 0)`` before any).
 ``c.endpoint``: the URL that answered last; ``c.round_trips``: HTTP requests sent (for benchmarks).
 
 Errors
 ------
-``EtcdUnavailable``: no endpoint answered in time: connection refused/reset, timeout, HTTP 5xx or
-    429, or etcd saying it cannot serve now (``no leader``, ``not leader``, ``leader changed``,
-    ``request timed out``, ``too many requests``...).  Callers map it to CNI code 11.  The message
-    lists what each endpoint did.
+``EtcdUnavailable``: no endpoint answered in time: connection refused/reset, name not resolved,
+    timeout, HTTP 5xx or 429, or etcd saying it cannot serve now (``no leader``, ``not leader``,
+    ``leader changed``, ``request timed out``, ``too many requests``...).  Callers map it to CNI
+    code 11.  The message lists what each endpoint did.
 ``EtcdError``: etcd (or its TLS layer) refused: authentication failed, permission denied, bad
-    request, a certificate not accepted or not trusted.  The message names the endpoint and
-    etcd's error text.  Neither message ever contains the password or the auth token.
+    request, a certificate not accepted or not trusted; or no endpoint was etcd (an answer that is
+    not HTTP, not JSON, or JSON that is not etcd's: a 200 without etcd's ``header``, an error
+    without its gRPC ``code``).  The message names the endpoint and etcd's error text.
+``EtcdConfigError`` (an ``EtcdError``, from the constructor only): see above.
+No message ever contains the password or the auth token, and none starts with ``etcd:``: callers
+add their own prefix.
 
 Failover
 --------
-Every call starts at the endpoint that answered last; when an attempt fails for a reason in the
-first list above it tries the next endpoint, round the list once, within ``total_timeout``.  A
-request that timed out after it was sent may still have been applied by that member: a retried
-``put`` writes the same value again; a retried create-if-absent ``txn`` then fails its compare, so
-callers that claim keys check whether the key already holds their own value (see cluster/pool.py).
+Every call starts at the endpoint that answered last; when an attempt fails (any reason above but
+a refusal by etcd itself) it tries the next endpoint, round the list once, within
+``total_timeout``.  When every endpoint failed, a sure refusal anywhere (TLS, not etcd) makes the
+error ``EtcdError``, else ``EtcdUnavailable``.  A request that timed out after it was sent may still
+have been applied by that member: a retried ``put`` writes the same value again; a retried
+create-if-absent ``txn`` then fails its compare, so callers that claim keys check whether the key
+already holds their own value.
 
 The JSON gateway's quirks handled here
 --------------------------------------
-Keys and values are base64 in both directions; 64-bit integers (revisions, counts, lease IDs) are
-JSON strings; fields equal to zero / false / empty are left out (an empty range has no ``kvs``, an
-empty value no ``value``, a failed compare no ``succeeded``, ``deleted: 0`` is absent);
-``keepalive`` answers ``{"result": {...}}`` (a stream of one message) and a gone lease comes back
-without ``TTL``; errors are ``{"error": ..., "code": <gRPC code>}`` with an HTTP status derived from
-the gRPC code.
+Keys and values are base64 in both directions; 64-bit integers (revisions, counts) are JSON
+strings; fields equal to zero / false / empty are left out (an empty range has no ``kvs``, an
+empty value no ``value``, a failed compare no ``succeeded``, ``deleted: 0`` is absent); errors are
+``{"error": ..., "code": <gRPC code>}`` with an HTTP status derived from the gRPC code.
 
 Authentication
 --------------
@@ -108,6 +121,12 @@ class EtcdError(Exception):
 
 class EtcdUnavailable(Exception):
     """No etcd endpoint answered in time (callers map it to CNI code 11)."""
+
+
+class EtcdConfigError(EtcdError):
+    """The client's own configuration is wrong: a bad endpoint list, a CA, certificate or key file
+    that is missing, unreadable or not PEM.  Raised by the constructor, before any request; callers
+    map it to "invalid configuration", never to "try again later"."""
 
 
 # How one attempt failed (see _send): the member is unavailable, it refused us for sure (a TLS alert,
@@ -193,11 +212,8 @@ def cmp_value(key: bytes, op: str, value: bytes) -> dict:
     return _compare(key, "VALUE", op, "value", _b64(value))
 
 
-def op_put(key: bytes, value: bytes, lease: int = 0) -> dict:
-    req = {"key": _b64(key), "value": _b64(value)}
-    if lease:
-        req["lease"] = str(int(lease))
-    return {"request_put": req}
+def op_put(key: bytes, value: bytes) -> dict:
+    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
 
 
 def op_delete(key: bytes, prefix: bool = False) -> dict:
@@ -224,12 +240,13 @@ def _decode_response(item: dict) -> dict:
         return {"type": "put", "revision": _int((r.get("header") or {}).get("revision"))}
     if "response_delete_range" in item:
         r = item["response_delete_range"] or {}
-        return {"type": "delete", "deleted": _int(r.get("deleted")), "revision": _int((r.get("header") or {}).get("revision"))}
+        return {"type": "delete", "deleted": _int(r.get("deleted")),
+                "revision": _int((r.get("header") or {}).get("revision"))}
     if "response_txn" in item:
         r = item["response_txn"] or {}
         return {"type": "txn", "succeeded": bool(r.get("succeeded")),
                 "responses": [_decode_response(x) for x in r.get("responses") or ()]}
-    return {"type": "unknown", "raw": item}
+    raise ValueError("a txn response of no known type")
 
 
 def _header_revision(doc: dict) -> int:
@@ -237,11 +254,57 @@ def _header_revision(doc: dict) -> int:
 
 
 def _header(doc: dict) -> tuple:
-    """(cluster_id, revision) of an answer's header; (0, 0) when it has none."""
-    head = doc.get("header") or {}
+    """(cluster_id, revision) of an etcd answer's header.  Every answer of the calls used here
+    carries one, with a revision of at least 1 (an empty etcd is at revision 1): JSON without it is
+    not etcd's (ValueError, the endpoint failed)."""
+    head = doc.get("header")
     if not isinstance(head, dict):
-        return 0, 0
-    return _int(head.get("cluster_id")), _int(head.get("revision"))
+        raise ValueError("no header")
+    cluster_id, revision = _int(head.get("cluster_id")), _int(head.get("revision"))
+    if revision < 1:
+        raise ValueError("no revision in the header")
+    return cluster_id, revision
+
+
+def _list(value) -> list:
+    """A JSON array the gateway leaves out when empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value
+
+
+def _decode_page(doc: dict, body: dict) -> tuple:
+    kvs = [_kv(kv) for kv in _list(doc.get("kvs"))]
+    if _int(doc.get("count")) < len(kvs):
+        raise ValueError("fewer keys counted than returned")
+    return _header_revision(doc), kvs, bool(doc.get("more"))
+
+
+def _decode_put(doc: dict, body: dict) -> int:
+    return _header_revision(doc)
+
+
+def _decode_deleted(doc: dict, body: dict) -> int:
+    return _int(doc.get("deleted"))
+
+
+def _decode_txn(doc: dict, body: dict) -> tuple:
+    succeeded = bool(doc.get("succeeded"))
+    responses = [_decode_response(item) for item in _list(doc.get("responses"))]
+    if len(responses) != len(body["success" if succeeded else "failure"]):
+        raise ValueError("not one response per operation of the branch")
+    return succeeded, responses, _header_revision(doc)
+
+
+def _decode_token(doc: dict, body: dict) -> str:
+    token = doc.get("token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("no token in the answer (is authentication enabled in etcd?)")
+    if any(c <= " " or c == "\x7f" for c in token):
+        raise ValueError("the token holds characters an HTTP header cannot carry")
+    return token
 
 
 # ---------------------------------------------------------------------------------- endpoints
@@ -255,14 +318,14 @@ class _Endpoint:
             scheme, rest = "http", text
         scheme = scheme.lower()
         if scheme not in ("http", "https"):
-            raise EtcdError(f"etcd endpoint {url!r}: the scheme must be http:// or https://")
+            raise EtcdConfigError(f"etcd endpoint {url!r}: the scheme must be http:// or https://")
         if "/" in rest or "@" in rest or "?" in rest:
-            raise EtcdError(f"etcd endpoint {url!r}: give scheme://host:port only (no path, no user)")
+            raise EtcdConfigError(f"etcd endpoint {url!r}: give scheme://host:port only (no path, no user)")
         if rest.startswith("["):
             host, sep, port_text = rest[1:].partition("]")
             port_text = port_text[1:] if port_text.startswith(":") else port_text
             if not sep or not host:
-                raise EtcdError(f"etcd endpoint {url!r}: bad IPv6 address")
+                raise EtcdConfigError(f"etcd endpoint {url!r}: bad IPv6 address")
         else:
             host, _, port_text = rest.partition(":")
         try:
@@ -270,9 +333,9 @@ class _Endpoint:
             if not 0 < port < 65536:
                 raise ValueError
         except ValueError:
-            raise EtcdError(f"etcd endpoint {url!r}: bad port {port_text!r}") from None
+            raise EtcdConfigError(f"etcd endpoint {url!r}: bad port {port_text!r}") from None
         if not host:
-            raise EtcdError(f"etcd endpoint {url!r}: no host")
+            raise EtcdConfigError(f"etcd endpoint {url!r}: no host")
         self.tls = scheme == "https"
         self.host = host
         self.port = port
@@ -285,9 +348,9 @@ def _endpoints(endpoints) -> list:
     try:
         out = [_Endpoint(str(e)) for e in endpoints if str(e).strip()]
     except TypeError:
-        raise EtcdError("etcd endpoints must be a list of URLs") from None
+        raise EtcdConfigError("etcd endpoints must be a list of URLs") from None
     if not out:
-        raise EtcdError("no etcd endpoint given")
+        raise EtcdConfigError("no etcd endpoint given")
     return out
 
 
@@ -297,11 +360,11 @@ class EtcdClient:
                  timeout: float = 2.0, total_timeout=None) -> None:
         self._endpoints = _endpoints(endpoints)
         if bool(cert_file) != bool(key_file):
-            raise EtcdError("etcd client certificate and key must be given together")
+            raise EtcdConfigError("etcd client certificate and key must be given together")
         if username is not None and password is None:
-            raise EtcdError(f"etcd user {username!r} has no password")
+            raise EtcdConfigError(f"etcd user {username!r} has no password")
         if not timeout or timeout <= 0:
-            raise EtcdError("etcd timeout must be positive")
+            raise EtcdConfigError("etcd timeout must be positive")
         self.ca_file = ca_file
         self.cert_file = cert_file
         self.key_file = key_file
@@ -310,8 +373,9 @@ class EtcdClient:
         self.timeout = float(timeout)
         self.total_timeout = float(total_timeout) if total_timeout else self.timeout * len(self._endpoints)
         self._current = 0
-        self._conn = None  # (endpoint index, HTTP connection) kept alive between calls
-        self._ssl_ctx = None
+        self._conn: tuple | None = None  # (endpoint index, httpio.Connection) kept alive between calls
+        # TLS files are read now: a missing or bad file is a configuration error, not an outage
+        self._ssl_ctx = self._load_tls() if any(e.tls for e in self._endpoints) else None
         self._token = None
         self.round_trips = 0
         # (cluster_id, revision) of the last answer that carried a header: a restored etcd shows a new
@@ -345,12 +409,8 @@ class EtcdClient:
 
     # ------------------------------------------------------------------ key-value
     def get(self, key: bytes):
-        doc = self._call("/v3/kv/range", {"key": _b64(key)})
-        kvs = doc.get("kvs") or ()
-        if not kvs:
-            return None
-        _, value, mod, _ = _kv(kvs[0])
-        return value, mod
+        _, kvs, _ = self._call("/v3/kv/range", {"key": _b64(key)})
+        return (kvs[0][1], kvs[0][2]) if kvs else None
 
     def range_prefix(self, prefix: bytes, keys_only: bool = False) -> list:
         for attempt in (0, 1):
@@ -367,55 +427,37 @@ class EtcdClient:
         revision = 0
         out: list = []
         while True:
-            req = {"key": _b64(start), "range_end": end, "limit": str(PAGE_SIZE)}
+            req: dict = {"key": _b64(start), "range_end": end, "limit": str(PAGE_SIZE)}
             if keys_only:
                 req["keys_only"] = True
             if revision:
                 req["revision"] = str(revision)
-            doc = self._call("/v3/kv/range", req)
+            head_revision, page, more = self._call("/v3/kv/range", req)
             if not revision:
-                revision = _header_revision(doc)
-            page = [_kv(kv) for kv in doc.get("kvs") or ()]
+                revision = head_revision
             out += page
-            if not doc.get("more") or not page:
+            if not more or not page:
                 return out
             start = page[-1][0] + b"\0"
 
-    def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
-        return _header_revision(self._call("/v3/kv/put", op_put(key, value, lease)["request_put"]))
+    def put(self, key: bytes, value: bytes) -> int:
+        return self._call("/v3/kv/put", op_put(key, value)["request_put"])
 
     def delete(self, key: bytes) -> int:
-        return _int(self._call("/v3/kv/deleterange", {"key": _b64(key)}).get("deleted"))
+        return self._call("/v3/kv/deleterange", {"key": _b64(key)})
 
     def txn(self, compares, success, failure=()):
-        doc = self._call("/v3/kv/txn", {"compare": list(compares), "success": list(success), "failure": list(failure)})
-        responses = [_decode_response(item) for item in doc.get("responses") or ()]
-        return bool(doc.get("succeeded")), responses, _header_revision(doc)
-
-    # ------------------------------------------------------------------ leases
-    def lease_grant(self, ttl: int) -> int:
-        doc = self._call("/v3/lease/grant", {"TTL": str(int(ttl)), "ID": "0"})
-        if doc.get("error"):
-            raise EtcdError(f"etcd {self.endpoint}: lease grant refused: {doc['error']}")
-        return _int(doc.get("ID"))
-
-    def lease_keepalive(self, lease_id: int) -> int:
-        doc = self._call("/v3/lease/keepalive", {"ID": str(int(lease_id))})
-        result = doc.get("result")
-        if not isinstance(result, dict):
-            error = doc.get("error")
-            raise EtcdError(f"etcd {self.endpoint}: lease keepalive refused: {_error_text(error)}")
-        return _int(result.get("TTL"))
-
-    def lease_revoke(self, lease_id: int) -> None:
-        try:
-            self._call("/v3/lease/revoke", {"ID": str(int(lease_id))})
-        except EtcdError as exc:
-            if "lease not found" not in str(exc):
-                raise
+        body = {"compare": list(compares), "success": list(success), "failure": list(failure)}
+        return self._call("/v3/kv/txn", body)
 
     # ------------------------------------------------------------------ transport
-    def _call(self, path: str, body: dict) -> dict:
+    def _call(self, path: str, body: dict):
+        """POST ``body`` to ``path``: the first 200 answer that is etcd's, decoded by ``_DECODE[path]``."""
+        decoder = _DECODE[path]
+
+        def decode(doc: dict):
+            return decoder(doc, body)
+
         deadline = time.monotonic() + self.total_timeout
         reauthed = False
         if self.username is not None and self._token is None:
@@ -423,13 +465,10 @@ class EtcdClient:
         payload = json.dumps(body, separators=(",", ":")).encode()
         while True:
             headers = {"Authorization": self._token} if self._token else None
-            status, doc, index = self._send(path, payload, headers, deadline)
+            status, result, index = self._send(path, payload, headers, deadline, decode)
             if status == 200:
-                head = _header(doc) if isinstance(doc, dict) else (0, 0)
-                if head != (0, 0):
-                    self.last_header = head
-                return doc
-            text = _error_text(doc)
+                return result
+            text = _error_text(result)
             if (self.username is not None and not reauthed and "invalid auth token" in text
                     and time.monotonic() < deadline):
                 reauthed = True
@@ -441,17 +480,17 @@ class EtcdClient:
 
     def _authenticate(self, deadline: float) -> None:
         payload = json.dumps({"name": self.username, "password": self._password}).encode()
-        status, doc, index = self._send("/v3/auth/authenticate", payload, None, deadline)
-        token = doc.get("token") if status == 200 else None
-        if not token:
-            text = _error_text(doc) if status != 200 else "no token in the answer (is auth enabled?)"
+        status, result, index = self._send("/v3/auth/authenticate", payload, None, deadline,
+                                           lambda doc: _decode_token(doc, {}))
+        if status != 200:
             raise EtcdError(f"etcd {self._endpoints[index].url}: authentication as user {self.username!r} failed: "
-                            f"{text} (HTTP {status})")
-        self._token = str(token)
+                            f"{_error_text(result)} (HTTP {status})")
+        self._token = result
 
-    def _send(self, path: str, payload: bytes, headers, deadline: float):
-        """Try the endpoints in turn, from the one that worked last; (status, doc, index) of the
-        first that answers with a status that is not "try elsewhere"."""
+    def _send(self, path: str, payload: bytes, headers, deadline: float, decode):
+        """Try the endpoints in turn, from the one that worked last: (status, result, index) of the
+        first that answers with a status that is not "try elsewhere"; for 200, ``result`` is
+        ``decode(doc)``, else the error document."""
         count = len(self._endpoints)
         failures = []
         kinds = set()
@@ -465,14 +504,32 @@ class EtcdClient:
                 continue
             try:
                 status, doc = self._attempt(index, path, payload, headers, min(self.timeout, remaining))
+                if status == 200:
+                    try:
+                        head = _header(doc) if path != "/v3/auth/authenticate" else None
+                        result = decode(doc)
+                    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+                        self._drop()
+                        raise _Retry(f"answered HTTP 200 with JSON that is not etcd's answer to {path} ({exc}; "
+                                     "is this an etcd client URL?)", REFUSED) from None
+                    if head is not None:
+                        self.last_header = head
+                    self._current = index
+                    return status, result, index
             except _Retry as exc:
                 failures.append(f"{ep.url}: {exc}")
                 kinds.add(exc.kind)
                 continue
-            text = _error_text(doc) if status != 200 else ""
+            text = _error_text(doc)
             if status >= 500 or status == 429 or any(w in text for w in _UNAVAILABLE_WORDS):
-                failures.append(f"{ep.url}: {text or 'HTTP ' + str(status)} (HTTP {status})")
+                failures.append(f"{ep.url}: {text if text != _NO_TEXT else 'HTTP ' + str(status)} (HTTP {status})")
                 kinds.add(UNAVAILABLE)
+                self._drop()
+                continue
+            if not isinstance(doc.get("code"), int):  # etcd's errors carry their gRPC code
+                failures.append(f"{ep.url}: answered HTTP {status} with JSON that is not an etcd error "
+                                f"({text}; is this an etcd client URL?)")
+                kinds.add(REFUSED)
                 self._drop()
                 continue
             self._current = index
@@ -481,95 +538,81 @@ class EtcdClient:
         # A sure refusal anywhere is a configuration problem; so is every endpoint closing the
         # connection after the handshake; anything else may pass: try again later.
         if REFUSED in kinds or kinds == {CLOSED_AFTER_HANDSHAKE}:
-            raise EtcdError(f"no etcd endpoint accepted the connection: {summary}")
+            raise EtcdError(f"no etcd endpoint accepted {path}: {summary}")
         raise EtcdUnavailable(f"no etcd endpoint answered {path} within {self.total_timeout:g}s: {summary}")
 
     def _drop(self) -> None:
         self.close()
 
     def _attempt(self, index: int, path: str, payload: bytes, headers, limit: float):
-        """One request to one endpoint, connect to last byte within ``limit`` seconds."""
-        import http.client
-        import socket
-        import ssl
+        """One request to one endpoint: name resolution, connect, TLS, request and the whole answer
+        within ``limit`` seconds (one deadline for every step, see cni_ipam.httpio)."""
+        from cni_ipam import httpio
 
         end = time.monotonic() + limit
         ep = self._endpoints[index]
-        reused = self._conn is not None and self._conn[0] == index
-        if not reused:
+        if self._conn is not None and self._conn[0] != index:
             self._drop()
+        if self._conn is None:
+            self._conn = (index, httpio.Connection(ep.host, ep.port, self._ssl_ctx if ep.tls else None))
+        conn = self._conn[1]
         hdrs = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
         if headers:
             hdrs.update(headers)
-        for fresh_try in (0, 1):
-            try:
-                connected = False
-                if self._conn is None:
-                    conn = self._new_connection(ep, end)
-                    self._conn = (index, conn)
-                    reused = False
-                connected = True
-                conn = self._conn[1]
-                _set_timeout(conn, end)
-                self.round_trips += 1
-                conn.request("POST", path, body=payload, headers=hdrs)
-                _set_timeout(conn, end)
-                resp = conn.getresponse()
-                body = _read_body(conn, resp, end)
-                status = resp.status
-                if resp.will_close:
-                    self._drop()
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError,
-                    ssl.SSLZeroReturnError) as exc:
-                self._drop()
-                if reused and not fresh_try and time.monotonic() < end:
-                    continue  # the kept-alive connection had been closed: once more on a new one
-                if ep.tls and connected:
-                    raise _Retry("closed the TLS connection right after the handshake: it does not accept the client "
-                                 "certificate (or none was given), or it is shutting down", CLOSED_AFTER_HANDSHAKE) from None
-                hint = "" if ep.tls or not connected else " (if this endpoint serves TLS, write https://)"
-                raise _Retry(_os_text(exc) + hint) from None
-            except ssl.SSLCertVerificationError as exc:
-                self._drop()
-                raise _Retry(f"TLS verification of the server certificate failed: {exc.verify_message or exc} "
-                             "(check the CA file and that the certificate names this host)", REFUSED) from None
-            except ssl.SSLError as exc:
-                self._drop()
-                raise _Retry(f"TLS refused: {exc.reason or exc} (does etcd accept the client certificate? "
-                             "does this endpoint serve TLS?)", REFUSED) from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop()
-                raise _Retry("timed out" if isinstance(exc, socket.timeout) else _os_text(exc)) from None
+        self.round_trips += 1
+        try:
+            resp = conn.request("POST", path, payload, hdrs, end, MAX_RESPONSE)
+        except httpio.DeadlineExceeded as exc:
+            self._drop()
+            raise _Retry(str(exc)) from None
+        except httpio.Closed as exc:
+            self._drop()
+            if ep.tls and exc.fresh and exc.stage == "answer":
+                raise _Retry("closed the TLS connection right after the handshake: it does not accept the client "
+                             "certificate (or none was given), or it is shutting down",
+                             CLOSED_AFTER_HANDSHAKE) from None
+            hint = "" if ep.tls else " (if this endpoint serves TLS, write https://)"
+            raise _Retry(f"{exc}{hint}") from None
+        except httpio.NotHttp as exc:
+            self._drop()
+            raise _Retry(f"{exc} (is this an etcd client URL?)", REFUSED) from None
+        except OSError as exc:
+            self._drop()
+            if ep.tls:
+                import ssl
+
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    raise _Retry(f"TLS verification of the server certificate failed: {exc.verify_message or exc} "
+                                 "(check the CA file and that the certificate names this host)", REFUSED) from None
+                if isinstance(exc, ssl.SSLError):
+                    raise _Retry(f"TLS refused: {exc.reason or exc} (does etcd accept the client certificate? "
+                                 "does this endpoint serve TLS?)", REFUSED) from None
+            raise _Retry(_os_text(exc)) from None
+        status, body = resp.status, resp.body
         try:
             doc = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             self._drop()
             text = "".join(ch if ch.isprintable() else " " for ch in body[:200].decode("utf-8", "replace")).strip()
             if status >= 500:  # a proxy's error page, a member starting up: another may answer
                 raise _Retry(f"HTTP {status}: {text or 'no body'}") from None
-            raise _Retry(f"answered HTTP {status} with something that is not JSON: {text!r} (is this an etcd client URL?)",
-                         REFUSED) from None
+            raise _Retry(f"answered HTTP {status} with something that is not JSON: {text!r} "
+                         "(is this an etcd client URL?)", REFUSED) from None
         if not isinstance(doc, dict):
-            raise _Retry(f"answered HTTP {status} with JSON that is not an object", REFUSED)
+            self._drop()
+            raise _Retry(f"answered HTTP {status} with JSON that is not an object "
+                         "(is this an etcd client URL?)", REFUSED)
         return status, doc
 
-    def _new_connection(self, ep: _Endpoint, end: float):
-        import http.client
-
-        left = max(end - time.monotonic(), 0.001)
-        if ep.tls:
-            conn = http.client.HTTPSConnection(ep.host, ep.port, timeout=left, context=self._context())
-        else:
-            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=left)
-        conn.connect()
-        return conn
-
-    def _context(self):
-        if self._ssl_ctx is not None:
-            return self._ssl_ctx
+    def _load_tls(self):
+        """The verifying TLS context of the https endpoints, every file checked and loaded now.
+        Errors name the file (``EtcdConfigError``)."""
         import ssl
 
+        for what, path in (("CA file", self.ca_file), ("client certificate", self.cert_file),
+                           ("client key", self.key_file)):
+            if path:
+                _check_file(what, path)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
         try:
             if self.ca_file:
@@ -577,7 +620,9 @@ class EtcdClient:
             else:
                 ctx.load_default_certs()
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise EtcdError(f"etcd: cannot load the CA file {self.ca_file}: {_short(exc)}") from None
+            raise EtcdConfigError(f"cannot load the etcd CA file {self.ca_file}: {_short(exc)}") from None
+        if self.ca_file and not ctx.get_ca_certs():
+            raise EtcdConfigError(f"the etcd CA file {self.ca_file} holds no CA certificate")
 
         def no_password():  # never let OpenSSL prompt on a terminal for an encrypted key
             raise ValueError("the key is encrypted; cni-ipam cannot prompt for its password")
@@ -586,37 +631,32 @@ class EtcdClient:
             try:
                 ctx.load_cert_chain(self.cert_file, self.key_file, password=no_password)
             except (ssl.SSLError, OSError, ValueError) as exc:
-                raise EtcdError(f"etcd: cannot load the client certificate {self.cert_file} / key {self.key_file}: "
-                                f"{_short(exc)}") from None
-        self._ssl_ctx = ctx
+                raise EtcdConfigError(f"cannot load the etcd client certificate {self.cert_file} with the key "
+                                      f"{self.key_file}: {_short(exc)}") from None
         return ctx
 
 
-def _set_timeout(conn, end: float) -> None:
-    left = end - time.monotonic()
-    if left <= 0:
-        import socket
+def _check_file(what: str, path: str) -> None:
+    """A TLS file must be a readable regular file: opened non-blocking (a FIFO is refused, never
+    waited on, as ssl would), the error naming the file and the key it came from."""
+    import os
+    import stat
 
-        raise socket.timeout("timed out")
-    conn.timeout = left
-    if conn.sock is not None:
-        conn.sock.settimeout(left)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise EtcdConfigError(f"cannot read the etcd {what} {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise EtcdConfigError(f"the etcd {what} {path} is not a regular file")
+    finally:
+        os.close(fd)
 
 
-def _read_body(conn, resp, end: float) -> bytes:
-    """The whole answer, each read bounded by what is left of the attempt's time."""
-    chunks = []
-    size = 0
-    while True:
-        _set_timeout(conn, end)
-        chunk = resp.read1(1 << 16)
-        if not chunk:
-            resp.close()  # the whole answer is read: the connection can carry the next request
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_RESPONSE:
-            raise OSError(f"answer larger than {MAX_RESPONSE} bytes")
-        chunks.append(chunk)
+_NO_TEXT = "no error text"
+# How each path's 200 answer is decoded; an answer that does not decode is not etcd's
+_DECODE = {"/v3/kv/range": _decode_page, "/v3/kv/put": _decode_put, "/v3/kv/deleterange": _decode_deleted,
+           "/v3/kv/txn": _decode_txn}
 
 
 def _error_text(doc) -> str:
@@ -627,12 +667,10 @@ def _error_text(doc) -> str:
                 return value[:300]
             if isinstance(value, dict):  # a stream's {"error": {"grpc_code":..., "message":...}}
                 return _error_text(value)
-    return "no error text"
+    return _NO_TEXT
 
 
 def _os_text(exc: BaseException) -> str:
-    if type(exc).__name__ == "RemoteDisconnected":
-        return "closed the connection without answering"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 

@@ -27,7 +27,6 @@ file inside ``<dataDir>/.cni-ipam-podcidr/`` and removed at once.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
 import ssl
@@ -45,7 +44,17 @@ class Target:
     """Where and how to ask: server URL parts, TLS context, Authorization header, and a description
     of the credentials (``kubeconfig /path (context c, user u)`` or ``in-cluster service account``)."""
 
-    def __init__(self, host: str, port: int, prefix: str, context: ssl.SSLContext, server_name: str, auth: str | None, origin: str, server: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        prefix: str,
+        context: ssl.SSLContext,
+        server_name: str,
+        auth: str | None,
+        origin: str,
+        server: str,
+    ) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix
@@ -100,7 +109,9 @@ def pod_cidrs(obj: object, node: str, tgt: Target | None = None) -> list:
         return []
     where = f" at {tgt.server}" if tgt else ""
     if len(values) > 2:
-        raise fail(f"usePodCidr: node {node}{where} has {len(values)} pod CIDRs (at most one per family)", f"node {node}")
+        raise fail(
+            f"usePodCidr: node {node}{where} has {len(values)} pod CIDRs (at most one per family)", f"node {node}"
+        )
     return parse_cidr_list(f"pod CIDR of node {node}{where}", values, code=PODCIDR_UNAVAILABLE, details=f"node {node}")
 
 
@@ -116,7 +127,9 @@ def in_cluster(sa_dir: str) -> Target:
         if not 0 < port < 65536:
             raise ValueError
     except ValueError:
-        raise fail(f"usePodCidr: KUBERNETES_SERVICE_PORT={port_text!r} is not a port", "KUBERNETES_SERVICE_PORT") from None
+        raise fail(
+            f"usePodCidr: KUBERNETES_SERVICE_PORT={port_text!r} is not a port", "KUBERNETES_SERVICE_PORT"
+        ) from None
     token_path = os.path.join(sa_dir, "token")
     token = _token(_read(token_path, origin, "token"), f"the service account token {token_path}")
     ca = os.path.join(sa_dir, "ca.crt")
@@ -127,10 +140,11 @@ def in_cluster(sa_dir: str) -> Target:
 
 def from_kubeconfig(path: str, scratch_dir: str) -> Target:
     try:
-        import yaml  # PyYAML: only here, only when the API is really asked
+        import yaml  # type: ignore[import-untyped]  # PyYAML: only here, only when the API is really asked
     except ImportError:
         raise fail(
-            f"usePodCidr: reading the kubeconfig {path} needs PyYAML, a dependency of cni-ipam (pip install PyYAML, or apt-get install python3-yaml)",
+            f"usePodCidr: reading the kubeconfig {path} needs PyYAML, a dependency of cni-ipam "
+            "(pip install PyYAML, or apt-get install python3-yaml)",
             path,
         ) from None
     raw = _read(path, "", "kubeconfig")
@@ -185,14 +199,22 @@ def from_kubeconfig(path: str, scratch_dir: str) -> Target:
     except ValueError:
         raise bad(f"the server of cluster {context.get('cluster')!r} is not a URL") from None
     if url.username is not None or url.password is not None:
-        raise bad(f"the server URL of cluster {context.get('cluster')!r} holds credentials (user:password@); put them in the user")
+        raise bad(
+            f"the server URL of cluster {context.get('cluster')!r} holds credentials (user:password@); "
+            "put them in the user"
+        )
     if url.scheme != "https" or not host:
-        raise bad(f"the server of cluster {context.get('cluster')!r} must be an https:// URL (plain HTTP is not supported)")
+        raise bad(
+            f"the server of cluster {context.get('cluster')!r} must be an https:// URL (plain HTTP is not supported)"
+        )
     if cluster.get("insecure-skip-tls-verify"):
         raise bad("insecure-skip-tls-verify is refused: give certificate-authority or certificate-authority-data")
     for unsupported in ("exec", "auth-provider", "username", "password"):
         if user.get(unsupported):
-            raise bad(f"user {context.get('user')!r}: {unsupported} is not supported; use a token, tokenFile or client certificate")
+            raise bad(
+                f"user {context.get('user')!r}: {unsupported} is not supported; "
+                "use a token, tokenFile or client certificate"
+            )
 
     cadata = _b64(cluster, "certificate-authority-data", bad)
     cafile = _path(cluster, "certificate-authority", base)
@@ -208,14 +230,17 @@ def from_kubeconfig(path: str, scratch_dir: str) -> Target:
     key_file = _path(user, "client-key", base)
     if cert_data or cert_file or key_data or key_file:
         if not (cert_data or cert_file) or not (key_data or key_file):
-            raise bad(f"user {context.get('user')!r} has a client certificate without a key or a key without a certificate")
+            raise bad(
+                f"user {context.get('user')!r} has a client certificate without a key or a key without a certificate"
+            )
         _load_client_cert(ctx, origin, cert_file, key_file, cert_data, key_data, scratch_dir)
 
     auth = None
     user_name = context.get("user")
     token = user.get("token")
     if isinstance(token, str) and token.strip():
-        auth = f"Bearer {_token(token.encode('utf-8', 'replace'), f'the token of user {user_name!r} in kubeconfig {path}')}"
+        what = f"the token of user {user_name!r} in kubeconfig {path}"
+        auth = f"Bearer {_token(token.encode('utf-8', 'replace'), what)}"
     else:
         token_file = _path(user, "tokenFile", base)
         if token_file:
@@ -298,7 +323,9 @@ def _context(origin: str, cafile: str | None = None, cadata: bytes | None = None
     """A verifying client context trusting ``cadata`` (PEM), else ``cafile``, else the system CAs.
     A CA that was given but holds no certificate is an error, never a fall-back to the system CAs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
-    what = what or ("certificate-authority-data" if cadata else f"certificate-authority {cafile}" if cafile else "system CAs")
+    what = what or (
+        "certificate-authority-data" if cadata else f"certificate-authority {cafile}" if cafile else "system CAs"
+    )
     try:
         if cadata is not None:
             ctx.load_verify_locations(cadata=cadata.decode("ascii"))
@@ -307,7 +334,9 @@ def _context(origin: str, cafile: str | None = None, cadata: bytes | None = None
         else:
             ctx.load_default_certs()
     except (ssl.SSLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or ("not PEM text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__)
+        reason = getattr(exc, "reason", None) or (
+            "not PEM text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+        )
         raise fail(f"usePodCidr: cannot load the {what} of {origin}: {reason}", origin) from None
     if (cadata is not None or cafile) and not ctx.get_ca_certs():
         raise fail(f"usePodCidr: the {what} of {origin} holds no CA certificate", origin)
@@ -326,7 +355,9 @@ def _load_client_cert(ctx, origin, cert_file, key_file, cert_data, key_data, scr
         _load_chain_from_memory(ctx, key.rstrip(b"\n") + b"\n" + cert, scratch_dir, no_password)
     except (ssl.SSLError, ValueError, OSError) as exc:
         # the reason only: never the text of an exception about a key (it could quote it)
-        reason = getattr(exc, "reason", None) or ("the key is encrypted" if isinstance(exc, ValueError) else type(exc).__name__)
+        reason = getattr(exc, "reason", None) or (
+            "the key is encrypted" if isinstance(exc, ValueError) else type(exc).__name__
+        )
         raise fail(f"usePodCidr: cannot load the client certificate/key of {origin}: {reason}", origin) from None
 
 
@@ -364,70 +395,22 @@ def _load_chain_from_memory(ctx: ssl.SSLContext, pem: bytes, scratch_dir: str, p
 
 # ---------------------------------------------------------------------------------- the request
 def get_node(tgt: Target, node: str, timeout: float) -> dict:
-    """GET the node: ``timeout`` bounds the whole request (name resolution, connect, TLS, request,
-    status line, headers and body), not each ``recv``: a server dripping a byte a second is cut off."""
-    import http.client
-    import io
-    import socket
+    """GET the node: ``timeout`` bounds the whole request by one deadline (name resolution,
+    connect, TLS handshake, sending, status line, headers and body: see cni_ipam.httpio), never
+    each ``recv``: a server dripping a byte a second is cut off at the deadline."""
     import time
 
+    from cni_ipam import httpio
+
     deadline = time.monotonic() + timeout
-
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("timed out")
-        return left
-
-    class DeadlineReader(io.RawIOBase):  # every read waits at most until the deadline
-        def __init__(self, sock) -> None:
-            self._sock = sock
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buf) -> int:
-            self._sock.settimeout(remaining())
-            return self._sock.recv_into(buf)
-
-    class DeadlineSocket:  # what http.client uses of a socket: sendall, makefile, close
-        def __init__(self, sock) -> None:
-            self._sock = sock
-
-        def sendall(self, data) -> None:
-            self._sock.settimeout(remaining())
-            self._sock.sendall(data)
-
-        def makefile(self, mode: str):
-            return io.BufferedReader(DeadlineReader(self._sock))
-
-        def close(self) -> None:  # http.client closes before the body is read: get_node closes at the end
-            pass
-
-    class Connection(http.client.HTTPSConnection):
-        def connect(self) -> None:  # as HTTPSConnection, with tls-server-name as SNI/host name
-            sock = _connect(self.host, self.port, remaining)
-            try:
-                tls = tgt.context.wrap_socket(sock, server_hostname=tgt.server_name, do_handshake_on_connect=False)
-                tls.settimeout(remaining())  # the handshake's reads and writes share one deadline
-                tls.do_handshake()
-            except BaseException:
-                sock.close()
-                raise
-            self.tls = tls
-            self.sock = DeadlineSocket(tls)
-
     url = f"{tgt.prefix}/api/v1/nodes/{node}"
     where = f"the API server {tgt.server} ({tgt.origin})"
-    conn = Connection(tgt.host, tgt.port, timeout=timeout, context=tgt.context)
+    conn = httpio.Connection(tgt.host, tgt.port, context=tgt.context, server_name=tgt.server_name)
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT, "Connection": "close"}
     if tgt.auth:
         headers["Authorization"] = tgt.auth
     try:
-        conn.request("GET", url, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read(MAX_RESPONSE + 1)
-        status = resp.status
+        resp = conn.request("GET", url, None, headers, deadline, MAX_RESPONSE)
     except ssl.SSLCertVerificationError as exc:
         raise fail(
             f"usePodCidr: TLS verification of {where} failed: {exc.verify_message or exc} "
@@ -435,17 +418,21 @@ def get_node(tgt: Target, node: str, timeout: float) -> dict:
             tgt.origin,
         ) from None
     except ssl.SSLError as exc:
-        raise fail(f"usePodCidr: TLS handshake with {where} failed: {exc.reason or exc} (is the client certificate accepted?)", tgt.origin) from None
-    except (OSError, http.client.HTTPException) as exc:
-        text = "timed out" if isinstance(exc, socket.timeout) else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        raise fail(
+            f"usePodCidr: TLS handshake with {where} failed: {exc.reason or exc} (is the client certificate accepted?)",
+            tgt.origin,
+        ) from None
+    except ValueError as exc:  # a path or header no HTTP request can carry: nothing was sent
+        raise fail(f"usePodCidr: cannot ask {where}: {exc}", tgt.origin) from None
+    except httpio.TooLarge:
+        raise fail(f"usePodCidr: the answer from {where} is larger than {MAX_RESPONSE} bytes", tgt.origin) from None
+    except OSError as exc:
+        text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise fail(f"usePodCidr: cannot reach {where}: {text}", tgt.origin, TRY_AGAIN_LATER) from None
     finally:
         conn.close()
-        if getattr(conn, "tls", None) is not None:
-            conn.tls.close()
+    status, body = resp.status, resp.body
     if status == 200:
-        if len(body) > MAX_RESPONSE:
-            raise fail(f"usePodCidr: the node object from {where} is larger than {MAX_RESPONSE} bytes", tgt.origin)
         try:
             return json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -454,61 +441,37 @@ def get_node(tgt: Target, node: str, timeout: float) -> dict:
             raise fail(f"usePodCidr: {where} answered with JSON nested too deeply", tgt.origin) from None
     reason = _status_message(body)
     if status == 401:
-        raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: {where} rejected the credentials (401 Unauthorized{reason})", tgt.origin, status, body)
+        raise ApiAnswer(
+            PODCIDR_UNAVAILABLE,
+            f"usePodCidr: {where} rejected the credentials (401 Unauthorized{reason})",
+            tgt.origin,
+            status,
+            body,
+        )
     if status == 403:
         raise ApiAnswer(
             PODCIDR_UNAVAILABLE,
             f"usePodCidr: {where} forbids reading node {node} (403 Forbidden{reason}); "
             "the user needs RBAC 'get' on 'nodes'",
-            tgt.origin, status, body,
+            tgt.origin,
+            status,
+            body,
         )
     if status == 404:
-        raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: node {node} not found at {where} (404{reason})", f"node {node}", status, body)
+        raise ApiAnswer(
+            PODCIDR_UNAVAILABLE,
+            f"usePodCidr: node {node} not found at {where} (404{reason})",
+            f"node {node}",
+            status,
+            body,
+        )
     if status == 429 or status >= 500:
-        raise ApiAnswer(TRY_AGAIN_LATER, f"usePodCidr: {where} is unavailable ({status}{reason})", tgt.origin, status, body)
-    raise ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: {where} answered {status}{reason} for node {node}", tgt.origin, status, body)
-
-
-def _connect(host: str, port: int, remaining):
-    """A TCP connection to ``host``; name resolution (which has no timeout of its own) runs in a
-    helper thread so that it too stops at the deadline."""
-    import socket
-
-    try:
-        ipaddress.ip_address(host)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    except ValueError:
-        import threading
-
-        box: list = []
-
-        def resolve() -> None:
-            try:
-                box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-            except OSError as exc:
-                box.append(exc)
-
-        thread = threading.Thread(target=resolve, daemon=True)
-        thread.start()
-        thread.join(remaining())
-        if not box:
-            raise socket.timeout("timed out") from None
-        if isinstance(box[0], OSError):
-            raise box[0] from None
-        infos = box[0]
-    error: OSError | None = None
-    for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(remaining())
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            error = exc
-            if isinstance(exc, socket.timeout):
-                break
-    raise error or OSError("no address")
+        raise ApiAnswer(
+            TRY_AGAIN_LATER, f"usePodCidr: {where} is unavailable ({status}{reason})", tgt.origin, status, body
+        )
+    raise ApiAnswer(
+        PODCIDR_UNAVAILABLE, f"usePodCidr: {where} answered {status}{reason} for node {node}", tgt.origin, status, body
+    )
 
 
 def _status_fields(body: bytes) -> tuple[str, str]:

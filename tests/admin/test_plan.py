@@ -22,13 +22,22 @@ def plan_json(*args):
 def test_kubeadm_defaults():
     rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--nodes", "100")
     (f,) = doc["families"]
-    assert (f["nodeSubnets"], f["availableNodeSubnets"], f["usableAddressesPerNode"], f["podsPerNode"], f["podCapacity"]) == (256, 256, 253, 110, 28160)
+    assert (
+        f["nodeSubnets"],
+        f["availableNodeSubnets"],
+        f["usableAddressesPerNode"],
+        f["podsPerNode"],
+        f["podCapacity"],
+    ) == (256, 256, 253, 110, 28160)
     assert f["nodeMask"] == 24
     assert (doc["nodesFit"], doc["headroomNodes"], doc["growth"]) == (256, 156, 2.56)
     assert doc["errors"] == [] and doc["warnings"] == [] and rc == 0
 
 
-@pytest.mark.parametrize("nodes,rc,what", [(128, 0, None), (129, 1, "less than 2x growth"), (256, 1, "less than 2x growth"), (257, 2, "do not fit")])
+@pytest.mark.parametrize(
+    "nodes,rc,what",
+    [(128, 0, None), (129, 1, "less than 2x growth"), (256, 1, "less than 2x growth"), (257, 2, "do not fit")],
+)
 def test_growth_thresholds(nodes, rc, what):
     got_rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--nodes", str(nodes))
     assert got_rc == rc
@@ -48,7 +57,7 @@ def test_usable_addresses_match_the_plugin_defaults():
     assert plan.usable_per_node(24, 4) == 253
     assert plan.usable_per_node(30, 4) == 1
     assert plan.usable_per_node(31, 4) == 0
-    assert plan.usable_per_node(64, 6) == 2 ** 64 - 3
+    assert plan.usable_per_node(64, 6) == 2**64 - 3
 
 
 def test_service_range_inside_cluster_cidr():
@@ -56,7 +65,9 @@ def test_service_range_inside_cluster_cidr():
     (f,) = doc["families"]
     assert (f["nodeSubnets"], f["occupiedByServices"], f["availableNodeSubnets"]) == (65536, 4096, 61440)
     assert doc["nodesFit"] == 61440 and doc["podCapacity"] == 61440 * 110
-    assert any("10.96.0.0/12 overlaps cluster CIDR 10.0.0.0/8 (4096 node subnet(s) unusable)" in w for w in doc["warnings"])
+    assert any(
+        "10.96.0.0/12 overlaps cluster CIDR 10.0.0.0/8 (4096 node subnet(s) unusable)" in w for w in doc["warnings"]
+    )
     assert rc == 1
     # a small service range still costs one node subnet
     rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.244.200.0/28")
@@ -74,7 +85,11 @@ def test_node_mask_errors_and_warnings():
     assert (f["nodeSubnets"], f["usableAddressesPerNode"], f["podsPerNode"]) == (512, 125, 110)
     assert any("less than 2x --max-pods" in w for w in doc["warnings"]) and rc == 1
     rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "26")
-    assert doc["families"][0]["podsPerNode"] == 61 and any("fewer than --max-pods 110" in e for e in doc["errors"]) and rc == 2
+    assert (
+        doc["families"][0]["podsPerNode"] == 61
+        and any("fewer than --max-pods 110" in e for e in doc["errors"])
+        and rc == 2
+    )
     rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "26", "--max-pods", "30")
     assert doc["podsPerNode"] == 30 and doc["podCapacity"] == 1024 * 30 and rc == 0
     rc, doc = plan_json("--cluster-cidr", "10.0.0.0/16", "--node-mask", "12")
@@ -85,15 +100,30 @@ def test_dual_stack():
     rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/60", "--nodes", "5")
     v4, v6 = doc["families"]
     assert (v4["nodeSubnets"], v6["nodeSubnets"], v6["nodeMask"]) == (256, 16, 64)
-    assert v6["usableAddressesPerNode"] == 2 ** 64 - 3
+    assert v6["usableAddressesPerNode"] == 2**64 - 3
     assert doc["nodesFit"] == 16 and doc["podCapacity"] == 16 * 110 and doc["headroomNodes"] == 11 and rc == 0
-    rc, doc = plan_json("--cluster-cidr", "10.244.0.0/16", "--cluster-cidr", "fd00:10:244::/56", "--node-mask", "ipv6=120",
-                        "--node-mask", "ipv4=25", "--nodes", "100")
+    rc, doc = plan_json(
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--cluster-cidr",
+        "fd00:10:244::/56",
+        "--node-mask",
+        "ipv6=120",
+        "--node-mask",
+        "ipv4=25",
+        "--nodes",
+        "100",
+    )
     v4, v6 = doc["families"]
     assert (v4["nodeMask"], v6["nodeMask"]) == (25, 120)
     assert "64 bits longer" in " ".join(doc["errors"]) and rc == 2  # /56 -> /120
-    rc, doc = plan_json("--cluster-cidr", "fd00:1::/48", "--cluster-cidr", "10.0.0.0/12", "--node-mask", "64", "--node-mask", "24")
-    assert [(f["family"], f["nodeMask"], f["nodeSubnets"]) for f in doc["families"]] == [("ipv6", 64, 65536), ("ipv4", 24, 4096)]
+    rc, doc = plan_json(
+        "--cluster-cidr", "fd00:1::/48", "--cluster-cidr", "10.0.0.0/12", "--node-mask", "64", "--node-mask", "24"
+    )
+    assert [(f["family"], f["nodeMask"], f["nodeSubnets"]) for f in doc["families"]] == [
+        ("ipv6", 64, 65536),
+        ("ipv4", 24, 4096),
+    ]
     assert doc["nodesFit"] == 4096 and rc == 0
 
 
@@ -112,8 +142,18 @@ def test_usage_errors():
     assert rc == 64 and "not a CIDR" in err
 
 
-@pytest.mark.parametrize("n,text", [(253, "253"), (9_999_999, "9999999"), (2 ** 64, "2^64"), (2 ** 64 - 3, "2^64-3"),
-                                    (2 ** 56 + 7, "2^56+7"), (2 ** 80 * 3, "~2^81.6"), (2 ** 24 - 1, "2^24-1")])
+@pytest.mark.parametrize(
+    "n,text",
+    [
+        (253, "253"),
+        (9_999_999, "9999999"),
+        (2**64, "2^64"),
+        (2**64 - 3, "2^64-3"),
+        (2**56 + 7, "2^56+7"),
+        (2**80 * 3, "~2^81.6"),
+        (2**24 - 1, "2^24-1"),
+    ],
+)
 def test_count_text(n, text):
     assert plan.count_text(n) == text
 
@@ -146,13 +186,22 @@ def test_pool_ipv4_28_blocks_in_a_24(capsys):
     gateway .1: the first block loses .0 and .1 (14), the last loses .255 (15), the 14 others are full
     (16): 14 + 15 + 14*16 = 253.  max-pods 30 with the smallest block: ceil(30/14) = 3 blocks a node,
     16 // 3 = 5 nodes."""
-    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "4")
+    rc, doc = pool_plan(
+        capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "4"
+    )
     (s,) = doc["rangeSets"]
-    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (16, 14, 16, 14 + 15 + 14 * 16)
+    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (
+        16,
+        14,
+        16,
+        14 + 15 + 14 * 16,
+    )
     assert (s["blocksPerNode"], s["nodesFit"]) == (-(-30 // 14), 16 // 3) == (3, 5)
     assert doc["nodesFit"] == 5 and doc["podCapacity"] == 4 * 30  # 4 planned nodes, all fit
     assert doc["errors"] == doc["warnings"] == [] and rc == 0
-    rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "6")
+    rc, doc = pool_plan(
+        capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30", "--nodes", "6"
+    )
     # more --nodes than fit: an error (exit 2), as in --cluster-cidr mode (test_growth_thresholds)
     assert doc["podCapacity"] == 5 * 30 and rc == 2 and "6 nodes do not fit" in doc["errors"][0] and not doc["warnings"]
 
@@ -169,13 +218,18 @@ def test_pool_ipv6_64_with_120_blocks(capsys):
     gateway ::1 and the last address: first block 254, last 255, total 2^64 - 3."""
     rc, doc = pool_plan(capsys, "--pool-subnet", "fd00::/64", "--block-size", "120", "--max-pods", "110")
     (s,) = doc["rangeSets"]
-    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (2 ** 56, 254, 256, 2 ** 64 - 3)
-    assert (s["blocksPerNode"], s["nodesFit"]) == (1, 2 ** 56)
-    assert doc["podCapacity"] == 2 ** 56 * 110 and doc["warnings"] == [] and rc == 0
+    assert (s["blocks"], s["usablePerBlockMin"], s["usablePerBlockMax"], s["usableAddresses"]) == (
+        2**56,
+        254,
+        256,
+        2**64 - 3,
+    )
+    assert (s["blocksPerNode"], s["nodesFit"]) == (1, 2**56)
+    assert doc["podCapacity"] == 2**56 * 110 and doc["warnings"] == [] and rc == 0
     rc = plan.main(["--pool-subnet", "fd00::/64", "--block-size", "120", "--max-pods", "110"])
     out = capsys.readouterr().out
     assert out.splitlines()[1].split() == ["ipv6", "fd00::/64", "/120", "2^56", "254-256", "2^64-3", "1", "2^56"]
-    assert str(2 ** 56) not in out
+    assert str(2**56) not in out
 
 
 def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
@@ -185,19 +239,42 @@ def test_pool_dual_stack_from_a_conf_file(tmp_path, capsys):
     .255 (31): 6 blocks, 175 addresses.  IPv6 fd00:1::/64 with blockSizeIPv6 123 (32-address blocks),
     max-pods 40: IPv4 needs ceil(40/16) = 3 blocks a node -> 2 nodes; IPv6 2 blocks -> 2^58 nodes;
     the pool serves 2."""
-    conf = {"cniVersion": "1.0.0", "name": "pooled", "ipam": {
-        "type": "cni-ipam", "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.64"}], [{"subnet": "fd00:1::/64"}]],
-        "exclude": ["10.1.0.128/28"],
-        "pool": {"name": "p", "blockSize": 27, "blockSizeIPv6": 123, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "pooled",
+        "ipam": {
+            "type": "cni-ipam",
+            "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.64"}], [{"subnet": "fd00:1::/64"}]],
+            "exclude": ["10.1.0.128/28"],
+            "pool": {
+                "name": "p",
+                "blockSize": 27,
+                "blockSizeIPv6": 123,
+                "etcd": {"endpoints": ["http://127.0.0.1:2379"]},
+            },
+        },
+    }
     path = tmp_path / "pool.conf"
     path.write_text(json.dumps(conf))
     rc, doc = pool_plan(capsys, "--pool-conf", str(path), "--max-pods", "40")
     v4, v6 = doc["rangeSets"]
-    assert (v4["blocks"], v4["usablePerBlockMin"], v4["usablePerBlockMax"], v4["usableAddresses"]) == (6, 16, 32, 32 * 4 + 16 + 31)
+    assert (v4["blocks"], v4["usablePerBlockMin"], v4["usablePerBlockMax"], v4["usableAddresses"]) == (
+        6,
+        16,
+        32,
+        32 * 4 + 16 + 31,
+    )
     assert (v4["blocksPerNode"], v4["nodesFit"]) == (3, 2)
-    assert (v6["blocks"], v6["usablePerBlockMin"], v6["usableAddresses"], v6["blocksPerNode"]) == (2 ** 59, 30, 2 ** 64 - 3, 2)
+    assert (v6["blocks"], v6["usablePerBlockMin"], v6["usableAddresses"], v6["blocksPerNode"]) == (
+        2**59,
+        30,
+        2**64 - 3,
+        2,
+    )
     assert doc["nodesFit"] == 2 and doc["podCapacity"] == 2 * 40 and rc == 0
-    path.write_text(json.dumps({"cniVersion": "1.0.0", "name": "pooled", "plugins": [dict(type="bridge", ipam=conf["ipam"])]}))
+    path.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "pooled", "plugins": [dict(type="bridge", ipam=conf["ipam"])]})
+    )
     assert pool_plan(capsys, "--pool-conf", str(path), "--max-pods", "40")[1]["rangeSets"] == [v4, v6]  # a conflist too
 
 
@@ -206,12 +283,26 @@ def test_pool_counts_match_walking_the_blocks():
     from cni_ipam.cluster import blocks as pool
     from cni_ipam.plugin import netconf
 
-    conf = {"cniVersion": "1.0.0", "name": "w", "ipam": {
-        "ranges": [[{"subnet": "10.2.0.0/22", "rangeStart": "10.2.0.7", "rangeEnd": "10.2.3.200", "gateway": "10.2.1.77"}]],
-        "exclude": ["10.2.2.0/25", "10.2.0.30/31"], "pool": {"name": "w", "blockSize": 26, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "w",
+        "ipam": {
+            "ranges": [
+                [{"subnet": "10.2.0.0/22", "rangeStart": "10.2.0.7", "rangeEnd": "10.2.3.200", "gateway": "10.2.1.77"}]
+            ],
+            "exclude": ["10.2.2.0/25", "10.2.0.30/31"],
+            "pool": {"name": "w", "blockSize": 26, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}},
+        },
+    }
     (rset,) = netconf.load(conf, {}).range_sets
     for size in (24, 26, 27, 29, 32):
-        caps = [c for c in (pool.block_capacity(rset, pool.block_cidr(4, lo, size)) for lo in pool.set_block_starts(rset, size)) if c]
+        caps = [
+            c
+            for c in (
+                pool.block_capacity(rset, pool.block_cidr(4, lo, size)) for lo in pool.set_block_starts(rset, size)
+            )
+            if c
+        ]
         assert plan.pool_set_blocks(rset, size) == (len(caps), min(caps), max(caps)), size
 
 
@@ -222,9 +313,32 @@ def test_pool_errors_and_waste(capsys):
     # /25 blocks for 30 pods: the first loses .0 and the gateway .1 (128 - 2), still 4x too big
     rc, doc = pool_plan(capsys, "--pool-subnet", "10.0.0.0/24", "--block-size", "25", "--max-pods", "30")
     assert rc == 1 and "4x" in doc["warnings"][0] and doc["rangeSets"][0]["usablePerBlockMin"] == 128 - 2
-    for args, what in [(["--pool-subnet", "10.0.0.0/24"], "--block-size"),
-                       (["--pool-subnet", "10.0.0.0/24", "--block-size", "22"], "larger than the subnet"),
-                       (["--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--cluster-cidr", "10.0.0.0/16"], "not both"),
-                       (["--pool-conf", "/nonexistent/x.conf"], "--pool-conf")]:
+    for args, what in [
+        (["--pool-subnet", "10.0.0.0/24"], "--block-size"),
+        (["--pool-subnet", "10.0.0.0/24", "--block-size", "22"], "larger than the subnet"),
+        (["--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--cluster-cidr", "10.0.0.0/16"], "not both"),
+        (["--pool-conf", "/nonexistent/x.conf"], "--pool-conf"),
+    ]:
         assert plan.main(args) == 64
         assert what in capsys.readouterr().err, args
+
+
+def test_service_ranges_sharing_a_node_subnet_count_it_once():
+    """Two service CIDRs in one node subnet (or one inside another) make that subnet unusable once."""
+    rc, doc = plan_json(
+        "--cluster-cidr",
+        "10.244.0.0/16",
+        "--service-cidr",
+        "10.244.0.0/25",
+        "--service-cidr",
+        "10.244.0.128/26",
+        "--service-cidr",
+        "10.244.0.0/24",
+        "--service-cidr",
+        "10.244.1.0/28",
+    )
+    (f,) = doc["families"]
+    assert (f["occupiedByServices"], f["availableNodeSubnets"]) == (2, 254) and rc == 1
+    assert (
+        plan.occupied_subnets([ipaddress.ip_network("10.244.0.0/16")], ipaddress.ip_network("10.244.0.0/16"), 24) == 256
+    )

@@ -131,6 +131,28 @@ def test_range_prefix_paginates_at_one_revision(client, etcd_prefix, monkeypatch
     assert etcd_prefix + b"k000-late" in now and keys[-1] not in now
 
 
+def test_a_large_answer_is_read_whole(client, etcd_prefix, monkeypatch):
+    """Pages of 1000 keys of 300 bytes (~400 KB of JSON): the gateway sends them chunked."""
+    from cni_ipam import httpio
+
+    value = bytes(range(256)) + b"v" * 44
+    for start in range(0, 1500, 100):
+        client.txn([], [op_put(etcd_prefix + b"%05d" % i, value) for i in range(start, start + 100)], [])
+    chunked = []
+    real = httpio._Reader._chunked
+
+    def counted(self, max_body):
+        body = real(self, max_body)
+        chunked.append(len(body))
+        return body
+
+    monkeypatch.setattr(httpio._Reader, "_chunked", counted)
+    got = client.range_prefix(etcd_prefix)
+    assert len(chunked) == 2 and min(chunked) > 100_000, chunked
+    assert [k for k, _, _, _ in got] == [etcd_prefix + b"%05d" % i for i in range(1500)]
+    assert all(v == value for _, v, _, _ in got)
+
+
 def test_txn_create_if_absent(client, etcd_prefix):
     key = etcd_prefix + b"block"
     ok, responses, rev = client.txn([cmp_create(key, "=", 0)], [op_put(key, b"node-a")], [op_get(key)])
@@ -177,42 +199,22 @@ def test_big_int64_values_round_trip(client, etcd_prefix):
     assert client.txn([cmp_mod(key, "<", INT64_MAX)], [], [])[0] is True
     assert client.txn([cmp_mod(key, "=", rev + (1 << 60))], [], [])[0] is False
     assert etcd_mod._int("9223372036854775807") == INT64_MAX
-    lease = client.lease_grant(30)
-    assert lease > (1 << 53)  # etcd's lease IDs are large: the ID must come back exactly
-    client.put(key, b"leased", lease=lease)
-    assert client.lease_keepalive(lease) == 30
-    client.lease_revoke(lease)
 
 
-def test_leases(client, etcd_prefix):
-    key = etcd_prefix + b"leased"
-    lease = client.lease_grant(20)
-    client.put(key, b"v", lease=lease)
-    ok, _, _ = client.txn([cmp_create(key, "!=", 0)], [op_put(key, b"w", lease=lease)], [])
-    assert ok and client.get(key)[0] == b"w"
-    assert 0 < client.lease_keepalive(lease) <= 20
-    client.lease_revoke(lease)
-    assert client.get(key) is None  # the lease's keys go with it
-    assert client.lease_keepalive(lease) == 0  # a gone lease: no TTL in the answer
-    client.lease_revoke(lease)  # revoking a gone lease is not an error
-
-
-def test_lease_expiry_removes_keys(client, etcd_prefix):
-    key = etcd_prefix + b"short"
-    lease = client.lease_grant(1)
-    client.put(key, b"v", lease=lease)
-    end = time.monotonic() + 10
-    while client.get(key) is not None:
-        assert time.monotonic() < end, "a 1 s lease did not expire within 10 s"
-        time.sleep(0.2)
-    assert client.lease_keepalive(lease) == 0
+def test_the_lease_api_is_gone():
+    """Nothing uses leases: the client has no lease calls and op_put no lease argument."""
+    for name in ("lease_grant", "lease_keepalive", "lease_revoke"):
+        assert not hasattr(EtcdClient, name)
+    with pytest.raises(TypeError):
+        op_put(b"k", b"v", lease=1)  # type: ignore[call-arg]
 
 
 def test_etcd_errors_name_the_endpoint(client, etcd_prefix):
     with pytest.raises(EtcdError) as info:
-        client.put(etcd_prefix + b"k", b"v", lease=12345)  # no such lease
-    assert "requested lease not found" in str(info.value) and client.endpoint in str(info.value)
+        client.txn([], [op_put(etcd_prefix + b"k", b"1"), op_put(etcd_prefix + b"k", b"2")], [])  # one key twice
+    assert "duplicate key" in str(info.value) and client.endpoint in str(info.value)
     assert not isinstance(info.value, EtcdUnavailable)
+    assert not str(info.value).startswith("etcd:")
 
 
 def test_connection_is_kept_alive(client, etcd_prefix):

@@ -53,7 +53,7 @@ def test_help_names_the_exit_codes():
     for command in options.EXIT_CODES:
         if command == "every command":
             continue
-        rc, out, _ = run(command, "--help")
+        rc, out, _ = run(*command.split(), "--help")  # "pool show": a command and its subcommand
         assert rc == 0 and "exit status:" in out and "64 usage error" in " ".join(out.split()), (command, out)
 
 

@@ -98,7 +98,9 @@ def token_variants(pki, work):
     }
 
 
-@pytest.mark.parametrize("variant", ["ca-file+token", "ca-data+token", "ca-file+tokenFile", "ca-data+relative-tokenFile"])
+@pytest.mark.parametrize(
+    "variant", ["ca-file+token", "ca-data+token", "ca-file+tokenFile", "ca-data+relative-tokenFile"]
+)
 def test_token_kubeconfigs(api, pki, work, variant):
     kc = write_kubeconfig(str(work / "kc"), api.url, **token_variants(pki, work)[variant])
     pod = {"kubeconfig": kc, "nodeName": NODE}
@@ -135,7 +137,13 @@ def test_client_certificate_missing_or_unknown(cert_api, pki, work):
         time.sleep(0.01)
     assert cert_api.handshake_failures
     stranger = pki.clients["system:node:podcidr-stranger"]
-    kc = write_kubeconfig(str(work / "kc2"), cert_api.url, ca_file=pki.ca_file, cert_file=stranger["cert_file"], key_file=stranger["key_file"])
+    kc = write_kubeconfig(
+        str(work / "kc2"),
+        cert_api.url,
+        ca_file=pki.ca_file,
+        cert_file=stranger["cert_file"],
+        key_file=stranger["key_file"],
+    )
     err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
     assert err.code == PODCIDR_UNAVAILABLE and "401" in err.msg and kc in err.msg
 
@@ -160,9 +168,23 @@ def test_server_path_prefix_and_tls_server_name(pki, work):
         assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
         assert api.requests[0]["path"] == f"/k8s/clusters/c-podcidr/api/v1/nodes/{NODE}"
         # tls-server-name: the certificate is checked against that name instead of the URL's host
-        kc = write_kubeconfig(str(work / "kc2"), api.url, ca_file=pki.ca_file, token=TOKEN, extra_cluster={"tls-server-name": "kubernetes.default.svc"})
-        assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-v4", "cacheTTL": 0}, work) == NET("10.244.4.0/24")
-        kc = write_kubeconfig(str(work / "kc3"), api.url, ca_file=pki.ca_file, token=TOKEN, extra_cluster={"tls-server-name": "wrong.example"})
+        kc = write_kubeconfig(
+            str(work / "kc2"),
+            api.url,
+            ca_file=pki.ca_file,
+            token=TOKEN,
+            extra_cluster={"tls-server-name": "kubernetes.default.svc"},
+        )
+        assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-v4", "cacheTTL": 0}, work) == NET(
+            "10.244.4.0/24"
+        )
+        kc = write_kubeconfig(
+            str(work / "kc3"),
+            api.url,
+            ca_file=pki.ca_file,
+            token=TOKEN,
+            extra_cluster={"tls-server-name": "wrong.example"},
+        )
         err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": "podcidr-node-legacy"}, work)
         assert err.code == PODCIDR_UNAVAILABLE and "TLS verification" in err.msg and kc in err.msg
 
@@ -175,7 +197,13 @@ def test_wrong_token_and_forbidden_name_the_kubeconfig(api, pki, work):
     api.forbidden_tokens.add("no-rbac")
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token="no-rbac")
     err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
-    assert err.code == PODCIDR_UNAVAILABLE and "403" in err.msg and "get" in err.msg and "nodes" in err.msg and kc in err.msg
+    assert (
+        err.code == PODCIDR_UNAVAILABLE
+        and "403" in err.msg
+        and "get" in err.msg
+        and "nodes" in err.msg
+        and kc in err.msg
+    )
     assert not os.path.exists(podcidr.cache_path(data_dir(work), NODE))
 
 
@@ -240,7 +268,9 @@ def test_cache_ttl_refresh_and_api_down(api, pki, work):
     path = expire_cache(work)
     assert resolve("usePodCidr", pod, work) == NET(NODE_V4)  # refresh fails: cached answer
     data = json.load(open(path))
-    assert "Connection refused" in data["lastError"] and data["refreshAfter"] - time.time() <= podcidr.RETRY_AFTER_FAILURE
+    assert (
+        "Connection refused" in data["lastError"] and data["refreshAfter"] - time.time() <= podcidr.RETRY_AFTER_FAILURE
+    )
 
 
 def test_blackholed_api_costs_one_timeout_per_retry_period(pki, work):
@@ -275,10 +305,13 @@ def ips_of(result):
 
 def test_end_to_end_dual_stack_add_check_del_with_api_down(api, pki, work):
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_data=pki.ca_pem, token=TOKEN)
-    conf = netconf(work, {
-        "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
-        "podCidr": {"kubeconfig": kc},
-    })
+    conf = netconf(
+        work,
+        {
+            "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+            "podCidr": {"kubeconfig": kc},
+        },
+    )
     env = {"KUBERNETES_NODE_NAME": NODE}
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-c1", extra_env=env)
     assert rc == 0, raw + err
@@ -310,13 +343,16 @@ def test_end_to_end_dual_stack_add_check_del_with_api_down(api, pki, work):
 
 def test_end_to_end_legacy_subnet_with_range_keys(api, pki, work):
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
-    conf = netconf(work, {
-        "subnet": "usePodCidr",
-        "rangeStart": "10.244.3.10",
-        "rangeEnd": "10.244.3.12",
-        "exclude": ["10.244.3.11"],
-        "podCidr": {"kubeconfig": kc, "nodeName": NODE},
-    })
+    conf = netconf(
+        work,
+        {
+            "subnet": "usePodCidr",
+            "rangeStart": "10.244.3.10",
+            "rangeEnd": "10.244.3.12",
+            "exclude": ["10.244.3.11"],
+            "podCidr": {"kubeconfig": kc, "nodeName": NODE},
+        },
+    )
     got = []
     for i in range(2):
         rc, out, raw, err = run_plugin("ADD", conf, container_id=f"podcidr-l{i}")
@@ -335,7 +371,13 @@ def test_end_to_end_errors_are_cni_json(api, pki, work):
     conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}})
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-e1")
     assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and kc in out["msg"] and "Traceback" not in raw + err
-    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidrIPv6"}]], "podCidr": {"kubeconfig": kc.replace("kc", "kc-v4"), "nodeName": "podcidr-node-v4"}})
+    conf = netconf(
+        work,
+        {
+            "ranges": [[{"subnet": "usePodCidrIPv6"}]],
+            "podCidr": {"kubeconfig": kc.replace("kc", "kc-v4"), "nodeName": "podcidr-node-v4"},
+        },
+    )
     write_kubeconfig(conf["ipam"]["podCidr"]["kubeconfig"], api.url, ca_file=pki.ca_file, token=TOKEN)
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-e2")
     assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "podcidr-node-v4" in out["msg"], raw
@@ -349,7 +391,11 @@ def test_end_to_end_in_cluster(api, pki, work):
     (sa / "token").write_text(TOKEN)
     shutil.copy(pki.ca_file, sa / "ca.crt")
     conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"serviceAccountDir": str(sa)}})
-    env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port), "NODE_NAME": "podcidr-node-v4"}
+    env = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+        "NODE_NAME": "podcidr-node-v4",
+    }
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-i1", extra_env=env)
     assert rc == 0, raw + err
     assert ips_of(out)[0].ip in NET("10.244.4.0/24")
@@ -357,17 +403,24 @@ def test_end_to_end_in_cluster(api, pki, work):
 
 def test_end_to_end_flannel_and_static(work):
     env_file = work / "subnet.env"
-    env_file.write_text("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.77.1/24\nFLANNEL_IPV6_SUBNET=fd00:77::1/64\nFLANNEL_MTU=1450\n")
-    conf = netconf(work, {
-        "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
-        "podCidr": {"sources": ["flannel"], "flannelSubnetEnv": str(env_file), "nodeName": "podcidr-flannel"},
-    })
+    env_file.write_text(
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.77.1/24\nFLANNEL_IPV6_SUBNET=fd00:77::1/64\nFLANNEL_MTU=1450\n"
+    )
+    conf = netconf(
+        work,
+        {
+            "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+            "podCidr": {"sources": ["flannel"], "flannelSubnetEnv": str(env_file), "nodeName": "podcidr-flannel"},
+        },
+    )
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-f1")
     assert rc == 0, raw + err
     v4, v6 = ips_of(out)
     assert v4.network == NET("10.244.77.0/24") and v6.network == NET("fd00:77::/64")
     assert v4.ip != ipaddress.ip_address("10.244.77.1")  # the gateway (flannel's cni0 address) is skipped
-    conf = netconf(work, {"subnet": "usePodCidr", "podCidr": {"static": ["10.88.5.0/28"], "nodeName": "podcidr-static"}})
+    conf = netconf(
+        work, {"subnet": "usePodCidr", "podCidr": {"static": ["10.88.5.0/28"], "nodeName": "podcidr-static"}}
+    )
     conf["name"] = "podcidr-static"
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-s1")
     assert rc == 0, raw + err
@@ -381,12 +434,14 @@ def test_end_to_end_fresh_cache_imports_no_yaml_or_tls(api, pki, work):
     rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t1")
     assert rc == 0, raw
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
-    assert {"yaml", "ssl", "http.client", "cni_ipam.podcidr.kubeapi"} <= imported  # the first ADD asked the API
+    assert {"yaml", "ssl", "cni_ipam.httpio", "cni_ipam.podcidr.kubeapi"} <= imported  # the first ADD asked the API
     rc, _, raw, err = run_cni(argv, "ADD", conf, container_id="podcidr-t2")
     assert rc == 0, raw
     imported = {line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")}
     assert "cni_ipam.podcidr.sources" in imported
-    assert not imported & {"yaml", "ssl", "http.client", "cni_ipam.podcidr.kubeapi", "_ssl"}, imported & {"yaml", "ssl", "http.client"}
+    assert not imported & {"yaml", "ssl", "http.client", "cni_ipam.httpio", "cni_ipam.podcidr.kubeapi", "_ssl"}, (
+        imported
+    )
     assert api.node_requests() == 1
 
 
@@ -456,20 +511,42 @@ def test_real_runtime_bridge_gets_the_node_pod_cidr(pki):
         host, c1, c2 = rt.netns("host"), rt.netns("c1"), rt.netns("c2")
         spec = {"pki_dir": pki.dir, "nodes": {NODE: ["10.252.7.0/24", "fd00:252:7::/64"]}, "token": TOKEN}
         server = subprocess.Popen(
-            ["ip", "netns", "exec", host, sys.executable, "-m", "tests.integration.podcidr_apiserver", json.dumps(spec)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                host,
+                sys.executable,
+                "-m",
+                "tests.integration.podcidr_apiserver",
+                json.dumps(spec),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         port = int(server.stdout.readline())
-        kc = write_kubeconfig(os.path.join(rt.dir, "cni-ipam.kubeconfig"), f"https://127.0.0.1:{port}", ca_file=pki.ca_file, token=TOKEN)
-        rt.conflist("podcidr-k8s", [{
-            "type": "bridge", "bridge": "podcidr-br0", "isGateway": True,
-            "ipam": {
-                "type": "cni-ipam", "dataDir": rt.data_dir,
-                "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "podCidr": {"kubeconfig": kc, "nodeName": NODE},
-            },
-        }])
+        kc = write_kubeconfig(
+            os.path.join(rt.dir, "cni-ipam.kubeconfig"), f"https://127.0.0.1:{port}", ca_file=pki.ca_file, token=TOKEN
+        )
+        rt.conflist(
+            "podcidr-k8s",
+            [
+                {
+                    "type": "bridge",
+                    "bridge": "podcidr-br0",
+                    "isGateway": True,
+                    "ipam": {
+                        "type": "cni-ipam",
+                        "dataDir": rt.data_dir,
+                        "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "podCidr": {"kubeconfig": kc, "nodeName": NODE},
+                    },
+                }
+            ],
+        )
         res = rt.driver("add", "podcidr-k8s", c1, host=host, container_id="podcidr-rt-1")
         assert res.rc == 0, res
         got = netns.link_addresses(c1, "eth0")
@@ -541,7 +618,9 @@ def test_dripping_tls_handshake_is_cut_at_the_deadline(api, pki, work):
 
 def test_dripping_server_through_the_executable(api, pki, work):
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
-    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE, "timeout": 1}})
+    conf = netconf(
+        work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE, "timeout": 1}}
+    )
     api.misbehave, api.drip_interval = "drip", 0.1
     start = time.monotonic()
     rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-drip", timeout=60)
@@ -562,7 +641,9 @@ def test_stalled_body_and_redirect(api, pki, work):
     assert not any(r["path"].endswith("/redirected") for r in api.requests)
 
 
-@pytest.mark.parametrize("how, words", [("bomb", "nested too deeply"), ("huge", "larger than"), ("garbage", "not JSON")])
+@pytest.mark.parametrize(
+    "how, words", [("bomb", "nested too deeply"), ("huge", "larger than"), ("garbage", "not JSON")]
+)
 def test_bad_bodies_are_104_and_never_beat_the_cache(api, pki, work, how, words):
     """A JSON nesting bomb gave 999 on main (and skipped the valid cache)."""
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
@@ -629,7 +710,11 @@ def test_two_line_token_file_is_refused_without_quoting_it(api, pki, work):
     assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
     # the same through the executable: a CNI error without the token anywhere in its output
     shutil.rmtree(os.path.join(data_dir(work), podcidr.CACHE_DIR))
-    rc, out, raw, errtext = run_plugin("ADD", netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}}), container_id="podcidr-tok")
+    rc, out, raw, errtext = run_plugin(
+        "ADD",
+        netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}}),
+        container_id="podcidr-tok",
+    )
     assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE, raw
     assert secret_old not in raw + errtext and secret_new not in raw + errtext
 
@@ -646,9 +731,14 @@ def test_ca_data_that_does_not_decode_is_an_error_not_the_system_cas(api, pki, w
     store (SSL_CERT_FILE), the token went out.  Now: 104 naming the kubeconfig, nothing sent."""
     monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)
     for junk in ("!!!not base64!!!", "====", "bm90IGEgY2VydA=="):
-        kc = write_kubeconfig(str(work / "kc"), api.url, token=TOKEN, extra_cluster={"certificate-authority-data": junk})
+        kc = write_kubeconfig(
+            str(work / "kc"), api.url, token=TOKEN, extra_cluster={"certificate-authority-data": junk}
+        )
         err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
-        assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg and "certificate-authority-data" in err.msg, (junk, err)
+        assert err.code == PODCIDR_UNAVAILABLE and kc in err.msg and "certificate-authority-data" in err.msg, (
+            junk,
+            err,
+        )
     assert api.node_requests() == 0
     kc = write_kubeconfig(str(work / "kc"), api.url, token=TOKEN)  # no CA at all: the system CAs, as kubectl
     assert resolve("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work) == NET(NODE_V4)
@@ -668,7 +758,9 @@ def test_kubeconfig_with_yaml_aliases_is_refused(api, pki, work):
     assert err.code == PODCIDR_UNAVAILABLE and "aliases" in err.msg and str(kc) in err.msg
     assert api.node_requests() == 0
     bomb = work / "bomb"
-    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)
+    ]
     bomb.write_text("\n".join(levels) + "\n")
     start = time.monotonic()
     err = error_of("usePodCidr", {"kubeconfig": str(bomb), "nodeName": NODE}, work)
@@ -692,18 +784,34 @@ def test_fifo_credential_files_fail_at_once(pki, work, what):
         kc = fifo
     else:
         extra = {"token_file": fifo} if what == "tokenFile" else {"token": TOKEN}
-        write_kubeconfig(kc, "https://127.0.0.1:1", ca_file=fifo if what == "certificate-authority" else pki.ca_file, **extra)
+        write_kubeconfig(
+            kc, "https://127.0.0.1:1", ca_file=fifo if what == "certificate-authority" else pki.ca_file, **extra
+        )
     conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}]], "podCidr": {"kubeconfig": kc, "nodeName": NODE}})
     try:
         rc, out, raw, err = run_plugin("ADD", conf, container_id="podcidr-fifo", timeout=10)
     except subprocess.TimeoutExpired:
         pytest.fail(f"ADD hung on a FIFO {what}")
-    assert rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "not a regular file" in out["msg"] and fifo in out["msg"], raw
+    assert (
+        rc == 1 and out["code"] == PODCIDR_UNAVAILABLE and "not a regular file" in out["msg"] and fifo in out["msg"]
+    ), raw
 
 
 # ---------------------------------------------------------------------------------- what held, and must keep holding
-@pytest.mark.parametrize("setup", ["other-ca-file", "other-ca-data", "wrong-server-name", "system-cas-only",
-                                   "server-cert-as-ca", "key-as-ca-file", "key-as-ca-data", "skip-verify", "plain-http"])
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "other-ca-file",
+        "other-ca-data",
+        "wrong-server-name",
+        "system-cas-only",
+        "server-cert-as-ca",
+        "key-as-ca-file",
+        "key-as-ca-data",
+        "skip-verify",
+        "plain-http",
+    ],
+)
 def test_bad_tls_setups_never_send_the_token(api, pki, work, setup, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     key_pem = next(iter(pki.clients.values()))["key_pem"]
@@ -730,16 +838,30 @@ def test_bad_tls_setups_never_send_the_token(api, pki, work, setup, monkeypatch)
 
 def test_exec_credentials_are_refused_without_running_anything(api, pki, work):
     marker = work / "exec-ran"
-    kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file,
-                          extra_user={"exec": {"command": "/bin/sh", "args": ["-c", f"touch {marker}"], "apiVersion": "client.authentication.k8s.io/v1"}})
+    kc = write_kubeconfig(
+        str(work / "kc"),
+        api.url,
+        ca_file=pki.ca_file,
+        extra_user={
+            "exec": {
+                "command": "/bin/sh",
+                "args": ["-c", f"touch {marker}"],
+                "apiVersion": "client.authentication.k8s.io/v1",
+            }
+        },
+    )
     err = error_of("usePodCidr", {"kubeconfig": kc, "nodeName": NODE}, work)
     assert err.code == PODCIDR_UNAVAILABLE and "exec is not supported" in err.msg and not marker.exists()
 
 
 @pytest.mark.parametrize("bad", ["/proc", "/sys", "/dev/null"])
 def test_special_data_dirs_are_refused(work, bad):
-    conf = {"cniVersion": "1.0.0", "name": "podcidr-held", "type": "bridge",
-            "ipam": {"type": "cni-ipam", "dataDir": bad, "subnet": "10.98.0.0/24"}}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "podcidr-held",
+        "type": "bridge",
+        "ipam": {"type": "cni-ipam", "dataDir": bad, "subnet": "10.98.0.0/24"},
+    }
     rc, out, raw, _ = run_plugin("ADD", conf, container_id="podcidr-held")
     assert rc == 1 and out["code"] == 5 and bad in out["msg"], raw
     assert not os.path.exists(os.path.join(bad, "podcidr-held"))
@@ -774,11 +896,13 @@ def admin_runs(conf_dir, ddir, pool_conf):
     from tests.helpers import run_admin
 
     runs = []
-    for args in (("show", "--conf-dir", conf_dir, "--data-dir", ddir),
-                 ("show", "--json", "--ips", "--conf-dir", conf_dir, "--data-dir", ddir),
-                 ("metrics", "--conf-dir", conf_dir, "--data-dir", ddir),
-                 ("lint", "--json", "--no-host", conf_dir),
-                 ("plan", "--pool-conf", pool_conf)):
+    for args in (
+        ("show", "--conf-dir", conf_dir, "--data-dir", ddir),
+        ("show", "--json", "--ips", "--conf-dir", conf_dir, "--data-dir", ddir),
+        ("metrics", "--conf-dir", conf_dir, "--data-dir", ddir),
+        ("lint", "--json", "--no-host", conf_dir),
+        ("plan", "--pool-conf", pool_conf),
+    ):
         runs.append((" ".join(args[:2]),) + run_admin(*args))
     return runs
 
@@ -788,15 +912,35 @@ def test_show_lint_metrics_plan_never_call_the_api_nor_write_the_cache(api, pki,
     requests to the API server, the cache directory byte-for-byte (and inode, mtime) as it was,
     and without a cache "pod CIDR not known offline" (show: level unknown, exit 4; lint: a warning)."""
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)
-    conf = netconf(work, {"ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
-                          "podCidr": {"kubeconfig": kc, "nodeName": NODE, "cacheTTL": 600}})
+    conf = netconf(
+        work,
+        {
+            "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+            "podCidr": {"kubeconfig": kc, "nodeName": NODE, "cacheTTL": 600},
+        },
+    )
     conf_dir = work / "net.d"
     conf_dir.mkdir()
-    (conf_dir / "10-podcidr.conflist").write_text(json.dumps(
-        {"cniVersion": "1.0.0", "name": conf["name"], "plugins": [{k: v for k, v in conf.items() if k not in ("cniVersion", "name")}]}))
+    (conf_dir / "10-podcidr.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": conf["name"],
+                "plugins": [{k: v for k, v in conf.items() if k not in ("cniVersion", "name")}],
+            }
+        )
+    )
     pool_conf = work / "pool.conf"  # plan --pool-conf parses through the same offline loader
-    pool_conf.write_text(json.dumps(dict(conf, ipam=dict(conf["ipam"], pool={"name": "p", "blockSize": 28,
-                                                                               "etcd": {"endpoints": ["http://127.0.0.1:9"]}}))))
+    pool_conf.write_text(
+        json.dumps(
+            dict(
+                conf,
+                ipam=dict(
+                    conf["ipam"], pool={"name": "p", "blockSize": 28, "etcd": {"endpoints": ["http://127.0.0.1:9"]}}
+                ),
+            )
+        )
+    )
     ddir = data_dir(work)
     cache_dir = os.path.join(ddir, podcidr.CACHE_DIR)
 
@@ -806,12 +950,21 @@ def test_show_lint_metrics_plan_never_call_the_api_nor_write_the_cache(api, pki,
     assert api.requests == []
     assert tree_state(ddir) == before and not os.path.exists(cache_dir)
     rc, out, err = runs["show --conf-dir"]
-    assert rc == 4 and "(pod CIDR not known offline)" in out and "warning: usePodCidr: the pod CIDR of node" in out, out + err
+    assert rc == 4 and "(pod CIDR not known offline)" in out and "warning: usePodCidr: the pod CIDR of node" in out, (
+        out + err
+    )
     rc, out, err = runs["show --json"]
     net = json.loads(out)["networks"][0]
-    assert rc == 4 and net["level"] == "unknown" and "not known offline" in net["podCidrNotKnownOffline"] and net["confError"] is None
+    assert (
+        rc == 4
+        and net["level"] == "unknown"
+        and "not known offline" in net["podCidrNotKnownOffline"]
+        and net["confError"] is None
+    )
     rc, out, err = runs["metrics --conf-dir"]
-    assert rc == 0 and 'cni_ipam_network_config_known{network="podcidr-net"} 0.0' in out and "not known offline" in err, err
+    assert (
+        rc == 0 and 'cni_ipam_network_config_known{network="podcidr-net"} 0.0' in out and "not known offline" in err
+    ), err
     rc, out, err = runs["lint --json"]
     doc = json.loads(out)
     assert rc == 0 and doc["errors"] == 0, doc
@@ -819,7 +972,9 @@ def test_show_lint_metrics_plan_never_call_the_api_nor_write_the_cache(api, pki,
     assert [f["key"] for f in warned] == ["plugins[0].ipam.ranges[0][0].subnet", "plugins[0].ipam.ranges[1][0].subnet"]
     assert all("pod CIDR not known offline" in f["message"] for f in warned)
     rc, out, err = runs["plan --pool-conf"]
-    assert rc == 64 and "not known offline" in err and "Traceback" not in err, out + err  # a --pool-conf plan cannot plan
+    assert rc == 64 and "not known offline" in err and "Traceback" not in err, (
+        out + err
+    )  # a --pool-conf plan cannot plan
 
     # 2. an ADD asks the API and writes the cache; then the cache goes stale, so that an ADD (not
     #    an admin command) would refresh it: the admin commands still ask nothing and touch nothing
