@@ -68,19 +68,19 @@ def cmd_add(env, cfg) -> dict:
 
             ips = pool.allocate(store, cfg, env.container_id, env.ifname)
         else:
-            reclaim = _heal(store, cfg.pidns_is_node) if cfg.reclaim_on_exhaustion else None
+            reclaim = _heal(store) if cfg.reclaim_on_exhaustion else None
             ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname, reclaim)
         store.save_owner(env.container_id, env.ifname, [iface.ip for iface, _ in ips], attachment_meta(env, store))
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
 
 
-def _heal(store, node_pidns: bool):
+def _heal(store):
     """The exhaustion heal for ``allocator.allocate``: True when it released something."""
 
     def reclaim() -> bool:
         from cni_ipam.plugin.heal import reclaim_stranded  # only when a range set is full
 
-        return bool(reclaim_stranded(store, node_pidns=node_pidns))
+        return bool(reclaim_stranded(store))
 
     return reclaim
 
@@ -146,13 +146,10 @@ def attachment_meta(env, store) -> dict:
 
     meta: dict = {"created": round(time.time(), 3), "bootId": store.boot_id}
     if env.netns:
+        from cni_ipam.plugin.nsfs import identity
+
         meta["netns"] = env.netns
-        try:
-            st = os.stat(env.netns)
-            meta["netnsDev"] = st.st_dev
-            meta["netnsIno"] = st.st_ino
-        except OSError:
-            pass
+        meta.update(identity(env.netns))  # the kernel's namespace id (never reused) where it has one
     k8s = {
         field: env.args[key]
         for key, field in (("K8S_POD_NAMESPACE", "namespace"), ("K8S_POD_NAME", "name"), ("K8S_POD_UID", "uid"))

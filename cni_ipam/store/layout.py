@@ -48,12 +48,28 @@ EMPTY = "empty"  # a regular file with no content (host-local killed mid-write)
 OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, never used as a name
 
 
-def read_boot_id(path: str = BOOT_ID_PATH) -> str:
-    try:  # bytes, then str's own ascii decoder: a text-mode open would import encodings.ascii (cold path)
-        with open(path, "rb") as fh:
-            return fh.read(4096).decode("ascii").strip()
+def read_boot_id(path: str = BOOT_ID_PATH, kernel_only: bool = True) -> str:
+    """The running kernel's boot id, or "" when it cannot be read or is not provably the kernel's.
+
+    A boot id is compared between readers in different mount namespaces (the plugin in the node's,
+    ``cni-ipam gc`` in a DaemonSet's), and LXC and systemd-nspawn bind-mount a random file over
+    this path in every system container: two readers of one kernel would disagree, and a
+    disagreement would look like a reboot.  So the id counts only when the file read is on the
+    same superblock as ``/proc`` itself (a file bind-mounted from elsewhere is not); "" proves
+    nothing (see docs/core.md).  ``kernel_only=False`` (tests with their own file) skips that check."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if kernel_only and os.fstat(fd).st_dev != os.stat("/proc").st_dev:
+            return ""
+        # bytes, then str's own ascii decoder: a text-mode open would import encodings.ascii (cold path)
+        return os.read(fd, 4096).decode("ascii").strip()
     except (OSError, ValueError):  # unreadable, or not ASCII: no boot id (nothing is judged by it)
         return ""
+    finally:
+        os.close(fd)
 
 
 def parse_ip_name(name: str):
