@@ -314,8 +314,12 @@ class Checker:
         if alive:
             return Verdict(LIVE, NETNS_ALIVE, alive[0])
         if all(state == nsfs.GONE for state, _ in answers):
-            where = meta.get("netns") if isinstance(meta.get("netns"), str) and meta.get("netns") else "its network namespace"
-            return Verdict(STRANDED, NETNS_GONE, f"{where}: " + "; ".join(detail for _, detail in answers))
+            netns = meta.get("netns") if isinstance(meta.get("netns"), str) and meta.get("netns") else None
+            why = "; ".join(detail for _, detail in answers)
+            now = nsfs.identity(self.netns_path(netns)).get("netnsId") if netns else None
+            if now is not None:
+                return Verdict(STRANDED, NETNS_REPLACED, f"{netns} now names another namespace (id {now}); {why}")
+            return Verdict(STRANDED, NETNS_GONE, f"{netns or 'its network namespace'}: {why}")
         return None
 
     def _run_scan(self, idents: set[tuple[int, int]]) -> Any:

@@ -162,13 +162,23 @@ class Kernel(object):
         def make():  # in a thread of its own: unshare moves only that thread
             import ctypes
 
-            if self._libc.unshare(CLONE_NEWNET) != 0:
-                box["err"] = ctypes.get_errno()
-                return
             try:
-                box["fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 box["err"] = exc.errno
+                return
+            try:
+                if self._libc.unshare(CLONE_NEWNET) != 0:
+                    box["err"] = ctypes.get_errno()
+                    return
+                try:
+                    box["fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    box["err"] = exc.errno
+                # Back home before the thread ends: an exiting thread must not be seen living in it.
+                self._libc.setns(home, CLONE_NEWNET)
+            finally:
+                os.close(home)
 
         thread = threading.Thread(target=make)
         thread.start()

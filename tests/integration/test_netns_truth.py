@@ -20,64 +20,9 @@ import subprocess
 import pytest
 
 from cni_ipam.plugin import nsfs
-from tests.integration.nsworld import PRELUDE
+from tests.integration.hostworld import world
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-WORLD = r'''
-import atexit
-from cni_ipam.plugin import nsfs
-PLUGIN = %(argv)r
-_spawned = []
-
-def spawn(*argv, **kw):
-    p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, **kw)
-    _spawned.append(p)
-    return p
-
-@atexit.register
-def _reap():
-    for p in _spawned:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-def sh(cmd):
-    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-    if p.returncode:
-        raise SystemExit("%%s: %%s" %% (cmd, p.stderr))
-
-# The test's own /run/netns (this mount namespace is private): no name can collide with the host's.
-os.makedirs("/run/netns", exist_ok=True)
-sh("mount -t tmpfs -o mode=755 nstest /run/netns")
-
-def add(data, cid, netns, subnet="10.79.0.0/30", **ipam):
-    conf = {"cniVersion": "1.0.0", "name": "holders", "type": "bridge",
-            "ipam": dict({"type": "cni-ipam", "dataDir": data, "subnet": subnet, "pidnsIsNode": True}, **ipam)}
-    p = subprocess.run(PLUGIN, input=json.dumps(conf).encode(), capture_output=True,
-                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"))
-    out = json.loads(p.stdout or b"{}")
-    return out["ips"][0]["address"].split("/")[0] if p.returncode == 0 else out.get("code", p.stderr.decode()[-300:])
-
-def recorded(data, cid):
-    import glob
-    for path in glob.glob(data + "/holders/.cni-ipam/index/*"):
-        for line in open(path):
-            if line.startswith(cid + "\t"):
-                return json.loads(line.rstrip("\n").split("\t")[3])["meta"]
-    return None
-
-def kernel_state(meta):
-    return nsfs.Kernel().state(meta["netnsId"], meta["netnsIno"])[0]
-
-def wait_gone(meta, timeout=20):
-    end = time.monotonic() + timeout
-    while kernel_state(meta) != "gone":
-        if time.monotonic() > end:
-            raise SystemExit("the namespace never went away")
-        time.sleep(0.05)
-'''
-
 
 @pytest.fixture(scope="module")
 def holder_bin(tmp_path_factory):
@@ -93,25 +38,6 @@ def kernel_answers():
     why = nsfs.Kernel().why_not()
     if why is not None:
         pytest.skip(f"the kernel cannot answer for namespaces here: {why}")
-
-
-def world(snippet: str, timeout: float = 90, pidns: bool = False) -> list:
-    """Run ``snippet`` (with nsworld's helpers and the ones above) as root in the host's PID
-    namespace (``pidns``: a fresh one with its own /proc) and a private mount namespace; returns
-    what it ``emit``-ted."""
-    import json
-    import sys
-
-    from tests.helpers import ROOT, plugin_argv
-
-    code = PRELUDE % {"root": ROOT, "argv": plugin_argv()} + WORLD % {"argv": plugin_argv()} + snippet
-    argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", code]
-    if pidns:
-        argv[1:1] = ["--pid", "--fork", "--mount-proc"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
-    if proc.returncode != 0:
-        raise AssertionError(f"world failed ({proc.returncode}): {proc.stderr[-3000:]}\n{proc.stdout[-2000:]}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 HOLDERS = ["fd", "main-exit", "thread-mount", "thread-files", "scm-rights", "io-uring", "proc-net-dev", "socket", "tap"]
@@ -139,8 +65,8 @@ while_held = add(data, "pod2", "/run/netns/other1")
 kill(h)
 wait_gone(meta)
 after = add(data, "pod2", "/run/netns/other1")
-emit({{"first": first, "meta": meta, "recorded": recorded(data, "pod1"), "held": held_state, "while_held": while_held, "after": after,
-      "gc": verdicts(report)}})
+emit({{"first": first, "meta": meta, "recorded": recorded(data, "pod1"), "held": held_state,
+      "while_held": while_held, "after": after, "gc": verdicts(report)}})
 ''')
     if "unsupported" in out:
         pytest.skip(f"the kernel refuses holder mode {mode}: {out['unsupported']!r}")
@@ -212,7 +138,7 @@ emit({{"first": first, "second": second, "gc": verdicts(report)}})
         pytest.skip("the kernel did not reuse the inode number in 40 tries")
     assert out["first"] == "10.79.0.2"
     assert out["gc"]["10.79.0.2"][:2] == ["stranded", "netns-gone"], out["gc"]
-    assert out["second"] == "10.79.0.2", f"the heal kept a gone pod because a new namespace has its inode: {out['second']}"
+    assert out["second"] == "10.79.0.2", f"a gone pod kept because a new namespace has its inode: {out['second']}"
 
 
 @pytest.mark.usefixtures("need_root")
