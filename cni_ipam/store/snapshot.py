@@ -75,7 +75,10 @@ def usable_problem(data_dir: str, network: str) -> str:
                     pass
                 except OSError as exc:
                     return f"cannot stat {os.path.join(path, INDEX_DIR)}: {exc.strerror or exc}"
-        probe = f".status-probe.{os.getpid()}"
+        # A name no earlier probe can hold: a STATUS killed between create and unlink leaves its
+        # probe behind, and a runtime that runs plugins as pid 1 of a fresh PID namespace gives
+        # every STATUS the same pid (an ADD opening the store removes the leftover).
+        probe = f".status-probe.{os.getpid()}.{os.urandom(6).hex()}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
             try:
