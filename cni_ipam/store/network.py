@@ -763,7 +763,8 @@ class NetworkStore:
                     ips.append(ip)
                     files[ip] = idents[ip]
             if ips:
-                self._put(cid, ifname, format_line(cid, ifname, ips, files, {} if foreign else dict(old_meta, **meta), self._boot_id))
+                merged = {} if foreign else _merge_meta(old_meta, meta)
+                self._put(cid, ifname, format_line(cid, ifname, ips, files, merged, self._boot_id))
         self._pending.clear()
 
     def release_owner(self, cid: str, ifname: str) -> list:
@@ -1046,6 +1047,25 @@ class NetworkStore:
     def _io_error(self, what: str, path: str, exc: OSError | None = None) -> CniError:
         reason = exc.strerror if exc is not None and exc.strerror else (str(exc) if exc else "missing")
         return CniError(IO_FAILURE, f"cannot {what} {path}: {reason}", path)
+
+
+_NETNS_KEYS = ("netns", "netnsDev", "netnsIno", "netnsId")
+
+
+def _merge_meta(old: dict, new: dict) -> dict:
+    """The metadata of an attachment that already held addresses and is added again.  The newer
+    ADD's fields win, but a namespace the older one recorded is never dropped: it goes to
+    ``netnsAlso``, and the attachment counts as gone only when every namespace it was added in is
+    (two ADDs of one attachment in two namespaces must not share one namespace's proof)."""
+    merged = dict(old, **new)
+    before = {k: old[k] for k in _NETNS_KEYS if k in old}
+    if before and before != {k: new[k] for k in _NETNS_KEYS if k in new}:
+        also = old.get("netnsAlso")
+        also = list(also) if isinstance(also, list) else ([] if also is None else [also])
+        if before not in also:
+            also.append(before)
+        merged["netnsAlso"] = also
+    return merged
 
 
 def _kept_tail(line: str | None, items: list[str]) -> str | None:

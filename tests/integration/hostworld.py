@@ -44,12 +44,12 @@ def sh(cmd):
 os.makedirs("/run/netns", exist_ok=True)
 sh("mount -t tmpfs -o mode=755 nstest /run/netns")
 
-def add(data, cid, netns, subnet="10.79.0.0/30", **ipam):
+def add(data, cid, netns, subnet="10.79.0.0/30", args=None, **ipam):
     conf = {"cniVersion": "1.0.0", "name": "holders", "type": "bridge",
             "ipam": dict({"type": "cni-ipam", "dataDir": data, "subnet": subnet, "pidnsIsNode": True}, **ipam)}
     p = subprocess.run(PLUGIN, input=json.dumps(conf).encode(), capture_output=True,
                        env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns,
-                                CNI_PATH="/usr/lib/cni"))
+                                CNI_PATH="/usr/lib/cni", **({"CNI_ARGS": args} if args else {})))
     out = json.loads(p.stdout or b"{}")
     return out["ips"][0]["address"].split("/")[0] if p.returncode == 0 else out.get("code", p.stderr.decode()[-300:])
 

@@ -186,3 +186,37 @@ def test_kernel_without_answers_is_unknown(monkeypatch):
     if "no namespace ids" in detail:
         pytest.skip("this kernel has no NS_GET_ID: the control fails earlier")
     assert state == nsfs.UNKNOWN and "ESTALE" in detail
+
+
+@pytest.mark.usefixtures("need_root")
+@pytest.mark.parametrize("pidns", [False, True], ids=["host-pidns", "node-pidns"])
+def test_two_adds_of_one_attachment_keep_both_namespaces(tmp_path, pidns):
+    """ADD pod1/eth0 in namespace A, then again in namespace B with a requested IP: one owner
+    entry.  B going away must not free A's address (nor B's: the entry is one attachment)."""
+    if not pidns and nsfs.Kernel().why_not() is not None:
+        pytest.skip("the kernel cannot answer for namespaces here")
+    data = str(tmp_path / "data")
+    (out,) = world(f'''
+data = {data!r}
+sh("ip netns add twoA; ip netns add twoB")
+a = add(data, "pod1", "/run/netns/twoA", subnet="10.79.0.0/29")
+ident_b = nsfs.identity("/run/netns/twoB")
+b = add(data, "pod1", "/run/netns/twoB", subnet="10.79.0.0/29", args="IP=10.79.0.5")
+sh("ip netns del twoB")
+if {not pidns!r}:
+    wait_gone(ident_b)
+extra = ["--pidns-is-node"] if {pidns!r} else []
+code, one_gone, _ = gc(data, "--grace", "0", *extra)
+ident_a = nsfs.identity("/run/netns/twoA")
+sh("ip netns del twoA")
+if {not pidns!r}:
+    wait_gone(ident_a)
+code, both_gone, _ = gc(data, "--grace", "0", *extra)
+emit({{"a": a, "b": b, "one": verdicts(one_gone), "both": verdicts(both_gone), "meta": recorded(data, "pod1")}})
+''', pidns=pidns)
+    assert (out["a"], out["b"]) == ("10.79.0.2", "10.79.0.5")
+    for ip in ("10.79.0.2", "10.79.0.5"):
+        assert out["one"][ip][0] != "stranded", f"{ip} freed while namespace A is up: {out['one'][ip]}"
+        if not pidns:
+            assert out["both"][ip][:2] == ["stranded", "netns-gone"], out["both"][ip]
+    assert [n["netns"] for n in out["meta"].get("netnsAlso", [])] == ["/run/netns/twoA"]
