@@ -140,7 +140,7 @@ def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> Reservation
     kind, data, st = read_entry(dir_fd, name)
     if kind is None:
         return None
-    ident = file_ident(st) if st is not None else None
+    ident = file_ident(st, dir_fd, name) if st is not None else None
     path = os.path.join(dir_path, name)
     if kind != "file":
         return Reservation(addr, None, None, path, SPECIAL, ident)
@@ -155,9 +155,44 @@ DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
 ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
 
 
-def file_ident(st: os.stat_result) -> list:
-    """A file's identity as owner entries record it: [inode, ctime_ns]."""
-    return [st.st_ino, st.st_ctime_ns]
+_FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode generation (ext2/3/4, others)
+_SECOND = 1_000_000_000
+
+
+def file_ident(st: os.stat_result, dir_fd: int = -1, name: str | None = None) -> list:
+    """A file's identity as owner entries record it: [inode, change stamp].
+
+    The stamp is the ctime in ns.  Where timestamps have whole seconds only (ext4 with 128-byte
+    inodes, which mke2fs picks for small file systems; ext3), a file deleted and re-created within
+    one second usually gets the same inode and the same ctime: the stamp then also carries the
+    inode's generation (``FS_IOC_GETVERSION``, new for every file the inode number is given to),
+    folded into the sub-second digits the file system never sets, so a reused inode is another
+    identity.  ``name`` (relative to ``dir_fd``) lets us read it; without it, or where the file
+    system has no generation, the stamp is the bare ctime."""
+    stamp = st.st_ctime_ns
+    if stamp % _SECOND == 0 and name is not None:
+        gen = inode_generation(dir_fd, name, st.st_ino)
+        if gen is not None:
+            stamp += 1 + gen % (_SECOND - 1)  # never a whole second again: "coarse, with generation"
+    return [st.st_ino, stamp]
+
+
+def inode_generation(dir_fd: int, name: str, ino: int) -> int | None:
+    """The inode generation of the regular file ``name`` when it still is inode ``ino``, else None."""
+    import fcntl  # a builtin module (the store imports it for flock anyway)
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_ino != ino:
+            return None
+        return int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8))[:4], "little")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def set_key(ident: list) -> str:
@@ -195,10 +230,10 @@ def valid_entry(entry: object, key: str) -> bool:
     return True
 
 
-def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None) -> dict:
+def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None, dir_fd: int = -1) -> dict:
     """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
     entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
-    if not entry or st is None or entry["files"].get(ip) != file_ident(st):
+    if not entry or st is None or entry["files"].get(ip) != file_ident(st, dir_fd, ip):
         return {}
     return entry["meta"]
 

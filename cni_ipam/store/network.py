@@ -326,12 +326,15 @@ class NetworkStore:
                 st = stat_at(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
-            add(f"{name} {st.st_ino} {st.st_ctime_ns}")
+            stamp = st.st_ctime_ns
+            if stamp % 1_000_000_000 == 0:  # whole-second timestamps: the generation too (file_ident)
+                stamp = file_ident(st, fd, name)[1]
+            add(f"{name} {st.st_ino} {stamp}")
         return out
 
     def _ident_now(self, name: str) -> str | None:
         try:
-            return set_key(file_ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)))
+            return set_key(file_ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False), self.dir_fd, name))
         except OSError:
             return None
 
@@ -364,7 +367,7 @@ class NetworkStore:
             kind, data, st = read_entry(self.dir_fd, name)
             if kind != "file" or st is None:
                 continue
-            changes[name] = set_key(file_ident(st))
+            changes[name] = set_key(file_ident(st, self.dir_fd, name))
             owner_kind, cid, ifname = parse_content(data)
             if owner_kind == OWNED:
                 found.setdefault(index_field(cid, ifname), (cid, ifname, []))[2].append(name)
@@ -468,7 +471,8 @@ class NetworkStore:
                             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                         except OSError:
                             continue
-                    line = f"{name} {st.st_ino} {st.st_ctime_ns}"  # a line of ``files``, an item of the index
+                    stamp = st.st_ctime_ns if st.st_ctime_ns % 1_000_000_000 else file_ident(st, fd, name)[1]
+                    line = f"{name} {st.st_ino} {stamp}"  # a line of ``files``, an item of the index
                     chunk.append(line)
                     if len(chunk) >= 512:
                         chunk.append("")
@@ -752,7 +756,7 @@ class NetworkStore:
                     kind, data, st = read_entry(self.dir_fd, ip)
                     if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname):
                         ips.append(ip)
-                        files[ip] = file_ident(st)
+                        files[ip] = file_ident(st, self.dir_fd, ip)
                         foreign = foreign or st.st_ino != entry["files"][ip][0]  # another file now
             # Our metadata describes the files we link; an entry that still holds a file someone
             # else wrote (adopted, so without meta, or replaced since) keeps carrying none.
@@ -802,7 +806,7 @@ class NetworkStore:
                     for ip in rest:  # a sibling linked to the same inode got a new ctime
                         if files[ip][0] == st.st_ino:
                             try:
-                                files[ip] = file_ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False))
+                                files[ip] = file_ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False), self.dir_fd, ip)
                                 self._delta[ip] = set_key(files[ip])
                             except OSError:
                                 pass
@@ -828,7 +832,7 @@ class NetworkStore:
                 kind, data, st = read_listed(fd, entry)
                 if kind is None:
                     continue
-                ident = file_ident(st) if st is not None else None
+                ident = file_ident(st, fd, name) if st is not None else None
                 path = os.path.join(self.path, name)
                 if kind != "file":
                     yield Reservation(addr, None, None, path, SPECIAL, ident)
@@ -913,7 +917,7 @@ class NetworkStore:
                 self._reserve_tmp_owner = None
             idents = {}
             for name in self._created:
-                idents[name] = file_ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+                idents[name] = file_ident(os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False), self.dir_fd, name)
                 self._delta[name] = set_key(idents[name])
             if self._pending:
                 self._write_pending(idents)
