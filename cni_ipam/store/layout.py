@@ -1,19 +1,7 @@
-"""The names and formats of a network directory ``<dataDir>/<network>/`` (host-local compatible),
-and the owner index we keep beside it (owner entries with their GC metadata, the ``state`` record
-that says when the index matches the directory).  Pure names, parsers and shape checks; the only
-I/O is ``read_boot_id`` and ``read_reservation``.  ``store.network`` explains the locking and when
-the index is trusted.
-
-* ``lock`` - ``flock(LOCK_EX)`` for the whole of an ADD, DEL, CHECK or GC (host-local locks the same
-  file, so both plugins can share a directory).
-* ``<ip>`` - one file per reserved address, content ``containerID\\r\\nifname`` (old files holding
-  only the container ID are honoured), mode 0600.
-* ``last_reserved_ip.<rangeSetIndex>`` - the round-robin cursor.
-* ``.cni-ipam/`` - our own bookkeeping, which host-local never reads as a reservation:
-  ``index/<bucket>`` (the owner index: one line per attachment with its addresses, the identity
-  of each file, ``seenBoot`` and GC metadata; formats below), ``state``, ``files``, ``tmp/`` and
-  ``gc-stats.json`` (``store.gcstats``).  ``owners/`` is the previous version's index (one JSON
-  file per attachment): read once by the rebuild that replaces it, then removed.
+"""The names and formats of a network directory ``<dataDir>/<network>/`` (host-local compatible)
+and of the owner index we keep beside it in ``.cni-ipam/``: pure names, parsers and shape checks
+(the only I/O: ``read_boot_id``, ``read_reservation``, ``inode_generation``).  What each file
+holds, and when the index is trusted, is described in one place: docs/core.md, "On-disk layout".
 """
 
 from __future__ import annotations
@@ -26,7 +14,6 @@ from cni_ipam.store.fs import SPECIAL, read_entry
 from cni_ipam.store import ifname_problem, is_container_id
 
 META_DIR = ".cni-ipam"
-OWNERS_DIR = "owners"  # the previous version's index (one JSON file per owner): migrated, then removed
 INDEX_DIR = "index"
 
 TMP_DIR = "tmp"
@@ -149,7 +136,7 @@ def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> Reservation
 
 
 # ---------------------------------------------------------------------- the owner index's formats
-STATE_VERSION = 3  # 2: the index was owners/<key> JSON files
+STATE_VERSION = 3
 DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
 
 ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
@@ -203,31 +190,6 @@ def set_key(ident: list) -> str:
 def from_set_key(text: str) -> list:
     ino, ctime = text.split(" ")
     return [int(ino), int(ctime)]
-
-
-def valid_entry(entry: object, key: str) -> bool:
-    """Does an owner-index entry have exactly the shape we write (see the module docstring)?"""
-    if not isinstance(entry, dict):
-        return False
-    cid, ifname, ips, files = entry.get("containerID"), entry.get("ifname"), entry.get("ips"), entry.get("files")
-    if not isinstance(cid, str) or not is_container_id(cid):
-        return False
-    if ifname is not None and (not isinstance(ifname, str) or ifname_problem(ifname)):
-        return False
-    if owner_key(cid, ifname) != key or not isinstance(entry.get("meta"), dict) or not isinstance(entry.get("seenBoot"), str):
-        return False
-    if not isinstance(ips, list) or not ips or not isinstance(files, dict) or len(files) != len(ips):
-        return False
-    for ip in ips:
-        ident = files.get(ip) if isinstance(ip, str) else None
-        if (
-            not isinstance(ident, list)
-            or len(ident) != 2
-            or any(type(v) is not int for v in ident)
-            or parse_ip_name(ip) is None
-        ):
-            return False
-    return True
 
 
 def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None, dir_fd: int = -1) -> dict:

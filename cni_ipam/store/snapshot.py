@@ -10,7 +10,6 @@ the probe file ``usable_problem`` creates and removes in ``.cni-ipam/tmp``.  Eve
 from __future__ import annotations
 
 import errno
-import json
 import os
 from stat import S_ISREG
 
@@ -20,7 +19,6 @@ from cni_ipam.store.layout import (
     INDEX_DIR,
     LOCK_FILE,
     META_DIR,
-    OWNERS_DIR,
     TMP_DIR,
     owner_key,
     parse_ip_name,
@@ -219,28 +217,8 @@ def _read(dir_fd: int, name: str) -> tuple[bytes | None, float | None]:
 
 def read_owner_index(path: str) -> dict[str, dict]:
     """The owner index of a network directory by ``owner_key`` ({} for a host-local directory):
-    ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out),
-    and for a directory no call of this version has opened yet the previous version's
-    ``.cni-ipam/owners/`` (where both hold an owner, ``index/`` wins)."""
+    ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out)."""
     out: dict[str, dict] = {}
-    try:
-        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            for name in os.listdir(fd):
-                data, _ = _read(fd, name)
-                if not data:
-                    continue
-                try:
-                    entry = json.loads(data)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    out[name] = entry
-        finally:
-            os.close(fd)
     try:
         fd = os.open(os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

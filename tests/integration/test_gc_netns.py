@@ -310,8 +310,9 @@ def prefill(data_dir, count, ns_path):
     st = os.stat(ns_path)
     boot = read_boot_id()
     net = os.path.join(str(data_dir), NET)
-    owners = os.path.join(net, ".cni-ipam", "owners")
-    os.makedirs(owners)
+    index = os.path.join(net, ".cni-ipam", "index")
+    os.makedirs(index)
+    buckets: dict = {}
     base = int(ipaddress.ip_address("10.64.0.10"))
     created = time.time() - 3600
     for i in range(count):
@@ -322,9 +323,11 @@ def prefill(data_dir, count, ns_path):
         meta = {"created": created, "bootId": "previous-boot" if i % 2 == 0 else boot,
                 "netns": ns_path, "netnsDev": st.st_dev, "netnsIno": st.st_ino}
         fst = os.stat(os.path.join(net, ip))  # the store believes meta only for the file it names
-        with open(os.path.join(owners, owner_key(cid, "eth0")), "w") as fh:
-            json.dump({"containerID": cid, "ifname": "eth0", "ips": [ip], "meta": meta, "seenBoot": boot,
-                       "files": {ip: [fst.st_ino, fst.st_ctime_ns]}}, fh, sort_keys=True)
+        line = format_line(cid, "eth0", [ip], {ip: [fst.st_ino, fst.st_ctime_ns]}, meta, boot)
+        buckets.setdefault(bucket_of(index_field(cid, "eth0")), []).append(line + "\n")
+    for b, lines in buckets.items():  # the rebuild at the first open keeps lines that name the very files
+        with open(os.path.join(index, str(b)), "w") as fh:
+            fh.write("".join(lines))
     with NetworkStore(str(data_dir), NET):  # index check once, so the timings measure GC only
         pass
 
