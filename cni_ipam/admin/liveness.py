@@ -37,10 +37,11 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   ``cni_ipam.admin.runtimes``) and does not know this container ID (tried before the cache and the list).
 * ``live/no-evidence`` (a reservation with our metadata but no namespace to check) otherwise.
 
-A namespace that is alive, or whose fate no authority can tell, wins over the runtime, the cache
-and the valid list (the verdict stays ``live`` or ``unknown`` and ``detail`` says what the list
-claimed): releasing an address that an interface still uses would hand it out twice, worse than a
-leak.  A runtime is authoritative only for its own sandboxes, and an attachment may be another's.
+A namespace that is alive wins over the runtime, the cache and the valid list, and one whose fate
+no authority can tell wins over the cache and the list (the verdict stays ``live`` or ``unknown``
+and ``detail`` says what was claimed): releasing an address that an interface still uses would
+hand it out twice, worse than a leak.  The runtime (``--runtime``) is the authority on its own
+sandboxes: where the kernel cannot tell and nothing showed life, its "gone" decides.
 
 Reservations without metadata (written by host-local, or adopted from a file someone else wrote) are
 ``unknown/no-metadata`` and left alone, except for the ``seenBoot`` proof of a previous boot.  With
@@ -407,6 +408,10 @@ class Checker:
                 doubts.append((NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache"))
         if self.valid_ids is not None and cid is not None and cid not in self.valid_ids:
             doubts.append((NOT_IN_VALID_LIST, f"container {cid} is not in the list of valid IDs"))
+        if ns_verdict is not None and ns_verdict.state == UNKNOWN and doubts and doubts[0][0] == NOT_IN_RUNTIME:
+            # The runtime is the authority on its own sandboxes: where nothing showed the namespace
+            # alive and the kernel cannot tell, its word decides (a cache or a list never does).
+            return Verdict(STRANDED, NOT_IN_RUNTIME, f"{doubts[0][1]}; {ns_verdict.detail}")
         if ns_verdict is not None:
             if doubts:
                 why = "; ".join(d for _, d in doubts)

@@ -358,7 +358,7 @@ def _prefill(data_dir):
 
 def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
     # the store records seenBoot with the kernel's boot id: make it the checker's simulated one
-    monkeypatch.setattr("cni_ipam.store.network.read_boot_id", lambda path=None: BOOT)
+    monkeypatch.setattr("cni_ipam.store.index.read_boot_id", lambda path=None: BOOT)
     _prefill(tmp_path)
     found = scan_network(str(tmp_path), "net1", checker(tmp_path))
     assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]
@@ -398,3 +398,17 @@ def test_gc_stats_accumulate(tmp_path):
     assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
     with open(gcstats.gc_stats_path(str(tmp_path), "net1")) as fh:
         assert json.load(fh) == s
+
+
+def test_the_runtime_decides_where_the_kernel_cannot(tmp_path):
+    e = entry(cid="gone1", netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599990, netnsId=90)
+    v = checker(tmp_path, scanner=FakeScan(), runtime_ids=["other"]).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NOT_IN_RUNTIME)
+    # a cache or a list is no authority: unknown stays unknown
+    assert checker(tmp_path, scanner=FakeScan(), valid_ids=["other"]).classify(e).state == L.UNKNOWN
+    # evidence of life (possibly a reused inode) still keeps it
+    held = FakeScan(held={(NSFS, 4026599990): "pid 3 (pause) lives in it"})
+    assert checker(tmp_path, scanner=held, runtime_ids=["other"]).classify(e).state == L.LIVE
+    # and so does the kernel's word
+    alive = FakeKernel({(90, 4026599990): ("alive", "the kernel still has network namespace id 90")})
+    assert checker(tmp_path, scanner=FakeScan(), kernel=alive, runtime_ids=["other"]).classify(e).state == L.LIVE
