@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask this container runtime which containers exist; those it does not know are stranded "
                    "(repeatable: name every runtime using the networks; one that cannot be asked proves nothing)")
     p.add_argument("--include-unknown", action="store_true",
-                   help="judge reservations without metadata by file time, cache and valid list instead of skipping them")
+                   help="also judge reservations without metadata (host-local's) by the runtime, the runtime cache and "
+                        "the valid list instead of skipping them (their file time only counts for the grace period)")
     p.add_argument("--previous-boot-only", action="store_true",
                    help="only reservations made before the running kernel booted (the boot-time unit)")
     p.add_argument("--netns-root", default="/", metavar="DIR",
@@ -222,9 +223,10 @@ def main(argv: list) -> int:
     elapsed = time.monotonic() - started
     unsure = sum(1 for net in report["networks"].values() for f in net["findings"]
                  if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE))
-    if unsure and checker.scan_problems:
-        warnings.append(f"the namespace scan could not look everywhere, {unsure} reservation(s) kept as unknown: "
-                        + "; ".join(checker.scan_problems[:5]))
+    if unsure:
+        why = checker.kernel.why_not() or "no kernel namespace id was recorded for them at ADD"
+        warnings.append(f"the kernel cannot say whether their network namespaces are gone ({why}): "
+                        f"{unsure} reservation(s) kept as unknown")
     for warning in warnings:
         print(f"cni-ipam gc: warning: {warning}", file=sys.stderr)
 
