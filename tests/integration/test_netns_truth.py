@@ -220,3 +220,36 @@ emit({{"a": a, "b": b, "one": verdicts(one_gone), "both": verdicts(both_gone), "
         if not pidns:
             assert out["both"][ip][:2] == ["stranded", "netns-gone"], out["both"][ip]
     assert [n["netns"] for n in out["meta"].get("netnsAlso", [])] == ["/run/netns/twoA"]
+
+
+@pytest.mark.usefixtures("need_root")
+def test_the_heal_does_no_work_that_a_tenant_can_inflate(tmp_path):
+    """A process holding ~20,000 fds: the heal (an ADD on a full range, under the network lock) must
+    not read them.  Counted in syscalls (strace), not time: readlink/open of /proc per fd."""
+    if not shutil.which("strace"):
+        pytest.skip("needs strace")
+    data = str(tmp_path / "data")
+    trace = str(tmp_path / "trace")
+    (out,) = world(f'''
+import resource
+data = {data!r}
+sh("ip netns add fill1; ip netns add hog1")
+first = add(data, "pod1", "/run/netns/fill1")
+hog = spawn(sys.executable, "-c", "import os, resource, time\\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (min(30000, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),) * 2)\\n"
+            "fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(min(20000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100))]\\n"
+            "print('ready', flush=True); time.sleep(600)", stdout=subprocess.PIPE)
+assert hog.stdout.readline().strip() == b"ready"
+sh("ip netns del fill1")  # pod1's namespace is gone: the heal has a candidate to judge
+conf = {{"cniVersion": "1.0.0", "name": "holders", "type": "bridge",
+        "ipam": {{"type": "cni-ipam", "dataDir": data, "subnet": "10.79.0.0/30", "pidnsIsNode": True}}}}
+p = subprocess.run(["strace", "-f", "-qq", "-o", {trace!r}, "-e", "trace=readlink,readlinkat,openat"] + PLUGIN,
+                   input=json.dumps(conf).encode(), capture_output=True,
+                   env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID="pod2", CNI_IFNAME="eth0", CNI_NETNS="/run/netns/hog1",
+                            CNI_PATH="/usr/lib/cni"))
+proc_reads = sum(1 for line in open({trace!r}) if '"/proc/' in line or "/fd/" in line)
+emit({{"first": first, "rc": p.returncode, "out": p.stdout.decode()[-300:], "proc_reads": proc_reads}})
+''')
+    assert out["first"] == "10.79.0.2"
+    assert out["rc"] == 0 or '"code": 100' in out["out"], out["out"]  # the heal ran (freed, or not yet gone)
+    assert out["proc_reads"] < 200, f"the heal read /proc {out['proc_reads']} times (a walk of every fd on the node)"
