@@ -64,7 +64,8 @@ netns_of(c.pid)
 ip_fd = add(data, "podFd", "/proc/%d/ns/net" % a.pid, subnet="10.79.0.0/24")
 ip_mnt = add(data, "podMnt", "/proc/%d/ns/net" % c.pid, subnet="10.79.0.0/24")
 metas = [recorded(data, "podFd"), recorded(data, "podMnt")]
-holder = spawn(sys.executable, "-c", "import os,sys,time; os.open(sys.argv[1], os.O_RDONLY); print(1, flush=True); time.sleep(600)",
+holder = spawn(sys.executable, "-c",
+               "import os,sys,time; os.open(sys.argv[1], os.O_RDONLY); print(1, flush=True); time.sleep(600)",
                "/proc/%d/ns/net" % a.pid, stdout=subprocess.PIPE)
 holder.stdout.readline()
 sh("ip netns attach gch %d" % c.pid)

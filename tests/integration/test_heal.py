@@ -23,7 +23,8 @@ conf = {"cniVersion": "1.0.0", "name": "heal", "type": "bridge",
 
 def add_pod(cid, netns):
     p = subprocess.run(PLUGIN, input=json.dumps(conf).encode(), capture_output=True,
-                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"))
+                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns,
+                                CNI_PATH="/usr/lib/cni"))
     return p.returncode, json.loads(p.stdout)
 
 holders, idents = [], []

@@ -107,7 +107,7 @@ def test_a_probe_left_behind_does_not_fail_later_status(tmp_path):
     env.update(CNI_COMMAND="STATUS", CNI_PATH="/usr/lib/cni", PYTHONPATH=ROOT)
     import json
 
-    proc = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-m", "cni_ipam"], input=json.dumps(c).encode(),
-                          env=env, capture_output=True, timeout=60)
+    proc = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-m", "cni_ipam"],
+                          input=json.dumps(c).encode(), env=env, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(os.listdir(tmp)) == [".status-probe.1", ".status-probe.2"]  # STATUS removes only its own
