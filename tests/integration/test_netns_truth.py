@@ -53,6 +53,7 @@ data, mode = {data!r}, {mode!r}
 sh("ip netns add hold1; ip netns add other1")
 first = add(data, "pod1", "/run/netns/hold1")
 meta = nsfs.identity("/run/netns/hold1")
+rec = recorded(data, "pod1")
 h = spawn({holder_bin!r}, mode, "/run/netns/hold1", {extra!r}, stdout=subprocess.PIPE)
 line = h.stdout.readline().decode().strip()
 if line != "ready":
@@ -65,7 +66,7 @@ while_held = add(data, "pod2", "/run/netns/other1")
 kill(h)
 wait_gone(meta)
 after = add(data, "pod2", "/run/netns/other1")
-emit({{"first": first, "meta": meta, "recorded": recorded(data, "pod1"), "held": held_state,
+emit({{"first": first, "meta": meta, "recorded": rec, "held": held_state,
       "while_held": while_held, "after": after, "gc": verdicts(report)}})
 ''')
     if "unsupported" in out:
