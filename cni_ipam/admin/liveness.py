@@ -95,7 +95,15 @@ FOREIGN_CONTENT = "foreign-content"
 NOT_A_FILE = "not-a-file"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME, EMPTY_FILE)
+STRANDED_REASONS = (
+    PREVIOUS_BOOT,
+    NETNS_GONE,
+    NETNS_REPLACED,
+    NOT_IN_RUNTIME_CACHE,
+    NOT_IN_VALID_LIST,
+    NOT_IN_RUNTIME,
+    EMPTY_FILE,
+)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -106,6 +114,9 @@ class Verdict:
     """``state`` is live / stranded / unknown; ``reason`` one of the constants; ``detail`` prose."""
 
     __slots__ = ("state", "reason", "detail")
+    state: str
+    reason: str
+    detail: str
 
     def __init__(self, state: str, reason: str, detail: str = "") -> None:
         object.__setattr__(self, "state", state)
@@ -137,8 +148,15 @@ class Finding:
 
     __slots__ = ("network", "reservation", "meta", "mtime", "verdict", "seen_boot")
 
-    def __init__(self, network: str, reservation: Reservation, meta: dict, mtime: float | None, verdict: Verdict,
-                 seen_boot: str | None = None) -> None:
+    def __init__(
+        self,
+        network: str,
+        reservation: Reservation,
+        meta: dict,
+        mtime: float | None,
+        verdict: Verdict,
+        seen_boot: str | None = None,
+    ) -> None:
         self.network = network
         self.reservation = reservation
         self.meta = meta
@@ -246,7 +264,9 @@ class Checker:
     ) -> None:
         self.now = time.time() if now is None else float(now)
         self.grace = float(grace)
-        self.boot_id = read_boot_id(boot_id_path, kernel_only=boot_id_path == BOOT_ID_PATH) if boot_id is None else boot_id
+        self.boot_id = (
+            read_boot_id(boot_id_path, kernel_only=boot_id_path == BOOT_ID_PATH) if boot_id is None else boot_id
+        )
         self.boot_time = read_boot_time() if boot_time is None else boot_time
         self.netns_root = netns_root or "/"
         self.runtime_cache = runtime_cache
@@ -348,7 +368,10 @@ class Checker:
             return "same", f"{netns} is still the namespace recorded at ADD"
         if st.st_dev != self.nsfs_dev():
             return "not-nsfs", f"{netns} exists but is not a namespace file (dev/inode {st.st_dev}/{st.st_ino})"
-        return "other", f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {_fmt(ident)})"
+        return (
+            "other",
+            f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {_fmt(ident)})",
+        )
 
     # ------------------------------------------------------------------ the rules
     def classify(self, entry: Any, network: str = "", meta: dict | None = None, mtime: float | None = None) -> Verdict:
@@ -373,8 +396,15 @@ class Checker:
         meta = meta if isinstance(meta, dict) else {}
         return self._classify(cid, ifname, meta, mtime, network, seen)
 
-    def _classify(self, cid: str | None, ifname: str | None, meta: dict, mtime: float | None, network: str,
-                  seen: str | None = None) -> Verdict:
+    def _classify(
+        self,
+        cid: str | None,
+        ifname: str | None,
+        meta: dict,
+        mtime: float | None,
+        network: str,
+        seen: str | None = None,
+    ) -> Verdict:
         with_meta = has_metadata(meta)
         created = meta.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
@@ -383,13 +413,21 @@ class Checker:
         # The grace period protects an ADD in progress; a file the index saw in a previous boot is none.
         graced = with_meta or (self.include_unknown and proof is None)
         if graced and created is not None and self.now - created < self.grace:
-            return Verdict(LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s")
+            return Verdict(
+                LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s"
+            )
         if proof is not None:
             return Verdict(STRANDED, PREVIOUS_BOOT, proof[1])
         if not with_meta and not self.include_unknown:
-            return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata (written by host-local?); use --include-unknown to judge it")
+            return Verdict(
+                UNKNOWN, NO_METADATA, "no liveness metadata (written by host-local?); use --include-unknown to judge it"
+            )
         if self.previous_boot_only:
-            return Verdict(LIVE if with_meta else UNKNOWN, CURRENT_BOOT if with_meta else NO_METADATA, "reserved in the running boot (only previous boots were checked)")
+            return Verdict(
+                LIVE if with_meta else UNKNOWN,
+                CURRENT_BOOT if with_meta else NO_METADATA,
+                "reserved in the running boot (only previous boots were checked)",
+            )
 
         netns = meta.get("netns") if with_meta and isinstance(meta.get("netns"), str) and meta.get("netns") else None
         ident = _identity(meta) if with_meta else None
@@ -404,8 +442,12 @@ class Checker:
             doubts.append((NOT_IN_RUNTIME, f"container {cid} is unknown to {self.runtime_name}"))
         if self.runtime_cache is not None and cid is not None:
             name = f"{network}-{cid}-{ifname or ''}"
-            if name not in self.cache_names() and not (ifname is None and _cache_has_id(self.cache_names(), network, cid)):
-                doubts.append((NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache"))
+            if name not in self.cache_names() and not (
+                ifname is None and _cache_has_id(self.cache_names(), network, cid)
+            ):
+                doubts.append(
+                    (NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache")
+                )
         if self.valid_ids is not None and cid is not None and cid not in self.valid_ids:
             doubts.append((NOT_IN_VALID_LIST, f"container {cid} is not in the list of valid IDs"))
         if ns_verdict is not None and ns_verdict.state == UNKNOWN and doubts and doubts[0][0] == NOT_IN_RUNTIME:
@@ -433,7 +475,9 @@ class Checker:
             return Verdict(LIVE, NETNS_ALIVE, detail)
         if ident is None:
             if state == "gone":
-                return Verdict(UNKNOWN, NETNS_NO_IDENTITY, f"{detail}, and no namespace identity was recorded to look for")
+                return Verdict(
+                    UNKNOWN, NETNS_NO_IDENTITY, f"{detail}, and no namespace identity was recorded to look for"
+                )
             if state == "unreadable":
                 return Verdict(UNKNOWN, NETNS_UNREADABLE, detail)
             if state == "not-nsfs":
@@ -441,7 +485,11 @@ class Checker:
             return Verdict(LIVE, NETNS_ALIVE, f"network namespace {netns} exists (no identity was recorded to compare)")
         dev = self.nsfs_dev()
         if dev is None or ident[0] != dev:
-            return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}; the recorded identity {_fmt(ident)} is not on nsfs: nothing to look for")
+            return Verdict(
+                UNKNOWN,
+                NETNS_NOT_NSFS,
+                f"{detail}; the recorded identity {_fmt(ident)} is not on nsfs: nothing to look for",
+            )
         result = self._scan(ident)
         holder = result.held.get(ident)
         if holder is not None:
@@ -450,7 +498,9 @@ class Checker:
             return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}: it proves nothing")
         why = self.kernel.why_not() or "no kernel namespace id was recorded at ADD"
         reason = NETNS_UNREADABLE if state == "unreadable" else NETNS_UNSURE
-        return Verdict(UNKNOWN, reason, f"{detail}; no holder was seen, which proves nothing, and the kernel cannot tell ({why})")
+        return Verdict(
+            UNKNOWN, reason, f"{detail}; no holder was seen, which proves nothing, and the kernel cannot tell ({why})"
+        )
 
 
 def _identity(meta: dict) -> tuple[int, int] | None:
@@ -478,14 +528,17 @@ def _stamp(ts: float) -> str:
 NETNS_DIRS = ("run/netns", "var/run/netns")
 
 
-def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns: bool = False,
-                         mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def environment_warnings(
+    netns_root: str = "/", proc: str = "/proc", node_pidns: bool = False, mountinfo: str = "/proc/self/mountinfo"
+) -> list[str]:
     """Why the namespace rules cannot see the whole node from here (run from a container), or []."""
     out = []
     if not node_pidns and not nsscan.host_pidns(proc):
-        out.append(f"not in the host's PID namespace ({proc}/2 is not kthreadd): processes holding pod namespaces "
-                   "are invisible, so no namespace is judged gone; run with hostPID: true "
-                   "(or --pidns-is-node when this PID namespace really holds every pod, as in a kind node)")
+        out.append(
+            f"not in the host's PID namespace ({proc}/2 is not kthreadd): processes holding pod namespaces "
+            "are invisible, so no namespace is judged gone; run with hostPID: true "
+            "(or --pidns-is-node when this PID namespace really holds every pod, as in a kind node)"
+        )
     if netns_root not in ("", "/"):
         mounts = _mounts(mountinfo)
         for rel in NETNS_DIRS:
@@ -499,9 +552,11 @@ def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns:
                     if best is None or len(point) >= len(best[0]):
                         best = (point, optional)
             if best is not None and not any(f.startswith(("shared:", "master:")) for f in best[1]):
-                out.append(f"{path} is on mount {best[0]} with private propagation: namespaces created after this "
-                           "container started appear there as empty files (judged unknown, never stranded); mount the "
-                           "host's /run/netns and /var/run/netns with mountPropagation: HostToContainer (rslave)")
+                out.append(
+                    f"{path} is on mount {best[0]} with private propagation: namespaces created after this "
+                    "container started appear there as empty files (judged unknown, never stranded); mount the "
+                    "host's /run/netns and /var/run/netns with mountPropagation: HostToContainer (rslave)"
+                )
     return out
 
 
@@ -560,11 +615,19 @@ def _kind_verdict(kind: str, mtime: float | None, checker: Checker) -> Verdict:
     period; opaque content and non-regular entries are never judged: unknown, kept, reported."""
     if kind == EMPTY:
         if mtime is not None and checker.now - mtime < checker.grace:
-            return Verdict(LIVE, GRACE_PERIOD, f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)")
+            return Verdict(
+                LIVE,
+                GRACE_PERIOD,
+                f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)",
+            )
         return Verdict(STRANDED, EMPTY_FILE, "empty reservation file: no owner, its writer was killed mid-write")
     if kind == OPAQUE:
-        return Verdict(UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name")
-    return Verdict(UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown")
+        return Verdict(
+            UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name"
+        )
+    return Verdict(
+        UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown"
+    )
 
 
 # ---------------------------------------------------------------------- GC statistics

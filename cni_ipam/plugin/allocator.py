@@ -51,7 +51,9 @@ def allocate(
             if wanted == rng.gateway:
                 raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is subnet's gateway", f"range set {idx}")
             if not rng.can_hand_out(wanted):
-                raise CniError(REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}")
+                raise CniError(
+                    REQUESTED_IP_INVALID, f"requested ip {wanted} is excluded from range set {rset}", f"range set {idx}"
+                )
             if not store.reserve(wanted, cid, ifname):
                 raise CniError(
                     REQUESTED_IP_TAKEN,

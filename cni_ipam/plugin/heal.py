@@ -42,6 +42,7 @@ def reclaim_stranded(store: NetworkStore, kernel=None) -> list[dict]:
                 res is None
                 or res.kind != OWNED
                 or (res.container_id, res.ifname) != (entry["containerID"], entry["ifname"])
+                or res.ident is None
                 or res.ident[0] != entry["files"][ip][0]  # (the index was brought up to date at open)
             ):
                 continue  # not the file the proof is about: keep it

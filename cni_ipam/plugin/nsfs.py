@@ -96,7 +96,11 @@ class Kernel(object):
         import ctypes
 
         class FileHandle(ctypes.Structure):
-            _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 16)]
+            _fields_ = [
+                ("handle_bytes", ctypes.c_uint),
+                ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * 16),
+            ]
 
         fh = FileHandle()
         fh.handle_bytes = 16
@@ -149,8 +153,10 @@ class Kernel(object):
         if reopened >= 0:
             os.close(reopened)
             return None
-        self._why_not = "the kernel does not reopen a live network namespace by its handle (%s): nsfs file handles " \
-                        "unusable here (before Linux 6.18, not in the initial PID namespace, or no privilege)" % _errname(err)
+        self._why_not = (
+            "the kernel does not reopen a live network namespace by its handle (%s): nsfs file handles "
+            "unusable here (before Linux 6.18, not in the initial PID namespace, or no privilege)" % _errname(err)
+        )
         return self._why_not
 
     def _control_netns(self):

@@ -161,7 +161,8 @@ class _Pass(object):
         self.resolve_deferred()
         for ino, who in self.mnt_referenced.items():
             if ino not in self.mnt_seen:
-                self.problems.append("mount namespace mnt:[%d] (%s) has no visible process: its mounts cannot be read" % (ino, who))
+                self.problems.append(
+                    "mount namespace mnt:[%d] (%s) has no visible process: its mounts cannot be read" % (ino, who))
 
     def process(self, pid):
         """Scan one process; True when every wanted namespace has been found."""
@@ -186,7 +187,10 @@ class _Pass(object):
                 except (FileNotFoundError, ProcessLookupError):
                     pass
                 except OSError as exc:
-                    self.problems.append("pid %s (%s) thread %s: network namespace unreadable: %s" % (pid, _comm(proc, pid), tid, exc.strerror or exc))
+                    self.problems.append(
+                        "pid %s (%s) thread %s: network namespace unreadable: %s"
+                        % (pid, _comm(proc, pid), tid, exc.strerror or exc)
+                    )
                 continue
             if ino is None:
                 continue
@@ -215,7 +219,9 @@ class _Pass(object):
                 break
             if link.startswith(_NET):
                 ino = _ino(link, _NET)
-                if ino in self.want and self.found(ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd)):
+                if ino in self.want and self.found(
+                    ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd)
+                ):
                     return True
             elif link.startswith(_MNT):
                 ino = _ino(link, _MNT)
@@ -243,7 +249,9 @@ class _Pass(object):
                 self.mnt_seen.discard(mnt)  # exited before we could read it: another member may
             return False
         except OSError as exc:
-            self.problems.append("pid %s (%s): mountinfo unreadable: %s" % (pid, _comm(self.proc, pid), exc.strerror or exc))
+            self.problems.append(
+                "pid %s (%s): mountinfo unreadable: %s" % (pid, _comm(self.proc, pid), exc.strerror or exc)
+            )
             return False
         if mnt is None:
             if data in self.mountinfo_seen:
@@ -285,7 +293,10 @@ class _Pass(object):
         for pid, tid, dev_ino in self.deferred:
             ino = known.get(dev_ino)
             if ino is None:
-                self.problems.append("pid %s (%s) thread %s: network namespace unreadable and not one we know" % (pid, _comm(self.proc, pid), tid))
+                self.problems.append(
+                    "pid %s (%s) thread %s: network namespace unreadable and not one we know"
+                    % (pid, _comm(self.proc, pid), tid)
+                )
             elif ino in self.want:
                 self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(self.proc, pid)))
 
@@ -309,7 +320,10 @@ def scan(idents, proc="/proc", node_pidns=False, confirm=True):
     if nsfs_dev is None:
         result.problems.append("cannot stat any nsfs file under %s" % proc)
     if not node_pidns and not host_pidns(proc):
-        result.problems.append("%s does not show the host's PID namespace (pid 2 is not kthreadd): processes outside it are invisible" % proc)
+        result.problems.append(
+            "%s does not show the host's PID namespace (pid 2 is not kthreadd): processes outside it are invisible"
+            % proc
+        )
     if not want:
         return result
     passes = 2 if confirm else 1
@@ -337,7 +351,9 @@ def find_held(idents, proc="/proc", node_pidns=False):
     if missing and (result.problems or missing & result.foreign):
         problems = list(result.problems)
         if missing & result.foreign:
-            problems.append("%d identit%s not on the nsfs device (%s): not a namespace, cannot be looked for"
-                            % (len(result.foreign), "y is" if len(result.foreign) == 1 else "ies are", result.nsfs_dev))
+            problems.append(
+                "%d identit%s not on the nsfs device (%s): not a namespace, cannot be looked for"
+                % (len(result.foreign), "y is" if len(result.foreign) == 1 else "ies are", result.nsfs_dev)
+            )
         raise Unsure(held, problems)
     return held

@@ -27,9 +27,10 @@ both keys carry a list, an attachment listed under either is kept: the union is 
 * Failures do not stop the pass: every reservation is tried, then one error (106, GC_INCOMPLETE)
   lists all that failed.
 
-STATUS (CNI 1.1): could an ADD work now?  containerd 2.x calls STATUS on every CRI status poll and CRI-O polls it too; a failing STATUS makes
-the kubelet report the node NotReady (no scheduling, and after the default 300 s toleration its pods
-are evicted).  So STATUS fails (code 50, NOT_AVAILABLE) only for what stops *every* ADD:
+STATUS (CNI 1.1): could an ADD work now?  containerd 2.x calls STATUS on every CRI status poll and
+CRI-O polls it too; a failing STATUS makes the kubelet report the node NotReady (no scheduling, and
+after the default 300 s toleration its pods are evicted).  So STATUS fails (code 50, NOT_AVAILABLE)
+only for what stops *every* ADD:
 
 * the state directory cannot be used the way ADD uses it (``store.usable_problem``: the same
   ``O_NOFOLLOW`` dir-fd walk; a symlinked network directory, ``.cni-ipam`` or ``.cni-ipam/tmp``, a
@@ -132,7 +133,8 @@ def cmd_check(env, cfg) -> None:
         if missing:
             raise CniError(
                 CHECK_FAILED,
-                f"reserved address {', '.join(map(str, missing))} of container {env.container_id} is missing from prevResult",
+                f"reserved address {', '.join(map(str, missing))} of container {env.container_id} "
+                "is missing from prevResult",
                 "prevResult",
             )
     from cni_ipam.plugin.netcheck import check_in_netns  # pyroute2 loads only here, only for CHECK

@@ -86,7 +86,7 @@ class OwnerIndex:
             st = os.fstat(self.dir_fd)
         except OSError as exc:
             raise self._io_error("stat", self.path, exc) from None
-        if self._index_lost or not valid_state(state, st.st_ino, self._boot_id):
+        if self._index_lost or not isinstance(state, dict) or not valid_state(state, st.st_ino, self._boot_id):
             self.rebuild_index()
             return
         self._snap = state["snap"]
@@ -153,10 +153,10 @@ class OwnerIndex:
                 continue
             changes[name] = set_key(file_ident(st, self.dir_fd, name))
             owner_kind, cid, ifname = parse_content(data)
-            if owner_kind == OWNED:
+            if owner_kind == OWNED and cid is not None:
                 found.setdefault(index_field(cid, ifname), (cid, ifname, []))[2].append(name)
         entries = {}
-        for field, (cid, ifname, _) in found.items():
+        for field in found:
             line = self._line(field)
             entry = parse_line(line, bucket_of(field)) if line is not None else None
             if line is not None and entry is None:
@@ -184,7 +184,7 @@ class OwnerIndex:
         """The ``<name> <inode> <ctime_ns>`` lines of the ``files`` snapshot the state refers to, or
         None when it is missing, not ours or unreadable."""
         kind, data, _ = read_entry(self._meta_fd, FILES_FILE, 64 << 20)
-        if kind != "file":
+        if kind != "file" or data is None:
             return None
         try:
             head, _, body = data.decode("ascii").partition("\n")
@@ -200,7 +200,8 @@ class OwnerIndex:
         """Write a new ``files`` snapshot (the whole set listed by this call) into tmp/; the commit
         renames it into place and the delta starts empty."""
         snap = os.urandom(8).hex()
-        self._write_tmp(_SNAP_TMP, "".join([f"snap {snap}\n"] + [f"{line}\n" for line in lines]).encode("ascii", "surrogateescape"), fsync=False)
+        body = "".join([f"snap {snap}\n"] + [f"{line}\n" for line in lines])
+        self._write_tmp(_SNAP_TMP, body.encode("ascii", "surrogateescape"), fsync=False)
         self._new_snap = snap
         self._delta = {}
         self._delta_at_open = {}
@@ -236,7 +237,12 @@ class OwnerIndex:
         snap = os.urandom(8).hex()
         fd = self.dir_fd
         try:
-            out = os.open(_SNAP_TMP, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._tmp_fd)
+            out = os.open(
+                _SNAP_TMP,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self._tmp_fd,
+            )
         except OSError as exc:
             raise self._io_error("write", os.path.join(self.path, META_DIR, TMP_DIR, _SNAP_TMP), exc) from None
         try:
@@ -322,7 +328,6 @@ class OwnerIndex:
         self._delta_at_open = {}
         self._dirty = True
 
-
     # ----------------------------------------------------------------- the owner index (buckets)
     def _read_bucket_text(self, b: int) -> str | None:
         """A bucket file's text; None when there is none; "\\0" (never a valid bucket) when it is not
@@ -330,7 +335,7 @@ class OwnerIndex:
         kind, data, _ = read_entry(self._index_fd, str(b), _BUCKET_LIMIT + 1)
         if kind is None:
             return None
-        if kind != "file" or len(data) > _BUCKET_LIMIT:
+        if kind != "file" or data is None or len(data) > _BUCKET_LIMIT:
             return "\0"
         try:
             return data.decode("utf-8")
@@ -410,7 +415,9 @@ class OwnerIndex:
         except IsADirectoryError:
             remove_junk(str(b), self._index_fd)
         except OSError as exc:
-            raise self._io_error("remove index bucket", os.path.join(self.path, META_DIR, INDEX_DIR, str(b)), exc) from None
+            raise self._io_error(
+                "remove index bucket", os.path.join(self.path, META_DIR, INDEX_DIR, str(b)), exc
+            ) from None
 
     def _write_pending(self, idents: dict[str, list]) -> None:
         # Every entry is looked up before any is changed: a lie found on the way rebuilds the
@@ -418,19 +425,20 @@ class OwnerIndex:
         entries = {key: self._entry(cid, ifname) for key, (cid, ifname, _, _) in self._pending.items()}
         for key, (cid, ifname, names, meta) in self._pending.items():
             entry = entries[key]
-            ips, files = [], {}
+            ips: list[str] = []
+            files: dict[str, list] = {}
             foreign = False
             if entry is not None:  # what it still holds from before this call
                 for ip in entry["ips"]:
                     kind, data, st = read_entry(self.dir_fd, ip)
-                    if ip not in names and kind == "file" and parse_owner(data) == (cid, ifname):
+                    if ip not in names and kind == "file" and st is not None and parse_owner(data) == (cid, ifname):
                         ips.append(ip)
                         files[ip] = file_ident(st, self.dir_fd, ip)
                         foreign = foreign or st.st_ino != entry["files"][ip][0]  # another file now
             # Our metadata describes the files we link; an entry that still holds a file someone
             # else wrote (adopted, so without meta, or replaced since) keeps carrying none.
-            foreign = bool(ips) and (foreign or not entry["meta"])
-            old_meta = entry["meta"] if ips else {}
+            foreign = bool(ips) and entry is not None and (foreign or not entry["meta"])
+            old_meta = entry["meta"] if ips and entry is not None else {}
             for ip in names:
                 if ip in idents:
                     ips.append(ip)
@@ -439,7 +447,6 @@ class OwnerIndex:
                 merged = {} if foreign else _merge_meta(old_meta, meta)
                 self._put(cid, ifname, format_line(cid, ifname, ips, files, merged, self._boot_id))
         self._pending.clear()
-
 
     def meta_owner_entries(self) -> dict[str, dict]:
         """Every valid owner index entry (for GC and reports) by ``owner_key``; entries that lie are
@@ -457,7 +464,6 @@ class OwnerIndex:
                     out[owner_key(entry["containerID"], entry["ifname"])] = entry
         return out
 
-
     def _write_marker(self) -> None:
         if self._new_snap:
             try:
@@ -471,7 +477,14 @@ class OwnerIndex:
         st = os.fstat(self.dir_fd)
         marker = time.time_ns() - 1_000_000_000
         os.utime(self.dir_fd, ns=(st.st_atime_ns, marker))
-        state = {"v": STATE_VERSION, "mtime": marker, "ino": st.st_ino, "boot": self._boot_id, "snap": self._snap, "delta": self._delta}
+        state = {
+            "v": STATE_VERSION,
+            "mtime": marker,
+            "ino": st.st_ino,
+            "boot": self._boot_id,
+            "snap": self._snap,
+            "delta": self._delta,
+        }
         self._replace(self._meta_fd, STATE_FILE, json.dumps(state).encode(), fsync=False)
         self._dirty = False
 
@@ -505,10 +518,12 @@ class OwnerIndex:
     def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
     def _write_tmp(self, name: str, data: bytes, fsync: bool) -> None:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._tmp_fd)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._tmp_fd
+        )
         done = False
         try:
             self._write_all(fd, data)
@@ -541,8 +556,6 @@ class OwnerIndex:
 
 
 _NETNS_KEYS = ("netns", "netnsDev", "netnsIno", "netnsId")
-
-
 
 
 def _merge_meta(old: dict, new: dict) -> dict:

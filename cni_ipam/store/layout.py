@@ -70,12 +70,12 @@ def parse_ip_name(name: str):
     return addr if str(addr) == name else None
 
 
-def parse_content(data: bytes, ifname_problem=ifname_problem) -> tuple[str, str | None, str | None]:
+def parse_content(data: bytes | None, ifname_problem=ifname_problem) -> tuple[str, str | None, str | None]:
     """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
     None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner.
     ``ifname_problem``: the check of the interface name (``content_parser`` passes a remembering one)."""
     try:
-        text = data.decode("utf-8").strip()
+        text = (data or b"").decode("utf-8").strip()
     except UnicodeDecodeError:
         return OPAQUE, None, None
     if not text:
@@ -87,10 +87,10 @@ def parse_content(data: bytes, ifname_problem=ifname_problem) -> tuple[str, str 
     return OWNED, cid, (ifname if sep else None)
 
 
-def parse_owner(data: bytes) -> tuple[str, str | None] | None:
+def parse_owner(data: bytes | None) -> tuple[str, str | None] | None:
     """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
     kind, cid, ifname = parse_content(data)
-    return (cid, ifname) if kind == OWNED else None
+    return (cid, ifname) if kind == OWNED and cid is not None else None
 
 
 def owner_key(cid: str, ifname: str | None) -> str:
@@ -213,7 +213,8 @@ def valid_state(state: object, dir_ino: int, boot: str) -> bool:
     ):
         return False
     for name, ident in state["delta"].items():
-        if not name or name.strip(ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
+        well_formed = ident is None or (isinstance(ident, str) and ident.count(" ") == 1)
+        if not name or name.strip(ADDRESS_CHARS) or not well_formed:
             return False
     return True
 
@@ -267,7 +268,12 @@ def format_line(cid: str, ifname: str | None, ips: list, files: dict, meta: dict
 
 def parse_tail(text: str) -> tuple[dict, str] | None:
     tail = loads_or_none(text.encode("utf-8", "surrogateescape"))
-    if not isinstance(tail, dict) or len(tail) != 2 or not isinstance(tail.get("meta"), dict) or not isinstance(tail.get("seenBoot"), str):
+    if (
+        not isinstance(tail, dict)
+        or len(tail) != 2
+        or not isinstance(tail.get("meta"), dict)
+        or not isinstance(tail.get("seenBoot"), str)
+    ):
         return None
     return tail["meta"], tail["seenBoot"]
 
@@ -300,7 +306,14 @@ def parse_line(line: str, bucket: int | None = None) -> dict | None:
     parsed = parse_tail(tail)
     if parsed is None:
         return None
-    return {"containerID": cid, "ifname": ifname or None, "ips": ips, "files": files, "meta": parsed[0], "seenBoot": parsed[1]}
+    return {
+        "containerID": cid,
+        "ifname": ifname or None,
+        "ips": ips,
+        "files": files,
+        "meta": parsed[0],
+        "seenBoot": parsed[1],
+    }
 
 
 def split_bucket(text: str) -> dict[str, str] | None:
@@ -329,7 +342,9 @@ def is_address_name(name: str) -> bool:
     if ":" in name:
         return parse_ip_name(name) is not None
     parts = name.split(".")
-    return len(parts) == 4 and parts[0] in _OCTETS and parts[1] in _OCTETS and parts[2] in _OCTETS and parts[3] in _OCTETS
+    return (
+        len(parts) == 4 and parts[0] in _OCTETS and parts[1] in _OCTETS and parts[2] in _OCTETS and parts[3] in _OCTETS
+    )
 
 
 def content_parser():

@@ -155,13 +155,20 @@ class NetworkStore(OwnerIndex):
                 return
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise CniError(IO_FAILURE, f"{self.path} is not a directory (a symlink or a file is in the way)", self.path) from None
+                raise CniError(
+                    IO_FAILURE, f"{self.path} is not a directory (a symlink or a file is in the way)", self.path
+                ) from None
             raise self._io_error("open network directory", self.path, exc) from None
         finally:
             os.close(data_fd)
         self.exists = True
         try:
-            self._lock_fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600, dir_fd=self.dir_fd)
+            self._lock_fd = os.open(
+                LOCK_FILE,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                0o600,
+                dir_fd=self.dir_fd,
+            )
         except OSError as exc:
             raise self._io_error("open lock file", os.path.join(self.path, LOCK_FILE), exc) from None
         self._lock()
@@ -178,7 +185,7 @@ class NetworkStore(OwnerIndex):
             raise self._io_error("lock", os.path.join(self.path, LOCK_FILE), exc) from None
         # Only when contended.  The C module, not ``signal``: that one builds enums on import (about
         # 2 ms of a plugin call, paid by every call that lost the race in a storm).
-        import _signal
+        import _signal  # type: ignore[import-not-found]
 
         previous = _signal.signal(_signal.SIGALRM, _alarm)
         try:
@@ -191,7 +198,8 @@ class NetworkStore(OwnerIndex):
         except _LockTimeout:
             raise CniError(
                 TRY_AGAIN_LATER,
-                f"could not lock {os.path.join(self.path, LOCK_FILE)} within {self.lock_timeout:g}s; another operation holds it",
+                f"could not lock {os.path.join(self.path, LOCK_FILE)} within {self.lock_timeout:g}s; "
+                "another operation holds it",
                 os.path.join(self.path, LOCK_FILE),
             ) from None
 
@@ -264,7 +272,9 @@ class NetworkStore(OwnerIndex):
         self._released = True
         return True
 
-    def _held_by_owner(self, cid: str, ifname: str):  # yields (ifname, entry, addresses): tuple[str | None, dict, list[str]]
+    def _held_by_owner(
+        self, cid: str, ifname: str
+    ):  # yields (ifname, entry, addresses): tuple[str | None, dict, list[str]]
         """(ifname of the entry, entry, addresses the reservation files confirm) for (cid, ifname)
         and for cid's old ID-only reservations; index entries are never believed without the file."""
         cid = cid.strip()
@@ -318,7 +328,7 @@ class NetworkStore(OwnerIndex):
             return False
         if not self._unlink_reservation(name):
             return False
-        if res.kind == OWNED:
+        if res.kind == OWNED and cid is not None:
             entry = self._entry(cid, ifname)
             if entry is not None:
                 rest = [ip for ip in entry["ips"] if ip != name]
@@ -327,7 +337,9 @@ class NetworkStore(OwnerIndex):
                     for ip in rest:  # a sibling linked to the same inode got a new ctime
                         if files[ip][0] == st.st_ino:
                             try:
-                                files[ip] = file_ident(os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False), self.dir_fd, ip)
+                                files[ip] = file_ident(
+                                    os.stat(ip, dir_fd=self.dir_fd, follow_symlinks=False), self.dir_fd, ip
+                                )
                                 self._delta[ip] = set_key(files[ip])
                             except OSError:
                                 pass
@@ -472,4 +484,3 @@ class NetworkStore(OwnerIndex):
                 self._write_marker()
         except OSError:
             pass  # the marker stays stale: the next call catches up
-

@@ -28,6 +28,10 @@ from cni_ipam.store.layout import (
 )
 from cni_ipam.store import is_cni_name
 
+TYPE_CHECKING = False  # true for type checkers only: no ``typing`` import on the STATUS path
+if TYPE_CHECKING:
+    from typing import Any
+
 # ---------------------------------------------------------------------- lock-free checks (STATUS)
 def usable_problem(data_dir: str, network: str) -> str:
     """Why an ADD could not use ``<data_dir>/<network>`` now, or '' when it could.
@@ -78,7 +82,9 @@ def usable_problem(data_dir: str, network: str) -> str:
         # every STATUS the same pid (an ADD opening the store removes the leftover).
         probe = f".status-probe.{os.getpid()}.{os.urandom(6).hex()}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
+            fd = os.open(
+                probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1]
+            )
             try:
                 os.write(fd, b"x")
             finally:
@@ -150,7 +156,9 @@ def list_networks(data_dir: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(
-        n for n in names if is_cni_name(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
+        n
+        for n in names
+        if is_cni_name(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
     )
 
 
@@ -166,7 +174,7 @@ class Entry:
         self.meta = meta
         self.mtime = mtime
         self.set_index: int | None = None
-        self.verdict: object | None = None  # an admin.liveness.Verdict, set by the admin commands
+        self.verdict: Any = None  # an admin.liveness.Verdict, set by the admin commands
 
     @property
     def created(self) -> tuple[float | None, str]:
@@ -220,7 +228,9 @@ def read_owner_index(path: str) -> dict[str, dict]:
     ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out)."""
     out: dict[str, dict] = {}
     try:
-        fd = os.open(os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
     except OSError:
         return out
     try:
@@ -273,4 +283,3 @@ def scan_network_dir(path: str) -> list[Entry]:
         os.close(dir_fd)
     entries.sort(key=lambda e: (e.address.version, int(e.address)))
     return entries
-
