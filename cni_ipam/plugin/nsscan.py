@@ -1,4 +1,9 @@
-"""Is a network namespace still held by anything on the node?  (stdlib ``os`` only: ADD imports it.)
+"""Is a network namespace still held by anything on the node?  A walk of /proc for *evidence of life*
+(stdlib ``os`` only).  ``cni-ipam gc`` uses it where the kernel cannot answer (``plugin.nsfs``): a
+holder found keeps a reservation; not finding one proves nothing, and no code path frees an
+address on it (fds in flight over unix sockets, io_uring registrations, sockets and tap fds made in
+the namespace, threads with their own fd table or mount namespace, a process whose main thread
+exited: none of them shows here; docs/gc.md has the table).  The heal never runs it.
 
 A network namespace lives while anything holds it: a task whose network namespace it is, an open
 file descriptor on it, or an nsfs mount of it (``ip netns add`` bind-mounts one under /run/netns).
@@ -15,10 +20,10 @@ API::
     held = find_held(idents, proc="/proc")
         # idents: iterable of (dev, ino).  Returns the subset (set of tuples) held by anything.
         # Raises Unsure (with .held and .problems) when some ident was not found AND the scan could
-        # not look everywhere: only a normal return proves that the missing idents are gone.
+        # not look everywhere.  Even a normal return proves nothing about the missing idents.
     result = scan(idents, proc="/proc", node_pidns=False)
         # result.held: {ident: "who holds it"}; result.problems: [why the scan is unsure];
-        # result.sure; result.gone(ident) -> True only when proven gone; result.foreign: idents not
+        # result.sure; result.gone(ident) -> not seen by a sure walk (NOT a proof); result.foreign: idents not
         # on the nsfs device (never a namespace: nothing to look for, never gone, find_held: Unsure).
 
 What makes a scan unsure (``problems`` not empty, so nothing it did not find counts as gone):
@@ -36,9 +41,8 @@ What makes a scan unsure (``problems`` not empty, so nothing it did not find cou
 A namespace found nowhere is looked for a second time (a full second pass) before it counts as gone,
 so a holder handing the namespace over (fd -> mount, parent -> child) between our reads is caught.
 
-Limits (documented in docs/gc.md): a namespace kept only by a kernel reference that /proc does not
-show (a socket created in it and passed elsewhere, a thread with its own fd table) is not seen; an
-inode number reused by a new namespace makes the old identity look held (safe: the address is kept).
+Limits (documented in docs/gc.md): every holder the kernel keeps without a /proc trace is missed;
+an inode number reused by a new namespace makes the old identity look held (the address is kept).
 """
 
 import os
