@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pidns-is-node",
         action="store_true",
         help="this PID namespace holds every process of the node although it is not the host's "
-        "(a kind / sysbox node container): let the namespace scan prove a namespace gone here",
+        "(a kind / sysbox node container): a walk of /proc there may show a namespace alive; "
+        "it never proves one gone",
     )
     p.add_argument(
         "--lock-timeout",

@@ -535,9 +535,10 @@ def environment_warnings(
     out = []
     if not node_pidns and not nsscan.host_pidns(proc):
         out.append(
-            f"not in the host's PID namespace ({proc}/2 is not kthreadd): processes holding pod namespaces "
-            "are invisible, so no namespace is judged gone; run with hostPID: true "
-            "(or --pidns-is-node when this PID namespace really holds every pod, as in a kind node)"
+            f"not in the host's PID namespace ({proc}/2 is not kthreadd): the kernel answers for other "
+            "namespaces only in the initial one and processes holding pod namespaces are invisible, so no "
+            "namespace is judged gone; run with hostPID: true (or --pidns-is-node when this PID namespace "
+            "really holds every pod, as in a kind node: then only the runtime and previous boots release)"
         )
     if netns_root not in ("", "/"):
         mounts = _mounts(mountinfo)
