@@ -70,7 +70,9 @@ def main() -> int:
         print("needs root (PID and network namespaces)", file=sys.stderr)
         return 2
     env = dict(os.environ, NSSCAN_BENCH_INNER="1")
-    return subprocess.call(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, __file__, str(n), str(repeats)], env=env)
+    return subprocess.call(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, __file__, str(n), str(repeats)], env=env
+    )
 
 
 if __name__ == "__main__":

@@ -55,25 +55,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list live reservations in the table too")
     p.add_argument("--valid-ids", action="append", default=[], metavar="ID[,ID...]",
                    help="container IDs known to be valid; others are stranded (unless their namespace is alive)")
-    p.add_argument("--valid-ids-file", metavar="FILE", help="valid container IDs, one per line ('-' for stdin, # comments)")
-    p.add_argument("--runtime-cache", nargs="?", const=liveness.DEFAULT_RUNTIME_CACHE, metavar="DIR",
-                   help=f"consult libcni's result cache (default DIR {liveness.DEFAULT_RUNTIME_CACHE})")
-    p.add_argument("--runtime", action="append", default=[], metavar="containerd[:SOCK]|podman[:ROOT[:RUNROOT]]|podman-api[:SOCK]",
-                   help="ask this container runtime which containers exist; those it does not know are stranded "
-                   "(repeatable: name every runtime using the networks; one that cannot be asked proves nothing)")
-    p.add_argument("--include-unknown", action="store_true",
-                   help="judge reservations without metadata by file time, cache and valid list instead of skipping them")
-    p.add_argument("--previous-boot-only", action="store_true",
-                   help="only reservations made before the running kernel booted (the boot-time unit)")
-    p.add_argument("--netns-root", default="/", metavar="DIR",
-                   help="where the host's / is mounted, when run in a container (default /; the container needs "
-                   "hostPID and the host's /run/netns with HostToContainer propagation, see docs/gc.md)")
-    p.add_argument("--proc", default="/proc", metavar="DIR",
-                   help="the host's procfs, walked to find who holds a namespace (default /proc)")
-    p.add_argument("--pidns-is-node", action="store_true",
-                   help="this PID namespace holds every process of the node although it is not the host's "
-                   "(a kind / sysbox node container): let the namespace scan prove a namespace gone here")
-    p.add_argument("--lock-timeout", type=_seconds, default=30.0, metavar="SECONDS", help="wait at most this long for each network lock")
+    p.add_argument(
+        "--valid-ids-file", metavar="FILE", help="valid container IDs, one per line ('-' for stdin, # comments)"
+    )
+    p.add_argument(
+        "--runtime-cache",
+        nargs="?",
+        const=liveness.DEFAULT_RUNTIME_CACHE,
+        metavar="DIR",
+        help=f"consult libcni's result cache (default DIR {liveness.DEFAULT_RUNTIME_CACHE})",
+    )
+    p.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="containerd[:SOCK]|podman[:ROOT[:RUNROOT]]|podman-api[:SOCK]",
+        help="ask this container runtime which containers exist; those it does not know are stranded "
+        "(repeatable: name every runtime using the networks; one that cannot be asked proves nothing)",
+    )
+    p.add_argument(
+        "--include-unknown",
+        action="store_true",
+        help="also judge reservations without metadata (host-local's) by the runtime, the runtime cache and "
+        "the valid list instead of skipping them (their file time only counts for the grace period)",
+    )
+    p.add_argument(
+        "--previous-boot-only",
+        action="store_true",
+        help="only reservations made before the running kernel booted (the boot-time unit)",
+    )
+    p.add_argument(
+        "--netns-root",
+        default="/",
+        metavar="DIR",
+        help="where the host's / is mounted, when run in a container (default /; the container needs "
+        "hostPID and the host's /run/netns with HostToContainer propagation, see docs/gc.md)",
+    )
+    p.add_argument(
+        "--proc",
+        default="/proc",
+        metavar="DIR",
+        help="the host's procfs, walked to find who holds a namespace (default /proc)",
+    )
+    p.add_argument(
+        "--pidns-is-node",
+        action="store_true",
+        help="this PID namespace holds every process of the node although it is not the host's "
+        "(a kind / sysbox node container): a walk of /proc there may show a namespace alive; "
+        "it never proves one gone",
+    )
+    p.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait at most this long for each network lock",
+    )
     return p
 
 
@@ -91,7 +128,7 @@ def read_valid_ids(args: argparse.Namespace) -> "set | None":
     """The valid container IDs, or None when none were given.  Raises ValueError with a message."""
     if not args.valid_ids and args.valid_ids_file is None:
         return None
-    ids = set()
+    ids: set[str] = set()
     for item in args.valid_ids:
         ids.update(part for part in item.replace(",", " ").split() if part)
     if args.valid_ids_file is not None:
@@ -107,8 +144,10 @@ def read_valid_ids(args: argparse.Namespace) -> "set | None":
             line = line.split("#", 1)[0].strip()
             ids.update(part for part in line.replace(",", " ").split() if part)
     if not ids:
-        raise ValueError("the list of valid container IDs is empty; refusing to treat every container as gone "
-                         "(leave out --valid-ids/--valid-ids-file instead)")
+        raise ValueError(
+            "the list of valid container IDs is empty; refusing to treat every container as gone "
+            "(leave out --valid-ids/--valid-ids-file instead)"
+        )
     return ids
 
 
@@ -141,7 +180,9 @@ def run_pass(data_dir: str, networks: list, checker: liveness.Checker, apply: bo
                             net["errors"].append(f"{f.address}: {exc.msg}")
                     releaser.finish()  # return emptied blocks
                 counts = _counts(findings)
-                gcstats.record_gc_stats(data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now)
+                gcstats.record_gc_stats(
+                    data_dir, name, "cli", apply, counts, len(net["released"]), len(net["errors"]), checker.now
+                )
         except CniError as exc:
             net["errors"].append(exc.msg)
         except OSError as exc:  # e.g. the runtime cache vanished mid-pass
@@ -174,7 +215,8 @@ def main(argv: list) -> int:
         valid_ids = read_valid_ids(args)
     except ValueError as exc:
         return fatal(str(exc))
-    runtime_ids, runtime_name, runtime_answers = None, "the runtime", []
+    runtime_ids, runtime_name = None, "the runtime"
+    runtime_answers: list = []
     if args.runtime:
         from cni_ipam.admin import runtimes  # admin-only; subprocess and sockets stay off the plugin path
 
@@ -190,7 +232,9 @@ def main(argv: list) -> int:
     if problem:
         return fatal(problem, options.EXIT_NO_DATA_DIR)
     if args.runtime_cache is not None and not os.path.isdir(args.runtime_cache):
-        return fatal(f"runtime cache {args.runtime_cache} is not a directory; without it every reservation would look stranded")
+        return fatal(
+            f"runtime cache {args.runtime_cache} is not a directory; without it every reservation would look stranded"
+        )
     if args.network:
         bad = [n for n in args.network if not is_cni_name(n) or not os.path.isdir(os.path.join(data_dir, n))]
         if bad:
@@ -223,11 +267,18 @@ def main(argv: list) -> int:
     started = time.monotonic()
     report = run_pass(data_dir, networks, checker, args.apply, args.lock_timeout)
     elapsed = time.monotonic() - started
-    unsure = sum(1 for net in report["networks"].values() for f in net["findings"]
-                 if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE))
-    if unsure and checker.scan_problems:
-        warnings.append(f"the namespace scan could not look everywhere, {unsure} reservation(s) kept as unknown: "
-                        + "; ".join(checker.scan_problems[:5]))
+    unsure = sum(
+        1
+        for net in report["networks"].values()
+        for f in net["findings"]
+        if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE)
+    )
+    if unsure:
+        why = checker.kernel.why_not() or "no kernel namespace id was recorded for them at ADD"
+        warnings.append(
+            f"the kernel cannot say whether their network namespaces are gone ({why}): "
+            f"{unsure} reservation(s) kept as unknown"
+        )
     for warning in warnings:
         print(f"cni-ipam gc: warning: {warning}", file=sys.stderr)
 
@@ -256,7 +307,9 @@ def main(argv: list) -> int:
     return code
 
 
-def _json_report(args, data_dir: str, checker: liveness.Checker, report: dict, totals: dict, elapsed: float, code: int) -> dict:
+def _json_report(
+    args, data_dir: str, checker: liveness.Checker, report: dict, totals: dict, elapsed: float, code: int
+) -> dict:
     nets = {}
     for name, net in report["networks"].items():
         released = {(str(f.address)) for f in net["released"]}
@@ -297,7 +350,9 @@ def _age(seconds) -> str:
     return f"{seconds}s"
 
 
-def _print_table(out, args, data_dir: str, checker: liveness.Checker, report: dict, totals: dict, elapsed: float) -> None:
+def _print_table(
+    out, args, data_dir: str, checker: liveness.Checker, report: dict, totals: dict, elapsed: float
+) -> None:
     rows = []
     for name, net in report["networks"].items():
         released = {str(f.address) for f in net["released"]}
@@ -307,8 +362,19 @@ def _print_table(out, args, data_dir: str, checker: liveness.Checker, report: di
             state = "released" if str(f.address) in released else f.verdict.state
             pod = options.pod_label(f.meta.get("k8s"))
             cid = f.container_id or "-"
-            rows.append([name, str(f.address), state, f.verdict.reason, _age(f.age(checker.now)),
-                         cid[:12], f.ifname or "-", pod, f.verdict.detail])
+            rows.append(
+                [
+                    name,
+                    str(f.address),
+                    state,
+                    f.verdict.reason,
+                    _age(f.age(checker.now)),
+                    cid[:12],
+                    f.ifname or "-",
+                    pod,
+                    f.verdict.detail,
+                ]
+            )
     header = ["NETWORK", "IP", "STATE", "REASON", "AGE", "CONTAINER", "IFNAME", "POD", "DETAIL"]
     if rows:
         widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]

@@ -13,23 +13,23 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   without one, the owner index's ``seenBoot`` (the boot id under which the index first saw that exact
   file) differs.  No clock is consulted: a clock can be wrong, a boot id cannot.
 * ``live/current-boot`` - with ``previous_boot_only`` (the boot unit) the other rules are skipped.
-* The namespace rules (a recorded ``netns`` path and/or its nsfs identity ``netnsDev``/``netnsIno``).
-  A namespace is alive while anything holds it: ``cni_ipam.plugin.nsscan`` looks for the identity in every
-  task, fd and nsfs mount of the node.  The path is only one holder.
+* The namespace rules.  The kernel is the authority: ADD records the namespace's kernel id
+  (``netnsId``, never reused; ``netnsAlso`` when the attachment was added twice) and the kernel
+  answers for it (nsfs file handles, Linux 6.18; ``cni_ipam.plugin.nsfs``).
 
-  - ``live/netns-alive`` - the path still is the recorded namespace, or something holds it (the
-    detail names the holder: ``pid 42 (pause) lives in it``, ``mounted at /run/netns/x``).
-  - ``stranded/netns-gone`` - the path is gone and a *sure* scan found the identity nowhere.
-  - ``stranded/netns-replaced`` - the path is an nsfs file of another namespace and a sure scan
-    found the recorded one nowhere.
-  - ``unknown/netns-unsure`` - not found, but the scan could not look everywhere (an unreadable
-    process, not the host PID namespace, ...; the detail says what).  Never stranded.
-  - ``unknown/netns-not-nsfs`` - the path exists but is not a namespace file (an empty mount point
-    seen through a private mount of the host's /run/netns), or the recorded identity was never on
-    nsfs: the path proves nothing.
-  - ``unknown/netns-no-identity`` - the path is gone and no identity was recorded: nothing to look for.
-  - ``unknown/netns-unreadable`` - the path cannot be checked (permission, I/O error) and the scan
-    did not settle it.
+  - ``stranded/netns-gone`` - the kernel no longer has any namespace the attachment was added in
+    (``ESTALE``, after a positive control on our own namespace).
+  - ``live/netns-alive`` - the kernel still has one of them; or, where the kernel cannot answer,
+    evidence of life: the path still is the recorded namespace (same dev/inode: possibly a new
+    namespace that got a freed inode number, so this only ever keeps), or the /proc walk
+    (``cni_ipam.plugin.nsscan``) saw a holder (the detail names it).
+  - ``unknown/netns-unsure`` - the kernel cannot answer (before 6.18, no permission, no id
+    recorded) and nothing showed life.  A walk of /proc that finds no holder proves nothing (fds
+    in flight, io_uring, sockets, threads with their own fd table are invisible to it): kept.
+  - ``unknown/netns-not-nsfs`` - the path exists but is not a namespace file, or the recorded
+    identity was never on nsfs.
+  - ``unknown/netns-no-identity`` - the path is gone and no identity was recorded.
+  - ``unknown/netns-unreadable`` - the path cannot be checked and nothing else settled it.
 * ``stranded/not-in-runtime-cache`` - a runtime cache directory was given and libcni holds no
   ``<network>-<containerID>-<ifname>`` result for the attachment.
 * ``stranded/not-in-valid-list`` - a list of valid container IDs was given and this ID is not in it.
@@ -37,9 +37,11 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   ``cni_ipam.admin.runtimes``) and does not know this container ID (tried before the cache and the list).
 * ``live/no-evidence`` (a reservation with our metadata but no namespace to check) otherwise.
 
-A namespace that is alive wins over the cache and the valid list (the verdict stays ``live`` and
-``detail`` says what the list claimed), and so does one whose scan was unsure (``unknown``):
-releasing an address that an interface still uses would hand it out twice, worse than a leak.
+A namespace that is alive wins over the runtime, the cache and the valid list, and one whose fate
+no authority can tell wins over the cache and the list (the verdict stays ``live`` or ``unknown``
+and ``detail`` says what was claimed): releasing an address that an interface still uses would
+hand it out twice, worse than a leak.  The runtime (``--runtime``) is the authority on its own
+sandboxes: where the kernel cannot tell and nothing showed life, its "gone" decides.
 
 Reservations without metadata (written by host-local, or adopted from a file someone else wrote) are
 ``unknown/no-metadata`` and left alone, except for the ``seenBoot`` proof of a previous boot.  With
@@ -47,7 +49,7 @@ Reservations without metadata (written by host-local, or adopted from a file som
 evidence they stay ``unknown``.
 
 Everything the rules read from the machine is injectable (``boot_id``, ``netns_root``, ``proc``,
-``scanner``, ``runtime_cache``, ``now``) so tests can simulate a reboot or a vanished namespace.
+``scanner``, ``kernel``, ``runtime_cache``, ``now``) so tests can simulate a reboot or a vanished namespace.
 
 API (used by ``cni-ipam gc``, ``show --ips`` and ``metrics``)::
 
@@ -64,8 +66,8 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
-from cni_ipam.plugin import nsscan
-from cni_ipam.plugin.proof import boot_proof, netns_identity
+from cni_ipam.plugin import nsfs, nsscan
+from cni_ipam.plugin.proof import boot_proof
 from cni_ipam.store.layout import BOOT_ID_PATH, EMPTY, OPAQUE, OWNED, Reservation, owner_key, read_boot_id
 from cni_ipam.store.network import NetworkStore
 
@@ -93,7 +95,15 @@ FOREIGN_CONTENT = "foreign-content"
 NOT_A_FILE = "not-a-file"
 NO_EVIDENCE = "no-evidence"
 
-STRANDED_REASONS = (PREVIOUS_BOOT, NETNS_GONE, NETNS_REPLACED, NOT_IN_RUNTIME_CACHE, NOT_IN_VALID_LIST, NOT_IN_RUNTIME, EMPTY_FILE)
+STRANDED_REASONS = (
+    PREVIOUS_BOOT,
+    NETNS_GONE,
+    NETNS_REPLACED,
+    NOT_IN_RUNTIME_CACHE,
+    NOT_IN_VALID_LIST,
+    NOT_IN_RUNTIME,
+    EMPTY_FILE,
+)
 
 DEFAULT_GRACE = 300.0  # seconds
 DEFAULT_RUNTIME_CACHE = "/var/lib/cni/results"  # libcni's default cacheDir + "/results"
@@ -104,6 +114,9 @@ class Verdict:
     """``state`` is live / stranded / unknown; ``reason`` one of the constants; ``detail`` prose."""
 
     __slots__ = ("state", "reason", "detail")
+    state: str
+    reason: str
+    detail: str
 
     def __init__(self, state: str, reason: str, detail: str = "") -> None:
         object.__setattr__(self, "state", state)
@@ -135,8 +148,15 @@ class Finding:
 
     __slots__ = ("network", "reservation", "meta", "mtime", "verdict", "seen_boot")
 
-    def __init__(self, network: str, reservation: Reservation, meta: dict, mtime: float | None, verdict: Verdict,
-                 seen_boot: str | None = None) -> None:
+    def __init__(
+        self,
+        network: str,
+        reservation: Reservation,
+        meta: dict,
+        mtime: float | None,
+        verdict: Verdict,
+        seen_boot: str | None = None,
+    ) -> None:
         self.network = network
         self.reservation = reservation
         self.meta = meta
@@ -216,7 +236,8 @@ class Checker:
     kernel's), ``netns_root`` (prefix joined to recorded namespace paths, default "/"), ``proc``
     (the procfs the namespace scan walks, default /proc), ``node_pidns`` (the caller vouches that
     ``proc`` shows every process of the node although it is not the host PID namespace),
-    ``scanner`` (a callable ``idents -> nsscan.Scan``, default ``nsscan.scan``), ``runtime_cache``
+    ``scanner`` (a callable ``idents -> nsscan.Scan``, default ``nsscan.scan``: evidence of life only),
+    ``kernel`` (an ``nsfs.Kernel``, the authority on namespaces), ``runtime_cache``
     (a libcni results directory to consult, None to skip), ``valid_ids`` (container IDs known to be
     valid, None to skip), ``include_unknown`` and ``previous_boot_only`` (see the module docstring).
     ``boot_time`` is accepted for compatibility and only reported: no rule compares clocks.
@@ -239,10 +260,13 @@ class Checker:
         scanner: Callable | None = None,
         runtime_ids: Iterable[str] | None = None,
         runtime_name: str = "the runtime",
+        kernel: Any = None,
     ) -> None:
         self.now = time.time() if now is None else float(now)
         self.grace = float(grace)
-        self.boot_id = read_boot_id(boot_id_path) if boot_id is None else boot_id
+        self.boot_id = (
+            read_boot_id(boot_id_path, kernel_only=boot_id_path == BOOT_ID_PATH) if boot_id is None else boot_id
+        )
         self.boot_time = read_boot_time() if boot_time is None else boot_time
         self.netns_root = netns_root or "/"
         self.runtime_cache = runtime_cache
@@ -252,6 +276,8 @@ class Checker:
         self.proc = proc
         self.node_pidns = node_pidns
         self.scanner = scanner or (lambda idents: nsscan.scan(idents, self.proc, self.node_pidns))
+        self.kernel = kernel if kernel is not None else nsfs.Kernel()
+        self._kernel_answers: dict[tuple[int, int], tuple[str, str]] = {}
         self._cache_names: frozenset | None = None
         self._scans: dict[tuple[int, int], Any] = {}  # ident -> the Scan that looked for it
         self._nsfs_dev: int | None = None
@@ -279,17 +305,43 @@ class Checker:
         return self._nsfs_dev
 
     def prescan(self, metas: Iterable[dict]) -> None:
-        """Look for every namespace identity of ``metas`` that its path does not confirm, in one
-        scan of the node (``classify`` would otherwise scan once per reservation)."""
+        """Look for every namespace identity of ``metas`` that neither the kernel nor its path
+        settles, in one scan of the node (``classify`` would otherwise scan once per reservation)."""
         idents = set()
         for meta in metas:
             ident = _identity(meta)
             if ident is None or ident in self._scans or not isinstance(meta.get("netns"), str):
                 continue
+            if self._kernel_verdict(meta) is not None:
+                continue
             if self._path_state(meta["netns"], ident)[0] != "same":
                 idents.add(ident)
         if idents:
             self._run_scan(idents)
+
+    def _kernel_verdict(self, meta: dict) -> Verdict | None:
+        """The kernel's answer for every namespace ``meta`` records: stranded when all are gone,
+        live when one exists, None when it cannot tell (then the evidence rules run)."""
+        idents = nsfs.recorded(meta)
+        if not idents:
+            return None
+        answers = []
+        for ident in idents:
+            answer = self._kernel_answers.get(ident)
+            if answer is None:
+                answer = self._kernel_answers[ident] = self.kernel.state(*ident)
+            answers.append(answer)
+        alive = [detail for state, detail in answers if state == nsfs.ALIVE]
+        if alive:
+            return Verdict(LIVE, NETNS_ALIVE, alive[0])
+        if all(state == nsfs.GONE for state, _ in answers):
+            netns = meta.get("netns") if isinstance(meta.get("netns"), str) and meta.get("netns") else None
+            why = "; ".join(detail for _, detail in answers)
+            now = nsfs.identity(self.netns_path(netns)).get("netnsId") if netns else None
+            if now is not None:
+                return Verdict(STRANDED, NETNS_REPLACED, f"{netns} now names another namespace (id {now}); {why}")
+            return Verdict(STRANDED, NETNS_GONE, f"{netns or 'its network namespace'}: {why}")
+        return None
 
     def _run_scan(self, idents: set[tuple[int, int]]) -> Any:
         result = self.scanner(idents)
@@ -316,7 +368,10 @@ class Checker:
             return "same", f"{netns} is still the namespace recorded at ADD"
         if st.st_dev != self.nsfs_dev():
             return "not-nsfs", f"{netns} exists but is not a namespace file (dev/inode {st.st_dev}/{st.st_ino})"
-        return "other", f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {_fmt(ident)})"
+        return (
+            "other",
+            f"{netns} now names another namespace (dev/inode {st.st_dev}/{st.st_ino}, recorded {_fmt(ident)})",
+        )
 
     # ------------------------------------------------------------------ the rules
     def classify(self, entry: Any, network: str = "", meta: dict | None = None, mtime: float | None = None) -> Verdict:
@@ -341,8 +396,15 @@ class Checker:
         meta = meta if isinstance(meta, dict) else {}
         return self._classify(cid, ifname, meta, mtime, network, seen)
 
-    def _classify(self, cid: str | None, ifname: str | None, meta: dict, mtime: float | None, network: str,
-                  seen: str | None = None) -> Verdict:
+    def _classify(
+        self,
+        cid: str | None,
+        ifname: str | None,
+        meta: dict,
+        mtime: float | None,
+        network: str,
+        seen: str | None = None,
+    ) -> Verdict:
         with_meta = has_metadata(meta)
         created = meta.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
@@ -351,17 +413,27 @@ class Checker:
         # The grace period protects an ADD in progress; a file the index saw in a previous boot is none.
         graced = with_meta or (self.include_unknown and proof is None)
         if graced and created is not None and self.now - created < self.grace:
-            return Verdict(LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s")
+            return Verdict(
+                LIVE, GRACE_PERIOD, f"created {max(self.now - created, 0):.0f}s ago, grace period is {self.grace:g}s"
+            )
         if proof is not None:
             return Verdict(STRANDED, PREVIOUS_BOOT, proof[1])
         if not with_meta and not self.include_unknown:
-            return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata (written by host-local?); use --include-unknown to judge it")
+            return Verdict(
+                UNKNOWN, NO_METADATA, "no liveness metadata (written by host-local?); use --include-unknown to judge it"
+            )
         if self.previous_boot_only:
-            return Verdict(LIVE if with_meta else UNKNOWN, CURRENT_BOOT if with_meta else NO_METADATA, "reserved in the running boot (only previous boots were checked)")
+            return Verdict(
+                LIVE if with_meta else UNKNOWN,
+                CURRENT_BOOT if with_meta else NO_METADATA,
+                "reserved in the running boot (only previous boots were checked)",
+            )
 
         netns = meta.get("netns") if with_meta and isinstance(meta.get("netns"), str) and meta.get("netns") else None
         ident = _identity(meta) if with_meta else None
-        ns_verdict = self._netns_verdict(netns, ident) if (netns or ident) else None
+        ns_verdict = self._kernel_verdict(meta) if with_meta else None
+        if ns_verdict is None and (netns or ident):
+            ns_verdict = self._netns_verdict(netns, ident)
         if ns_verdict is not None and ns_verdict.state == STRANDED:
             return ns_verdict
 
@@ -370,10 +442,18 @@ class Checker:
             doubts.append((NOT_IN_RUNTIME, f"container {cid} is unknown to {self.runtime_name}"))
         if self.runtime_cache is not None and cid is not None:
             name = f"{network}-{cid}-{ifname or ''}"
-            if name not in self.cache_names() and not (ifname is None and _cache_has_id(self.cache_names(), network, cid)):
-                doubts.append((NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache"))
+            if name not in self.cache_names() and not (
+                ifname is None and _cache_has_id(self.cache_names(), network, cid)
+            ):
+                doubts.append(
+                    (NOT_IN_RUNTIME_CACHE, f"no {os.path.join(self.runtime_cache, name)} in the runtime's result cache")
+                )
         if self.valid_ids is not None and cid is not None and cid not in self.valid_ids:
             doubts.append((NOT_IN_VALID_LIST, f"container {cid} is not in the list of valid IDs"))
+        if ns_verdict is not None and ns_verdict.state == UNKNOWN and doubts and doubts[0][0] == NOT_IN_RUNTIME:
+            # The runtime is the authority on its own sandboxes: where nothing showed the namespace
+            # alive and the kernel cannot tell, its word decides (a cache or a list never does).
+            return Verdict(STRANDED, NOT_IN_RUNTIME, f"{doubts[0][1]}; {ns_verdict.detail}")
         if ns_verdict is not None:
             if doubts:
                 why = "; ".join(d for _, d in doubts)
@@ -386,8 +466,7 @@ class Checker:
         return Verdict(LIVE, NO_EVIDENCE, "reserved in the running boot; no namespace recorded to check")
 
     def _netns_verdict(self, netns: str | None, ident: tuple[int, int] | None) -> Verdict:
-        """The namespace rules (module docstring).  Stranded only on a sure scan."""
-        where = netns or f"namespace {_fmt(ident)}"
+        """The evidence rules where the kernel cannot answer (module docstring): live or unknown, never stranded."""
         if netns:
             state, detail = self._path_state(netns, ident)
         else:
@@ -396,7 +475,9 @@ class Checker:
             return Verdict(LIVE, NETNS_ALIVE, detail)
         if ident is None:
             if state == "gone":
-                return Verdict(UNKNOWN, NETNS_NO_IDENTITY, f"{detail}, and no namespace identity was recorded to look for")
+                return Verdict(
+                    UNKNOWN, NETNS_NO_IDENTITY, f"{detail}, and no namespace identity was recorded to look for"
+                )
             if state == "unreadable":
                 return Verdict(UNKNOWN, NETNS_UNREADABLE, detail)
             if state == "not-nsfs":
@@ -404,24 +485,30 @@ class Checker:
             return Verdict(LIVE, NETNS_ALIVE, f"network namespace {netns} exists (no identity was recorded to compare)")
         dev = self.nsfs_dev()
         if dev is None or ident[0] != dev:
-            return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}; the recorded identity {_fmt(ident)} is not on nsfs: nothing to look for")
+            return Verdict(
+                UNKNOWN,
+                NETNS_NOT_NSFS,
+                f"{detail}; the recorded identity {_fmt(ident)} is not on nsfs: nothing to look for",
+            )
         result = self._scan(ident)
         holder = result.held.get(ident)
         if holder is not None:
-            return Verdict(LIVE, NETNS_ALIVE, f"{detail}, but the namespace recorded at ADD is alive: {holder}")
-        if not result.gone(ident):
-            why = "; ".join(result.problems[:3]) or "scan incomplete"
-            reason = NETNS_UNREADABLE if state == "unreadable" else NETNS_UNSURE
-            return Verdict(UNKNOWN, reason, f"{detail}; the namespace was not found but the scan could not look everywhere: {why}")
+            return Verdict(LIVE, NETNS_ALIVE, f"{detail}, but a namespace with the recorded inode is alive: {holder}")
         if state == "not-nsfs":
-            return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}: it proves nothing (the namespace {_fmt(ident)} was found nowhere)")
-        if state == "other":
-            return Verdict(STRANDED, NETNS_REPLACED, f"{detail}; the recorded one is held by no process, fd or mount")
-        return Verdict(STRANDED, NETNS_GONE, f"network namespace {where}: {detail}; it is held by no process, fd or mount")
+            return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}: it proves nothing")
+        why = self.kernel.why_not() or "no kernel namespace id was recorded at ADD"
+        reason = NETNS_UNREADABLE if state == "unreadable" else NETNS_UNSURE
+        return Verdict(
+            UNKNOWN, reason, f"{detail}; no holder was seen, which proves nothing, and the kernel cannot tell ({why})"
+        )
 
 
 def _identity(meta: dict) -> tuple[int, int] | None:
-    return netns_identity({"meta": meta})
+    """The recorded (netnsDev, netnsIno), for the path check and the walk (evidence of life only)."""
+    dev, ino = meta.get("netnsDev"), meta.get("netnsIno")
+    if type(dev) is not int or type(ino) is not int or dev < 0 or ino < 0:
+        return None
+    return dev, ino
 
 
 def _fmt(ident: tuple[int, int] | None) -> str:
@@ -441,14 +528,18 @@ def _stamp(ts: float) -> str:
 NETNS_DIRS = ("run/netns", "var/run/netns")
 
 
-def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns: bool = False,
-                         mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def environment_warnings(
+    netns_root: str = "/", proc: str = "/proc", node_pidns: bool = False, mountinfo: str = "/proc/self/mountinfo"
+) -> list[str]:
     """Why the namespace rules cannot see the whole node from here (run from a container), or []."""
     out = []
     if not node_pidns and not nsscan.host_pidns(proc):
-        out.append(f"not in the host's PID namespace ({proc}/2 is not kthreadd): processes holding pod namespaces "
-                   "are invisible, so no namespace is judged gone; run with hostPID: true "
-                   "(or --pidns-is-node when this PID namespace really holds every pod, as in a kind node)")
+        out.append(
+            f"not in the host's PID namespace ({proc}/2 is not kthreadd): the kernel answers for other "
+            "namespaces only in the initial one and processes holding pod namespaces are invisible, so no "
+            "namespace is judged gone; run with hostPID: true (or --pidns-is-node when this PID namespace "
+            "really holds every pod, as in a kind node: then only the runtime and previous boots release)"
+        )
     if netns_root not in ("", "/"):
         mounts = _mounts(mountinfo)
         for rel in NETNS_DIRS:
@@ -462,9 +553,11 @@ def environment_warnings(netns_root: str = "/", proc: str = "/proc", node_pidns:
                     if best is None or len(point) >= len(best[0]):
                         best = (point, optional)
             if best is not None and not any(f.startswith(("shared:", "master:")) for f in best[1]):
-                out.append(f"{path} is on mount {best[0]} with private propagation: namespaces created after this "
-                           "container started appear there as empty files (judged unknown, never stranded); mount the "
-                           "host's /run/netns and /var/run/netns with mountPropagation: HostToContainer (rslave)")
+                out.append(
+                    f"{path} is on mount {best[0]} with private propagation: namespaces created after this "
+                    "container started appear there as empty files (judged unknown, never stranded); mount the "
+                    "host's /run/netns and /var/run/netns with mountPropagation: HostToContainer (rslave)"
+                )
     return out
 
 
@@ -523,11 +616,19 @@ def _kind_verdict(kind: str, mtime: float | None, checker: Checker) -> Verdict:
     period; opaque content and non-regular entries are never judged: unknown, kept, reported."""
     if kind == EMPTY:
         if mtime is not None and checker.now - mtime < checker.grace:
-            return Verdict(LIVE, GRACE_PERIOD, f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)")
+            return Verdict(
+                LIVE,
+                GRACE_PERIOD,
+                f"empty file written {max(checker.now - mtime, 0):.0f}s ago (may still be being written)",
+            )
         return Verdict(STRANDED, EMPTY_FILE, "empty reservation file: no owner, its writer was killed mid-write")
     if kind == OPAQUE:
-        return Verdict(UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name")
-    return Verdict(UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown")
+        return Verdict(
+            UNKNOWN, FOREIGN_CONTENT, "content is not a valid container ID / interface name: kept, never used as a name"
+        )
+    return Verdict(
+        UNKNOWN, NOT_A_FILE, "not a regular file (FIFO, device, directory, symlink): reserved by someone unknown"
+    )
 
 
 # ---------------------------------------------------------------------- GC statistics

@@ -18,12 +18,16 @@ from cni_ipam.errors import (
     CniError,
 )
 
-# Annotations: ``store`` is a ``store.network.NetworkStore`` (or anything with its reserve, holder,
-# owned_by, last_reserved and set_last_reserved), ``rset`` a ``plugin.ranges.RangeSet``.
+TYPE_CHECKING = False  # the name type checkers treat as true; no ``typing`` import at run time
+if TYPE_CHECKING:
+    from cni_ipam.store.protocol import AllocationStore
+
+# Annotations: ``store`` is a ``store.protocol.AllocationStore`` (``store.network.NetworkStore``, or
+# the fakes of the unit tests), ``rset`` a ``plugin.ranges.RangeSet``.
 
 
 def allocate(
-    store,
+    store: AllocationStore,
     range_sets: list | tuple,
     requested: list | tuple,
     cid: str,
@@ -103,14 +107,14 @@ def unplaced(pending: list) -> CniError:
     )
 
 
-def _first_free(store, rset, idx: int, cid: str, ifname: str) -> tuple:
+def _first_free(store: AllocationStore, rset, idx: int, cid: str, ifname: str) -> tuple:
     for candidate, candidate_range in rset.candidates(store.last_reserved(idx)):
         if store.reserve(candidate, cid, ifname):
             return candidate, candidate_range
     return None, None
 
 
-def _holder_detail(store, addr: object) -> str:
+def _holder_detail(store: AllocationStore, addr) -> str:
     holder = store.holder(addr)
     if holder is None:
         return "reserved"

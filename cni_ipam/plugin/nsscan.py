@@ -1,4 +1,9 @@
-"""Is a network namespace still held by anything on the node?  (stdlib ``os`` only: ADD imports it.)
+"""Is a network namespace still held by anything on the node?  A walk of /proc for *evidence of life*
+(stdlib ``os`` only).  ``cni-ipam gc`` uses it where the kernel cannot answer (``plugin.nsfs``): a
+holder found keeps a reservation; not finding one proves nothing, and no code path frees an
+address on it (fds in flight over unix sockets, io_uring registrations, sockets and tap fds made in
+the namespace, threads with their own fd table or mount namespace, a process whose main thread
+exited: none of them shows here; docs/gc.md has the table).  The heal never runs it.
 
 A network namespace lives while anything holds it: a task whose network namespace it is, an open
 file descriptor on it, or an nsfs mount of it (``ip netns add`` bind-mounts one under /run/netns).
@@ -15,10 +20,10 @@ API::
     held = find_held(idents, proc="/proc")
         # idents: iterable of (dev, ino).  Returns the subset (set of tuples) held by anything.
         # Raises Unsure (with .held and .problems) when some ident was not found AND the scan could
-        # not look everywhere: only a normal return proves that the missing idents are gone.
+        # not look everywhere.  Even a normal return proves nothing about the missing idents.
     result = scan(idents, proc="/proc", node_pidns=False)
         # result.held: {ident: "who holds it"}; result.problems: [why the scan is unsure];
-        # result.sure; result.gone(ident) -> True only when proven gone; result.foreign: idents not
+        # result.sure; result.gone(ident) -> not seen by a sure walk (NOT a proof); result.foreign: idents not
         # on the nsfs device (never a namespace: nothing to look for, never gone, find_held: Unsure).
 
 What makes a scan unsure (``problems`` not empty, so nothing it did not find counts as gone):
@@ -36,9 +41,8 @@ What makes a scan unsure (``problems`` not empty, so nothing it did not find cou
 A namespace found nowhere is looked for a second time (a full second pass) before it counts as gone,
 so a holder handing the namespace over (fd -> mount, parent -> child) between our reads is caught.
 
-Limits (documented in docs/gc.md): a namespace kept only by a kernel reference that /proc does not
-show (a socket created in it and passed elsewhere, a thread with its own fd table) is not seen; an
-inode number reused by a new namespace makes the old identity look held (safe: the address is kept).
+Limits (documented in docs/gc.md): every holder the kernel keeps without a /proc trace is missed;
+an inode number reused by a new namespace makes the old identity look held (the address is kept).
 """
 
 import os
@@ -161,7 +165,8 @@ class _Pass(object):
         self.resolve_deferred()
         for ino, who in self.mnt_referenced.items():
             if ino not in self.mnt_seen:
-                self.problems.append("mount namespace mnt:[%d] (%s) has no visible process: its mounts cannot be read" % (ino, who))
+                self.problems.append(
+                    "mount namespace mnt:[%d] (%s) has no visible process: its mounts cannot be read" % (ino, who))
 
     def process(self, pid):
         """Scan one process; True when every wanted namespace has been found."""
@@ -186,7 +191,10 @@ class _Pass(object):
                 except (FileNotFoundError, ProcessLookupError):
                     pass
                 except OSError as exc:
-                    self.problems.append("pid %s (%s) thread %s: network namespace unreadable: %s" % (pid, _comm(proc, pid), tid, exc.strerror or exc))
+                    self.problems.append(
+                        "pid %s (%s) thread %s: network namespace unreadable: %s"
+                        % (pid, _comm(proc, pid), tid, exc.strerror or exc)
+                    )
                 continue
             if ino is None:
                 continue
@@ -215,7 +223,9 @@ class _Pass(object):
                 break
             if link.startswith(_NET):
                 ino = _ino(link, _NET)
-                if ino in self.want and self.found(ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd)):
+                if ino in self.want and self.found(
+                    ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd)
+                ):
                     return True
             elif link.startswith(_MNT):
                 ino = _ino(link, _MNT)
@@ -243,7 +253,9 @@ class _Pass(object):
                 self.mnt_seen.discard(mnt)  # exited before we could read it: another member may
             return False
         except OSError as exc:
-            self.problems.append("pid %s (%s): mountinfo unreadable: %s" % (pid, _comm(self.proc, pid), exc.strerror or exc))
+            self.problems.append(
+                "pid %s (%s): mountinfo unreadable: %s" % (pid, _comm(self.proc, pid), exc.strerror or exc)
+            )
             return False
         if mnt is None:
             if data in self.mountinfo_seen:
@@ -285,7 +297,10 @@ class _Pass(object):
         for pid, tid, dev_ino in self.deferred:
             ino = known.get(dev_ino)
             if ino is None:
-                self.problems.append("pid %s (%s) thread %s: network namespace unreadable and not one we know" % (pid, _comm(self.proc, pid), tid))
+                self.problems.append(
+                    "pid %s (%s) thread %s: network namespace unreadable and not one we know"
+                    % (pid, _comm(self.proc, pid), tid)
+                )
             elif ino in self.want:
                 self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(self.proc, pid)))
 
@@ -309,7 +324,10 @@ def scan(idents, proc="/proc", node_pidns=False, confirm=True):
     if nsfs_dev is None:
         result.problems.append("cannot stat any nsfs file under %s" % proc)
     if not node_pidns and not host_pidns(proc):
-        result.problems.append("%s does not show the host's PID namespace (pid 2 is not kthreadd): processes outside it are invisible" % proc)
+        result.problems.append(
+            "%s does not show the host's PID namespace (pid 2 is not kthreadd): processes outside it are invisible"
+            % proc
+        )
     if not want:
         return result
     passes = 2 if confirm else 1
@@ -337,7 +355,9 @@ def find_held(idents, proc="/proc", node_pidns=False):
     if missing and (result.problems or missing & result.foreign):
         problems = list(result.problems)
         if missing & result.foreign:
-            problems.append("%d identit%s not on the nsfs device (%s): not a namespace, cannot be looked for"
-                            % (len(result.foreign), "y is" if len(result.foreign) == 1 else "ies are", result.nsfs_dev))
+            problems.append(
+                "%d identit%s not on the nsfs device (%s): not a namespace, cannot be looked for"
+                % (len(result.foreign), "y is" if len(result.foreign) == 1 else "ies are", result.nsfs_dev)
+            )
         raise Unsure(held, problems)
     return held

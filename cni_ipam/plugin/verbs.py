@@ -27,9 +27,10 @@ both keys carry a list, an attachment listed under either is kept: the union is 
 * Failures do not stop the pass: every reservation is tried, then one error (106, GC_INCOMPLETE)
   lists all that failed.
 
-STATUS (CNI 1.1): could an ADD work now?  containerd 2.x calls STATUS on every CRI status poll and CRI-O polls it too; a failing STATUS makes
-the kubelet report the node NotReady (no scheduling, and after the default 300 s toleration its pods
-are evicted).  So STATUS fails (code 50, NOT_AVAILABLE) only for what stops *every* ADD:
+STATUS (CNI 1.1): could an ADD work now?  containerd 2.x calls STATUS on every CRI status poll and
+CRI-O polls it too; a failing STATUS makes the kubelet report the node NotReady (no scheduling, and
+after the default 300 s toleration its pods are evicted).  So STATUS fails (code 50, NOT_AVAILABLE)
+only for what stops *every* ADD:
 
 * the state directory cannot be used the way ADD uses it (``store.usable_problem``: the same
   ``O_NOFOLLOW`` dir-fd walk; a symlinked network directory, ``.cni-ipam`` or ``.cni-ipam/tmp``, a
@@ -68,19 +69,19 @@ def cmd_add(env, cfg) -> dict:
 
             ips = pool.allocate(store, cfg, env.container_id, env.ifname)
         else:
-            reclaim = _heal(store, cfg.pidns_is_node) if cfg.reclaim_on_exhaustion else None
+            reclaim = _heal(store) if cfg.reclaim_on_exhaustion else None
             ips = allocator.allocate(store, cfg.range_sets, cfg.requested, env.container_id, env.ifname, reclaim)
         store.save_owner(env.container_id, env.ifname, [iface.ip for iface, _ in ips], attachment_meta(env, store))
     return IpamResult(ips, cfg.routes, dns).to_json(cfg.cni_version)
 
 
-def _heal(store, node_pidns: bool):
+def _heal(store):
     """The exhaustion heal for ``allocator.allocate``: True when it released something."""
 
     def reclaim() -> bool:
         from cni_ipam.plugin.heal import reclaim_stranded  # only when a range set is full
 
-        return bool(reclaim_stranded(store, node_pidns=node_pidns))
+        return bool(reclaim_stranded(store))
 
     return reclaim
 
@@ -133,7 +134,8 @@ def cmd_check(env, cfg) -> None:
         if missing:
             raise CniError(
                 CHECK_FAILED,
-                f"reserved address {', '.join(map(str, missing))} of container {env.container_id} is missing from prevResult",
+                f"reserved address {', '.join(map(str, missing))} of container {env.container_id} "
+                "is missing from prevResult",
                 "prevResult",
             )
     from cni_ipam.plugin.netcheck import check_in_netns  # pyroute2 loads only here, only for CHECK
@@ -147,13 +149,10 @@ def attachment_meta(env, store) -> dict:
 
     meta: dict = {"created": round(time.time(), 3), "bootId": store.boot_id}
     if env.netns:
+        from cni_ipam.plugin.nsfs import identity
+
         meta["netns"] = env.netns
-        try:
-            st = os.stat(env.netns)
-            meta["netnsDev"] = st.st_dev
-            meta["netnsIno"] = st.st_ino
-        except OSError:
-            pass
+        meta.update(identity(env.netns))  # the kernel's namespace id (never reused) where it has one
     k8s = {
         field: env.args[key]
         for key, field in (("K8S_POD_NAMESPACE", "namespace"), ("K8S_POD_NAME", "name"), ("K8S_POD_UID", "uid"))

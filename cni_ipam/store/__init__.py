@@ -66,10 +66,15 @@ def node_name(configured: "str | None", key: str) -> str:
         value = os.environ.get(var, "").strip()
         if value:
             if not is_node_name(value):
-                raise CniError(INVALID_CONFIG, f"{var}={value!r} is not a Kubernetes node name (lowercase DNS subdomain)", var)
+                raise CniError(
+                    INVALID_CONFIG, f"{var}={value!r} is not a Kubernetes node name (lowercase DNS subdomain)", var
+                )
             return value
     host = os.uname().nodename.strip().lower()
     if not is_node_name(host):
-        raise CniError(INVALID_CONFIG, f"the host name {host!r} is not a Kubernetes node name; set {key} or KUBERNETES_NODE_NAME",
-                       f"key {key}")
+        raise CniError(
+            INVALID_CONFIG,
+            f"the host name {host!r} is not a Kubernetes node name; set {key} or KUBERNETES_NODE_NAME",
+            f"key {key}",
+        )
     return host

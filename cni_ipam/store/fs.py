@@ -20,7 +20,9 @@ DIR_MODE = 0o755  # data and network directories (0700 for .cni-ipam and below),
 SPECIAL = "special"  # read_entry: not a regular file (FIFO, device, socket, directory, symlink) or unreadable
 
 
-def read_entry(dir_fd: int, name: str, limit: int = 1 << 16) -> "tuple[str | None, bytes | None, os.stat_result | None]":
+def read_entry(
+    dir_fd: int, name: str, limit: int = 1 << 16
+) -> "tuple[str | None, bytes | None, os.stat_result | None]":
     """Read ``name`` without ever blocking or following a link: ("file", content, stat) for a regular
     file, (SPECIAL, None, stat) for anything else that exists or cannot be read, (None, None, None)
     when it does not exist.  The lstat comes first so a device is never opened."""
@@ -56,7 +58,9 @@ def _read_opened(fd: int, limit: int, st: "os.stat_result | None") -> "tuple[str
         os.close(fd)
 
 
-def read_listed(dir_fd: int, entry: "os.DirEntry", limit: int = 1 << 16) -> "tuple[str | None, bytes | None, os.stat_result | None]":
+def read_listed(
+    dir_fd: int, entry: "os.DirEntry", limit: int = 1 << 16
+) -> "tuple[str | None, bytes | None, os.stat_result | None]":
     """``read_entry`` for an entry of ``os.scandir(dir_fd)``: the type the directory listing gave
     (``d_type``) stands in for the ``lstat`` where the file system reports it, so a full scan costs
     one ``lstat`` less per file; anything not listed as a regular file is ``lstat``-ed and never
@@ -212,7 +216,7 @@ def write_atomic(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
             os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -45,7 +45,7 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
         stats["lastReleased"] = int(released)
         stats["releasedTotal"] = int(stats.get("releasedTotal", 0)) + int(released)
     if log:
-        previous = stats.get("releases") if isinstance(stats.get("releases"), list) else []
+        previous = stats["releases"] if isinstance(stats.get("releases"), list) else []
         stats["releases"] = (previous + list(log))[-100:]
     path = gc_stats_path(data_dir, network)
     tmp = path + ".tmp"
@@ -56,7 +56,8 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
             pass
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(stats, sort_keys=True))  # dumps: the bundle's json stand-in serves it (dump would load the real json, re, enum)
+            # dumps: the bundle's json stand-in serves it (dump would load the real json, re, enum)
+            fh.write(json.dumps(stats, sort_keys=True))
         os.replace(tmp, path)
     except OSError:
         try:
@@ -64,4 +65,3 @@ def record_gc_stats(data_dir: str, network: str, source: str, apply: bool, count
         except OSError:
             pass
     return stats
-

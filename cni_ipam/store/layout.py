@@ -1,19 +1,7 @@
-"""The names and formats of a network directory ``<dataDir>/<network>/`` (host-local compatible),
-and the owner index we keep beside it (owner entries with their GC metadata, the ``state`` record
-that says when the index matches the directory).  Pure names, parsers and shape checks; the only
-I/O is ``read_boot_id`` and ``read_reservation``.  ``store.network`` explains the locking and when
-the index is trusted.
-
-* ``lock`` - ``flock(LOCK_EX)`` for the whole of an ADD, DEL, CHECK or GC (host-local locks the same
-  file, so both plugins can share a directory).
-* ``<ip>`` - one file per reserved address, content ``containerID\\r\\nifname`` (old files holding
-  only the container ID are honoured), mode 0600.
-* ``last_reserved_ip.<rangeSetIndex>`` - the round-robin cursor.
-* ``.cni-ipam/`` - our own bookkeeping, which host-local never reads as a reservation:
-  ``index/<bucket>`` (the owner index: one line per attachment with its addresses, the identity
-  of each file, ``seenBoot`` and GC metadata; formats below), ``state``, ``files``, ``tmp/`` and
-  ``gc-stats.json`` (``store.gcstats``).  ``owners/`` is the previous version's index (one JSON
-  file per attachment): read once by the rebuild that replaces it, then removed.
+"""The names and formats of a network directory ``<dataDir>/<network>/`` (host-local compatible)
+and of the owner index we keep beside it in ``.cni-ipam/``: pure names, parsers and shape checks
+(the only I/O: ``read_boot_id``, ``read_reservation``, ``inode_generation``).  What each file
+holds, and when the index is trusted, is described in one place: docs/core.md, "On-disk layout".
 """
 
 from __future__ import annotations
@@ -26,7 +14,6 @@ from cni_ipam.store.fs import SPECIAL, read_entry
 from cni_ipam.store import ifname_problem, is_container_id
 
 META_DIR = ".cni-ipam"
-OWNERS_DIR = "owners"  # the previous version's index (one JSON file per owner): migrated, then removed
 INDEX_DIR = "index"
 
 TMP_DIR = "tmp"
@@ -48,12 +35,28 @@ EMPTY = "empty"  # a regular file with no content (host-local killed mid-write)
 OPAQUE = "opaque"  # a regular file whose content is not a valid owner: kept, never used as a name
 
 
-def read_boot_id(path: str = BOOT_ID_PATH) -> str:
-    try:  # bytes, then str's own ascii decoder: a text-mode open would import encodings.ascii (cold path)
-        with open(path, "rb") as fh:
-            return fh.read(4096).decode("ascii").strip()
+def read_boot_id(path: str = BOOT_ID_PATH, kernel_only: bool = True) -> str:
+    """The running kernel's boot id, or "" when it cannot be read or is not provably the kernel's.
+
+    A boot id is compared between readers in different mount namespaces (the plugin in the node's,
+    ``cni-ipam gc`` in a DaemonSet's), and LXC and systemd-nspawn bind-mount a random file over
+    this path in every system container: two readers of one kernel would disagree, and a
+    disagreement would look like a reboot.  So the id counts only when the file read is on the
+    same superblock as ``/proc`` itself (a file bind-mounted from elsewhere is not); "" proves
+    nothing (see docs/core.md).  ``kernel_only=False`` (tests with their own file) skips that check."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if kernel_only and os.fstat(fd).st_dev != os.stat("/proc").st_dev:
+            return ""
+        # bytes, then str's own ascii decoder: a text-mode open would import encodings.ascii (cold path)
+        return os.read(fd, 4096).decode("ascii").strip()
     except (OSError, ValueError):  # unreadable, or not ASCII: no boot id (nothing is judged by it)
         return ""
+    finally:
+        os.close(fd)
 
 
 def parse_ip_name(name: str):
@@ -67,12 +70,12 @@ def parse_ip_name(name: str):
     return addr if str(addr) == name else None
 
 
-def parse_content(data: bytes, ifname_problem=ifname_problem) -> tuple[str, str | None, str | None]:
+def parse_content(data: bytes | None, ifname_problem=ifname_problem) -> tuple[str, str | None, str | None]:
     """(kind, containerID, ifname) of a reservation file's content: OWNED with the owner (ifname
     None for ID-only files), EMPTY, or OPAQUE when the content is not a valid owner.
     ``ifname_problem``: the check of the interface name (``content_parser`` passes a remembering one)."""
     try:
-        text = data.decode("utf-8").strip()
+        text = (data or b"").decode("utf-8").strip()
     except UnicodeDecodeError:
         return OPAQUE, None, None
     if not text:
@@ -84,10 +87,10 @@ def parse_content(data: bytes, ifname_problem=ifname_problem) -> tuple[str, str 
     return OWNED, cid, (ifname if sep else None)
 
 
-def parse_owner(data: bytes) -> tuple[str, str | None] | None:
+def parse_owner(data: bytes | None) -> tuple[str, str | None] | None:
     """(containerID, ifname) of a reservation file's content; None when empty or not a valid owner."""
     kind, cid, ifname = parse_content(data)
-    return (cid, ifname) if kind == OWNED else None
+    return (cid, ifname) if kind == OWNED and cid is not None else None
 
 
 def owner_key(cid: str, ifname: str | None) -> str:
@@ -124,7 +127,7 @@ def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> Reservation
     kind, data, st = read_entry(dir_fd, name)
     if kind is None:
         return None
-    ident = file_ident(st) if st is not None else None
+    ident = file_ident(st, dir_fd, name) if st is not None else None
     path = os.path.join(dir_path, name)
     if kind != "file":
         return Reservation(addr, None, None, path, SPECIAL, ident)
@@ -133,15 +136,50 @@ def read_reservation(dir_fd: int, name: str, addr, dir_path: str) -> Reservation
 
 
 # ---------------------------------------------------------------------- the owner index's formats
-STATE_VERSION = 3  # 2: the index was owners/<key> JSON files
+STATE_VERSION = 3
 DELTA_MAX = 128  # own changes kept in ``state`` before ``files`` is rewritten
 
 ADDRESS_CHARS = "0123456789abcdef.:"  # every character of a canonical address name
 
 
-def file_ident(st: os.stat_result) -> list:
-    """A file's identity as owner entries record it: [inode, ctime_ns]."""
-    return [st.st_ino, st.st_ctime_ns]
+_FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode generation (ext2/3/4, others)
+_SECOND = 1_000_000_000
+
+
+def file_ident(st: os.stat_result, dir_fd: int = -1, name: str | None = None) -> list:
+    """A file's identity as owner entries record it: [inode, change stamp].
+
+    The stamp is the ctime in ns.  Where timestamps have whole seconds only (ext4 with 128-byte
+    inodes, which mke2fs picks for small file systems; ext3), a file deleted and re-created within
+    one second usually gets the same inode and the same ctime: the stamp then also carries the
+    inode's generation (``FS_IOC_GETVERSION``, new for every file the inode number is given to),
+    folded into the sub-second digits the file system never sets, so a reused inode is another
+    identity.  ``name`` (relative to ``dir_fd``) lets us read it; without it, or where the file
+    system has no generation, the stamp is the bare ctime."""
+    stamp = st.st_ctime_ns
+    if stamp % _SECOND == 0 and name is not None:
+        gen = inode_generation(dir_fd, name, st.st_ino)
+        if gen is not None:
+            stamp += 1 + gen % (_SECOND - 1)  # never a whole second again: "coarse, with generation"
+    return [st.st_ino, stamp]
+
+
+def inode_generation(dir_fd: int, name: str, ino: int) -> int | None:
+    """The inode generation of the regular file ``name`` when it still is inode ``ino``, else None."""
+    import fcntl  # a builtin module (the store imports it for flock anyway)
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_ino != ino:
+            return None
+        return int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8))[:4], "little")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def set_key(ident: list) -> str:
@@ -154,35 +192,10 @@ def from_set_key(text: str) -> list:
     return [int(ino), int(ctime)]
 
 
-def valid_entry(entry: object, key: str) -> bool:
-    """Does an owner-index entry have exactly the shape we write (see the module docstring)?"""
-    if not isinstance(entry, dict):
-        return False
-    cid, ifname, ips, files = entry.get("containerID"), entry.get("ifname"), entry.get("ips"), entry.get("files")
-    if not isinstance(cid, str) or not is_container_id(cid):
-        return False
-    if ifname is not None and (not isinstance(ifname, str) or ifname_problem(ifname)):
-        return False
-    if owner_key(cid, ifname) != key or not isinstance(entry.get("meta"), dict) or not isinstance(entry.get("seenBoot"), str):
-        return False
-    if not isinstance(ips, list) or not ips or not isinstance(files, dict) or len(files) != len(ips):
-        return False
-    for ip in ips:
-        ident = files.get(ip) if isinstance(ip, str) else None
-        if (
-            not isinstance(ident, list)
-            or len(ident) != 2
-            or any(type(v) is not int for v in ident)
-            or parse_ip_name(ip) is None
-        ):
-            return False
-    return True
-
-
-def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None) -> dict:
+def entry_meta(entry: dict | None, ip: str, st: os.stat_result | None, dir_fd: int = -1) -> dict:
     """The GC metadata of a valid owner entry for the file ``ip`` with stat ``st``: {} unless the
     entry recorded exactly that file (for lock-free readers; under the lock catch-up ensures it)."""
-    if not entry or st is None or entry["files"].get(ip) != file_ident(st):
+    if not entry or st is None or entry["files"].get(ip) != file_ident(st, dir_fd, ip):
         return {}
     return entry["meta"]
 
@@ -200,7 +213,8 @@ def valid_state(state: object, dir_ino: int, boot: str) -> bool:
     ):
         return False
     for name, ident in state["delta"].items():
-        if not name or name.strip(ADDRESS_CHARS) or not (ident is None or (isinstance(ident, str) and ident.count(" ") == 1)):
+        well_formed = ident is None or (isinstance(ident, str) and ident.count(" ") == 1)
+        if not name or name.strip(ADDRESS_CHARS) or not well_formed:
             return False
     return True
 
@@ -254,7 +268,12 @@ def format_line(cid: str, ifname: str | None, ips: list, files: dict, meta: dict
 
 def parse_tail(text: str) -> tuple[dict, str] | None:
     tail = loads_or_none(text.encode("utf-8", "surrogateescape"))
-    if not isinstance(tail, dict) or len(tail) != 2 or not isinstance(tail.get("meta"), dict) or not isinstance(tail.get("seenBoot"), str):
+    if (
+        not isinstance(tail, dict)
+        or len(tail) != 2
+        or not isinstance(tail.get("meta"), dict)
+        or not isinstance(tail.get("seenBoot"), str)
+    ):
         return None
     return tail["meta"], tail["seenBoot"]
 
@@ -287,7 +306,14 @@ def parse_line(line: str, bucket: int | None = None) -> dict | None:
     parsed = parse_tail(tail)
     if parsed is None:
         return None
-    return {"containerID": cid, "ifname": ifname or None, "ips": ips, "files": files, "meta": parsed[0], "seenBoot": parsed[1]}
+    return {
+        "containerID": cid,
+        "ifname": ifname or None,
+        "ips": ips,
+        "files": files,
+        "meta": parsed[0],
+        "seenBoot": parsed[1],
+    }
 
 
 def split_bucket(text: str) -> dict[str, str] | None:
@@ -316,7 +342,9 @@ def is_address_name(name: str) -> bool:
     if ":" in name:
         return parse_ip_name(name) is not None
     parts = name.split(".")
-    return len(parts) == 4 and parts[0] in _OCTETS and parts[1] in _OCTETS and parts[2] in _OCTETS and parts[3] in _OCTETS
+    return (
+        len(parts) == 4 and parts[0] in _OCTETS and parts[1] in _OCTETS and parts[2] in _OCTETS and parts[3] in _OCTETS
+    )
 
 
 def content_parser():

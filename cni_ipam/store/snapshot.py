@@ -10,7 +10,6 @@ the probe file ``usable_problem`` creates and removes in ``.cni-ipam/tmp``.  Eve
 from __future__ import annotations
 
 import errno
-import json
 import os
 from stat import S_ISREG
 
@@ -20,7 +19,6 @@ from cni_ipam.store.layout import (
     INDEX_DIR,
     LOCK_FILE,
     META_DIR,
-    OWNERS_DIR,
     TMP_DIR,
     owner_key,
     parse_ip_name,
@@ -29,6 +27,10 @@ from cni_ipam.store.layout import (
     split_bucket,
 )
 from cni_ipam.store import is_cni_name
+
+TYPE_CHECKING = False  # true for type checkers only: no ``typing`` import on the STATUS path
+if TYPE_CHECKING:
+    from typing import Any
 
 # ---------------------------------------------------------------------- lock-free checks (STATUS)
 def usable_problem(data_dir: str, network: str) -> str:
@@ -75,9 +77,14 @@ def usable_problem(data_dir: str, network: str) -> str:
                     pass
                 except OSError as exc:
                     return f"cannot stat {os.path.join(path, INDEX_DIR)}: {exc.strerror or exc}"
-        probe = f".status-probe.{os.getpid()}"
+        # A name no earlier probe can hold: a STATUS killed between create and unlink leaves its
+        # probe behind, and a runtime that runs plugins as pid 1 of a fresh PID namespace gives
+        # every STATUS the same pid (an ADD opening the store removes the leftover).
+        probe = f".status-probe.{os.getpid()}.{os.urandom(6).hex()}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1])
+            fd = os.open(
+                probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fds[-1]
+            )
             try:
                 os.write(fd, b"x")
             finally:
@@ -149,7 +156,9 @@ def list_networks(data_dir: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(
-        n for n in names if is_cni_name(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
+        n
+        for n in names
+        if is_cni_name(n) and os.path.isdir(os.path.join(data_dir, n)) and not os.path.islink(os.path.join(data_dir, n))
     )
 
 
@@ -165,7 +174,7 @@ class Entry:
         self.meta = meta
         self.mtime = mtime
         self.set_index: int | None = None
-        self.verdict: object | None = None  # an admin.liveness.Verdict, set by the admin commands
+        self.verdict: Any = None  # an admin.liveness.Verdict, set by the admin commands
 
     @property
     def created(self) -> tuple[float | None, str]:
@@ -216,30 +225,12 @@ def _read(dir_fd: int, name: str) -> tuple[bytes | None, float | None]:
 
 def read_owner_index(path: str) -> dict[str, dict]:
     """The owner index of a network directory by ``owner_key`` ({} for a host-local directory):
-    ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out),
-    and for a directory no call of this version has opened yet the previous version's
-    ``.cni-ipam/owners/`` (where both hold an owner, ``index/`` wins)."""
+    ``.cni-ipam/index/`` (entries checked as the store checks them; lines that lie are left out)."""
     out: dict[str, dict] = {}
     try:
-        fd = os.open(os.path.join(path, META_DIR, OWNERS_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            for name in os.listdir(fd):
-                data, _ = _read(fd, name)
-                if not data:
-                    continue
-                try:
-                    entry = json.loads(data)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict):
-                    out[name] = entry
-        finally:
-            os.close(fd)
-    try:
-        fd = os.open(os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(path, META_DIR, INDEX_DIR), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
     except OSError:
         return out
     try:
@@ -292,4 +283,3 @@ def scan_network_dir(path: str) -> list[Entry]:
         os.close(dir_fd)
     entries.sort(key=lambda e: (e.address.version, int(e.address)))
     return entries
-

@@ -14,7 +14,9 @@ from cni_ipam.store.network import NetworkStore
 from cni_ipam.store.snapshot import read_owner_index
 from tests.helpers import ROOT, have_host_local, have_ip_tool, is_root, plugin_argv, run_host_local, run_plugin
 
-pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")
+pytestmark = pytest.mark.skipif(
+    not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces"
+)
 
 NET = "gcnet"
 
@@ -41,27 +43,38 @@ def delete_netns(name):
 
 
 def conf(data_dir, subnet="10.77.0.0/24", version="1.1.0"):
-    return {"cniVersion": version, "name": NET, "type": "bridge",
-            "ipam": {"type": "cni-ipam", "dataDir": str(data_dir), "subnet": subnet}}
+    return {
+        "cniVersion": version,
+        "name": NET,
+        "type": "bridge",
+        "ipam": {"type": "cni-ipam", "dataDir": str(data_dir), "subnet": subnet},
+    }
 
 
 def add(data_dir, cid, ns, ifname="eth0", **kw):
-    rc, res, out, err = run_plugin("ADD", conf(data_dir), container_id=cid, ifname=ifname, netns=f"/var/run/netns/{ns}", **kw)
+    rc, res, out, err = run_plugin(
+        "ADD", conf(data_dir), container_id=cid, ifname=ifname, netns=f"/var/run/netns/{ns}", **kw
+    )
     assert rc == 0, out + err
     return res["ips"][0]["address"].split("/")[0]
 
 
-# gc runs as the only process of a fresh PID namespace (--pidns-is-node): there its namespace scan
-# can be sure, whatever processes of the machine root may not inspect (see tests/integration/nsworld.py);
-# the namespaces of these tests are held by `ip netns add` mounts, which the new mount namespace sees.
-IN_PIDNS = ["unshare", "--pid", "--fork", "--mount-proc"]
+# gc runs in the host's PID namespace: the kernel answers for other namespaces only there (a walk
+# of /proc, which a fresh PID namespace would make sure, proves nothing any more).
+IN_PIDNS: list = []
 
 
 def gc(data_dir, *args, stdin=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(IN_PIDNS + plugin_argv() + ["gc", "--data-dir", str(data_dir), "--pidns-is-node", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        IN_PIDNS + plugin_argv() + ["gc", "--data-dir", str(data_dir), "--pidns-is-node", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = None
     if "--json" in args:
         report = json.loads(proc.stdout)
@@ -201,14 +214,18 @@ def test_valid_ids_and_runtime_cache(tmp_path, netns):
     (cache / f"{NET}-other-eth0").write_text("{}")
     ids = tmp_path / "ids"
     ids.write_text("# runtime's list\nsomething-else\n")
-    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json", "--valid-ids-file", str(ids), "--runtime-cache", str(cache))
+    rc, report, _, _ = gc(
+        tmp_path, "--grace", "0", "--json", "--valid-ids-file", str(ids), "--runtime-cache", str(cache)
+    )
     r = rows(report)
     assert rc == 0
     # alive namespace beats the lists; the dead one is stranded (namespace reason first)
     assert r[ip_live]["state"] == "live" and "valid IDs" in r[ip_live]["detail"]
     assert r[ip_gone]["state"] == "live"  # its namespace still exists
     delete_netns(gone)
-    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json", "--valid-ids", "ckeep,cdrop", "--runtime-cache", str(cache))
+    rc, report, _, _ = gc(
+        tmp_path, "--grace", "0", "--json", "--valid-ids", "ckeep,cdrop", "--runtime-cache", str(cache)
+    )
     assert rows(report)[ip_gone]["reason"] == "netns-gone"
 
 
@@ -279,15 +296,29 @@ def test_gc_apply_while_pods_start(tmp_path, netns):
     procs = []
     gcs = []
     for i in range(24):
-        e = dict(env, CNI_COMMAND="ADD", CNI_CONTAINERID=f"race{i}", CNI_IFNAME="eth0",
-                 CNI_NETNS=f"/var/run/netns/{ns}", CNI_PATH="/usr/lib/cni")
-        p = subprocess.Popen(plugin_argv(), env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        e = dict(
+            env,
+            CNI_COMMAND="ADD",
+            CNI_CONTAINERID=f"race{i}",
+            CNI_IFNAME="eth0",
+            CNI_NETNS=f"/var/run/netns/{ns}",
+            CNI_PATH="/usr/lib/cni",
+        )
+        p = subprocess.Popen(
+            plugin_argv(), env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         p.stdin.write(data)
         p.stdin.close()
         procs.append(p)
         if i % 4 == 0:
-            gcs.append(subprocess.Popen(plugin_argv() + ["gc", "--data-dir", str(tmp_path), "--grace", "0", "--apply", "--json"],
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            gcs.append(
+                subprocess.Popen(
+                    plugin_argv() + ["gc", "--data-dir", str(tmp_path), "--grace", "0", "--apply", "--json"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
         if len(procs) % 6 == 0:
             for q in procs[-6:]:
                 q.wait(timeout=120)
@@ -311,8 +342,9 @@ def prefill(data_dir, count, ns_path):
     st = os.stat(ns_path)
     boot = read_boot_id()
     net = os.path.join(str(data_dir), NET)
-    owners = os.path.join(net, ".cni-ipam", "owners")
-    os.makedirs(owners)
+    index = os.path.join(net, ".cni-ipam", "index")
+    os.makedirs(index)
+    buckets: dict = {}
     base = int(ipaddress.ip_address("10.64.0.10"))
     created = time.time() - 3600
     for i in range(count):
@@ -320,12 +352,19 @@ def prefill(data_dir, count, ns_path):
         cid = f"bench{i:06d}"
         with open(os.path.join(net, ip), "w") as fh:
             fh.write(f"{cid}\r\neth0")
-        meta = {"created": created, "bootId": "previous-boot" if i % 2 == 0 else boot,
-                "netns": ns_path, "netnsDev": st.st_dev, "netnsIno": st.st_ino}
+        meta = {
+            "created": created,
+            "bootId": "previous-boot" if i % 2 == 0 else boot,
+            "netns": ns_path,
+            "netnsDev": st.st_dev,
+            "netnsIno": st.st_ino,
+        }
         fst = os.stat(os.path.join(net, ip))  # the store believes meta only for the file it names
-        with open(os.path.join(owners, owner_key(cid, "eth0")), "w") as fh:
-            json.dump({"containerID": cid, "ifname": "eth0", "ips": [ip], "meta": meta, "seenBoot": boot,
-                       "files": {ip: [fst.st_ino, fst.st_ctime_ns]}}, fh, sort_keys=True)
+        line = format_line(cid, "eth0", [ip], {ip: [fst.st_ino, fst.st_ctime_ns]}, meta, boot)
+        buckets.setdefault(bucket_of(index_field(cid, "eth0")), []).append(line + "\n")
+    for b, lines in buckets.items():  # the rebuild at the first open keeps lines that name the very files
+        with open(os.path.join(index, str(b)), "w") as fh:
+            fh.write("".join(lines))
     with NetworkStore(str(data_dir), NET):  # index check once, so the timings measure GC only
         pass
 
@@ -347,8 +386,11 @@ def test_gc_scale_timing(tmp_path, netns, capsys):
     assert rc == 0 and report["totals"]["released"] == count // 2 + count % 2
     assert len(files(tmp_path)) == count // 2
     with capsys.disabled():
-        print(f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
-              f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass")
+        print(
+            f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
+            f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, "
+            f"apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass"
+        )
     assert dry < 120 and applied < 120
 
 
@@ -358,7 +400,11 @@ def test_include_unknown_uses_boot_ids_not_file_times(tmp_path, netns):
     (ip,) = host_local_add(tmp_path, netns, "hlboot", "hlb1")[2:]
     os.utime(os.path.join(tmp_path, NET, ip), (86400, 86400))  # 1970-01-02: long before any boot
     rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
-    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == ("unknown", "no-metadata", False)
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == (
+        "unknown",
+        "no-metadata",
+        False,
+    )
     assert files(tmp_path) == [ip]
     # the index saw this file under another boot: that is proof, with or without --include-unknown
     _edit_owner(tmp_path, "hlb1", lambda e: e.update(seenBoot="00000000-0000-0000-0000-0000000000ee"))

@@ -87,3 +87,27 @@ def test_status_with_a_fifo_named_like_an_address_answers(tmp_path):
     assert add(c, "c1")[0] == 0
     os.mkfifo(tmp_path / NET / "10.79.0.5")
     assert status(c) == (0, None)
+
+
+@pytest.mark.usefixtures("need_root")
+def test_a_probe_left_behind_does_not_fail_later_status(tmp_path):
+    """A STATUS killed between creating its probe and removing it: every later STATUS with the
+    same pid (pid 1 of a fresh PID namespace, as some runtimes run plugins) must still answer."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    c = conf(tmp_path / "data")
+    assert add(c, "c1")[0] == 0
+    tmp = tmp_path / "data" / NET / ".cni-ipam" / "tmp"
+    for pid in (1, 2):
+        (tmp / f".status-probe.{pid}").write_bytes(b"x")  # left by a killed STATUS
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update(CNI_COMMAND="STATUS", CNI_PATH="/usr/lib/cni", PYTHONPATH=ROOT)
+    import json
+
+    proc = subprocess.run(["unshare", "--pid", "--fork", sys.executable, "-m", "cni_ipam"],
+                          input=json.dumps(c).encode(), env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(os.listdir(tmp)) == [".status-probe.1", ".status-probe.2"]  # STATUS removes only its own

@@ -105,38 +105,6 @@ def _setup_target_after_foreign_del(conf):
     _host_local("ADD", conf, "rel-hl-new")
 
 
-def _to_previous_index(conf):
-    """Rewrite our index as the previous version kept it (``owners/<key>`` JSON files, state v2):
-    the next call migrates it (a rebuild that carries the metadata over, then removes owners/)."""
-    import shutil
-
-    from cni_ipam.store.snapshot import read_owner_index
-
-    net = os.path.join(conf["ipam"]["dataDir"], conf["name"])
-    meta = os.path.join(net, ".cni-ipam")
-    entries = read_owner_index(net)
-    os.makedirs(os.path.join(meta, "owners"))
-    for key, entry in entries.items():
-        with open(os.path.join(meta, "owners", key), "w") as fh:
-            json.dump(entry, fh, sort_keys=True)
-    shutil.rmtree(os.path.join(meta, "index"))
-    with open(os.path.join(meta, "state")) as fh:
-        state = json.load(fh)
-    state["v"] = 2
-    with open(os.path.join(meta, "state"), "w") as fh:
-        json.dump(state, fh)
-
-
-def _setup_previous_index(conf):
-    _setup_with_target(conf)
-    _to_previous_index(conf)
-
-
-def _setup_previous_index_populated(conf):
-    _setup_populated(conf)
-    _to_previous_index(conf)
-
-
 def _setup_full_v4(conf):
     # the v4 set (/29: .2-.6) is full, so ADD reserves in the v6 set first and then rolls back
     for i in range(5):
@@ -160,8 +128,6 @@ def scenarios():
         Scenario("add-host-local-dir", "ADD", _setup_host_local_only, needs="host-local"),
         Scenario("del-after-foreign-del", "DEL", _setup_target_after_foreign_del, needs="host-local"),
         Scenario("gc", "GC", _setup_gc, needs="gc"),
-        Scenario("del-previous-index", "DEL", _setup_previous_index),
-        Scenario("add-previous-index", "ADD", _setup_previous_index_populated),
     ]
     return out
 

@@ -66,7 +66,8 @@ def test_podman_removed_container_is_found_running_never(podman_world):
         assert rc == 1  # dry run, stranded found
         assert doc["runtimes"][0]["available"] is True and doc["runtimes"][0]["containers"] >= 2
         ci, hl = kit.verdicts(doc, "podlossy"), kit.verdicts(doc, "podhl")
-        assert ci[ids["gc-gone-ci"]][:2] == ("stranded", "netns-gone")  # podman removed its netns
+        # podman removed its netns: the kernel says so where it can answer, else the runtime decides
+        assert ci[ids["gc-gone-ci"]][:2] in (("stranded", "netns-gone"), ("stranded", "not-in-runtime"))
         assert ci[ids["gc-live-ci"]][0] == "live"
         state, reason, detail = hl[ids["gc-gone-hl"]]
         assert (state, reason) == ("stranded", "not-in-runtime") and "podman" in detail

@@ -103,7 +103,8 @@ def test_taken_addresses_are_skipped(tmp_path):
 
 def test_requested_ip_is_honoured_and_recorded(tmp_path):
     cfg = cfg_of(tmp_path, [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]])
-    assert add(tmp_path, cfg, requested=["fd00::99", "10.0.0.77"]) == [("10.0.0.77/24", "10.0.0.1"), ("fd00::99/64", "fd00::1")]
+    got = add(tmp_path, cfg, requested=["fd00::99", "10.0.0.77"])
+    assert got == [("10.0.0.77/24", "10.0.0.1"), ("fd00::99/64", "fd00::1")]
     assert files(tmp_path) == {"10.0.0.77": "c1\r\neth0", "fd00::99": "c1\r\neth0"}
     assert cursor(tmp_path, 0) == "10.0.0.77" and cursor(tmp_path, 1) == "fd00::99"
     # the next automatic address follows the requested one (host-local moves its cursor too)
@@ -218,3 +219,90 @@ def test_round_robin_across_ranges_of_one_set_on_disk(tmp_path):
     assert got == [("10.0.0.2/30", "10.0.0.1"), ("10.0.1.2/30", "10.0.1.1")]
     delete(tmp_path, "c0")
     assert add(tmp_path, cfg, cid="c2")[0] == ("10.0.0.2/30", "10.0.0.1")
+
+
+# ------------------------------------------------------------------ over a fake store (the protocol)
+class FakeStore:
+    """``store.protocol.AllocationStore`` in memory: the allocator's policy without the file system."""
+
+    def __init__(self, held=None):
+        self.held = dict(held or {})  # address -> (cid, ifname)
+        self.cursors: dict = {}
+        self.reserved: list = []
+
+    def reserve(self, addr, cid, ifname):
+        if addr in self.held:
+            return False
+        self.held[addr] = (cid, ifname)
+        self.reserved.append(addr)
+        return True
+
+    def holder(self, addr):
+        return self.held.get(addr)
+
+    def owned_by(self, cid, ifname):
+        return [a for a, owner in self.held.items() if owner in ((cid, ifname), (cid, None))]
+
+    def last_reserved(self, range_id):
+        return self.cursors.get(range_id)
+
+    def set_last_reserved(self, range_id, addr):
+        self.cursors[range_id] = addr
+
+
+def test_the_fake_store_is_an_allocation_store():
+    from cni_ipam.store.protocol import AllocationStore
+
+    store: AllocationStore = FakeStore()  # mypy checks the shape; at run time: the methods exist
+    for name in ("reserve", "holder", "owned_by", "last_reserved", "set_last_reserved"):
+        assert callable(getattr(store, name))
+
+
+def _cfg(tmp_path, subnet="10.9.0.0/29"):
+    return cfg_of(tmp_path, [[{"subnet": subnet}]])
+
+
+def _ip(text):
+    from cni_ipam.addr import ip_address
+
+    return ip_address(text)
+
+
+def test_fake_round_robin_and_cursor(tmp_path):
+    cfg = _cfg(tmp_path)
+    store = FakeStore()
+    got = [str(allocator.allocate(store, cfg.range_sets, [], f"c{i}", "eth0")[0][0].ip) for i in range(3)]
+    assert got == ["10.9.0.2", "10.9.0.3", "10.9.0.4"]
+    assert str(store.cursors[0]) == "10.9.0.4"
+
+
+def test_fake_heal_is_called_once_and_only_when_full(tmp_path):
+    cfg = _cfg(tmp_path, "10.9.0.0/30")  # one address: .2
+    calls = []
+    store = FakeStore({_ip("10.9.0.2"): ("old", "eth0")})
+
+    def reclaim():
+        calls.append(1)
+        del store.held[_ip("10.9.0.2")]
+        return True
+
+    [(iface, _)] = allocator.allocate(store, cfg.range_sets, [], "new", "eth0", reclaim)
+    assert str(iface.ip) == "10.9.0.2" and calls == [1]
+    with pytest.raises(CniError) as info:
+        allocator.allocate(FakeStore({_ip("10.9.0.2"): ("x", "eth0")}), cfg.range_sets, [], "n2", "eth0", lambda: False)
+    assert info.value.code == RANGE_EXHAUSTED
+    calls.clear()
+    allocator.allocate(FakeStore(), cfg.range_sets, [], "n3", "eth0", lambda: calls.append(1) or True)
+    assert calls == []  # not full: no heal
+
+
+def test_fake_requested_taken_names_the_holder(tmp_path):
+    cfg = _cfg(tmp_path)
+    store = FakeStore({_ip("10.9.0.5"): ("other", "net1")})
+    with pytest.raises(CniError) as info:
+        allocator.allocate(store, cfg.range_sets, [_ip("10.9.0.5")], "c1", "eth0")
+    assert info.value.code == REQUESTED_IP_TAKEN and "held by container other interface net1" in info.value.details
+    store = FakeStore({_ip("10.9.0.3"): ("c1", None)})  # an ID-only reservation of the same container
+    with pytest.raises(CniError) as info:
+        allocator.allocate(store, cfg.range_sets, [], "c1", "eth0")
+    assert info.value.code == DUPLICATE_ALLOCATION

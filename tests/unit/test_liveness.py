@@ -22,8 +22,28 @@ def scan_network(data_dir, network, checker, lock_timeout=30.0):
         return L.scan_store(store, checker) if store.exists else []
 
 
+class FakeKernel:
+    """The kernel's answers (nsfs.Kernel) from a table, for the rules in isolation (the real
+    kernel: tests/integration/test_netns_truth.py).  Unlisted identities: unknown."""
+
+    def __init__(self, answers=None, why_not=None):
+        self.answers = dict(answers or {})
+        self.why = why_not
+        self.calls = []
+
+    def why_not(self):
+        return self.why
+
+    def state(self, ns_id, ns_ino):
+        self.calls.append((ns_id, ns_ino))
+        if self.why:
+            return "unknown", self.why
+        return self.answers.get((ns_id, ns_ino), ("unknown", "no answer for %d" % ns_id))
+
+
 def checker(tmp_path, **kw):
-    opts = dict(now=NOW, grace=300, boot_id=BOOT, boot_time=BOOT_TIME, netns_root=str(tmp_path / "root"))
+    opts = dict(now=NOW, grace=300, boot_id=BOOT, boot_time=BOOT_TIME, netns_root=str(tmp_path / "root"),
+                kernel=FakeKernel(why_not="test: no kernel"))
     opts.update(kw)
     return L.Checker(**opts)
 
@@ -94,7 +114,8 @@ def test_seen_boot_is_the_evidence_for_files_without_our_metadata(tmp_path):
     assert checker(tmp_path).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
     assert checker(tmp_path, include_unknown=True).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
     # our own bootId wins over seenBoot (a re-ADD in this boot refreshed it, the file stayed)
-    ours = {"containerID": "c1", "ifname": "eth0", "meta": {"created": NOW - 3600, "bootId": BOOT}, "seenBoot": "another-boot"}
+    ours = {"containerID": "c1", "ifname": "eth0", "meta": {"created": NOW - 3600, "bootId": BOOT},
+            "seenBoot": "another-boot"}
     assert checker(tmp_path).classify(ours).state == L.LIVE
     ours["meta"]["bootId"] = "another-boot"
     ours["seenBoot"] = BOOT
@@ -128,17 +149,41 @@ def nsfs_link(tmp_path, name):
     return f"/var/run/netns/{name}"
 
 
-def test_netns_gone_needs_a_sure_scan(tmp_path):
-    e = entry(netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599999)
+def test_netns_gone_only_on_the_kernels_word(tmp_path):
+    e = entry(netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599999, netnsId=77)
+    gone = FakeKernel({(77, 4026599999): ("gone", "the kernel no longer has network namespace id 77")})
+    v = checker(tmp_path, scanner=FakeScan(), kernel=gone).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_GONE)
+    assert "/var/run/netns/never-made" in v.detail and "no longer has" in v.detail
+    # a sure walk of /proc that found nothing proves nothing
     scan = FakeScan()
     v = checker(tmp_path, scanner=scan).classify(e)
-    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_GONE)
-    assert "/var/run/netns/never-made" in v.detail and "held by no process" in v.detail
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE) and "proves nothing" in v.detail
     assert scan.calls == [{(NSFS, 4026599999)}]
-    v = checker(tmp_path, scanner=FakeScan(problems=["pid 1 (init): fds unreadable: Permission denied"])).classify(e)
-    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE) and "pid 1 (init)" in v.detail
+    # the walk may still keep: evidence of life
     v = checker(tmp_path, scanner=FakeScan(held={(NSFS, 4026599999): "pid 7 (pause) lives in it"})).classify(e)
     assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE) and "pid 7 (pause) lives in it" in v.detail
+    # the kernel says alive: live, and no walk at all
+    scan = FakeScan()
+    alive = FakeKernel({(77, 4026599999): ("alive", "the kernel still has network namespace id 77")})
+    v = checker(tmp_path, scanner=scan, kernel=alive, valid_ids=[]).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE) and scan.calls == [] and "kept although" in v.detail
+    # no id recorded (an older ADD, a kernel before 6.18): never stranded
+    e2 = entry(netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599999)
+    assert checker(tmp_path, scanner=FakeScan(), kernel=gone).classify(e2).state == L.UNKNOWN
+
+
+def test_two_namespaces_of_one_attachment_must_both_be_gone(tmp_path):
+    e = entry(netns="/var/run/netns/b", netnsDev=NSFS, netnsIno=2, netnsId=20,
+              netnsAlso=[{"netns": "/var/run/netns/a", "netnsDev": NSFS, "netnsIno": 1, "netnsId": 10}])
+    one = FakeKernel({(20, 2): ("gone", "id 20 gone"), (10, 1): ("alive", "id 10 alive")})
+    assert checker(tmp_path, scanner=FakeScan(), kernel=one).classify(e).state == L.LIVE
+    both = FakeKernel({(20, 2): ("gone", "id 20 gone"), (10, 1): ("gone", "id 10 gone")})
+    v = checker(tmp_path, scanner=FakeScan(), kernel=both).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_GONE) and "id 10 gone" in v.detail
+    # an earlier namespace without an id: nothing can be proven
+    e["meta"]["netnsAlso"] = [{"netns": "/var/run/netns/a", "netnsDev": NSFS, "netnsIno": 1}]
+    assert checker(tmp_path, scanner=FakeScan(), kernel=both).classify(e).state == L.UNKNOWN
 
 
 def test_pid_path_gone_without_identity_is_unknown(tmp_path):
@@ -147,13 +192,14 @@ def test_pid_path_gone_without_identity_is_unknown(tmp_path):
     assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_NO_IDENTITY)
 
 
-def test_netns_replaced_needs_a_sure_scan(tmp_path):
+def test_netns_replaced_on_the_kernels_word(tmp_path):
     path = nsfs_link(tmp_path, "r")
-    e = entry(netns=path, netnsDev=NSFS, netnsIno=4026599998)
+    e = entry(netns=path, netnsDev=NSFS, netnsIno=4026599998, netnsId=88)
     v = checker(tmp_path, scanner=FakeScan()).classify(e)
-    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_REPLACED) and "4026599998" in v.detail
-    v = checker(tmp_path, scanner=FakeScan(held={(NSFS, 4026599998): "mounted at /run/netns/x"})).classify(e)
-    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE)
+    assert v.state == L.UNKNOWN
+    gone = FakeKernel({(88, 4026599998): ("gone", "the kernel no longer has network namespace id 88")})
+    v = checker(tmp_path, scanner=FakeScan(), kernel=gone).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NETNS_REPLACED) and "id 88" in v.detail
 
 
 def test_path_that_is_not_nsfs_proves_nothing(tmp_path):
@@ -196,7 +242,7 @@ def test_one_scan_per_network(tmp_path):
     scan = FakeScan(held={(NSFS, 4026590001): "pid 9 (x) lives in it"})
     found = scan_network(str(tmp_path), "net1", checker(tmp_path, scanner=scan))
     assert len(scan.calls) == 1 and len(scan.calls[0]) == 5
-    assert [f.verdict.reason for f in found] == [L.NETNS_GONE, L.NETNS_ALIVE, L.NETNS_GONE, L.NETNS_GONE, L.NETNS_GONE]
+    assert [f.verdict.reason for f in found] == [L.NETNS_UNSURE, L.NETNS_ALIVE] + [L.NETNS_UNSURE] * 3
 
 
 def test_netns_unreadable_is_unknown(tmp_path):
@@ -277,7 +323,8 @@ def test_include_unknown_uses_lists_not_file_time(tmp_path):
 
 def test_classify_inputs(tmp_path):
     res = Reservation(ipaddress.ip_address("10.0.0.9"), "c1", "eth0", "/x")
-    v = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME).classify(res, meta={"created": NOW - 3600, "bootId": "old"})
+    v = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME).classify(
+        res, meta={"created": NOW - 3600, "bootId": "old"})
     assert v.reason == L.PREVIOUS_BOOT
     f = L.Finding("n", res, {"created": NOW - 3600, "bootId": BOOT}, None, v)
     assert checker(tmp_path).classify(f).reason == L.NO_EVIDENCE
@@ -313,7 +360,7 @@ def _prefill(data_dir):
 
 def test_scan_network_joins_metadata_and_sorts(tmp_path, monkeypatch):
     # the store records seenBoot with the kernel's boot id: make it the checker's simulated one
-    monkeypatch.setattr("cni_ipam.store.network.read_boot_id", lambda path=None: BOOT)
+    monkeypatch.setattr("cni_ipam.store.index.read_boot_id", lambda path=None: BOOT)
     _prefill(tmp_path)
     found = scan_network(str(tmp_path), "net1", checker(tmp_path))
     assert [str(f.address) for f in found] == ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.10"]
@@ -344,12 +391,29 @@ def test_scan_every_network_and_list_networks(tmp_path):
 def test_gc_stats_accumulate(tmp_path):
     _prefill(tmp_path)
     assert gcstats.read_gc_stats(str(tmp_path), "net1") == {}
-    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0,
+                            now=NOW)
     s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert s["lastRun"] == NOW and s["lastRunApplied"] is False and "releasedTotal" not in s
-    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
-    gcstats.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
+    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0,
+                            now=NOW + 1)
+    gcstats.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0,
+                            now=NOW + 2)
     s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
     with open(gcstats.gc_stats_path(str(tmp_path), "net1")) as fh:
         assert json.load(fh) == s
+
+
+def test_the_runtime_decides_where_the_kernel_cannot(tmp_path):
+    e = entry(cid="gone1", netns="/var/run/netns/never-made", netnsDev=NSFS, netnsIno=4026599990, netnsId=90)
+    v = checker(tmp_path, scanner=FakeScan(), runtime_ids=["other"]).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NOT_IN_RUNTIME)
+    # a cache or a list is no authority: unknown stays unknown
+    assert checker(tmp_path, scanner=FakeScan(), valid_ids=["other"]).classify(e).state == L.UNKNOWN
+    # evidence of life (possibly a reused inode) still keeps it
+    held = FakeScan(held={(NSFS, 4026599990): "pid 3 (pause) lives in it"})
+    assert checker(tmp_path, scanner=held, runtime_ids=["other"]).classify(e).state == L.LIVE
+    # and so does the kernel's word
+    alive = FakeKernel({(90, 4026599990): ("alive", "the kernel still has network namespace id 90")})
+    assert checker(tmp_path, scanner=FakeScan(), kernel=alive, runtime_ids=["other"]).classify(e).state == L.LIVE

@@ -64,8 +64,9 @@ def test_a_host_local_directory_is_indexed_in_few_files(tmp_path):
     assert 100 < len(buckets) <= INDEX_BUCKETS < 301  # one file per bucket used, not one per owner
     entries = read_owner_index(str(d))
     assert len(entries) == 301 and owner_key("old-id-only", None) in entries
-    assert entries[owner_key("hl7", "eth0")] == {"containerID": "hl7", "ifname": "eth0", "ips": ["10.1.0.9"], "meta": {},
-                                                   "files": {"10.1.0.9": ident(d / "10.1.0.9")}, "seenBoot": read_boot_id()}
+    assert entries[owner_key("hl7", "eth0")] == {
+        "containerID": "hl7", "ifname": "eth0", "ips": ["10.1.0.9"], "meta": {},
+        "files": {"10.1.0.9": ident(d / "10.1.0.9")}, "seenBoot": read_boot_id()}
     listed = (d / ".cni-ipam" / "files").read_text().splitlines()
     assert len(listed) == 1 + 304 and listed[0].startswith("snap ")
     assert f"10.1.9.3 {ident(d / '10.1.9.3')[0]} {ident(d / '10.1.9.3')[1]}" in listed
@@ -101,75 +102,30 @@ def test_many_releases_write_each_bucket_once(tmp_path):
     assert os.listdir(netdir(tmp_path) / ".cni-ipam" / "index") == []
 
 
-def previous_version_index(tmp_path, entries, state_version=2):
-    """Write ``entries`` ({key: entry}) as the previous version did: owners/<key> JSON, no index/."""
-    meta = netdir(tmp_path) / ".cni-ipam"
-    (meta / "owners").mkdir(parents=True, exist_ok=True)
-    for key, entry in entries.items():
-        (meta / "owners" / key).write_text(entry if isinstance(entry, str) else json.dumps(entry, sort_keys=True))
-    if (meta / "index").exists():
-        for name in os.listdir(meta / "index"):
-            os.unlink(meta / "index" / name)
-        os.rmdir(meta / "index")
-    state_path = meta / "state"
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        state["v"] = state_version
-        state_path.write_text(json.dumps(state))
-
-
-def test_the_previous_index_is_migrated_with_its_metadata(tmp_path):
-    d = netdir(tmp_path)
-    for i, cid in enumerate(("c1", "c2", "c3")):
-        with store(tmp_path) as s:
-            assert s.reserve(IP(f"10.0.0.{5 + i}"), cid, "eth0")
-            s.save_owner(cid, "eth0", [IP(f"10.0.0.{5 + i}")], {"created": i, "netns": f"/run/netns/{cid}"})
-    entries = read_owner_index(str(d))
-    for key in entries:
-        entries[key]["seenBoot"] = "an-older-boot"
-    entries[owner_key("c3", "eth0")] = '{"containerID": "c3", "ips": null}'  # a lie: left out
-    os.unlink(d / "10.0.0.6")
-    (d / "10.0.0.6").write_bytes(b"c2\r\neth0")  # c2's file replaced since: its metadata no longer applies
-    previous_version_index(tmp_path, entries)
-    assert read_owner_index(str(d))[owner_key("c1", "eth0")]["seenBoot"] == "an-older-boot"  # show reads it meanwhile
-    with store(tmp_path) as s:
-        c1, c2, c3 = (s.owner_entry(c, "eth0") for c in ("c1", "c2", "c3"))
-    assert (c1["meta"], c1["seenBoot"]) == ({"created": 0, "netns": "/run/netns/c1"}, "an-older-boot")
-    assert (c2["meta"], c2["seenBoot"]) == ({}, read_boot_id())
-    assert (c3["meta"], c3["seenBoot"], c3["ips"]) == ({}, read_boot_id(), ["10.0.0.7"])
-    assert sorted(os.listdir(d / ".cni-ipam")) == ["files", "index", "state", "tmp"]  # owners/ is gone
-    assert json.loads((d / ".cni-ipam" / "state").read_text())["v"] == 3
-    with store(tmp_path) as s:  # and the next call trusts the new index as it is
-        assert s.owner_entry("c1", "eth0")["seenBoot"] == "an-older-boot"
-
-
-def test_a_previous_index_without_state_is_migrated_too(tmp_path):
-    """What the GC test fixtures and a half-upgraded node leave: owners/ entries and no state."""
-    host_local_files(tmp_path, 3)
-    d = netdir(tmp_path)
-    entry = {"containerID": "hl1", "ifname": "eth0", "ips": ["10.1.0.3"], "meta": {"netns": "/x"}, "seenBoot": "b0",
-             "files": {"10.1.0.3": ident(d / "10.1.0.3")}}
-    previous_version_index(tmp_path, {owner_key("hl1", "eth0"): entry})
-    with store(tmp_path) as s:
-        assert s.owner_entry("hl1", "eth0")["meta"] == {"netns": "/x"}
-        assert s.owner_entry("hl1", "eth0")["seenBoot"] == "b0"
-        assert s.owner_entry("hl2", "eth0")["meta"] == {}
-    assert not (d / ".cni-ipam" / "owners").exists()
-
-
-@pytest.mark.parametrize("kind", ["symlink", "file"])
-def test_something_else_where_the_previous_index_was(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["dir", "symlink", "file"])
+def test_an_owners_directory_is_never_read(tmp_path, kind):
+    """``.cni-ipam/owners/`` was an index format that never shipped: nothing reads or follows it."""
     host_local_files(tmp_path, 2)
-    meta = netdir(tmp_path) / ".cni-ipam"
+    d = netdir(tmp_path)
+    meta = d / ".cni-ipam"
     meta.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "keep").write_text("x")
-    os.symlink(outside, meta / "owners") if kind == "symlink" else (meta / "owners").write_text("x")
+    entry = {"containerID": "hl1", "ifname": "eth0", "ips": ["10.1.0.3"], "meta": {"netns": "/x"}, "seenBoot": "b0",
+             "files": {"10.1.0.3": ident(d / "10.1.0.3")}}
+    (outside / owner_key("hl1", "eth0")).write_text(json.dumps(entry))
+    if kind == "dir":
+        os.rename(outside, meta / "owners")
+    elif kind == "symlink":
+        os.symlink(outside, meta / "owners")
+    else:
+        (meta / "owners").write_text("x")
     with store(tmp_path) as s:
         assert s.owned_by("hl1", "eth0") == [IP("10.1.0.3")]
-    assert (outside / "keep").read_text() == "x"
-    assert not os.path.lexists(meta / "owners")
+        assert s.owner_entry("hl1", "eth0")["meta"] == {}  # adopted from the file alone
+    assert read_owner_index(str(d))[owner_key("hl1", "eth0")]["meta"] == {}
+    if kind == "symlink":
+        assert os.listdir(outside) == [owner_key("hl1", "eth0")]
 
 
 def test_junk_in_the_index_directory_is_removed_by_a_rebuild(tmp_path):
@@ -211,7 +167,8 @@ def test_the_fast_address_check_agrees_with_parse_ip_name(name):
     st.binary(max_size=40),
     st.builds(lambda c, s, i: (c + s + i).encode("utf-8", "surrogatepass"),
               st.text(max_size=12), st.sampled_from(["\r\n", "\n", "", " \r\n"]),
-              st.one_of(st.sampled_from(["eth0", "net1", "eth0 ", ".", "..", "a/b", "a:b", "x" * 16, "é" * 8]), st.text(max_size=16))),
+              st.one_of(st.sampled_from(["eth0", "net1", "eth0 ", ".", "..", "a/b", "a:b", "x" * 16, "é" * 8]),
+                        st.text(max_size=16))),
 ))
 def test_the_remembering_content_parser_agrees_with_parse_content(data):
     parse = content_parser()
