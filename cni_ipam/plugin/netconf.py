@@ -27,6 +27,13 @@ import os
 from cni_ipam.addr import IP, Interface, host_bits, ip_address, parse_cidr, text_of
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError, config_error
 
+# The type checker's view of modules this one imports lazily (a plain constant, not typing's: the
+# plugin path does not import typing).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cni_ipam.cluster.pool import PoolConfig
+    from cni_ipam.plugin.ranges import RangeSet
+
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
 POD_CIDR_PLACEHOLDERS = ("usePodCidr", "usePodCidrIPv6")
@@ -82,16 +89,57 @@ class IpamConfig:
         "resolv_conf",
         "requested",
         "lock_timeout",
-        "status_on_exhaustion",  # ipam.statusOnExhaustion: "ok" or "fail"
-        "reclaim_on_exhaustion",  # ipam.reclaimOnExhaustion
-        "pidns_is_node",  # ipam.pidnsIsNode
+        "status_on_exhaustion",
+        "reclaim_on_exhaustion",
+        "pidns_is_node",
         "prev_result",
-        "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
+        "pool",
     )
+    name: str | None
+    cni_version: str
+    range_sets: tuple[RangeSet, ...]
+    routes: tuple[Route, ...]
+    data_dir: str
+    resolv_conf: str | None
+    requested: tuple[IP, ...]
+    lock_timeout: float
+    status_on_exhaustion: str
+    reclaim_on_exhaustion: bool
+    pidns_is_node: bool
+    prev_result: object
+    pool: PoolConfig | None
 
-    def __init__(self, **kw: object) -> None:
-        for key in self.__slots__:
-            object.__setattr__(self, key, kw[key])
+    def __init__(
+        self,
+        *,
+        name: str | None,
+        cni_version: str,
+        range_sets: tuple[RangeSet, ...],
+        routes: tuple[Route, ...],
+        data_dir: str,
+        resolv_conf: str | None,
+        requested: tuple[IP, ...],
+        lock_timeout: float,
+        status_on_exhaustion: str,  # ipam.statusOnExhaustion: "ok" or "fail"
+        reclaim_on_exhaustion: bool,  # ipam.reclaimOnExhaustion
+        pidns_is_node: bool,  # ipam.pidnsIsNode
+        prev_result: object,
+        pool: PoolConfig | None = None,  # ipam.pool: the cluster pool's settings
+    ) -> None:
+        setattr_ = object.__setattr__  # __setattr__ below refuses every later change
+        setattr_(self, "name", name)
+        setattr_(self, "cni_version", cni_version)
+        setattr_(self, "range_sets", range_sets)
+        setattr_(self, "routes", routes)
+        setattr_(self, "data_dir", data_dir)
+        setattr_(self, "resolv_conf", resolv_conf)
+        setattr_(self, "requested", requested)
+        setattr_(self, "lock_timeout", lock_timeout)
+        setattr_(self, "status_on_exhaustion", status_on_exhaustion)
+        setattr_(self, "reclaim_on_exhaustion", reclaim_on_exhaustion)
+        setattr_(self, "pidns_is_node", pidns_is_node)
+        setattr_(self, "prev_result", prev_result)
+        setattr_(self, "pool", pool)
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("IpamConfig is immutable")
@@ -604,7 +652,7 @@ def read_resolv_conf(path: str) -> dict:
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
-    dns: dict[str, object] = {}
+    dns: dict = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":

@@ -33,9 +33,9 @@ def parse_cidr_list(origin: str, value: object, strict: bool = True, code: int =
         except ValueError as exc:
             why = f" ({exc})" if quote else " (or has host bits set)"  # exc quotes the value
             raise CniError(code, f"invalid {origin}: {shown} is not a CIDR{why}", details) from None
-        why = refusal(net)
-        if why:
-            raise CniError(code, f"invalid {origin}: {shown} is refused: {why}", details)
+        refused = refusal(net)
+        if refused:
+            raise CniError(code, f"invalid {origin}: {shown} is refused: {refused}", details)
         if any(n.version == net.version for n in out):
             raise CniError(code, f"invalid {origin}: more than one IPv{net.version} CIDR ({shown})", details)
         out.append(net)

@@ -68,13 +68,32 @@ _memo: dict[tuple[str, str], tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 
 class Settings:
-    """The validated ``ipam.podCidr`` object."""
+    """The validated ``ipam.podCidr`` object (attributes named as its keys)."""
 
     __slots__ = KEYS
 
-    def __init__(self, **kw: object) -> None:
-        for key in KEYS:
-            setattr(self, key, kw[key])
+    def __init__(
+        self,
+        *,
+        sources: tuple[str, ...],
+        kubeconfig: str | None,
+        serviceAccountDir: str,
+        nodeName: str | None,
+        timeout: float,
+        cacheTTL: float,
+        static: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None,
+        staticFile: str | None,
+        flannelSubnetEnv: str,
+    ) -> None:
+        self.sources = sources
+        self.kubeconfig = kubeconfig
+        self.serviceAccountDir = serviceAccountDir
+        self.nodeName = nodeName
+        self.timeout = timeout
+        self.cacheTTL = cacheTTL
+        self.static = static
+        self.staticFile = staticFile
+        self.flannelSubnetEnv = flannelSubnetEnv
 
 
 def forget() -> None:
@@ -155,7 +174,7 @@ def parse_settings(ipam: dict) -> Settings:
     sources = raw.get("sources", list(SOURCES))
     if not isinstance(sources, list) or not sources or any(s not in SOURCES for s in sources) or len(set(sources)) != len(sources):
         raise config_error("ipam.podCidr.sources", sources, f"must be a non-empty list of distinct names from {list(SOURCES)}")
-    paths = {}
+    paths: dict[str, str | None] = {}
     for name in ("kubeconfig", "serviceAccountDir", "staticFile", "flannelSubnetEnv"):
         value = raw.get(name)
         if value in (None, ""):
@@ -367,8 +386,9 @@ def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, dat
     path = cache_path(data_dir, node)
     cached = read_cache(path, node)
     now = time.time()
-    usable = cached is not None and any(n.version == family for n in cached["nets"])
-    if usable and now < cached["refreshAfter"] and cached["fetchedAt"] <= now + 60:  # (clock went back: refresh)
+    if cached is not None and not any(n.version == family for n in cached["nets"]):
+        cached = None  # no answer for this family: as good as no cache
+    if cached is not None and now < cached["refreshAfter"] and cached["fetchedAt"] <= now + 60:  # (clock went back: refresh)
         return cached["nets"], f"the cache {path} of {cached.get('origin', 'the Kubernetes API')}"
     from cni_ipam.podcidr import kubeapi  # TLS, HTTP and YAML load only when the API is really called
 
@@ -384,7 +404,7 @@ def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, dat
                 f"node {node}",
             ) from None
     except CniError as exc:
-        if not usable:
+        if cached is None:
             raise
         cached["refreshAfter"] = now + min(settings.cacheTTL, RETRY_AFTER_FAILURE)
         cached["lastError"] = exc.msg
