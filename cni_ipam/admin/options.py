@@ -33,7 +33,7 @@ EXIT_CODES = {
         2: "worst level `critical`",
         3: "worst level `emergency`",
         4: "worst level `unknown`: a network without a (valid) conf file, whose directory cannot be read, "
-           "or whose `usePodCidr` subnet is not known offline (no pod CIDR cache yet)",
+        "or whose `usePodCidr` subnet is not known offline (no pod CIDR cache yet)",
     },
     "metrics": {
         0: "written",
@@ -51,7 +51,7 @@ EXIT_CODES = {
     "every command": {
         EXIT_USAGE: "usage error: unknown command or option, bad option value, missing argument",
         EXIT_NO_DATA_DIR: "`--data-dir` does not exist or is not a directory (gc, show, metrics); "
-                          "no conf file found (lint)",
+        "no conf file found (lint)",
     },
 }
 
@@ -101,8 +101,9 @@ def pod_label(k8s: "dict | None") -> str:
     other runtimes pass K8S_POD_NAME without a namespace), or the pod UID; ``-`` when none."""
     if not isinstance(k8s, dict):
         return "-"
-    name, namespace, uid = (k8s.get(k) if isinstance(k8s.get(k), str) and k8s.get(k) else None
-                            for k in ("name", "namespace", "uid"))
+    name, namespace, uid = (
+        k8s.get(k) if isinstance(k8s.get(k), str) and k8s.get(k) else None for k in ("name", "namespace", "uid")
+    )
     if name:
         return f"{namespace}/{name}" if namespace else name
     if uid:

@@ -41,7 +41,9 @@ class CniEnv:
 
     __slots__ = ("command", "container_id", "netns", "ifname", "args", "path")
 
-    def __init__(self, command: str, container_id: str, netns: str, ifname: str, args: dict[str, str], path: str) -> None:
+    def __init__(
+        self, command: str, container_id: str, netns: str, ifname: str, args: dict[str, str], path: str
+    ) -> None:
         self.command = command
         self.container_id = container_id
         self.netns = netns
@@ -145,9 +147,15 @@ def negotiate(conf: dict, command: str) -> str:
             f"config is {version!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
         )
     if command == "CHECK" and version_tuple(version) < (0, 4, 0):
-        raise CniError(INCOMPATIBLE_VERSION, f"config version {version} does not allow CHECK (needs 0.4.0 or later)", "cniVersion")
+        raise CniError(
+            INCOMPATIBLE_VERSION, f"config version {version} does not allow CHECK (needs 0.4.0 or later)", "cniVersion"
+        )
     if command in ("GC", "STATUS") and version_tuple(version) < (1, 1, 0):
-        raise CniError(INCOMPATIBLE_VERSION, f"config version {version} does not allow {command} (needs 1.1.0 or later)", "cniVersion")
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"config version {version} does not allow {command} (needs 1.1.0 or later)",
+            "cniVersion",
+        )
     return version
 
 
@@ -184,8 +192,7 @@ def _error_version(stdin: bytes, decoded: list) -> str:
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
-def plugin_main(verbs: dict, environ: "Mapping[str, str] | None" = None, stdin: "bytes | None" = None,
-                out=None) -> int:
+def plugin_main(verbs: dict, environ: "Mapping[str, str] | None" = None, stdin: "bytes | None" = None, out=None) -> int:
     """The whole plugin process: read env and stdin, run the verb, print the result or the CNI error."""
     if environ is None:
         environ = os.environ
@@ -199,7 +206,9 @@ def plugin_main(verbs: dict, environ: "Mapping[str, str] | None" = None, stdin: 
             else:
                 data = sys.stdin.buffer.read(_MAX_STDIN + 1)
                 if len(data) > _MAX_STDIN:
-                    raise CniError(DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin")
+                    raise CniError(
+                        DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin"
+                    )
         else:
             data = stdin
         result = run(environ, data, verbs, decoded)
