@@ -47,7 +47,10 @@ def main() -> int:
     step = 1 << (32 - args.block_size)
     total_blocks = net.num_addresses // step
     if args.nodes * args.blocks > total_blocks:
-        print(f"{args.nodes} x {args.blocks} blocks do not fit in {net} cut in /{args.block_size} ({total_blocks})", file=sys.stderr)
+        print(
+            f"{args.nodes} x {args.blocks} blocks do not fit in {net} cut in /{args.block_size} ({total_blocks})",
+            file=sys.stderr,
+        )
         return 2
     cluster = None
     if args.endpoints:
@@ -72,7 +75,10 @@ def main() -> int:
         now = time.time()
         base = int(net.network_address)
         for n in range(args.nodes):
-            blocks = [f"{ipaddress.ip_address(base + (n * args.blocks + b) * step)}/{args.block_size}" for b in range(args.blocks)]
+            blocks = [
+                f"{ipaddress.ip_address(base + (n * args.blocks + b) * step)}/{args.block_size}"
+                for b in range(args.blocks)
+            ]
             used = {c: (n * 7 + i * 13) % (step - 1) for i, c in enumerate(blocks)}
             silent = n % 50 == 0  # a few silent nodes, as in life
             seed_node(client, prefix, "bench", f"node-{n:05d}", blocks, used=used,
@@ -98,8 +104,11 @@ def main() -> int:
         assert len(view.nodes) == args.nodes and view.sets[0].held == args.nodes * args.blocks
         assert text.count("\n") > args.nodes
         med = [statistics.median(s[i] for s in splits) for i in range(3)]
-        print(f"in process (median of {args.runs}): grid + etcd read + parse {med[0] * 1000:.0f} ms, view {med[1] * 1000:.0f} ms, "
-              f"render {med[2] * 1000:.0f} ms")
+        print(
+            f"in process (median of {args.runs}): grid + etcd read + parse {med[0] * 1000:.0f} ms, "
+            f"view {med[1] * 1000:.0f} ms, "
+            f"render {med[2] * 1000:.0f} ms"
+        )
 
         env = dict(os.environ, PYTHONPATH=ROOT)
         rows = []

@@ -5,7 +5,8 @@ Walks every module's AST and collects every ``import``/``from ... import`` of a 
 lazy ones inside functions included, skipping only imports under ``if TYPE_CHECKING:`` (never run).
 Layers, top to bottom (a module may import its own layer or any layer below):
 
-    cni_ipam.__main__  >  admin, cluster.admin  >  plugin, cluster.pool, cluster.etcd  >  podcidr  >  store  >  errors, addr
+    cni_ipam.__main__  >  admin, cluster.admin  >  plugin, cluster.pool, cluster.etcd  >  podcidr  >  store
+                       >  errors, addr
 
 Exit 1 and print the offending edges when a cycle or an upward import exists.
 Usage: python3 scripts/import_graph.py [--edges]

@@ -15,7 +15,9 @@ from tests.helpers import ROOT
 def run(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env["PYTHONPATH"] = ROOT
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -41,7 +43,9 @@ def test_unknown_command_is_a_usage_error():
 
 @pytest.mark.parametrize("command", ["gc", "show", "metrics"])
 def test_mistyped_data_dir_is_66_everywhere(command, tmp_path):
-    rc, out, err = run(command, "--data-dir", str(tmp_path / "no-such-dir"), *(["--conf-dir", ""] if command != "gc" else []))
+    rc, out, err = run(
+        command, "--data-dir", str(tmp_path / "no-such-dir"), *(["--conf-dir", ""] if command != "gc" else [])
+    )
     assert rc == options.EXIT_NO_DATA_DIR == 66, (out, err)
     assert "does not exist" in err and "Traceback" not in err
     (tmp_path / "a-file").write_text("")

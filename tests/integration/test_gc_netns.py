@@ -14,7 +14,9 @@ from cni_ipam.store.network import NetworkStore
 from cni_ipam.store.snapshot import read_owner_index
 from tests.helpers import ROOT, have_host_local, have_ip_tool, is_root, plugin_argv, run_host_local, run_plugin
 
-pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")
+pytestmark = pytest.mark.skipif(
+    not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces"
+)
 
 NET = "gcnet"
 
@@ -46,7 +48,9 @@ def conf(data_dir, subnet="10.77.0.0/24", version="1.1.0"):
 
 
 def add(data_dir, cid, ns, ifname="eth0", **kw):
-    rc, res, out, err = run_plugin("ADD", conf(data_dir), container_id=cid, ifname=ifname, netns=f"/var/run/netns/{ns}", **kw)
+    rc, res, out, err = run_plugin(
+        "ADD", conf(data_dir), container_id=cid, ifname=ifname, netns=f"/var/run/netns/{ns}", **kw
+    )
     assert rc == 0, out + err
     return res["ips"][0]["address"].split("/")[0]
 
@@ -60,8 +64,14 @@ IN_PIDNS = ["unshare", "--pid", "--fork", "--mount-proc"]
 def gc(data_dir, *args, stdin=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(IN_PIDNS + plugin_argv() + ["gc", "--data-dir", str(data_dir), "--pidns-is-node", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        IN_PIDNS + plugin_argv() + ["gc", "--data-dir", str(data_dir), "--pidns-is-node", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = None
     if "--json" in args:
         report = json.loads(proc.stdout)
@@ -201,14 +211,18 @@ def test_valid_ids_and_runtime_cache(tmp_path, netns):
     (cache / f"{NET}-other-eth0").write_text("{}")
     ids = tmp_path / "ids"
     ids.write_text("# runtime's list\nsomething-else\n")
-    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json", "--valid-ids-file", str(ids), "--runtime-cache", str(cache))
+    rc, report, _, _ = gc(
+        tmp_path, "--grace", "0", "--json", "--valid-ids-file", str(ids), "--runtime-cache", str(cache)
+    )
     r = rows(report)
     assert rc == 0
     # alive namespace beats the lists; the dead one is stranded (namespace reason first)
     assert r[ip_live]["state"] == "live" and "valid IDs" in r[ip_live]["detail"]
     assert r[ip_gone]["state"] == "live"  # its namespace still exists
     delete_netns(gone)
-    rc, report, _, _ = gc(tmp_path, "--grace", "0", "--json", "--valid-ids", "ckeep,cdrop", "--runtime-cache", str(cache))
+    rc, report, _, _ = gc(
+        tmp_path, "--grace", "0", "--json", "--valid-ids", "ckeep,cdrop", "--runtime-cache", str(cache)
+    )
     assert rows(report)[ip_gone]["reason"] == "netns-gone"
 
 
@@ -281,13 +295,21 @@ def test_gc_apply_while_pods_start(tmp_path, netns):
     for i in range(24):
         e = dict(env, CNI_COMMAND="ADD", CNI_CONTAINERID=f"race{i}", CNI_IFNAME="eth0",
                  CNI_NETNS=f"/var/run/netns/{ns}", CNI_PATH="/usr/lib/cni")
-        p = subprocess.Popen(plugin_argv(), env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            plugin_argv(), env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         p.stdin.write(data)
         p.stdin.close()
         procs.append(p)
         if i % 4 == 0:
-            gcs.append(subprocess.Popen(plugin_argv() + ["gc", "--data-dir", str(tmp_path), "--grace", "0", "--apply", "--json"],
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            gcs.append(
+                subprocess.Popen(
+                    plugin_argv() + ["gc", "--data-dir", str(tmp_path), "--grace", "0", "--apply", "--json"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
         if len(procs) % 6 == 0:
             for q in procs[-6:]:
                 q.wait(timeout=120)
@@ -347,8 +369,11 @@ def test_gc_scale_timing(tmp_path, netns, capsys):
     assert rc == 0 and report["totals"]["released"] == count // 2 + count % 2
     assert len(files(tmp_path)) == count // 2
     with capsys.disabled():
-        print(f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
-              f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass")
+        print(
+            f"\n[gc scale] {count} reservations ({count // 2 + count % 2} stranded): "
+            f"dry run {dry:.2f}s wall / {dry_inner:.2f}s pass, "
+            f"apply {applied:.2f}s wall / {report['elapsedSeconds']:.2f}s pass"
+        )
     assert dry < 120 and applied < 120
 
 
@@ -358,7 +383,11 @@ def test_include_unknown_uses_boot_ids_not_file_times(tmp_path, netns):
     (ip,) = host_local_add(tmp_path, netns, "hlboot", "hlb1")[2:]
     os.utime(os.path.join(tmp_path, NET, ip), (86400, 86400))  # 1970-01-02: long before any boot
     rc, report, _, _ = gc(tmp_path, "--grace", "0", "--apply", "--json", "--include-unknown")
-    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == ("unknown", "no-metadata", False)
+    assert (rows(report)[ip]["state"], rows(report)[ip]["reason"], rows(report)[ip]["released"]) == (
+        "unknown",
+        "no-metadata",
+        False,
+    )
     assert files(tmp_path) == [ip]
     # the index saw this file under another boot: that is proof, with or without --include-unknown
     _edit_owner(tmp_path, "hlb1", lambda e: e.update(seenBoot="00000000-0000-0000-0000-0000000000ee"))

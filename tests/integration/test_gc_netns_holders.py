@@ -42,7 +42,7 @@ def test_pid_path_exits_while_another_process_stays(tmp_path):
 def test_fd_and_bind_mount_holders(tmp_path):
     name = "gch-" + uuid.uuid4().hex[:10]
     try:
-        (out,) = run_world(f'''
+        (out,) = run_world(f"""
             data = {str(tmp_path / "data")!r}
             a = spawn("unshare", "--net", "sleep", "600")
             netns_of(a.pid)
@@ -50,7 +50,9 @@ def test_fd_and_bind_mount_holders(tmp_path):
             netns_of(c.pid)
             ip_fd = cni_add(data, "podFd", "/proc/%d/ns/net" % a.pid)
             ip_mnt = cni_add(data, "podMnt", "/proc/%d/ns/net" % c.pid)
-            holder = spawn(sys.executable, "-c", "import os,sys,time; os.open(sys.argv[1], os.O_RDONLY); print(1, flush=True); time.sleep(600)",
+            holder = spawn(sys.executable, "-c",
+                           "import os,sys,time; os.open(sys.argv[1], os.O_RDONLY); "
+                           "print(1, flush=True); time.sleep(600)",
                            "/proc/%d/ns/net" % a.pid, stdout=subprocess.PIPE)
             holder.stdout.readline()
             subprocess.run(["ip", "netns", "attach", {name!r}, str(c.pid)], check=True)
@@ -60,7 +62,7 @@ def test_fd_and_bind_mount_holders(tmp_path):
             subprocess.run(["ip", "netns", "del", {name!r}], check=True)
             rc2, r2, _ = gc(data, "--grace", "0", "--apply", "--pidns-is-node")
             emit({{"fd": ip_fd, "mnt": ip_mnt, "first": verdicts(r1), "second": verdicts(r2), "holder": holder.pid}})
-        ''')
+        """)
     finally:
         import os
         import subprocess

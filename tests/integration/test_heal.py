@@ -16,14 +16,15 @@ from tests.integration.nsworld import run_world
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network and PID namespaces")
 
-SNIPPET = r'''
+SNIPPET = r"""
 data = %(data)r
 conf = {"cniVersion": "1.0.0", "name": "heal", "type": "bridge",
         "ipam": {"type": "cni-ipam", "dataDir": data, "subnet": "10.81.0.0/29", "pidnsIsNode": True}}
 
 def add(cid, netns):
     p = subprocess.run(%(argv)r, input=json.dumps(conf).encode(), capture_output=True,
-                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"))
+                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns,
+                                CNI_PATH="/usr/lib/cni"))
     return p.returncode, json.loads(p.stdout)
 
 holders = []
@@ -42,7 +43,7 @@ kill(holders[%(victim)d])  # its namespace is now held by nothing
 rc, out = add("pod-new", "/proc/%%d/ns/net" %% extra.pid)
 emit({"files": files, "rc_live": rc_live, "out_live": out_live, "after_live": after_live, "rc": rc, "out": out,
       "after": sorted(n for n in os.listdir(data + "/heal") if n[0].isdigit())})
-'''
+"""
 
 
 def test_a_full_range_heals_by_releasing_only_the_stranded_reservation(tmp_path):

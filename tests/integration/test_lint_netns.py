@@ -15,7 +15,9 @@ import pytest
 
 from tests.helpers import ROOT, have_ip_tool, is_root, run_plugin
 
-pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")
+pytestmark = pytest.mark.skipif(
+    not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces"
+)
 
 
 def ip(*args):
@@ -24,7 +26,9 @@ def ip(*args):
 
 def cli(*args):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -37,7 +41,9 @@ def netns():
     ip("netns", "add", name)
     try:
         # a dummy interface where the kernel has the module, else a veth pair kept inside the namespace
-        if subprocess.run(["ip", "-n", name, "link", "add", "ops-dum0", "type", "dummy"], capture_output=True).returncode:
+        if subprocess.run(
+            ["ip", "-n", name, "link", "add", "ops-dum0", "type", "dummy"], capture_output=True
+        ).returncode:
             ip("-n", name, "link", "add", "ops-dum0", "type", "veth", "peer", "name", "ops-dum1")
             ip("-n", name, "link", "set", "ops-dum1", "up")
         ip("-n", name, "link", "set", "ops-dum0", "up")
@@ -66,7 +72,11 @@ def lint(*args):
 
 
 def of(doc, path, level=None):
-    return [(f["level"], f["check"], f["message"]) for f in doc["findings"] if f["file"] == path and (level is None or f["level"] == level)]
+    return [
+        (f["level"], f["check"], f["message"])
+        for f in doc["findings"]
+        if f["file"] == path and (level is None or f["level"] == level)
+    ]
 
 
 def test_route_in_namespace_collides(tmp_path, netns):
@@ -99,9 +109,16 @@ def test_host_address_and_connected_network(tmp_path, netns):
 
 
 def test_own_bridge_and_macvlan_master_are_expected(tmp_path, netns):
-    own = conf(tmp_path, "ops-own", [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.5"}]], extra={"bridge": "ops-dum0"})
-    mac = conf(tmp_path, "ops-mac", [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.100", "rangeEnd": "10.77.0.150"}]],
-               plugin_type="macvlan", extra={"master": "ops-dum0"})
+    own = conf(
+        tmp_path, "ops-own", [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.5"}]], extra={"bridge": "ops-dum0"}
+    )
+    mac = conf(
+        tmp_path,
+        "ops-mac",
+        [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.100", "rangeEnd": "10.77.0.150"}]],
+        plugin_type="macvlan",
+        extra={"master": "ops-dum0"},
+    )
     rc, doc = lint("--netns", netns, own)
     assert of(doc, own) == [] and rc == 0
     rc, doc = lint("--netns", netns, mac)
@@ -143,9 +160,16 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
         rc, _, out, err = run_plugin("ADD", netconf, container_id="live1", netns=f"/var/run/netns/{name}",
                                      cni_args="K8S_POD_NAMESPACE=ops;K8S_POD_NAME=pod-a")
         assert rc == 0, out + err
-        rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
+        rc, out, err = cli(
+            "show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0"
+        )
         (r,) = json.loads(out)["networks"][0]["reservations"]
-        assert (r["ip"], r["pod"]["name"], r["liveness"]["state"], r["liveness"]["reason"]) == ("10.78.0.2", "pod-a", "live", "netns-alive")
+        assert (r["ip"], r["pod"]["name"], r["liveness"]["state"], r["liveness"]["reason"]) == (
+            "10.78.0.2",
+            "pod-a",
+            "live",
+            "netns-alive",
+        )
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
@@ -158,6 +182,12 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
     assert (net["reservations"][0]["liveness"]["state"], net["reservations"][0]["liveness"]["reason"]) == expected
     assert net["stranded"] == ({"netns-gone": 1} if sure else {}) and rc == 0  # 1 of 5: ok
     rc, out, err = cli("metrics", "--data-dir", str(data), "--conf-dir", str(confdir), "--grace", "0")
-    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in parser.text_string_to_metric_families(out) for s in fam.samples}
-    assert values[("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))] == (1 if sure else 0)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in parser.text_string_to_metric_families(out)
+        for s in fam.samples
+    }
+    assert values[("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))] == (
+        1 if sure else 0
+    )
     assert rc == 0

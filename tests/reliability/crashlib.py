@@ -230,7 +230,9 @@ def _one(scn, data_dir, k, ops, tally):
     proc = run_killed(_target_conf(scn, conf), scn.command, k, TARGET)
     killed = proc.returncode == -9
     if k <= len(ops):
-        assert killed, f"expected a kill before op {k}, got rc={proc.returncode} {proc.stdout[:300]!r} {proc.stderr[-500:]!r}"
+        assert killed, (
+            f"expected a kill before op {k}, got rc={proc.returncode} {proc.stdout[:300]!r} {proc.stderr[-500:]!r}"
+        )
         tally.kill_points += 1
     else:
         assert proc.returncode == scn.expect_rc, (proc.returncode, proc.stdout, proc.stderr)
@@ -247,7 +249,9 @@ def _one(scn, data_dir, k, ops, tally):
                 assert others_after.get(ip) == owner, f"GC crash lost kept reservation {ip} {owner}"
         assert set(others_after) <= set(others_before), "GC crash created reservations"
     else:
-        assert others_after == others_before, f"a crash changed other containers' reservations: {others_before} -> {others_after}"
+        assert others_after == others_before, (
+            f"a crash changed other containers' reservations: {others_before} -> {others_after}"
+        )
     if scn.command == "DEL":
         assert target_after <= target_before, f"DEL crash created reservations {target_after - target_before}"
     for ip in target_after:
@@ -259,7 +263,9 @@ def _one(scn, data_dir, k, ops, tally):
         assert rc == 0, f"GC after a crashed GC failed: {raw}"
         st = inspect_network(net, scn.subnets)
         st.assert_ok("after the GC retry")
-        assert not any(o[0].startswith("rel-stale") for o in st.reservations.values()), "GC retry left stale reservations"
+        assert not any(o[0].startswith("rel-stale") for o in st.reservations.values()), (
+            "GC retry left stale reservations"
+        )
     else:
         rc, out, raw = run_inproc("DEL", conf, container_id=TARGET)
         assert rc == 0, f"DEL after the crash failed: {raw}"
@@ -278,7 +284,9 @@ def _one(scn, data_dir, k, ops, tally):
         mine = {ip for ip, o in st.reservations.items() if o == (TARGET, "eth0")}
         assert got == mine, f"ADD answered {got} but the disk holds {mine}"
         if scn.command != "GC":
-            assert not (got & set(others_before)), f"ADD handed out an address someone holds: {got & set(others_before)}"
+            assert not (got & set(others_before)), (
+                f"ADD handed out an address someone holds: {got & set(others_before)}"
+            )
         rc, out, raw = run_inproc("CHECK", conf, container_id=TARGET)
         assert rc == 0, f"CHECK after recovery failed: {raw}"
     else:

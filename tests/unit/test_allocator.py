@@ -103,7 +103,10 @@ def test_taken_addresses_are_skipped(tmp_path):
 
 def test_requested_ip_is_honoured_and_recorded(tmp_path):
     cfg = cfg_of(tmp_path, [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]])
-    assert add(tmp_path, cfg, requested=["fd00::99", "10.0.0.77"]) == [("10.0.0.77/24", "10.0.0.1"), ("fd00::99/64", "fd00::1")]
+    assert add(tmp_path, cfg, requested=["fd00::99", "10.0.0.77"]) == [
+        ("10.0.0.77/24", "10.0.0.1"),
+        ("fd00::99/64", "fd00::1"),
+    ]
     assert files(tmp_path) == {"10.0.0.77": "c1\r\neth0", "fd00::99": "c1\r\neth0"}
     assert cursor(tmp_path, 0) == "10.0.0.77" and cursor(tmp_path, 1) == "fd00::99"
     # the next automatic address follows the requested one (host-local moves its cursor too)

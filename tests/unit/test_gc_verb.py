@@ -58,7 +58,11 @@ def gc(netconf, attachments, key="cni.dev/valid-attachments"):
 @pytest.fixture
 def three(tmp_path):
     c = conf(tmp_path)
-    ips = {("c1", "eth0"): add(c, "c1", "eth0"), ("c1", "net1"): add(c, "c1", "net1"), ("c2", "eth0"): add(c, "c2", "eth0")}
+    ips = {
+        ("c1", "eth0"): add(c, "c1", "eth0"),
+        ("c1", "net1"): add(c, "c1", "net1"),
+        ("c2", "eth0"): add(c, "c2", "eth0"),
+    }
     return c, ips
 
 

@@ -94,7 +94,12 @@ def test_seen_boot_is_the_evidence_for_files_without_our_metadata(tmp_path):
     assert checker(tmp_path).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
     assert checker(tmp_path, include_unknown=True).classify(now, mtime=BOOT_TIME - 3600).reason == L.NO_METADATA
     # our own bootId wins over seenBoot (a re-ADD in this boot refreshed it, the file stayed)
-    ours = {"containerID": "c1", "ifname": "eth0", "meta": {"created": NOW - 3600, "bootId": BOOT}, "seenBoot": "another-boot"}
+    ours = {
+        "containerID": "c1",
+        "ifname": "eth0",
+        "meta": {"created": NOW - 3600, "bootId": BOOT},
+        "seenBoot": "another-boot",
+    }
     assert checker(tmp_path).classify(ours).state == L.LIVE
     ours["meta"]["bootId"] = "another-boot"
     ours["seenBoot"] = BOOT
@@ -277,7 +282,9 @@ def test_include_unknown_uses_lists_not_file_time(tmp_path):
 
 def test_classify_inputs(tmp_path):
     res = Reservation(ipaddress.ip_address("10.0.0.9"), "c1", "eth0", "/x")
-    v = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME).classify(res, meta={"created": NOW - 3600, "bootId": "old"})
+    v = L.Checker(now=NOW, boot_id=BOOT, boot_time=BOOT_TIME).classify(
+        res, meta={"created": NOW - 3600, "bootId": "old"}
+    )
     assert v.reason == L.PREVIOUS_BOOT
     f = L.Finding("n", res, {"created": NOW - 3600, "bootId": BOOT}, None, v)
     assert checker(tmp_path).classify(f).reason == L.NO_EVIDENCE
@@ -344,11 +351,17 @@ def test_scan_every_network_and_list_networks(tmp_path):
 def test_gc_stats_accumulate(tmp_path):
     _prefill(tmp_path)
     assert gcstats.read_gc_stats(str(tmp_path), "net1") == {}
-    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW)
+    gcstats.record_gc_stats(
+        str(tmp_path), "net1", "cli", False, {"live": 3, "stranded": 1, "unknown": 0}, 0, 0, now=NOW
+    )
     s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert s["lastRun"] == NOW and s["lastRunApplied"] is False and "releasedTotal" not in s
-    gcstats.record_gc_stats(str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1)
-    gcstats.record_gc_stats(str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2)
+    gcstats.record_gc_stats(
+        str(tmp_path), "net1", "cli", True, {"live": 3, "stranded": 1, "unknown": 0}, 1, 0, now=NOW + 1
+    )
+    gcstats.record_gc_stats(
+        str(tmp_path), "net1", "gc-verb", True, {"live": 3, "stranded": 2, "unknown": 0}, 2, 0, now=NOW + 2
+    )
     s = gcstats.read_gc_stats(str(tmp_path), "net1")
     assert (s["releasedTotal"], s["lastReleased"], s["lastApply"], s["lastRunSource"]) == (3, 2, NOW + 2, "gc-verb")
     with open(gcstats.gc_stats_path(str(tmp_path), "net1")) as fh:

@@ -64,8 +64,14 @@ def test_a_host_local_directory_is_indexed_in_few_files(tmp_path):
     assert 100 < len(buckets) <= INDEX_BUCKETS < 301  # one file per bucket used, not one per owner
     entries = read_owner_index(str(d))
     assert len(entries) == 301 and owner_key("old-id-only", None) in entries
-    assert entries[owner_key("hl7", "eth0")] == {"containerID": "hl7", "ifname": "eth0", "ips": ["10.1.0.9"], "meta": {},
-                                                   "files": {"10.1.0.9": ident(d / "10.1.0.9")}, "seenBoot": read_boot_id()}
+    assert entries[owner_key("hl7", "eth0")] == {
+        "containerID": "hl7",
+        "ifname": "eth0",
+        "ips": ["10.1.0.9"],
+        "meta": {},
+        "files": {"10.1.0.9": ident(d / "10.1.0.9")},
+        "seenBoot": read_boot_id(),
+    }
     listed = (d / ".cni-ipam" / "files").read_text().splitlines()
     assert len(listed) == 1 + 304 and listed[0].startswith("snap ")
     assert f"10.1.9.3 {ident(d / '10.1.9.3')[0]} {ident(d / '10.1.9.3')[1]}" in listed
@@ -207,12 +213,20 @@ def test_the_fast_address_check_agrees_with_parse_ip_name(name):
 
 
 @settings(max_examples=400, database=None, derandomize=True)
-@given(st.one_of(
-    st.binary(max_size=40),
-    st.builds(lambda c, s, i: (c + s + i).encode("utf-8", "surrogatepass"),
-              st.text(max_size=12), st.sampled_from(["\r\n", "\n", "", " \r\n"]),
-              st.one_of(st.sampled_from(["eth0", "net1", "eth0 ", ".", "..", "a/b", "a:b", "x" * 16, "é" * 8]), st.text(max_size=16))),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.builds(
+            lambda c, s, i: (c + s + i).encode("utf-8", "surrogatepass"),
+            st.text(max_size=12),
+            st.sampled_from(["\r\n", "\n", "", " \r\n"]),
+            st.one_of(
+                st.sampled_from(["eth0", "net1", "eth0 ", ".", "..", "a/b", "a:b", "x" * 16, "é" * 8]),
+                st.text(max_size=16),
+            ),
+        ),
+    )
+)
 def test_the_remembering_content_parser_agrees_with_parse_content(data):
     parse = content_parser()
     assert parse(data) == parse_content(data)
