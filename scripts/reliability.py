@@ -100,7 +100,7 @@ def run_crash(args, work):
     scns = [
         s
         for s in crashlib.scenarios()
-        if not (s.needs == "host-local" and not have_host_local()) and not (s.needs == "gc" and not crashlib.have_gc())
+        if not (s.needs == "host-local" and not have_host_local())
     ]
     tally = crashlib.Tally()
     sweep = 0

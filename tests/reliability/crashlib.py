@@ -58,7 +58,7 @@ class Scenario:
         self.setup = setup
         self.subnets = subnets
         self.expect_rc = expect_rc
-        self.needs = needs  # "host-local" or "gc" when the scenario needs them
+        self.needs = needs  # "host-local" when the scenario needs Debian's host-local
 
     def conf(self, data_dir):
         return net_conf(data_dir, name="rel-crash", subnets=self.subnets)
@@ -159,7 +159,7 @@ def scenarios():
         Scenario("del-stale-index", "DEL", _setup_target_by_host_local, needs="host-local"),
         Scenario("add-host-local-dir", "ADD", _setup_host_local_only, needs="host-local"),
         Scenario("del-after-foreign-del", "DEL", _setup_target_after_foreign_del, needs="host-local"),
-        Scenario("gc", "GC", _setup_gc, needs="gc"),
+        Scenario("gc", "GC", _setup_gc),
         Scenario("del-previous-index", "DEL", _setup_previous_index),
         Scenario("add-previous-index", "ADD", _setup_previous_index_populated),
     ]
@@ -171,14 +171,6 @@ def gc_conf(conf, keep):
     conf = dict(conf, cniVersion="1.1.0")
     conf["cni.dev/valid-attachments"] = [{"containerID": cid, "ifname": ifname} for cid, ifname in keep]
     return conf
-
-
-def have_gc():
-    try:
-        from cni_ipam.plugin import verbs as gc  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(gc, "cmd_gc")
 
 
 class Tally:
