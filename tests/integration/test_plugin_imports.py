@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, bytecode_env
 
 FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "pyroute2", "yaml", "prometheus_client",
              "ssl", "http", "urllib", "asyncio")
@@ -41,7 +41,8 @@ ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); from cni_ipam.__main__ im
 
 def run_verb(command, conf, extra_env=None):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": "imp-c1",
-           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **(extra_env or {})}
+           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **bytecode_env(),
+           **(extra_env or {})}
     proc = subprocess.run(
         [sys.executable, "-S", "-X", "importtime", "-c", ENTRY, ROOT],
         input=json.dumps(conf).encode(),
