@@ -27,7 +27,7 @@ trap 'rm -rf "$MYPY_CACHE"' EXIT
 step mypy "$BIN/mypy" --cache-dir "$MYPY_CACHE" cni_ipam
 step import-graph "$BIN/python" scripts/import_graph.py
 shopt -s nullglob
-step shellcheck shellcheck -x scripts/*.sh scripts/setup.d/*.sh deploy/*.sh
+step shellcheck shellcheck -x scripts/*.sh scripts/setup.d/*.sh scripts/setup.d/*.bash deploy/*.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "check: FAILED: ${failed[*]}" >&2
