@@ -30,7 +30,6 @@ import ipaddress
 import json
 import os
 import re
-import sys
 from typing import Any, Sequence
 
 from cni_ipam.plugin import netconf as config
@@ -917,10 +916,39 @@ def expand_paths(items: Sequence[str]) -> list[str]:
     return out
 
 
+class Lint(options.Command):
+    name = "lint"
+    description = "Validate .conf/.conflist files that use cni-ipam."
+
+    def add_options(self, parser: options.Parser) -> None:
+        add_lint_options(parser)
+
+    def check_args(self, args) -> None:
+        if args.max_pods is not None and args.max_pods < 1:
+            raise options.UsageError("cni-ipam lint: --max-pods must be at least 1")
+
+    def input_problem(self, args) -> str | None:
+        args.files = expand_paths(args.paths)
+        return None if args.files else f"no conf files found in {' '.join(args.paths)}"
+
+    def run(self, args) -> int:
+        return lint(args)
+
+
 def main(argv: list[str]) -> int:
-    parser = options.make_parser("lint", "Validate .conf/.conflist files that use cni-ipam.")
+    return Lint().main(argv)
+
+
+def add_lint_options(parser: options.Parser) -> None:
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
-    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
+    parser.add_argument(
+        "--service-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="the cluster's Service CIDR: no range may overlap it",
+    )
     parser.add_argument(
         "--cluster-cidr",
         action="append",
@@ -959,17 +987,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--strict", action="store_true", help="warnings fail too")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
-    try:
-        args = parser.parse_args(argv)
-        if args.max_pods is not None and args.max_pods < 1:
-            parser.error("--max-pods must be at least 1")
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    paths = expand_paths(args.paths)
-    if not paths:
-        print(f"cni-ipam lint: no conf files found in {' '.join(args.paths)}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
+
+
+def lint(args) -> int:
+    paths = args.files
     opts = Options(
         args.service_cidr,
         args.cluster_cidr,

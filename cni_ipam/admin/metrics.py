@@ -185,30 +185,40 @@ def write_textfile(
     return os.path.join(directory, name)
 
 
-def main(argv: list[str]) -> int:
-    parser = options.make_parser("metrics", "Prometheus metrics of every network.")
-    report.add_selection_options(parser)
-    parser.add_argument(
-        "--textfile-dir",
-        metavar="DIR",
-        help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector",
-    )
-    parser.add_argument(
-        "--textfile-name", default=TEXTFILE_NAME, metavar="NAME", help="default %(default)s (must end in .prom)"
-    )
-    report.add_liveness_options(parser)
-    try:
-        args = parser.parse_args(argv)
-        thresholds = report.thresholds_of(args)
+class Metrics(options.Command):
+    name = "metrics"
+    description = "Prometheus metrics of every network."
+
+    def add_options(self, parser: options.Parser) -> None:
+        report.add_selection_options(parser)
+        parser.add_argument(
+            "--textfile-dir",
+            metavar="DIR",
+            help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector",
+        )
+        parser.add_argument(
+            "--textfile-name", default=TEXTFILE_NAME, metavar="NAME", help="default %(default)s (must end in .prom)"
+        )
+        report.add_liveness_options(parser)
+
+    def check_args(self, args) -> None:
+        args.thresholds = report.thresholds_of(args)
         if not args.textfile_name.endswith(".prom") or "/" in args.textfile_name:
             raise options.UsageError("--textfile-name must be a file name ending in .prom")
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    problem = report.selection_problem(args)
-    if problem:
-        print(f"cni-ipam metrics: {problem}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
+
+    def input_problem(self, args) -> str | None:
+        return report.selection_problem(args)
+
+    def run(self, args) -> int:
+        return export(args)
+
+
+def main(argv: list[str]) -> int:
+    return Metrics().main(argv)
+
+
+def export(args) -> int:
+    thresholds = args.thresholds
     try:
         import prometheus_client  # noqa: F401
     except ImportError:

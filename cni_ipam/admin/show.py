@@ -409,23 +409,35 @@ def selection_problem(args) -> str | None:
     return None if args.from_conf else options.data_dir_problem(args.data_dir)
 
 
+class Show(options.Command):
+    name = "show"
+    description = "How full each network is."
+
+    def add_options(self, parser: options.Parser) -> None:
+        add_selection_options(parser)
+        parser.add_argument(
+            "--ips", action="store_true", help="list every reservation with its owner, age and liveness"
+        )
+        parser.add_argument("--json", action="store_true", help="JSON for tools")
+        add_liveness_options(parser)
+
+    def check_args(self, args) -> None:
+        args.thresholds = thresholds_of(args)
+
+    def input_problem(self, args) -> str | None:
+        return selection_problem(args)
+
+    def run(self, args) -> int:
+        return show(args)
+
+
 def main(argv: list[str]) -> int:
-    parser = options.make_parser("show", "How full each network is.")
-    add_selection_options(parser)
-    parser.add_argument("--ips", action="store_true", help="list every reservation with its owner, age and liveness")
-    parser.add_argument("--json", action="store_true", help="JSON for tools")
-    add_liveness_options(parser)
-    try:
-        args = parser.parse_args(argv)
-        thresholds = thresholds_of(args)
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    problem = selection_problem(args)
-    if problem:
-        print(f"cni-ipam show: {problem}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
+    return Show().main(argv)
+
+
+def show(args) -> int:
     now = time.time()
+    thresholds = args.thresholds
     try:
         reports = collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, make_checker(args))
     except OSError as exc:
