@@ -74,7 +74,7 @@ CNI_IPAM_ONLY_KEYS = (
     "reclaimOnExhaustion",
     "pidnsIsNode",
     "pool",
-)  # pool: cluster pools (issue 12)
+)  # pool: cluster pools
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS = 0, 1

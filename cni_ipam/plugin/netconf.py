@@ -405,7 +405,7 @@ def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None
     if global_exclude:  # only now, with every range disjoint: each range takes what applies to it
         range_sets = _with_global_exclude(range_sets, global_exclude)
     pool = None
-    if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
+    if ipam.get("pool") is not None:  # cluster pool: only such confs import the module
         from cni_ipam.cluster.pool import parse_pool
 
         pool = parse_pool(ipam, range_sets)
@@ -680,7 +680,7 @@ def _parse_resolv_conf_key(value: object) -> str | None:
 
 def read_resolv_conf(path: str) -> dict:
     """nameserver/domain/search/options from a resolv.conf-style file, as host-local reads it."""
-    import stat  # already loaded by os: free
+    import stat
 
     try:
         # O_NONBLOCK: a FIFO with no writer must not hang the call; only regular files are read

@@ -361,7 +361,7 @@ def _open_cache_dir(path: str, create: bool) -> int:
             return fd
         _warn(f"ignoring the pod CIDR cache {directory}: it is owned by another user or writable by others")
     except OSError as exc:
-        import errno  # builtin: free
+        import errno
 
         if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # simply no cache yet
             _warn(f"cannot use the pod CIDR cache directory {directory}: {exc.strerror or exc}")

@@ -174,7 +174,7 @@ def test_admin_modules_load_prometheus_and_pyroute2_only_when_a_command_needs_th
     )  # even the admin modules load them only when a command needs them
 
 
-# ---------------------------------------------------------------------------------- the textfile (issue 16 item 11)
+# ---------------------------------------------------------------------------------- the textfile
 def test_textfile_mode_is_0644_whatever_the_umask(tmp_path):
     """prometheus_client's writer left the umask's mode: 0666 under umask 000."""
     from cni_ipam.admin import metrics as m

@@ -190,7 +190,7 @@ def test_ips_owner_pod_age_and_liveness(tmp_path):
     assert a["pod"] == {"namespace": "web", "name": "front-1", "uid": "u1"}
     assert a["createdFrom"] == "meta" and 7190 < a["ageSeconds"] < 7300
     assert (a["liveness"]["state"], a["liveness"]["reason"]) == ("live", "netns-alive")
-    # a vanished path with no recorded identity proves nothing (issue 11): unknown, kept
+    # a vanished path with no recorded identity proves nothing: unknown, kept
     assert res["10.63.0.3"]["liveness"]["reason"] == "netns-no-identity" and res["10.63.0.3"]["pod"] is None
     assert res["10.63.0.4"]["liveness"]["reason"] == "previous-boot"
     assert (res["10.63.0.5"]["liveness"]["state"], res["10.63.0.5"]["liveness"]["reason"]) == ("live", "grace-period")

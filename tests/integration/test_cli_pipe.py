@@ -1,4 +1,4 @@
-"""`cni-ipam gc|show ... | head` ends quietly (issue 11 item 12): no traceback, SIGPIPE's status."""
+"""`cni-ipam gc|show ... | head` ends quietly: no traceback, SIGPIPE's status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`cni-ipam gc` never frees the address of a namespace that something still holds (issue 11 items 1, 2).
+"""`cni-ipam gc` never frees the address of a namespace that something still holds.
 
 Each test runs as the init of its own PID namespace (tests/integration/nsworld.py) and gives gc
 ``--pidns-is-node``, so the namespace scan sees every process of that little node and can be sure.

@@ -97,7 +97,7 @@ def test_gc_verb_collects_host_local_reservations_and_host_local_keeps_working(t
 
 def test_status_exhausted_then_recovers_after_del(tmp_path):
     c = conf(tmp_path, subnet="10.78.0.0/29")
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     assert verb("STATUS", c)[:2] == (0, None)
     for i in range(5):
         add(c, f"pod-{i}")
@@ -114,7 +114,7 @@ def test_status_exhausted_then_recovers_after_del(tmp_path):
 def test_status_and_gc_after_exhaustion_by_gc(tmp_path):
     """The runtime's usual sequence after a crash: STATUS says full, GC with the real list frees."""
     c = conf(tmp_path, subnet="10.78.0.0/29")
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     for i in range(5):
         add(c, f"pod-{i}")
     assert verb("STATUS", c)[1]["code"] == 50

@@ -1,4 +1,4 @@
-"""The exhaustion heal (issue 11) with real network namespaces and real processes.
+"""The exhaustion heal with real network namespaces and real processes.
 
 Each scenario runs in a fresh PID namespace (``nsworld``) so the namespace scan can be sure
 (``ipam.pidnsIsNode``): a full range with one attachment whose namespace is held by nothing any more

@@ -174,7 +174,7 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
     net = json.loads(out)["networks"][0]
-    # gone only when the node's /proc can be read whole (issue 11); some sandboxes hide their pid 1
+    # gone only when the node's /proc can be read whole; some sandboxes hide their pid 1
     from cni_ipam.plugin import nsscan
 
     sure = nsscan.scan([(nsscan.nsfs_device(), 1)]).sure

@@ -1,4 +1,4 @@
-"""The store against hostile directories, through the executable (issue 11 items 3, 4, 6, 10, 12).
+"""The store against hostile directories, through the executable.
 
 Real host-local where it matters; every call has a timeout so a hang is a failure, not a stuck run.
 """

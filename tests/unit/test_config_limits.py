@@ -1,4 +1,4 @@
-"""Issue 16 item 4 (and issue 11 item 12): a config cannot cost minutes or gigabytes.
+"""A config cannot cost minutes or gigabytes.
 
 Counts over the documented limits are code 7 before anything is parsed; a global ``exclude`` is kept
 per range only where it applies; overlap checks are a sorted sweep; IPv4-mapped IPv6 subnets are

@@ -471,7 +471,7 @@ def test_example_kubeconfig_and_rbac_are_yaml():
     assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
 
 
-# ---------------------------------------------------------------------------------- hostile files (issue 16)
+# ---------------------------------------------------------------------------------- hostile files
 def test_static_file_content_is_never_quoted(tmp_path, data_dir):
     """main quoted the first line of a root-only staticFile in the error."""
     f = tmp_path / "secret-file"

@@ -328,7 +328,7 @@ def test_clock_step_back_forces_a_rebuild(tmp_path):
         assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
 
 
-# ---------------------------------------------------------------------- issue 11: hostile disks
+# ---------------------------------------------------------------------- hostile disks
 def bucket_file(tmp_path, cid="c1", ifname="eth0"):
     return netdir(tmp_path) / ".cni-ipam" / "index" / str(bucket_of(index_field(cid, ifname)))
 
@@ -360,7 +360,7 @@ def drop_line(tmp_path, cid="c1", ifname="eth0"):
 
 
 def test_catch_up_does_not_trust_the_clock(tmp_path):
-    """Issue 11 item 7: a foreign DEL + ADD whose ctimes are older than our marker (the clock was
+    """A foreign DEL + ADD whose ctimes are older than our marker (the clock was
     behind, then stepped forward) is still seen: catch-up compares (name, inode, ctime), not times."""
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
     d = netdir(tmp_path)
@@ -549,7 +549,7 @@ def test_empty_files_are_reported_and_releasable(tmp_path):
 
 
 def test_directories_are_0755_or_tighter_whatever_the_umask(tmp_path):
-    """Issue 16 item 6: dataDir and every parent the store creates, the network dir, .cni-ipam."""
+    """``dataDir`` and every parent the store creates, the network dir, .cni-ipam."""
     old = os.umask(0)
     try:
         deep = tmp_path / "a" / "b" / "data"
