@@ -3,11 +3,11 @@
 #   ruff     cni_ipam/ scripts/ tests/   (rules and line length: [tool.ruff] in pyproject.toml)
 #   mypy     cni_ipam                    ([tool.mypy]: default strictness, Python 3.11)
 #   the import graph                     (scripts/import_graph.py: layers point down, no cycle)
-#   shellcheck: scripts/*.sh scripts/setup.d/*.sh deploy/*.sh
+#   the shell scripts                    (shellcheck on scripts/, scripts/setup.d/, deploy/)
 # Uses the project venv (.venv/, made by scripts/setup-test-env.sh); writes nothing into the checkout.
 # Runs every check and exits 1 when any of them failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 export PYTHONDONTWRITEBYTECODE=1
 BIN=.venv/bin
 failed=()
@@ -17,7 +17,10 @@ step() {  # step NAME CMD...: run one check, remember its failure
   echo "== $name"
   if "$@"; then echo "   $name: ok"; else failed+=("$name"); fi
 }
-[ -x "$BIN/ruff" ] && [ -x "$BIN/mypy" ] || { echo "check: run scripts/setup-test-env.sh first (.venv with ruff, mypy)" >&2; exit 2; }
+if [ ! -x "$BIN/ruff" ] || [ ! -x "$BIN/mypy" ]; then
+  echo "check: run scripts/setup-test-env.sh first (.venv with ruff, mypy)" >&2
+  exit 2
+fi
 command -v shellcheck >/dev/null || { echo "check: shellcheck missing (apt-get install shellcheck)" >&2; exit 2; }
 
 step ruff "$BIN/ruff" check --no-cache --output-format concise cni_ipam scripts tests
