@@ -58,3 +58,13 @@ def test_without_ci_skips_stay_skips(tmp_path):
 def test_allow_list_entries_are_specific():
     assert all(len(entry) >= 15 for entry in LEGITIMATE_SKIPS)
     assert not any("root" in entry or "missing" in entry or "not installed" in entry for entry in LEGITIMATE_SKIPS)
+
+
+def test_hypothesis_has_no_deadline_in_ci():
+    """A loaded CI machine makes an example slow, not wrong (tests/conftest.py's profile)."""
+    from hypothesis import settings
+
+    from tests.conftest import CI
+
+    assert CI == (os.environ.get("CI", "").lower() in ("1", "true", "yes"))
+    assert (settings.default.deadline is None) == CI
