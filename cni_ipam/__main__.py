@@ -48,8 +48,11 @@ def about() -> int:
     from cni_ipam.admin.cli import usage
     from cni_ipam.plugin.skel import SUPPORTED_VERSIONS
 
-    print(f"cni-ipam {__version__}: a host-local compatible CNI IPAM plugin\n"
-          f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n\n{usage()}", file=sys.stderr)
+    print(
+        f"cni-ipam {__version__}: a host-local compatible CNI IPAM plugin\n"
+        f"CNI protocol versions supported: {', '.join(SUPPORTED_VERSIONS)}\n\n{usage()}",
+        file=sys.stderr,
+    )
     return 0
 
 

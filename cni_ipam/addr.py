@@ -36,7 +36,12 @@ def _v4(text: str) -> int | None:
         return None
     value = 0
     for octet in parts:
-        if not octet or len(octet) > 3 or not (octet.isascii() and octet.isdigit()) or (octet[0] == "0" and octet != "0"):
+        if (
+            not octet
+            or len(octet) > 3
+            or not (octet.isascii() and octet.isdigit())
+            or (octet[0] == "0" and octet != "0")
+        ):
             return None
         number = int(octet)
         if number > 255:
@@ -251,8 +256,11 @@ class IP:
     # equal and hash alike (IPv4: hash of hex(int); IPv6: hash of (int, zone)).
     def __eq__(self, other):
         try:
-            return (self._ip == other._ip and self._version == other._version
-                    and self._scope_id == getattr(other, "_scope_id", None))
+            return (
+                self._ip == other._ip
+                and self._version == other._version
+                and self._scope_id == getattr(other, "_scope_id", None)
+            )
         except AttributeError:
             return NotImplemented
 

@@ -1,33 +1,53 @@
 """The one exception type of the plugin: a CNI error code, a message and details.
 
-Spec codes (CNI 1.1.0): 1 incompatible version, 2 unsupported field, 3 unknown container,
-4 invalid environment variables, 5 I/O failure, 6 decoding failure, 7 invalid network config,
-11 try again later, 50 plugin not available, 51 limited connectivity.  Codes 100 and up are
-ours and are listed in the README.
+The codes below 100 are the CNI specification's (1.1.0); cni-ipam never answers its 2 (unsupported
+field), 3 (unknown container) or 51 (limited connectivity).  Codes 100 and up are ours.  ``MEANINGS``
+is the one description of every code cni-ipam answers: the README's table is generated from it
+(scripts/readme_tables.py).
 """
 
 # CNI specification codes
 INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
-UNKNOWN_CONTAINER = 3
 INVALID_ENV = 4
 IO_FAILURE = 5
 DECODING_FAILURE = 6
 INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
-LIMITED_CONNECTIVITY = 51
 
 # cni-ipam codes
-RANGE_EXHAUSTED = 100  # no free address left in a range set
-REQUESTED_IP_TAKEN = 101  # a requested address is reserved by someone else
-REQUESTED_IP_INVALID = 102  # a requested address is outside every range, excluded or a gateway
-DUPLICATE_ALLOCATION = 103  # the (container, ifname) already holds an address in the range set
-PODCIDR_UNAVAILABLE = 104  # usePodCidr could not be resolved
-CHECK_FAILED = 105  # CHECK found a reservation or an interface address missing
-GC_INCOMPLETE = 106  # GC released what it could but some reservations failed
-POOL_EXHAUSTED = 107  # cluster pool: the node's blocks are full and no free block is left (issue 12)
-INTERNAL = 999  # an unexpected failure (a bug): reported, never a traceback
+RANGE_EXHAUSTED = 100
+REQUESTED_IP_TAKEN = 101
+REQUESTED_IP_INVALID = 102
+DUPLICATE_ALLOCATION = 103
+PODCIDR_UNAVAILABLE = 104
+CHECK_FAILED = 105
+GC_INCOMPLETE = 106
+POOL_EXHAUSTED = 107
+INTERNAL = 999
+
+MEANINGS = {
+    INCOMPATIBLE_VERSION: "incompatible CNI version (unsupported `cniVersion`; CHECK below 0.4.0; "
+    "GC/STATUS below 1.1.0)",
+    INVALID_ENV: "invalid or missing environment variable (the message names it: CNI_COMMAND, CNI_CONTAINERID, "
+    "CNI_NETNS, CNI_IFNAME, CNI_ARGS)",
+    IO_FAILURE: "I/O failure (data directory not writable, disk full, a symlink or file in the way)",
+    DECODING_FAILURE: "the stdin config could not be decoded (not UTF-8 / JSON / an object)",
+    INVALID_CONFIG: "invalid network config (the message names the key and value)",
+    TRY_AGAIN_LATER: "try again later (the network lock was not obtained within `lockTimeout`; the pod CIDR source "
+    "is unreachable and nothing is cached)",
+    NOT_AVAILABLE: "STATUS: the plugin cannot serve an ADD now (and why)",
+    RANGE_EXHAUSTED: "no free address left in a range set",
+    REQUESTED_IP_TAKEN: "a requested address is held by someone else",
+    REQUESTED_IP_INVALID: "a requested address is not in any range set, is excluded, or is a gateway",
+    DUPLICATE_ALLOCATION: "the (container, ifname) already holds an address in this range set (duplicate ADD)",
+    PODCIDR_UNAVAILABLE: "usePodCidr could not be resolved (no pod CIDR of that family, bad credentials, TLS failure)",
+    CHECK_FAILED: "CHECK failed (reservation missing, not in prevResult, or address missing in the namespace)",
+    GC_INCOMPLETE: "GC released what it could, but some reservations could not be released (all listed)",
+    POOL_EXHAUSTED: "cluster pool exhausted: this node's blocks are full and no free block is left (the message "
+    "names the pool)",
+    INTERNAL: "an unexpected internal error (a bug; reported as JSON, please file it)",
+}
 
 
 class CniError(Exception):

@@ -29,16 +29,9 @@ die() { echo "demo: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0): it creates network namespaces"
 
 # ------------------------------------------------------------------ what the demo needs
-need=()
-for p in containernetworking-plugins iproute2 iputils-ping golang-go golang-github-appc-cni-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+ensure_apt containernetworking-plugins iproute2 iputils-ping golang-go golang-github-appc-cni-dev
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
 ensure_venv base       # .venv/ with cni-ipam and its dependencies (pyroute2: CHECK reads the namespace)
@@ -129,7 +122,7 @@ say "network config ($NETCONFPATH/10-$NET.conflist)"
 cat "$NETCONFPATH/10-$NET.conflist"
 
 say "ADD: cnidriver add $NET $NS_PATH   (libcni -> bridge -> cni-ipam)"
-drive add "$NET" "$NS_PATH"
+drive add "$NET" "$NS_PATH" || die "ADD failed"
 
 say "reservation files in $WORK/data/$NET (content: containerID \\r\\n ifname)"
 found=0
@@ -148,11 +141,12 @@ say "inside the container namespace"
 ip -n "$CTR_NS" -br addr show dev eth0
 ip -n "$CTR_NS" route
 GW=$(ip -n "$HOST_NS" -4 -o addr show dev "$BRIDGE" | awk '{print $4}' | cut -d/ -f1)
-ip netns exec "$CTR_NS" ping -n -q -c 1 -W 2 "$GW" >/dev/null && echo "ping gateway $GW: ok" \
-  || die "the container cannot reach its gateway $GW"
+ip netns exec "$CTR_NS" ping -n -q -c 1 -W 2 "$GW" >/dev/null || die "the container cannot reach its gateway $GW"
+echo "ping gateway $GW: ok"
 
 say "CHECK: cnidriver check $NET $NS_PATH"
-drive check "$NET" "$NS_PATH" && echo "CHECK ok: reservation, prevResult and the address on eth0 in $NS_PATH agree"
+drive check "$NET" "$NS_PATH" || die "CHECK failed"
+echo "CHECK ok: reservation, prevResult and the address on eth0 in $NS_PATH agree"
 
 say "CHECK again after removing the address inside the namespace (must fail)"
 CIDR=$(ip -n "$CTR_NS" -4 -o addr show dev eth0 | awk '{print $4}')
@@ -160,16 +154,20 @@ ip -n "$CTR_NS" addr del "$CIDR" dev eth0
 if drive check "$NET" "$NS_PATH" 2>/dev/null; then die "CHECK passed although $CIDR is gone from eth0"; fi
 ip -n "$CTR_NS" addr add "$CIDR" dev eth0
 ip -n "$CTR_NS" route replace default via "$GW" dev eth0
-drive check "$NET" "$NS_PATH" && echo "address put back: CHECK ok again"
+drive check "$NET" "$NS_PATH" || die "CHECK failed after the address was put back"
+echo "address put back: CHECK ok again"
 
 say "STATUS: cnidriver status $NET"
-drive status "$NET" && echo "STATUS ok: an ADD could succeed now"
+drive status "$NET" || die "STATUS failed"
+echo "STATUS ok: an ADD could succeed now"
 
 say "DEL: cnidriver del $NET $NS_PATH"
-drive del "$NET" "$NS_PATH" && echo "DEL ok"
+drive del "$NET" "$NS_PATH" || die "DEL failed"
+echo "DEL ok"
 left=$(find "$WORK/data/$NET" -maxdepth 1 -type f ! -name lock ! -name 'last_reserved_ip.*' | wc -l)
 [ "$left" -eq 0 ] || die "$left reservation file(s) left after DEL"
 echo "reservation files left: 0"
-drive del "$NET" "$NS_PATH" && echo "second DEL ok (idempotent)"
+drive del "$NET" "$NS_PATH" || die "the second DEL failed (DEL must be idempotent)"
+echo "second DEL ok (idempotent)"
 
 say "demo passed; cleaning up"

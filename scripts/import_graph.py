@@ -5,7 +5,7 @@ Walks every module's AST and collects every ``import``/``from ... import`` of a 
 lazy ones inside functions included, skipping only imports under ``if TYPE_CHECKING:`` (never run).
 Layers, top to bottom (a module may import its own layer or any layer below):
 
-    cni_ipam.__main__  >  admin, cluster.admin  >  plugin.verbs, plugin.skel, plugin.netconf  >  cluster
+    cni_ipam.__main__  >  admin  >  plugin.verbs, plugin.skel, plugin.netconf  >  cluster
     >  plugin (allocator, ranges, result, ...)  >  podcidr  >  store  >  errors, addr, httpio
 
 The cluster pool's allocation sits between the verbs that call it and the allocator it calls:

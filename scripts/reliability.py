@@ -59,9 +59,13 @@ def run_storm(args, work):
         total["problems"] += rep["problems"] + drain_problems
         total["storms"].append({k: rep[k] for k in ("operations", "killed", "live_containers", "duplicates", "leaks",
                                                     "elapsed_s", "by_kind")})
-        print(f"storm {round_no}{' (tight range)' if tight else ''}: {rep['operations']} ops in {rep['elapsed_s']}s, "
-              f"{rep['killed']} killed, {rep['live_containers']} live, duplicates {rep['duplicates']}, leaks {rep['leaks']}, "
-              f"errors {rep['error_count']}, problems {len(rep['problems']) + len(drain_problems)}", flush=True)
+        print(
+            f"storm {round_no}{' (tight range)' if tight else ''}: {rep['operations']} ops in {rep['elapsed_s']}s, "
+            f"{rep['killed']} killed, {rep['live_containers']} live, "
+            f"duplicates {rep['duplicates']}, leaks {rep['leaks']}, "
+            f"errors {rep['error_count']}, problems {len(rep['problems']) + len(drain_problems)}",
+            flush=True,
+        )
         for item in (rep["errors"] + rep["problems"] + drain_problems)[:10]:
             print(f"  storm {round_no}: {item}", flush=True)
         shutil.rmtree(data, ignore_errors=True)
@@ -93,8 +97,11 @@ def _drain(storm):
 
 
 def run_crash(args, work):
-    scns = [s for s in crashlib.scenarios()
-            if not (s.needs == "host-local" and not have_host_local()) and not (s.needs == "gc" and not crashlib.have_gc())]
+    scns = [
+        s
+        for s in crashlib.scenarios()
+        if not (s.needs == "host-local" and not have_host_local())
+    ]
     tally = crashlib.Tally()
     sweep = 0
     bases = [4, 0, 9, 1, 12, 6, 3, 11, 2, 8]
@@ -152,7 +159,9 @@ def run_fuzz(args, work):
             problems = fuzzlib.run_one_inproc(box, environ, stdin)
             counts["inproc"] += 1
             if problems:
-                found.append({"environ": environ, "stdin": stdin[:300].decode("utf-8", "replace"), "problems": problems})
+                found.append(
+                    {"environ": environ, "stdin": stdin[:300].decode("utf-8", "replace"), "problems": problems}
+                )
                 if len(found) > 20:
                     raise AssertionError("too many findings")
         finally:
@@ -166,15 +175,26 @@ def run_fuzz(args, work):
             stdin = data.draw(fuzzlib.stdin_strategy(box))
             try:
                 conf = json.loads(stdin)
-                if not isinstance(conf, dict) or not isinstance(conf.get("ipam"), dict) or not conf["ipam"].get("dataDir"):
+                if (
+                    not isinstance(conf, dict)
+                    or not isinstance(conf.get("ipam"), dict)
+                    or not conf["ipam"].get("dataDir")
+                ):
                     return  # a subprocess would use the real /var/lib/cni/networks
             except Exception:  # noqa: BLE001
                 pass
             problems, _ = fuzzlib.run_one_subprocess(box, environb, stdin)
             counts["subprocess"] += 1
             if problems:
-                found.append({"environ": {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in environb.items()},
-                              "stdin": stdin[:300].decode("utf-8", "replace"), "problems": problems})
+                found.append(
+                    {
+                        "environ": {
+                            k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in environb.items()
+                        },
+                        "stdin": stdin[:300].decode("utf-8", "replace"),
+                        "problems": problems,
+                    }
+                )
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -198,7 +218,9 @@ def main(argv=None):
     ap.add_argument("--ops-per-storm", type=int, default=1500, help="operations per storm round (default 1500)")
     ap.add_argument("--workers", type=int, default=16, help="concurrent plugin processes (default 16)")
     ap.add_argument("--host-local", type=float, default=0.3, help="share of calls made by host-local (default 0.3)")
-    ap.add_argument("--chaos", type=float, default=0.03, help="share of calls SIGKILLed at a random moment (default 0.03)")
+    ap.add_argument(
+        "--chaos", type=float, default=0.03, help="share of calls SIGKILLed at a random moment (default 0.03)"
+    )
     ap.add_argument("--kill-points", type=int, default=500, help="crash-injection kills in total (default 500)")
     ap.add_argument("--fuzz-examples", type=int, default=20000, help="in-process fuzz inputs (default 20000)")
     ap.add_argument("--fuzz-subprocess", type=int, default=500, help="fuzz inputs through the executable (default 500)")
@@ -234,8 +256,11 @@ def main(argv=None):
         if s["duplicates"] or s["leaks"] or s["errors"] or s["problems"]:
             bad.append("storm")
     if c:
-        print(f"kill points     {c['kill_points']} in {c['sweeps']} sweeps {c['per_scenario']}, recovered {c['recovered']}, "
-              f"problems {len(c['problems'])}")
+        print(
+            f"kill points     {c['kill_points']} in {c['sweeps']} sweeps {c['per_scenario']}, "
+            f"recovered {c['recovered']}, "
+            f"problems {len(c['problems'])}"
+        )
         if c["problems"]:
             bad.append("crash")
     if f:

@@ -15,6 +15,15 @@ ensure_apt containernetworking-plugins iproute2 iputils-ping golang-go golang-gi
 . scripts/venv.sh
 ensure_venv test
 
+# Coverage in the processes the tests start (CNI_IPAM_COVERAGE=1 scripts/test.sh): a .pth in the venv
+# (never in the checkout) that starts coverage in an interpreter whose environment names
+# COVERAGE_PROCESS_START.  Recent coverage releases install such a .pth themselves.
+SITE=$("$VENV_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if ! grep -qs "process_startup" "$SITE"/*.pth; then
+  echo 'import os; os.environ.get("COVERAGE_PROCESS_START") and __import__("coverage").process_startup()' \
+    >"$SITE/cni-ipam-coverage.pth"
+fi
+
 # Extra steps (the libcni driver build, ...) live beside this script; they may use $VENV_PY.
 export VENV_PY
 for step in scripts/setup.d/*.sh; do

@@ -54,6 +54,9 @@ ensure_venv() {
   if ! grep -qxF "$want" "$stamp" 2>/dev/null && ! { [ "$extra" = base ] && grep -q " $hash\$" "$stamp" 2>/dev/null; }; then
     echo "venv: pip install -e '$spec' into $venv" >&2
     (cd "$root" && _venv_pip -e "$spec")
+    # setuptools leaves <name>.egg-info in the source tree; the editable install does not use it
+    # (its metadata is in the venv's site-packages), and the checkout stays as it was.
+    rm -rf "$root/cni_ipam.egg-info"
     echo "$want" >>"$stamp"
   fi
 }

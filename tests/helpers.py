@@ -18,6 +18,13 @@ CNI_BIN_DIR = os.environ.get("CNI_TEST_PLUGIN_DIR", "/usr/lib/cni")
 HOST_LOCAL = os.path.join(CNI_BIN_DIR, "host-local")
 
 
+def bytecode_env() -> dict:
+    """What a process started with an environment of its own needs so that it writes no
+    ``__pycache__/`` into the checkout (tests/conftest.py sets PYTHONPYCACHEPREFIX for the run)."""
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX")
+    return {"PYTHONPYCACHEPREFIX": prefix} if prefix else {}
+
+
 def plugin_argv() -> list:
     exe = os.environ.get("CNI_IPAM_EXE")
     if exe:

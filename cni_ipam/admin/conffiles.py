@@ -59,8 +59,11 @@ def conf_files(conf_dir: str) -> list[str]:
         names = sorted(os.listdir(conf_dir))
     except OSError:
         return []
-    return [os.path.join(conf_dir, n) for n in names
-            if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n))]
+    return [
+        os.path.join(conf_dir, n)
+        for n in names
+        if n.endswith(CONF_EXTENSIONS) and os.path.isfile(os.path.join(conf_dir, n))
+    ]
 
 
 def load_json(path: str) -> Any:
@@ -111,8 +114,16 @@ class NetworkConf:
 
     __slots__ = ("name", "data_dir", "file", "key", "range_sets", "error", "pod_cidr_unknown")
 
-    def __init__(self, name: str, data_dir: str, file: str, key: str, range_sets: tuple[RangeSet, ...] | None, error: str,
-                 pod_cidr_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        file: str,
+        key: str,
+        range_sets: tuple[RangeSet, ...] | None,
+        error: str,
+        pod_cidr_unknown: bool = False,
+    ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.file = file
@@ -154,4 +165,3 @@ def conf_networks(conf_dir: str) -> list[NetworkConf]:
                 error = f"{type(exc).__name__}: {exc}"
             out.append(NetworkConf(att.name, data_dir, path, att.prefix, range_sets, error, unknown))
     return out
-

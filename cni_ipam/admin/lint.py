@@ -30,28 +30,57 @@ import ipaddress
 import json
 import os
 import re
-import sys
 from typing import Any, Sequence
 
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
-from cni_ipam.admin.conffiles import CONF_EXTENSIONS, IPAM_TYPES, Attachment, ConfFileError, conf_files, load_offline, read_conf_file
+from cni_ipam.admin.conffiles import (
+    CONF_EXTENSIONS,
+    IPAM_TYPES,
+    Attachment,
+    ConfFileError,
+    conf_files,
+    load_offline,
+    read_conf_file,
+)
 from cni_ipam.errors import PODCIDR_UNAVAILABLE, CniError
 from cni_ipam.plugin.ranges import Range
 
 # Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
 KNOWN_IPAM_KEYS = (
-    "type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir",
-    "resolvConf", "exclude", "lockTimeout", "podCidr",
-    "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode", "pool",
+    "type",
+    "ranges",
+    "subnet",
+    "rangeStart",
+    "rangeEnd",
+    "gateway",
+    "routes",
+    "dataDir",
+    "resolvConf",
+    "exclude",
+    "lockTimeout",
+    "podCidr",
+    "statusOnExhaustion",
+    "reclaimOnExhaustion",
+    "pidnsIsNode",
+    "pool",
 )
-CNI_IPAM_ONLY_KEYS = ("exclude", "lockTimeout", "podCidr", "statusOnExhaustion", "reclaimOnExhaustion", "pidnsIsNode",
-                      "pool")  # pool: cluster pools (issue 12)
+CNI_IPAM_ONLY_KEYS = (
+    "exclude",
+    "lockTimeout",
+    "podCidr",
+    "statusOnExhaustion",
+    "reclaimOnExhaustion",
+    "pidnsIsNode",
+    "pool",
+)  # pool: cluster pools
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS = 0, 1
 _STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
+
+
 # ---------------------------------------------------------------------- findings
 class LintFinding:
     __slots__ = ("level", "file", "key", "message", "check")
@@ -79,7 +108,9 @@ class RangeRecord:
 
     __slots__ = ("file", "key", "network", "data_dir", "range", "att", "pod_cidr")
 
-    def __init__(self, file: str, key: str, network: str, data_dir: str, rng: Range, att: Attachment, pod_cidr: bool = False) -> None:
+    def __init__(
+        self, file: str, key: str, network: str, data_dir: str, rng: Range, att: Attachment, pod_cidr: bool = False
+    ) -> None:
         self.pod_cidr = pod_cidr  # the subnet is the node's pod CIDR (usePodCidr)
         self.file = file
         self.key = key
@@ -98,8 +129,17 @@ class RangeRecord:
 
 
 class Options:
-    def __init__(self, service_cidrs=(), cluster_cidrs=(), node_cidrs=(), cidrs=(), pod_cidrs=(),
-                 max_pods: int | None = None, host: bool = True, netns: str | None = None) -> None:
+    def __init__(
+        self,
+        service_cidrs=(),
+        cluster_cidrs=(),
+        node_cidrs=(),
+        cidrs=(),
+        pod_cidrs=(),
+        max_pods: int | None = None,
+        host: bool = True,
+        netns: str | None = None,
+    ) -> None:
         self.service_cidrs = list(service_cidrs)
         self.cluster_cidrs = list(cluster_cidrs)
         self.node_cidrs = list(node_cidrs)
@@ -128,18 +168,38 @@ class Linter:
             return
         is_list = bool(attachments) and attachments[0].prefix != ""
         if not path.endswith(CONF_EXTENSIONS):
-            self.add(WARNING, path, "", "libcni reads only .conf, .conflist and .json files from a conf directory", "structure")
+            self.add(
+                WARNING,
+                path,
+                "",
+                "libcni reads only .conf, .conflist and .json files from a conf directory",
+                "structure",
+            )
         if path.endswith(".conflist") and not is_list:
-            self.add(ERROR, path, "plugins", "a .conflist must hold a \"plugins\" list (libcni: no plugins in list)", "structure")
+            self.add(
+                ERROR,
+                path,
+                "plugins",
+                'a .conflist must hold a "plugins" list (libcni: no plugins in list)',
+                "structure",
+            )
         if is_list and not path.endswith((".conflist", ".json")):
-            self.add(ERROR, path, "plugins", "libcni reads a .conf file as one plugin; name a file with \"plugins\" .conflist", "structure")
+            self.add(
+                ERROR,
+                path,
+                "plugins",
+                'libcni reads a .conf file as one plugin; name a file with "plugins" .conflist',
+                "structure",
+            )
         head = attachments[0]
         self._check_header(path, head)
         linted = 0
         for att in attachments:
             ptype = att.plugin_type
             if not isinstance(ptype, str) or not ptype:
-                self.add(ERROR, path, f"{att.prefix}type", "every plugin needs a \"type\" (the executable name)", "structure")
+                self.add(
+                    ERROR, path, f"{att.prefix}type", 'every plugin needs a "type" (the executable name)', "structure"
+                )
             if "ipam" not in att.plugin:
                 continue
             ipam = att.plugin["ipam"]
@@ -151,7 +211,13 @@ class Linter:
             linted += 1
             self.lint_ipam(att)
         if linted == 0:
-            self.add(INFO, path, "", "no plugin of this file uses cni-ipam (or host-local): only the structure was checked", "ipam-type")
+            self.add(
+                INFO,
+                path,
+                "",
+                "no plugin of this file uses cni-ipam (or host-local): only the structure was checked",
+                "ipam-type",
+            )
 
     def _check_header(self, path: str, head: Attachment) -> None:
         from cni_ipam.plugin.skel import SUPPORTED_VERSIONS, validate_network_name
@@ -162,9 +228,21 @@ class Linter:
             self.add(ERROR, path, "name", f"{exc.msg} (libcni and the plugin reject it)", "config")
         version = head.cni_version
         if version in (None, ""):
-            self.add(WARNING, path, "cniVersion", "missing: the plugin treats the network as 0.1.0 (no CHECK or GC, one address per family)", "config")
+            self.add(
+                WARNING,
+                path,
+                "cniVersion",
+                "missing: the plugin treats the network as 0.1.0 (no CHECK or GC, one address per family)",
+                "config",
+            )
         elif version not in SUPPORTED_VERSIONS:
-            self.add(ERROR, path, "cniVersion", f"{version!r} is not supported (plugin supports {', '.join(SUPPORTED_VERSIONS)})", "config")
+            self.add(
+                ERROR,
+                path,
+                "cniVersion",
+                f"{version!r} is not supported (plugin supports {', '.join(SUPPORTED_VERSIONS)})",
+                "config",
+            )
 
     # ------------------------------------------------------------------ the ipam section
     def lint_ipam(self, att: Attachment) -> None:
@@ -175,10 +253,22 @@ class Linter:
             if key not in KNOWN_IPAM_KEYS:
                 self.add(WARNING, path, f"{pre}.{key}", "unknown key (ignored by the plugin; a typo?)", "unknown-key")
             elif host_local and key in CNI_IPAM_ONLY_KEYS:
-                self.add(WARNING, path, f"{pre}.{key}", "a cni-ipam key: host-local ignores it (set ipam.type to cni-ipam)", "ipam-type")
+                self.add(
+                    WARNING,
+                    path,
+                    f"{pre}.{key}",
+                    "a cni-ipam key: host-local ignores it (set ipam.type to cni-ipam)",
+                    "ipam-type",
+                )
         netconf = copy.deepcopy(att.netconf)
         if "runtimeConfig" in netconf:
-            self.add(WARNING, path, f"{att.prefix}runtimeConfig", "set by the runtime from capabilities; the value in the file is not used", "config")
+            self.add(
+                WARNING,
+                path,
+                f"{att.prefix}runtimeConfig",
+                "set by the runtime from capabilities; the value in the file is not used",
+                "config",
+            )
             netconf.pop("runtimeConfig")
         netconf.pop("args", None)  # requested IPs are per pod, not a property of the network
         work = netconf["ipam"]
@@ -189,7 +279,13 @@ class Linter:
             for j, raw in enumerate(raw_set):
                 for key in raw if isinstance(raw, dict) else ():
                     if key not in KNOWN_RANGE_KEYS:
-                        self.add(WARNING, path, f"{att.prefix}{set_key}[{j}].{key}", "unknown range key (ignored; a typo?)", "unknown-key")
+                        self.add(
+                            WARNING,
+                            path,
+                            f"{att.prefix}{set_key}[{j}].{key}",
+                            "unknown range key (ignored; a typo?)",
+                            "unknown-key",
+                        )
         resolved: set = set()
         unresolved = self._pod_cidr_placeholders(att, work, host_local, resolved)
         try:
@@ -199,20 +295,36 @@ class Linter:
             return
         resolv = work.get("resolvConf")
         if isinstance(resolv, str) and resolv and not os.access(resolv, os.R_OK):
-            self.add(WARNING, path, f"{pre}.resolvConf", f"{resolv} is not readable here; an ADD on this machine would fail", "resolv-conf")
+            self.add(
+                WARNING,
+                path,
+                f"{pre}.resolvConf",
+                f"{resolv} is not readable here; an ADD on this machine would fail",
+                "resolv-conf",
+            )
         for set_key, raw_set, ranges, complete in checked:
             set_size = 0
             set_unresolved = False
             for j, rng in ranges:
                 key = att.prefix + (set_key if set_key == "ipam" else f"{set_key}[{j}]")
-                raw = raw_set[j] if isinstance(raw_set, list) and j < len(raw_set) and isinstance(raw_set[j], dict) else {}
+                raw = (
+                    raw_set[j]
+                    if isinstance(raw_set, list) and j < len(raw_set) and isinstance(raw_set[j], dict)
+                    else {}
+                )
                 if (set_key, j) in unresolved:
                     set_unresolved = True
                     continue
                 set_size += self._lint_range(att, key, rng, raw)
                 self.records.append(RangeRecord(path, key, att.name, data_dir, rng, att, (set_key, j) in resolved))
             if complete and self.opts.max_pods and not set_unresolved and set_size < self.opts.max_pods:
-                self.add(ERROR, path, att.prefix + set_key, f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}", "max-pods")
+                self.add(
+                    ERROR,
+                    path,
+                    att.prefix + set_key,
+                    f"range set has {set_size} usable addresses, fewer than --max-pods {self.opts.max_pods}",
+                    "max-pods",
+                )
         self._lint_global_exclude(path, pre, work, [r for _, _, ranges, _ in checked for _, r in ranges], unresolved)
 
     # ------------------------------------------------------------------ every config error
@@ -248,7 +360,7 @@ class Linter:
                     break
         if cfg is None:
             return [], _data_dir(ipam)
-        checked = []
+        checked: list[tuple[str, Any, list, bool]] = []
         for (set_key, raw_set), rset in zip(set_keys, cfg.range_sets):
             if set_key in broken:
                 checked.append((set_key, raw_set, [], False))
@@ -271,7 +383,7 @@ class Linter:
         """Replace usePodCidr subnets (in place, in the working copy) by --pod-cidr or a stand-in.
 
         Returns the (set key, range index) of ranges checked with a stand-in only."""
-        unresolved = set()
+        unresolved: set[tuple[str, int]] = set()
         targets: list[tuple[str, int, dict]] = []
         if ipam.get("subnet") in config.POD_CIDR_PLACEHOLDERS:
             targets.append(("ipam", 0, ipam))
@@ -285,11 +397,23 @@ class Linter:
         path = att.file
         if not targets:
             if "podCidr" in ipam:
-                self.add(WARNING, path, att.prefix + "ipam.podCidr", "set, but no range uses \"subnet\": \"usePodCidr\"", "pod-cidr")
+                self.add(
+                    WARNING,
+                    path,
+                    att.prefix + "ipam.podCidr",
+                    'set, but no range uses "subnet": "usePodCidr"',
+                    "pod-cidr",
+                )
                 self._lint_podcidr_keys(att, ipam)
             return unresolved
         if host_local:
-            self.add(ERROR, path, att.prefix + "ipam.subnet", "host-local cannot resolve usePodCidr (set ipam.type to cni-ipam)", "pod-cidr")
+            self.add(
+                ERROR,
+                path,
+                att.prefix + "ipam.subnet",
+                "host-local cannot resolve usePodCidr (set ipam.type to cni-ipam)",
+                "pod-cidr",
+            )
         static = self._lint_podcidr_keys(att, ipam)
         for set_key, j, rng in targets:
             family = 6 if rng["subnet"] == "usePodCidrIPv6" else 4
@@ -299,7 +423,9 @@ class Linter:
                 given = [n for n in static if n.version == family]
                 origin = "ipam.podCidr.static"
                 if not given:
-                    self.add(ERROR, path, key, f"{placeholder}: ipam.podCidr.static has no IPv{family} CIDR", "pod-cidr")
+                    self.add(
+                        ERROR, path, key, f"{placeholder}: ipam.podCidr.static has no IPv{family} CIDR", "pod-cidr"
+                    )
             else:
                 given = [n for n in self.opts.pod_cidrs if n.version == family]
                 origin = "--pod-cidr"
@@ -352,7 +478,13 @@ class Linter:
         try:
             settings = podcidr.parse_settings(ipam)
         except CniError as exc:
-            key = exc.details[4:] if exc.details.startswith("key ") else exc.details if exc.details.startswith("ipam") else "ipam.podCidr"
+            key = (
+                exc.details[4:]
+                if exc.details.startswith("key ")
+                else exc.details
+                if exc.details.startswith("ipam")
+                else "ipam.podCidr"
+            )
             self.add(ERROR, att.file, att.prefix + key, exc.msg, "pod-cidr")
             return None
         raw = ipam.get("podCidr") or {}
@@ -369,7 +501,14 @@ class Linter:
         path = att.file
         size = rng.size()
         if size == 0:
-            self.add(ERROR, path, key, f"range {rng.range_start}-{rng.range_end} has no address to hand out (gateway, network, broadcast or excluded)", "empty-range")
+            self.add(
+                ERROR,
+                path,
+                key,
+                f"range {rng.range_start}-{rng.range_end} has no address to hand out"
+                " (gateway, network, broadcast or excluded)",
+                "empty-range",
+            )
         gw = rng.gateway
         net = rng.subnet
         if gw is not None and raw.get("gateway"):
@@ -383,9 +522,18 @@ class Linter:
                 ex = _net(item)
                 if ex is None:
                     continue
-                if ex.version != net.version or int(ex.broadcast_address) < rng.start or int(ex.network_address) > rng.end:
-                    self.add(WARNING, path, f"{key}.exclude[{i}]",
-                             f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing", "exclude-outside-range")
+                if (
+                    ex.version != net.version
+                    or int(ex.broadcast_address) < rng.start
+                    or int(ex.network_address) > rng.end
+                ):
+                    self.add(
+                        WARNING,
+                        path,
+                        f"{key}.exclude[{i}]",
+                        f"{item} is outside the range {rng.range_start}-{rng.range_end}: it excludes nothing",
+                        "exclude-outside-range",
+                    )
         return size
 
     def _lint_global_exclude(self, path: str, pre: str, ipam: dict, ranges: list[Range], unresolved: set) -> None:
@@ -397,66 +545,132 @@ class Linter:
             ex = _net(item)
             if ex is None:
                 continue
-            hit = any(r.version == ex.version and int(ex.network_address) <= r.end and r.start <= int(ex.broadcast_address)
-                      and int(r.subnet.prefixlen) > 0 for r in ranges)
+            hit = any(
+                r.version == ex.version
+                and int(ex.network_address) <= r.end
+                and r.start <= int(ex.broadcast_address)
+                and int(r.subnet.prefixlen) > 0
+                for r in ranges
+            )
             if not hit and not any_unresolved:
-                self.add(WARNING, path, f"{pre}.exclude[{i}]", f"{item} is outside every range: it excludes nothing", "exclude-outside-range")
+                self.add(
+                    WARNING,
+                    path,
+                    f"{pre}.exclude[{i}]",
+                    f"{item} is outside every range: it excludes nothing",
+                    "exclude-outside-range",
+                )
 
     # ------------------------------------------------------------------ across files
     def check_overlaps(self) -> None:
         recs = self.records
         for i, a in enumerate(recs):
-            for b in recs[i + 1:]:
+            for b in recs[i + 1 :]:
                 if (a.network, a.data_dir) == (b.network, b.data_dir):
                     continue
                 if a.range.overlaps(b.range):
-                    self.add(ERROR, b.file, b.key, f"range {b.text()} of network {b.network!r} overlaps {a.key} {a.text()} "
-                             f"of network {a.network!r} in {a.file}", "overlap-network")
+                    self.add(
+                        ERROR,
+                        b.file,
+                        b.key,
+                        f"range {b.text()} of network {b.network!r} overlaps {a.key} {a.text()} "
+                        f"of network {a.network!r} in {a.file}",
+                        "overlap-network",
+                    )
         groups: dict[tuple[str, str], dict[str, set]] = {}
         for r in recs:
-            groups.setdefault((r.network, r.data_dir), {}).setdefault(r.file, set()).add((str(r.range.subnet), r.range.start, r.range.end))
+            groups.setdefault((r.network, r.data_dir), {}).setdefault(r.file, set()).add(
+                (str(r.range.subnet), r.range.start, r.range.end)
+            )
         for (network, _), by_file in groups.items():
             files = sorted(by_file)
             if len(files) > 1 and any(by_file[f] != by_file[files[0]] for f in files[1:]):
-                self.add(WARNING, files[1], "name", f"network {network!r} is also defined in {files[0]} with other ranges; "
-                         "both share one data directory", "duplicate-network")
+                self.add(
+                    WARNING,
+                    files[1],
+                    "name",
+                    f"network {network!r} is also defined in {files[0]} with other ranges; "
+                    "both share one data directory",
+                    "duplicate-network",
+                )
 
     def check_cidrs(self) -> None:
         o = self.opts
         for rec in self.records:
             rng = rec.range
-            for label, nets, check in (("--service-cidr", o.service_cidrs, "overlap-service"), ("--cidr", o.cidrs, "overlap-cidr")):
+            for label, nets, check in (
+                ("--service-cidr", o.service_cidrs, "overlap-service"),
+                ("--cidr", o.cidrs, "overlap-cidr"),
+            ):
                 for net in nets:
                     if _range_overlaps(rng, net):
                         self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps {label} {net}", check)
                     elif rng.subnet.overlaps(net) if rng.version == net.version else False:
-                        self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps {label} {net} (the range itself does not)", check)
+                        self.add(
+                            WARNING,
+                            rec.file,
+                            rec.key,
+                            f"subnet {rng.subnet} overlaps {label} {net} (the range itself does not)",
+                            check,
+                        )
             for net in o.node_cidrs:
                 if _range_overlaps(rng, net):
                     if rec.l2:
-                        self.add(WARNING, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: make sure no node "
-                                 f"uses an address of the range (or exclude it)", "overlap-node")
+                        self.add(
+                            WARNING,
+                            rec.file,
+                            rec.key,
+                            f"range {rec.text()} overlaps --node-cidr {net}: make sure no node "
+                            f"uses an address of the range (or exclude it)",
+                            "overlap-node",
+                        )
                     else:
-                        self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps --node-cidr {net}: it could hand out node addresses", "overlap-node")
+                        self.add(
+                            ERROR,
+                            rec.file,
+                            rec.key,
+                            f"range {rec.text()} overlaps --node-cidr {net}: it could hand out node addresses",
+                            "overlap-node",
+                        )
                 elif rng.version == net.version and rng.subnet.overlaps(net):
                     level = INFO if rec.l2 else WARNING
-                    self.add(level, rec.file, rec.key, f"subnet {rng.subnet} overlaps --node-cidr {net} (the range itself does not)"
-                             + (f"; expected for {rec.att.plugin_type}" if rec.l2 else ""), "overlap-node")
+                    self.add(
+                        level,
+                        rec.file,
+                        rec.key,
+                        f"subnet {rng.subnet} overlaps --node-cidr {net} (the range itself does not)"
+                        + (f"; expected for {rec.att.plugin_type}" if rec.l2 else ""),
+                        "overlap-node",
+                    )
             same_family = [n for n in o.cluster_cidrs if n.version == rng.version]
             if rec.pod_cidr and same_family and not any(rng.subnet.subnet_of(n) for n in same_family):
-                self.add(WARNING, rec.file, rec.key, f"usePodCidr subnet {rng.subnet} is not inside --cluster-cidr "
-                         f"{', '.join(map(str, same_family))}: node pod CIDRs are cut from the cluster CIDR", "cluster-cidr")
+                self.add(
+                    WARNING,
+                    rec.file,
+                    rec.key,
+                    f"usePodCidr subnet {rng.subnet} is not inside --cluster-cidr "
+                    f"{', '.join(map(str, same_family))}: node pod CIDRs are cut from the cluster CIDR",
+                    "cluster-cidr",
+                )
             for net in o.cluster_cidrs:
                 if rng.version != net.version or not rng.subnet.overlaps(net):
                     continue
                 if not rng.subnet.subnet_of(net):
-                    self.add(ERROR, rec.file, rec.key, f"subnet {rng.subnet} crosses the edge of --cluster-cidr {net}", "cluster-cidr")
+                    self.add(
+                        ERROR,
+                        rec.file,
+                        rec.key,
+                        f"subnet {rng.subnet} crosses the edge of --cluster-cidr {net}",
+                        "cluster-cidr",
+                    )
 
     def check_host(self) -> None:
         try:
             addrs, routes = host_networks(self.opts.netns)
         except ImportError as exc:
-            self.add(WARNING, "<host>", "", f"host networks not checked: {exc} (install pyroute2, or pass --no-host)", "host")
+            self.add(
+                WARNING, "<host>", "", f"host networks not checked: {exc} (install pyroute2, or pass --no-host)", "host"
+            )
             return
         except Exception as exc:
             where = f"network namespace {self.opts.netns!r}" if self.opts.netns else "the host"
@@ -471,24 +685,54 @@ class Linter:
                     continue
                 if not rng.can_hand_out(ip):
                     continue
-                self.add(ERROR, rec.file, rec.key, f"host address {ip}/{prefixlen} on {dev} lies in range {rec.text()}: "
-                         "the plugin could hand it out (exclude it)", "host-address")
+                self.add(
+                    ERROR,
+                    rec.file,
+                    rec.key,
+                    f"host address {ip}/{prefixlen} on {dev} lies in range {rec.text()}: "
+                    "the plugin could hand it out (exclude it)",
+                    "host-address",
+                )
             for net, dev in routes:
                 if net.version != rng.version or not net.overlaps(rng.subnet):
                     continue
                 if own_dev is not None and dev == own_dev:
                     continue  # the bridge this network itself creates
                 if master is not None and dev == master:
-                    self.add(INFO, rec.file, rec.key, f"subnet {rng.subnet} is on master {dev} ({net}): expected for {rec.att.plugin_type}", "overlap-host")
+                    self.add(
+                        INFO,
+                        rec.file,
+                        rec.key,
+                        f"subnet {rng.subnet} is on master {dev} ({net}): expected for {rec.att.plugin_type}",
+                        "overlap-host",
+                    )
                     continue
                 if net.prefixlen == net.max_prefixlen:
                     if rng.contains(net.network_address):
-                        self.add(WARNING, rec.file, rec.key, f"host route {net} dev {dev} points at an address of range {rec.text()}", "overlap-host")
+                        self.add(
+                            WARNING,
+                            rec.file,
+                            rec.key,
+                            f"host route {net} dev {dev} points at an address of range {rec.text()}",
+                            "overlap-host",
+                        )
                     continue
                 if _range_overlaps(rng, net):
-                    self.add(ERROR, rec.file, rec.key, f"range {rec.text()} overlaps the host route {net} dev {dev}", "overlap-host")
+                    self.add(
+                        ERROR,
+                        rec.file,
+                        rec.key,
+                        f"range {rec.text()} overlaps the host route {net} dev {dev}",
+                        "overlap-host",
+                    )
                 else:
-                    self.add(WARNING, rec.file, rec.key, f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)", "overlap-host")
+                    self.add(
+                        WARNING,
+                        rec.file,
+                        rec.key,
+                        f"subnet {rng.subnet} overlaps the host route {net} dev {dev} (the range itself does not)",
+                        "overlap-host",
+                    )
 
     def run(self, paths: Sequence[str]) -> list[LintFinding]:
         for path in paths:
@@ -505,8 +749,17 @@ class Linter:
 _RANGE_KEY = re.compile(r"^ipam\.ranges\[(\d+)\](?:\[(\d+)\])?(?:\.(\w+))?")
 _RANGE_FIELDS = ("gateway", "rangeStart", "rangeEnd", "exclude")
 # What a config key's error sets aside: ipam keys dropped whole (the first name after "ipam.").
-_DROPPABLE = ("exclude", "routes", "dataDir", "lockTimeout", "resolvConf", "statusOnExhaustion", "reclaimOnExhaustion",
-              "pidnsIsNode", "pool")
+_DROPPABLE = (
+    "exclude",
+    "routes",
+    "dataDir",
+    "lockTimeout",
+    "resolvConf",
+    "statusOnExhaustion",
+    "reclaimOnExhaustion",
+    "pidnsIsNode",
+    "pool",
+)
 
 
 def _stand_in(family: int, n: int) -> dict:
@@ -522,7 +775,9 @@ def _family_of(raw: Any) -> int:
     return 6 if isinstance(subnet, str) and ":" in subnet else 4
 
 
-def _set_aside(work: dict, ipam: dict, key: str, msg: str, set_keys: list, touched: set, broken: set, stand_ins) -> bool:
+def _set_aside(
+    work: dict, ipam: dict, key: str, msg: str, set_keys: list, touched: set, broken: set, stand_ins
+) -> bool:
     """Set aside what the config error at ``key`` names (see ``Linter._load``); False when there is
     nothing to set aside (a limit, an unknown key): the remaining errors are then not reported."""
     if key == "cniVersion":  # bad, or too old for the range sets per family: check the rest as 1.0.0
@@ -541,8 +796,11 @@ def _set_aside(work: dict, ipam: dict, key: str, msg: str, set_keys: list, touch
         ipam.pop("pool", None)
         return True
     has_legacy = "ipam" in dict(set_keys)
-    legacy = has_legacy and (key.startswith(("ipam.subnet", "ipam.gateway", "ipam.rangeStart", "ipam.rangeEnd"))
-                             or key == "ipam" and "overlaps" in msg)  # the legacy range as a whole set
+    legacy = has_legacy and (
+        key.startswith(("ipam.subnet", "ipam.gateway", "ipam.rangeStart", "ipam.rangeEnd"))
+        or key == "ipam"
+        and "overlaps" in msg
+    )  # the legacy range as a whole set
     m = _RANGE_KEY.match(key)
     if legacy or m:
         ipam.pop("pool", None)  # a pool is judged against the real range sets only
@@ -561,6 +819,7 @@ def _set_aside(work: dict, ipam: dict, key: str, msg: str, set_keys: list, touch
             if key == "ipam":
                 broken.add("ipam")
             return True
+        assert m is not None  # the legacy range returned above
         i, j, field = int(m.group(1)), m.group(2), m.group(3)
         sets = ipam.get("ranges")
         if not isinstance(sets, list) or i >= len(sets):
@@ -609,7 +868,9 @@ def _net(item: Any):
 
 
 def _range_overlaps(rng: Range, net) -> bool:
-    return rng.version == net.version and rng.start <= int(net.broadcast_address) and int(net.network_address) <= rng.end
+    return (
+        rng.version == net.version and rng.start <= int(net.broadcast_address) and int(net.network_address) <= rng.end
+    )
 
 
 def host_networks(netns: str | None = None) -> tuple[list[tuple[Any, int, str]], list[tuple[Any, str]]]:
@@ -655,16 +916,72 @@ def expand_paths(items: Sequence[str]) -> list[str]:
     return out
 
 
+class Lint(options.Command):
+    name = "lint"
+    description = "Validate .conf/.conflist files that use cni-ipam."
+
+    def add_options(self, parser: options.Parser) -> None:
+        add_lint_options(parser)
+
+    def check_args(self, args) -> None:
+        if args.max_pods is not None and args.max_pods < 1:
+            raise options.UsageError("cni-ipam lint: --max-pods must be at least 1")
+        args.inv = load_inventory(args)
+
+    def input_problem(self, args) -> str | None:
+        args.files = expand_paths(args.paths)
+        return None if args.files else f"no conf files found in {' '.join(args.paths)}"
+
+    def run(self, args) -> int:
+        return lint(args)
+
+
 def main(argv: list[str]) -> int:
-    parser = options.make_parser("lint", "Validate .conf/.conflist files that use cni-ipam.")
+    return Lint().main(argv)
+
+
+def add_lint_options(parser: options.Parser) -> None:
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
-    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
-    parser.add_argument("--cluster-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
-                        help="ranges must lie inside it or outside it, never across its edge")
-    parser.add_argument("--node-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="the network the nodes live on")
-    parser.add_argument("--cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR", help="any other network to keep clear of")
-    parser.add_argument("--pod-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR",
-                        help="the node's pod CIDR, used for usePodCidr ranges (one per family)")
+    parser.add_argument(
+        "--service-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="the cluster's Service CIDR: no range may overlap it",
+    )
+    parser.add_argument(
+        "--cluster-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="ranges must lie inside it or outside it, never across its edge",
+    )
+    parser.add_argument(
+        "--node-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="the network the nodes live on",
+    )
+    parser.add_argument(
+        "--cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="any other network to keep clear of",
+    )
+    parser.add_argument(
+        "--pod-cidr",
+        action="append",
+        type=options.cidr_arg,
+        default=[],
+        metavar="CIDR",
+        help="the node's pod CIDR, used for usePodCidr ranges (one per family)",
+    )
     parser.add_argument("--max-pods", type=int, metavar="N", help="every range set must hold at least N addresses")
     parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
     parser.add_argument("--netns", metavar="NAME", help="compare with the networks of this named network namespace")
@@ -674,46 +991,55 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--inventory", metavar="FILE",
                         help="check the ranges against an inventory file (see plan --inventory)")
     parser.add_argument("--cluster", metavar="NAME", help="with --inventory: the cluster these confs belong to")
-    try:
-        args = parser.parse_args(argv)
-        if args.max_pods is not None and args.max_pods < 1:
-            parser.error("--max-pods must be at least 1")
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    inv = None
-    if args.inventory is not None or args.cluster is not None:
-        from cni_ipam.admin import inventory
 
-        try:
-            if args.inventory is None:
-                raise inventory.InventoryError("--cluster", 0, "goes with --inventory FILE")
-            inv = inventory.load(args.inventory)
-            if args.cluster is not None and inv.cluster(args.cluster) is None:
-                raise inventory.InventoryError(args.inventory, 0, f"no cluster named {args.cluster!r}")
-        except inventory.InventoryError as exc:
-            print(f"cni-ipam lint: {exc}", file=sys.stderr)
-            return options.EXIT_USAGE
-    paths = expand_paths(args.paths)
-    if not paths:
-        print(f"cni-ipam lint: no conf files found in {' '.join(args.paths)}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
-    opts = Options(args.service_cidr, args.cluster_cidr, args.node_cidr, args.cidr, args.pod_cidr,
-                   args.max_pods, host=not args.no_host, netns=args.netns)
+
+def load_inventory(args):
+    """The inventory of ``--inventory`` (None without it); a usage error when it cannot be used."""
+    if args.inventory is None and args.cluster is None:
+        return None
+    from cni_ipam.admin import inventory
+
+    try:
+        if args.inventory is None:
+            raise inventory.InventoryError("--cluster", 0, "goes with --inventory FILE")
+        inv = inventory.load(args.inventory)
+        if args.cluster is not None and inv.cluster(args.cluster) is None:
+            raise inventory.InventoryError(args.inventory, 0, f"no cluster named {args.cluster!r}")
+    except inventory.InventoryError as exc:
+        raise options.UsageError(f"cni-ipam lint: {exc}") from None
+    return inv
+
+
+def lint(args) -> int:
+    paths = args.files
+    opts = Options(
+        args.service_cidr,
+        args.cluster_cidr,
+        args.node_cidr,
+        args.cidr,
+        args.pod_cidr,
+        args.max_pods,
+        host=not args.no_host,
+        netns=args.netns,
+    )
     linter = Linter(opts)
     findings = linter.run(paths)
-    if inv is not None:  # the inventory's findings after each file's own
+    if args.inv is not None:  # the inventory's findings after each file's own
         from cni_ipam.admin import inventory_lint
 
-        for file, key, message, check in inventory_lint.check(inv, linter.records, args.cluster):
+        for file, key, message, check in inventory_lint.check(args.inv, linter.records, args.cluster):
             findings.append(LintFinding(ERROR, file, key, message, check))
         order = {p: i for i, p in enumerate(paths)}
         findings.sort(key=lambda f: order.get(f.file, len(order)))
     errors = sum(1 for f in findings if f.level == ERROR)
     warnings = sum(1 for f in findings if f.level == WARNING)
     if args.json:
-        print(json.dumps({"files": paths, "errors": errors, "warnings": warnings,
-                          "findings": [f.to_json() for f in findings]}, indent=2))
+        print(
+            json.dumps(
+                {"files": paths, "errors": errors, "warnings": warnings, "findings": [f.to_json() for f in findings]},
+                indent=2,
+            )
+        )
     else:
         for f in findings:
             if args.quiet and f.level == INFO:

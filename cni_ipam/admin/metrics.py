@@ -2,8 +2,8 @@
 
 To stdout (for a one-shot scrape or a wrapper script), or into a node_exporter textfile-collector
 directory with ``--textfile-dir`` (``<dir>/cni_ipam.prom``, mode 0644, written to a new temporary
-file and renamed into place, so node_exporter never reads half a file; see ``write_textfile``).  Uses prometheus_client's registry
-and exposition code; it is imported here only, never on the plugin path.
+file and renamed into place, so node_exporter never reads half a file; see ``write_textfile``).  Uses
+prometheus_client's registry and exposition code; it is imported here only, never on the plugin path.
 
 Series (labels ``network``; ``range_set`` index, ``family`` ipv4/ipv6 and ``ranges`` text for
 the per-range-set ones):
@@ -54,19 +54,53 @@ class IpamCollector:
         from cni_ipam.store.gcstats import read_gc_stats
 
         set_labels = ["network", "range_set", "family", "ranges"]
-        size = GaugeMetricFamily("cni_ipam_range_set_size", "Addresses the range set can hand out (gateway, network, broadcast and excluded addresses do not count).", labels=set_labels)
-        reserved = GaugeMetricFamily("cni_ipam_range_set_reserved", "Reserved addresses in the range set.", labels=set_labels)
+        size = GaugeMetricFamily(
+            "cni_ipam_range_set_size",
+            "Addresses the range set can hand out (gateway, network, broadcast and excluded addresses do not count).",
+            labels=set_labels,
+        )
+        reserved = GaugeMetricFamily(
+            "cni_ipam_range_set_reserved", "Reserved addresses in the range set.", labels=set_labels
+        )
         free = GaugeMetricFamily("cni_ipam_range_set_free", "Free addresses in the range set.", labels=set_labels)
-        ratio = GaugeMetricFamily("cni_ipam_range_set_utilization_ratio", "Reserved / size of the range set (1 when it holds no address).", labels=set_labels)
-        total = GaugeMetricFamily("cni_ipam_network_reservations", "Reservation files of the network.", labels=["network"])
-        outside = GaugeMetricFamily("cni_ipam_network_reservations_outside_ranges", "Reservations in no configured range set.", labels=["network"])
-        known = GaugeMetricFamily("cni_ipam_network_config_known", "1 when a conf file gives the network's range sets.", labels=["network"])
-        states = GaugeMetricFamily("cni_ipam_reservations_liveness", "Reservations by liveness state as the GC pass judges them.", labels=["network", "state"])
-        stranded = GaugeMetricFamily("cni_ipam_stranded_reservations", "Stranded reservations by reason.", labels=["network", "reason"])
-        gc_run = GaugeMetricFamily("cni_ipam_gc_last_run_timestamp_seconds", "When the last GC pass over the network ran.", labels=["network"])
-        gc_apply = GaugeMetricFamily("cni_ipam_gc_last_apply_timestamp_seconds", "When the last releasing GC pass over the network ran.", labels=["network"])
-        gc_last = GaugeMetricFamily("cni_ipam_gc_last_reclaimed", "Addresses released by the last releasing GC pass.", labels=["network"])
-        gc_total = CounterMetricFamily("cni_ipam_gc_reclaimed", "Addresses released by GC over the life of the data directory.", labels=["network"])
+        ratio = GaugeMetricFamily(
+            "cni_ipam_range_set_utilization_ratio",
+            "Reserved / size of the range set (1 when it holds no address).",
+            labels=set_labels,
+        )
+        total = GaugeMetricFamily(
+            "cni_ipam_network_reservations", "Reservation files of the network.", labels=["network"]
+        )
+        outside = GaugeMetricFamily(
+            "cni_ipam_network_reservations_outside_ranges",
+            "Reservations in no configured range set.",
+            labels=["network"],
+        )
+        known = GaugeMetricFamily(
+            "cni_ipam_network_config_known", "1 when a conf file gives the network's range sets.", labels=["network"]
+        )
+        states = GaugeMetricFamily(
+            "cni_ipam_reservations_liveness",
+            "Reservations by liveness state as the GC pass judges them.",
+            labels=["network", "state"],
+        )
+        stranded = GaugeMetricFamily(
+            "cni_ipam_stranded_reservations", "Stranded reservations by reason.", labels=["network", "reason"]
+        )
+        gc_run = GaugeMetricFamily(
+            "cni_ipam_gc_last_run_timestamp_seconds", "When the last GC pass over the network ran.", labels=["network"]
+        )
+        gc_apply = GaugeMetricFamily(
+            "cni_ipam_gc_last_apply_timestamp_seconds",
+            "When the last releasing GC pass over the network ran.",
+            labels=["network"],
+        )
+        gc_last = GaugeMetricFamily(
+            "cni_ipam_gc_last_reclaimed", "Addresses released by the last releasing GC pass.", labels=["network"]
+        )
+        gc_total = CounterMetricFamily(
+            "cni_ipam_gc_reclaimed", "Addresses released by GC over the life of the data directory.", labels=["network"]
+        )
         for rep in self.reports:
             net = rep.name
             for s in rep.sets:
@@ -91,8 +125,24 @@ class IpamCollector:
             if _number(stats.get("lastReleased")):
                 gc_last.add_metric([net], stats["lastReleased"])
             gc_total.add_metric([net], stats["releasedTotal"] if _number(stats.get("releasedTotal")) else 0)
-        yield from (size, reserved, free, ratio, total, outside, known, states, stranded, gc_run, gc_apply, gc_last, gc_total)
-        stamp = GaugeMetricFamily("cni_ipam_metrics_generated_timestamp_seconds", "When cni-ipam metrics took these numbers.")
+        yield from (
+            size,
+            reserved,
+            free,
+            ratio,
+            total,
+            outside,
+            known,
+            states,
+            stranded,
+            gc_run,
+            gc_apply,
+            gc_last,
+            gc_total,
+        )
+        stamp = GaugeMetricFamily(
+            "cni_ipam_metrics_generated_timestamp_seconds", "When cni-ipam metrics took these numbers."
+        )
         stamp.add_metric([], self.now)
         yield stamp
 
@@ -115,8 +165,9 @@ def exposition(reports: Sequence[report.NetworkReport], now: float | None = None
     return generate_latest(registry_for(reports, now))
 
 
-def write_textfile(directory: str, reports: Sequence[report.NetworkReport], name: str = TEXTFILE_NAME,
-                   now: float | None = None) -> str:
+def write_textfile(
+    directory: str, reports: Sequence[report.NetworkReport], name: str = TEXTFILE_NAME, now: float | None = None
+) -> str:
     """Write ``<directory>/<name>`` atomically, mode 0644 whatever the umask (node_exporter reads
     it, nobody else may write it).  Not prometheus_client's writer: that one opens a predictable
     ``<name>.<pid>.<thread>`` with a plain ``open``, so a link planted there is followed as root.
@@ -134,31 +185,52 @@ def write_textfile(directory: str, reports: Sequence[report.NetworkReport], name
     return os.path.join(directory, name)
 
 
-def main(argv: list[str]) -> int:
-    parser = options.make_parser("metrics", "Prometheus metrics of every network.")
-    report.add_selection_options(parser)
-    parser.add_argument("--textfile-dir", metavar="DIR", help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector")
-    parser.add_argument("--textfile-name", default=TEXTFILE_NAME, metavar="NAME", help="default %(default)s (must end in .prom)")
-    report.add_liveness_options(parser)
-    try:
-        args = parser.parse_args(argv)
-        thresholds = report.thresholds_of(args)
+class Metrics(options.Command):
+    name = "metrics"
+    description = "Prometheus metrics of every network."
+
+    def add_options(self, parser: options.Parser) -> None:
+        report.add_selection_options(parser)
+        parser.add_argument(
+            "--textfile-dir",
+            metavar="DIR",
+            help="write <DIR>/cni_ipam.prom atomically for node_exporter's textfile collector",
+        )
+        parser.add_argument(
+            "--textfile-name", default=TEXTFILE_NAME, metavar="NAME", help="default %(default)s (must end in .prom)"
+        )
+        report.add_liveness_options(parser)
+
+    def check_args(self, args) -> None:
+        args.thresholds = report.thresholds_of(args)
         if not args.textfile_name.endswith(".prom") or "/" in args.textfile_name:
             raise options.UsageError("--textfile-name must be a file name ending in .prom")
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    problem = report.selection_problem(args)
-    if problem:
-        print(f"cni-ipam metrics: {problem}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
+
+    def input_problem(self, args) -> str | None:
+        return report.selection_problem(args)
+
+    def run(self, args) -> int:
+        return export(args)
+
+
+def main(argv: list[str]) -> int:
+    return Metrics().main(argv)
+
+
+def export(args) -> int:
+    thresholds = args.thresholds
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
-        print("cni-ipam metrics: needs prometheus-client, a dependency of cni-ipam (pip install prometheus-client)", file=sys.stderr)
+        print(
+            "cni-ipam metrics: needs prometheus-client, a dependency of cni-ipam (pip install prometheus-client)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     try:
-        reports = report.collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, report.make_checker(args))
+        reports = report.collect(
+            args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, report.make_checker(args)
+        )
         if args.textfile_dir:
             write_textfile(args.textfile_dir, reports, args.textfile_name)
         else:

@@ -1,11 +1,13 @@
-"""What the admin commands (gc, show, metrics, lint, plan) share: the exit codes, the check of
-``--data-dir`` and an argparse parser whose usage errors all end the same way.
+"""What the admin commands share: the exit codes of every command in one table, a ``Command`` base
+that runs a command with the shared handling of usage errors and a missing input, and the option
+types and checks several commands use.
 
 The same mistake has the same exit code in every command: a usage error (unknown option, a bad
-value) is 64 and a ``--data-dir`` that does not exist or is not a directory is 66 (sysexits'
-EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``).  The small codes 0-4 are each
-command's own answer.  ``EXIT_CODES`` is the one table; the README prints it and a test keeps the
-two equal.  Admin code only: never imported on the plugin path.
+value) is 64 and a missing input (a ``--data-dir`` that does not exist or is not a directory, no
+conf file) is 66 (sysexits' EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``).
+The small codes 0-4 are each command's own answer.  ``EXIT_CODES`` is the one table: each command's
+``--help`` prints its own rows, and the README's table is generated from it (scripts/readme_tables.py;
+a test keeps the two equal).  Admin code only: never imported on the plugin path.
 """
 
 from __future__ import annotations
@@ -13,40 +15,63 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 
 from cni_ipam.plugin.netconf import DEFAULT_DATA_DIR
 
 EXIT_USAGE = 64
-EXIT_NO_DATA_DIR = 66
+EXIT_NO_INPUT = 66
+EXIT_NO_DATA_DIR = EXIT_NO_INPUT  # the name the commands used first
 
-# command -> {exit code: meaning}; "every command" holds the codes all of them share.
-EXIT_CODES = {
+_USAGE = {EXIT_USAGE: "usage error: unknown option, bad option value, missing argument"}
+_NO_DATA_DIR = {EXIT_NO_INPUT: "`--data-dir` does not exist or is not a directory"}
+_SHOW_LEVELS = {
+    0: "every network `ok`",
+    1: "worst level `warning`",
+    2: "worst level `critical`",
+    3: "worst level `emergency`",
+}
+
+# command -> {exit code: meaning}, every code the command can exit with; "cni-ipam" is the front door.
+EXIT_CODES: dict[str, dict[int, str]] = {
+    "cni-ipam": {
+        0: "usage printed (no arguments, `--help`) or `version`",
+        2: "the command is not available in this build (its module cannot be imported)",
+        EXIT_USAGE: "unknown command",
+        141: "the reader of the output went away (`cni-ipam show` piped into `head`), as SIGPIPE would end a C tool",
+    },
     "gc": {
         0: "clean: nothing stranded (dry run) or every stranded reservation released (`--apply`)",
         1: "dry run: stranded reservations found, nothing changed",
         3: "partial: a network could not be locked or a release failed; the rest was done",
         4: "nothing done: runtime cache or valid-ID file unusable, empty valid list, unknown `--network`",
+        **_USAGE,
+        **_NO_DATA_DIR,
     },
     "show": {
-        0: "every network `ok`",
-        1: "worst level `warning`",
-        2: "worst level `critical`",
-        3: "worst level `emergency`",
+        **_SHOW_LEVELS,
         4: "worst level `unknown`: a network without a (valid) conf file, whose directory cannot be read, "
-           "or whose `usePodCidr` subnet is not known offline (no pod CIDR cache yet)",
+        "or whose `usePodCidr` subnet is not known offline (no pod CIDR cache yet)",
+        **_USAGE,
+        **_NO_DATA_DIR,
     },
     "metrics": {
         0: "written",
         1: "a network could not be read, the file not written, or prometheus-client is missing",
+        **_USAGE,
+        **_NO_DATA_DIR,
     },
     "lint": {
         0: "no errors (warnings allowed unless `--strict`)",
         1: "errors (with `--strict`: warnings too)",
+        **_USAGE,
+        EXIT_NO_INPUT: "no conf file found in the paths given",
     },
     "plan": {
         0: "the plan fits",
         1: "warnings",
         2: "errors",
+        **_USAGE,
     },
     "pool show": {
         0: "every pool `ok`",
@@ -55,33 +80,31 @@ EXIT_CODES = {
         3: "worst level `emergency`",
         4: "a pool could not be read (etcd unreachable or refusing), shows an identity conflict "
            "(two instances under one node name), or no pool was found",
+        **_USAGE,
     },
     "pool metrics": {
         0: "written",
         1: "a pool could not be read, the file not written, no pool found, or prometheus-client is missing",
+        **_USAGE,
     },
     "pool release-node": {
         0: "every block of the node released (or it holds none; `--dry-run`: nothing would be kept)",
         1: "a block kept (it holds address records and Kubernetes does not say the node is gone), "
            "changed meanwhile, written to while releasing, or a pool could not be read",
+        **_USAGE,
     },
     "pool gc": {
         0: "nothing left undecided (blocks of live nodes, and in-use blocks without Kubernetes access, are kept)",
         1: "a block kept for lack of evidence (no clear answer, a name Kubernetes never knew, a renamed node), "
            "a release refused or failed, or a pool could not be read",
-    },
-    "every command": {
-        EXIT_USAGE: "usage error: unknown command or option, bad option value, missing argument",
-        EXIT_NO_DATA_DIR: "`--data-dir` does not exist or is not a directory (gc, show, metrics); "
-                          "no conf file found (lint)",
+        **_USAGE,
     },
 }
 
 
 def exit_text(command: str) -> str:
-    """One line for a command's --help: its own codes, then the shared ones."""
-    codes = {**EXIT_CODES[command], **EXIT_CODES["every command"]}
-    return "exit status: " + "; ".join(f"{code} {text.replace('`', '')}" for code, text in codes.items())
+    """One line for a command's --help: the codes it can exit with."""
+    return "exit status: " + "; ".join(f"{code} {text.replace('`', '')}" for code, text in EXIT_CODES[command].items())
 
 
 class UsageError(Exception):
@@ -95,6 +118,48 @@ class Parser(argparse.ArgumentParser):
 
 def make_parser(command: str, description: str) -> Parser:
     return Parser(prog=f"cni-ipam {command}", description=description, epilog=exit_text(command))
+
+
+class Command:
+    """One admin command (pip's ``Command`` is the model): its name and description, its options
+    (``add_options``), the checks of their values beyond argparse (``check_args``: raise
+    UsageError), the check of its input (``input_problem``: a reason means EXIT_NO_INPUT) and the
+    work (``run``, which returns one of the command's EXIT_CODES).  ``main`` runs them in that order,
+    so every command answers a usage error and a missing input alike."""
+
+    name = ""
+    description = ""
+
+    def add_options(self, parser: Parser) -> None:
+        """Add the command's options to ``parser``."""
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        """Raise UsageError when option values do not go together."""
+
+    def input_problem(self, args: argparse.Namespace) -> str | None:
+        """Why the command has nothing to read (a mistyped --data-dir, no conf file), or None."""
+        return None
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    def parser(self) -> Parser:
+        parser = make_parser(self.name, self.description)
+        self.add_options(parser)
+        return parser
+
+    def main(self, argv: list[str]) -> int:
+        try:
+            args = self.parser().parse_args(argv)
+            self.check_args(args)
+        except UsageError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        problem = self.input_problem(args)
+        if problem:
+            print(f"cni-ipam {self.name}: {problem}", file=sys.stderr)
+            return EXIT_NO_INPUT
+        return self.run(args)
 
 
 def cidr_arg(text: str):
@@ -123,8 +188,9 @@ def pod_label(k8s: "dict | None") -> str:
     other runtimes pass K8S_POD_NAME without a namespace), or the pod UID; ``-`` when none."""
     if not isinstance(k8s, dict):
         return "-"
-    name, namespace, uid = (k8s.get(k) if isinstance(k8s.get(k), str) and k8s.get(k) else None
-                            for k in ("name", "namespace", "uid"))
+    name, namespace, uid = (
+        k8s.get(k) if isinstance(k8s.get(k), str) and k8s.get(k) else None for k in ("name", "namespace", "uid")
+    )
     if name:
         return f"{namespace}/{name}" if namespace else name
     if uid:
@@ -133,8 +199,8 @@ def pod_label(k8s: "dict | None") -> str:
 
 
 def exit_codes_markdown() -> str:
-    """``EXIT_CODES`` as the README's table (tests/integration/test_admin_exit_codes.py keeps the README equal)."""
+    """``EXIT_CODES`` as the README's table (scripts/readme_tables.py writes it, a test compares)."""
     lines = ["| exit | command | meaning |", "|---|---|---|"]
     for command, codes in EXIT_CODES.items():
-        lines += [f"| {code} | {command} | {text} |" for code, text in codes.items()]
-    return "\n".join(lines)
+        lines += [f"| {code} | {command} | {text} |" for code, text in sorted(codes.items())]
+    return "\n".join(lines) + "\n"

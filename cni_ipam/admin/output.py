@@ -54,4 +54,3 @@ def table(rows: list[list[str]], right: Sequence[int] = ()) -> str:
         cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
-

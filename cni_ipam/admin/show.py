@@ -7,16 +7,16 @@ free, percent used and a level (ok / warning / critical / emergency at 70 / 85 /
 ``unknown`` for a network without a valid conf file or whose directory cannot be read).  The exit
 status is the worst level (``options.EXIT_CODES``), so the command doubles as a monitoring check.
 
-Reading is **lock-free and read-only**: the reservation files and the owner index
-(``.cni-ipam/index``, through ``store.snapshot.read_owner_index``) are read directly, without taking the network lock and without opening a
-``store.NetworkStore`` (which would create ``.cni-ipam/`` and rebuild the index).  So ``show`` never
-delays an ADD, needs no write permission, and leaves a directory written by host-local exactly as
-it was.  The price is a snapshot that may be a few files out of date while pods start, which is
-what a utilization report is anyway; reservation files are always complete (cni-ipam links them
-into place; a host-local file caught half-written reads as "owner unknown").  Conf files are parsed
-offline (``conffiles.load_offline``): a ``usePodCidr`` subnet comes from the pod CIDR cache only,
-never from the API server, and the cache is never written; without a cache the network is shown
-as "pod CIDR not known offline" (level ``unknown``).
+Reading is **lock-free and read-only**: the reservation files and the owner index (``.cni-ipam/index``,
+through ``store.snapshot.read_owner_index``) are read directly, without taking the network lock and
+without opening a ``store.NetworkStore`` (which would create ``.cni-ipam/`` and rebuild the index).  So
+``show`` never delays an ADD, needs no write permission, and leaves a directory written by host-local
+exactly as it was.  The price is a snapshot that may be a few files out of date while pods start, which
+is what a utilization report is anyway; reservation files are always complete (cni-ipam links them into
+place; a host-local file caught half-written reads as "owner unknown").  Conf files are parsed offline
+(``conffiles.load_offline``): a ``usePodCidr`` subnet comes from the pod CIDR cache only, never from the
+API server, and the cache is never written; without a cache the network is shown as "pod CIDR not known
+offline" (level ``unknown``).
 
 ``collect()`` is also what ``cni-ipam metrics`` exports.
 """
@@ -32,9 +32,18 @@ from typing import Sequence
 from cni_ipam.plugin import netconf as config
 from cni_ipam.admin import options
 from cni_ipam.admin.conffiles import DEFAULT_CONF_DIR, NetworkConf, conf_networks
-from cni_ipam.admin.output import DEFAULT_THRESHOLDS, LEVELS, UNKNOWN_LEVEL, format_age, level_for, table, worse, worst_level
+from cni_ipam.admin.output import (
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    UNKNOWN_LEVEL,
+    format_age,
+    level_for,
+    table,
+    worse,
+    worst_level,
+)
 from cni_ipam.store.snapshot import Entry, list_networks, scan_network_dir
-from cni_ipam.admin.liveness import Checker
+from cni_ipam.admin.liveness import Checker, Verdict
 from cni_ipam.plugin.ranges import RangeSet
 
 # How bad, for the worst level of several networks: a real alarm outranks "cannot tell", and
@@ -127,8 +136,9 @@ class NetworkReport:
     def liveness_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for e in self.entries:
-            if e.verdict is not None:
-                out[e.verdict.state] = out.get(e.verdict.state, 0) + 1
+            verdict = verdict_of(e)
+            if verdict is not None:
+                out[verdict.state] = out.get(verdict.state, 0) + 1
         return out
 
     def to_json(self, now: float, with_ips: bool) -> dict:
@@ -162,8 +172,14 @@ def _allocatable_set(range_sets: Sequence[RangeSet], addr) -> int | None:
     return None
 
 
-def build_report(name: str, data_dir: str, conf: NetworkConf | None, thresholds=DEFAULT_THRESHOLDS,
-                 checker: Checker | None = None) -> NetworkReport:
+def verdict_of(entry: Entry) -> Verdict | None:
+    """The liveness verdict the checker gave ``entry`` (None without ``--check-liveness``)."""
+    return entry.verdict if isinstance(entry.verdict, Verdict) else None
+
+
+def build_report(
+    name: str, data_dir: str, conf: NetworkConf | None, thresholds=DEFAULT_THRESHOLDS, checker: Checker | None = None
+) -> NetworkReport:
     """Scan one network directory and count it against its range sets."""
     rep = NetworkReport(name, data_dir, conf)
     rep.exists = os.path.isdir(rep.path) and not os.path.islink(rep.path)
@@ -173,11 +189,14 @@ def build_report(name: str, data_dir: str, conf: NetworkConf | None, thresholds=
         rep.error = f"cannot read {rep.path}: {exc.strerror or exc}"
     if checker is not None:
         for e in rep.entries:
-            e.verdict = checker.classify({"containerID": e.container_id, "ifname": e.ifname}, network=name, meta=e.meta, mtime=e.mtime)
-            if e.verdict.stranded:
-                rep.stranded[e.verdict.reason] = rep.stranded.get(e.verdict.reason, 0) + 1
-    if rep.known:
-        range_sets = conf.range_sets
+            verdict = checker.classify(
+                {"containerID": e.container_id, "ifname": e.ifname}, network=name, meta=e.meta, mtime=e.mtime
+            )
+            e.verdict = verdict
+            if verdict.stranded:
+                rep.stranded[verdict.reason] = rep.stranded.get(verdict.reason, 0) + 1
+    range_sets = conf.range_sets if conf is not None else None
+    if range_sets is not None:
         counts = [0] * len(range_sets)
         for e in rep.entries:
             e.set_index = _allocatable_set(range_sets, e.address)
@@ -200,9 +219,14 @@ def build_report(name: str, data_dir: str, conf: NetworkConf | None, thresholds=
     return rep
 
 
-def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: str | None = DEFAULT_CONF_DIR,
-            networks: Sequence[str] | None = None, from_conf: bool = False,
-            thresholds=DEFAULT_THRESHOLDS, checker: Checker | None = None) -> list[NetworkReport]:
+def collect(
+    data_dir: str = config.DEFAULT_DATA_DIR,
+    conf_dir: str | None = DEFAULT_CONF_DIR,
+    networks: Sequence[str] | None = None,
+    from_conf: bool = False,
+    thresholds=DEFAULT_THRESHOLDS,
+    checker: Checker | None = None,
+) -> list[NetworkReport]:
     """Reports for the selected networks.
 
     * default: every network directory under ``data_dir`` plus the conf-file networks whose
@@ -212,6 +236,7 @@ def collect(data_dir: str = config.DEFAULT_DATA_DIR, conf_dir: str | None = DEFA
     """
     confs = conf_networks(conf_dir) if conf_dir else []
     data_dir = os.path.normpath(data_dir)
+    selected: list[tuple[str, str, NetworkConf | None]]
     if from_conf:
         selected = [(c.name, c.data_dir, c) for c in confs]
     else:
@@ -239,19 +264,51 @@ def render_table(reports: Sequence[NetworkReport], with_ips: bool, now: float) -
     for rep in reports:
         if rep.sets:
             for s in rep.sets:
-                rows.append([rep.name, str(s.index), s.ranges_text(), str(s.size), str(s.reserved), str(s.free),
-                             f"{s.percent:.1f}%", s.level, str(s.stranded_attachments)])
+                rows.append(
+                    [
+                        rep.name,
+                        str(s.index),
+                        s.ranges_text(),
+                        str(s.size),
+                        str(s.reserved),
+                        str(s.free),
+                        f"{s.percent:.1f}%",
+                        s.level,
+                        str(s.stranded_attachments),
+                    ]
+                )
         else:
-            why = ("(no conf file)" if rep.conf is None else "(unreadable)" if rep.error
-                   else "(pod CIDR not known offline)" if rep.conf.pod_cidr_unknown else "(conf invalid)")
-            rows.append([rep.name, "-", why, "-", str(len(rep.entries)), "-", "-", UNKNOWN_LEVEL,
-                         str(rep.stranded_attachments())])
+            why = (
+                "(no conf file)"
+                if rep.conf is None
+                else "(unreadable)"
+                if rep.error
+                else "(pod CIDR not known offline)"
+                if rep.conf.pod_cidr_unknown
+                else "(conf invalid)"
+            )
+            rows.append(
+                [
+                    rep.name,
+                    "-",
+                    why,
+                    "-",
+                    str(len(rep.entries)),
+                    "-",
+                    "-",
+                    UNKNOWN_LEVEL,
+                    str(rep.stranded_attachments()),
+                ]
+            )
         if rep.conf is not None and rep.conf.error:
             what = "warning: " if rep.conf.pod_cidr_unknown else ""
             notes.append(f"{rep.name}: {rep.conf.file}: {what}{rep.conf.error}")
         if rep.outside:
-            notes.append(f"{rep.name}: {len(rep.outside)} reservation(s) outside the configured ranges: "
-                         + ", ".join(str(e.address) for e in rep.outside[:5]) + (" ..." if len(rep.outside) > 5 else ""))
+            notes.append(
+                f"{rep.name}: {len(rep.outside)} reservation(s) outside the configured ranges: "
+                + ", ".join(str(e.address) for e in rep.outside[:5])
+                + (" ..." if len(rep.outside) > 5 else "")
+            )
         if rep.error:
             notes.append(f"{rep.name}: {rep.error}")
     out = [table(rows, right=(3, 4, 5, 6, 8)) if len(rows) > 1 else "no networks found"]
@@ -268,10 +325,19 @@ def render_table(reports: Sequence[NetworkReport], with_ips: bool, now: float) -
             for e in rep.entries:
                 created, _ = e.created
                 pod_text = options.pod_label(e.pod)
-                verdict = f"{e.verdict.state}/{e.verdict.reason}" if e.verdict is not None else "-"
-                ip_rows.append([str(e.address), "-" if e.set_index is None else str(e.set_index),
-                                (e.container_id or "?")[:12], e.ifname or "-", pod_text,
-                                format_age(None if created is None else now - created), verdict])
+                v = verdict_of(e)
+                verdict = f"{v.state}/{v.reason}" if v is not None else "-"
+                ip_rows.append(
+                    [
+                        str(e.address),
+                        "-" if e.set_index is None else str(e.set_index),
+                        (e.container_id or "?")[:12],
+                        e.ifname or "-",
+                        pod_text,
+                        format_age(None if created is None else now - created),
+                        verdict,
+                    ]
+                )
             out.append(table(ip_rows))
     return "\n".join(out)
 
@@ -280,12 +346,25 @@ def render_table(reports: Sequence[NetworkReport], with_ips: bool, now: float) -
 def add_liveness_options(parser) -> None:
     from cni_ipam.admin.liveness import DEFAULT_GRACE, DEFAULT_RUNTIME_CACHE
 
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
-                        help=f"reservations younger than this are never stranded (default {DEFAULT_GRACE:g})")
-    parser.add_argument("--include-unknown", action="store_true",
-                        help="judge reservations without metadata (host-local's) by the evidence that needs none")
-    parser.add_argument("--runtime-cache", nargs="?", const=DEFAULT_RUNTIME_CACHE, metavar="DIR",
-                        help=f"also consult libcni's result cache (default {DEFAULT_RUNTIME_CACHE}), as `gc --runtime-cache` does")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help=f"reservations younger than this are never stranded (default {DEFAULT_GRACE:g})",
+    )
+    parser.add_argument(
+        "--include-unknown",
+        action="store_true",
+        help="judge reservations without metadata (host-local's) by the evidence that needs none",
+    )
+    parser.add_argument(
+        "--runtime-cache",
+        nargs="?",
+        const=DEFAULT_RUNTIME_CACHE,
+        metavar="DIR",
+        help=f"also consult libcni's result cache (default {DEFAULT_RUNTIME_CACHE}), as `gc --runtime-cache` does",
+    )
 
 
 def make_checker(args) -> Checker:
@@ -296,14 +375,26 @@ def make_checker(args) -> Checker:
 
 def add_selection_options(parser) -> None:
     parser.add_argument("--data-dir", default=config.DEFAULT_DATA_DIR, help="default %(default)s")
-    parser.add_argument("--conf-dir", default=DEFAULT_CONF_DIR,
-                        help="conf files that give the range sets (default %(default)s; '' for none)")
+    parser.add_argument(
+        "--conf-dir",
+        default=DEFAULT_CONF_DIR,
+        help="conf files that give the range sets (default %(default)s; '' for none)",
+    )
     parser.add_argument("--network", action="append", metavar="NAME", help="only this network (repeatable)")
-    parser.add_argument("--from-conf", action="store_true",
-                        help="report exactly the networks of the conf files, each in its own dataDir")
-    parser.add_argument("--warning", type=float, default=DEFAULT_THRESHOLDS[0], metavar="PERCENT", help="default %(default)g")
-    parser.add_argument("--critical", type=float, default=DEFAULT_THRESHOLDS[1], metavar="PERCENT", help="default %(default)g")
-    parser.add_argument("--emergency", type=float, default=DEFAULT_THRESHOLDS[2], metavar="PERCENT", help="default %(default)g")
+    parser.add_argument(
+        "--from-conf",
+        action="store_true",
+        help="report exactly the networks of the conf files, each in its own dataDir",
+    )
+    parser.add_argument(
+        "--warning", type=float, default=DEFAULT_THRESHOLDS[0], metavar="PERCENT", help="default %(default)g"
+    )
+    parser.add_argument(
+        "--critical", type=float, default=DEFAULT_THRESHOLDS[1], metavar="PERCENT", help="default %(default)g"
+    )
+    parser.add_argument(
+        "--emergency", type=float, default=DEFAULT_THRESHOLDS[2], metavar="PERCENT", help="default %(default)g"
+    )
 
 
 def thresholds_of(args) -> tuple[float, float, float]:
@@ -318,23 +409,35 @@ def selection_problem(args) -> str | None:
     return None if args.from_conf else options.data_dir_problem(args.data_dir)
 
 
+class Show(options.Command):
+    name = "show"
+    description = "How full each network is."
+
+    def add_options(self, parser: options.Parser) -> None:
+        add_selection_options(parser)
+        parser.add_argument(
+            "--ips", action="store_true", help="list every reservation with its owner, age and liveness"
+        )
+        parser.add_argument("--json", action="store_true", help="JSON for tools")
+        add_liveness_options(parser)
+
+    def check_args(self, args) -> None:
+        args.thresholds = thresholds_of(args)
+
+    def input_problem(self, args) -> str | None:
+        return selection_problem(args)
+
+    def run(self, args) -> int:
+        return show(args)
+
+
 def main(argv: list[str]) -> int:
-    parser = options.make_parser("show", "How full each network is.")
-    add_selection_options(parser)
-    parser.add_argument("--ips", action="store_true", help="list every reservation with its owner, age and liveness")
-    parser.add_argument("--json", action="store_true", help="JSON for tools")
-    add_liveness_options(parser)
-    try:
-        args = parser.parse_args(argv)
-        thresholds = thresholds_of(args)
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    problem = selection_problem(args)
-    if problem:
-        print(f"cni-ipam show: {problem}", file=sys.stderr)
-        return options.EXIT_NO_DATA_DIR
+    return Show().main(argv)
+
+
+def show(args) -> int:
     now = time.time()
+    thresholds = args.thresholds
     try:
         reports = collect(args.data_dir, args.conf_dir, args.network, args.from_conf, thresholds, make_checker(args))
     except OSError as exc:

@@ -47,7 +47,9 @@ def interface_addresses(netns: str, ifname: str) -> list[Interface] | None:
     except LookupError:
         raise
     except Exception as exc:  # a netlink failure after entering: say so, never a traceback
-        raise CniError(IO_FAILURE, f"cannot read interface {ifname} in netns {netns}: {exc}", f"netns {netns}") from None
+        raise CniError(
+            IO_FAILURE, f"cannot read interface {ifname} in netns {netns}: {exc}", f"netns {netns}"
+        ) from None
     finally:
         ipr.close()
 
@@ -85,4 +87,3 @@ def check_in_netns(netns: str, ifname: str, network: str, reserved: list) -> Non
             f"{ifname} in netns {netns}",
             f"{ifname} has {have}",
         )
-

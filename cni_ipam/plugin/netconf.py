@@ -27,6 +27,13 @@ import os
 from cni_ipam.addr import IP, Interface, host_bits, ip_address, parse_cidr, text_of
 from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, NOT_AVAILABLE, PODCIDR_UNAVAILABLE, CniError, config_error
 
+# The type checker's view of modules this one imports lazily (a plain constant, not typing's: the
+# plugin path does not import typing).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cni_ipam.cluster.pool import PoolConfig
+    from cni_ipam.plugin.ranges import RangeSet
+
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_LOCK_TIMEOUT = 30.0
 POD_CIDR_PLACEHOLDERS = ("usePodCidr", "usePodCidrIPv6")
@@ -82,16 +89,57 @@ class IpamConfig:
         "resolv_conf",
         "requested",
         "lock_timeout",
-        "status_on_exhaustion",  # ipam.statusOnExhaustion: "ok" or "fail"
-        "reclaim_on_exhaustion",  # ipam.reclaimOnExhaustion
-        "pidns_is_node",  # ipam.pidnsIsNode
+        "status_on_exhaustion",
+        "reclaim_on_exhaustion",
+        "pidns_is_node",
         "prev_result",
-        "pool",  # cluster pool settings (cni_ipam.cluster.pool.PoolConfig) or None
+        "pool",
     )
+    name: str | None
+    cni_version: str
+    range_sets: tuple[RangeSet, ...]
+    routes: tuple[Route, ...]
+    data_dir: str
+    resolv_conf: str | None
+    requested: tuple[IP, ...]
+    lock_timeout: float
+    status_on_exhaustion: str
+    reclaim_on_exhaustion: bool
+    pidns_is_node: bool
+    prev_result: object
+    pool: PoolConfig | None
 
-    def __init__(self, **kw: object) -> None:
-        for key in self.__slots__:
-            object.__setattr__(self, key, kw[key])
+    def __init__(
+        self,
+        *,
+        name: str | None,
+        cni_version: str,
+        range_sets: tuple[RangeSet, ...],
+        routes: tuple[Route, ...],
+        data_dir: str,
+        resolv_conf: str | None,
+        requested: tuple[IP, ...],
+        lock_timeout: float,
+        status_on_exhaustion: str,  # ipam.statusOnExhaustion: "ok" or "fail"
+        reclaim_on_exhaustion: bool,  # ipam.reclaimOnExhaustion
+        pidns_is_node: bool,  # ipam.pidnsIsNode
+        prev_result: object,
+        pool: PoolConfig | None = None,  # ipam.pool: the cluster pool's settings
+    ) -> None:
+        setattr_ = object.__setattr__  # __setattr__ below refuses every later change
+        setattr_(self, "name", name)
+        setattr_(self, "cni_version", cni_version)
+        setattr_(self, "range_sets", range_sets)
+        setattr_(self, "routes", routes)
+        setattr_(self, "data_dir", data_dir)
+        setattr_(self, "resolv_conf", resolv_conf)
+        setattr_(self, "requested", requested)
+        setattr_(self, "lock_timeout", lock_timeout)
+        setattr_(self, "status_on_exhaustion", status_on_exhaustion)
+        setattr_(self, "reclaim_on_exhaustion", reclaim_on_exhaustion)
+        setattr_(self, "pidns_is_node", pidns_is_node)
+        setattr_(self, "prev_result", prev_result)
+        setattr_(self, "pool", pool)
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError("IpamConfig is immutable")
@@ -190,8 +238,15 @@ class NetworkRef:
 
     __slots__ = ("name", "cni_version", "data_dir", "lock_timeout", "pooled", "valid")
 
-    def __init__(self, name: str, data_dir: str, lock_timeout: float, pooled: bool, cni_version: str = "",
-                 valid: ValidAttachments | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        lock_timeout: float,
+        pooled: bool,
+        cni_version: str = "",
+        valid: ValidAttachments | None = None,
+    ) -> None:
         self.name = name
         self.cni_version = cni_version
         self.data_dir = data_dir
@@ -204,8 +259,13 @@ def network_ref(conf: dict, cni_version: str | None = None) -> NetworkRef:
     """The ``NetworkRef`` of a decoded netconf whose name is validated (``skel`` does that)."""
     ipam = conf.get("ipam")
     data_dir = data_dir_of(ipam)
-    return NetworkRef(conf["name"], data_dir, lock_timeout_of(ipam), isinstance(ipam, dict) and ipam.get("pool") is not None,
-                      network_version(conf) if cni_version is None else cni_version)
+    return NetworkRef(
+        conf["name"],
+        data_dir,
+        lock_timeout_of(ipam),
+        isinstance(ipam, dict) and ipam.get("pool") is not None,
+        network_version(conf) if cni_version is None else cni_version,
+    )
 
 
 def gc_ref(conf: dict, cni_version: str | None = None) -> NetworkRef | None:
@@ -279,13 +339,21 @@ def valid_attachments(conf: dict) -> ValidAttachments | None:
 
 def _read_list(key: str, value: object, pairs: set[tuple[str, str]], whole: set[str]) -> None:
     if not isinstance(value, list):
-        raise CniError(INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}")
+        raise CniError(
+            INVALID_CONFIG, f"invalid {key}: must be a list of {{containerID, ifname}} objects", f"key {key}"
+        )
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname", f"key {key}")
+            raise CniError(
+                INVALID_CONFIG,
+                f"invalid {key}[{i}] {item!r}: must be an object with containerID and ifname",
+                f"key {key}",
+            )
         cid, ifname = item.get("containerID"), item.get("ifname")
         if not isinstance(cid, str) or not cid.strip():
-            raise CniError(INVALID_CONFIG, f"invalid {key}[{i}].containerID {cid!r}: must be a non-empty string", f"key {key}")
+            raise CniError(
+                INVALID_CONFIG, f"invalid {key}[{i}].containerID {cid!r}: must be a non-empty string", f"key {key}"
+            )
         if ifname in (None, ""):
             whole.add(cid.strip())
         elif not isinstance(ifname, str):
@@ -304,7 +372,9 @@ def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None
     read-only admin commands pass ``podcidr.sources.offline_subnet_for`` (cache only)."""
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict):
-        raise CniError(INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam")
+        raise CniError(
+            INVALID_CONFIG, "IPAM config missing 'ipam' key" if ipam is None else "'ipam' must be an object", "key ipam"
+        )
     version = network_version(conf) if cni_version is None else cni_version
     data_dir = data_dir_of(ipam)
     runtime = conf.get("runtimeConfig") or {}
@@ -335,7 +405,7 @@ def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None
     if global_exclude:  # only now, with every range disjoint: each range takes what applies to it
         range_sets = _with_global_exclude(range_sets, global_exclude)
     pool = None
-    if ipam.get("pool") is not None:  # cluster pool (issue 12): only such confs import the module
+    if ipam.get("pool") is not None:  # cluster pool: only such confs import the module
         from cni_ipam.cluster.config import parse_pool
 
         pool = parse_pool(ipam, range_sets)
@@ -361,7 +431,11 @@ def load(conf: dict, cni_args: dict[str, str], *, cni_version: str | None = None
 
 
 def _too_many(key: str, count: int, limit: int) -> CniError:
-    return CniError(INVALID_CONFIG, f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)", f"key {key}")
+    return CniError(
+        INVALID_CONFIG,
+        f"invalid {key}: {count} entries, more than the limit of {limit} (docs/security.md)",
+        f"key {key}",
+    )
 
 
 def _check_limits(ipam: dict, raw_sets: list[tuple[str, object]]) -> None:
@@ -428,7 +502,10 @@ def _parse_range_set(key: str, value: object, ipam: dict, data_dir: str, podcidr
 
     if not isinstance(value, list) or not value:
         raise config_error(key, value, "a range set must be a non-empty list of ranges")
-    ranges = [_parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir, podcidr_resolver) for j, r in enumerate(value)]
+    ranges = [
+        _parse_range(f"{key}[{j}]" if key != "ipam" else "ipam", r, ipam, data_dir, podcidr_resolver)
+        for j, r in enumerate(value)
+    ]
     family = ranges[0].version
     for j, r in enumerate(ranges):
         if r.version != family:
@@ -470,10 +547,16 @@ def _parse_range(key: str, value: object, ipam: dict, data_dir: str, podcidr_res
             )
         if version == 6 and first >> 32 == 0xFFFF:
             # host-local: "IPNet IP and Mask version mismatch"; its addresses would be IPv4 ones
-            raise config_error(f"{key}.subnet", subnet_value, "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet")
+            raise config_error(
+                f"{key}.subnet",
+                subnet_value,
+                "an IPv4-mapped IPv6 subnet (::ffff:a.b.c.d) is not allowed; use the IPv4 subnet",
+            )
         subnet = (version, first, prefixlen)
     # From here the subnet is integers, whoever resolved it (a usePodCidr source gives an ipaddress network).
-    version, first, prefixlen = subnet if type(subnet) is tuple else (subnet.version, int(subnet.network_address), subnet.prefixlen)
+    version, first, prefixlen = (
+        subnet if type(subnet) is tuple else (subnet.version, int(subnet.network_address), subnet.prefixlen)
+    )
     last = first | host_bits(version, prefixlen)
     cidr = f"{text_of(first, version)}/{prefixlen}"
     if prefixlen > (32 if version == 4 else 128) - 2:
@@ -496,7 +579,11 @@ def _parse_range(key: str, value: object, ipam: dict, data_dir: str, podcidr_res
             f"is after rangeEnd {IP(end_i, version)}",
         )
     # only what touches the range is kept (ipam.exclude is added by _with_global_exclude)
-    exclude = [(lo, hi) for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude")) if v == version and lo <= end_i and hi >= start_i]
+    exclude = [
+        (lo, hi)
+        for lo, hi, v in _parse_exclude(f"{key}.exclude", value.get("exclude"))
+        if v == version and lo <= end_i and hi >= start_i
+    ]
     return Range(subnet, start_i, end_i, gateway, exclude)
 
 
@@ -593,7 +680,7 @@ def _parse_resolv_conf_key(value: object) -> str | None:
 
 def read_resolv_conf(path: str) -> dict:
     """nameserver/domain/search/options from a resolv.conf-style file, as host-local reads it."""
-    import stat  # already loaded by os: free
+    import stat
 
     try:
         # O_NONBLOCK: a FIFO with no writer must not hang the call; only regular files are read
@@ -604,7 +691,7 @@ def read_resolv_conf(path: str) -> dict:
             text = fh.read(1 << 20)
     except OSError as exc:
         raise config_error("ipam.resolvConf", path, f"cannot be read ({exc.strerror})") from None
-    dns: dict[str, object] = {}
+    dns: dict = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":

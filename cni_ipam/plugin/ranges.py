@@ -25,6 +25,7 @@ def _bisect_right(a: list, x: int) -> int:
     _bisect_right = bisect_right
     return bisect_right(a, x)
 
+
 # An address argument (``addr: IP``) may as well be an ipaddress address: only ``.version`` and
 # ``int()`` are used.
 
@@ -33,8 +34,20 @@ class Range:
     """One contiguous pool inside a subnet; ``start``/``end`` are inclusive integers, ``net`` and
     ``last`` the subnet's first and last integers."""
 
-    __slots__ = ("version", "net", "last", "prefixlen", "start", "end", "gateway", "_gw", "exclude",
-                 "_ex_starts", "_ex_ends", "_subnet")
+    __slots__ = (
+        "version",
+        "net",
+        "last",
+        "prefixlen",
+        "start",
+        "end",
+        "gateway",
+        "_gw",
+        "exclude",
+        "_ex_starts",
+        "_ex_ends",
+        "_subnet",
+    )
 
     def __init__(
         self,

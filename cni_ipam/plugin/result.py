@@ -13,7 +13,7 @@ class IpamResult:
 
     __slots__ = ("ips", "routes", "dns")
 
-    def __init__(self, ips: list[tuple[object, object | None]], routes: tuple, dns: dict) -> None:
+    def __init__(self, ips: list[tuple], routes: tuple, dns: dict) -> None:
         self.ips = ips  # [(interface (cni_ipam.addr.Interface or ipaddress's), gateway address or None)]
         self.routes = routes  # netconf.Route objects
         self.dns = dns

@@ -9,8 +9,8 @@ failure leaves here as CNI error JSON and exit 1.  The verbs are handed in by th
 
 VERSION loads nothing beyond this module and ``cni_ipam.errors``: the name rules
 (``cni_ipam.store``) and ``netconf`` are imported when a call needs them, and there is no ``from
-__future__ import annotations`` here (an import of its own; the few ``X | None`` annotations are
-strings, which Python 3.9 needs anyway).
+__future__ import annotations`` here (an import of its own; the few annotations that name what
+this module does not import are strings).
 """
 
 import json
@@ -26,6 +26,10 @@ from cni_ipam.errors import (
     CniError,
 )
 
+TYPE_CHECKING = False  # a plain constant: the plugin path does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
@@ -37,7 +41,9 @@ class CniEnv:
 
     __slots__ = ("command", "container_id", "netns", "ifname", "args", "path")
 
-    def __init__(self, command: str, container_id: str, netns: str, ifname: str, args: dict[str, str], path: str) -> None:
+    def __init__(
+        self, command: str, container_id: str, netns: str, ifname: str, args: dict[str, str], path: str
+    ) -> None:
         self.command = command
         self.container_id = container_id
         self.netns = netns
@@ -86,7 +92,7 @@ def validate_network_name(value: object) -> str:
     return value
 
 
-def read_env(environ: dict[str, str]) -> CniEnv:
+def read_env(environ: "Mapping[str, str]") -> CniEnv:
     command = environ.get("CNI_COMMAND", "")
     if not command:
         raise CniError(INVALID_ENV, "required env variable CNI_COMMAND missing", "CNI_COMMAND")
@@ -141,13 +147,19 @@ def negotiate(conf: dict, command: str) -> str:
             f"config is {version!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
         )
     if command == "CHECK" and version_tuple(version) < (0, 4, 0):
-        raise CniError(INCOMPATIBLE_VERSION, f"config version {version} does not allow CHECK (needs 0.4.0 or later)", "cniVersion")
+        raise CniError(
+            INCOMPATIBLE_VERSION, f"config version {version} does not allow CHECK (needs 0.4.0 or later)", "cniVersion"
+        )
     if command in ("GC", "STATUS") and version_tuple(version) < (1, 1, 0):
-        raise CniError(INCOMPATIBLE_VERSION, f"config version {version} does not allow {command} (needs 1.1.0 or later)", "cniVersion")
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"config version {version} does not allow {command} (needs 1.1.0 or later)",
+            "cniVersion",
+        )
     return version
 
 
-def run(environ: dict, stdin: bytes, verbs: dict, decoded: "list | None" = None) -> "dict | None":
+def run(environ: "Mapping[str, str]", stdin: bytes, verbs: dict, decoded: "list | None" = None) -> "dict | None":
     """One plugin call: returns the JSON to print (or None) or raises CniError.
 
     ``verbs`` maps ADD, DEL, CHECK, GC and STATUS to ``(need, verb)``: ``need`` says what the verb
@@ -180,9 +192,10 @@ def _error_version(stdin: bytes, decoded: list) -> str:
     return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
 
 
-def plugin_main(verbs: dict, environ: "dict | None" = None, stdin: "bytes | None" = None, out=None) -> int:
+def plugin_main(verbs: dict, environ: "Mapping[str, str] | None" = None, stdin: "bytes | None" = None, out=None) -> int:
     """The whole plugin process: read env and stdin, run the verb, print the result or the CNI error."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     out = sys.stdout if out is None else out
     data = b""
     decoded: list = []
@@ -193,7 +206,9 @@ def plugin_main(verbs: dict, environ: "dict | None" = None, stdin: "bytes | None
             else:
                 data = sys.stdin.buffer.read(_MAX_STDIN + 1)
                 if len(data) > _MAX_STDIN:
-                    raise CniError(DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin")
+                    raise CniError(
+                        DECODING_FAILURE, f"network config on stdin is larger than {_MAX_STDIN} bytes", "stdin"
+                    )
         else:
             data = stdin
         result = run(environ, data, verbs, decoded)

@@ -11,8 +11,14 @@ from cni_ipam.errors import INVALID_CONFIG, CniError
 MIN_PREFIX = {4: 8, 6: 32}  # a node's pod CIDR is a slice of the cluster CIDR, never wider than this
 
 
-def parse_cidr_list(origin: str, value: object, strict: bool = True, code: int = INVALID_CONFIG, quote: bool = True,
-                     details: str | None = None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def parse_cidr_list(
+    origin: str,
+    value: object,
+    strict: bool = True,
+    code: int = INVALID_CONFIG,
+    quote: bool = True,
+    details: str | None = None,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Pod CIDRs as a list or a string separated by commas/whitespace: at most one per family, each
     sane (:func:`refusal`).  ``quote=False`` for a file's content: errors then say which entry, never
     what it holds (the file may be root-only)."""
@@ -33,9 +39,9 @@ def parse_cidr_list(origin: str, value: object, strict: bool = True, code: int =
         except ValueError as exc:
             why = f" ({exc})" if quote else " (or has host bits set)"  # exc quotes the value
             raise CniError(code, f"invalid {origin}: {shown} is not a CIDR{why}", details) from None
-        why = refusal(net)
-        if why:
-            raise CniError(code, f"invalid {origin}: {shown} is refused: {why}", details)
+        refused = refusal(net)
+        if refused:
+            raise CniError(code, f"invalid {origin}: {shown} is refused: {refused}", details)
         if any(n.version == net.version for n in out):
             raise CniError(code, f"invalid {origin}: more than one IPv{net.version} CIDR ({shown})", details)
         out.append(net)
@@ -53,4 +59,3 @@ def refusal(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
     if net.is_loopback or net.is_multicast or net.is_link_local:
         return "a loopback, link-local or multicast network"
     return None
-

@@ -61,20 +61,51 @@ CACHE_DIR = ".cni-ipam-podcidr"  # inside dataDir; not a valid network name, so 
 MAX_CACHE_FILE = 64 << 10  # a cache file is a few hundred bytes; anything bigger is damage
 MAX_SOURCE_FILE = 1 << 20  # staticFile, flannel subnet.env
 SOURCES = ("kubernetes", "static", "flannel")
-KEYS = ("sources", "kubeconfig", "serviceAccountDir", "nodeName", "timeout", "cacheTTL", "static", "staticFile", "flannelSubnetEnv")
+KEYS = (
+    "sources",
+    "kubeconfig",
+    "serviceAccountDir",
+    "nodeName",
+    "timeout",
+    "cacheTTL",
+    "static",
+    "staticFile",
+    "flannelSubnetEnv",
+)
 # A Kubernetes node name is a DNS subdomain (RFC 1123): it is used in a URL and a file name.
 
-_memo: dict[tuple[str, str], tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]] = {}  # one resolution per process
+_memo: dict[
+    tuple[str, str], tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]
+] = {}  # one resolution per process
 
 
 class Settings:
-    """The validated ``ipam.podCidr`` object."""
+    """The validated ``ipam.podCidr`` object (attributes named as its keys)."""
 
     __slots__ = KEYS
 
-    def __init__(self, **kw: object) -> None:
-        for key in KEYS:
-            setattr(self, key, kw[key])
+    def __init__(
+        self,
+        *,
+        sources: tuple[str, ...],
+        kubeconfig: str | None,
+        serviceAccountDir: str,
+        nodeName: str | None,
+        timeout: float,
+        cacheTTL: float,
+        static: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None,
+        staticFile: str | None,
+        flannelSubnetEnv: str,
+    ) -> None:
+        self.sources = sources
+        self.kubeconfig = kubeconfig
+        self.serviceAccountDir = serviceAccountDir
+        self.nodeName = nodeName
+        self.timeout = timeout
+        self.cacheTTL = cacheTTL
+        self.static = static
+        self.staticFile = staticFile
+        self.flannelSubnetEnv = flannelSubnetEnv
 
 
 def forget() -> None:
@@ -125,7 +156,9 @@ def offline_subnet_for(placeholder: str, ipam: dict, data_dir: str) -> ipaddress
     return offline_pod_cidr(placeholder, ipam, data_dir)[0]
 
 
-def offline_pod_cidr(placeholder: str, ipam: dict, data_dir: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+def offline_pod_cidr(
+    placeholder: str, ipam: dict, data_dir: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
     """:func:`offline_subnet_for` and a phrase naming where the answer came from (for ``lint``)."""
     family = 6 if placeholder == "usePodCidrIPv6" else 4
     settings = parse_settings(ipam)
@@ -153,9 +186,16 @@ def parse_settings(ipam: dict) -> Settings:
     if unknown:
         raise config_error("ipam.podCidr", unknown, f"unknown keys (known: {', '.join(KEYS)})")
     sources = raw.get("sources", list(SOURCES))
-    if not isinstance(sources, list) or not sources or any(s not in SOURCES for s in sources) or len(set(sources)) != len(sources):
-        raise config_error("ipam.podCidr.sources", sources, f"must be a non-empty list of distinct names from {list(SOURCES)}")
-    paths = {}
+    if (
+        not isinstance(sources, list)
+        or not sources
+        or any(s not in SOURCES for s in sources)
+        or len(set(sources)) != len(sources)
+    ):
+        raise config_error(
+            "ipam.podCidr.sources", sources, f"must be a non-empty list of distinct names from {list(SOURCES)}"
+        )
+    paths: dict[str, str | None] = {}
     for name in ("kubeconfig", "serviceAccountDir", "staticFile", "flannelSubnetEnv"):
         value = raw.get(name)
         if value in (None, ""):
@@ -204,8 +244,9 @@ def node_name(settings: Settings) -> str:
 
 
 # ---------------------------------------------------------------------------------- sources
-def node_cidrs(settings: Settings, node: str, data_dir: str, family: int,
-               offline: bool = False) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
+def node_cidrs(
+    settings: Settings, node: str, data_dir: str, family: int, offline: bool = False
+) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
     """The node's pod CIDRs from the first configured source, and a phrase naming that source
     (``offline``: the kubernetes source from its cache only, see :func:`offline_subnet_for`)."""
     skipped = []
@@ -249,7 +290,9 @@ def _read_text(path: str, what: str) -> str:
     except safefs.NotRegular:
         raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is not a regular file", path) from None
     except safefs.TooLarge:
-        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path) from None
+        raise CniError(
+            PODCIDR_UNAVAILABLE, f"usePodCidr: {what} {path} is larger than {MAX_SOURCE_FILE} bytes", path
+        ) from None
 
 
 def _read_static_file(path: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -266,7 +309,9 @@ def read_flannel_env(path: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
         if sep and key in ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET") and value.strip():
             values[key] = value.strip().strip("\"'")
     if not values:
-        raise CniError(PODCIDR_UNAVAILABLE, f"usePodCidr: {path} has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET", path)
+        raise CniError(
+            PODCIDR_UNAVAILABLE, f"usePodCidr: {path} has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET", path
+        )
     out = []
     for key in ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET"):
         if key in values:
@@ -316,7 +361,7 @@ def _open_cache_dir(path: str, create: bool) -> int:
             return fd
         _warn(f"ignoring the pod CIDR cache {directory}: it is owned by another user or writable by others")
     except OSError as exc:
-        import errno  # builtin: free
+        import errno
 
         if create or exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # simply no cache yet
             _warn(f"cannot use the pod CIDR cache directory {directory}: {exc.strerror or exc}")
@@ -363,12 +408,17 @@ def write_cache(path: str, record: dict) -> None:
         os.close(fd)
 
 
-def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, data_dir: str, family: int) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
+def _from_kubernetes(
+    settings: Settings, target: tuple[str, str], node: str, data_dir: str, family: int
+) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
     path = cache_path(data_dir, node)
     cached = read_cache(path, node)
     now = time.time()
-    usable = cached is not None and any(n.version == family for n in cached["nets"])
-    if usable and now < cached["refreshAfter"] and cached["fetchedAt"] <= now + 60:  # (clock went back: refresh)
+    if cached is not None and not any(n.version == family for n in cached["nets"]):
+        cached = None  # no answer for this family: as good as no cache
+    if (
+        cached is not None and now < cached["refreshAfter"] and cached["fetchedAt"] <= now + 60
+    ):  # (clock went back: refresh)
         return cached["nets"], f"the cache {path} of {cached.get('origin', 'the Kubernetes API')}"
     from cni_ipam.podcidr import kubeapi  # TLS, HTTP and YAML load only when the API is really called
 
@@ -384,7 +434,7 @@ def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, dat
                 f"node {node}",
             ) from None
     except CniError as exc:
-        if not usable:
+        if cached is None:
             raise
         cached["refreshAfter"] = now + min(settings.cacheTTL, RETRY_AFTER_FAILURE)
         cached["lastError"] = exc.msg
@@ -406,7 +456,9 @@ def _from_kubernetes(settings: Settings, target: tuple[str, str], node: str, dat
     return nets, origin
 
 
-def _from_cache_only(node: str, data_dir: str, family: int) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
+def _from_cache_only(
+    node: str, data_dir: str, family: int
+) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], str]:
     """The cached answer of the kubernetes source, or NotKnownOffline: reads one file, writes nothing."""
     path = cache_path(data_dir, node)
     cached = read_cache(path, node)

@@ -38,7 +38,9 @@ def conflist(tmp_path, name, ipam, fname=None, plugin_type="bridge", extra=None,
 
 
 def findings(doc, level=None, check=None):
-    return [f for f in doc["findings"] if (level is None or f["level"] == level) and (check is None or f["check"] == check)]
+    return [
+        f for f in doc["findings"] if (level is None or f["level"] == level) and (check is None or f["check"] == check)
+    ]
 
 
 def only(doc, level, check):
@@ -82,8 +84,21 @@ def test_use_pod_cidr_examples_off_the_node(name):
 
 def test_examples_together_with_cluster_settings():
     """All examples side by side (no overlaps between them), with a kubeadm-style cluster."""
-    rc, doc = lint_json("--no-host", "--strict", "--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:10:244:1::/64",
-                        "--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.96.0.0/12", "--node-cidr", "172.30.0.0/16", EXAMPLES)
+    rc, doc = lint_json(
+        "--no-host",
+        "--strict",
+        "--pod-cidr",
+        "10.244.1.0/24",
+        "--pod-cidr",
+        "fd00:10:244:1::/64",
+        "--cluster-cidr",
+        "10.0.0.0/8",
+        "--service-cidr",
+        "10.96.0.0/12",
+        "--node-cidr",
+        "172.30.0.0/16",
+        EXAMPLES,
+    )
     assert rc == 0, doc["findings"]
     assert len(doc["files"]) == len(EXAMPLE_FILES)
     infos = findings(doc, "info", "pod-cidr")
@@ -112,17 +127,40 @@ def test_example_max_pods():
 
 
 # ---------------------------------------------------------------------- what the plugin rejects
-@pytest.mark.parametrize("ipam,key,text", [
-    ({"ranges": [[{"subnet": "10.80.0.0/33"}]]}, "plugins[0].ipam.ranges[0][0].subnet", "not a CIDR"),
-    ({"ranges": [[{"subnet": "10.80.0.1/24"}]]}, "plugins[0].ipam.ranges[0][0].subnet", "host bits"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24", "gateway": "10.81.0.1"}]]}, "plugins[0].ipam.ranges[0][0].gateway", "not in network"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24", "rangeStart": "10.80.0.50", "rangeEnd": "10.80.0.10"}]]}, "plugins[0].ipam.ranges[0][0].rangeStart", "after rangeEnd"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24"}], [{"subnet": "10.80.0.128/25"}]]}, "plugins[0].ipam.ranges[1]", "overlaps"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24"}]], "exclude": ["10.80.0.300"]}, "plugins[0].ipam.exclude[0]", "not an address"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24"}]], "dataDir": "relative/dir"}, "plugins[0].ipam.dataDir", "absolute"),
-    ({}, "plugins[0].ipam.ranges", "no IP ranges"),
-    ({"ranges": [[{"subnet": "10.80.0.0/24"}]], "routes": [{"dst": "10.0.0.0"}]}, "plugins[0].ipam.routes[0].dst", "CIDR"),
-])
+@pytest.mark.parametrize(
+    "ipam,key,text",
+    [
+        ({"ranges": [[{"subnet": "10.80.0.0/33"}]]}, "plugins[0].ipam.ranges[0][0].subnet", "not a CIDR"),
+        ({"ranges": [[{"subnet": "10.80.0.1/24"}]]}, "plugins[0].ipam.ranges[0][0].subnet", "host bits"),
+        (
+            {"ranges": [[{"subnet": "10.80.0.0/24", "gateway": "10.81.0.1"}]]},
+            "plugins[0].ipam.ranges[0][0].gateway",
+            "not in network",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.80.0.0/24", "rangeStart": "10.80.0.50", "rangeEnd": "10.80.0.10"}]]},
+            "plugins[0].ipam.ranges[0][0].rangeStart",
+            "after rangeEnd",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.80.0.0/24"}], [{"subnet": "10.80.0.128/25"}]]},
+            "plugins[0].ipam.ranges[1]",
+            "overlaps",
+        ),
+        (
+            {"ranges": [[{"subnet": "10.80.0.0/24"}]], "exclude": ["10.80.0.300"]},
+            "plugins[0].ipam.exclude[0]",
+            "not an address",
+        ),
+        ({"ranges": [[{"subnet": "10.80.0.0/24"}]], "dataDir": "relative/dir"}, "plugins[0].ipam.dataDir", "absolute"),
+        ({}, "plugins[0].ipam.ranges", "no IP ranges"),
+        (
+            {"ranges": [[{"subnet": "10.80.0.0/24"}]], "routes": [{"dst": "10.0.0.0"}]},
+            "plugins[0].ipam.routes[0].dst",
+            "CIDR",
+        ),
+    ],
+)
 def test_plugin_rejections_carry_the_key(tmp_path, ipam, key, text):
     path = conflist(tmp_path, "ops-bad", ipam)
     rc, doc = lint_json("--no-host", path)
@@ -133,24 +171,62 @@ def test_plugin_rejections_carry_the_key(tmp_path, ipam, key, text):
 
 def test_header_and_structure_errors(tmp_path):
     bad_name = conflist(tmp_path, "bad name!", {"ranges": [[{"subnet": "10.81.0.0/24"}]]}, fname="a.conflist")
-    bad_version = conflist(tmp_path, "ops-v", {"ranges": [[{"subnet": "10.81.1.0/24"}]]}, fname="b.conflist", version="9.9.9")
+    bad_version = conflist(
+        tmp_path, "ops-v", {"ranges": [[{"subnet": "10.81.1.0/24"}]]}, fname="b.conflist", version="9.9.9"
+    )
     not_json = tmp_path / "c.conflist"
     not_json.write_text("{ nope")
     no_plugins = tmp_path / "d.conflist"
-    no_plugins.write_text(json.dumps({"cniVersion": "1.0.0", "name": "ops-d", "type": "bridge", "ipam": {"type": "cni-ipam", "subnet": "10.81.2.0/24"}}))
+    no_plugins.write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "ops-d",
+                "type": "bridge",
+                "ipam": {"type": "cni-ipam", "subnet": "10.81.2.0/24"},
+            }
+        )
+    )
     no_type = tmp_path / "e.conflist"
-    no_type.write_text(json.dumps({"cniVersion": "1.0.0", "name": "ops-e", "plugins": [{"ipam": {"type": "cni-ipam", "subnet": "10.81.3.0/24"}}]}))
+    no_type.write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "ops-e",
+                "plugins": [{"ipam": {"type": "cni-ipam", "subnet": "10.81.3.0/24"}}],
+            }
+        )
+    )
     rc, doc = lint_json("--no-host", bad_name, bad_version, str(not_json), str(no_plugins), str(no_type))
     errs = {(os.path.basename(f["file"]), f["key"], f["check"]) for f in findings(doc, "error")}
-    assert errs == {("a.conflist", "name", "config"), ("b.conflist", "cniVersion", "config"), ("c.conflist", "", "structure"),
-                    ("d.conflist", "plugins", "structure"), ("e.conflist", "plugins[0].type", "structure")}
+    assert errs == {
+        ("a.conflist", "name", "config"),
+        ("b.conflist", "cniVersion", "config"),
+        ("c.conflist", "", "structure"),
+        ("d.conflist", "plugins", "structure"),
+        ("e.conflist", "plugins[0].type", "structure"),
+    }
     assert rc == 1
 
 
 def test_single_conf_file_and_legacy_keys(tmp_path):
     path = tmp_path / "10-legacy.conf"
-    path.write_text(json.dumps({"cniVersion": "0.3.1", "name": "ops-legacy", "type": "bridge", "ipam": {
-        "type": "cni-ipam", "subnet": "10.82.0.0/24", "rangeStart": "10.82.0.10", "rangeEnd": "10.82.0.19", "gateway": "10.82.0.0"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "cniVersion": "0.3.1",
+                "name": "ops-legacy",
+                "type": "bridge",
+                "ipam": {
+                    "type": "cni-ipam",
+                    "subnet": "10.82.0.0/24",
+                    "rangeStart": "10.82.0.10",
+                    "rangeEnd": "10.82.0.19",
+                    "gateway": "10.82.0.0",
+                },
+            }
+        )
+    )
     rc, doc = lint_json("--no-host", "--max-pods", "11", str(path))
     assert only(doc, "warning", "gateway")["key"] == "ipam.gateway"
     assert only(doc, "error", "max-pods")["key"] == "ipam" and "10 usable" in only(doc, "error", "max-pods")["message"]
@@ -167,7 +243,11 @@ def test_exclude_outside_range_and_unknown_keys(tmp_path):
     })
     rc, doc = lint_json("--no-host", path)
     outside = {f["key"] for f in findings(doc, "warning", "exclude-outside-range")}
-    assert outside == {"plugins[0].ipam.ranges[0][0].exclude[1]", "plugins[0].ipam.ranges[0][0].exclude[2]", "plugins[0].ipam.exclude[1]"}
+    assert outside == {
+        "plugins[0].ipam.ranges[0][0].exclude[1]",
+        "plugins[0].ipam.ranges[0][0].exclude[2]",
+        "plugins[0].ipam.exclude[1]",
+    }
     unknown = {f["key"] for f in findings(doc, "warning", "unknown-key")}
     assert unknown == {"plugins[0].ipam.exlude", "plugins[0].ipam.ranges[0][0].gatway"}
     assert rc == 0  # warnings only
@@ -185,11 +265,25 @@ def test_overlap_between_networks(tmp_path):
     b = conflist(tmp_path, "ops-b", {"ranges": [[{"subnet": "10.86.0.0/24"}], [{"subnet": "fd00:85::/64"}]]})
     c = conflist(tmp_path, "ops-c", {"ranges": [[{"subnet": "10.85.7.0/24"}]]})
     # same subnet, disjoint ranges: the per-node split of one LAN is fine
-    d = conflist(tmp_path, "ops-d", {"ranges": [[{"subnet": "192.168.9.0/24", "rangeStart": "192.168.9.10", "rangeEnd": "192.168.9.19"}]]}, plugin_type="macvlan", extra={"master": "eth0"})
-    e = conflist(tmp_path, "ops-e", {"ranges": [[{"subnet": "192.168.9.0/24", "rangeStart": "192.168.9.20", "rangeEnd": "192.168.9.29"}]]}, plugin_type="macvlan", extra={"master": "eth0"})
+    d = conflist(
+        tmp_path,
+        "ops-d",
+        {"ranges": [[{"subnet": "192.168.9.0/24", "rangeStart": "192.168.9.10", "rangeEnd": "192.168.9.19"}]]},
+        plugin_type="macvlan",
+        extra={"master": "eth0"},
+    )
+    e = conflist(
+        tmp_path,
+        "ops-e",
+        {"ranges": [[{"subnet": "192.168.9.0/24", "rangeStart": "192.168.9.20", "rangeEnd": "192.168.9.29"}]]},
+        plugin_type="macvlan",
+        extra={"master": "eth0"},
+    )
     rc, doc = lint_json("--no-host", a, b, c, d, e)
     f = only(doc, "error", "overlap-network")
-    assert (f["file"], f["key"]) == (c, "plugins[0].ipam.ranges[0][0]") and "ops-a" in f["message"] and a in f["message"]
+    assert (
+        (f["file"], f["key"]) == (c, "plugins[0].ipam.ranges[0][0]") and "ops-a" in f["message"] and a in f["message"]
+    )
     assert rc == 1
 
 
@@ -204,9 +298,18 @@ def test_cluster_service_node_and_other_cidrs(tmp_path):
     pods = conflist(tmp_path, "ops-pods", {"ranges": [[{"subnet": "10.244.3.0/24"}]]})
     across = conflist(tmp_path, "ops-across", {"ranges": [[{"subnet": "10.244.0.0/14"}]]})
     svc = conflist(tmp_path, "ops-svc", {"ranges": [[{"subnet": "10.96.5.0/24"}]]})
-    near = conflist(tmp_path, "ops-near", {"ranges": [[{"subnet": "172.16.0.0/24", "rangeStart": "172.16.0.128", "rangeEnd": "172.16.0.254"}]]})
-    lan = conflist(tmp_path, "ops-lan", {"ranges": [[{"subnet": "192.168.5.0/24", "rangeStart": "192.168.5.200", "rangeEnd": "192.168.5.250"}]]},
-                   plugin_type="macvlan", extra={"master": "eth0"})
+    near = conflist(
+        tmp_path,
+        "ops-near",
+        {"ranges": [[{"subnet": "172.16.0.0/24", "rangeStart": "172.16.0.128", "rangeEnd": "172.16.0.254"}]]},
+    )
+    lan = conflist(
+        tmp_path,
+        "ops-lan",
+        {"ranges": [[{"subnet": "192.168.5.0/24", "rangeStart": "192.168.5.200", "rangeEnd": "192.168.5.250"}]]},
+        plugin_type="macvlan",
+        extra={"master": "eth0"},
+    )
     rc, doc = lint_json("--no-host", "--cluster-cidr", "10.244.0.0/15", "--service-cidr", "10.96.0.0/12",
                         "--node-cidr", "192.168.5.0/24", "--cidr", "172.16.0.0/25", pods, across, svc, near, lan)
     assert only(doc, "error", "cluster-cidr")["file"] == across
@@ -363,24 +466,49 @@ def test_one_parse_when_valid_one_more_per_error(tmp_path, monkeypatch):
     assert all(c["name"] == "ops-many" and len(c["ipam"]["ranges"]) == 4 for c in calls)  # the whole section each time
 
 
-@pytest.mark.parametrize("ipam,keys", [
-    # the legacy top-level range: its own keys, then the rest of the section
-    ({"subnet": "10.98.0.0/24", "gateway": "10.99.0.1", "rangeEnd": "10.98.1.1", "routes": [{"dst": "x"}], "lockTimeout": 0},
-     ["ipam.gateway", "ipam.rangeEnd", "ipam.routes[0].dst", "ipam.lockTimeout"]),
-    # no range at all: the rest is still checked
-    ({"dataDir": "rel", "exclude": ["nope"], "statusOnExhaustion": "maybe"},
-     ["ipam.ranges", "ipam.exclude[0]", "ipam.dataDir", "ipam.statusOnExhaustion"]),
-    # a range set that is not a list, a range that is not an object, a range set overlapping the legacy range
-    ({"subnet": "10.98.0.0/24", "ranges": [{"subnet": "10.98.1.0/24"}, [7], [{"subnet": "10.98.0.128/25"}]]},
-     ["ipam.ranges[0]", "ipam.ranges[1][0]", "ipam.ranges[2]"]),
-    # a pool is judged against valid range sets only ...
-    ({"ranges": [[{"subnet": "10.98.0.0/33"}]], "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}}},
-     ["ipam.ranges[0][0].subnet"]),
-    # ... and then with the rest
-    ({"ranges": [[{"subnet": "10.98.0.0/24"}]], "routes": [{"dst": "x"}],
-      "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}}},
-     ["ipam.pool.blockSize", "ipam.routes[0].dst"]),
-])
+@pytest.mark.parametrize(
+    "ipam,keys",
+    [
+        # the legacy top-level range: its own keys, then the rest of the section
+        (
+            {
+                "subnet": "10.98.0.0/24",
+                "gateway": "10.99.0.1",
+                "rangeEnd": "10.98.1.1",
+                "routes": [{"dst": "x"}],
+                "lockTimeout": 0,
+            },
+            ["ipam.gateway", "ipam.rangeEnd", "ipam.routes[0].dst", "ipam.lockTimeout"],
+        ),
+        # no range at all: the rest is still checked
+        (
+            {"dataDir": "rel", "exclude": ["nope"], "statusOnExhaustion": "maybe"},
+            ["ipam.ranges", "ipam.exclude[0]", "ipam.dataDir", "ipam.statusOnExhaustion"],
+        ),
+        # a range set that is not a list, a range that is not an object, a range set overlapping the legacy range
+        (
+            {"subnet": "10.98.0.0/24", "ranges": [{"subnet": "10.98.1.0/24"}, [7], [{"subnet": "10.98.0.128/25"}]]},
+            ["ipam.ranges[0]", "ipam.ranges[1][0]", "ipam.ranges[2]"],
+        ),
+        # a pool is judged against valid range sets only ...
+        (
+            {
+                "ranges": [[{"subnet": "10.98.0.0/33"}]],
+                "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}},
+            },
+            ["ipam.ranges[0][0].subnet"],
+        ),
+        # ... and then with the rest
+        (
+            {
+                "ranges": [[{"subnet": "10.98.0.0/24"}]],
+                "routes": [{"dst": "x"}],
+                "pool": {"name": "p", "blockSize": 99, "etcd": {"endpoints": ["http://127.0.0.1:9"]}},
+            },
+            ["ipam.pool.blockSize", "ipam.routes[0].dst"],
+        ),
+    ],
+)
 def test_every_error_of_each_kind_of_part(tmp_path, ipam, keys):
     path = conflist(tmp_path, "ops-parts", ipam)
     got = [f.key for f in lint_in_process(path) if f.level == "error" and f.check == "config"]

@@ -73,9 +73,15 @@ def prepared(tmp_path):
     reserve(data, "ops-m1", [("10.71.0.3", "gone")], {"created": old, "bootId": boot, "netns": str(tmp_path / "gone")})
     reserve(data, "ops-m1", [("10.71.0.4", "reboot")], {"created": old, "bootId": "other-boot"})
     with NetworkStore(str(data), "ops-m1"):  # record_gc_stats wants the lock held
-        gcstats.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 3}, released=3, errors=0, now=1700000000.0)
-        gcstats.record_gc_stats(str(data), "ops-m1", "test", True, {"stranded": 2}, released=2, errors=0, now=1700000600.0)
-        gcstats.record_gc_stats(str(data), "ops-m1", "test", False, {"stranded": 2}, released=0, errors=0, now=1700000900.0)
+        gcstats.record_gc_stats(
+            str(data), "ops-m1", "test", True, {"stranded": 3}, released=3, errors=0, now=1700000000.0
+        )
+        gcstats.record_gc_stats(
+            str(data), "ops-m1", "test", True, {"stranded": 2}, released=2, errors=0, now=1700000600.0
+        )
+        gcstats.record_gc_stats(
+            str(data), "ops-m1", "test", False, {"stranded": 2}, released=0, errors=0, now=1700000900.0
+        )
     (data / "ops-m2").mkdir()
     (data / "ops-m2" / "10.72.0.9").write_text("hl\r\neth0")
     return tmp_path
@@ -125,7 +131,9 @@ def test_textfile_is_written_atomically(prepared):
     tf.mkdir()
     (tf / "cni_ipam.prom").write_text("# stale\n")
     ino = os.stat(tf / "cni_ipam.prom").st_ino
-    rc, out, err = metrics("--data-dir", str(prepared / "data"), "--conf-dir", str(prepared / "conf"), "--textfile-dir", str(tf))
+    rc, out, err = metrics(
+        "--data-dir", str(prepared / "data"), "--conf-dir", str(prepared / "conf"), "--textfile-dir", str(tf)
+    )
     assert rc == 0 and out == "", err
     assert sorted(os.listdir(tf)) == ["cni_ipam.prom"]  # no temporary file left behind
     assert os.stat(tf / "cni_ipam.prom").st_ino != ino  # replaced by rename, not rewritten in place
@@ -161,10 +169,12 @@ def test_admin_modules_load_prometheus_and_pyroute2_only_when_a_command_needs_th
         "print([m for m in ('prometheus_client', 'pyroute2') if m in sys.modules])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert proc.stdout.split("\n")[0] == "[]", proc.stderr  # even the admin modules load them only when a command needs them
+    assert proc.stdout.split("\n")[0] == "[]", (
+        proc.stderr
+    )  # even the admin modules load them only when a command needs them
 
 
-# ---------------------------------------------------------------------------------- the textfile (issue 16 item 11)
+# ---------------------------------------------------------------------------------- the textfile
 def test_textfile_mode_is_0644_whatever_the_umask(tmp_path):
     """prometheus_client's writer left the umask's mode: 0666 under umask 000."""
     from cni_ipam.admin import metrics as m
@@ -198,7 +208,9 @@ def test_textfile_never_follows_planted_links(tmp_path):
     assert not os.path.islink(path) and "cni_ipam_metrics_generated_timestamp_seconds 2.0" in path.read_text()
     assert os.stat(path).st_mode & 0o777 == 0o644
     leftovers = sorted(n for n in os.listdir(out) if n != "cni_ipam.prom")
-    assert leftovers == [f"cni_ipam.prom.{os.getpid()}.{threading.current_thread().ident}"]  # the planted link, untouched
+    assert leftovers == [
+        f"cni_ipam.prom.{os.getpid()}.{threading.current_thread().ident}"
+    ]  # the planted link, untouched
 
 
 def test_textfile_writer_leaves_nothing_when_it_fails(tmp_path):

@@ -43,7 +43,12 @@ def reserve(data_dir, network, items, meta=None):
         for ip, cid in items:
             addr = ipaddress.ip_address(ip)
             assert st.reserve(addr, cid, "eth0")
-            st.save_owner(cid, "eth0", [addr], dict(meta if meta is not None else {"created": time.time() - 3600, "bootId": st.boot_id}))
+            st.save_owner(
+                cid,
+                "eth0",
+                [addr],
+                dict(meta if meta is not None else {"created": time.time() - 3600, "bootId": st.boot_id}),
+            )
 
 
 def show(*args):
@@ -60,8 +65,19 @@ def show_json(tmp_path, *args):
 TWENTY = {"ranges": [[{"subnet": "10.61.0.0/27", "rangeStart": "10.61.0.2", "rangeEnd": "10.61.0.21"}]]}
 
 
-@pytest.mark.parametrize("count,level,rc", [(0, "ok", 0), (13, "ok", 0), (14, "warning", 1), (16, "warning", 1),
-                                            (17, "critical", 2), (18, "critical", 2), (19, "emergency", 3), (20, "emergency", 3)])
+@pytest.mark.parametrize(
+    "count,level,rc",
+    [
+        (0, "ok", 0),
+        (13, "ok", 0),
+        (14, "warning", 1),
+        (16, "warning", 1),
+        (17, "critical", 2),
+        (18, "critical", 2),
+        (19, "emergency", 3),
+        (20, "emergency", 3),
+    ],
+)
 def test_levels_and_exit_codes(tmp_path, count, level, rc):
     write_conf(tmp_path / "conf", "ops-twenty", TWENTY, data_dir=tmp_path / "data")
     (tmp_path / "data").mkdir()
@@ -107,11 +123,24 @@ def test_dual_stack_exclude_and_outside(tmp_path):
     }
     write_conf(tmp_path / "conf", "ops-ds", ipam, data_dir=tmp_path / "data")
     (tmp_path / "data").mkdir()
-    reserve(tmp_path / "data", "ops-ds", [("10.62.0.2", "a"), ("10.62.0.3", "b"), ("10.62.0.4", "c"), ("10.62.0.5", "d"),
-                                         ("10.62.0.6", "e"), ("10.62.0.7", "f"), ("10.62.0.12", "g"), ("10.62.0.13", "h"),
-                                         ("fd00:62::10", "a"), ("fd00:62::11", "b"),
-                                         ("10.62.0.9", "x"),        # excluded since: not allocatable any more
-                                         ("10.62.1.5", "y")])       # outside every range (conf changed)
+    reserve(
+        tmp_path / "data",
+        "ops-ds",
+        [
+            ("10.62.0.2", "a"),
+            ("10.62.0.3", "b"),
+            ("10.62.0.4", "c"),
+            ("10.62.0.5", "d"),
+            ("10.62.0.6", "e"),
+            ("10.62.0.7", "f"),
+            ("10.62.0.12", "g"),
+            ("10.62.0.13", "h"),
+            ("fd00:62::10", "a"),
+            ("fd00:62::11", "b"),
+            ("10.62.0.9", "x"),  # excluded since: not allocatable any more
+            ("10.62.1.5", "y"),
+        ],
+    )       # outside every range (conf changed)
     rc, doc = show_json(tmp_path)
     net = doc["networks"][0]
     v4, v6 = net["rangeSets"]
@@ -132,11 +161,26 @@ def test_ips_owner_pod_age_and_liveness(tmp_path):
     now = time.time()
     boot = liveness.read_boot_id()
     base = {"bootId": boot, "created": now - 7200}
-    reserve(data, "ops-ips", [("10.63.0.2", "alive1")],
-            {**base, "netns": str(alive), "netnsDev": st.st_dev, "netnsIno": st.st_ino, "k8s": {"namespace": "web", "name": "front-1", "uid": "u1"}})
+    reserve(
+        data,
+        "ops-ips",
+        [("10.63.0.2", "alive1")],
+        {
+            **base,
+            "netns": str(alive),
+            "netnsDev": st.st_dev,
+            "netnsIno": st.st_ino,
+            "k8s": {"namespace": "web", "name": "front-1", "uid": "u1"},
+        },
+    )
     reserve(data, "ops-ips", [("10.63.0.3", "gone1")], {**base, "netns": str(tmp_path / "no-such-netns")})
     reserve(data, "ops-ips", [("10.63.0.4", "oldboot")], {**base, "bootId": "another-boot"})
-    reserve(data, "ops-ips", [("10.63.0.5", "young")], {"bootId": boot, "created": now - 10, "netns": str(tmp_path / "nope")})
+    reserve(
+        data,
+        "ops-ips",
+        [("10.63.0.5", "young")],
+        {"bootId": boot, "created": now - 10, "netns": str(tmp_path / "nope")},
+    )
     rc, doc = show_json(tmp_path, "--ips")
     net = doc["networks"][0]
     res = {r["ip"]: r for r in net["reservations"]}
@@ -146,7 +190,7 @@ def test_ips_owner_pod_age_and_liveness(tmp_path):
     assert a["pod"] == {"namespace": "web", "name": "front-1", "uid": "u1"}
     assert a["createdFrom"] == "meta" and 7190 < a["ageSeconds"] < 7300
     assert (a["liveness"]["state"], a["liveness"]["reason"]) == ("live", "netns-alive")
-    # a vanished path with no recorded identity proves nothing (issue 11): unknown, kept
+    # a vanished path with no recorded identity proves nothing: unknown, kept
     assert res["10.63.0.3"]["liveness"]["reason"] == "netns-no-identity" and res["10.63.0.3"]["pod"] is None
     assert res["10.63.0.4"]["liveness"]["reason"] == "previous-boot"
     assert (res["10.63.0.5"]["liveness"]["state"], res["10.63.0.5"]["liveness"]["reason"]) == ("live", "grace-period")
@@ -170,7 +214,9 @@ def test_plugin_written_directory(tmp_path):
     data = tmp_path / "data"
     doc = write_conf(tmp_path / "conf", "ops-exe", {"ranges": [[{"subnet": "10.64.0.0/29"}]]}, data_dir=data)
     for i in range(3):
-        rc, _, out, err = run_plugin("ADD", plugin_conf(doc), container_id=f"exe{i}", cni_args=f"K8S_POD_NAMESPACE=ns{i};K8S_POD_NAME=pod{i}")
+        rc, _, out, err = run_plugin(
+            "ADD", plugin_conf(doc), container_id=f"exe{i}", cni_args=f"K8S_POD_NAMESPACE=ns{i};K8S_POD_NAME=pod{i}"
+        )
         assert rc == 0, out + err
     rc, doc = show_json(tmp_path, "--ips")
     net = doc["networks"][0]
@@ -194,7 +240,9 @@ def snapshot(path):
 @pytest.mark.skipif(not have_host_local(), reason="Debian's host-local is not installed")
 def test_host_local_written_directory_is_read_not_touched(tmp_path):
     data = tmp_path / "data"
-    doc = write_conf(tmp_path / "conf", "ops-hl", {"type": "host-local", "ranges": [[{"subnet": "10.65.0.0/28"}]]}, data_dir=data)
+    doc = write_conf(
+        tmp_path / "conf", "ops-hl", {"type": "host-local", "ranges": [[{"subnet": "10.65.0.0/28"}]]}, data_dir=data
+    )
     for i in range(4):
         rc, _, out, err = run_host_local("ADD", plugin_conf(doc), container_id=f"hl{i}")
         assert rc == 0, out + err
@@ -241,19 +289,32 @@ def test_selection_network_and_from_conf(tmp_path):
     write_conf(tmp_path / "conf", "ops-two", {"ranges": [[{"subnet": "10.67.2.0/29"}]]}, data_dir=data)
     write_conf(tmp_path / "conf", "ops-far", {"ranges": [[{"subnet": "10.67.3.0/29"}]]}, data_dir=other)
     reserve(data, "ops-one", [("10.67.1.2", "a")])
-    reserve(other, "ops-far", [("10.67.3.2", "a"), ("10.67.3.3", "b"), ("10.67.3.4", "c"), ("10.67.3.5", "d"), ("10.67.3.6", "e")])
+    reserve(
+        other,
+        "ops-far",
+        [("10.67.3.2", "a"), ("10.67.3.3", "b"), ("10.67.3.4", "c"), ("10.67.3.5", "d"), ("10.67.3.6", "e")],
+    )
     _, doc = show_json(tmp_path)
-    assert [(n["name"], n["exists"], n["rangeSets"][0]["reserved"]) for n in doc["networks"]] == [("ops-one", True, 1), ("ops-two", False, 0)]
+    assert [(n["name"], n["exists"], n["rangeSets"][0]["reserved"]) for n in doc["networks"]] == [
+        ("ops-one", True, 1),
+        ("ops-two", False, 0),
+    ]
     rc, doc = show_json(tmp_path, "--network", "ops-two")
     assert [n["name"] for n in doc["networks"]] == ["ops-two"] and rc == 0
     rc, doc = show_json(tmp_path, "--from-conf")
-    assert [(n["name"], n["dataDir"]) for n in doc["networks"]] == [("ops-far", str(other)), ("ops-one", str(data)), ("ops-two", str(data))]
+    assert [(n["name"], n["dataDir"]) for n in doc["networks"]] == [
+        ("ops-far", str(other)),
+        ("ops-one", str(data)),
+        ("ops-two", str(data)),
+    ]
     assert doc["networks"][0]["rangeSets"][0]["level"] == "emergency" and rc == 3
 
 
 def test_invalid_conf_is_reported_not_fatal(tmp_path):
     data = tmp_path / "data"
-    write_conf(tmp_path / "conf", "ops-bad", {"ranges": [[{"subnet": "10.68.0.0/24", "gateway": "10.99.0.1"}]]}, data_dir=data)
+    write_conf(
+        tmp_path / "conf", "ops-bad", {"ranges": [[{"subnet": "10.68.0.0/24", "gateway": "10.99.0.1"}]]}, data_dir=data
+    )
     reserve(data, "ops-bad", [("10.68.0.2", "a")])
     rc, doc = show_json(tmp_path)
     (n,) = doc["networks"]

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, bytecode_env
 
 FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "yaml", "ssl", "http", "urllib")
 MODULES = ("cni_ipam.cluster.pool", "cni_ipam.podcidr.sources", "cni_ipam.podcidr.cidrs")
@@ -50,7 +50,7 @@ def test_use_pod_cidr_add_imports_no_typing(tmp_path):
     conf = {"cniVersion": "1.0.0", "name": "imp-pc", "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "subnet": "usePodCidr",
                                                             "podCidr": {"static": ["10.98.0.0/24"], "nodeName": "imp-node"}}}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "imp-c1",
-           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **bytecode_env()}
     proc, modules = loaded_by("from cni_ipam.__main__ import main; rc = main()", json.dumps(conf).encode(), env)
     assert json.loads(proc.stdout)["ips"][0]["address"].startswith("10.98.0."), proc.stdout
     assert "cni_ipam.podcidr.sources" in modules and not bad(modules), bad(modules)

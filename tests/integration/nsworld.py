@@ -63,17 +63,20 @@ def cni_add(data, cid, netns, name="holders", subnet="10.79.0.0/24"):
     conf = {"cniVersion": "1.0.0", "name": name, "type": "bridge",
             "ipam": {"type": "cni-ipam", "dataDir": data, "subnet": subnet}}
     p = subprocess.run(%(argv)r, input=json.dumps(conf).encode(), capture_output=True,
-                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"))
+                       env=_env(CNI_COMMAND="ADD", CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS=netns,
+                                CNI_PATH="/usr/lib/cni"))
     assert p.returncode == 0, p.stdout + p.stderr
     return json.loads(p.stdout)["ips"][0]["address"].split("/")[0]
 
 def gc(data, *args):
     """cni-ipam gc --json; returns (exit code, report, stderr)."""
-    p = subprocess.run(%(argv)r + ["gc", "--data-dir", data, "--json", *args], capture_output=True, text=True, env=_env())
+    p = subprocess.run(%(argv)r + ["gc", "--data-dir", data, "--json", *args], capture_output=True, text=True,
+                       env=_env())
     return p.returncode, json.loads(p.stdout), p.stderr
 
 def verdicts(report, name="holders"):
-    return {r["ip"]: [r["state"], r["reason"], r["detail"], r.get("released")] for r in report["networks"][name]["reservations"]}
+    return {r["ip"]: [r["state"], r["reason"], r["detail"], r.get("released")]
+            for r in report["networks"][name]["reservations"]}
 
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")

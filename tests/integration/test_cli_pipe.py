@@ -1,4 +1,4 @@
-"""`cni-ipam gc|show ... | head` ends quietly (issue 11 item 12): no traceback, SIGPIPE's status."""
+"""`cni-ipam gc|show ... | head` ends quietly: no traceback, SIGPIPE's status."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def test_head_closes_the_pipe(big, argv):
     proc = piped(args)
     assert len(proc.stdout.splitlines()) == 2
     err = proc.stderr.replace("status=141", "").replace("status=0", "").strip()
-    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert (
+        "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr
+    ), proc.stderr
     # 141 once a write met the closed pipe; 0 when the last write merely came up short (one big JSON
     # write can end that way): either way quietly, never a traceback
     assert "status=141" in proc.stderr or "status=0" in proc.stderr, proc.stderr

@@ -43,7 +43,9 @@ def test_gc_verb_releases_what_the_runtime_does_not_list(tmp_path):
     add(c, "pod-b", "eth0")
     # libcni 1.2 sends the list under both keys
     attachments = [{"containerID": "pod-a", "ifname": "eth0"}]
-    rc, parsed, out = verb("GC", dict(c, **{"cni.dev/valid-attachments": attachments, "cni.dev/attachments": attachments}))
+    rc, parsed, out = verb(
+        "GC", dict(c, **{"cni.dev/valid-attachments": attachments, "cni.dev/attachments": attachments})
+    )
     assert (rc, out.strip()) == (0, "")
     assert files(tmp_path) == [keep]
     # CHECK of the kept attachment still passes; DEL of a collected one is a no-op success
@@ -79,16 +81,23 @@ def test_gc_verb_collects_host_local_reservations_and_host_local_keeps_working(t
     rc, res, out, err = run_host_local("ADD", hl_conf, container_id="hl-1", netns="/var/run/netns/gc-verb-none")
     assert rc == 0, out + err
     hl_ip = res["ips"][0]["address"].split("/")[0]
-    assert verb("GC", dict(conf(tmp_path), **{"cni.dev/valid-attachments": [{"containerID": "pod-a", "ifname": "eth0"}]}))[0] == 0
+    assert (
+        verb("GC", dict(conf(tmp_path), **{"cni.dev/valid-attachments": [{"containerID": "pod-a", "ifname": "eth0"}]}))[
+            0
+        ]
+        == 0
+    )
     assert files(tmp_path) == [ours]
-    rc, res, out, err = run_host_local("ADD", hl_conf, container_id="hl-2", netns="/var/run/netns/gc-verb-none", cni_args=f"IP={hl_ip}")
+    rc, res, out, err = run_host_local(
+        "ADD", hl_conf, container_id="hl-2", netns="/var/run/netns/gc-verb-none", cni_args=f"IP={hl_ip}"
+    )
     assert rc == 0, out + err  # the collected address is free for host-local too
     assert sorted(files(tmp_path)) == sorted([ours, hl_ip])
 
 
 def test_status_exhausted_then_recovers_after_del(tmp_path):
     c = conf(tmp_path, subnet="10.78.0.0/29")
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     assert verb("STATUS", c)[:2] == (0, None)
     for i in range(5):
         add(c, f"pod-{i}")
@@ -105,7 +114,7 @@ def test_status_exhausted_then_recovers_after_del(tmp_path):
 def test_status_and_gc_after_exhaustion_by_gc(tmp_path):
     """The runtime's usual sequence after a crash: STATUS says full, GC with the real list frees."""
     c = conf(tmp_path, subnet="10.78.0.0/29")
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     for i in range(5):
         add(c, f"pod-{i}")
     assert verb("STATUS", c)[1]["code"] == 50
@@ -188,9 +197,17 @@ def test_libcni_gc_keeps_cached_attachments_and_frees_the_lost_one(libcni_env):
         ips[cid] = json.loads(p.stdout)["ips"][0]["address"].split("/")[0]
     # an attachment the runtime lost track of: reserved, but no result in libcni's cache
     lost_ns = netns("lost")
-    rc, res, out, err = run_plugin("ADD", {"cniVersion": "1.0.0", "name": "gclibcni", "type": "bridge",
-                                           "ipam": {"type": "cni-ipam", "dataDir": str(libcni_env["data"].parent), "subnet": "10.79.0.0/24"}},
-                                   container_id="libcni-lost", netns=lost_ns)
+    rc, res, out, err = run_plugin(
+        "ADD",
+        {
+            "cniVersion": "1.0.0",
+            "name": "gclibcni",
+            "type": "bridge",
+            "ipam": {"type": "cni-ipam", "dataDir": str(libcni_env["data"].parent), "subnet": "10.79.0.0/24"},
+        },
+        container_id="libcni-lost",
+        netns=lost_ns,
+    )
     assert rc == 0, out + err
     lost_ip = res["ips"][0]["address"].split("/")[0]
     assert sorted(n for n in os.listdir(libcni_env["data"]) if n[0].isdigit()) == sorted([*ips.values(), lost_ip])

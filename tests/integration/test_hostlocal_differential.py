@@ -95,7 +95,11 @@ class Pair:
             if state(self.dirs["host-local"]) != state(self.dirs["cni-ipam"]):
                 self.cursors_diverged = True
         if self.cursors_diverged:
-            ours = {ip: who for ip, who in reservations(self.dirs["cni-ipam"]).items() if ip not in self.released_by_host_local}
+            ours = {
+                ip: who
+                for ip, who in reservations(self.dirs["cni-ipam"]).items()
+                if ip not in self.released_by_host_local
+            }
             assert reservations(self.dirs["host-local"]) == ours, "reservations differ after " + where
         else:
             assert state(self.dirs["host-local"]) == state(self.dirs["cni-ipam"]), "disk state differs after " + where
@@ -143,15 +147,24 @@ def test_dual_stack(tmp_path, version):
     p = Pair(tmp_path)
     out = p.step("ADD", DUAL, True, cid="a", version=version)
     assert addresses(out) == ["10.41.0.2/24", "fd41::2/64"]
-    assert addresses(p.step("ADD", DUAL, True, cid="a", ifname="net1", version=version)) == ["10.41.0.3/24", "fd41::3/64"]
+    assert addresses(p.step("ADD", DUAL, True, cid="a", ifname="net1", version=version)) == [
+        "10.41.0.3/24",
+        "fd41::3/64",
+    ]
     p.step("DEL", DUAL, True, cid="a", version=version)
     assert sorted(reservations(p.dirs["cni-ipam"])) == ["10.41.0.3", "fd41::3"]
     assert addresses(p.step("ADD", DUAL, True, cid="b", version=version)) == ["10.41.0.4/24", "fd41::4/64"]
 
 
-MULTI = {"ranges": [[{"subnet": "10.42.0.0/24", "rangeStart": "10.42.0.10", "rangeEnd": "10.42.0.11"},
-                     {"subnet": "10.42.1.0/30"},
-                     {"subnet": "10.42.2.0/24", "rangeStart": "10.42.2.50", "rangeEnd": "10.42.2.50", "gateway": "10.42.2.254"}]]}
+MULTI = {
+    "ranges": [
+        [
+            {"subnet": "10.42.0.0/24", "rangeStart": "10.42.0.10", "rangeEnd": "10.42.0.11"},
+            {"subnet": "10.42.1.0/30"},
+            {"subnet": "10.42.2.0/24", "rangeStart": "10.42.2.50", "rangeEnd": "10.42.2.50", "gateway": "10.42.2.254"},
+        ]
+    ]
+}
 
 
 def test_multi_range_set_wraps_across_ranges(tmp_path):
@@ -166,7 +179,11 @@ def test_multi_range_set_wraps_across_ranges(tmp_path):
     assert addresses(p.step("ADD", MULTI, True, cid="c6")) == ["10.42.1.2/30"]
 
 
-START_END = {"ranges": [[{"subnet": "10.43.0.0/16", "rangeStart": "10.43.5.254", "rangeEnd": "10.43.6.1", "gateway": "10.43.0.1"}]]}
+START_END = {
+    "ranges": [
+        [{"subnet": "10.43.0.0/16", "rangeStart": "10.43.5.254", "rangeEnd": "10.43.6.1", "gateway": "10.43.0.1"}]
+    ]
+}
 
 
 def test_range_start_end_across_an_octet(tmp_path):
@@ -302,7 +319,9 @@ def test_known_wrong_ipv6_last_address(tmp_path):
 
 
 def test_known_wrong_network_address_in_range(tmp_path):
-    got = both_add(tmp_path, {"ranges": [[{"subnet": "10.64.0.0/29", "rangeStart": "10.64.0.0", "rangeEnd": "10.64.0.7"}]]}, 6)
+    got = both_add(
+        tmp_path, {"ranges": [[{"subnet": "10.64.0.0/29", "rangeStart": "10.64.0.0", "rangeEnd": "10.64.0.7"}]]}, 6
+    )
     hl = [addresses(o)[0] if s == 0 else None for s, o in got["host-local"]]
     us = [addresses(o)[0] if s == 0 else None for s, o in got["cni-ipam"]]
     assert hl == ["10.64.0.0/29", "10.64.0.2/29", "10.64.0.3/29", "10.64.0.4/29", "10.64.0.5/29", "10.64.0.6/29"]
@@ -371,7 +390,9 @@ def test_interop_interleaved_on_one_directory(tmp_path):
                 assert files[a.split("/")[0]] == f"{cid_}\r\neth0"
     # each plugin sees the other's reservations
     for cid, addrs in live.items():
-        conf = make_conf(ipam, shared, "1.0.0", {"prevResult": {"cniVersion": "1.0.0", "ips": [{"address": a} for a in addrs]}})
+        conf = make_conf(
+            ipam, shared, "1.0.0", {"prevResult": {"cniVersion": "1.0.0", "ips": [{"address": a} for a in addrs]}}
+        )
         for name, run in SIDES:
             assert run("CHECK", conf, container_id=cid)[0] == 0, (name, cid)
 
@@ -412,7 +433,9 @@ def test_interop_concurrent_on_one_directory(tmp_path):
     base["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for i in range(24):
         argv = [HOST_LOCAL] if i % 2 else plugin_argv()
-        env = dict(base, CNI_COMMAND="ADD", CNI_CONTAINERID=f"p{i}", CNI_IFNAME="eth0", CNI_NETNS="/x", CNI_PATH="/usr/lib/cni")
+        env = dict(
+            base, CNI_COMMAND="ADD", CNI_CONTAINERID=f"p{i}", CNI_IFNAME="eth0", CNI_NETNS="/x", CNI_PATH="/usr/lib/cni"
+        )
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.stdin.write(data)
         proc.stdin.close()

@@ -34,20 +34,23 @@ def test_pid_path_exits_but_another_process_stays():
 
 
 def test_fd_holder():
-    (out,) = run_world('''
+    (out,) = run_world("""
         a = spawn("unshare", "--net", "sleep", "600")
         ns = netns_of(a.pid)
         holder = spawn(sys.executable, "-c",
-                       "import os,time; fd=os.open('/proc/%d/ns/net', os.O_RDONLY); print(fd, flush=True); time.sleep(600)" % a.pid,
+                       "import os,time; fd=os.open('/proc/%d/ns/net', os.O_RDONLY); "
+                       "print(fd, flush=True); time.sleep(600)" % a.pid,
                        stdout=subprocess.PIPE)
         fd = holder.stdout.readline().strip().decode()
         kill(a)
         held = scan([ns])
         kill(holder)
         emit({"ns": ns, "fd": fd, "pid": holder.pid, "held": held, "after": scan([ns])})
-    ''')
+    """)
     k = "%d:%d" % tuple(out["ns"])
-    assert out["held"]["held"][k].startswith(f"pid {out['pid']} (") and out["held"]["held"][k].endswith(f"holds it open (fd {out['fd']})")
+    assert out["held"]["held"][k].startswith(f"pid {out['pid']} (") and out["held"]["held"][k].endswith(
+        f"holds it open (fd {out['fd']})"
+    )
     assert out["after"]["gone"] == [k]
 
 
@@ -102,17 +105,18 @@ def test_not_host_pid_namespace_is_unsure():
 
 def test_unreadable_process_makes_the_scan_unsure():
     """A scanner that cannot read another process's fds must not call anything gone."""
-    (out,) = run_world('''
+    (out,) = run_world("""
         a = spawn("unshare", "--net", "sleep", "600")
         ns = netns_of(a.pid)
         kill(a)
         other = spawn("sleep", "600")  # root's: unreadable to nobody
         code = ("import sys,json; sys.path.insert(0,%r); from cni_ipam.plugin import nsscan; "
-                "r=nsscan.scan([(%d,%d)], node_pidns=True); print(json.dumps([r.sure, r.problems]))" % (sys.path[0], ns[0], ns[1]))
+                "r=nsscan.scan([(%d,%d)], node_pidns=True); print(json.dumps([r.sure, r.problems]))"
+                % (sys.path[0], ns[0], ns[1]))
         p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
                            capture_output=True, text=True)
         emit({"out": p.stdout, "err": p.stderr, "pid": other.pid})
-    ''')
+    """)
     import json
 
     sure, problems = json.loads(out["out"])

@@ -1,6 +1,5 @@
 """The executable run as a runtime runs it: CNI_* environment, config on stdin, JSON on stdout."""
 
-import json
 import os
 import subprocess
 import sys
@@ -52,9 +51,12 @@ def failed(status, out, raw, err, code):
 def test_add_check_del_del(tmp_path):
     conf = netconf(tmp_path)
     result = ok(*run_plugin("ADD", conf, container_id="ctr-1", cni_args="K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p"))
-    assert result == {"cniVersion": "1.0.0",
-                      "ips": [{"address": "10.30.0.2/24", "gateway": "10.30.0.1"}, {"address": "fd30::2/64", "gateway": "fd30::1"}],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dns": {}}
+    assert result == {
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.30.0.2/24", "gateway": "10.30.0.1"}, {"address": "fd30::2/64", "gateway": "fd30::1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {},
+    }
     assert reservations(tmp_path) == {"10.30.0.2": "ctr-1\r\neth0", "fd30::2": "ctr-1\r\neth0"}
     check = dict(conf, prevResult=result)
     status, out, raw, _ = run_plugin("CHECK", check, container_id="ctr-1")
@@ -68,7 +70,9 @@ def test_add_check_del_del(tmp_path):
 def test_check_catches_prev_result_without_our_address(tmp_path):
     conf = netconf(tmp_path)
     ok(*run_plugin("ADD", conf))
-    bad = dict(conf, prevResult={"cniVersion": "1.0.0", "ips": [{"address": "10.30.0.99/24"}, {"address": "fd30::2/64"}]})
+    bad = dict(
+        conf, prevResult={"cniVersion": "1.0.0", "ips": [{"address": "10.30.0.99/24"}, {"address": "fd30::2/64"}]}
+    )
     out = failed(*run_plugin("CHECK", bad), 105)
     assert "10.30.0.2" in out["msg"]
 
@@ -88,8 +92,12 @@ def test_del_releases_when_the_ranges_no_longer_validate(tmp_path):
     conf = netconf(tmp_path)
     ok(*run_plugin("ADD", conf, container_id="keep"))
     ok(*run_plugin("ADD", conf, container_id="gone"))
-    broken = netconf(tmp_path, ranges=[[{"subnet": "10.30.0.0/24", "rangeStart": "10.30.0.200", "rangeEnd": "10.30.0.100"}]],
-                     routes="not a list", resolvConf=7)
+    broken = netconf(
+        tmp_path,
+        ranges=[[{"subnet": "10.30.0.0/24", "rangeStart": "10.30.0.200", "rangeEnd": "10.30.0.100"}]],
+        routes="not a list",
+        resolvConf=7,
+    )
     failed(*run_plugin("ADD", broken, container_id="x"), 7)
     assert run_plugin("DEL", broken, container_id="gone")[:3] == (0, None, "")
     assert set(reservations(tmp_path)) == {"10.30.0.2", "fd30::2"}

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, bytecode_env
 
 FORBIDDEN = ("typing", "dataclasses", "argparse", "subprocess", "logging", "pyroute2", "yaml", "prometheus_client",
              "ssl", "http", "urllib", "asyncio")
@@ -41,11 +41,19 @@ ENTRY = ("import sys; sys.path.insert(0, sys.argv[1]); from cni_ipam.__main__ im
 
 def run_verb(command, conf, extra_env=None):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": "imp-c1",
-           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **(extra_env or {})}
-    proc = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", ENTRY, ROOT], input=json.dumps(conf).encode(),
-                          env=env, capture_output=True, timeout=60)
+           "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **bytecode_env(),
+           **(extra_env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", ENTRY, ROOT],
+        input=json.dumps(conf).encode(),
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     err = proc.stderr.decode("utf-8", "replace")
-    logged = {line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:") and "|" in line}
+    logged = {
+        line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:") and "|" in line
+    }
     at_exit = next((line.split()[3:] for line in err.splitlines() if line.startswith("modules at exit:")), None)
     assert at_exit, f"{command}: no module list on stderr: {err[-1000:]}"
     return proc.returncode, proc.stdout.decode(), logged & set(at_exit), err
@@ -78,4 +86,8 @@ def test_every_verb_imports_only_what_it_needs(tmp_path):
         assert not extra, f"{command} imported {sorted(extra)}"
     version_loaded = {m for m in seen["VERSION"] if m.startswith("cni_ipam") or m == "__future__"}
     assert version_loaded == VERSION_ONLY, sorted(version_loaded ^ VERSION_ONLY)
-    assert "cni_ipam.store.network" in seen["ADD"] and "cni_ipam.plugin.verbs" in seen["GC"] and "cni_ipam.plugin.verbs" not in seen["VERSION"]
+    assert (
+        "cni_ipam.store.network" in seen["ADD"]
+        and "cni_ipam.plugin.verbs" in seen["GC"]
+        and "cni_ipam.plugin.verbs" not in seen["VERSION"]
+    )

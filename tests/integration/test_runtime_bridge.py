@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from tests.integration.netns import link_addresses, link_index, ping, ping_until, remove_address, routes, runtime  # noqa: F401
+from tests.integration.netns import link_addresses, link_index, ping, ping_until, remove_address, routes
 
 NET = "rt-bridge"
 SUBNET = ipaddress.ip_network("10.251.0.0/24")
@@ -159,7 +159,7 @@ def test_gc_through_the_driver_releases_only_what_the_runtime_no_longer_knows(ru
     c1, c2 = rt.netns("c1"), rt.netns("c2")
     bridge_conf(rt)
     a1 = add(rt, host, c1, "rt-ctr-1")["ips"][0]["address"].split("/")[0]
-    a2 = add(rt, host, c2, "rt-ctr-2")["ips"][0]["address"].split("/")[0]
+    add(rt, host, c2, "rt-ctr-2")["ips"][0]["address"].split("/")[0]
 
     # The runtime forgets c2 (its libcni cache entry goes, as after a crash between ADD and bookkeeping).
     os.unlink(os.path.join(rt.cache_dir, "results", f"{NET}-rt-ctr-2-eth0"))
@@ -169,7 +169,12 @@ def test_gc_through_the_driver_releases_only_what_the_runtime_no_longer_knows(ru
     assert rt.reservations(NET) == {a1: "rt-ctr-1\r\neth0"}, "GC must keep c1 and release c2"
 
     # An explicit valid list naming the other interface of c1 only: c1's eth0 reservation goes too.
-    res = rt.driver("gc", NET, host=host, extra={"CNI_VALID_ATTACHMENTS": json.dumps([{"containerID": "rt-ctr-1", "ifname": "net9"}])})
+    res = rt.driver(
+        "gc",
+        NET,
+        host=host,
+        extra={"CNI_VALID_ATTACHMENTS": json.dumps([{"containerID": "rt-ctr-1", "ifname": "net9"}])},
+    )
     assert res.rc == 0, res
     assert rt.reservations(NET) == {}
 

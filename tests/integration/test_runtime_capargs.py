@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from tests.integration.netns import link_addresses, runtime  # noqa: F401
+from tests.integration.netns import link_addresses
 
 NET = "rt-caps"
 
@@ -116,6 +116,11 @@ def test_cni_args_ip(runtime):
     res = rt.driver("add", NET, c2, host=host, container_id="rt-ctr-2", cni_args="IgnoreUnknown=1;IP=10.251.0.88")
     assert res.rc == 1 and res.json and res.json["code"] == 101, res
     # CHECK and DEL with the same CNI_ARGS (libcni replays the cached args too).
-    assert rt.driver("check", NET, c1, host=host, container_id="rt-ctr-1", cni_args="IgnoreUnknown=1;IP=10.251.0.88").rc == 0
-    assert rt.driver("del", NET, c1, host=host, container_id="rt-ctr-1", cni_args="IgnoreUnknown=1;IP=10.251.0.88").rc == 0
+    assert (
+        rt.driver("check", NET, c1, host=host, container_id="rt-ctr-1", cni_args="IgnoreUnknown=1;IP=10.251.0.88").rc
+        == 0
+    )
+    assert (
+        rt.driver("del", NET, c1, host=host, container_id="rt-ctr-1", cni_args="IgnoreUnknown=1;IP=10.251.0.88").rc == 0
+    )
     assert rt.reservations(NET) == {}

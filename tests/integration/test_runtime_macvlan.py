@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from tests.integration.netns import link_addresses, make_master, ping_until, routes, runtime  # noqa: F401
+from tests.integration.netns import link_addresses, make_master, ping_until, routes
 
 NET = "rt-macvlan"
 V4 = ipaddress.ip_network("10.252.0.0/24")
@@ -18,23 +18,31 @@ V6 = ipaddress.ip_network("fd52:7274:0:1::/64")
 
 
 def macvlan_conf(rt, master):
-    rt.conflist(NET, [{
-        "type": "macvlan",
-        "master": master,
-        "mode": "bridge",
-        "ipam": {
-            "type": "cni-ipam",
-            "dataDir": rt.data_dir,
-            "ranges": [
-                [{"subnet": str(V4), "rangeStart": "10.252.0.100", "rangeEnd": "10.252.0.120"}],
-                [{"subnet": str(V6), "rangeStart": "fd52:7274:0:1::100", "rangeEnd": "fd52:7274:0:1::1ff"}],
-            ],
-            # Explicit gateways: the main plugins' own CHECK (ip.ValidateExpectedRoute in plugins
-            # 1.1.1) looks for a route whose gateway equals the result's, and a gw-less result route
-            # is installed via the range gateway, so it would never match (same with host-local).
-            "routes": [{"dst": "10.99.0.0/16", "gw": "10.252.0.1"}, {"dst": "fd52:7274:99::/48", "gw": "fd52:7274:0:1::1"}],
-        },
-    }])
+    rt.conflist(
+        NET,
+        [
+            {
+                "type": "macvlan",
+                "master": master,
+                "mode": "bridge",
+                "ipam": {
+                    "type": "cni-ipam",
+                    "dataDir": rt.data_dir,
+                    "ranges": [
+                        [{"subnet": str(V4), "rangeStart": "10.252.0.100", "rangeEnd": "10.252.0.120"}],
+                        [{"subnet": str(V6), "rangeStart": "fd52:7274:0:1::100", "rangeEnd": "fd52:7274:0:1::1ff"}],
+                    ],
+                    # Explicit gateways: the main plugins' own CHECK (ip.ValidateExpectedRoute in plugins
+                    # 1.1.1) looks for a route whose gateway equals the result's, and a gw-less result route
+                    # is installed via the range gateway, so it would never match (same with host-local).
+                    "routes": [
+                        {"dst": "10.99.0.0/16", "gw": "10.252.0.1"},
+                        {"dst": "fd52:7274:99::/48", "gw": "fd52:7274:0:1::1"},
+                    ],
+                },
+            }
+        ],
+    )
 
 
 def test_macvlan_dual_stack(runtime):
@@ -51,8 +59,12 @@ def test_macvlan_dual_stack(runtime):
         ips = [ipaddress.ip_interface(ip["address"]) for ip in res.json["ips"]]
         assert [i.version for i in ips] == [4, 6], res.json
         v4, v6 = ips
-        assert v4.network == V4 and ipaddress.ip_address("10.252.0.100") <= v4.ip <= ipaddress.ip_address("10.252.0.120")
-        assert v6.network == V6 and ipaddress.ip_address("fd52:7274:0:1::100") <= v6.ip <= ipaddress.ip_address("fd52:7274:0:1::1ff")
+        assert v4.network == V4 and ipaddress.ip_address("10.252.0.100") <= v4.ip <= ipaddress.ip_address(
+            "10.252.0.120"
+        )
+        assert v6.network == V6 and ipaddress.ip_address("fd52:7274:0:1::100") <= v6.ip <= ipaddress.ip_address(
+            "fd52:7274:0:1::1ff"
+        )
         # Both addresses on the requested interface name inside the container.
         assert sorted(link_addresses(ctr, "net1"), key=lambda a: a.version) == [v4, v6]
         r4, r6 = routes(ctr, socket.AF_INET), routes(ctr, socket.AF_INET6)

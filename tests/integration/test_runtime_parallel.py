@@ -10,7 +10,7 @@ import ipaddress
 import subprocess
 import time
 
-from tests.integration.netns import link_addresses, runtime  # noqa: F401
+from tests.integration.netns import link_addresses
 
 NET = "rt-par"
 COUNT = 50
@@ -76,7 +76,7 @@ def test_fifty_namespaces_in_parallel(runtime):
     assert len({a.ip for a in addrs}) == COUNT, "two containers got the same address"
     assert all(a.network == SUBNET and a.ip not in (SUBNET[0], SUBNET[1], SUBNET[-1]) for a in addrs)
     # Each namespace really holds the address its result names, and each reservation names its owner.
-    for i, (ctr, a) in enumerate(zip(ctrs, addrs)):
+    for ctr, a in zip(ctrs, addrs):
         assert link_addresses(ctr, "eth0") == [a], ctr
     assert rt.reservations(NET) == {str(a.ip): f"rt-ctr-{i}\r\neth0" for i, a in enumerate(addrs)}
 

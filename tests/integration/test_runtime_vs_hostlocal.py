@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 
-from tests.integration.netns import link_addresses, routes, runtime  # noqa: F401
+from tests.integration.netns import link_addresses, routes
 
 NET = "rt-same"
 
@@ -96,7 +96,17 @@ def play(rt, ipam_type):
 def rt_sysctl(ns):
     from tests.integration.netns import sh
 
-    sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv6.conf.default.accept_dad=0",
+        "net.ipv6.conf.all.accept_dad=0",
+    )
 
 
 def test_host_local_and_cni_ipam_give_the_same_addresses(runtime):

@@ -1,4 +1,4 @@
-"""STATUS through the executable (issue 11): it follows no symlink and agrees with ADD; a full
+"""STATUS through the executable: it follows no symlink and agrees with ADD; a full
 range is STATUS-ok unless ``statusOnExhaustion`` is "fail"; it never takes the network lock."""
 
 import fcntl

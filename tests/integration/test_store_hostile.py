@@ -1,4 +1,4 @@
-"""The store against hostile directories, through the executable (issue 11 items 3, 4, 6, 10, 12).
+"""The store against hostile directories, through the executable.
 
 Real host-local where it matters; every call has a timeout so a hang is a failure, not a stuck run.
 """
@@ -77,7 +77,14 @@ def test_metadata_never_follows_a_reservation_host_local_recreated(tmp_path, nee
     assert not (data / NET / new_ip).exists()
 
 
-HOSTILE = [b"../../victim\r\neth0", b"/tmp/victim", b"..", b"pod\r\n../../victim", b"pod\x00x\r\neth0", b"\xff\xfe\r\neth0"]
+HOSTILE = [
+    b"../../victim\r\neth0",
+    b"/tmp/victim",
+    b"..",
+    b"pod\r\n../../victim",
+    b"pod\x00x\r\neth0",
+    b"\xff\xfe\r\neth0",
+]
 
 
 @pytest.mark.parametrize("content", HOSTILE)

@@ -58,7 +58,7 @@ class Scenario:
         self.setup = setup
         self.subnets = subnets
         self.expect_rc = expect_rc
-        self.needs = needs  # "host-local" or "gc" when the scenario needs them
+        self.needs = needs  # "host-local" when the scenario needs Debian's host-local
 
     def conf(self, data_dir):
         return net_conf(data_dir, name="rel-crash", subnets=self.subnets)
@@ -127,7 +127,7 @@ def scenarios():
         Scenario("del-stale-index", "DEL", _setup_target_by_host_local, needs="host-local"),
         Scenario("add-host-local-dir", "ADD", _setup_host_local_only, needs="host-local"),
         Scenario("del-after-foreign-del", "DEL", _setup_target_after_foreign_del, needs="host-local"),
-        Scenario("gc", "GC", _setup_gc, needs="gc"),
+        Scenario("gc", "GC", _setup_gc),
     ]
     return out
 
@@ -137,14 +137,6 @@ def gc_conf(conf, keep):
     conf = dict(conf, cniVersion="1.1.0")
     conf["cni.dev/valid-attachments"] = [{"containerID": cid, "ifname": ifname} for cid, ifname in keep]
     return conf
-
-
-def have_gc():
-    try:
-        from cni_ipam.plugin import verbs as gc  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(gc, "cmd_gc")
 
 
 class Tally:
@@ -196,7 +188,9 @@ def _one(scn, data_dir, k, ops, tally):
     proc = run_killed(_target_conf(scn, conf), scn.command, k, TARGET)
     killed = proc.returncode == -9
     if k <= len(ops):
-        assert killed, f"expected a kill before op {k}, got rc={proc.returncode} {proc.stdout[:300]!r} {proc.stderr[-500:]!r}"
+        assert killed, (
+            f"expected a kill before op {k}, got rc={proc.returncode} {proc.stdout[:300]!r} {proc.stderr[-500:]!r}"
+        )
         tally.kill_points += 1
     else:
         assert proc.returncode == scn.expect_rc, (proc.returncode, proc.stdout, proc.stderr)
@@ -213,7 +207,9 @@ def _one(scn, data_dir, k, ops, tally):
                 assert others_after.get(ip) == owner, f"GC crash lost kept reservation {ip} {owner}"
         assert set(others_after) <= set(others_before), "GC crash created reservations"
     else:
-        assert others_after == others_before, f"a crash changed other containers' reservations: {others_before} -> {others_after}"
+        assert others_after == others_before, (
+            f"a crash changed other containers' reservations: {others_before} -> {others_after}"
+        )
     if scn.command == "DEL":
         assert target_after <= target_before, f"DEL crash created reservations {target_after - target_before}"
     for ip in target_after:
@@ -225,7 +221,9 @@ def _one(scn, data_dir, k, ops, tally):
         assert rc == 0, f"GC after a crashed GC failed: {raw}"
         st = inspect_network(net, scn.subnets)
         st.assert_ok("after the GC retry")
-        assert not any(o[0].startswith("rel-stale") for o in st.reservations.values()), "GC retry left stale reservations"
+        assert not any(o[0].startswith("rel-stale") for o in st.reservations.values()), (
+            "GC retry left stale reservations"
+        )
     else:
         rc, out, raw = run_inproc("DEL", conf, container_id=TARGET)
         assert rc == 0, f"DEL after the crash failed: {raw}"
@@ -244,7 +242,9 @@ def _one(scn, data_dir, k, ops, tally):
         mine = {ip for ip, o in st.reservations.items() if o == (TARGET, "eth0")}
         assert got == mine, f"ADD answered {got} but the disk holds {mine}"
         if scn.command != "GC":
-            assert not (got & set(others_before)), f"ADD handed out an address someone holds: {got & set(others_before)}"
+            assert not (got & set(others_before)), (
+                f"ADD handed out an address someone holds: {got & set(others_before)}"
+            )
         rc, out, raw = run_inproc("CHECK", conf, container_id=TARGET)
         assert rc == 0, f"CHECK after recovery failed: {raw}"
     else:

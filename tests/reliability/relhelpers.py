@@ -221,7 +221,9 @@ def inspect_network(net_dir, range_subnets=(), allow_tmp=False, allow_symlinks=(
                         p.append(f"malformed index line in bucket {name}: {line!r}")
                         continue
                     cid, ifname, files, _ = fields
-                    st.owners[_owner_key(cid, ifname or None)] = {"ips": [item.split(" ")[0] for item in files.split(",")]}
+                    st.owners[_owner_key(cid, ifname or None)] = {
+                        "ips": [item.split(" ")[0] for item in files.split(",")]
+                    }
         st.index_current = _index_current(net_dir, meta)
     if st.index_current:
         # The marker says the index is up to date.  Contract (store.py): every reservation file is
@@ -300,7 +302,9 @@ def run_killed(conf, command, kill_at, container_id, ifname="eth0", stop=False, 
                    "REL_KILL_AT": str(kill_at)})
     if stop:
         env["REL_SIGNAL"] = "STOP"
-        proc = subprocess.Popen(kill_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            kill_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         proc.stdin.write(json.dumps(conf).encode())
         proc.stdin.close()
         proc.stdin = None
@@ -389,12 +393,26 @@ class Storm:
             parsed = json.loads(out) if out.strip() else None
         except ValueError:
             parsed = None
-        ev = Event(worker=worker, op=op, plugin=plugin, cid=cid, ifname=ifname, t0=t0, t1=t1, rc=proc.returncode, killed=killed,
-                   code=parsed.get("code") if isinstance(parsed, dict) else None,
-                   msg=(parsed.get("msg") if isinstance(parsed, dict) else None) or err.decode("utf-8", "replace")[-300:])
+        ev = Event(
+            worker=worker,
+            op=op,
+            plugin=plugin,
+            cid=cid,
+            ifname=ifname,
+            t0=t0,
+            t1=t1,
+            rc=proc.returncode,
+            killed=killed,
+            code=parsed.get("code") if isinstance(parsed, dict) else None,
+            msg=(parsed.get("msg") if isinstance(parsed, dict) else None) or err.decode("utf-8", "replace")[-300:],
+        )
         if op == "ADD" and proc.returncode == 0:
             ev.addrs = result_addresses(parsed)
-        if plugin == "ours" and not killed and (b"Traceback" in err or (proc.returncode != 0 and not isinstance(parsed, dict))):
+        if (
+            plugin == "ours"
+            and not killed
+            and (b"Traceback" in err or (proc.returncode != 0 and not isinstance(parsed, dict)))
+        ):
             self.errors.append(f"{op} {cid}: no CNI error JSON: {out[:200]!r} {err[-300:]!r}")
         with self._lock:
             self.events.append(ev)
@@ -497,8 +515,8 @@ class Storm:
         dups = []
         for ip, spans in holds.items():
             spans.sort()
-            for i, (s1, e1, k1) in enumerate(spans):
-                for s2, e2, k2 in spans[i + 1:]:
+            for i, (_s1, e1, k1) in enumerate(spans):
+                for s2, _e2, k2 in spans[i + 1:]:
                     if s2 >= e1:
                         break
                     if k1 != k2:

@@ -18,8 +18,6 @@ STRIDE = int(os.environ.get("REL_CRASH_STRIDE", "1"))
 def test_kill_at_every_mutation(scn, sandbox, capsys):
     if scn.needs == "host-local" and not have_host_local():
         pytest.skip("Debian's host-local is not installed")
-    if scn.needs == "gc" and not crashlib.have_gc():
-        pytest.skip("the GC verb (cni_ipam.plugin.verbs.cmd_gc) is not available")
     tally, ops = crashlib.run_scenario(scn, sandbox, points=None if STRIDE == 1 else range(1, 1000, STRIDE))
     with capsys.disabled():
         print(f"\n[rel] crash {scn.name}: {len(ops)} mutations, {tally.kill_points} kill points, "

@@ -87,7 +87,9 @@ def test_full_disk_page_by_page(tiny_fs, capsys):
             assert out["code"] == 5, raw
             assert "No space left on device" in out["msg"], out["msg"]
             assert mine == set(), f"failed ADD left reservations {mine}"
-            assert not any(k.startswith(cid + ":") for k in st.owners), f"failed ADD left an index entry {sorted(st.owners)}"
+            assert not any(k.startswith(cid + ":") for k in st.owners), (
+                f"failed ADD left an index entry {sorted(st.owners)}"
+            )
             outcomes.append((free_pages, "ENOSPC"))
         assert outcomes[0] == (0, "ENOSPC") and outcomes[-1][1] == "ok", outcomes
         # DEL must work on a full disk (a runtime has to be able to tear down)
@@ -111,7 +113,9 @@ def test_full_disk_page_by_page(tiny_fs, capsys):
 
 def _ro_checks(conf, net_dir, earlier, capsys, label):
     for command in ("ADD", "DEL"):
-        rc, out, raw, err = run_cni(plugin_argv(), command, conf, container_id="rel-ro0" if command == "DEL" else "rel-new")
+        rc, out, raw, err = run_cni(
+            plugin_argv(), command, conf, container_id="rel-ro0" if command == "DEL" else "rel-new"
+        )
         assert rc == 1, raw
         assert out["code"] == 5 and "Read-only file system" in out["msg"], raw
         assert "Traceback" not in err

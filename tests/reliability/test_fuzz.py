@@ -97,7 +97,11 @@ def test_fuzz_subprocess(template, capsys):
                 # never let a subprocess fall back to the real /var/lib/cni/networks
                 try:
                     conf = json.loads(stdin)
-                    if isinstance(conf, dict) and isinstance(conf.get("ipam"), dict) and not conf["ipam"].get("dataDir"):
+                    if (
+                        isinstance(conf, dict)
+                        and isinstance(conf.get("ipam"), dict)
+                        and not conf["ipam"].get("dataDir")
+                    ):
                         return
                     if isinstance(conf, dict) and not isinstance(conf.get("ipam"), dict):
                         return
@@ -120,8 +124,13 @@ def box(template):
 
 
 def _call(box, command, conf, via="subprocess", **env):
-    environ = {"CNI_COMMAND": command, "CNI_CONTAINERID": env.get("cid", "rel-c9"), "CNI_IFNAME": env.get("ifname", "eth0"),
-               "CNI_NETNS": "/var/run/netns/rel-none", "CNI_PATH": "/usr/lib/cni"}
+    environ = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": env.get("cid", "rel-c9"),
+        "CNI_IFNAME": env.get("ifname", "eth0"),
+        "CNI_NETNS": "/var/run/netns/rel-none",
+        "CNI_PATH": "/usr/lib/cni",
+    }
     stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
     if via == "inproc":
         problems = fuzzlib.run_one_inproc(box, environ, stdin)

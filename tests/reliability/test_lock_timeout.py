@@ -73,7 +73,9 @@ def test_waits_and_succeeds_when_lock_is_released_in_time(sandbox):
                    "CNI_NETNS": "/var/run/netns/rel-none", "CNI_PATH": "/usr/lib/cni"})
     import json
 
-    proc = subprocess.Popen(plugin_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        plugin_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     time.sleep(1.0)
     assert proc.poll() is None, "ADD did not wait for the held lock"
     t = time.monotonic()

@@ -65,19 +65,28 @@ def check_cidr(text):
 
 
 # ------------------------------------------------------------------------------ generated text
-octet = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["", "00", "01", "007", "256", "999", "1000", "-1", "+1", "0x1", " 1", "١"]))
+octet = st.one_of(
+    st.integers(0, 255).map(str),
+    st.sampled_from(["", "00", "01", "007", "256", "999", "1000", "-1", "+1", "0x1", " 1", "١"]),
+)
 dotted = st.lists(octet, min_size=3, max_size=5).map(".".join)
 hextet = st.one_of(st.integers(0, 0xFFFF).map(lambda n: "%x" % n), st.integers(0, 0xFFFF).map(lambda n: "%04X" % n),
                    st.sampled_from(["", "0", "00000", "g", "ffff", "FFFF", "12345", " 1", "-1", "0x1"]))
 colon_form = st.lists(hextet, min_size=1, max_size=10).map(":".join)
-v4_tail = st.tuples(st.lists(hextet, min_size=0, max_size=7).map(":".join), st.sampled_from([":", "::"]), dotted).map("".join)
+v4_tail = st.tuples(st.lists(hextet, min_size=0, max_size=7).map(":".join), st.sampled_from([":", "::"]), dotted).map(
+    "".join
+)
 zone = st.sampled_from(["", "%", "%eth0", "%1", "%%", "%a%b", "%/"])
 address_text = st.one_of(
     dotted,
     st.tuples(st.one_of(colon_form, v4_tail), zone).map("".join),
     st.integers(0, (1 << 128) - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
     st.integers(0, (1 << 32) - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
-    st.builds(lambda n, k: str(ipaddress.IPv6Address(n & ~((1 << k) - 1))), st.integers(0, (1 << 128) - 1), st.integers(0, 128)),
+    st.builds(
+        lambda n, k: str(ipaddress.IPv6Address(n & ~((1 << k) - 1))),
+        st.integers(0, (1 << 128) - 1),
+        st.integers(0, 128),
+    ),
     st.text(alphabet="0123456789abcdefABCDEF:.%/ x", max_size=45),
 )
 mask = st.one_of(st.integers(0, 130).map(str), st.sampled_from(["", "024", "-1", "+8", " 8", "8 ", "1_0", "0" * 5000]),
@@ -129,7 +138,12 @@ def test_parse_cidr_agrees_with_ip_network_and_ip_interface(text):
 @given(st.integers(0, (1 << 128) - 1), st.integers(0, 128))
 def test_ipv6_text_is_rfc5952_as_ipaddress_writes_it(value, zero_bits):
     value &= ~((1 << zero_bits) - 1)  # runs of zero hextets at the end, and anywhere by chance
-    for n in (value, value >> 64, value & 0xFFFF0000FFFF0000FFFF0000FFFF0000, value & 0x0000FFFF00000000FFFF00000000FFFF):
+    for n in (
+        value,
+        value >> 64,
+        value & 0xFFFF0000FFFF0000FFFF0000FFFF0000,
+        value & 0x0000FFFF00000000FFFF00000000FFFF,
+    ):
         assert text_of(n, 6) == str(ipaddress.IPv6Address(n))
         assert str(ip_address(str(ipaddress.IPv6Address(n)).upper())) == str(ipaddress.IPv6Address(n))
 
@@ -147,7 +161,9 @@ def test_named_ipv6_edges(text):
     check_address(text)
 
 
-@pytest.mark.parametrize("text", ["10.0.0.01", "010.0.0.1", "10.0.0", "10.0.0.0.0", "10.0.0.256", " 10.0.0.1", "10.0.0.1 ", "1.2.3.4/32", ""])
+@pytest.mark.parametrize(
+    "text", ["10.0.0.01", "010.0.0.1", "10.0.0", "10.0.0.0.0", "10.0.0.256", " 10.0.0.1", "10.0.0.1 ", "1.2.3.4/32", ""]
+)
 def test_ipv4_refusals(text):
     check_address(text)
 
@@ -157,22 +173,33 @@ def test_mixes_with_ipaddress_objects_both_ways():
     assert {mine} == {real} and real in {mine} and mine in {real}
     assert mine in ipaddress.ip_network("10.0.0.0/24") and mine not in ipaddress.ip_network("10.0.1.0/24")
     assert ip_address("10.0.0.6") < real < ip_address("10.0.0.8") and mine <= real and mine >= real
-    assert sorted([ip_address("10.0.0.9"), ip_address("10.0.0.1")]) == [ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.9")]
+    assert sorted([ip_address("10.0.0.9"), ip_address("10.0.0.1")]) == [
+        ipaddress.ip_address("10.0.0.1"),
+        ipaddress.ip_address("10.0.0.9"),
+    ]
     assert mine != ip_address("::a00:7") and ip_address("fe80::1%a") != ipaddress.ip_address("fe80::1%b")
-    assert ip_address("fe80::1%a") == ipaddress.ip_address("fe80::1%a") and hash(ip_address("fe80::1%a")) == hash(ipaddress.ip_address("fe80::1%a"))
+    assert ip_address("fe80::1%a") == ipaddress.ip_address("fe80::1%a") and hash(ip_address("fe80::1%a")) == hash(
+        ipaddress.ip_address("fe80::1%a")
+    )
     with pytest.raises(TypeError):
         _ = mine < ip_address("::1")
     assert mine + 1 == real + 1 and mine - 7 == ipaddress.ip_address("10.0.0.0")
     with pytest.raises(ValueError):
         _ = ip_address("255.255.255.255") + 1
     # what we do not answer ourselves comes from the real object
-    assert (mine.packed, mine.is_private, ip_address("::1").exploded) == (real.packed, real.is_private, ipaddress.ip_address("::1").exploded)
+    assert (mine.packed, mine.is_private, ip_address("::1").exploded) == (
+        real.packed,
+        real.is_private,
+        ipaddress.ip_address("::1").exploded,
+    )
     assert ip_address("fe80::1%eth0").scope_id == "eth0" and f"{mine}" == "10.0.0.7" and f"{mine:b}" == f"{real:b}"
     assert mine.max_prefixlen == 32 and ip_address("::").max_prefixlen == 128
     assert pickle.loads(pickle.dumps(ip_address("fe80::1%eth0"))) == ip_address("fe80::1%eth0")
     iface = Interface(mine, 24)
     assert iface == ipaddress.ip_interface("10.0.0.7/24") and ipaddress.ip_interface("10.0.0.7/24") == iface
-    assert hash(iface) == hash(ipaddress.ip_interface("10.0.0.7/24")) and iface.network == ipaddress.ip_network("10.0.0.0/24")
+    assert hash(iface) == hash(ipaddress.ip_interface("10.0.0.7/24")) and iface.network == ipaddress.ip_network(
+        "10.0.0.0/24"
+    )
     assert iface != Interface(mine, 25) and (iface.version, str(iface), iface.ip) == (4, "10.0.0.7/24", real)
 
 

@@ -34,17 +34,35 @@ def error_of(ipam_conf, cni_args=None, **top):
 
 
 def ranges_of(cfg):
-    return [[(str(r.subnet), str(r.range_start), str(r.range_end), str(r.gateway)) for r in s.ranges] for s in cfg.range_sets]
+    return [
+        [(str(r.subnet), str(r.range_start), str(r.range_end), str(r.gateway)) for r in s.ranges]
+        for s in cfg.range_sets
+    ]
 
 
 # ------------------------------------------------------------------ ranges, legacy keys, ipRanges
 def test_ranges_with_defaults_and_explicit_fields():
-    cfg = load(ipam(ranges=[
-        [{"subnet": "10.1.0.0/24"}, {"subnet": "10.2.0.0/24", "rangeStart": "10.2.0.10", "rangeEnd": "10.2.0.20", "gateway": "10.2.0.254"}],
-        [{"subnet": "fd00:1::/64"}],
-    ]))
+    cfg = load(
+        ipam(
+            ranges=[
+                [
+                    {"subnet": "10.1.0.0/24"},
+                    {
+                        "subnet": "10.2.0.0/24",
+                        "rangeStart": "10.2.0.10",
+                        "rangeEnd": "10.2.0.20",
+                        "gateway": "10.2.0.254",
+                    },
+                ],
+                [{"subnet": "fd00:1::/64"}],
+            ]
+        )
+    )
     assert ranges_of(cfg) == [
-        [("10.1.0.0/24", "10.1.0.1", "10.1.0.254", "10.1.0.1"), ("10.2.0.0/24", "10.2.0.10", "10.2.0.20", "10.2.0.254")],
+        [
+            ("10.1.0.0/24", "10.1.0.1", "10.1.0.254", "10.1.0.1"),
+            ("10.2.0.0/24", "10.2.0.10", "10.2.0.20", "10.2.0.254"),
+        ],
         [("fd00:1::/64", "fd00:1::1", "fd00:1::ffff:ffff:ffff:fffe", "fd00:1::1")],
     ]
     assert cfg.data_dir == "/tmp/core-x"
@@ -86,22 +104,29 @@ def test_missing_ipam_key():
     assert info.value.code == INVALID_CONFIG and "ipam" in info.value.msg
 
 
-@pytest.mark.parametrize("ranges, key, value", [
-    ([[{"subnet": "10.0.0.0/33"}]], "ipam.ranges[0][0].subnet", "10.0.0.0/33"),
-    ([[{"subnet": "10.0.0.5/24"}]], "ipam.ranges[0][0].subnet", "10.0.0.5/24"),
-    ([[{"subnet": "10.0.0.0/31"}]], "ipam.ranges[0][0].subnet", "10.0.0.0/31"),
-    ([[{"rangeStart": "10.0.0.1"}]], "ipam.ranges[0][0].subnet", "None"),
-    ([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.5"}]], "ipam.ranges[0][0].rangeStart", "10.0.1.5"),
-    ([[{"subnet": "10.0.0.0/24", "rangeEnd": "bogus"}]], "ipam.ranges[0][0].rangeEnd", "bogus"),
-    ([[{"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}]], "ipam.ranges[0][0].gateway", "10.0.1.1"),
-    ([[{"subnet": "10.0.0.0/24", "gateway": "fd00::1"}]], "ipam.ranges[0][0].gateway", "fd00::1"),
-    ([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.50", "rangeEnd": "10.0.0.40"}]], "ipam.ranges[0][0].rangeStart", "10.0.0.50"),
-    ([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.255"}]], "ipam.ranges[0][0].rangeStart", "10.0.0.255"),
-    ([[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]], "ipam.ranges[0][1].subnet", "fd00::/64"),
-    ([[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.128/25"}]], "ipam.ranges[0][1]", "10.0.0.128/25"),
-    ([[]], "ipam.ranges[0]", "[]"),
-    ("10.0.0.0/24", "ipam.ranges", "10.0.0.0/24"),
-])
+@pytest.mark.parametrize(
+    "ranges, key, value",
+    [
+        ([[{"subnet": "10.0.0.0/33"}]], "ipam.ranges[0][0].subnet", "10.0.0.0/33"),
+        ([[{"subnet": "10.0.0.5/24"}]], "ipam.ranges[0][0].subnet", "10.0.0.5/24"),
+        ([[{"subnet": "10.0.0.0/31"}]], "ipam.ranges[0][0].subnet", "10.0.0.0/31"),
+        ([[{"rangeStart": "10.0.0.1"}]], "ipam.ranges[0][0].subnet", "None"),
+        ([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.1.5"}]], "ipam.ranges[0][0].rangeStart", "10.0.1.5"),
+        ([[{"subnet": "10.0.0.0/24", "rangeEnd": "bogus"}]], "ipam.ranges[0][0].rangeEnd", "bogus"),
+        ([[{"subnet": "10.0.0.0/24", "gateway": "10.0.1.1"}]], "ipam.ranges[0][0].gateway", "10.0.1.1"),
+        ([[{"subnet": "10.0.0.0/24", "gateway": "fd00::1"}]], "ipam.ranges[0][0].gateway", "fd00::1"),
+        (
+            [[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.50", "rangeEnd": "10.0.0.40"}]],
+            "ipam.ranges[0][0].rangeStart",
+            "10.0.0.50",
+        ),
+        ([[{"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.255"}]], "ipam.ranges[0][0].rangeStart", "10.0.0.255"),
+        ([[{"subnet": "10.0.0.0/24"}, {"subnet": "fd00::/64"}]], "ipam.ranges[0][1].subnet", "fd00::/64"),
+        ([[{"subnet": "10.0.0.0/24"}, {"subnet": "10.0.0.128/25"}]], "ipam.ranges[0][1]", "10.0.0.128/25"),
+        ([[]], "ipam.ranges[0]", "[]"),
+        ("10.0.0.0/24", "ipam.ranges", "10.0.0.0/24"),
+    ],
+)
 def test_range_errors_name_key_and_value(ranges, key, value):
     err = error_of(ipam(ranges=ranges))
     assert err.code == INVALID_CONFIG
@@ -159,8 +184,15 @@ def test_lock_timeout_default_and_value():
 
 # ------------------------------------------------------------------ exclude
 def test_exclude_top_level_and_per_range():
-    cfg = load(ipam(exclude=["10.0.0.5", "10.0.0.16/30", "fd00::7"],
-                    ranges=[[{"subnet": "10.0.0.0/24", "exclude": ["10.0.0.100/31"]}], [{"subnet": "fd00::/120", "exclude": ["fd00::9"]}]]))
+    cfg = load(
+        ipam(
+            exclude=["10.0.0.5", "10.0.0.16/30", "fd00::7"],
+            ranges=[
+                [{"subnet": "10.0.0.0/24", "exclude": ["10.0.0.100/31"]}],
+                [{"subnet": "fd00::/120", "exclude": ["fd00::9"]}],
+            ],
+        )
+    )
     v4 = cfg.range_sets[0].ranges[0]
     v6 = cfg.range_sets[1].ranges[0]
     for text in ("10.0.0.5", "10.0.0.16", "10.0.0.19", "10.0.0.100", "10.0.0.101"):
@@ -186,14 +218,35 @@ def test_exclude_errors(where, value, bad):
 
 # ------------------------------------------------------------------ routes
 def test_routes_with_11_fields():
-    cfg = load(ipam(subnet="10.0.0.0/24", routes=[
-        {"dst": "0.0.0.0/0"},
-        {"dst": "192.168.0.0/16", "gw": "10.0.0.254", "mtu": 1400, "advmss": 1360, "priority": 10, "table": 100, "scope": 0},
-        {"dst": "::/0", "gw": "fd00::1"},
-    ]))
+    cfg = load(
+        ipam(
+            subnet="10.0.0.0/24",
+            routes=[
+                {"dst": "0.0.0.0/0"},
+                {
+                    "dst": "192.168.0.0/16",
+                    "gw": "10.0.0.254",
+                    "mtu": 1400,
+                    "advmss": 1360,
+                    "priority": 10,
+                    "table": 100,
+                    "scope": 0,
+                },
+                {"dst": "::/0", "gw": "fd00::1"},
+            ],
+        )
+    )
     assert [r.to_json(True) for r in cfg.routes] == [
         {"dst": "0.0.0.0/0"},
-        {"dst": "192.168.0.0/16", "gw": "10.0.0.254", "mtu": 1400, "advmss": 1360, "priority": 10, "table": 100, "scope": 0},
+        {
+            "dst": "192.168.0.0/16",
+            "gw": "10.0.0.254",
+            "mtu": 1400,
+            "advmss": 1360,
+            "priority": 10,
+            "table": 100,
+            "scope": 0,
+        },
         {"dst": "::/0", "gw": "fd00::1"},
     ]
     assert cfg.routes[1].to_json(False) == {"dst": "192.168.0.0/16", "gw": "10.0.0.254"}

@@ -1,4 +1,4 @@
-"""Issue 16 item 4 (and issue 11 item 12): a config cannot cost minutes or gigabytes.
+"""A config cannot cost minutes or gigabytes.
 
 Counts over the documented limits are code 7 before anything is parsed; a global ``exclude`` is kept
 per range only where it applies; overlap checks are a sorted sweep; IPv4-mapped IPv6 subnets are
@@ -40,11 +40,27 @@ def test_over_the_limits_is_code_7_naming_the_key(what):
     over = {
         "ranges": ({"ranges": [v4_ranges(config.MAX_RANGES + 1)]}, {}, "ipam.ranges"),
         "range-sets": ({"ranges": [[r] for r in v4_ranges(config.MAX_RANGES + 1)]}, {}, "ipam.ranges"),
-        "ipRanges": ({"ranges": [v4_ranges(1)]}, {"runtimeConfig": {"ipRanges": [v4_ranges(config.MAX_RANGES)]}}, "ipam.ranges"),
+        "ipRanges": (
+            {"ranges": [v4_ranges(1)]},
+            {"runtimeConfig": {"ipRanges": [v4_ranges(config.MAX_RANGES)]}},
+            "ipam.ranges",
+        ),
         "exclude": ({"subnet": "10.0.0.0/8", "exclude": ["10.0.0.5"] * (config.MAX_EXCLUDES + 1)}, {}, "ipam.exclude"),
-        "range-exclude": ({"ranges": [[dict(r, exclude=["10.0.0.5"] * 9000) for r in v4_ranges(2)]]}, {}, "ipam.exclude"),
-        "routes": ({"subnet": "10.0.0.0/8", "routes": [{"dst": "0.0.0.0/0"}] * (config.MAX_ROUTES + 1)}, {}, "ipam.routes"),
-        "ips": ({"subnet": "10.0.0.0/8"}, {"runtimeConfig": {"ips": ["10.0.0.5"] * (config.MAX_REQUESTED_IPS + 1)}}, "runtimeConfig.ips"),
+        "range-exclude": (
+            {"ranges": [[dict(r, exclude=["10.0.0.5"] * 9000) for r in v4_ranges(2)]]},
+            {},
+            "ipam.exclude",
+        ),
+        "routes": (
+            {"subnet": "10.0.0.0/8", "routes": [{"dst": "0.0.0.0/0"}] * (config.MAX_ROUTES + 1)},
+            {},
+            "ipam.routes",
+        ),
+        "ips": (
+            {"subnet": "10.0.0.0/8"},
+            {"runtimeConfig": {"ips": ["10.0.0.5"] * (config.MAX_REQUESTED_IPS + 1)}},
+            "runtimeConfig.ips",
+        ),
     }
     ipam, top, key = over[what]
     err = error_of(ipam, **top)
@@ -76,7 +92,19 @@ def test_global_exclude_is_kept_only_where_it_applies():
 
 
 def test_per_range_exclude_outside_the_range_is_dropped():
-    cfg = load({"ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.100", "exclude": ["10.1.0.5", "10.1.0.150", "fd00::1"]}]]})
+    cfg = load(
+        {
+            "ranges": [
+                [
+                    {
+                        "subnet": "10.1.0.0/24",
+                        "rangeStart": "10.1.0.100",
+                        "exclude": ["10.1.0.5", "10.1.0.150", "fd00::1"],
+                    }
+                ]
+            ]
+        }
+    )
     assert cfg.range_sets[0].ranges[0].exclude == ((int(IP("10.1.0.150")),) * 2,)
 
 
@@ -98,7 +126,11 @@ def test_overlap_across_many_range_sets_is_found():
     err = error_of({"ranges": sets})
     assert err.code == INVALID_CONFIG and "ipam.ranges[0] overlaps with ipam.ranges[1023]" in err.msg
     err = error_of({"ranges": [v4_ranges(600) + [{"subnet": "10.1.20.0/22"}]]})
-    assert err.code == INVALID_CONFIG and "ipam.ranges[0][600]" in err.msg and "overlaps with ipam.ranges[0][276]" in err.msg
+    assert (
+        err.code == INVALID_CONFIG
+        and "ipam.ranges[0][600]" in err.msg
+        and "overlaps with ipam.ranges[0][276]" in err.msg
+    )
     # the families never collide, even where their integers do
     load({"ranges": [[{"subnet": "0.0.0.0/8"}], [{"subnet": "::/104"}]]})
 
@@ -110,7 +142,7 @@ def test_first_overlap_agrees_with_the_pairwise_check():
     for _ in range(400):
         n = rng.randint(0, 12)
         owners, intervals = {}, []
-        for k in range(n):  # owners with disjoint intervals of their own
+        for _ in range(n):  # owners with disjoint intervals of their own
             owner = rng.randint(0, 3)
             lo = rng.randint(0, 200)
             hi = lo + rng.randint(0, 20)

@@ -58,7 +58,11 @@ def gc(netconf, attachments, key="cni.dev/valid-attachments"):
 @pytest.fixture
 def three(tmp_path):
     c = conf(tmp_path)
-    ips = {("c1", "eth0"): add(c, "c1", "eth0"), ("c1", "net1"): add(c, "c1", "net1"), ("c2", "eth0"): add(c, "c2", "eth0")}
+    ips = {
+        ("c1", "eth0"): add(c, "c1", "eth0"),
+        ("c1", "net1"): add(c, "c1", "net1"),
+        ("c2", "eth0"): add(c, "c2", "eth0"),
+    }
     return c, ips
 
 
@@ -176,7 +180,7 @@ def test_status_ok_on_a_fresh_network(tmp_path):
 
 def test_status_exhausted_then_recovers(tmp_path):
     c = conf(tmp_path, subnet="10.20.0.0/29")  # .2 .. .6 usable (gateway .1)
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     for i in range(5):
         add(c, f"c{i}")
     rc, out = call("STATUS", c)
@@ -188,7 +192,7 @@ def test_status_exhausted_then_recovers(tmp_path):
 
 def test_status_counts_only_allocatable_addresses(tmp_path):
     c = conf(tmp_path, subnet="10.20.0.0/29")
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     c["ipam"]["exclude"] = ["10.20.0.6"]
     for i in range(4):
         add(c, f"c{i}")
@@ -199,7 +203,7 @@ def test_status_counts_only_allocatable_addresses(tmp_path):
 
 def test_status_one_full_range_set_of_two(tmp_path):
     c = conf(tmp_path)
-    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked (issue 11)
+    c["ipam"]["statusOnExhaustion"] = "fail"  # a full range fails STATUS only when asked
     del c["ipam"]["subnet"]
     c["ipam"]["ranges"] = [[{"subnet": "10.20.0.0/30"}], [{"subnet": "fd00:20::/64"}]]
     add(c, "c1")  # the /30 has one usable address
@@ -251,7 +255,7 @@ def test_status_needs_cni_1_1(tmp_path):
 
 
 def test_gc_both_keys_keep_the_union(tmp_path, three):
-    """Issue 11 item 11: an empty valid-attachments next to a non-empty attachments list must not
+    """An empty valid-attachments next to a non-empty attachments list must not
     release everything; an attachment listed under either key is kept."""
     c, ips = three
     both = dict(c)

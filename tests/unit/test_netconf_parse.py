@@ -8,8 +8,16 @@ from cni_ipam.plugin import netconf
 
 
 def conf(tmp_path, **top):
-    c = {"cniVersion": "1.1.0", "name": "parse-net",
-         "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "lockTimeout": 7, "ranges": [[{"subnet": "10.0.0.0/24"}]]}}
+    c = {
+        "cniVersion": "1.1.0",
+        "name": "parse-net",
+        "ipam": {
+            "type": "cni-ipam",
+            "dataDir": str(tmp_path),
+            "lockTimeout": 7,
+            "ranges": [[{"subnet": "10.0.0.0/24"}]],
+        },
+    }
     c.update(top)
     return c
 

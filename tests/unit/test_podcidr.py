@@ -157,7 +157,11 @@ def test_first_configured_source_answers(tmp_path, data_dir):
 
 
 def test_no_source_is_104_listing_what_was_tried(tmp_path, data_dir):
-    pod = {"nodeName": "podcidr-n1", "flannelSubnetEnv": str(tmp_path / "absent.env"), "serviceAccountDir": str(tmp_path / "sa")}
+    pod = {
+        "nodeName": "podcidr-n1",
+        "flannelSubnetEnv": str(tmp_path / "absent.env"),
+        "serviceAccountDir": str(tmp_path / "sa"),
+    }
     if os.path.exists(podcidr.DEFAULT_KUBECONFIG):
         pytest.skip(f"{podcidr.DEFAULT_KUBECONFIG} exists on this machine")
     err = code_of(resolve, "usePodCidr", pod, data_dir)
@@ -180,7 +184,16 @@ def write_cache(data_dir, node, cidrs, refresh_in, fetched_ago=10.0):
     path = podcidr.cache_path(data_dir, node)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:
-        json.dump({"node": node, "podCIDRs": cidrs, "origin": "test", "fetchedAt": now - fetched_ago, "refreshAfter": now + refresh_in}, fh)
+        json.dump(
+            {
+                "node": node,
+                "podCIDRs": cidrs,
+                "origin": "test",
+                "fetchedAt": now - fetched_ago,
+                "refreshAfter": now + refresh_in,
+            },
+            fh,
+        )
     return path
 
 
@@ -227,9 +240,12 @@ def test_cache_hit_imports_no_yaml_tls_or_http(tmp_path, data_dir):
     code = (
         "import sys, json; from cni_ipam.podcidr import sources as podcidr;"
         f"print(podcidr.subnet_for('usePodCidr', json.loads({json.dumps(json.dumps(conf))}), {data_dir!r}));"
-        "print(sorted(m for m in ('yaml', 'ssl', 'http.client', 'cni_ipam.podcidr.kubeapi', 'socket') if m in sys.modules))"
+        "print(sorted(m for m in ('yaml', 'ssl', 'http.client', 'cni_ipam.podcidr.kubeapi', 'socket')"
+        " if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "10.244.5.0/24"
     assert out[1] == "[]"
 
@@ -254,7 +270,9 @@ def test_legacy_top_level_subnet_and_range_keys(data_dir):
     assert rng.subnet == NET("10.244.7.0/24")
     assert str(rng.range_start) == "10.244.7.100" and str(rng.range_end) == "10.244.7.200"
     assert str(rng.gateway) == "10.244.7.254"
-    assert rng.is_excluded(ipaddress.ip_address("10.244.7.103")) and not rng.is_excluded(ipaddress.ip_address("10.244.7.104"))
+    assert rng.is_excluded(ipaddress.ip_address("10.244.7.103")) and not rng.is_excluded(
+        ipaddress.ip_address("10.244.7.104")
+    )
     conf["ipam"]["rangeStart"] = "10.9.9.9"  # does not fit the resolved pod CIDR
     with pytest.raises(CniError) as info:
         config.load(conf, {})
@@ -300,16 +318,30 @@ def test_kubeconfig_relative_paths_prefix_and_token_file(tmp_path, pki):
 
     shutil.copy(pki.ca_file, tmp_path / "ca.crt")
     (tmp_path / "token").write_text("  relative-token\n")
-    path = kubeconfig(tmp_path, {"server": "https://api.example:6443/k8s/clusters/c-1/", "certificate-authority": "ca.crt",
-                                 "tls-server-name": "kubernetes"}, {"tokenFile": "token"}, current=False)
+    path = kubeconfig(
+        tmp_path,
+        {
+            "server": "https://api.example:6443/k8s/clusters/c-1/",
+            "certificate-authority": "ca.crt",
+            "tls-server-name": "kubernetes",
+        },
+        {"tokenFile": "token"},
+        current=False,
+    )
     tgt = kubeapi.from_kubeconfig(path, str(tmp_path / "scratch"))
     assert (tgt.host, tgt.port, tgt.prefix, tgt.server_name) == ("api.example", 6443, "/k8s/clusters/c-1", "kubernetes")
     assert tgt.auth == "Bearer relative-token"
     assert path in tgt.origin and "user u" in tgt.origin
     assert len(tgt.context.get_ca_certs()) == 1  # only the kubeconfig's CA is trusted
     # a token beats tokenFile, as in kubectl
-    path = kubeconfig(tmp_path, {"server": "https://10.0.0.1", "certificate-authority-data": __import__("base64").b64encode(pki.ca_pem).decode()},
-                      {"token": "inline", "tokenFile": "token"})
+    path = kubeconfig(
+        tmp_path,
+        {
+            "server": "https://10.0.0.1",
+            "certificate-authority-data": __import__("base64").b64encode(pki.ca_pem).decode(),
+        },
+        {"token": "inline", "tokenFile": "token"},
+    )
     tgt = kubeapi.from_kubeconfig(path, str(tmp_path / "scratch"))
     assert tgt.auth == "Bearer inline" and tgt.port == 443
 
@@ -323,8 +355,16 @@ def test_kubeconfig_relative_paths_prefix_and_token_file(tmp_path, pki):
         ({"server": "https://10.0.0.1"}, {"auth-provider": {"name": "gcp"}}, "auth-provider"),
         ({"server": "https://10.0.0.1"}, {"username": "a", "password": "b"}, "username"),
         ({"server": "https://10.0.0.1"}, {"client-certificate": "/x.crt"}, "without a key"),
-        ({"server": "https://10.0.0.1", "certificate-authority": "/nonexistent/ca.crt"}, {"token": "t"}, "certificate-authority /nonexistent/ca.crt"),
-        ({"server": "https://10.0.0.1", "certificate-authority-data": "bm90IGEgY2VydA=="}, {"token": "t"}, "certificate-authority-data"),
+        (
+            {"server": "https://10.0.0.1", "certificate-authority": "/nonexistent/ca.crt"},
+            {"token": "t"},
+            "certificate-authority /nonexistent/ca.crt",
+        ),
+        (
+            {"server": "https://10.0.0.1", "certificate-authority-data": "bm90IGEgY2VydA=="},
+            {"token": "t"},
+            "certificate-authority-data",
+        ),
         ({"server": "https://10.0.0.1"}, {"tokenFile": "/nonexistent/token"}, "/nonexistent/token"),
         ({}, {"token": "t"}, "no server"),
     ],
@@ -361,14 +401,21 @@ def test_inline_client_key_fallback_stays_in_the_data_dir(tmp_path, pki, monkeyp
     import base64
 
     monkeypatch.delattr(os, "memfd_create", raising=False)
-    path = kubeconfig(tmp_path, {"server": "https://127.0.0.1:1", "certificate-authority": pki.ca_file},
-                      {"client-certificate": client["cert_file"], "client-key-data": base64.b64encode(client["key_pem"]).decode()})
+    path = kubeconfig(
+        tmp_path,
+        {"server": "https://127.0.0.1:1", "certificate-authority": pki.ca_file},
+        {"client-certificate": client["cert_file"], "client-key-data": base64.b64encode(client["key_pem"]).decode()},
+    )
     scratch = tmp_path / "data" / podcidr.CACHE_DIR
     kubeapi.from_kubeconfig(path, str(scratch))
     assert scratch.is_dir() and list(scratch.iterdir()) == []
     # a wrong key is reported, still without leftovers
-    other = kubeconfig(tmp_path, {"server": "https://127.0.0.1:1"},
-                       {"client-certificate": client["cert_file"], "client-key-data": base64.b64encode(b"junk").decode()}, name="kc2")
+    other = kubeconfig(
+        tmp_path,
+        {"server": "https://127.0.0.1:1"},
+        {"client-certificate": client["cert_file"], "client-key-data": base64.b64encode(b"junk").decode()},
+        name="kc2",
+    )
     err = code_of(kubeapi.from_kubeconfig, other, str(scratch))
     assert err.code == PODCIDR_UNAVAILABLE and "client certificate" in err.msg
     assert list(scratch.iterdir()) == []
@@ -384,7 +431,9 @@ def test_in_cluster_target(tmp_path, pki, monkeypatch):
     tgt = kubeapi.in_cluster(str(sa))
     assert tgt.server == "https://[fd00::1]:8443" and tgt.auth == "Bearer sa-token" and tgt.port == 8443
     assert podcidr._kube_target(podcidr.parse_settings({"podCidr": {"serviceAccountDir": str(sa)}})) == (
-        ("kubeconfig", podcidr.DEFAULT_KUBECONFIG) if os.path.exists(podcidr.DEFAULT_KUBECONFIG) else ("in-cluster", str(sa))
+        ("kubeconfig", podcidr.DEFAULT_KUBECONFIG)
+        if os.path.exists(podcidr.DEFAULT_KUBECONFIG)
+        else ("in-cluster", str(sa))
     )
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "http")
     assert code_of(kubeapi.in_cluster, str(sa)).code == PODCIDR_UNAVAILABLE
@@ -406,7 +455,9 @@ def test_examples_are_valid(name, data_dir):
         ipam = dict(ipam, dataDir=data_dir, podCidr={"sources": ["static"], "nodeName": "podcidr-n1",
                                                     "static": ["10.244.1.0/24", "fd00:10:244:1::/64"]})
         cfg = config.load({"cniVersion": doc["cniVersion"], "name": doc["name"], "ipam": ipam}, {})
-        assert all(r.subnet in (NET("10.244.1.0/24"), NET("fd00:10:244:1::/64")) for s in cfg.range_sets for r in s.ranges)
+        assert all(
+            r.subnet in (NET("10.244.1.0/24"), NET("fd00:10:244:1::/64")) for s in cfg.range_sets for r in s.ranges
+        )
 
 
 def test_example_kubeconfig_and_rbac_are_yaml():
@@ -414,11 +465,13 @@ def test_example_kubeconfig_and_rbac_are_yaml():
 
     kc = yaml.safe_load(open(os.path.join(EXAMPLES, "cni-ipam.kubeconfig.example")))
     assert kc["current-context"] == kc["contexts"][0]["name"]
-    rules = [d for d in yaml.safe_load_all(open(os.path.join(EXAMPLES, "rbac.yaml"))) if d["kind"] == "ClusterRole"][0]["rules"]
+    rules = [d for d in yaml.safe_load_all(open(os.path.join(EXAMPLES, "rbac.yaml"))) if d["kind"] == "ClusterRole"][0][
+        "rules"
+    ]
     assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
 
 
-# ---------------------------------------------------------------------------------- hostile files (issue 16)
+# ---------------------------------------------------------------------------------- hostile files
 def test_static_file_content_is_never_quoted(tmp_path, data_dir):
     """main quoted the first line of a root-only staticFile in the error."""
     f = tmp_path / "secret-file"
@@ -428,17 +481,23 @@ def test_static_file_content_is_never_quoted(tmp_path, data_dir):
         err = code_of(resolve, "usePodCidr", pod, data_dir)
         assert err.code == PODCIDR_UNAVAILABLE and str(f) in err.msg and "SECRET" not in err.msg + err.details
     f.write_text("FLANNEL_SUBNET=SECRET-VALUE/24\n")
-    err = code_of(resolve, "usePodCidr", {"nodeName": "podcidr-n1", "flannelSubnetEnv": str(f), "sources": ["flannel"]}, data_dir)
+    err = code_of(
+        resolve, "usePodCidr", {"nodeName": "podcidr-n1", "flannelSubnetEnv": str(f), "sources": ["flannel"]}, data_dir
+    )
     assert err.code == PODCIDR_UNAVAILABLE and "SECRET" not in err.msg + err.details
 
 
-@pytest.mark.parametrize("cidrs", [["0.0.0.0/0"], ["::/0"], ["::ffff:10.1.0.0/120"], ["10.1.0.0/24", "10.2.0.0/24"], ["169.254.0.0/16"]])
+@pytest.mark.parametrize(
+    "cidrs", [["0.0.0.0/0"], ["::/0"], ["::ffff:10.1.0.0/120"], ["10.1.0.0/24", "10.2.0.0/24"], ["169.254.0.0/16"]]
+)
 def test_static_sources_refuse_what_no_node_can_hold(tmp_path, data_dir, cidrs):
     err = code_of(podcidr.parse_settings, {"podCidr": {"static": cidrs}})
     assert err.code == INVALID_CONFIG
     f = tmp_path / "pod-cidr"
     f.write_text("\n".join(cidrs) + "\n")
-    err = code_of(resolve, "usePodCidr", {"nodeName": "podcidr-n1", "staticFile": str(f), "sources": ["static"]}, data_dir)
+    err = code_of(
+        resolve, "usePodCidr", {"nodeName": "podcidr-n1", "staticFile": str(f), "sources": ["static"]}, data_dir
+    )
     assert err.code == PODCIDR_UNAVAILABLE and str(f) in err.msg
 
 
@@ -480,11 +539,16 @@ def test_cache_symlinks_are_never_followed(tmp_path, data_dir):
     outside.mkdir()
     os.symlink(outside, os.path.join(data_dir, podcidr.CACHE_DIR))
     now = time.time()
-    (outside / "podcidr-n1.json").write_text(json.dumps({"node": "podcidr-n1", "podCIDRs": ["10.66.0.0/24"], "fetchedAt": now, "refreshAfter": now + 100}))
+    (outside / "podcidr-n1.json").write_text(
+        json.dumps({"node": "podcidr-n1", "podCIDRs": ["10.66.0.0/24"], "fetchedAt": now, "refreshAfter": now + 100})
+    )
     pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "absent")}
     err = code_of(resolve, "usePodCidr", pod, data_dir)
     assert err.code == PODCIDR_UNAVAILABLE  # the planted answer was not read
-    podcidr.write_cache(podcidr.cache_path(data_dir, "podcidr-n2"), {"node": "podcidr-n2", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now})
+    podcidr.write_cache(
+        podcidr.cache_path(data_dir, "podcidr-n2"),
+        {"node": "podcidr-n2", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now},
+    )
     assert sorted(os.listdir(outside)) == ["podcidr-n1.json"]  # nothing written through the link
     # a symlinked cache file: not read, and replaced (not written through) by the next write
     os.unlink(os.path.join(data_dir, podcidr.CACHE_DIR))
@@ -494,7 +558,9 @@ def test_cache_symlinks_are_never_followed(tmp_path, data_dir):
     os.symlink(target, path)
     assert code_of(resolve, "usePodCidr", pod, data_dir).code == PODCIDR_UNAVAILABLE
     before = target.read_text()
-    podcidr.write_cache(path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now})
+    podcidr.write_cache(
+        path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": now, "refreshAfter": now}
+    )
     assert target.read_text() == before and not os.path.islink(path)
 
 
@@ -534,7 +600,9 @@ def test_cache_dirs_and_file_modes_whatever_the_umask(tmp_path):
     path = podcidr.cache_path(data_dir, "podcidr-n1")
     old = os.umask(0)
     try:
-        podcidr.write_cache(path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": 1.0, "refreshAfter": 2.0})
+        podcidr.write_cache(
+            path, {"node": "podcidr-n1", "podCIDRs": ["10.1.0.0/24"], "fetchedAt": 1.0, "refreshAfter": 2.0}
+        )
     finally:
         os.umask(old)
     for d in (tmp_path / "p1", tmp_path / "p1" / "p2", data_dir, os.path.dirname(path)):
@@ -543,7 +611,7 @@ def test_cache_dirs_and_file_modes_whatever_the_umask(tmp_path):
     assert sorted(os.listdir(os.path.dirname(path))) == ["podcidr-n1.json"]  # no temporary file left
 
 
-# ---------------------------------------------------------------------------------- the offline resolver (admin commands)
+# ------------------------------------------------------------------ the offline resolver (admin commands)
 def offline(placeholder, pod, data_dir):
     return podcidr.offline_subnet_for(placeholder, {"podCidr": pod}, data_dir)
 
@@ -560,7 +628,9 @@ def listing(data_dir):
 def test_offline_resolver_answers_from_the_cache_even_stale_and_writes_nothing(tmp_path, data_dir):
     pod = {"nodeName": "podcidr-n1", "kubeconfig": str(tmp_path / "kc-never-read")}
     err = code_of(offline, "usePodCidr", pod, data_dir)  # no cache: not known offline, nothing created
-    assert isinstance(err, podcidr.NotKnownOffline) and err.code == PODCIDR_UNAVAILABLE and "not known offline" in err.msg
+    assert (
+        isinstance(err, podcidr.NotKnownOffline) and err.code == PODCIDR_UNAVAILABLE and "not known offline" in err.msg
+    )
     assert os.listdir(data_dir) == []
     write_cache(data_dir, "podcidr-n1", ["10.244.5.0/24"], refresh_in=-100)  # stale: an ADD would refresh
     before = listing(data_dir)
@@ -575,7 +645,9 @@ def test_offline_resolver_answers_from_the_cache_even_stale_and_writes_nothing(t
 
 
 def test_offline_resolver_static_flannel_and_bad_keys_as_the_plugin(tmp_path, data_dir):
-    assert offline("usePodCidr", {"static": ["10.88.5.0/28"], "nodeName": "podcidr-n1"}, data_dir) == NET("10.88.5.0/28")
+    assert offline("usePodCidr", {"static": ["10.88.5.0/28"], "nodeName": "podcidr-n1"}, data_dir) == NET(
+        "10.88.5.0/28"
+    )
     env = tmp_path / "subnet.env"
     env.write_text("FLANNEL_SUBNET=10.244.77.1/24\n")
     pod = {"sources": ["flannel"], "flannelSubnetEnv": str(env), "nodeName": "podcidr-n1"}
@@ -593,8 +665,15 @@ def test_netconf_load_takes_the_resolver(data_dir):
         calls.append((placeholder, ipam["podCidr"], ddir))
         return NET("10.99.0.0/24") if placeholder == "usePodCidr" else NET("fd00:99::/64")
 
-    conf = {"cniVersion": "1.0.0", "name": "n", "ipam": {"dataDir": data_dir, "podCidr": {"nodeName": "x"},
-                                                         "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]]}}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "ipam": {
+            "dataDir": data_dir,
+            "podCidr": {"nodeName": "x"},
+            "ranges": [[{"subnet": "usePodCidr"}], [{"subnet": "usePodCidrIPv6"}]],
+        },
+    }
     cfg = config.load(conf, {}, podcidr_resolver=resolver)
     assert [s.ranges[0].subnet for s in cfg.range_sets] == [NET("10.99.0.0/24"), NET("fd00:99::/64")]
     assert calls == [("usePodCidr", {"nodeName": "x"}, data_dir), ("usePodCidrIPv6", {"nodeName": "x"}, data_dir)]
@@ -615,5 +694,7 @@ def test_netconf_load_takes_the_resolver(data_dir):
 ])
 def test_api_answer_carries_the_status_not_only_a_message(status, body, gone):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    err = kubeapi.ApiAnswer(PODCIDR_UNAVAILABLE, f"usePodCidr: node n1 not found at x ({status})", "node n1", status, raw)
+    err = kubeapi.ApiAnswer(
+        PODCIDR_UNAVAILABLE, f"usePodCidr: node n1 not found at x ({status})", "node n1", status, raw
+    )
     assert err.status == status and err.node_not_found() is gone

@@ -234,7 +234,7 @@ def test_the_doc_error_table_matches_errors_py():
 
 
 def test_name_rules_shared_with_the_store():
-    """The predicates the store applies to contents read from disk (issue 11 item 4)."""
+    """The predicates the store applies to contents read from disk."""
     from cni_ipam.store import ifname_problem, is_container_id
 
     assert is_container_id("abc-1.2_3") and not is_container_id("") and not is_container_id("a" * 1025)

@@ -63,7 +63,12 @@ def test_v4_never_hands_out_network_or_broadcast_even_when_range_covers_them():
 def test_explicit_fields_kept():
     r = one_range(subnet="10.3.0.0/16", rangeStart="10.3.1.10", rangeEnd="10.3.1.20", gateway="10.3.255.254")
     assert (str(r.range_start), str(r.range_end), str(r.gateway)) == ("10.3.1.10", "10.3.1.20", "10.3.255.254")
-    assert r.to_json() == {"subnet": "10.3.0.0/16", "rangeStart": "10.3.1.10", "rangeEnd": "10.3.1.20", "gateway": "10.3.255.254"}
+    assert r.to_json() == {
+        "subnet": "10.3.0.0/16",
+        "rangeStart": "10.3.1.10",
+        "rangeEnd": "10.3.1.20",
+        "gateway": "10.3.255.254",
+    }
     assert r.contains(IP("10.3.1.10")) and r.contains(IP("10.3.1.20"))
     assert not r.contains(IP("10.3.1.9")) and not r.contains(IP("10.3.1.21")) and not r.contains(IP("fd00::1"))
     assert r.size() == 11
@@ -135,7 +140,15 @@ def test_order_wraps_across_ranges():
     assert order(rset, "10.0.0.12") == every[3:] + every[:3]  # end of a range → next range's start
     assert order(rset, "10.0.1.2") == every[4:] + every[:4]
     assert order(rset, "10.0.2.6") == every  # end of the last range → around to the first
-    assert order(rset, "10.0.1.1") == ["10.0.1.2", "10.0.1.3", "10.0.2.5", "10.0.2.6", "10.0.0.10", "10.0.0.11", "10.0.0.12"]
+    assert order(rset, "10.0.1.1") == [
+        "10.0.1.2",
+        "10.0.1.3",
+        "10.0.2.5",
+        "10.0.2.6",
+        "10.0.0.10",
+        "10.0.0.11",
+        "10.0.0.12",
+    ]
 
 
 def test_order_ignores_last_reserved_outside_the_set():

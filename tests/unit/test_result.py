@@ -14,7 +14,15 @@ IP = ipaddress.ip_address
 
 ROUTES = [
     {"dst": "0.0.0.0/0"},
-    {"dst": "192.168.0.0/16", "gw": "10.0.0.254", "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100, "scope": 253},
+    {
+        "dst": "192.168.0.0/16",
+        "gw": "10.0.0.254",
+        "mtu": 1400,
+        "advmss": 1360,
+        "priority": 5,
+        "table": 100,
+        "scope": 253,
+    },
     {"dst": "::/0", "gw": "fd00::1", "table": 7},
 ]
 DNS = {"nameservers": ["10.0.0.53"], "domain": "example.org", "search": ["example.org"], "options": ["ndots:2"]}
@@ -26,7 +34,9 @@ def routes(items=ROUTES):
 
 
 def dual():
-    return IpamResult([(IFACE("10.0.0.2/24"), IP("10.0.0.1")), (IFACE("fd00::2/64"), IP("fd00::1"))], routes(), dict(DNS))
+    return IpamResult(
+        [(IFACE("10.0.0.2/24"), IP("10.0.0.1")), (IFACE("fd00::2/64"), IP("fd00::1"))], routes(), dict(DNS)
+    )
 
 
 def all_keys(obj):
@@ -55,16 +65,26 @@ def test_02x_single_family_without_routes(version):
     res = IpamResult([(IFACE("10.0.0.2/24"), None)], (), {})
     assert res.to_json(version) == {"cniVersion": version, "ip4": {"ip": "10.0.0.2/24"}, "dns": {}}
     res6 = IpamResult([(IFACE("fd00::9/64"), IP("fd00::1"))], routes([{"dst": "0.0.0.0/0"}]), {})
-    assert res6.to_json(version) == {"cniVersion": version, "ip6": {"ip": "fd00::9/64", "gateway": "fd00::1"}, "dns": {}}
+    assert res6.to_json(version) == {
+        "cniVersion": version,
+        "ip6": {"ip": "fd00::9/64", "gateway": "fd00::1"},
+        "dns": {},
+    }
 
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0"])
 def test_03x_04x_shape_with_ip_version(version):
     assert dual().to_json(version) == {
         "cniVersion": version,
-        "ips": [{"version": "4", "address": "10.0.0.2/24", "gateway": "10.0.0.1"},
-                {"version": "6", "address": "fd00::2/64", "gateway": "fd00::1"}],
-        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.0.0.254"}, {"dst": "::/0", "gw": "fd00::1"}],
+        "ips": [
+            {"version": "4", "address": "10.0.0.2/24", "gateway": "10.0.0.1"},
+            {"version": "6", "address": "fd00::2/64", "gateway": "fd00::1"},
+        ],
+        "routes": [
+            {"dst": "0.0.0.0/0"},
+            {"dst": "192.168.0.0/16", "gw": "10.0.0.254"},
+            {"dst": "::/0", "gw": "fd00::1"},
+        ],
         "dns": DNS,
     }
 
@@ -73,7 +93,11 @@ def test_100_shape_without_version_or_11_fields():
     assert dual().to_json("1.0.0") == {
         "cniVersion": "1.0.0",
         "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}, {"address": "fd00::2/64", "gateway": "fd00::1"}],
-        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.168.0.0/16", "gw": "10.0.0.254"}, {"dst": "::/0", "gw": "fd00::1"}],
+        "routes": [
+            {"dst": "0.0.0.0/0"},
+            {"dst": "192.168.0.0/16", "gw": "10.0.0.254"},
+            {"dst": "::/0", "gw": "fd00::1"},
+        ],
         "dns": DNS,
     }
 
@@ -82,9 +106,19 @@ def test_110_shape_with_route_fields():
     assert dual().to_json("1.1.0") == {
         "cniVersion": "1.1.0",
         "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}, {"address": "fd00::2/64", "gateway": "fd00::1"}],
-        "routes": [{"dst": "0.0.0.0/0"},
-                   {"dst": "192.168.0.0/16", "gw": "10.0.0.254", "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100, "scope": 253},
-                   {"dst": "::/0", "gw": "fd00::1", "table": 7}],
+        "routes": [
+            {"dst": "0.0.0.0/0"},
+            {
+                "dst": "192.168.0.0/16",
+                "gw": "10.0.0.254",
+                "mtu": 1400,
+                "advmss": 1360,
+                "priority": 5,
+                "table": 100,
+                "scope": 253,
+            },
+            {"dst": "::/0", "gw": "fd00::1", "table": 7},
+        ],
         "dns": DNS,
     }
 

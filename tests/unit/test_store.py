@@ -97,7 +97,11 @@ def test_two_owners_in_one_session_keep_their_own_content(tmp_path):
         assert s.reserve(IP("10.0.0.6"), "b", "eth1")
         assert s.reserve(IP("10.0.0.7"), "a", "eth0")
     d = netdir(tmp_path)
-    assert [(d / n).read_bytes() for n in ("10.0.0.5", "10.0.0.6", "10.0.0.7")] == [b"a\r\neth0", b"b\r\neth1", b"a\r\neth0"]
+    assert [(d / n).read_bytes() for n in ("10.0.0.5", "10.0.0.6", "10.0.0.7")] == [
+        b"a\r\neth0",
+        b"b\r\neth1",
+        b"a\r\neth0",
+    ]
 
 
 def test_no_temp_files_left(tmp_path):
@@ -324,7 +328,7 @@ def test_clock_step_back_forces_a_rebuild(tmp_path):
         assert s.owned_by("hl-cid", "eth0") == [IP("10.0.0.9")]
 
 
-# ---------------------------------------------------------------------- issue 11: hostile disks
+# ---------------------------------------------------------------------- hostile disks
 def bucket_file(tmp_path, cid="c1", ifname="eth0"):
     return netdir(tmp_path) / ".cni-ipam" / "index" / str(bucket_of(index_field(cid, ifname)))
 
@@ -356,7 +360,7 @@ def drop_line(tmp_path, cid="c1", ifname="eth0"):
 
 
 def test_catch_up_does_not_trust_the_clock(tmp_path):
-    """Issue 11 item 7: a foreign DEL + ADD whose ctimes are older than our marker (the clock was
+    """A foreign DEL + ADD whose ctimes are older than our marker (the clock was
     behind, then stepped forward) is still seen: catch-up compares (name, inode, ctime), not times."""
     reserve(tmp_path, "10.0.0.5", "c1", "eth0")
     d = netdir(tmp_path)
@@ -481,7 +485,11 @@ def test_an_owner_entry_of_the_wrong_owner_is_not_believed(tmp_path):
     line = bucket_file(tmp_path).read_text()
     # c1's line copied, as c2's, into c1's bucket: c2's lookups never read that bucket, but GC
     # reads every bucket and must not believe a line that does not belong where it is
-    other = next(c for c in (f"c{i}" for i in range(2, 5000)) if bucket_of(index_field(c, "eth0")) != bucket_of(index_field("c1", "eth0")))
+    other = next(
+        c
+        for c in (f"c{i}" for i in range(2, 5000))
+        if bucket_of(index_field(c, "eth0")) != bucket_of(index_field("c1", "eth0"))
+    )
     bad_ifname = line.replace("\teth0\t", "\teth0/..\t", 1)  # no lookup asks for it; GC must leave it out
     bucket_file(tmp_path).write_text(line + line.replace("c1\t", other + "\t", 1) + bad_ifname)
     with store(tmp_path) as s:
@@ -541,7 +549,7 @@ def test_empty_files_are_reported_and_releasable(tmp_path):
 
 
 def test_directories_are_0755_or_tighter_whatever_the_umask(tmp_path):
-    """Issue 16 item 6: dataDir and every parent the store creates, the network dir, .cni-ipam."""
+    """``dataDir`` and every parent the store creates, the network dir, .cni-ipam."""
     old = os.umask(0)
     try:
         deep = tmp_path / "a" / "b" / "data"
