@@ -31,7 +31,7 @@ from cni_ipam.errors import INVALID_CONFIG, INVALID_ENV, NOT_AVAILABLE, PODCIDR_
 # plugin path does not import typing).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cni_ipam.cluster.pool import PoolConfig
+    from cni_ipam.cluster.config import PoolConfig
     from cni_ipam.plugin.ranges import RangeSet
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
