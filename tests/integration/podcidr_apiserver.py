@@ -53,7 +53,9 @@ def _key():
 def _pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_cert(cert) -> bytes:
@@ -86,7 +88,9 @@ def _issue(subject, key, issuer_name, issuer_key, ca: bool, server: bool = False
         )
     else:
         b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+        usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
+            [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        )
         b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
@@ -109,7 +113,11 @@ class Pki:
         srv_key = _key()
         srv = _issue(
             _name("kube-apiserver"), srv_key, ca_name, ca_key, ca=False, server=True,
-            sans=(x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc")),
+            sans=(
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.DNSName("localhost"),
+                x509.DNSName("kubernetes.default.svc"),
+            ),
         )
         self.server_cert_file = self._write("server.crt", _pem_cert(srv))
         self.server_key_file = self._write("server.key", _pem_key(srv_key))
@@ -148,11 +156,15 @@ def node_object(name: str, cidrs) -> dict:
     elif cidrs:
         spec["podCIDR"] = cidrs[0]
         spec["podCIDRs"] = list(cidrs)
-    return {"kind": "Node", "apiVersion": "v1", "metadata": {"name": name, "uid": "0000-" + name}, "spec": spec, "status": {}}
+    metadata = {"name": name, "uid": "0000-" + name}
+    return {"kind": "Node", "apiVersion": "v1", "metadata": metadata, "spec": spec, "status": {}}
 
 
 def status_object(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -188,11 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
         if api.misbehave and self._misbehave(api):
             return
         if api.fail_status:
-            return self._send(api.fail_status, status_object(api.fail_status, "ServiceUnavailable", "stand-in told to fail"))
+            failure = status_object(api.fail_status, "ServiceUnavailable", "stand-in told to fail")
+            return self._send(api.fail_status, failure)
         if api.mode == "token":
             token = auth[7:] if auth.startswith("Bearer ") else None
             if token in api.forbidden_tokens:
-                return self._send(403, status_object(403, "Forbidden", f'nodes is forbidden: User "test" cannot get resource "nodes"'))
+                message = 'nodes is forbidden: User "test" cannot get resource "nodes"'
+                return self._send(403, status_object(403, "Forbidden", message))
             if token != api.token:
                 return self._send(401, status_object(401, "Unauthorized", "Unauthorized"))
         elif subject not in api.client_cns:
@@ -216,7 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
         if how == "redirect":
             self._send(200, node_object(name, api.nodes.get(name, ["10.99.0.0/24"])))
             return True
-        bodies = {"bomb": b"[" * 100000 + b"]" * 100000, "huge": b" " * (9 << 20) + node, "garbage": b"<html>not json</html>"}
+        bodies = {
+            "bomb": b"[" * 100000 + b"]" * 100000,
+            "huge": b" " * (9 << 20) + node,
+            "garbage": b"<html>not json</html>",
+        }
         if how in bodies:
             body = bodies[how]
             self.send_response(200)
@@ -367,7 +385,8 @@ class DripProxy:
 
 
 def write_kubeconfig(path: str, server: str, *, ca_file=None, ca_data=None, token=None, token_file=None,
-                     cert_file=None, key_file=None, cert_data=None, key_data=None, extra_cluster=None, extra_user=None) -> str:
+                     cert_file=None, key_file=None, cert_data=None, key_data=None, extra_cluster=None,
+                     extra_user=None) -> str:
     """A kubeconfig as kubeadm/kubectl write them (YAML), with the given credential variant."""
     import base64
 

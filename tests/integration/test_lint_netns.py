@@ -16,7 +16,9 @@ import pytest
 
 from tests.helpers import ROOT, have_ip_tool, is_root, run_plugin
 
-pytestmark = pytest.mark.skipif(not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces")
+pytestmark = pytest.mark.skipif(
+    not (is_root() and have_ip_tool()), reason="needs root and iproute2 for network namespaces"
+)
 
 
 def ip(*args):
@@ -25,7 +27,9 @@ def ip(*args):
 
 def cli(*args):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cni_ipam", *args], capture_output=True, text=True, env=env, timeout=120
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -38,7 +42,8 @@ def netns():
     ip("netns", "add", name)
     try:
         # a dummy interface where the kernel has the module, else a veth pair kept inside the namespace
-        if subprocess.run(["ip", "-n", name, "link", "add", "ops-dum0", "type", "dummy"], capture_output=True).returncode:
+        dummy = ["ip", "-n", name, "link", "add", "ops-dum0", "type", "dummy"]
+        if subprocess.run(dummy, capture_output=True).returncode:
             ip("-n", name, "link", "add", "ops-dum0", "type", "veth", "peer", "name", "ops-dum1")
             ip("-n", name, "link", "set", "ops-dum1", "up")
         ip("-n", name, "link", "set", "ops-dum0", "up")
@@ -67,7 +72,11 @@ def lint(*args):
 
 
 def of(doc, path, level=None):
-    return [(f["level"], f["check"], f["message"]) for f in doc["findings"] if f["file"] == path and (level is None or f["level"] == level)]
+    return [
+        (f["level"], f["check"], f["message"])
+        for f in doc["findings"]
+        if f["file"] == path and (level is None or f["level"] == level)
+    ]
 
 
 def test_route_in_namespace_collides(tmp_path, netns):
@@ -100,8 +109,11 @@ def test_host_address_and_connected_network(tmp_path, netns):
 
 
 def test_own_bridge_and_macvlan_master_are_expected(tmp_path, netns):
-    own = conf(tmp_path, "ops-own", [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.5"}]], extra={"bridge": "ops-dum0"})
-    mac = conf(tmp_path, "ops-mac", [[{"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.100", "rangeEnd": "10.77.0.150"}]],
+    own = conf(
+        tmp_path, "ops-own", [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.5"}]], extra={"bridge": "ops-dum0"}
+    )
+    mac_range = {"subnet": "10.77.0.0/24", "rangeStart": "10.77.0.100", "rangeEnd": "10.77.0.150"}
+    mac = conf(tmp_path, "ops-mac", [[mac_range]],
                plugin_type="macvlan", extra={"master": "ops-dum0"})
     rc, doc = lint("--netns", netns, own)
     assert of(doc, own) == [] and rc == 0
@@ -144,9 +156,12 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
         rc, _, out, err = run_plugin("ADD", netconf, container_id="live1", netns=f"/var/run/netns/{name}",
                                      cni_args="K8S_POD_NAMESPACE=ops;K8S_POD_NAME=pod-a")
         assert rc == 0, out + err
-        rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
+        rc, out, err = cli(
+            "show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0"
+        )
         (r,) = json.loads(out)["networks"][0]["reservations"]
-        assert (r["ip"], r["pod"]["name"], r["liveness"]["state"], r["liveness"]["reason"]) == ("10.78.0.2", "pod-a", "live", "netns-alive")
+        seen = (r["ip"], r["pod"]["name"], r["liveness"]["state"], r["liveness"]["reason"])
+        assert seen == ("10.78.0.2", "pod-a", "live", "netns-alive")
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     # gone only on the kernel's word (nsfs handles: Linux 6.18, the initial PID namespace, root); the
@@ -156,7 +171,9 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
     sure = nsfs.Kernel().why_not() is None
     expected = ("stranded", "netns-gone") if sure else ("unknown", "netns-unsure")
     for _ in range(50):
-        rc, out, err = cli("show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0")
+        rc, out, err = cli(
+            "show", "--data-dir", str(data), "--conf-dir", str(confdir), "--ips", "--json", "--grace", "0"
+        )
         net = json.loads(out)["networks"][0]
         if net["reservations"][0]["liveness"]["state"] != "live":
             break
@@ -164,6 +181,11 @@ def test_show_and_metrics_follow_the_namespace(tmp_path):
     assert (net["reservations"][0]["liveness"]["state"], net["reservations"][0]["liveness"]["reason"]) == expected
     assert net["stranded"] == ({"netns-gone": 1} if sure else {}) and rc == 0  # 1 of 5: ok
     rc, out, err = cli("metrics", "--data-dir", str(data), "--conf-dir", str(confdir), "--grace", "0")
-    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in parser.text_string_to_metric_families(out) for s in fam.samples}
-    assert values[("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))] == (1 if sure else 0)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in parser.text_string_to_metric_families(out)
+        for s in fam.samples
+    }
+    stranded = ("cni_ipam_stranded_reservations", (("network", "ops-live"), ("reason", "netns-gone")))
+    assert values[stranded] == (1 if sure else 0)
     assert rc == 0

@@ -29,7 +29,9 @@ IMAGE = "localhost/cni-ipam-test/busybox:1"
 
 
 def skip_reason() -> "str | None":
-    return kit.skip_reason("containerd, runc, network namespaces", "containerd", "containerd-shim-runc-v2", "ctr", "runc")
+    return kit.skip_reason(
+        "containerd, runc, network namespaces", "containerd", "containerd-shim-runc-v2", "ctr", "runc"
+    )
 
 
 class ContainerdWorld(kit.World):

@@ -183,7 +183,9 @@ class PrivateMounts:
             self.proc.stdout.close()
 
 
-def run(argv: "list[str]", env: "dict | None" = None, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+def run(
+    argv: "list[str]", env: "dict | None" = None, timeout: float = 60, check: bool = False
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{shlex.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -236,7 +238,9 @@ def oci_archive(rootfs: str, out_path: str, name: str, cmd: "list[str]", entrypo
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config_bytes)},
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config_bytes)
+        },
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
     }
     manifest_digest, manifest_bytes = blob(json.dumps(manifest, sort_keys=True).encode())
@@ -244,7 +248,9 @@ def oci_archive(rootfs: str, out_path: str, name: str, cmd: "list[str]", entrypo
     index = {
         "schemaVersion": 2,
         "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": len(manifest_bytes),
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": len(manifest_bytes),
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
         }],
     }
@@ -265,10 +271,13 @@ def bridge_conflist(rt, network: str, subnet: str, bridge: str, exclude: "list[s
                     ipam_type: str = "cni-ipam", file_name: "str | None" = None) -> str:
     """``rt.netconfpath/<network>.conflist``: bridge (gateway, no masquerade) + cni-ipam (or
     ``ipam_type``) on ``rt.data_dir``."""
-    ipam = {"type": ipam_type, "dataDir": rt.data_dir, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    ipam = {
+        "type": ipam_type, "dataDir": rt.data_dir, "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]
+    }
     if exclude:
         ipam["exclude"] = exclude
-    path = rt.conflist(network, [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}])
+    bridge_plugin = {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}
+    path = rt.conflist(network, [bridge_plugin])
     if file_name:
         os.rename(path, os.path.join(rt.netconfpath, file_name))
         path = os.path.join(rt.netconfpath, file_name)
@@ -290,7 +299,8 @@ def lossy_ipam(rt, name: str, real: str) -> str:
 
 def gc_report(mounts, rt, netns: str, *args: str, env: "dict | None" = None) -> "tuple[int, dict, str]":
     """``cni-ipam gc --json --data-dir <rt.data_dir> --pidns-is-node ARGS`` inside the runtime's
-    namespaces (the world's PID namespace holds every process that could hold a namespace).  Returns (exit status, the JSON report, stderr)."""
+    namespaces (the world's PID namespace holds every process that could hold a namespace).  Returns
+    (exit status, the JSON report, stderr)."""
     import json
 
     proc = run(mounts.argv([rt.plugin_exe, "gc", "--json", "--data-dir", rt.data_dir, "--pidns-is-node", *args],

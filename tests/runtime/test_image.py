@@ -2,7 +2,8 @@
 
 The bundle is tests/integration/test_built_binary.py's, built at most once per test run (the session
 fixture ``built_binary`` in tests/conftest.py: CNI_IPAM_BUILT_EXE, a fresh dist/cni-ipam, else
-scripts/build.sh into a temp dir); the image goes into the podman world's private store.  Each container runs with --network none and a temporary "host" directory mounted
+scripts/build.sh into a temp dir); the image goes into the podman world's private store.  Each
+container runs with --network none and a temporary "host" directory mounted
 where the DaemonSet (deploy/cni-ipam.yaml) mounts the real one.
 """
 
@@ -122,7 +123,8 @@ def test_reclaim_pass_releases_stranded_and_writes_textfile_metrics(podman_world
     # so the reservation is kept as unknown (only a runtime or a previous boot could release it).
     out = _run(w, image, "reclaim", mounts=[(data, "/var/lib/cni/networks"), (textfile, "/textfile")],
                env=["RECLAIM_ITERATIONS=1", "GC_ARGS=--grace 0 --pidns-is-node", "TEXTFILE_DIR=/textfile",
-                    "METRICS_ARGS=--conf-dir="], opts=("--pid", "host", "--cap-drop", "ALL", "--cap-add", "SYS_PTRACE,DAC_READ_SEARCH"))
+                    "METRICS_ARGS=--conf-dir="],
+               opts=("--pid", "host", "--cap-drop", "ALL", "--cap-add", "SYS_PTRACE,DAC_READ_SEARCH"))
     assert out.returncode == 0, out.stderr
     assert [f for f in os.listdir(os.path.join(data, "imgnet")) if f.startswith("10.")] == ["10.236.0.2"], out.stdout
     assert "unknown" in out.stdout and "netns-unsure" in out.stdout, out.stdout
@@ -142,7 +144,8 @@ def test_install_writes_the_usepodcidr_kubeconfig_from_the_service_account(podma
     with open(os.path.join(sa, "ca.crt"), "w") as fh:
         fh.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     out = _run(w, image, "install",
-               mounts=[(opt, "/opt/cni"), (net, "/etc/cni/net.d"), (sa, "/var/run/secrets/kubernetes.io/serviceaccount")],
+               mounts=[(opt, "/opt/cni"), (net, "/etc/cni/net.d"),
+                       (sa, "/var/run/secrets/kubernetes.io/serviceaccount")],
                env=["KUBECONFIG_OUT=/etc/cni/net.d/cni-ipam.d/cni-ipam.kubeconfig",
                     "KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443"])
     assert out.returncode == 0, out.stderr

@@ -30,7 +30,8 @@ def test_podman_removed_container_is_found_running_never(podman_world):
     names = ("gc-live-ci", "gc-gone-ci", "gc-live-hl", "gc-gone-hl")
     try:
         for name in names:
-            w.podman("run", "-d", "--name", name, *w.ulimits, "--network", "podlossy" if name.endswith("ci") else "podhl",
+            network = "podlossy" if name.endswith("ci") else "podhl"
+            w.podman("run", "-d", "--name", name, *w.ulimits, "--network", network,
                      "--rootfs", w.rootfs, "sleep", "600", check=True)
         ids = {name: w.container_id(name) for name in names}
         for marker in (lose_ci, lose_hl):
@@ -62,7 +63,9 @@ def test_podman_removed_container_is_found_running_never(podman_world):
         assert doc["runtimes"][0]["available"] is False
 
         # asked: the removed containers are stranded, the running ones never
-        rc, doc, _ = kit.gc_report(w.mounts, w.rt, w.host, "--grace", "0", "--runtime", _podman_spec(w), *common, env=env)
+        rc, doc, _ = kit.gc_report(
+            w.mounts, w.rt, w.host, "--grace", "0", "--runtime", _podman_spec(w), *common, env=env
+        )
         assert rc == 1  # dry run, stranded found
         assert doc["runtimes"][0]["available"] is True and doc["runtimes"][0]["containers"] >= 2
         ci, hl = kit.verdicts(doc, "podlossy"), kit.verdicts(doc, "podhl")
@@ -137,8 +140,9 @@ def test_containerd_removed_container_is_found_running_never(containerd_world):
         assert ci[w.cni_id("gc-live-ci")][0] == "live"
 
         # a socket that is not there proves nothing
-        rc, doc, err = kit.gc_report(w.mounts, w.rt, w.host, "--grace", "0", "--runtime", f"containerd:{w.rt.dir}/no.sock",
-                                     *common)
+        rc, doc, err = kit.gc_report(
+            w.mounts, w.rt, w.host, "--grace", "0", "--runtime", f"containerd:{w.rt.dir}/no.sock", *common
+        )
         assert "proves nothing" in err
         assert kit.verdicts(doc, "ctrhl")[w.cni_id("gc-gone-hl")][0] == "unknown"
 

@@ -51,7 +51,9 @@ def test_one_unanswered_runtime_voids_all_evidence(tmp_path, monkeypatch):
 def test_checker_uses_runtime_ids_after_the_namespace_rules(tmp_path):
     now = 10_000.0
     entry = {"containerID": "gone", "ifname": "eth0", "meta": {"created": 1.0, "bootId": "b"}}
-    checker = liveness.Checker(now=now, grace=0, boot_id="b", boot_time=0.0, runtime_ids={"other"}, runtime_name="podman")
+    checker = liveness.Checker(
+        now=now, grace=0, boot_id="b", boot_time=0.0, runtime_ids={"other"}, runtime_name="podman"
+    )
     verdict = checker.classify(entry, network="n")
     assert (verdict.state, verdict.reason) == ("stranded", "not-in-runtime") and "podman" in verdict.detail
     assert checker.classify(dict(entry, containerID="other"), network="n").state == "live"
