@@ -25,24 +25,8 @@ from cni_ipam.plugin.ranges import Range
 
 # Plugins that attach to an existing L2 network: their subnet is expected to be the host's LAN.
 L2_PLUGIN_TYPES = ("macvlan", "ipvlan", "host-device", "vlan", "sriov", "dummy")
-KNOWN_IPAM_KEYS = (
-    "type",
-    "ranges",
-    "subnet",
-    "rangeStart",
-    "rangeEnd",
-    "gateway",
-    "routes",
-    "dataDir",
-    "resolvConf",
-    "exclude",
-    "lockTimeout",
-    "podCidr",
-    "statusOnExhaustion",
-    "reclaimOnExhaustion",
-    "pidnsIsNode",
-    "pool",
-)
+# The keys host-local reads, and the ones only cni-ipam reads (host-local ignores them).
+HOST_LOCAL_KEYS = ("type", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes", "dataDir", "resolvConf")
 CNI_IPAM_ONLY_KEYS = (
     "exclude",
     "lockTimeout",
@@ -52,11 +36,11 @@ CNI_IPAM_ONLY_KEYS = (
     "pidnsIsNode",
     "pool",
 )  # pool: cluster pools
+KNOWN_IPAM_KEYS = HOST_LOCAL_KEYS + CNI_IPAM_ONLY_KEYS
 KNOWN_RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway", "exclude")
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_OK, EXIT_ERRORS = 0, 1
 _STAND_IN = {4: "0.0.0.0/0", 6: "::/0"}
-
 
 
 # ---------------------------------------------------------------------- findings
