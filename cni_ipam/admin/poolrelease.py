@@ -242,6 +242,38 @@ def plan_node(snap: Snapshot, node: str, kube: KubeNodes | None) -> list:
     return out
 
 
+def plan_instance(snap: Snapshot, node: str, instance: str, node_value: bytes | None) -> tuple[list, str]:
+    """For ``release-node NODE --instance ID --gone`` (c): (plan, refusal).  The operator states
+    that instance ``ID`` of node name ``NODE`` is gone; the plan releases its claims with their
+    address records.  ``node_value``: ``nodes/<NODE>`` as read.  Refused (a non-empty reason, empty
+    plan) when the instance named is not the one in the records: ``nodes/<NODE>`` holds another
+    instance, or neither the node record nor any claim of NODE names it, or it runs under another
+    node name (a renamed node, alive)."""
+    rec = keys.NodeRecord.parse(node_value) if node_value is not None else None
+    claims = [c for c in snap.node_claims(node) if c.instance == instance]
+    if node_value is not None and (rec is None or rec.instance != instance):
+        who = f"instance {rec.instance or '?'} (host {rec.hostname or '?'})" if rec else "no node record value"
+        return [], (f"nodes/{node} holds {who}, not instance {instance}: nothing released "
+                    "(`cni-ipam pool show` lists the instances of each node)")
+    if node_value is None and not claims:
+        return [], f"no node record and no claim of node {node} names instance {instance}: nothing released"
+    elsewhere = sorted(n for n in snap.instance_names().get(instance, ()) if n != node)
+    if elsewhere:
+        return [], (f"instance {instance} also shows as node {', '.join(elsewhere)} (a renamed node, running): "
+                    "nothing released")
+    why = f"the operator states instance {instance} is gone"
+    return [(c, "records", why) for c in claims], ""
+
+
+def release_node_record(client, target: PoolTarget, node: str, value: bytes) -> bool:
+    """Delete ``nodes/<node>`` if it still holds ``value`` (as read): (c)'s last step."""
+    from cni_ipam.cluster.etcd import cmp_value, op_delete
+
+    key = keys.node_key(target.prefix, target.name, node)
+    ok, _, _ = client.txn([cmp_value(key, "=", value)], [op_delete(key)])
+    return bool(ok)
+
+
 def apply_plan(client, target: PoolTarget, plan: list, apply: bool) -> dict:
     """Run a plan: each entry (claim, action, why) with action "empty" (release by (a)), "records"
     (release by (b)), "keep" (undecided: reported) or "in use" (kept, nothing to report)."""
