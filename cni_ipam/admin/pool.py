@@ -6,7 +6,7 @@ repeatable, or every file of ``--conf-dir``), parsed by the plugin's own parser,
 what the nodes see; ``--pool NAME`` selects.  The etcd settings come from the same section;
 ``--endpoints``, ``--ca-file``, ``--cert-file``, ``--key-file``, ``--username``/``--password-file``
 override them.  What is read and how it is counted: ``poolview``; what is released and on which
-proof: ``poolrelease``.  No clock decides anything: there is no ``--min-silence`` any more.
+proof: ``poolrelease``.  No clock decides anything.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ COMMANDS = {
     "gc": "release the blocks of nodes Kubernetes says are gone, and empty blocks (dry run unless --apply)",
 }
 
-NO_CLOCK = ("No timestamp decides anything (the --min-silence option and the lastSeen rule are gone): "
-            "a block goes only if it holds no address record, or if Kubernetes says the node that claimed it is gone.")
+NO_CLOCK = ("No timestamp decides anything: a block goes only if it holds no address record, or if Kubernetes "
+            "says the node that claimed it is gone.")
+OPERATOR = (" With --instance ID --gone, the operator is the authority: the blocks, address records and node "
+            "record of that instance go on the operator's statement that it is gone (dry run unless --apply).")
 
 
 def usage() -> str:
@@ -76,6 +78,8 @@ def _kube(p, note: str) -> None:
 
 def make_parser(command: str):
     text = COMMANDS[command] + "." + (" " + NO_CLOCK if command in ("release-node", "gc") else "")
+    if command == "release-node":
+        text += OPERATOR
     p = options.make_parser(f"pool {command}", text)
     _common(p)
     if command != "metrics":
