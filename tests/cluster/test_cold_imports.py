@@ -47,8 +47,9 @@ def test_no_type_checking_blocks_left():
 
 def test_use_pod_cidr_add_imports_no_typing(tmp_path):
     """An ADD that resolves usePodCidr (static source) through the plugin's entry point."""
-    conf = {"cniVersion": "1.0.0", "name": "imp-pc", "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "subnet": "usePodCidr",
-                                                            "podCidr": {"static": ["10.98.0.0/24"], "nodeName": "imp-node"}}}
+    conf = {"cniVersion": "1.0.0", "name": "imp-pc",
+            "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "subnet": "usePodCidr",
+                     "podCidr": {"static": ["10.98.0.0/24"], "nodeName": "imp-node"}}}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "imp-c1",
            "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
     proc, modules = loaded_by("from cni_ipam.__main__ import main; rc = main()", json.dumps(conf).encode(), env)

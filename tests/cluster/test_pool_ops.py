@@ -57,7 +57,8 @@ def test_pool_with_auth_needs_only_its_prefix(etcd_auth, tmp_path):
 
 
 PROBE = ("import sys; sys.path.insert(0, {root!r}); from cni_ipam.__main__ import main; rc = main(); "
-         "print('etcd-loaded' if 'cni_ipam.cluster.etcd' in sys.modules else 'etcd-not-loaded', file=sys.stderr); sys.exit(rc)")
+         "print('etcd-loaded' if 'cni_ipam.cluster.etcd' in sys.modules else 'etcd-not-loaded', file=sys.stderr); "
+         "sys.exit(rc)")
 
 
 def _probe(conf, cid):
