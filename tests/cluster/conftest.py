@@ -443,26 +443,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "etcd fixture start-up")
         for what, seconds in STARTUP_TIMES:
             terminalreporter.write_line(f"{what}: {seconds:.2f} s")
-
-
-# ------------------------------------------------------------------------------------------- pool data
-def seed_node(client, prefix: str, pool: str, node: str, blocks, used=None, last_seen=None, network: str = "poolnet",
-              capacity=None) -> None:
-    """Write a node's block claims and usage record straight into etcd, in the pool's key schema
-    (cluster/keys.py), as many real nodes would have (for ``pool show`` tests and the benchmark).
-    ``used``: per block, or one number for all; ``last_seen`` None: no usage record at all."""
-    from cni_ipam.cluster import keys as poolmod
-    from cni_ipam.cluster.etcd import op_put
-
-    used_of = used if isinstance(used, dict) else {c: used or 0 for c in blocks}
-    ops = [op_put(poolmod.block_key(prefix, pool, c),
-                  poolmod.ClaimRecord(node, uuid.uuid4().hex[:16], uuid.uuid4().hex[:16], network).encode())
-           for c in blocks]
-    if last_seen is not None:
-        cap = capacity or {}
-        record = {"v": 1, "node": node, "network": network, "lastSeen": last_seen, "published": last_seen,
-                  "blocks": {c: {"used": used_of[c], "capacity": cap.get(c, 0), "state": "held"} for c in blocks},
-                  "used": sum(used_of.values()), "capacity": sum(cap.values()), "conflicts": []}
-        ops.append(op_put(poolmod.node_key(prefix, pool, node), json.dumps(record, sort_keys=True).encode()))
-    for i in range(0, len(ops), 100):  # etcd's --max-txn-ops is 128
-        client.txn([], ops[i:i + 100], [])
