@@ -95,7 +95,8 @@ def resolve(host: str, port: int, deadline: float, lookup=None) -> list:
     deadline (``getaddrinfo`` has no timeout of its own: a dead DNS server costs it 5 s x tries).
     ``lookup`` replaces ``socket.getaddrinfo`` for the name case (tests)."""
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        # bytes: a str host makes getaddrinfo load the idna codec (stringprep, unicodedata) on every call
+        return socket.getaddrinfo(host.encode("ascii"), port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError):
         pass
     import threading

@@ -6,7 +6,7 @@ repeatable, or every file of ``--conf-dir``), parsed by the plugin's own parser,
 what the nodes see; ``--pool NAME`` selects.  The etcd settings come from the same section;
 ``--endpoints``, ``--ca-file``, ``--cert-file``, ``--key-file``, ``--username``/``--password-file``
 override them.  What is read and how it is counted: ``poolview``; what is released and on which
-proof: ``poolrelease``.  No clock decides anything: there is no ``--min-silence`` any more.
+proof: ``poolrelease``.  No clock decides anything.
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ TEXTFILE_NAME = "cni_ipam_pool.prom"
 COMMANDS = {
     "show": "per pool, range set and node: blocks, addresses in use, levels, identity conflicts",
     "metrics": "the show numbers in the Prometheus text format",
-    "release-node": "release the blocks of a node that was removed (empty ones always, the rest on Kubernetes' word)",
+    "release-node": "release the blocks of a node that was removed (empty ones always, the rest on Kubernetes' "
+                    "word, or on the operator's with --instance ID --gone)",
     "gc": "release the blocks of nodes Kubernetes says are gone, and empty blocks (dry run unless --apply)",
 }
 
-NO_CLOCK = ("No timestamp decides anything (the --min-silence option and the lastSeen rule are gone): "
-            "a block goes only if it holds no address record, or if Kubernetes says the node that claimed it is gone.")
+NO_CLOCK = ("No timestamp decides anything: a block goes only if it holds no address record, or if Kubernetes "
+            "says the node that claimed it is gone.")
+OPERATOR = (" With --instance ID --gone, the operator is the authority: the blocks, address records and node "
+            "record of that instance go on the operator's statement that it is gone (dry run unless --apply).")
 
 
 def usage() -> str:
@@ -75,6 +78,8 @@ def _kube(p, note: str) -> None:
 
 def make_parser(command: str):
     text = COMMANDS[command] + "." + (" " + NO_CLOCK if command in ("release-node", "gc") else "")
+    if command == "release-node":
+        text += OPERATOR
     p = options.make_parser(f"pool {command}", text)
     _common(p)
     if command != "metrics":
@@ -90,6 +95,17 @@ def make_parser(command: str):
         _kube(p, "optional; without it only blocks holding no address record are released")
         p.add_argument("node", metavar="NODE")
         p.add_argument("--dry-run", action="store_true", help="say what would be released, release nothing")
+        p.add_argument("--instance", metavar="ID",
+                       help="with --gone: release every claim, address record and the node record of this "
+                            "instance id of NODE (a machine reinstalled with a wiped data directory is refused "
+                            "under its name while nodes/NODE holds its former instance; the refusal names the id)")
+        p.add_argument("--gone", action="store_true",
+                       help="with --instance: YOU state that this instance is gone (the machine was reinstalled, "
+                            "replaced or destroyed). You are the authority here: no Kubernetes or etcd check can "
+                            "prove it; the command only checks that the id is the one in the records. Releasing "
+                            "an instance that still runs hands its pods' addresses to other pods")
+        p.add_argument("--apply", action="store_true",
+                       help="with --instance ID --gone: really release (a dry run without it)")
     else:
         _kube(p, "default $KUBECONFIG or ~/.kube/config when it exists; without one only empty blocks are released")
         p.add_argument("--apply", action="store_true", help="really release")
@@ -112,6 +128,8 @@ def main(argv: list) -> int:
         thresholds = _thresholds_of(args) if command in ("show", "metrics") else None
         if command == "release-node" and not is_node_name(args.node):
             raise options.UsageError(f"cni-ipam pool release-node: {args.node!r} is not a Kubernetes node name")
+        if command == "release-node":
+            _check_instance_options(args)
         if args.timeout is not None and not args.timeout > 0:
             raise options.UsageError(f"cni-ipam pool {command}: --timeout must be positive")
     except options.UsageError as exc:
@@ -127,6 +145,8 @@ def main(argv: list) -> int:
         return cmd_show(args, targets, thresholds)
     if command == "metrics":
         return cmd_metrics(args, targets, thresholds)
+    if command == "release-node" and args.instance:
+        return cmd_release_instance(args, targets)
     try:
         kube = rel.kube_for(args, default_kubeconfig=command == "gc")
     except poolconf.AdminError as exc:
@@ -253,6 +273,76 @@ def cmd_release_node(args, targets, kube) -> int:
             rc = EXIT_FAILED
     if args.json:
         print(json.dumps({"node": args.node, "kubernetes": kube is not None, "results": results}, indent=2))
+    return rc
+
+
+def _check_instance_options(args) -> None:
+    if bool(args.instance) != bool(args.gone):
+        raise options.UsageError("cni-ipam pool release-node: --instance ID and --gone go together: the operator "
+                                 "states that this instance of the node is gone")
+    if args.instance and (args.kubeconfig or args.in_cluster):
+        raise options.UsageError("cni-ipam pool release-node: --instance ID --gone is the operator's statement; "
+                                 "it asks no Kubernetes API (drop --kubeconfig/--in-cluster)")
+    if args.apply and not args.instance:
+        raise options.UsageError("cni-ipam pool release-node: --apply goes with --instance ID --gone "
+                                 "(release-node NODE releases unless --dry-run)")
+    if args.apply and args.dry_run:
+        raise options.UsageError("cni-ipam pool release-node: --apply and --dry-run contradict each other")
+    if args.instance and (len(args.instance) > 128 or not args.instance.isprintable() or " " in args.instance):
+        raise options.UsageError(f"cni-ipam pool release-node: {args.instance!r} is not an instance id")
+
+
+def cmd_release_instance(args, targets) -> int:
+    """(c): the operator states that instance ``--instance`` of NODE is gone; dry run unless --apply."""
+    from cni_ipam.cluster import keys
+
+    rc, results = EXIT_OK, []
+    apply = bool(args.apply)
+    for target in targets:
+        try:
+            client = poolconf.etcd_client(target, args)
+            try:
+                got = client.get(keys.node_key(target.prefix, target.name, args.node))
+                node_value = got[0] if got is not None else None
+                snap = view.read_snapshot(client, target)
+                plan, refusal = rel.plan_instance(snap, args.node, args.instance, node_value)
+                res = rel.apply_plan(client, target, plan, apply=apply and not refusal)
+                res["nodeRecord"] = "absent" if node_value is None else ("kept" if refusal else "would delete")
+                if refusal:
+                    res["refused"] = refusal
+                elif apply and node_value is not None:
+                    if res["changed"] or res["alive"] or res["kept"]:
+                        res["nodeRecord"] = "kept"
+                    else:
+                        done = rel.release_node_record(client, target, args.node, node_value)
+                        res["nodeRecord"] = "deleted" if done else "changed"
+            finally:
+                client.close()
+        except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
+            print(f"cni-ipam pool release-node: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
+            results.append({"pool": target.name, "error": poolconf.error_text(exc)})
+            rc = EXIT_FAILED
+            continue
+        res["node"], res["instance"] = args.node, args.instance
+        results.append(res)
+        if res.get("refused"):
+            print(f"cni-ipam pool release-node: pool {target.name}: {res['refused']}", file=sys.stderr)
+            rc = EXIT_FAILED
+        elif not args.json:
+            if not res["blocks"]:
+                print(f"pool {target.name}: instance {args.instance} of node {args.node} holds no block")
+            _print_result(res, "node ")
+            verb = {"would delete": "would delete" if not apply else "deleted", "deleted": "deleted",
+                    "kept": "kept", "changed": "kept (it changed meanwhile)", "absent": None}[res["nodeRecord"]]
+            if verb:
+                print(f"pool {target.name}: nodes/{args.node} (instance {args.instance}): {verb}")
+        if _failed(res, bool(res["kept"])) or res["nodeRecord"] in ("kept", "changed"):
+            rc = EXIT_FAILED
+    if args.json:
+        print(json.dumps({"node": args.node, "instance": args.instance, "applied": apply, "results": results},
+                         indent=2))
+    elif not apply:
+        print("dry run: nothing released (use --apply)")
     return rc
 
 

@@ -15,10 +15,9 @@ class AdminError(Exception):
 
 
 def error_text(exc: BaseException) -> str:
-    """One line for an error of etcd or the inputs; etcd's messages already name etcd, so nothing is
-    prefixed twice, and an empty message still says what failed."""
-    text = str(exc).strip() or type(exc).__name__
-    return text if text.lower().startswith("etcd") else f"etcd: {text}"
+    """One line for an error of etcd or the inputs: the client's own message, printed once (it
+    names etcd and the endpoint already); an empty message (a MemoryError) still says what failed."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class PoolTarget:

@@ -7,11 +7,21 @@ A block is released only on proof, never on a timestamp:
     0, range_end=end)``), and deletes the claim.  Safe whoever holds the block: the holder's next
     ADD finds its claim gone and claims another block.
 (b) Kubernetes says the node *that claimed* is gone: the claim's ``node`` answers 404 NotFound while
-    the claim carries a ``nodeUid``, or the Node exists with another UID (deleted and re-created)
-    and the node record does not show the claiming instance running under that new UID.  Then the
-    block's address records are deleted in txns that compare the claim and each record's value as
-    read (at most 128 compares per txn), and the claim last by (a)'s txn.  A record that appears
-    meanwhile under the unchanged claim proves the node alive: the command stops for that block.
+    the claim carries a ``nodeUid``, or the Node exists with another UID and ``nodes/<name>`` no
+    longer holds the claiming instance (another machine took the name, or no record is left).
+    While ``nodes/<name>`` holds the claiming instance, a new UID proves nothing: ``kubectl delete
+    node`` while kubelet runs makes kubelet register again at once with a new UID, the pods bound
+    to the name keep running, and the node refreshes its record (and its claims' UID) only when it
+    next registers.  The machine that claimed is still the registered one: the claim EXISTS.
+    Then the block's address records are deleted in txns that compare the claim and each record's
+    value as read (at most 128 compares per txn), and the claim last by (a)'s txn.  A record that
+    appears meanwhile under the unchanged claim proves the node alive: the command stops for that
+    block.
+(c) The operator states that an instance is gone (``release-node NAME --instance ID --gone``: a
+    reinstalled machine with a wiped data directory, refused under its own name because
+    ``nodes/<name>`` still holds its former instance).  The operator is the authority; the
+    command only checks that the instance named is the one in the records.  The instance's
+    blocks go as in (b), then its node record under a compare of the value read.
 
 Never released: a claim of a name Kubernetes never knew (404 and no ``nodeUid`` in the claim: the
 node could never read its Node object, e.g. an FQDN against a short node name: a misconfiguration,
@@ -126,14 +136,18 @@ def judge(snap: Snapshot, claim, kube: KubeNodes) -> tuple[str, str]:
         return NEVER_KNOWN, (f"Kubernetes has no node {name} and the claim has no nodeUid: the name was never a "
                              "Kubernetes node name (does pool.nodeName match the node's name?); not released")
     rec = snap.nodes.get(name)
-    if state == "found" and rec is not None and rec.instance == claim.instance and rec.node_uid == detail:
-        return EXISTS, f"the Node was re-created (uid {detail}) and the claiming instance runs under it"
+    if state == "found" and rec is not None and claim.instance and rec.instance == claim.instance:
+        return EXISTS, (f"the Node has a new uid {detail} (the claim's {uid}) but nodes/{name} still holds the "
+                        f"claiming instance {claim.instance}: the machine that claimed is still the registered one")
     other = instance_elsewhere(snap, claim)
     if other:
         return ELSEWHERE, f"its instance {claim.instance} now runs as node {other}; not released"
     if state == "absent":
         return GONE, f"404 NotFound from the API server (the claim's nodeUid {uid})"
-    return GONE, f"the Node was re-created: uid {detail}, the claim's {uid}"
+    if rec is None:
+        return GONE, f"the Node was re-created: uid {detail}, the claim's {uid}, and nodes/{name} is gone"
+    return GONE, (f"the Node was re-created: uid {detail}, the claim's {uid}, and nodes/{name} holds another "
+                  f"instance {rec.instance or '?'} (another machine took the name)")
 
 
 # ------------------------------------------------------------------------------------ transactions
@@ -226,6 +240,38 @@ def plan_node(snap: Snapshot, node: str, kube: KubeNodes | None) -> list:
         else:
             out.append((claim, "keep", f"holds {used} address record(s) and {why}"))
     return out
+
+
+def plan_instance(snap: Snapshot, node: str, instance: str, node_value: bytes | None) -> tuple[list, str]:
+    """For ``release-node NODE --instance ID --gone`` (c): (plan, refusal).  The operator states
+    that instance ``ID`` of node name ``NODE`` is gone; the plan releases its claims with their
+    address records.  ``node_value``: ``nodes/<NODE>`` as read.  Refused (a non-empty reason, empty
+    plan) when the instance named is not the one in the records: ``nodes/<NODE>`` holds another
+    instance, or neither the node record nor any claim of NODE names it, or it runs under another
+    node name (a renamed node, alive)."""
+    rec = keys.NodeRecord.parse(node_value) if node_value is not None else None
+    claims = [c for c in snap.node_claims(node) if c.instance == instance]
+    if node_value is not None and (rec is None or rec.instance != instance):
+        who = f"instance {rec.instance or '?'} (host {rec.hostname or '?'})" if rec else "no node record value"
+        return [], (f"nodes/{node} holds {who}, not instance {instance}: nothing released "
+                    "(`cni-ipam pool show` lists the instances of each node)")
+    if node_value is None and not claims:
+        return [], f"no node record and no claim of node {node} names instance {instance}: nothing released"
+    elsewhere = sorted(n for n in snap.instance_names().get(instance, ()) if n != node)
+    if elsewhere:
+        return [], (f"instance {instance} also shows as node {', '.join(elsewhere)} (a renamed node, running): "
+                    "nothing released")
+    why = f"the operator states instance {instance} is gone"
+    return [(c, "records", why) for c in claims], ""
+
+
+def release_node_record(client, target: PoolTarget, node: str, value: bytes) -> bool:
+    """Delete ``nodes/<node>`` if it still holds ``value`` (as read): (c)'s last step."""
+    from cni_ipam.cluster.etcd import cmp_value, op_delete
+
+    key = keys.node_key(target.prefix, target.name, node)
+    ok, _, _ = client.txn([cmp_value(key, "=", value)], [op_delete(key)])
+    return bool(ok)
 
 
 def apply_plan(client, target: PoolTarget, plan: list, apply: bool) -> dict:

@@ -319,7 +319,9 @@ def conflict_text(name: str, node: NodeView) -> str:
         where = f" (host {rec.hostname or '?'}, nodes/{name})" if rec and rec.instance == inst else " (claims only)"
         parts.append(inst + where)
     return (f"node name {name} is used by {len(node.instances)} instances: {', '.join(parts)}; "
-            "two machines (or data directories) share the name: give each its own pool.nodeName")
+            "two machines (or data directories) share the name: give each its own pool.nodeName, or, if one "
+            f"instance is gone (a machine reinstalled with a wiped data directory), release it: cni-ipam pool "
+            f"release-node {name} --instance ID --gone --apply")
 
 
 def build_view(target: PoolTarget, snap: Snapshot, thresholds=output.DEFAULT_THRESHOLDS, sets=None) -> PoolView:

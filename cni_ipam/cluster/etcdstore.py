@@ -7,6 +7,10 @@ branch, the keys it compared, so the caller learns why in the same round trip.
 
 Every method raises ``CniError`` 11 when etcd cannot be reached in time; the outcome of the txn
 is then unknown (it may have been applied: a lost or late answer) and callers must treat it so.
+A refusal is configuration, not an outage, and raises 7 with the client's message: authentication
+failed, permission denied, a TLS refusal, no endpoint that answers as etcd (``EtcdError``; the
+client already sorted etcd's "cannot serve now" answers into ``EtcdUnavailable``).  Retrying such
+an ADD cannot succeed until someone fixes the conf or etcd's users.
 """
 
 from __future__ import annotations
@@ -74,8 +78,10 @@ class EtcdStore:
             raise CniError(TRY_AGAIN_LATER, f"pool {self.pool}: etcd unreachable while {what}: {exc}",
                            ", ".join(self.settings.endpoints)) from None
         except EtcdError as exc:
-            raise CniError(TRY_AGAIN_LATER, f"pool {self.pool}: etcd refused {what}: {exc}",
-                           ", ".join(self.settings.endpoints)) from None
+            # A compaction racing a paged read (the client retries it once) is the one refusal that passes.
+            code = TRY_AGAIN_LATER if "compacted" in str(exc) else INVALID_CONFIG
+            raise CniError(code, f"pool {self.pool}: etcd refused {what}: {exc}",
+                           "key ipam.pool.etcd: " + ", ".join(self.settings.endpoints)) from None
         if self.observer is not None:
             self.observer(client.last_header)
         return out

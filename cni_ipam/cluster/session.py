@@ -212,9 +212,13 @@ class Session:
             if have == mine:
                 return
         who = f"instance {other.instance} on host {other.hostname}" if other else f"a record {have[:80]!r}"
+        gone = ""
+        if other is not None and other.instance:
+            gone = (f"; if that instance is gone (this machine reinstalled with a wiped data directory), release it: "
+                    f"cni-ipam pool release-node {self.node} --instance {other.instance} --gone --apply")
         raise CniError(INVALID_CONFIG, f"pool {self.pool_name}: node name {self.node} is used by another machine "
                        f"({who}); this is instance {self.instance} on host {os.uname().nodename}: "
-                       f"give each machine its own ipam.pool.nodeName", f"pool {self.pool_name} node {self.node}")
+                       f"give each machine its own ipam.pool.nodeName{gone}", f"pool {self.pool_name} node {self.node}")
 
     def rename(self) -> None:
         """Same instance, new node name: move every claim under a compare of its old value."""

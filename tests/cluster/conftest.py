@@ -110,7 +110,8 @@ class Pki:
             return path
 
         def pem_key(k):
-            return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
 
         def make_ca(cn):
             k = key()
@@ -118,8 +119,9 @@ class Pki:
                     .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
                     .not_valid_after(now + datetime.timedelta(days=2))
                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                    .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                                 key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                                 content_commitment=False, key_encipherment=False,
+                                                 data_encipherment=False, key_agreement=False,
                                                  encipher_only=False, decipher_only=False), critical=True)
                     .sign(k, hashes.SHA256()))
             return k, cert
@@ -129,14 +131,15 @@ class Pki:
 
             k = key()
             usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
-            b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject).public_key(k.public_key())
+            b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject)
+                 .public_key(k.public_key())
                  .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
                  .not_valid_after(now + datetime.timedelta(days=1))
                  .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                  .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
             if server:
-                b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
             return k, b.sign(ca_key, hashes.SHA256())
 
         ca_key, ca_cert = make_ca("cni-ipam test etcd CA")
@@ -145,11 +148,14 @@ class Pki:
         self.ca = write("ca.pem", ca_cert.public_bytes(pem))
         self.rogue_ca = write("rogue-ca.pem", rogue_ca_cert.public_bytes(pem))
         k, c = issue(ca_key, ca_cert, "etcd-server", True)
-        self.server_cert, self.server_key = write("server.pem", c.public_bytes(pem)), write("server-key.pem", pem_key(k))
+        self.server_cert = write("server.pem", c.public_bytes(pem))
+        self.server_key = write("server-key.pem", pem_key(k))
         k, c = issue(ca_key, ca_cert, "cni-ipam-node", False)
-        self.client_cert, self.client_key = write("client.pem", c.public_bytes(pem)), write("client-key.pem", pem_key(k))
+        self.client_cert = write("client.pem", c.public_bytes(pem))
+        self.client_key = write("client-key.pem", pem_key(k))
         k, c = issue(ca_key, ca_cert, "O=cni-ipam", False)
-        self.nocn_cert, self.nocn_key = write("client-nocn.pem", c.public_bytes(pem)), write("client-nocn-key.pem", pem_key(k))
+        self.nocn_cert = write("client-nocn.pem", c.public_bytes(pem))
+        self.nocn_key = write("client-nocn-key.pem", pem_key(k))
         k, c = issue(rogue_ca_key, rogue_ca_cert, "cni-ipam-rogue", False)
         self.rogue_cert, self.rogue_key = write("rogue.pem", c.public_bytes(pem)), write("rogue-key.pem", pem_key(k))
 
@@ -198,8 +204,8 @@ class Member:
         if self.running:
             return
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv("new"), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.argv("new"), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         _LIVE_GROUPS.add(self.proc.pid)
         self.paused = False
 
@@ -291,7 +297,8 @@ class Cluster:
     def post(self, member: Member, path: str, body: dict, token=None, timeout: float = 5.0):
         """A raw gateway request (independent of the client under test): (status, JSON doc)."""
         if self.pki:
-            conn = http.client.HTTPSConnection("127.0.0.1", member.client_port, timeout=timeout, context=self.ssl_context())
+            conn = http.client.HTTPSConnection("127.0.0.1", member.client_port, timeout=timeout,
+                                               context=self.ssl_context())
         else:
             conn = http.client.HTTPConnection("127.0.0.1", member.client_port, timeout=timeout)
         headers = {"Content-Type": "application/json"}
@@ -307,7 +314,8 @@ class Cluster:
 
     def healthy(self, member: Member) -> bool:
         try:
-            status, doc = self.post(member, "/v3/kv/range", {"key": base64.b64encode(b"/health-probe").decode()}, timeout=1.0)
+            status, doc = self.post(member, "/v3/kv/range", {"key": base64.b64encode(b"/health-probe").decode()},
+                                    timeout=1.0)
         except (OSError, ValueError, http.client.HTTPException):
             return False
         return status == 200 or (self.users and "user name is empty" in str(doc.get("error")))
@@ -318,7 +326,8 @@ class Cluster:
         while True:
             for m in members:
                 if not m.running:
-                    raise RuntimeError(f"etcd {m.name} exited ({m.proc.returncode if m.proc else '-'}):\n{m.log_tail()}")
+                    code = m.proc.returncode if m.proc else "-"
+                    raise RuntimeError(f"etcd {m.name} exited ({code}):\n{m.log_tail()}")
             if all(self.healthy(m) for m in members):
                 return
             if time.monotonic() > end:
@@ -362,7 +371,8 @@ class Cluster:
             ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
             ("/v3/auth/user/add", {"name": "limited", "password": self.users["limited"]}),
             ("/v3/auth/role/add", {"name": "limited"}),
-            ("/v3/auth/role/grant", {"name": "limited", "perm": {"permType": "READWRITE", "key": b64(prefix), "range_end": b64(end)}}),
+            ("/v3/auth/role/grant", {"name": "limited",
+                                     "perm": {"permType": "READWRITE", "key": b64(prefix), "range_end": b64(end)}}),
             ("/v3/auth/user/grant", {"user": "limited", "role": "limited"}),
             ("/v3/auth/enable", {}),
         ]
@@ -443,26 +453,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "etcd fixture start-up")
         for what, seconds in STARTUP_TIMES:
             terminalreporter.write_line(f"{what}: {seconds:.2f} s")
-
-
-# ------------------------------------------------------------------------------------------- pool data
-def seed_node(client, prefix: str, pool: str, node: str, blocks, used=None, last_seen=None, network: str = "poolnet",
-              capacity=None) -> None:
-    """Write a node's block claims and usage record straight into etcd, in the pool's key schema
-    (cluster/keys.py), as many real nodes would have (for ``pool show`` tests and the benchmark).
-    ``used``: per block, or one number for all; ``last_seen`` None: no usage record at all."""
-    from cni_ipam.cluster import keys as poolmod
-    from cni_ipam.cluster.etcd import op_put
-
-    used_of = used if isinstance(used, dict) else {c: used or 0 for c in blocks}
-    ops = [op_put(poolmod.block_key(prefix, pool, c),
-                  poolmod.ClaimRecord(node, uuid.uuid4().hex[:16], uuid.uuid4().hex[:16], network).encode())
-           for c in blocks]
-    if last_seen is not None:
-        cap = capacity or {}
-        record = {"v": 1, "node": node, "network": network, "lastSeen": last_seen, "published": last_seen,
-                  "blocks": {c: {"used": used_of[c], "capacity": cap.get(c, 0), "state": "held"} for c in blocks},
-                  "used": sum(used_of.values()), "capacity": sum(cap.values()), "conflicts": []}
-        ops.append(op_put(poolmod.node_key(prefix, pool, node), json.dumps(record, sort_keys=True).encode()))
-    for i in range(0, len(ops), 100):  # etcd's --max-txn-ops is 128
-        client.txn([], ops[i:i + 100], [])

@@ -211,6 +211,32 @@ def test_show_when_etcd_is_down_says_etcd_once(pool_env, capsys, tmp_path):
     assert rc == 1 and 'cni_ipam_pool_etcd_up{pool="p"} 0.0' in out and "127.0.0.1:9" in err and "etcd: etcd" not in err
 
 
+def test_show_prints_the_clients_message_once(pool_env, capsys, tmp_path):
+    """The error of a pool is the etcd client's message as it is: no prefix, not twice."""
+    from cni_ipam.cluster.etcd import EtcdUnavailable
+
+    conf = json.loads(open(pool_env.conf_file).read())
+    conf["ipam"]["pool"]["etcd"]["endpoints"] = ["http://127.0.0.1:9"]
+    conf["ipam"]["pool"]["etcd"]["timeout"] = 0.5
+    path = tmp_path / "down.conf"
+    path.write_text(json.dumps(conf))
+    with pytest.raises(EtcdUnavailable) as info:
+        EtcdClient(["http://127.0.0.1:9"], timeout=0.5).range_prefix(b"/x")
+    message = str(info.value).replace("/v3/kv/range", "")
+    rc, out, err = pool_env.run("show", capsys=capsys, conf=str(path))
+    (line,) = [x for x in out.splitlines() if x.startswith("p: error: ")]
+    text = line[len("p: error: "):]
+    assert rc == 4 and text.startswith("no etcd endpoint answered") and text.count("127.0.0.1:9") == 1, out
+    assert text.replace("/v3/kv/range", "") == message, (text, message)
+    rc, doc, err = pool_env.show_json(capsys, "--conf", str(path))
+    assert doc["pools"][0]["error"] == text
+
+
+def test_an_empty_message_names_the_exception():
+    assert poolconf.error_text(MemoryError()) == "MemoryError"
+    assert poolconf.error_text(poolconf.AdminError("  two\n lines ")) == "two lines"
+
+
 class _NotEtcd(BaseHTTPRequestHandler):
     body = b'{"hello": "world"}'
 
@@ -427,7 +453,9 @@ def test_pool_commands_via_the_cni_ipam_command(pool_env):
         proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool", sub, "--help"], env=env, capture_output=True,
                               text=True, timeout=60)
         text = " ".join(proc.stdout.split())
-        assert proc.returncode == 0 and "--min-silence" in text and "exit status:" in text, proc.stdout
+        assert proc.returncode == 0 and "No timestamp decides anything" in text and "exit status:" in text, proc.stdout
+        assert "silence" not in text and "lastSeen" not in text and "verif" not in text, proc.stdout
+        assert ("--instance ID --gone" in text and "the operator is the authority" in text) == (sub == "release-node")
     proc = subprocess.run([sys.executable, "-m", "cni_ipam", "pool"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 64 and "release-node" in proc.stdout

@@ -77,13 +77,36 @@ def test_a_quiet_node_with_live_records_is_never_released_whatever_its_name(env,
     assert held(env, "quiet") == [block(8)] and records_in(env, block(8)) == 2
 
 
-def test_a_node_recreated_with_a_new_uid_is_gone(env, kube, capsys):
+@pytest.mark.parametrize("record", ["another instance", "none"])
+def test_a_node_recreated_with_a_new_uid_is_gone_once_another_machine_holds_the_name(env, kube, capsys, record):
+    """A new UID counts as gone only when nodes/<name> no longer holds the claiming instance:
+    another machine registered the name, or no record is left."""
     api, kc = kube
-    seed(env.etcd, env.prefix, "recreated", [block(9)], used=6, uid="1111-old-uid")
+    seed(env.etcd, env.prefix, "recreated", [block(9)], used=6, uid="1111-old-uid", record=False)
+    if record == "another instance":
+        put_all(env.etcd, [(keys.node_key(env.prefix, "p", "recreated"),
+                            keys.NodeRecord("cafe000000000002", "new-machine", uid("recreated")).encode())])
     seed(env.etcd, env.prefix, "alive", [block(1)], used=1, uid=uid("alive"))
     rc, out, err = env.run("gc", "--kubeconfig", kc, "--apply", capsys=capsys)
     assert rc == 0, out + err
     assert "re-created" in out and held(env, "recreated") == [] and records_in(env, block(9)) == 0
+
+
+def test_kubectl_delete_node_while_kubelet_runs_keeps_the_blocks(env, kube, capsys):
+    """``kubectl delete node`` while kubelet runs: kubelet registers again at once (a new UID), the
+    pods bound to the name keep running, and the node has not refreshed nodes/<name> yet (it does
+    on its next registration): the record still holds the claiming instance with the old UID.
+    The machine that claimed is still the registered one: nothing is released, by gc or
+    release-node."""
+    api, kc = kube
+    seed(env.etcd, env.prefix, "recreated", [block(9), block(10)], used={block(9): 6}, uid="1111-old-uid")
+    seed(env.etcd, env.prefix, "alive", [block(1)], used=1, uid=uid("alive"))
+    rc, out, err = env.run("gc", "--kubeconfig", kc, "--apply", capsys=capsys)
+    assert rc == 0, out + err
+    assert held(env, "recreated") == [block(9), block(10)] and records_in(env, block(9)) == 6
+    rc, out, err = env.run("release-node", "recreated", "--kubeconfig", kc, capsys=capsys)
+    assert rc == 1 and "still holds the claiming instance" in out, out + err
+    assert held(env, "recreated") == [block(9)] and records_in(env, block(9)) == 6  # only the empty one went
 
 
 def test_the_claiming_instance_running_under_the_new_uid_is_not_gone(env, kube, capsys):

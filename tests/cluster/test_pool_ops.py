@@ -19,12 +19,12 @@ def test_pool_over_tls_with_client_certificates(etcd_tls, etcd_prefix, tmp_path)
     rc, res = call("ADD", conf, "c1")
     assert rc == 0, res
     check_invariants(etcd_tls, etcd_prefix, {"node-a": d})
-    # without the client certificate the server refuses: a claim fails (11, naming etcd), DEL still works
+    # without the client certificate the server refuses: a claim fails (7: configuration, naming etcd), DEL works
     bare = pool_conf(etcd_tls, etcd_prefix, "node-b", str(tmp_path / "node-b"), block=28)
     for key in ("certFile", "keyFile"):
         bare["ipam"]["pool"]["etcd"].pop(key)
     rc, res = call("ADD", bare, "c2")
-    assert rc == 1 and res["code"] == 11 and "etcd" in res["msg"], res
+    assert rc == 1 and res["code"] == 7 and "etcd" in res["msg"], res
     assert call("DEL", bare, "c2")[0] == 0
 
 
@@ -47,17 +47,18 @@ def test_pool_with_auth_needs_only_its_prefix(etcd_auth, tmp_path):
     other = pool_conf(etcd_auth, b"/elsewhere/", "node-b", str(tmp_path / "node-b"), block=29)
     other["ipam"]["pool"]["etcd"].update({"username": "limited", "passwordFile": str(pw)})
     rc, res = call("ADD", other, "x")
-    assert rc == 1 and res["code"] == 11 and "refused" in res["msg"], res
+    assert rc == 1 and res["code"] == 7 and "refused" in res["msg"], res
     wrong = tmp_path / "wrong-password"
     wrong.write_text("nope")
     conf["ipam"]["pool"]["etcd"]["passwordFile"] = str(wrong)
     rc, res = call("ADD", conf, "y")
-    assert rc == 1 and res["code"] == 11 and "refused" in res["msg"], res
+    assert rc == 1 and res["code"] == 7 and "refused" in res["msg"], res
     assert "nope" not in res["msg"] + res.get("details", "")
 
 
 PROBE = ("import sys; sys.path.insert(0, {root!r}); from cni_ipam.__main__ import main; rc = main(); "
-         "print('etcd-loaded' if 'cni_ipam.cluster.etcd' in sys.modules else 'etcd-not-loaded', file=sys.stderr); sys.exit(rc)")
+         "print('etcd-loaded' if 'cni_ipam.cluster.etcd' in sys.modules else 'etcd-not-loaded', file=sys.stderr); "
+         "sys.exit(rc)")
 
 
 def _probe(conf, cid):
