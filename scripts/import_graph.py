@@ -22,7 +22,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LAYERS = [  # the first matching prefix gives a module's layer
-    ("cni_ipam.__main__", 8), ("cni_ipam.admin", 7), ("cni_ipam.cluster.admin", 7),
+    ("cni_ipam.__main__", 8), ("cni_ipam.admin", 7),
     ("cni_ipam.plugin.verbs", 6), ("cni_ipam.plugin.skel", 6), ("cni_ipam.plugin.netconf", 6),
     ("cni_ipam.cluster", 5), ("cni_ipam.plugin", 4), ("cni_ipam.podcidr", 3), ("cni_ipam.store", 2),
     ("cni_ipam.errors", 1), ("cni_ipam.addr", 1), ("cni_ipam.httpio", 1), ("cni_ipam", 0),
