@@ -69,9 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         action="append",
         default=[],
-        metavar="containerd[:SOCK]|podman[:ROOT[:RUNROOT]]|podman-api[:SOCK]",
-        help="ask this container runtime which containers exist; those it does not know are stranded "
-        "(repeatable: name every runtime using the networks; one that cannot be asked proves nothing)",
+        metavar="containerd[:SOCK]|podman[:ROOT[:RUNROOT]]|podman-api[:SOCK]|cri[:SOCK]",
+        help="ask this container runtime which containers exist (cri: the CRI's pod sandboxes, READY or "
+        "NOTREADY; default socket /run/containerd/containerd.sock, CRI-O's is /var/run/crio/crio.sock); "
+        "those it does not know are stranded where the kernel cannot tell whether their network namespace "
+        "is gone and nothing showed it alive (repeatable: name every runtime using the networks; one that "
+        "cannot be asked, or lists nothing at all, proves nothing)",
     )
     p.add_argument(
         "--include-unknown",

@@ -20,9 +20,12 @@ Verdicts, in the order the rules are tried (docs/gc.md has the same table):
   - ``stranded/netns-gone`` - the kernel no longer has any namespace the attachment was added in
     (``ESTALE``, after a positive control on our own namespace).
   - ``live/netns-alive`` - the kernel still has one of them; or, where the kernel cannot answer,
-    evidence of life: the path still is the recorded namespace (same dev/inode: possibly a new
-    namespace that got a freed inode number, so this only ever keeps), or the /proc walk
-    (``cni_ipam.plugin.nsscan``) saw a holder (the detail names it).
+    evidence of life: the path still is the recorded namespace, or the /proc walk
+    (``cni_ipam.plugin.nsscan``) saw a holder (the detail names it).  A namespace found by its
+    inode number is evidence only when its kernel id (``NS_GET_ID``, readable in any PID namespace)
+    is the recorded ``netnsId``: the kernel gives a freed inode number to the next namespace, so one
+    with another id is another pod's (the detail says so).  Without a recorded id, or where the
+    found one's id cannot be read, the inode alone keeps (never frees).
   - ``unknown/netns-unsure`` - the kernel cannot answer (before 6.18, no permission, no id
     recorded) and nothing showed life.  A walk of /proc that finds no holder proves nothing (fds
     in flight, io_uring, sockets, threads with their own fd table are invisible to it): kept.
@@ -314,7 +317,7 @@ class Checker:
                 continue
             if self._kernel_verdict(meta) is not None:
                 continue
-            if self._path_state(meta["netns"], ident)[0] != "same":
+            if self._path_state(meta["netns"], ident, _ns_id(meta))[0] != "same":
                 idents.add(ident)
         if idents:
             self._run_scan(idents)
@@ -356,8 +359,9 @@ class Checker:
         result = self._scans.get(ident)
         return result if result is not None else self._run_scan({ident})
 
-    def _path_state(self, netns: str, ident: tuple[int, int] | None) -> tuple[str, str]:
-        """What the recorded path says: ("same" | "other" | "not-nsfs" | "gone" | "unreadable", detail)."""
+    def _path_state(self, netns: str, ident: tuple[int, int] | None, ns_id: int | None = None) -> tuple[str, str]:
+        """What the recorded path says: ("same" | "other" | "not-nsfs" | "gone" | "unreadable", detail).
+        With a recorded kernel id ``ns_id``, the same inode is the same namespace only with the same id."""
         try:
             st = os.stat(self.netns_path(netns))
         except OSError as exc:
@@ -365,7 +369,13 @@ class Checker:
                 return "gone", f"{netns} no longer exists"
             return "unreadable", f"cannot check {netns}: {exc.strerror or exc}"
         if ident is not None and (st.st_dev, st.st_ino) == ident:
-            return "same", f"{netns} is still the namespace recorded at ADD"
+            now = nsfs.identity(self.netns_path(netns)).get("netnsId") if ns_id is not None else None
+            if now is None or now == ns_id:
+                return "same", f"{netns} is still the namespace recorded at ADD"
+            return (
+                "other",
+                f"{netns} now names another namespace with the recorded inode number (id {now}, recorded id {ns_id})",
+            )
         if st.st_dev != self.nsfs_dev():
             return "not-nsfs", f"{netns} exists but is not a namespace file (dev/inode {st.st_dev}/{st.st_ino})"
         return (
@@ -433,7 +443,7 @@ class Checker:
         ident = _identity(meta) if with_meta else None
         ns_verdict = self._kernel_verdict(meta) if with_meta else None
         if ns_verdict is None and (netns or ident):
-            ns_verdict = self._netns_verdict(netns, ident)
+            ns_verdict = self._netns_verdict(netns, ident, _ns_id(meta))
         if ns_verdict is not None and ns_verdict.state == STRANDED:
             return ns_verdict
 
@@ -465,10 +475,11 @@ class Checker:
             return Verdict(UNKNOWN, NO_METADATA, "no liveness metadata and no evidence that it is stranded")
         return Verdict(LIVE, NO_EVIDENCE, "reserved in the running boot; no namespace recorded to check")
 
-    def _netns_verdict(self, netns: str | None, ident: tuple[int, int] | None) -> Verdict:
-        """The evidence rules where the kernel cannot answer (module docstring): live or unknown, never stranded."""
+    def _netns_verdict(self, netns: str | None, ident: tuple[int, int] | None, ns_id: int | None = None) -> Verdict:
+        """The evidence rules where the kernel cannot answer (module docstring): live or unknown, never stranded.
+        With a recorded kernel id ``ns_id`` a namespace found by inode counts only when its id is ``ns_id``."""
         if netns:
-            state, detail = self._path_state(netns, ident)
+            state, detail = self._path_state(netns, ident, ns_id)
         else:
             state, detail = "gone", "no namespace path was recorded"
         if state == "same":
@@ -492,14 +503,27 @@ class Checker:
             )
         result = self._scan(ident)
         holder = result.held.get(ident)
+        found_id = getattr(result, "ids", {}).get(ident)
+        other = ""
+        if holder is not None and (ns_id is None or found_id is None or found_id == ns_id):
+            # no id to compare (recorded or readable): the inode alone, which only ever keeps
+            same = ns_id is not None and found_id == ns_id
+            what = "the recorded namespace" if same else "a namespace with the recorded inode"
+            return Verdict(LIVE, NETNS_ALIVE, f"{detail}, but {what} is alive: {holder}")
         if holder is not None:
-            return Verdict(LIVE, NETNS_ALIVE, f"{detail}, but a namespace with the recorded inode is alive: {holder}")
+            other = (
+                f"; the namespace now carrying the recorded inode number is another one (id {found_id}, "
+                f"recorded id {ns_id}), not this pod's: {holder}"
+            )
         if state == "not-nsfs":
             return Verdict(UNKNOWN, NETNS_NOT_NSFS, f"{detail}: it proves nothing")
         why = self.kernel.why_not() or "no kernel namespace id was recorded at ADD"
         reason = NETNS_UNREADABLE if state == "unreadable" else NETNS_UNSURE
         return Verdict(
-            UNKNOWN, reason, f"{detail}; no holder was seen, which proves nothing, and the kernel cannot tell ({why})"
+            UNKNOWN,
+            reason,
+            f"{detail}{other}; no holder of the recorded namespace was seen, which proves nothing, "
+            f"and the kernel cannot tell ({why})",
         )
 
 
@@ -509,6 +533,12 @@ def _identity(meta: dict) -> tuple[int, int] | None:
     if type(dev) is not int or type(ino) is not int or dev < 0 or ino < 0:
         return None
     return dev, ino
+
+
+def _ns_id(meta: dict) -> int | None:
+    """The kernel id (``netnsId``) recorded at ADD, or None."""
+    nid = meta.get("netnsId")
+    return nid if type(nid) is int and nid > 0 else None
 
 
 def _fmt(ident: tuple[int, int] | None) -> str:

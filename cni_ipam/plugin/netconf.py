@@ -207,8 +207,8 @@ def reclaim_on_exhaustion_of(ipam: object) -> bool:
 
 
 def pidns_is_node_of(ipam: object) -> bool:
-    """``ipam.pidnsIsNode`` (default false): the plugin's PID namespace holds every process of the node
-    although it is not the host's (kind / sysbox node), so a namespace scan there can prove "gone"."""
+    """``ipam.pidnsIsNode`` (default false): accepted and validated so that older configs keep working,
+    but ignored: no walk of /proc proves a namespace gone any more, so nothing depends on it."""
     return _bool_key(ipam, "pidnsIsNode", False)
 
 

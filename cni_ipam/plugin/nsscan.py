@@ -22,7 +22,8 @@ API::
         # Raises Unsure (with .held and .problems) when some ident was not found AND the scan could
         # not look everywhere.  Even a normal return proves nothing about the missing idents.
     result = scan(idents, proc="/proc", node_pidns=False)
-        # result.held: {ident: "who holds it"}; result.problems: [why the scan is unsure];
+        # result.held: {ident: "who holds it"}; result.ids: {ident: NS_GET_ID of the namespace found
+        # with that inode, None when unreadable}; result.problems: [why the scan is unsure];
         # result.sure; result.gone(ident) -> not seen by a sure walk (NOT a proof); result.foreign: idents not
         # on the nsfs device (never a namespace: nothing to look for, never gone, find_held: Unsure).
 
@@ -41,8 +42,10 @@ What makes a scan unsure (``problems`` not empty, so nothing it did not find cou
 A namespace found nowhere is looked for a second time (a full second pass) before it counts as gone,
 so a holder handing the namespace over (fd -> mount, parent -> child) between our reads is caught.
 
-Limits (documented in docs/gc.md): every holder the kernel keeps without a /proc trace is missed;
-an inode number reused by a new namespace makes the old identity look held (the address is kept).
+Limits (documented in docs/gc.md): every holder the kernel keeps without a /proc trace is missed.
+An inode number is reused by the next namespace made, so a holder found by inode may be another
+namespace: every holder found is opened and its kernel id read (``NS_GET_ID``, Linux 6.18, any PID
+namespace) into ``Scan.ids``; the caller compares it with the id recorded at ADD.
 """
 
 import os
@@ -65,11 +68,14 @@ class Scan(object):
     """``held``: {ident: who holds it}; ``problems``: why the scan was unsure (empty: sure);
     ``foreign``: idents not on the nsfs device (never namespaces: neither held nor gone)."""
 
-    __slots__ = ("wanted", "held", "problems", "foreign", "nsfs_dev")
+    __slots__ = ("wanted", "held", "ids", "problems", "foreign", "nsfs_dev")
 
     def __init__(self, wanted, nsfs_dev):
         self.wanted = wanted
         self.held = {}
+        # ident -> the kernel id (NS_GET_ID) of the namespace found with that inode, None when unreadable:
+        # an inode number is reused, so only this id says *which* namespace was found
+        self.ids = {}
         self.problems = []
         self.foreign = set()
         self.nsfs_dev = nsfs_dev
@@ -92,6 +98,11 @@ def _ino(link, prefix):
         except ValueError:
             return None
     return None
+
+
+def _unescape(field):
+    """A mountinfo path field as a path (the kernel octal-escapes space, tab, newline, backslash)."""
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def _comm(proc, pid):
@@ -140,10 +151,17 @@ class _Pass(object):
     def done(self):
         return len(self.result.held) >= len(self.want)
 
-    def found(self, ino, who):
+    def found(self, ino, who, path):
+        """``path`` opens the holder's namespace now: its id (NS_GET_ID) tells which namespace it is."""
         ident = self.want.get(ino)
         if ident is not None and ident not in self.result.held:
+            from cni_ipam.plugin import nsfs
+
+            now = nsfs.identity(path)
+            if now and now.get("netnsIno") != ino:
+                return False  # the holder moved on between our reads: not evidence, look further
             self.result.held[ident] = who
+            self.result.ids[ident] = now.get("netnsId")
         return self.done()
 
     def run(self):
@@ -202,7 +220,7 @@ class _Pass(object):
                 self.net_reps[ino] = (pid, tid)
             if ino in self.want:
                 who = "pid %s (%s)" % (pid, _comm(proc, pid)) + ("" if tid == pid else " thread %s" % tid)
-                if self.found(ino, who + " lives in it"):
+                if self.found(ino, who + " lives in it", tbase + "/ns/net"):
                     return True
         # 2. open file descriptors (of the thread group's fd table)
         fddir = base + "/fd/"
@@ -224,7 +242,7 @@ class _Pass(object):
             if link.startswith(_NET):
                 ino = _ino(link, _NET)
                 if ino in self.want and self.found(
-                    ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd)
+                    ino, "pid %s (%s) holds it open (fd %s)" % (pid, _comm(proc, pid), fd), fddir + fd
                 ):
                     return True
             elif link.startswith(_MNT):
@@ -276,7 +294,8 @@ class _Pass(object):
                 ino = _ino(root, _NET)
                 if ino in self.want:
                     where = fields[4].decode("utf-8", "replace")
-                    if self.found(ino, "mounted at %s (mount namespace of pid %s)" % (where, pid)):
+                    path = os.path.join(self.proc, pid, "root", _unescape(where).lstrip("/"))
+                    if self.found(ino, "mounted at %s (mount namespace of pid %s)" % (where, pid), path):
                         return True
             elif root.startswith(_MNT):
                 ino = _ino(root, _MNT)
@@ -302,7 +321,9 @@ class _Pass(object):
                     % (pid, _comm(self.proc, pid), tid)
                 )
             elif ino in self.want:
-                self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(self.proc, pid)))
+                rep = self.net_reps[ino]
+                path = os.path.join(self.proc, rep[0], "task", rep[1], "ns", "net")
+                self.found(ino, "pid %s (%s) lives in it" % (pid, _comm(self.proc, pid)), path)
 
 
 def scan(idents, proc="/proc", node_pidns=False, confirm=True):

@@ -143,6 +143,52 @@ emit({{"first": first, "second": second, "gc": verdicts(report)}})
 
 
 @pytest.mark.usefixtures("need_root")
+def test_reused_inode_with_another_id_is_no_evidence_of_life(tmp_path):
+    """Outside the initial PID namespace the kernel's handle check answers unknown, and the /proc
+    walk finds namespaces by inode number: the next namespace made gets a gone pod's number.  A
+    namespace found with the recorded inode but another kernel id (NS_GET_ID) is not the pod's:
+    the verdict stays unknown (the detail says so; a runtime that does not know the pod may then
+    strand it), and the pod really in that namespace stays live."""
+    data, data2 = str(tmp_path / "data"), str(tmp_path / "data2")
+    (out,) = world(f'''
+data, data2 = {data!r}, {data2!r}
+sh("ip netns add gone1")
+first = add(data, "pod1", "/run/netns/gone1")
+meta = nsfs.identity("/run/netns/gone1")
+sh("ip netns del gone1")
+reused = None
+for i in range(200):
+    sh("ip netns add next%d" % i)
+    if os.stat("/run/netns/next%d" % i).st_ino == meta["netnsIno"]:
+        reused = "/run/netns/next%d" % i
+        break
+    sh("ip netns del next%d" % i)
+    time.sleep(0.05)  # the kernel frees a dead namespace's number asynchronously
+if reused is None:
+    emit({{"noreuse": True}})
+    raise SystemExit(0)
+again = nsfs.identity(reused)
+second = add(data2, "pod2", reused)
+code, report, _ = gc(data, "--grace", "0", "--pidns-is-node")
+code2, report2, _ = gc(data2, "--grace", "0", "--pidns-is-node")
+emit({{"first": first, "second": second, "meta": meta, "again": again, "gc": verdicts(report),
+       "gc2": verdicts(report2, "holders"), "kernel": nsfs.Kernel().why_not()}})
+''', pidns=True)
+    if out.get("noreuse"):
+        pytest.skip("the kernel did not reuse the inode number in 200 tries")
+    if "netnsId" not in out["meta"]:
+        pytest.skip("this kernel has no NS_GET_ID (Linux 6.18)")
+    assert out["kernel"] is not None, "the kernel answered in a non-initial PID namespace: nothing tested here"
+    assert out["again"]["netnsIno"] == out["meta"]["netnsIno"] and out["again"]["netnsId"] != out["meta"]["netnsId"]
+    assert out["first"] == "10.79.0.2" and out["second"] == "10.79.0.2"
+    state, reason, detail, _ = out["gc"]["10.79.0.2"]
+    # the old rule: live/netns-alive "mounted at /run/netns/nextN" (the other pod's namespace)
+    assert (state, reason) == ("unknown", "netns-unsure"), out["gc"]
+    assert "another one" in detail and "not this pod's" in detail, detail
+    assert out["gc2"]["10.79.0.2"][:2] == ["live", "netns-alive"], out["gc2"]
+
+
+@pytest.mark.usefixtures("need_root")
 def test_fake_boot_id_proves_nothing(tmp_path):
     """LXC and systemd-nspawn bind-mount a random boot_id into each system container: the plugin
     (the container's mount namespace) and a reclaim pass (its own procfs) read different ids."""

@@ -125,8 +125,9 @@ def test_seen_boot_is_the_evidence_for_files_without_our_metadata(tmp_path):
 class FakeScan:
     """What nsscan.scan returns, for the rules in isolation (real scans: tests/integration)."""
 
-    def __init__(self, held=None, problems=()):
+    def __init__(self, held=None, problems=(), ids=None):
         self.held = dict(held or {})
+        self.ids = dict(ids or {})  # ident -> NS_GET_ID of the namespace found with that inode
         self.problems = list(problems)
         self.calls = []
 
@@ -417,3 +418,54 @@ def test_the_runtime_decides_where_the_kernel_cannot(tmp_path):
     # and so does the kernel's word
     alive = FakeKernel({(90, 4026599990): ("alive", "the kernel still has network namespace id 90")})
     assert checker(tmp_path, scanner=FakeScan(), kernel=alive, runtime_ids=["other"]).classify(e).state == L.LIVE
+
+
+def test_a_found_inode_counts_only_with_the_recorded_id(tmp_path):
+    """The kernel gives a freed namespace's inode number to the next one: where the kernel cannot
+    answer, a namespace the walk finds by inode is the pod's only when its id is the recorded one."""
+    ident = (NSFS, 4026599980)
+    e = entry(cid="lost1", netns="/var/run/netns/lost1", netnsDev=NSFS, netnsIno=4026599980, netnsId=80)
+    who = {ident: "mounted at /run/netns/cni-new (mount namespace of pid 1)"}
+    v = checker(tmp_path, scanner=FakeScan(held=who, ids={ident: 81})).classify(e)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE), v
+    assert "another one (id 81, recorded id 80), not this pod's" in v.detail and "cni-new" in v.detail
+    # and a runtime that does not know the pod then decides
+    v = checker(tmp_path, scanner=FakeScan(held=who, ids={ident: 81}), runtime_ids=["other"]).classify(e)
+    assert (v.state, v.reason) == (L.STRANDED, L.NOT_IN_RUNTIME), v
+    # the recorded id found: live, whatever the runtime says
+    v = checker(tmp_path, scanner=FakeScan(held=who, ids={ident: 80}), runtime_ids=["other"]).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE) and "the recorded namespace is alive" in v.detail
+    # the found one's id unreadable: the inode alone keeps
+    v = checker(tmp_path, scanner=FakeScan(held=who, ids={ident: None}), runtime_ids=["other"]).classify(e)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE)
+    # no id recorded at ADD: the old inode rule (keep)
+    old = entry(cid="lost1", netns="/var/run/netns/lost1", netnsDev=NSFS, netnsIno=4026599980)
+    v = checker(tmp_path, scanner=FakeScan(held=who, ids={ident: 81}), runtime_ids=["other"]).classify(old)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE)
+
+
+def test_the_path_is_the_same_namespace_only_with_the_recorded_id(tmp_path):
+    from cni_ipam.plugin import nsfs
+
+    own = nsfs.identity("/proc/self/ns/net")
+    if "netnsId" not in own:
+        pytest.skip("this kernel has no NS_GET_ID (Linux 6.18)")
+    path = nsfs_link(tmp_path, "same-inode")
+    same = entry(netns=path, netnsDev=own["netnsDev"], netnsIno=own["netnsIno"], netnsId=own["netnsId"])
+    v = checker(tmp_path, scanner=FakeScan()).classify(same)
+    assert (v.state, v.reason) == (L.LIVE, L.NETNS_ALIVE), v
+    other = entry(netns=path, netnsDev=own["netnsDev"], netnsIno=own["netnsIno"], netnsId=own["netnsId"] + 1000)
+    scan = FakeScan()
+    v = checker(tmp_path, scanner=scan).classify(other)
+    assert (v.state, v.reason) == (L.UNKNOWN, L.NETNS_UNSURE), v
+    assert "another namespace with the recorded inode number" in v.detail and scan.calls
+
+
+def test_the_walk_reads_the_id_of_what_it_finds():
+    from cni_ipam.plugin import nsfs, nsscan
+
+    own = nsfs.identity("/proc/self/ns/net")
+    ident = (own["netnsDev"], own["netnsIno"])
+    result = nsscan.scan([ident])
+    assert ident in result.held
+    assert result.ids[ident] == own.get("netnsId")  # None only before Linux 6.18
