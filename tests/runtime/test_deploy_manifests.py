@@ -99,7 +99,7 @@ def test_reclaim_container_sees_what_liveness_needs(docs):
     host, netns = mounts["/run/netns"]
     assert host == "/run/netns" and netns["mountPropagation"] == "HostToContainer" and netns.get("readOnly")
     assert env["TEXTFILE_DIR"] in mounts
-    sock = re.search(r"--runtime containerd:(\S+)", env["GC_ARGS"]).group(1)
+    sock = re.search(r"--runtime cri:(\S+)", env["GC_ARGS"]).group(1)
     assert mounts[sock][0] == sock
     assert int(env["RECLAIM_INTERVAL"]) >= 60
     for var in ("RECLAIM_INTERVAL", "GC_ARGS", "TEXTFILE_DIR", "CNI_DATA_DIR", "METRICS_ARGS", "KUBECONFIG_OUT"):
