@@ -71,6 +71,11 @@ def compile_tree(src_root: str, dst_root: str, skip_dirs=frozenset(), skip_files
     return count
 
 
+def is_elf(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"\x7fELF"
+
+
 def c_string(data: bytes) -> str:
     """A C string literal holding exactly these bytes (octal escapes: no greedy hex digits)."""
     return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else "\\%03o" % b for b in data) + '"'
@@ -78,9 +83,11 @@ def c_string(data: bytes) -> str:
 
 def python_version_answer(exe: str, emulator=(), **env) -> bytes:
     """What the executable prints for CNI_COMMAND=VERSION (exit 0 required)."""
-    proc = subprocess.run([*emulator, exe], env={"CNI_COMMAND": "VERSION", **env}, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    proc = subprocess.run([*emulator, exe], env={"CNI_COMMAND": "VERSION", **env}, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=120)
     if proc.returncode != 0 or b"supportedVersions" not in proc.stdout:
-        raise SystemExit(f"build_bundle: {exe} does not answer VERSION: {proc.returncode} {proc.stdout!r} {proc.stderr!r}")
+        raise SystemExit(f"build_bundle: {exe} does not answer VERSION: {proc.returncode} {proc.stdout!r} "
+                         f"{proc.stderr!r}")
     return proc.stdout
 
 
@@ -100,7 +107,7 @@ def write_frozen_table(pylib: str, names, header: str) -> int:
     arrays, rows, total = [], [], 0
     for i, name in enumerate(names):
         rel = os.path.join(pylib, *name.split("."))
-        for path, is_pkg in ((os.path.join(rel, "__init__.pyc"), 1), (rel + ".pyc", 0)):
+        for path, is_pkg in ((os.path.join(rel, "__init__.pyc"), 1), (rel + ".pyc", 0)):  # noqa: B007
             if os.path.isfile(path):
                 break
         else:
@@ -214,8 +221,9 @@ def main(argv=None) -> int:
         n_own = compile_tree(os.path.join(args.root, "cni_ipam"), os.path.join(pylib, "cni_ipam"), {"__pycache__"})
         for src, mod in ((args.entry, "cni_ipam_entry"),
                          (os.path.join("packaging", "cni_ipam_fastjson.py"), "cni_ipam_fastjson")):
-            py_compile.compile(os.path.join(args.root, src), cfile=os.path.join(pylib, mod + ".pyc"), dfile=mod + ".py",
-                               doraise=True, optimize=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            py_compile.compile(os.path.join(args.root, src), cfile=os.path.join(pylib, mod + ".pyc"),
+                               dfile=mod + ".py", doraise=True, optimize=1,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         archive = os.path.join(tmp, "modules.zip")
         n_files = write_archive(pylib, archive)
 

@@ -23,12 +23,14 @@ ARCH=
 SRC=
 OUT=
 JOBS=$(nproc)
+STAGES="zlib libffi openssl python3.11"
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=${2:-}; shift ;;
     --src) SRC=${2:-}; shift ;;
     --out) OUT=${2:-}; shift ;;
     --jobs) JOBS=${2:-}; shift ;;
+    --stages) STAGES=${2:-}; shift ;;  # a subset, into an --out that has the others (development)
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "build_runtime.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -38,10 +40,11 @@ done
 SRC=$(realpath "$SRC")
 OUT=$(realpath -m "$OUT")
 case "$ARCH" in
-  amd64) TRIPLE=x86_64-linux-musl GCC=x86_64-linux-gnu-gcc AR=ar RANLIB=ranlib SSLTARGET=linux-x86_64
+  amd64) TRIPLE=x86_64-linux-musl GCC=x86_64-linux-gnu-gcc AR=ar RANLIB=ranlib READELF=x86_64-linux-gnu-readelf SSLTARGET=linux-x86_64
          MUSL=/usr/lib/x86_64-linux-musl SPECS=$MUSL/musl-gcc.specs
          KINC=(/usr/include/linux /usr/include/asm-generic /usr/include/x86_64-linux-gnu/asm) ;;
   arm64) TRIPLE=aarch64-linux-musl GCC=aarch64-linux-gnu-gcc AR=aarch64-linux-gnu-ar RANLIB=aarch64-linux-gnu-ranlib
+         READELF=aarch64-linux-gnu-readelf
          SSLTARGET=linux-aarch64 MUSL=$SRC/musl-arm64/usr/lib/aarch64-linux-musl SPECS=
          KINC=(/usr/aarch64-linux-gnu/include/linux /usr/aarch64-linux-gnu/include/asm-generic
                /usr/aarch64-linux-gnu/include/asm) ;;
@@ -53,15 +56,17 @@ done
 
 WORK=$(mktemp -d /tmp/cni-ipam-runtime.XXXXXX)
 trap 'rm -rf -- "$WORK"' EXIT
-rm -rf -- "$OUT"
-mkdir -p "$OUT/bin" "$OUT/lib" "$OUT/include" "$WORK/kinc"
+[ "$STAGES" = "zlib libffi openssl python3.11" ] && rm -rf -- "$OUT"
+mkdir -p "$OUT/bin" "$OUT/lib" "$OUT/include"
+stage() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 P=$OUT
 
 # The compiler: gcc with musl's specs (Debian's musl-gcc does the same), plus the kernel's uapi headers
 # (linux/, asm/), which musl does not ship and the -nostdinc of the specs hides.
+rm -rf "$OUT/include/kernel"
+mkdir -p "$OUT/include/kernel"
 for d in "${KINC[@]}"; do
   [ -d "$d" ] || { echo "build_runtime.sh: $d missing (kernel headers)" >&2; exit 1; }
-  mkdir -p "$OUT/include/kernel"
   cp -R "$d" "$OUT/include/kernel/$(basename "$d")"
 done
 if [ "$ARCH" = arm64 ]; then
@@ -77,7 +82,7 @@ exec $GCC "\$@" -specs "$SPECS" -isystem "$OUT/include/kernel"
 EOF
 chmod 0755 "$OUT/bin/cc"
 CC=$OUT/bin/cc
-export CC AR RANLIB
+export CC AR RANLIB READELF
 CFLAGS_COMMON="-O2 -ffunction-sections -fdata-sections"
 
 unpack() {  # unpack NAME: the Debian source package NAME (with Debian's patches) into $WORK/NAME
@@ -90,29 +95,54 @@ unpack() {  # unpack NAME: the Debian source package NAME (with Debian's patches
 log() { echo "build_runtime [$ARCH]: $*" >&2; }
 t0=$(date +%s)
 
+if stage zlib; then
 log "zlib"
 unpack zlib
 (cd "$WORK/zlib" && CFLAGS="$CFLAGS_COMMON" CHOST=$TRIPLE ./configure --static --prefix="$P" >/dev/null \
    && make -j"$JOBS" libz.a >/dev/null && make install >/dev/null)
+fi
 
+if stage libffi; then
 log "libffi"
 unpack libffi
 (cd "$WORK/libffi" && CFLAGS="$CFLAGS_COMMON" ./configure --host="$TRIPLE" --build=x86_64-linux-gnu --prefix="$P" \
    --libdir="$P/lib" --disable-shared --enable-static --disable-docs --disable-multi-os-directory >/dev/null \
-   && make -j"$JOBS" >/dev/null && make install >/dev/null)
+   && make -j"$JOBS" >/dev/null 2>&1 && make install >/dev/null)
+fi
 
+if stage openssl; then
 log "openssl"
 unpack openssl
 # no-async: musl has no ucontext; no-dso/no-engine/no-module: nothing is ever loaded from a file.
 (cd "$WORK/openssl" && ./Configure "$SSLTARGET" no-shared no-tests no-async no-afalgeng no-dso no-engine no-module \
    no-legacy no-comp no-ssl3 no-weak-ssl-ciphers --prefix="$P" --libdir=lib --openssldir=/etc/ssl \
    $CFLAGS_COMMON >/dev/null && make -j"$JOBS" build_libs >/dev/null && make install_dev >/dev/null)
+fi
 
+if stage python3.11; then
 log "python3.11"
 unpack python3.11
+# musl targets count as cross builds here: give configure the answers of the run tests it cannot run
+# (those of Linux with musl on amd64 and arm64; computed gotos matter for speed).
 cat >"$WORK/config.site" <<'EOF'
 ac_cv_file__dev_ptmx=yes
 ac_cv_file__dev_ptc=no
+ac_cv_buggy_getaddrinfo=no
+ac_cv_computed_gotos=yes
+ac_cv_working_tzset=yes
+ac_cv_broken_poll=no
+ac_cv_broken_nice=no
+ac_cv_broken_sem_getvalue=no
+ac_cv_broken_mbstowcs=no
+ac_cv_posix_semaphores_enabled=yes
+ac_cv_pthread_system_supported=yes
+ac_cv_have_size_t_format=yes
+ac_cv_rshift_extends_sign=yes
+ac_cv_x87_double_rounding=no
+ac_cv_aligned_required=no
+ac_cv_wchar_t_signed=yes
+ac_cv_have_chflags=no
+ac_cv_have_lchflags=no
 EOF
 # Modules nothing here uses, whose libraries are not built: off, so configure looks for none of them.
 disabled=(_tkinter _curses _curses_panel _dbm _gdbm nis readline _sqlite3 _uuid _bz2 _lzma ossaudiodev spwd
@@ -120,14 +150,12 @@ disabled=(_tkinter _curses _curses_panel _dbm _gdbm nis readline _sqlite3 _uuid 
           _xxtestfuzz _ctypes_test xxlimited xxlimited_35)
 off=()
 for m in "${disabled[@]}"; do off+=("py_cv_module_$m=n/a"); done
-cross=()
-[ "$ARCH" = amd64 ] || cross=(--with-build-python=/usr/bin/python3.11)
 (cd "$WORK/python3.11" \
   && env "${off[@]}" MODULE_BUILDTYPE=static CONFIG_SITE="$WORK/config.site" \
      PKG_CONFIG_LIBDIR="$P/lib/pkgconfig" PKG_CONFIG_PATH= \
      CFLAGS="$CFLAGS_COMMON" CPPFLAGS="-I$P/include" LDFLAGS="-static -L$P/lib" \
      LIBFFI_CFLAGS="-I$P/include" LIBFFI_LIBS="-lffi" ZLIB_CFLAGS="-I$P/include" ZLIB_LIBS="-lz" \
-     ./configure --host="$TRIPLE" --build=x86_64-linux-gnu "${cross[@]}" --prefix="$P" --disable-shared \
+     ./configure --host="$TRIPLE" --build=x86_64-linux-gnu --with-build-python=/usr/bin/python3.11 --prefix="$P" --disable-shared \
        --without-ensurepip --disable-test-modules --with-openssl="$P" --with-system-expat=no \
        --with-system-libmpdec=no >"$WORK/py-configure.log" 2>&1 \
   || { tail -n 30 "$WORK/py-configure.log" >&2; exit 1; })
@@ -148,5 +176,6 @@ sed -n 's/^[[:space:]]*{"\([A-Za-z0-9_.]*\)", PyInit_.*/\1/p' "$PY/Modules/confi
 for m in _ssl _hashlib _ctypes _json zlib fcntl select _socket binascii math _struct; do
   grep -qx "$m" "$P/modules" || { echo "build_runtime.sh: $m was not built in (see configure's output)" >&2; exit 1; }
 done
+fi
 rm -rf "${P:?}/share" "$P/bin/openssl" "$P/lib/pkgconfig" "$P"/lib/*.la
 log "done in $(( $(date +%s) - t0 ))s: $P"

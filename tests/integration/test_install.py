@@ -60,8 +60,8 @@ def install(where, *args, env=None, check=True, umask=None, bin_dir=None):
 
 def plugin(path, command="VERSION", conf=None, cid="inst-c1"):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-    env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0", "CNI_NETNS": "/var/run/netns/none",
-                "CNI_PATH": os.path.dirname(path)})
+    env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0",
+                "CNI_NETNS": "/var/run/netns/none", "CNI_PATH": os.path.dirname(path)})
     proc = subprocess.run([str(path)], input=json.dumps(conf or {}).encode(), capture_output=True, env=env, timeout=60)
     return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
 

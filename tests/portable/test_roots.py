@@ -244,11 +244,10 @@ def arm64_exe():
         pytest.skip("needs root")
     tmp = tempfile.mkdtemp(prefix="cnichr-arm64-")
     try:
-        proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh"), "--arch", "arm64",
-                               "--dist", tmp, "--venv", os.path.join(tmp, "venv")]
-                              if not os.path.exists(os.path.join(ROOT, "build", "embed-venv", ".cni-ipam-bundle"))
-                              else ["bash", os.path.join(ROOT, "scripts", "build.sh"), "--arch", "arm64", "--dist", tmp],
-                              capture_output=True, text=True, timeout=3600)
+        argv = ["bash", os.path.join(ROOT, "scripts", "build.sh"), "--arch", "arm64", "--dist", tmp]
+        if not os.path.exists(os.path.join(ROOT, "build", "embed-venv", ".cni-ipam-bundle")):
+            argv += ["--venv", os.path.join(tmp, "venv")]  # nothing written into the checkout
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
         assert proc.returncode == 0, proc.stderr[-4000:]
         yield proc.stdout.strip().splitlines()[-1]
     finally:
@@ -258,7 +257,8 @@ def arm64_exe():
 def test_arm64_under_qemu(arm64_exe):
     qemu = shutil.which("qemu-aarch64-static")
     if qemu is None:
-        pytest.fail("qemu-aarch64-static is missing (apt-get install qemu-user-static; scripts/build.sh --arch arm64 installs it)")
+        pytest.fail("qemu-aarch64-static is missing (apt-get install qemu-user-static; "
+                    "scripts/build.sh --arch arm64 installs it)")
     machine, interp, dynamic = elf_facts(arm64_exe)
     assert machine == 183 and not interp and not dynamic, (machine, interp, dynamic)  # AArch64, static
     data = tempfile.mkdtemp(prefix="cnichr-arm64-data-")
