@@ -147,7 +147,8 @@ EOF
 # Modules nothing here uses, whose libraries are not built: off, so configure looks for none of them.
 disabled=(_tkinter _curses _curses_panel _dbm _gdbm nis readline _sqlite3 _uuid _bz2 _lzma ossaudiodev spwd
           _scproxy _testcapi _testclinic _testinternalcapi _testbuffer _testimportmultiple _testmultiphase
-          _xxtestfuzz _ctypes_test xxlimited xxlimited_35)
+          _xxtestfuzz _ctypes_test xxlimited xxlimited_35 audioop _crypt nis syslog _xxsubinterpreters
+          _codecs_cn _codecs_hk _codecs_iso2022 _codecs_jp _codecs_kr _codecs_tw _multibytecodec)
 off=()
 for m in "${disabled[@]}"; do off+=("py_cv_module_$m=n/a"); done
 (cd "$WORK/python3.11" \
@@ -159,7 +160,12 @@ for m in "${disabled[@]}"; do off+=("py_cv_module_$m=n/a"); done
        --without-ensurepip --disable-test-modules --with-openssl="$P" --with-system-expat=no \
        --with-system-libmpdec=no >"$WORK/py-configure.log" 2>&1 \
   || { tail -n 30 "$WORK/py-configure.log" >&2; exit 1; })
-(cd "$WORK/python3.11" && make -j"$JOBS" libpython3.11.a pybuilddir.txt >"$WORK/py-make.log" 2>&1) \
+# configure lists the stdlib's extension modules in Modules/Setup.stdlib (*static* here) but, on
+# Linux, leaves building them to setup.py as shared objects: as Modules/Setup.local they are compiled
+# into libpython instead (makesetup regenerates the Makefile and Modules/config.c).
+cp "$WORK/python3.11/Modules/Setup.stdlib" "$WORK/python3.11/Modules/Setup.local"
+(cd "$WORK/python3.11" && make Makefile >"$WORK/py-make.log" 2>&1 \
+   && make -j"$JOBS" libpython3.11.a pybuilddir.txt >>"$WORK/py-make.log" 2>&1) \
   || { tail -n 40 "$WORK/py-make.log" >&2; exit 1; }
 
 PY=$WORK/python3.11
@@ -171,7 +177,8 @@ mkdir -p "$P/lib/python3.11"
 cp -R "$PY"/Lib/. "$P/lib/python3.11/"
 cp "$PY/$(cat "$PY/pybuilddir.txt")"/_sysconfigdata*.py "$P/lib/python3.11/"
 # The libraries the static modules need (Modules/Setup: MODLIBS) and libpython's own (LIBS).
-sed -n -e 's/^LIBS=[[:space:]]*//p' -e 's/^MODLIBS=[[:space:]]*//p' "$PY/Makefile" | tr '\n' ' ' >"$P/link-libs"
+printf 'include Makefile\nprint-link-libs:\n\t@echo $(LIBS) $(MODLIBS)\n' >"$PY/link-libs.mk"
+(cd "$PY" && make -s -f link-libs.mk print-link-libs) >"$P/link-libs"
 sed -n 's/^[[:space:]]*{"\([A-Za-z0-9_.]*\)", PyInit_.*/\1/p' "$PY/Modules/config.c" | sort >"$P/modules"
 for m in _ssl _hashlib _ctypes _json zlib fcntl select _socket binascii math _struct; do
   grep -qx "$m" "$P/modules" || { echo "build_runtime.sh: $m was not built in (see configure's output)" >&2; exit 1; }

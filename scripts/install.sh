@@ -96,13 +96,14 @@ retire_lib_dir() {  # remove an earlier layout's LIB_DIR once nothing links to o
   [ -d "$LIB_DIR" ] && [ ! -L "$LIB_DIR" ] || return 0
   is_ours_dir || is_legacy_dir || return 0
   if is_ours_dir; then
-    local other
+    local other links
+    links=$(sed -n 's/^link //p' "$LIB_DIR/$MANIFEST")  # (no process substitution: /dev/fd may be missing)
     while IFS= read -r other; do
-      if links_to_lib "$other"; then
+      if [ -n "$other" ] && links_to_lib "$other"; then
         echo "install.sh: $other still links to $LIB_DIR; $LIB_DIR kept (install into $(dirname "$other") too)" >&2
         return 0
       fi
-    done < <(sed -n 's/^link //p' "$LIB_DIR/$MANIFEST")
+    done <<<"$links"
   fi
   if in_use "$LIB_DIR"; then
     echo "install.sh: a process still runs from $LIB_DIR; it is removed by the next install or uninstall" >&2

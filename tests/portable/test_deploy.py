@@ -34,7 +34,12 @@ def rootfs(built_binary):
         proc = subprocess.run(["bash", os.path.join(ROOT, "deploy", "image", "build-image.sh"), "--exe", built_binary,
                                "--rootfs-only", rfs], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        yield rfs
+        # as a container runtime gives the container a /dev
+        subprocess.run(["mount", "--bind", "/dev", os.path.join(rfs, "dev")], check=True, timeout=30)
+        try:
+            yield rfs
+        finally:
+            subprocess.run(["umount", "-l", os.path.join(rfs, "dev")], check=False, timeout=30)
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
 
@@ -54,7 +59,8 @@ def host(rootfs):
 
 
 def entry(rootfs, *args):
-    return subprocess.run(["chroot", rootfs, "/usr/local/bin/cni-ipam-node", *args], capture_output=True, text=True,
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    return subprocess.run([chroot, rootfs, "/usr/local/bin/cni-ipam-node", *args], capture_output=True, text=True,
                           env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, timeout=300)
 
 
