@@ -164,12 +164,18 @@ for m in "${disabled[@]}"; do off+=("py_cv_module_$m=n/a"); done
 # Linux, leaves building them to setup.py as shared objects: as Modules/Setup.local they are compiled
 # into libpython instead (makesetup regenerates the Makefile and Modules/config.c).
 cp "$WORK/python3.11/Modules/Setup.stdlib" "$WORK/python3.11/Modules/Setup.local"
+# _ctypes is left to setup.py even in Setup.stdlib: its line, with what setup.py defines for libffi 3.4
+# (no "=" on the line: makesetup takes such a line for a variable).
+printf "\n*static*\n" >>"$WORK/python3.11/Modules/Setup.local"  # after Setup.stdlib's *disabled* list
+echo "_ctypes _ctypes/_ctypes.c _ctypes/callbacks.c _ctypes/callproc.c _ctypes/stgdict.c _ctypes/cfield.c \
+-I$P/include -DHAVE_FFI_PREP_CIF_VAR -DHAVE_FFI_PREP_CLOSURE_LOC -DHAVE_FFI_CLOSURE_ALLOC -lffi" \
+  >>"$WORK/python3.11/Modules/Setup.local"
 (cd "$WORK/python3.11" && make Makefile >"$WORK/py-make.log" 2>&1 \
    && make -j"$JOBS" libpython3.11.a pybuilddir.txt >>"$WORK/py-make.log" 2>&1) \
-  || { tail -n 40 "$WORK/py-make.log" >&2; exit 1; }
+  || { tail -n 40 "$WORK/py-make.log" >&2; cp "$WORK/py-make.log" "$OUT/" 2>/dev/null; exit 1; }
 
 PY=$WORK/python3.11
-cp "$PY/libpython3.11.a" "$P/lib/"
+cp "$PY/libpython3.11.a" "$PY/Modules/_decimal/libmpdec/libmpdec.a" "$PY/Modules/expat/libexpat.a" "$P/lib/"
 mkdir -p "$P/include/python3.11"
 cp -R "$PY"/Include/. "$P/include/python3.11/"
 cp "$PY/pyconfig.h" "$P/include/python3.11/"
@@ -178,7 +184,8 @@ cp -R "$PY"/Lib/. "$P/lib/python3.11/"
 cp "$PY/$(cat "$PY/pybuilddir.txt")"/_sysconfigdata*.py "$P/lib/python3.11/"
 # The libraries the static modules need (Modules/Setup: MODLIBS) and libpython's own (LIBS).
 printf 'include Makefile\nprint-link-libs:\n\t@echo $(LIBS) $(MODLIBS)\n' >"$PY/link-libs.mk"
-(cd "$PY" && make -s -f link-libs.mk print-link-libs) >"$P/link-libs"
+(cd "$PY" && make -s -f link-libs.mk print-link-libs) \
+  | sed -e 's#Modules/_decimal/libmpdec/libmpdec.a#-lmpdec#' -e 's#Modules/expat/libexpat.a#-lexpat#' >"$P/link-libs"
 sed -n 's/^[[:space:]]*{"\([A-Za-z0-9_.]*\)", PyInit_.*/\1/p' "$PY/Modules/config.c" | sort >"$P/modules"
 for m in _ssl _hashlib _ctypes _json zlib fcntl select _socket binascii math _struct; do
   grep -qx "$m" "$P/modules" || { echo "build_runtime.sh: $m was not built in (see configure's output)" >&2; exit 1; }
