@@ -38,7 +38,7 @@ import zipfile
 PYDIR = "python%d.%d" % sys.version_info[:2]
 # Never reachable from any cni_ipam code path (nor from the third-party packages at run time).
 STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "venv",
-                    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "pydoc_data", "sqlite3", "curses",
+                    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "pydoc_data", "curses",
                     "msilib"}
 STDLIB_SKIP_FILES = {"turtle.py", "sitecustomize.py", "usercustomize.py", "this.py", "antigravity.py"}
 THIRD_PARTY_SKIP = {"pip", "setuptools", "pkg_resources", "_distutils_hack", "wheel", "__pycache__"}
@@ -220,7 +220,8 @@ def main(argv=None) -> int:
         # 3. cni_ipam and the entry modules, from the checkout
         n_own = compile_tree(os.path.join(args.root, "cni_ipam"), os.path.join(pylib, "cni_ipam"), {"__pycache__"})
         for src, mod in ((args.entry, "cni_ipam_entry"),
-                         (os.path.join("packaging", "cni_ipam_fastjson.py"), "cni_ipam_fastjson")):
+                         (os.path.join("packaging", "cni_ipam_fastjson.py"), "cni_ipam_fastjson"),
+                         (os.path.join("packaging", "_sqlite3.py"), "_sqlite3")):  # pyroute2 imports sqlite3
             py_compile.compile(os.path.join(args.root, src), cfile=os.path.join(pylib, mod + ".pyc"),
                                dfile=mod + ".py", doraise=True, optimize=1,
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)

@@ -56,11 +56,13 @@ def root(request, built_binary):
 
 @pytest.fixture
 def netns():
-    """A network namespace with a dummy eth0 (up); removed afterwards."""
+    """A network namespace with an eth0 (up); removed afterwards."""
     name = f"cnichr-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
     try:
-        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "dummy"], check=True, timeout=30)
+        # a veth pair inside the namespace (no dummy driver needed)
+        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"], check=True,
+                       timeout=30)
         subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True, timeout=30)
         yield name
     finally:
