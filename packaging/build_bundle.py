@@ -1,25 +1,24 @@
-"""Assemble the self-contained cni-ipam bundle around packaging/launcher.c (no PyInstaller).
+"""Assemble the cni-ipam executable: one static file (packaging/launcher.c + a module archive).
 
 Run by scripts/build.sh with the build interpreter: a virtual environment made from Debian's
-/usr/bin/python3.11 holding the third-party packages (pyroute2, PyYAML, prometheus-client).  The
-bundle embeds that same CPython - the static libpython of the python3.11-dev package - so the
-stdlib, the extension modules and the packages below all come from one Python build:
+/usr/bin/python3.11 holding the third-party packages (pyroute2, PyYAML, prometheus-client, all pure
+Python).  The static runtime (--runtime, made by packaging/build_runtime.sh: CPython 3.11 from
+Debian's source package with its extension modules compiled in, OpenSSL, libffi, zlib, musl) gives
+the stdlib and the libraries; the build interpreter is the same CPython version, so the .pyc files
+it compiles are the runtime's.
 
-    OUT/cni-ipam                          the launcher (packaging/launcher.c), libpython linked in
-    OUT/_internal/lib/*.so*               shared libraries the extension modules need (ldd), glibc's excepted
-    OUT/_internal/lib/python3.11/         stdlib + cni_ipam + the entry module + third-party packages,
-                                          as sourceless .pyc files (no source to stat, nothing to validate)
-    OUT/_internal/lib/python3.11/lib-dynload/   the stdlib's extension modules
+    OUT    the launcher, linked statically (no dynamic loader, no libc needed on the node), followed
+           by a zip archive: the stdlib + cni_ipam + the entry modules + the third-party packages
+           (with their metadata), as sourceless unchecked-hash .pyc files (optimize=1)
 
 The launcher also carries the plugin path's modules frozen (packaging/frozen_modules.txt): a
-PyImport_FrozenModules table generated here from the bundle's own .pyc code, so a plugin call's
-imports open no file (--no-freeze leaves it out, for comparison).
+PyImport_FrozenModules table generated here from the archive's own .pyc code, so a plugin call's
+imports read nothing from the archive (--no-freeze leaves it out, for comparison).
 
-    python build_bundle.py --out DIR --root CHECKOUT [--link static|pie|shared] [--cc gcc] [--no-freeze]
+    python build_bundle.py --out FILE --root CHECKOUT --runtime DIR [--emulator CMD] [--no-freeze]
 
---link: static (default) links libpython3.11.a into a non-PIE executable, as Debian links its own
-/usr/bin/python3.11; pie links libpython3.11-pic.a into a PIE; shared bundles libpython3.11.so.1.0
-and finds it through the same $ORIGIN rpath (both for comparison, see docs/performance.md).
+--emulator: how to run the built executable here when it is for another architecture
+(qemu-aarch64-static): the build runs it to bake its VERSION answer in and to check it.
 """
 
 from __future__ import annotations
@@ -32,21 +31,17 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import shlex
 import tempfile
+import zipfile
 
 PYDIR = "python%d.%d" % sys.version_info[:2]
 # Never reachable from any cni_ipam code path (nor from the third-party packages at run time).
 STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "venv",
-                    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "pydoc_data"}
+                    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "pydoc_data", "curses",
+                    "msilib"}
 STDLIB_SKIP_FILES = {"turtle.py", "sitecustomize.py", "usercustomize.py", "this.py", "antigravity.py"}
-# Extension modules left out: test modules, and interactive/terminal or obsolete modules whose
-# libraries (readline, ncurses, Berkeley DB, NIS with Kerberos) nothing here uses.
-DYNLOAD_SKIP_PREFIXES = ("_test", "_xx", "xx", "_ctypes_test", "nis.", "ossaudiodev.", "readline.", "_curses",
-                         "_dbm.", "_tkinter")
 THIRD_PARTY_SKIP = {"pip", "setuptools", "pkg_resources", "_distutils_hack", "wheel", "__pycache__"}
-# glibc's own libraries are the node's (as for any dynamically linked program); everything else is carried.
-GLIBC = ("ld-linux", "libc.so", "libm.so", "libdl.so", "libpthread.so", "librt.so", "libutil.so", "libresolv.so",
-         "libanl.so", "libmvec.so", "libnss_", "libthread_db.so", "libBrokenLocale.so", "linux-vdso")
 
 
 def compile_tree(src_root: str, dst_root: str, skip_dirs=frozenset(), skip_files=frozenset(), top_only=None) -> int:
@@ -76,25 +71,6 @@ def compile_tree(src_root: str, dst_root: str, skip_dirs=frozenset(), skip_files
     return count
 
 
-def needed_libs(elf_files) -> dict:
-    """soname -> path for every non-glibc library ldd lists for the given ELF files."""
-    found = {}
-    for f in elf_files:
-        proc = subprocess.run(["ldd", f], capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            line = line.strip()
-            if "=>" not in line:
-                continue
-            name, _, rest = line.partition("=>")
-            name, path = name.strip(), rest.strip().split(" (")[0].strip()
-            if name.startswith(GLIBC):
-                continue
-            if path == "not found" or not path.startswith("/"):
-                raise SystemExit(f"build_bundle: {f} needs {name}, which is not installed on this machine")
-            found[name] = path
-    return found
-
-
 def is_elf(path: str) -> bool:
     with open(path, "rb") as fh:
         return fh.read(4) == b"\x7fELF"
@@ -105,11 +81,13 @@ def c_string(data: bytes) -> str:
     return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else "\\%03o" % b for b in data) + '"'
 
 
-def python_version_answer(exe: str, **env) -> bytes:
-    """What the bundle prints for CNI_COMMAND=VERSION (exit 0 required)."""
-    proc = subprocess.run([exe], env={"CNI_COMMAND": "VERSION", **env}, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+def python_version_answer(exe: str, emulator=(), **env) -> bytes:
+    """What the executable prints for CNI_COMMAND=VERSION (exit 0 required)."""
+    proc = subprocess.run([*emulator, exe], env={"CNI_COMMAND": "VERSION", **env}, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=120)
     if proc.returncode != 0 or b"supportedVersions" not in proc.stdout:
-        raise SystemExit(f"build_bundle: {exe} does not answer VERSION: {proc.returncode} {proc.stdout!r} {proc.stderr!r}")
+        raise SystemExit(f"build_bundle: {exe} does not answer VERSION: {proc.returncode} {proc.stdout!r} "
+                         f"{proc.stderr!r}")
     return proc.stdout
 
 
@@ -129,11 +107,11 @@ def write_frozen_table(pylib: str, names, header: str) -> int:
     arrays, rows, total = [], [], 0
     for i, name in enumerate(names):
         rel = os.path.join(pylib, *name.split("."))
-        for path, is_pkg in ((os.path.join(rel, "__init__.pyc"), 1), (rel + ".pyc", 0)):
+        for path, is_pkg in ((os.path.join(rel, "__init__.pyc"), 1), (rel + ".pyc", 0)):  # noqa: B007
             if os.path.isfile(path):
                 break
         else:
-            raise SystemExit(f"build_bundle: {name} (packaging/frozen_modules.txt) is not a .pyc module of the bundle")
+            raise SystemExit(f"build_bundle: {name} (packaging/frozen_modules.txt) is not a .pyc module of the archive")
         with open(path, "rb") as fh:
             data = fh.read()
         # magic, flags (1: hash-based, unchecked), source hash; then the marshalled code object
@@ -159,106 +137,119 @@ def importlib_magic() -> bytes:
     return importlib.util.MAGIC_NUMBER
 
 
-def build_launcher(root: str, out_exe: str, link: str, cc: str, internal: str, defines=()) -> None:
-    inc = sysconfig.get_config_var("INCLUDEPY")
-    libpl = sysconfig.get_config_var("LIBPL")
+def build_launcher(root: str, runtime: str, out_exe: str, defines=()) -> None:
+    """Compile and link packaging/launcher.c statically against the runtime (its bin/cc: gcc + musl)."""
     src = os.path.join(root, "packaging", "launcher.c")
-    cflags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", f"-I{inc}", *defines]
-    # Extension modules resolve the Py* symbols from the executable: export them (-export-dynamic).
-    # DT_RPATH (not RUNPATH): ld.so applies the executable's RPATH to dependencies of dlopen'ed modules too.
-    ldflags = ["-Wl,--export-dynamic", "-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/_internal/lib", "-Wl,-O1", "-s"]
-    # libpython's built-in pyexpat and zlib modules: link those libraries statically too (one fewer
-    # shared object to map at every start), when the static archives are installed.
-    syslibs = []
-    for lib in ("expat", "z"):
-        static = os.path.join("/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", f"lib{lib}.a")
-        syslibs += [static] if os.path.exists(static) else [f"-l{lib}"]
-    syslibs += ["-lm", "-ldl", "-lpthread", "-lutil"]
-    if link == "static":
-        argv = [cc, "-no-pie", *cflags, "-o", out_exe, src, os.path.join(libpl, f"libpython{sys.version_info[0]}.{sys.version_info[1]}.a"),
-                *syslibs, "-no-pie", *ldflags]
-    elif link == "pie":
-        argv = [cc, "-fPIE", "-pie", *cflags, "-o", out_exe, src,
-                os.path.join(libpl, f"libpython{sys.version_info[0]}.{sys.version_info[1]}-pic.a"), *syslibs, *ldflags]
-    elif link == "shared":
-        soname = sysconfig.get_config_var("INSTSONAME")
-        libdir = sysconfig.get_config_var("LIBDIR")
-        if not os.path.exists(os.path.join(internal, "lib", soname)):
-            shutil.copy2(os.path.join(libdir, soname), os.path.join(internal, "lib", soname))
-        argv = [cc, *cflags, "-o", out_exe, src, os.path.join(internal, "lib", soname), "-lm", "-ldl", *ldflags]
-    else:
-        raise SystemExit(f"build_bundle: unknown --link {link}")
+    pyver = "python%d.%d" % sys.version_info[:2]
+    lib = os.path.join(runtime, "lib")
+    with open(os.path.join(runtime, "link-libs"), encoding="ascii") as fh:
+        libs = fh.read().split()
+    cflags = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+              f"-I{os.path.join(runtime, 'include', pyver)}", *defines]
+    # -static: no PT_INTERP, no DT_NEEDED (nothing of the node is used); unused sections dropped; stripped.
+    argv = [os.path.join(runtime, "bin", "cc"), "-static", *cflags, "-o", out_exe, src,
+            os.path.join(lib, f"lib{pyver}.a"), f"-L{lib}", *libs, "-lssl", "-lcrypto", "-lffi", "-lz", "-lm",
+            "-Wl,--gc-sections", "-Wl,-O1", "-s"]
     subprocess.run(argv, check=True)
+
+
+def write_archive(tree: str, path: str) -> int:
+    """Every file under tree into a new zip archive at path (sorted, fixed timestamps); returns the count."""
+    count = 0
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for dirpath, dirnames, filenames in os.walk(tree):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                info = zipfile.ZipInfo(os.path.relpath(full, tree), date_time=(2020, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                with open(full, "rb") as fh:
+                    zf.writestr(info, fh.read())
+                count += 1
+    return count
+
+
+def append_archive(exe: str, archive: str) -> None:
+    """exe := exe + archive.  The archive's offsets stay relative to its own start: zipimport and zipfile
+    find the end-of-archive record at the end of the file and allow for the bytes before it, as for a
+    self-extracting archive."""
+    with open(exe, "ab") as out, open(archive, "rb") as src:
+        shutil.copyfileobj(src, out)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="the bundle directory to make (must not exist)")
+    ap.add_argument("--out", required=True, help="the executable to make")
     ap.add_argument("--root", required=True, help="the checkout (cni_ipam/ and packaging/)")
-    ap.add_argument("--name", default="cni-ipam")
-    ap.add_argument("--link", default="static", choices=("static", "pie", "shared"))
-    ap.add_argument("--cc", default=os.environ.get("CC", "gcc"))
+    ap.add_argument("--runtime", required=True, help="the static runtime (packaging/build_runtime.sh --out)")
+    ap.add_argument("--emulator", default="", help="command that runs the built executable here (cross builds)")
     ap.add_argument("--no-fast-version", action="store_true", help="leave VERSION to Python (no answer baked in)")
     ap.add_argument("--no-freeze", action="store_true",
-                    help="leave the plugin path's modules as files (no frozen table in the launcher; for comparison)")
+                    help="leave the plugin path's modules in the archive (no frozen table; for comparison)")
     ap.add_argument("--entry", default=os.path.join("packaging", "cni_ipam_entry.py"),
                     help="the entry script, relative to --root (installed as the module cni_ipam_entry)")
     args = ap.parse_args(argv)
 
     if sys.prefix == sys.base_prefix:
         raise SystemExit("build_bundle: run me with the build virtual environment's python, not the machine's")
+    runtime = os.path.abspath(args.runtime)
+    runtime_stdlib = os.path.join(runtime, "lib", PYDIR)
+    if not os.path.isdir(runtime_stdlib):
+        raise SystemExit(f"build_bundle: {runtime_stdlib} missing: not a runtime of this Python ({PYDIR})")
+    emulator = shlex.split(args.emulator)
     out = os.path.abspath(args.out)
-    internal = os.path.join(out, "_internal")
-    lib = os.path.join(internal, "lib")
-    pylib = os.path.join(lib, PYDIR)
-    dynload = os.path.join(pylib, "lib-dynload")
-    os.makedirs(dynload)
-
-    # 1. the stdlib of the interpreter we embed
-    stdlib = sysconfig.get_paths()["stdlib"]
-    n_std = compile_tree(stdlib, pylib, STDLIB_SKIP_DIRS, STDLIB_SKIP_FILES)
-    src_dynload = os.path.join(stdlib, "lib-dynload")
-    for name in sorted(os.listdir(src_dynload)):
-        if name.endswith(".so") and not name.startswith(DYNLOAD_SKIP_PREFIXES):
-            shutil.copy2(os.path.join(src_dynload, name), os.path.join(dynload, name))
-
-    # 2. the third-party packages of the build venv (with their metadata: importlib.metadata finds it)
-    site = sysconfig.get_paths()["purelib"]
-    n_third = compile_tree(site, pylib, top_only=lambda name, is_dir: (
-        name.split("-")[0] not in THIRD_PARTY_SKIP and not name.endswith(".pth") and name != "distutils-precedence.pth"
-        and not name.startswith(("pip-", "setuptools-", "_distutils_hack"))))
-
-    # 3. cni_ipam and the entry modules, from the checkout
-    n_own = compile_tree(os.path.join(args.root, "cni_ipam"), os.path.join(pylib, "cni_ipam"), {"__pycache__"})
-    for src, mod in ((args.entry, "cni_ipam_entry"), (os.path.join("packaging", "cni_ipam_fastjson.py"), "cni_ipam_fastjson")):
-        py_compile.compile(os.path.join(args.root, src), cfile=os.path.join(pylib, mod + ".pyc"), dfile=mod + ".py",
-                           doraise=True, optimize=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-
-    # 4. the launcher, then the shared libraries everything in the bundle needs
-    exe = os.path.join(out, args.name)
-    defines, n_frozen = [], 0
     with tempfile.TemporaryDirectory(prefix="cni-ipam-build-") as tmp:
+        pylib = os.path.join(tmp, "modules")
+        os.makedirs(pylib)
+
+        # 1. the stdlib of the runtime we link (its extension modules are built in)
+        n_std = compile_tree(runtime_stdlib, pylib, STDLIB_SKIP_DIRS, STDLIB_SKIP_FILES)
+
+        # 2. the third-party packages of the build venv (with their metadata: importlib.metadata finds it);
+        #    compiled extensions (PyYAML's optional _yaml) are left out: the pure-Python code is used.
+        site = sysconfig.get_paths()["purelib"]
+        n_third = compile_tree(site, pylib, top_only=lambda name, is_dir: (
+            name.split("-")[0] not in THIRD_PARTY_SKIP and not name.endswith(".pth")
+            and not name.startswith(("pip-", "setuptools-", "_distutils_hack"))))
+        for dirpath, _, filenames in os.walk(pylib):
+            for name in filenames:
+                if ".so" in name and is_elf(os.path.join(dirpath, name)):
+                    os.unlink(os.path.join(dirpath, name))
+
+        # 3. cni_ipam and the entry modules, from the checkout
+        n_own = compile_tree(os.path.join(args.root, "cni_ipam"), os.path.join(pylib, "cni_ipam"), {"__pycache__"})
+        for src, mod in ((args.entry, "cni_ipam_entry"),
+                         (os.path.join("packaging", "cni_ipam_fastjson.py"), "cni_ipam_fastjson"),
+                         (os.path.join("packaging", "_sqlite3.py"), "_sqlite3")):  # pyroute2 imports sqlite3
+            py_compile.compile(os.path.join(args.root, src), cfile=os.path.join(pylib, mod + ".pyc"),
+                               dfile=mod + ".py", doraise=True, optimize=1,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        archive = os.path.join(tmp, "modules.zip")
+        n_files = write_archive(pylib, archive)
+
+        # 4. the launcher (twice: the second one with the VERSION answer of the first), then the archive
+        exe = os.path.join(tmp, "cni-ipam")
+        defines, n_frozen, names = [], 0, []
         if not args.no_freeze:
             names = read_module_list(os.path.join(args.root, "packaging", "frozen_modules.txt"))
             header = os.path.join(tmp, "frozen_modules.h")
             n_frozen = write_frozen_table(pylib, names, header)
             defines.append(f'-DFROZEN_MODULES="{header}"')
-        build_launcher(args.root, exe, args.link, args.cc, internal, defines)
+        build_launcher(args.root, runtime, exe, defines)
+        append_archive(exe, archive)
         if not args.no_fast_version:
-            answer = python_version_answer(exe)
-            build_launcher(args.root, exe, args.link, args.cc, internal, [*defines, f"-DVERSION_ANSWER={c_string(answer)}"])
-            if python_version_answer(exe) != answer or python_version_answer(exe, CNI_IPAM_LIST_MODULES="1") != answer:
+            answer = python_version_answer(exe, emulator)
+            build_launcher(args.root, runtime, exe, [*defines, f"-DVERSION_ANSWER={c_string(answer)}"])
+            append_archive(exe, archive)
+            if (python_version_answer(exe, emulator) != answer
+                    or python_version_answer(exe, emulator, CNI_IPAM_LIST_MODULES="1") != answer):
                 raise SystemExit("build_bundle: the launcher's VERSION answer differs from the Python path's")
-    elves = [exe] + [os.path.join(d, f) for d, _, fs in os.walk(pylib) for f in fs
-                     if ".so" in f and is_elf(os.path.join(d, f))]
-    for soname, path in sorted(needed_libs(elves).items()):
-        dst = os.path.join(lib, soname)
-        if not os.path.exists(dst):
-            shutil.copy2(path, dst)
-            os.chmod(dst, 0o644)
-    print(f"build_bundle: {out}: {n_std} stdlib, {n_third} third-party, {n_own} cni_ipam modules; "
-          f"{len(names) if n_frozen else 0} frozen into the launcher ({n_frozen} bytes of code); "
-          f"libraries: {' '.join(sorted(f for f in os.listdir(lib) if '.so' in f)) or 'none'}", file=sys.stderr)
+        os.chmod(exe, 0o755)
+        shutil.move(exe, out)
+    print(f"build_bundle: {out}: {os.path.getsize(out) // 1024} KiB; {n_std} stdlib, {n_third} third-party, "
+          f"{n_own} cni_ipam modules ({n_files} files in the archive); {len(names)} frozen into the launcher "
+          f"({n_frozen} bytes of code)", file=sys.stderr)
     return 0
 
 

@@ -1,9 +1,9 @@
-"""Entry point of the built cni-ipam binary: imported by the launcher (packaging/launcher.c, the shipped
-bundle) or run as the PyInstaller build's script (scripts/build.sh --pyinstaller).
+"""Entry point of the built cni-ipam executable: imported by the launcher (packaging/launcher.c).
 
-Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set (or no arguments),
-the admin CLI otherwise.  The plugin path imports only ``cni_ipam.plugin.skel`` up front, with
-``json`` served by ``cni_ipam_fastjson`` (same results, without importing re and enum).  After the
+Same dispatch as ``cni_ipam/__main__.py``: a CNI call when CNI_COMMAND is set, the admin CLI when
+arguments are given, and with neither what the program is (its version, on stderr) and exit 0.
+The plugin path imports only ``cni_ipam.plugin.skel`` up front, with ``json`` served by
+``cni_ipam_fastjson`` (same results, without importing re and enum).  After the
 answer is written and flushed we leave with ``os._exit``: a plugin call owns no other resources, and
 skipping interpreter finalisation (module teardown, GC of every object) saves about a millisecond
 per call.  Admin commands exit normally.
@@ -18,10 +18,14 @@ import gc
 import os
 import sys
 
-if "CNI_COMMAND" not in os.environ and len(sys.argv) > 1:
-    from cni_ipam.admin.cli import cli_main
+if "CNI_COMMAND" not in os.environ:
+    if len(sys.argv) > 1:
+        from cni_ipam.admin.cli import cli_main
 
-    sys.exit(cli_main(sys.argv[1:]))
+        sys.exit(cli_main(sys.argv[1:]))
+    from cni_ipam.__main__ import about
+
+    sys.exit(about())
 
 gc.disable()
 
@@ -30,8 +34,8 @@ if "json" not in sys.modules and not os.environ.get("CNI_IPAM_REAL_JSON"):
 
     sys.modules["json"] = cni_ipam_fastjson
 
-from cni_ipam.__main__ import VERBS
-from cni_ipam.plugin.skel import plugin_main
+from cni_ipam.__main__ import VERBS  # noqa: E402  (after the json stand-in is in place)
+from cni_ipam.plugin.skel import plugin_main  # noqa: E402
 
 _rc = plugin_main(VERBS)
 if os.environ.get("CNI_IPAM_LIST_MODULES"):  # for tests/integration/test_built_binary.py

@@ -62,7 +62,7 @@ class _Context:
     memo = None
 
     @staticmethod
-    def parse_constant(name, _c={"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}):
+    def parse_constant(name, _c={"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}):  # noqa: B006
         return _c[name]
 
 

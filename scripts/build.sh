@@ -1,160 +1,166 @@
 #!/usr/bin/env bash
-# Build the shipped cni-ipam bundle: one command, prints where the executable is.
+# Build the shipped cni-ipam executable: one static file, prints its path.
 #
-#   scripts/build.sh                 # self-contained onedir bundle: dist/cni-ipam/cni-ipam (the shipped form)
-#   scripts/build.sh --link pie|shared  # launcher variants, for measuring (default static)
-#   scripts/build.sh --no-freeze     # plugin-path modules as .pyc files only, not frozen into the launcher (measuring)
-#   scripts/build.sh --prepare       # only install what the build needs (apt, build venv), build nothing
-#   scripts/build.sh --venv DIR      # the build virtual environment (default build/embed-venv)
-#   scripts/build.sh --dist DIR      # output directory (default dist/)
-#   scripts/build.sh --pyinstaller   # the PyInstaller onedir bundle instead (the previous form, for comparison)
-#   scripts/build.sh --pyinstaller --onefile     # single file: dist/cni-ipam (about 10x slower to start)
-#   scripts/build.sh --pyinstaller --importtime  # profiling build with -X importtime baked in
-#   scripts/build.sh --pyinstaller --stock       # keep PyInstaller's default run-time hooks (baseline)
-#   scripts/build.sh --pyinstaller --archive     # modules in the PYZ archive instead of .pyc files (baseline)
-#   scripts/build.sh --pyinstaller --work DIR    # PyInstaller's work directory (default build/pyinstaller)
+#   scripts/build.sh                  # dist/cni-ipam, for this machine's architecture (amd64)
+#   scripts/build.sh --arch arm64     # dist/arm64/cni-ipam (cross-built; checked with qemu-aarch64-static)
+#   scripts/build.sh --dist DIR       # output directory (default dist/)
+#   scripts/build.sh --no-freeze      # plugin-path modules left in the archive, not frozen (measuring)
+#   scripts/build.sh --prepare        # install and build what the build needs (apt, sources, runtime, venv), no executable
+#   scripts/build.sh --venv DIR       # the build virtual environment (default build/embed-venv)
+#   scripts/build.sh --cache DIR      # where the static runtime and its sources are kept
+#                                     # (default /var/cache/cni-ipam-build, $CNI_IPAM_BUILD_CACHE)
 #
-# The default build (packaging/build_bundle.py) needs no PyInstaller: a small C launcher
-# (packaging/launcher.c) embeds Debian's CPython 3.11 (libpython3.11.a from python3.11-dev, linked in
-# statically) and runs packaging/cni_ipam_entry.py; the bundle carries the stdlib, cni_ipam and the
-# third-party packages as .pyc files, the extension modules and the shared libraries they need
-# (found through the launcher's $ORIGIN rpath).  Nothing of the node's Python is used at run time.
-# Build needs (installed with apt-get when missing and root): gcc, python3.11, python3.11-dev,
-# python3.11-venv, zlib1g-dev, libexpat1-dev.  The third-party packages (pyproject.toml's
-# dependencies) go into the build venv, made from /usr/bin/python3.11 (EMBED_PYTHON overrides it),
-# never into the machine's Python.
-#
-# --pyinstaller builds with the project virtual environment .venv/ (scripts/venv.sh: made when
-# missing, this package and its "build" extra, PyInstaller, installed into it), never the machine's
-# Python; PYTHON=/path/to/a/venv/python builds with that interpreter instead (pip-installing into it
-# when PyInstaller is missing).  Then: scripts/install.sh.
+# The executable is packaging/launcher.c linked statically (musl) with a static CPython 3.11 whose
+# extension modules are compiled in (OpenSSL, libffi, zlib included), followed by a zip of the
+# stdlib, cni_ipam and the third-party packages as .pyc (packaging/build_bundle.py).  It needs nothing
+# on the node: no libc, no loader, no Python.  The runtime (packaging/build_runtime.sh, from Debian's
+# source packages python3.11, openssl, libffi and zlib, fetched with apt-get source through a private
+# source list in the cache) takes about 10 minutes on 2 cores; it is kept in the cache under a hash
+# of every input and rebuilt only when one changes.  The executable itself then takes about 10 s.
+# Build needs (installed with apt-get when missing and root): gcc, make, dpkg-dev, musl-tools,
+# python3.11, python3.11-venv; for arm64 also gcc-aarch64-linux-gnu, linux-libc-dev-arm64-cross,
+# qemu-user-static.  The third-party packages (pyproject.toml's dependencies, all pure Python) go
+# into the build venv, made from /usr/bin/python3.11, never into the machine's Python.
+# Then: scripts/install.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DIST="$ROOT/dist"
-WORK="$ROOT/build/pyinstaller"
 BVENV="$ROOT/build/embed-venv"
-NAME=cni-ipam
-MODE=launcher
-LINK=static
+CACHE=${CNI_IPAM_BUILD_CACHE:-/var/cache/cni-ipam-build}
+ARCH=amd64
 FREEZE=()
 PREPARE=0
-PYI_ONLY=()
+SUITE=bookworm
+# The Debian mirror this machine's apt already uses (its first non-security source), unless set.
+debian_mirror() {
+  { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
+  } | grep -v security | head -n 1
+}
+MIRROR=${CNI_IPAM_DEBIAN_MIRROR:-$(debian_mirror)}
 
+usage() { echo "build.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --pyinstaller) MODE=pyinstaller ;;
-    --onefile) export CNI_IPAM_ONEFILE=1; PYI_ONLY+=("$1") ;;
-    --importtime) export CNI_IPAM_IMPORTTIME=1; NAME=cni-ipam-importtime; PYI_ONLY+=("$1") ;;
-    --stock) export CNI_IPAM_STOCK_BOOT=1; NAME=cni-ipam-stock; PYI_ONLY+=("$1") ;;
-    --archive) export CNI_IPAM_ARCHIVE=1; PYI_ONLY+=("$1") ;;
-    --link) LINK=${2:?--link needs static, pie or shared}; shift ;;
+    --arch) ARCH=${2:-}; [ "$ARCH" = amd64 ] || [ "$ARCH" = arm64 ] || usage "--arch takes amd64 or arm64"; shift ;;
     --no-freeze) FREEZE=(--no-freeze) ;;
     --prepare) PREPARE=1 ;;
-    --venv) BVENV=$(realpath -m "${2:?--venv needs a directory}"); shift ;;
-    --dist) DIST=$(realpath -m "${2:?--dist needs a directory}"); shift ;;
-    --work) WORK=$(realpath -m "${2:?--work needs a directory}"); shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
-    *) echo "build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    --venv) [ -n "${2:-}" ] || usage "--venv needs a directory"; BVENV=$(realpath -m "$2"); shift ;;
+    --dist) [ -n "${2:-}" ] || usage "--dist needs a directory"; DIST=$(realpath -m "$2"); shift ;;
+    --cache) [ -n "${2:-}" ] || usage "--cache needs a directory"; CACHE=$(realpath -m "$2"); shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) usage "unknown option $1 (see --help)" ;;
   esac
   shift
 done
-export CNI_IPAM_NAME=$NAME
-if [ "$MODE" = launcher ] && [ ${#PYI_ONLY[@]} -gt 0 ]; then
-  echo "build.sh: ${PYI_ONLY[*]} applies to --pyinstaller builds only" >&2
-  exit 2
+[ "$(uname -m)" = x86_64 ] || { echo "build.sh: builds on amd64 (x86_64) only" >&2; exit 1; }
+if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
+  CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/cni-ipam-build
+  mkdir -p "$CACHE"
+fi
+EMBED=/usr/bin/python3.11
+EMULATOR=
+OUTDIR=$DIST
+
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+need=(gcc make dpkg-dev musl-tools python3.11 python3.11-venv)
+if [ "$ARCH" = arm64 ]; then
+  need+=(gcc-aarch64-linux-gnu linux-libc-dev-arm64-cross qemu-user-static)
+  EMULATOR=qemu-aarch64-static
+  OUTDIR=$DIST/arm64
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then ensure_apt "${need[@]}"; fi
+for t in gcc make dpkg-source musl-gcc "$EMBED" ${EMULATOR:+"$EMULATOR"}; do
+  command -v "$t" >/dev/null || { echo "build.sh: $t missing (Debian: apt-get install ${need[*]})" >&2; exit 1; }
+done
+
+# ------------------------------------------------------------------ the sources (Debian source packages)
+exec 8>"$CACHE/.lock"
+flock 8   # one build at a time per cache: the runtime is made once
+SRC=$CACHE/src
+mkdir -p "$SRC"
+apt_private() {  # apt_private LISTNAME ARCH APT-ARGS...: apt-get with a source list of its own in the cache
+  local name=$1 arch=$2
+  shift 2
+  mkdir -p "$CACHE/apt/$name/lists/partial" "$CACHE/apt/$name/archives/partial"
+  apt-get -q -o Dir::Etc::SourceList="$CACHE/apt/$name/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+    -o Dir::State::Lists="$CACHE/apt/$name/lists" -o Dir::State::status=/dev/null \
+    -o Dir::Cache="$CACHE/apt/$name" -o APT::Architecture="$arch" -o APT::Architectures::="$arch" \
+    -o APT::Sandbox::User=root "$@"
+}
+missing=()
+for p in python3.11 openssl libffi zlib; do
+  compgen -G "$SRC/${p}_*.dsc" >/dev/null || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] && [ -z "$MIRROR" ]; then
+  echo "build: no Debian mirror in this machine's apt sources; set CNI_IPAM_DEBIAN_MIRROR" >&2
+  exit 1
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "build: fetching the source packages ${missing[*]} ($SUITE)" >&2
+  mkdir -p "$CACHE/apt/src"
+  echo "deb-src $MIRROR $SUITE main" >"$CACHE/apt/src/sources.list"
+  apt_private src amd64 update -qq
+  (cd "$SRC" && apt_private src amd64 source --download-only "${missing[@]}" >/dev/null)
+fi
+if [ "$ARCH" = arm64 ] && [ ! -f "$SRC/musl-arm64/usr/lib/aarch64-linux-musl/musl-gcc.specs" ]; then
+  echo "build: fetching musl for arm64" >&2
+  mkdir -p "$CACHE/apt/arm64"
+  echo "deb [arch=arm64] $MIRROR $SUITE main" >"$CACHE/apt/arm64/sources.list"
+  apt_private arm64 arm64 update -qq
+  (cd "$SRC" && rm -f musl*_arm64.deb && apt_private arm64 arm64 download musl:arm64 musl-dev:arm64 musl-tools:arm64 >/dev/null)
+  rm -rf "$SRC/musl-arm64"
+  for d in "$SRC"/musl*_arm64.deb; do dpkg-deb -x "$d" "$SRC/musl-arm64"; done
 fi
 
-smoke_test() {  # the VERSION verb must answer with the supported versions
-  if ! CNI_COMMAND=VERSION "$1" </dev/null | grep -q supportedVersions; then
-    echo "build: $1 does not answer CNI_COMMAND=VERSION" >&2
+# ------------------------------------------------------------------ the static runtime (cached)
+KEY=$( { echo "$ARCH"; cat packaging/build_runtime.sh; sha256sum "$SRC"/python3.11_*.dsc "$SRC"/openssl_*.dsc \
+         "$SRC"/libffi_*.dsc "$SRC"/zlib_*.dsc | cut -d' ' -f1; gcc --version | head -n1;
+         dpkg-query -W -f='${Version}' musl-dev 2>/dev/null; ls "$SRC" | grep '_arm64.deb$' || true; } \
+       | sha256sum | cut -c1-16)
+RUNTIME=$CACHE/runtime/$ARCH-$KEY
+if [ ! -f "$RUNTIME/.complete" ]; then
+  echo "build: building the static runtime for $ARCH into $RUNTIME (once per set of inputs; about 10 min)" >&2
+  t0=$(date +%s)
+  mkdir -p "$CACHE/runtime"
+  # Built in place (the compiler wrapper names its directory); .complete marks a finished one.
+  bash packaging/build_runtime.sh --arch "$ARCH" --src "$SRC" --out "$RUNTIME"
+  echo "$(( $(date +%s) - t0 ))" >"$RUNTIME/.complete"
+  # Runtimes of other inputs: keep the newest two per architecture.
+  ls -dt "$CACHE/runtime/$ARCH"-* 2>/dev/null | tail -n +3 | while IFS= read -r old; do rm -rf -- "$old"; done
+fi
+exec 8>&-
+
+# ------------------------------------------------------------------ the build venv (third-party packages)
+want="$("$EMBED" -c 'import sys; print(sys.version)' | head -n1) $(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$BVENV/.cni-ipam-bundle" 2>/dev/null)" != "$want" ]; then
+  echo "build: preparing the build venv $BVENV from $EMBED" >&2
+  rm -rf -- "$BVENV"
+  "$EMBED" -m venv "$BVENV"
+  mapfile -t deps < <("$EMBED" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  { "$BVENV/bin/python" -m pip install -q --disable-pip-version-check "${deps[@]}" 2>&1 1>&3 3>&- \
+      | { grep -v "^WARNING: Location '" || true; } >&2; } 3>&1
+  echo "$want" >"$BVENV/.cni-ipam-bundle"
+fi
+[ "$PREPARE" = 1 ] && { echo "build: ready ($RUNTIME, $BVENV)" >&2; exit 0; }
+
+# ------------------------------------------------------------------ the executable
+smoke_test() {  # the VERSION verb must answer, and the Python side must start (`cni-ipam version`)
+  if ! CNI_COMMAND=VERSION ${EMULATOR:+"$EMULATOR"} "$1" </dev/null | grep -q supportedVersions \
+     || ! ${EMULATOR:+"$EMULATOR"} "$1" version </dev/null | grep -q '^cni-ipam '; then
+    echo "build: $1 does not answer CNI_COMMAND=VERSION and 'version'" >&2
     exit 1
   fi
 }
-
-# ------------------------------------------------------------------ the launcher bundle (default)
-if [ "$MODE" = launcher ]; then
-  EMBED=${EMBED_PYTHON:-/usr/bin/python3.11}
-  # shellcheck source=scripts/apt.sh
-  . scripts/apt.sh
-  need=(gcc python3.11 python3.11-dev python3.11-venv zlib1g-dev libexpat1-dev)
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ensure_apt "${need[@]}"
-  for f in "$EMBED" "$("$EMBED" -c 'import sysconfig; print(sysconfig.get_config_var("LIBPL"))' 2>/dev/null)/libpython3.11.a"; do
-    [ -e "$f" ] || { echo "build: $f missing (Debian: apt-get install ${need[*]})" >&2; exit 1; }
-  done
-  command -v gcc >/dev/null || { echo "build: gcc missing (apt-get install gcc)" >&2; exit 1; }
-
-  # The build venv: the embedded interpreter's own packages (pyproject.toml's dependencies).
-  want="$("$EMBED" -c 'import sys; print(sys.version)' | head -n1) $(sha256sum pyproject.toml | cut -d' ' -f1)"
-  if [ "$(cat "$BVENV/.cni-ipam-bundle" 2>/dev/null)" != "$want" ]; then
-    echo "build: preparing the build venv $BVENV from $EMBED" >&2
-    rm -rf -- "$BVENV"
-    "$EMBED" -m venv "$BVENV"
-    mapfile -t deps < <("$EMBED" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
-    { "$BVENV/bin/python" -m pip install -q --disable-pip-version-check "${deps[@]}" 2>&1 1>&3 3>&- \
-        | { grep -v "^WARNING: Location '" || true; } >&2; } 3>&1
-    echo "$want" >"$BVENV/.cni-ipam-bundle"
-  fi
-  [ "$PREPARE" = 1 ] && { echo "build: ready ($BVENV)" >&2; exit 0; }
-
-  mkdir -p "$DIST"
-  STAGE="$DIST/.$NAME.tmp-$$"
-  trap 'rm -rf -- "$STAGE" "$DIST/.$NAME.old-$$"' EXIT
-  rm -rf -- "$STAGE"
-  "$BVENV/bin/python" packaging/build_bundle.py --out "$STAGE" --root "$ROOT" --name "$NAME" --link "$LINK" ${FREEZE[@]+"${FREEZE[@]}"}
-  smoke_test "$STAGE/$NAME"
-  [ -e "$DIST/$NAME" ] && mv -T -- "$DIST/$NAME" "$DIST/.$NAME.old-$$"
-  mv -T -- "$STAGE" "$DIST/$NAME"
-  smoke_test "$DIST/$NAME/$NAME"
-  echo "build: $(du -sh "$DIST/$NAME" | cut -f1) in $DIST/$NAME" >&2
-  echo "$DIST/$NAME/$NAME"
-  exit 0
-fi
-
-# ------------------------------------------------------------------ PyInstaller (--pyinstaller)
-[ "$PREPARE" = 1 ] && { echo "build.sh: --prepare is for the launcher build" >&2; exit 2; }
-if [ -n "${PYTHON:-}" ]; then
-  PY=$PYTHON
-else
-  # shellcheck source=scripts/venv.sh
-  . scripts/venv.sh
-  ensure_venv build
-  PY=$VENV_PY
-fi
-
-# PyInstaller bundles the shared libpython; Debian's python3 needs the libpython3.X package for it.
-SONAME=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME") or "")')
-LIBDIR=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
-if [ -n "$SONAME" ] && [ ! -e "$LIBDIR/$SONAME" ] && ! ldconfig -p 2>/dev/null | grep -q "$SONAME"; then
-  PKG="lib$("$PY" -c 'import sys; print("python%d.%d" % sys.version_info[:2])')"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "build: installing $PKG (PyInstaller needs $SONAME)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$PKG" >/dev/null
-  else
-    echo "build: $SONAME not found; install it (Debian: apt-get install $PKG)" >&2
-    exit 1
-  fi
-fi
-
-if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
-  if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
-    echo "build: $PY is not a virtual environment and has no PyInstaller; leave PYTHON unset to build in .venv/" >&2
-    exit 1
-  fi
-  echo "build: installing PyInstaller into $PY (pip install -e '.[build]')" >&2
-  "$PY" -m pip install -q --disable-pip-version-check -e ".[build]"
-fi
-
-"$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
-  --distpath "$DIST" --workpath "$WORK" packaging/cni-ipam.spec
-
-if [ "${CNI_IPAM_ONEFILE:-}" = 1 ]; then
-  EXE="$DIST/$NAME"
-else
-  EXE="$DIST/$NAME/$NAME"
-fi
-smoke_test "$EXE"
-for mod in pyroute2 yaml prometheus_client; do
-  "$PY" -c "import $mod" 2>/dev/null || echo "build: note: $mod is not installed, so the admin commands that need it are not in the bundle" >&2
-done
-echo "$EXE"
+mkdir -p "$OUTDIR"
+STAGE="$OUTDIR/.cni-ipam.tmp-$$"
+trap 'rm -f -- "$STAGE"' EXIT
+"$BVENV/bin/python" packaging/build_bundle.py --out "$STAGE" --root "$ROOT" --runtime "$RUNTIME" \
+  --emulator "$EMULATOR" ${FREEZE[@]+"${FREEZE[@]}"}
+smoke_test "$STAGE"
+mv -f -- "$STAGE" "$OUTDIR/cni-ipam"
+trap - EXIT
+echo "build: $(du -h "$OUTDIR/cni-ipam" | cut -f1) in $OUTDIR/cni-ipam ($ARCH, static)" >&2
+echo "$OUTDIR/cni-ipam"

@@ -3,12 +3,12 @@
 #
 #   deploy/image/build-image.sh                        # tags localhost/cni-ipam:<version>
 #   deploy/image/build-image.sh --tag registry.example/cni-ipam:0.1.0
-#   deploy/image/build-image.sh --bundle dist/cni-ipam # use an existing onedir bundle (scripts/build.sh)
+#   deploy/image/build-image.sh --exe dist/cni-ipam    # use an existing build (scripts/build.sh)
 #   deploy/image/build-image.sh --rootfs-only DIR      # assemble the root filesystem, build no image
 #   PODMAN="podman --root R --runroot RR" deploy/image/build-image.sh   # a private image store
 #
 # The root filesystem holds exactly:
-#   /opt/cni-ipam/bundle/        the onedir bundle (scripts/build.sh: launcher + embedded CPython; or --pyinstaller)
+#   /opt/cni-ipam/cni-ipam       the plugin: one static executable (scripts/build.sh), what install copies
 #   /opt/cni-ipam/install.sh     scripts/install.sh, unchanged (atomic install, refuses a foreign cni-ipam)
 #   /usr/local/bin/cni-ipam-node the entry point (deploy/image/cni-ipam-node): install | reclaim | gc | ...
 #   /usr/bin/ctr                 containerd's client, for `cni-ipam gc --runtime containerd:SOCK`
@@ -19,14 +19,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/cni_ipam/__init__.py")
 TAG="localhost/cni-ipam:$VERSION"
-BUNDLE=
+EXE=
 ROOTFS_ONLY=
 PODMAN=${PODMAN:-podman}
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) TAG=$2; shift ;;
-    --bundle) BUNDLE=$2; shift ;;
+    --exe) EXE=$2; shift ;;
     --rootfs-only) ROOTFS_ONLY=$2; shift ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "build-image.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -37,11 +37,10 @@ done
 WORK=$(mktemp -d /tmp/cni-ipam-image.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-if [ -z "$BUNDLE" ]; then
+if [ -z "$EXE" ]; then
   EXE=$(bash "$ROOT/scripts/build.sh" --dist "$WORK/dist" | tail -n 1)
-  BUNDLE=$(dirname "$EXE")
 fi
-[ -x "$BUNDLE/cni-ipam" ] || { echo "build-image.sh: $BUNDLE/cni-ipam is not an onedir bundle" >&2; exit 1; }
+if [ ! -f "$EXE" ] || [ ! -x "$EXE" ]; then echo "build-image.sh: $EXE is not an executable file (scripts/build.sh prints one)" >&2; exit 1; fi
 
 if [ -n "$ROOTFS_ONLY" ]; then
   RFS=$(realpath -m "$ROOTFS_ONLY")
@@ -52,7 +51,7 @@ fi
 mkdir -p "$RFS"/{bin,usr/bin,usr/local/bin,opt/cni-ipam,etc,tmp,run,proc,sys,dev,var/lib}
 ln -s ../run "$RFS/var/run"          # /var/run/netns/... paths recorded at ADD resolve as on the host
 chmod 1777 "$RFS/tmp"
-cp -a "$BUNDLE" "$RFS/opt/cni-ipam/bundle"
+install -m 0755 "$EXE" "$RFS/opt/cni-ipam/cni-ipam"
 install -m 0755 "$ROOT/scripts/install.sh" "$RFS/opt/cni-ipam/install.sh"
 install -m 0755 "$ROOT/deploy/image/cni-ipam-node" "$RFS/usr/local/bin/cni-ipam-node"
 echo "root:x:0:0:root:/:/bin/sh" >"$RFS/etc/passwd"
@@ -77,12 +76,7 @@ copy_libs() {  # every shared library an ELF file under $RFS needs, at the same 
     head -c 4 "$f" | grep -q $'\x7fELF' || continue
     { ldd "$f" 2>/dev/null || true; } | while read -r line; do  # static files: "not a dynamic executable"
       case "$line" in
-        *"not found"*)
-          lib=${line%% *}
-          # libraries the bundle carries itself (libpython, ...) are found through its rpath at run time
-          if [ -z "$(find "$RFS/opt/cni-ipam/bundle" -name "$lib" -print -quit)" ]; then
-            echo "build-image.sh: $f needs $lib, which is nowhere" >&2; exit 1
-          fi ;;
+        *"not found"*) echo "build-image.sh: $f needs ${line%% *}, which is nowhere" >&2; exit 1 ;;
         *"=> /"*) lib=${line#*=> }; echo "${lib%% (*}" ;;
         /*) echo "${line%% (*}" ;;
       esac
@@ -97,11 +91,11 @@ copy_libs
 [ -e "$RFS/lib64/ld-linux-x86-64.so.2" ] || [ "$(uname -m)" != x86_64 ] || {
   mkdir -p "$RFS/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$RFS/lib64/"; }
 
-# The image answers before it is shipped: the bundle runs inside the assembled root.
-# VERSION may be answered by the launcher alone; `version` starts the bundle's Python too.
-if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam </dev/null | grep -q supportedVersions \
-    || ! chroot "$RFS" /opt/cni-ipam/bundle/cni-ipam version </dev/null | grep -q '^cni-ipam '; then
-  echo "build-image.sh: the bundle does not run inside the assembled root filesystem" >&2; exit 1
+# The image answers before it is shipped: the plugin runs inside the assembled root.
+# VERSION may be answered by the launcher alone; `version` starts its Python too.
+if ! CNI_COMMAND=VERSION chroot "$RFS" /opt/cni-ipam/cni-ipam </dev/null | grep -q supportedVersions \
+    || ! chroot "$RFS" /opt/cni-ipam/cni-ipam version </dev/null | grep -q '^cni-ipam '; then
+  echo "build-image.sh: the plugin does not run inside the assembled root filesystem" >&2; exit 1
 fi
 if [ -n "$ROOTFS_ONLY" ]; then
   echo "$RFS"

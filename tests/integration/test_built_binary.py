@@ -1,16 +1,17 @@
-"""The shipped binary: the bundle scripts/build.sh makes, installed with scripts/install.sh, behaves like the source.
+"""The shipped binary: the one static file scripts/build.sh makes, installed with scripts/install.sh,
+behaves like the source.
 
 * The build, found or made once per test run (the session fixture ``built_binary``, tests/conftest.py,
-  shared with tests/runtime/test_image.py): ``CNI_IPAM_BUILT_EXE`` when set (either build form);
-  else ``dist/cni-ipam/cni-ipam`` when it is newer than every source and packaging file; else
-  ``scripts/build.sh`` into a temporary directory (about 5 s; the build venv comes from
-  scripts/setup.d/10-bundle-build.sh).
+  shared with tests/portable/ and tests/runtime/test_image.py): ``CNI_IPAM_BUILT_EXE`` when set;
+  else ``dist/cni-ipam`` when it is newer than every source and packaging file; else
+  ``scripts/build.sh`` into a temporary directory (about 10-20 s; the static runtime and the build
+  venv come from scripts/setup.d/10-bundle-build.sh).
 * Differential: the same CNI calls (good and bad) through ``python -m cni_ipam`` and through the
   binary give the same exit status, the same JSON and the same reservation files.
 * The frozen plugin path imports none of the modules kept off it (re, enum, typing, ...).
 * ``cni_ipam_fastjson`` (the frozen plugin path's json) gives json's results, errors included.
-* No plugin verb reads a module file (packaging/frozen_modules.txt is complete), and the frozen
-  packages still import their other submodules from disk.
+* No plugin verb reads a module from the archive (packaging/frozen_modules.txt is complete), and the
+  frozen packages still import their other submodules from it.
 * install.sh is idempotent, works through its symlink, and --uninstall removes only what it made;
   with root, the bridge plugin gets an address through the installed ``cni-ipam``.
 * A selection of the integration tests runs again with ``CNI_IPAM_EXE`` pointing at the binary
@@ -51,19 +52,20 @@ FORBIDDEN_ON_PLUGIN_PATH = ("re", "enum", "typing", "dataclasses", "logging", "s
 
 # ------------------------------------------------------------------------------------- the build
 def _newest_source_mtime() -> float:
-    paths = glob.glob(os.path.join(ROOT, "cni_ipam", "**", "*.py"), recursive=True) + glob.glob(os.path.join(ROOT, "packaging", "*"))
+    paths = (glob.glob(os.path.join(ROOT, "cni_ipam", "**", "*.py"), recursive=True)
+             + glob.glob(os.path.join(ROOT, "packaging", "*")))
     return max(os.path.getmtime(p) for p in paths)
 
 
 def _build(tmp_root: str) -> str:
-    """scripts/build.sh (the launcher bundle) into tmp_root; nothing is written into the checkout
-    unless the build venv (build/embed-venv, made by scripts/setup.d/10-bundle-build.sh) is missing,
-    in which case a throw-away one is made under tmp_root."""
+    """scripts/build.sh into tmp_root; nothing is written into the checkout: when the build venv
+    (build/embed-venv, made by scripts/setup.d/10-bundle-build.sh) is missing, a throw-away one is
+    made under tmp_root (the static runtime is kept in its cache outside the checkout)."""
     args = ["--dist", os.path.join(tmp_root, "dist")]
     if not os.path.exists(os.path.join(ROOT, "build", "embed-venv", ".cni-ipam-bundle")):
         args += ["--venv", os.path.join(tmp_root, "venv")]
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "build.sh"), *args],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0 and not is_root() and " missing (" in proc.stderr:
         pytest.skip(f"cannot build the bundle without root: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, f"scripts/build.sh failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
@@ -74,7 +76,7 @@ def _build(tmp_root: str) -> str:
 
 def provide_built_binary():
     """The binary under test, once per test run (tests/conftest.py's session fixture ``built_binary``):
-    CNI_IPAM_BUILT_EXE; else dist/cni-ipam/cni-ipam when newer than every source; else a build into a
+    CNI_IPAM_BUILT_EXE; else dist/cni-ipam when newer than every source; else a build into a
     temporary directory, removed at the end of the run."""
     given = os.environ.get("CNI_IPAM_BUILT_EXE")
     if given:
@@ -82,8 +84,8 @@ def provide_built_binary():
             pytest.fail(f"CNI_IPAM_BUILT_EXE={given} is not executable")
         yield os.path.abspath(given)
         return
-    default = os.path.join(ROOT, "dist", "cni-ipam", "cni-ipam")
-    if os.access(default, os.X_OK) and os.path.getmtime(default) >= _newest_source_mtime():
+    default = os.path.join(ROOT, "dist", "cni-ipam")
+    if os.path.isfile(default) and os.access(default, os.X_OK) and os.path.getmtime(default) >= _newest_source_mtime():
         yield default
         return
     tmp_root = tempfile.mkdtemp(prefix=f"{PREFIX}build-")
@@ -275,10 +277,11 @@ def test_version_answer_is_the_python_answer_for_any_input(built_exe):
     answer = _raw_run([built_exe], plain, b"", "pipe")
     assert answer == _raw_run(SOURCE_ARGV, plain, b"", "pipe") and answer[0] == 0, answer
     env_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=24)
-    commands = st.sampled_from(["VERSION", "VERSION", "version", "VERSION ", " VERSION", "VERSION\n", "VERSIONS", "VERSIO",
-                                "", "ADD", "DEL", None]) | env_text
+    commands = st.sampled_from(["VERSION", "VERSION", "version", "VERSION ", " VERSION", "VERSION\n", "VERSIONS",
+                                "VERSIO", "", "ADD", "DEL", None]) | env_text
     others = st.dictionaries(st.sampled_from(["CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_ARGS", "CNI_PATH",
-                                              "CNI_IPAM_LIST_MODULES", "CNI_IPAM_REAL_JSON", "LANG", "PYTHONPATH"]), env_text)
+                                              "CNI_IPAM_LIST_MODULES", "CNI_IPAM_REAL_JSON", "LANG", "PYTHONPATH"]),
+                             env_text)
     stdins = st.binary(max_size=300) | st.sampled_from([b"", b"{}", b'{"cniVersion": "9.9.9"}', b"\xff" * 70000,
                                                         json.dumps(_conf("/nonexistent")).encode()])
 
@@ -298,7 +301,8 @@ def test_version_answer_is_the_python_answer_for_any_input(built_exe):
         for command in ("VERSION", "version", ""):
             env = {**base, "CNI_COMMAND": command}
             fast = _raw_run([built_exe], env, b"junk", stdout_mode)
-            assert fast == _raw_run([built_exe], {**env, "CNI_IPAM_LIST_MODULES": "1"}, b"junk", stdout_mode), (command, stdout_mode)
+            slow = _raw_run([built_exe], {**env, "CNI_IPAM_LIST_MODULES": "1"}, b"junk", stdout_mode)
+            assert fast == slow, (command, stdout_mode)
             if command == "VERSION":
                 assert fast[0] == (0 if stdout_mode == "pipe" else 1), (stdout_mode, fast)
     check()
@@ -326,7 +330,8 @@ def test_fastjson_matches_json():
     st = hypothesis.strategies
     fj = _fastjson()
     leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
-    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),
+                        max_leaves=25)
     fast_dumps = []
 
     @hypothesis.settings(max_examples=400, deadline=None)
@@ -343,36 +348,38 @@ def test_fastjson_matches_json():
 
     check()
     assert sum(fast_dumps) > len(fast_dumps) // 2, "the fast path was hardly used"
-    for bad in ("", " ", "{", "[1,]", "{} x", "\ufeff{}", b"\xef\xbb\xbf{}", '"\\x"', "[" * 50000, b"\xff\xfe{\x00}\x00",
-                b"\x80", 5, "NaN", '{"a":1,"a":2}', ' {"a": [1, 2.5e3, null]} \r\n'):
+    for bad in ("", " ", "{", "[1,]", "{} x", "\ufeff{}", b"\xef\xbb\xbf{}", '"\\x"', "[" * 50000,
+                b"\xff\xfe{\x00}\x00", b"\x80", 5, "NaN", '{"a":1,"a":2}', ' {"a": [1, 2.5e3, null]} \r\n'):
         fj._REAL = None
         assert _outcome(fj.loads, bad) == _outcome(json.loads, bad), bad
-    for obj in ({1: 2}, {"a": float("nan")}, object(), {"b": 1, "a": [1, (2, 3)]}, "str\u00e9", [set()], {"k": float("inf")}):
+    for obj in ({1: 2}, {"a": float("nan")}, object(), {"b": 1, "a": [1, (2, 3)]}, "str\u00e9", [set()],
+                {"k": float("inf")}):
         for indent in (None, 4):
             fj._REAL = None
-            assert _outcome(fj.dumps, obj, indent=indent, sort_keys=True) == _outcome(json.dumps, obj, indent=indent, sort_keys=True)
+            assert (_outcome(fj.dumps, obj, indent=indent, sort_keys=True)
+                    == _outcome(json.dumps, obj, indent=indent, sort_keys=True))
 
 
 # ------------------------------------------------------------------------------------- install
 def _install(*args, check=True):
-    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "install.sh"), *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "install.sh"), *args], capture_output=True, text=True,
+                          timeout=120)
     if check:
         assert proc.returncode == 0, proc
     return proc
 
 
 def test_install_is_idempotent_and_uninstall_removes_it(built_exe, work):
-    bundle = os.path.dirname(built_exe)
     bin_dir = os.path.join(work, "cni", "bin")
-    lib_dir = os.path.join(work, "cni", "cni-ipam.d")
     os.makedirs(bin_dir)
     with open(os.path.join(bin_dir, "other-plugin"), "w") as fh:
         fh.write("not ours")
     for _ in range(2):
-        _install("--from", bundle, "--bin-dir", bin_dir)
+        _install("--from", built_exe, "--bin-dir", bin_dir)
         link = os.path.join(bin_dir, "cni-ipam")
-        assert os.path.islink(link) and os.readlink(link) == os.path.join(lib_dir, "cni-ipam")
-        assert sorted(os.listdir(os.path.dirname(lib_dir))) == ["bin", "cni-ipam.d"]  # no .new/.old left
+        assert os.path.isfile(link) and not os.path.islink(link)
+        assert sorted(os.listdir(bin_dir)) == ["cni-ipam", "other-plugin"]  # nothing else, no old copy
+        assert os.listdir(os.path.join(work, "cni")) == ["bin"]
     rc, out, raw, _ = run_cni([link], "ADD", _conf(work), container_id="bench-i1")
     assert rc == 0 and out["ips"][0]["address"].startswith("10.77.0."), raw
     # Someone else's file under our name is never replaced.
@@ -380,10 +387,10 @@ def test_install_is_idempotent_and_uninstall_removes_it(built_exe, work):
     os.makedirs(other_bin)
     with open(os.path.join(other_bin, "cni-ipam"), "w") as fh:
         fh.write("#!/bin/sh\n")
-    proc = _install("--from", bundle, "--bin-dir", other_bin, check=False)
+    proc = _install("--from", built_exe, "--bin-dir", other_bin, check=False)
     assert proc.returncode != 0 and "not a cni-ipam install" in proc.stderr
     _install("--uninstall", "--bin-dir", bin_dir)
-    assert sorted(os.listdir(bin_dir)) == ["other-plugin"] and not os.path.exists(lib_dir)
+    assert sorted(os.listdir(bin_dir)) == ["other-plugin"]
     _install("--uninstall", "--bin-dir", bin_dir)  # again: nothing to do, still fine
 
 
@@ -401,7 +408,7 @@ def test_bridge_gets_an_address_through_the_installed_binary(built_exe, work):
     if not os.access(bridge, os.X_OK) or shutil.which("ip") is None:
         pytest.skip("needs Debian's bridge plugin and iproute2")
     bin_dir = os.path.join(work, "cni", "bin")
-    _install("--from", os.path.dirname(built_exe), "--bin-dir", bin_dir)
+    _install("--from", built_exe, "--bin-dir", bin_dir)
     token = uuid.uuid4().hex[:6]
     host, ctr = f"{PREFIX}h-{token}", f"{PREFIX}c-{token}"
     made = []
@@ -409,7 +416,8 @@ def test_bridge_gets_an_address_through_the_installed_binary(built_exe, work):
         for ns in (host, ctr):
             _ip("netns", "add", ns)
             made.append(ns)
-        conf = {"cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge", "bridge": f"{PREFIX}b{token}", "isGateway": True,
+        conf = {"cniVersion": "1.0.0", "name": "bench-bridge", "type": "bridge", "bridge": f"{PREFIX}b{token}",
+                "isGateway": True,
                 "ipam": {"type": "cni-ipam", "dataDir": os.path.join(work, "data"),
                          "ranges": [[{"subnet": "10.78.0.0/24", "gateway": "10.78.0.1"}]]}}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
@@ -451,7 +459,8 @@ def test_integration_selection_against_the_binary(built_exe):
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     # Exit 0 only, and some tests passed: "no tests collected" (5) or all skipped is no evidence.
     assert proc.returncode == 0, f"integration tests against {built_exe} failed (exit {proc.returncode}):\n{tail}"
-    passed = [int(word) for word, nxt in zip(summary.split(), summary.split()[1:]) if word.isdigit() and nxt.startswith("passed")]
+    words = summary.split()
+    passed = [int(word) for word, nxt in zip(words, words[1:]) if word.isdigit() and nxt.startswith("passed")]
     assert passed and passed[0] > 0, f"the selection against {built_exe} ran no test: {summary!r}\n{tail}"
     print(f"\nselection against the binary: {summary}")
 
@@ -465,7 +474,7 @@ def _from_files(err: str) -> list:
 
 def test_plugin_path_reads_no_module_file(built_exe, work):
     """The launcher carries the plugin path's modules frozen (packaging/frozen_modules.txt): no verb
-    reads a module from a .pyc file of the bundle.  Fails when the list goes stale (a module added to
+    reads a module from a .pyc file of the archive.  Fails when the list goes stale (a module added to
     the plugin path and not to the list) or the table is not installed (scripts/build.sh --no-freeze)."""
     conf = _conf(work, version="1.1.0")
     keep = {**conf, "cni.dev/valid-attachments": [{"containerID": "frz-1", "ifname": "eth0"}]}
@@ -483,19 +492,23 @@ def test_plugin_path_reads_no_module_file(built_exe, work):
 
 def test_frozen_packages_still_import_submodules_from_disk(built_exe, work):
     """cni_ipam, cni_ipam.plugin and cni_ipam.store are frozen; their submodules that are not (the admin
-    CLI, cni_ipam.plugin.* helpers) are found on disk through the packages' __path__ (the bundle's
-    directory): an admin command works, and a plugin error path importing more still answers in JSON."""
+    CLI, cni_ipam.plugin.* helpers) are found in the appended archive through the packages' __path__
+    (``<executable>/cni_ipam/...``): an admin command works, and a plugin error path importing more
+    still answers in JSON."""
     proc = subprocess.run([built_exe, "version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip(), (proc.returncode, proc.stdout, proc.stderr[-800:])
     proc = subprocess.run([built_exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (proc.stdout, proc.stderr[-800:])
-    # every module named in the list is a module of the bundle, and a listed package has a directory there
+    # every module named in the list is a module of the archive (a listed package as <name>/__init__.pyc)
     with open(os.path.join(ROOT, "packaging", "frozen_modules.txt"), encoding="utf-8") as fh:
         names = [line.split("#", 1)[0].strip() for line in fh if line.split("#", 1)[0].strip()]
-    pylib = glob.glob(os.path.join(os.path.dirname(built_exe), "_internal", "lib", "python3.*"))[0]
+    import zipfile
+
+    with zipfile.ZipFile(built_exe) as zf:
+        archived = set(zf.namelist())
     for name in names:
-        base = os.path.join(pylib, *name.split("."))
-        assert os.path.isfile(base + ".pyc") or os.path.isfile(os.path.join(base, "__init__.pyc")), name
+        base = "/".join(name.split("."))
+        assert base + ".pyc" in archived or base + "/__init__.pyc" in archived, name
 
 
 def test_fastjson_dump_matches_json_dump():
@@ -508,7 +521,8 @@ def test_fastjson_dump_matches_json_dump():
     st = hypothesis.strategies
     fj = _fastjson()
     leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4), max_leaves=25)
+    tree = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),
+                        max_leaves=25)
 
     @hypothesis.settings(max_examples=200, deadline=None)
     @hypothesis.given(tree, st.sampled_from([None, 2]), st.booleans())

@@ -1,6 +1,6 @@
 """The node image (deploy/image/build-image.sh) built offline with podman, run against temp host dirs.
 
-The bundle is tests/integration/test_built_binary.py's, built at most once per test run (the session
+The executable is tests/integration/test_built_binary.py's, built at most once per test run (the session
 fixture ``built_binary`` in tests/conftest.py: CNI_IPAM_BUILT_EXE, a fresh dist/cni-ipam, else
 scripts/build.sh into a temp dir); the image goes into the podman world's private store.  Each
 container runs with --network none and a temporary "host" directory mounted
@@ -24,19 +24,11 @@ TAG = "localhost/cni-ipam-test:1"
 
 
 @pytest.fixture(scope="module")
-def bundle(built_binary):
-    d = os.path.dirname(built_binary)
-    if not os.path.isdir(os.path.join(d, "_internal")):
-        pytest.skip(f"{built_binary} is not an onedir bundle (a onefile build?): the image needs the bundle")
-    return d
-
-
-@pytest.fixture(scope="module")
-def image(podman_world, bundle):
+def image(podman_world, built_binary):
     w = podman_world
     started = time.monotonic()
-    proc = kit.run(["bash", os.path.join(ROOT, "deploy", "image", "build-image.sh"), "--bundle", bundle, "--tag", TAG],
-                   env=dict(w.env, PODMAN=" ".join(w.argv())), timeout=600)
+    proc = kit.run(["bash", os.path.join(ROOT, "deploy", "image", "build-image.sh"), "--exe", built_binary,
+                    "--tag", TAG], env=dict(w.env, PODMAN=" ".join(w.argv())), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == TAG
     print(f"image built in {time.monotonic() - started:.1f}s")
@@ -70,10 +62,10 @@ def test_install_copies_a_working_plugin_into_the_host_dir(podman_world, image, 
     os.makedirs(opt)
     out = _run(w, image, "install", mounts=[(opt, "/opt/cni")])
     assert out.returncode == 0, out.stderr
-    link = os.path.join(opt, "bin", "cni-ipam")
-    # the link is absolute, for the host's paths: the DaemonSet mounts /opt/cni at /opt/cni
-    assert os.readlink(link) == "/opt/cni/cni-ipam.d/cni-ipam"
-    installed = os.path.join(opt, "cni-ipam.d", "cni-ipam")
+    installed = os.path.join(opt, "bin", "cni-ipam")
+    # one regular file in the host's bin directory, nothing beside it (tests/portable/test_deploy.py)
+    assert os.listdir(opt) == ["bin"] and os.listdir(os.path.join(opt, "bin")) == ["cni-ipam"]
+    assert not os.path.islink(installed)
     rc, version, raw, err = run_cni([installed], "VERSION", {}, stdin=b"")
     assert rc == 0 and "1.0.0" in version["supportedVersions"], (raw, err)
     data = os.path.join(host, "data")
