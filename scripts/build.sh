@@ -34,9 +34,9 @@ PREPARE=0
 SUITE=bookworm
 # The Debian mirror this machine's apt already uses (its first non-security source), unless set.
 debian_mirror() {
-  { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
-  } | grep -v security | head -n 1
+  { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources || true
+    grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true
+  } | awk '$2 !~ /security/ {print $2; exit}'
 }
 MIRROR=${CNI_IPAM_DEBIAN_MIRROR:-$(debian_mirror)}
 
