@@ -111,11 +111,13 @@ def check_invariants(cluster, prefix: bytes, nodes: dict, pool: str = "p", netwo
             seen[addr] = node
             owners = [c for c, n in nets.items() if addr in n]
             assert len(owners) == 1, f"{addr} of {node} is in no claimed block ({owners})"
-            assert blocks[owners[0]]["node"] == node, f"{addr} of {node} lies in {owners[0]} held by {blocks[owners[0]]['node']}"
+            assert blocks[owners[0]]["node"] == node, \
+                f"{addr} of {node} lies in {owners[0]} held by {blocks[owners[0]]['node']}"
         rec = local_record(data_dir, network)
         for b in rec.get("blocks", []):
             if b.get("state", "held") == "held":
-                assert blocks.get(b["cidr"], {}).get("node") == node, f"{node} believes it holds {b['cidr']}: etcd says {blocks.get(b['cidr'])}"
+                assert blocks.get(b["cidr"], {}).get("node") == node, \
+                    f"{node} believes it holds {b['cidr']}: etcd says {blocks.get(b['cidr'])}"
     cidrs = sorted(nets.values(), key=lambda n: (n.version, int(n.network_address)))
     for a, b in zip(cidrs, cidrs[1:]):
         assert not a.overlaps(b), f"blocks {a} and {b} overlap"

@@ -58,7 +58,8 @@ def test_two_ranges_sharing_a_block_make_one_block():
               {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.20"})
     assert blocks.set_block_starts(rs, 28) == [int(ipaddress.ip_address("10.0.0.0")),
                                                int(ipaddress.ip_address("10.0.0.16"))]
-    assert addrs(rs, "10.0.0.0/28") == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"] + [f"10.0.0.{i}" for i in range(9, 16)]
+    assert addrs(rs, "10.0.0.0/28") == (["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+                                        + [f"10.0.0.{i}" for i in range(9, 16)])
 
 
 def test_free_blocks_skips_taken_and_wraps_from_the_start_point():
@@ -73,7 +74,8 @@ def test_free_blocks_skips_taken_and_wraps_from_the_start_point():
 def test_large_grid_is_lazy():
     rs = rset({"subnet": "10.0.0.0/8"})
     it = blocks.free_blocks(rs, 32, set(), start=123456)
-    assert next(it) == str(ipaddress.ip_address(int(ipaddress.ip_address("10.0.0.1")) + 123456)) + "/32"  # blocks begin at rangeStart
+    # blocks begin at rangeStart
+    assert next(it) == str(ipaddress.ip_address(int(ipaddress.ip_address("10.0.0.1")) + 123456)) + "/32"
 
 
 def test_block_of_and_keys_round_trip():
@@ -88,8 +90,8 @@ def test_block_of_and_keys_round_trip():
     assert keys.grid_key("/x", "p", 6) == b"/x/pools/p/grid/6"
 
 
-@pytest.mark.parametrize("name, ok", [("node-a", True), ("a.b-c.d", True), ("Node", False), ("-a", False), ("a-", False),
-                                      ("a..b", False), ("a_b", False), ("", False), ("x" * 254, False)])
+@pytest.mark.parametrize("name, ok", [("node-a", True), ("a.b-c.d", True), ("Node", False), ("-a", False),
+                                      ("a-", False), ("a..b", False), ("a_b", False), ("", False), ("x" * 254, False)])
 def test_node_names(name, ok):
     assert is_node_name(name) is ok
 
@@ -109,7 +111,8 @@ def test_ipv6_block_size_defaults_to_the_same_number_of_addresses():
 def test_record_ignores_junk():
     claim = '{"claim":"c","instance":"i","network":"n","node":"a"}'
     rec = Record({"v": 2,
-                  "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim}, {"cidr": "bad", "set": 0, "claim": claim},
+                  "blocks": [{"cidr": "10.0.0.0/28", "set": 0, "claim": claim},
+                             {"cidr": "bad", "set": 0, "claim": claim},
                              {"cidr": "10.0.0.16/28", "set": "0", "claim": claim}, "x",
                              {"cidr": "10.0.0.64/28", "set": 0, "claim": claim, "state": "odd"}],
                   "pending": [{"op": "claim", "cidr": "10.0.0.32/28", "set": 0, "claim": claim},
@@ -139,7 +142,8 @@ def test_lint_checks_pool_settings(tmp_path):
     path.write_text(json.dumps(bad))
     example = os.path.join(ROOT, "conf-examples", "cluster", "10-macvlan-pool.conflist")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-m", "cni_ipam", "lint", "--json", "--no-host", "--strict", str(path), example],
+    out = subprocess.run([sys.executable, "-m", "cni_ipam", "lint", "--json", "--no-host", "--strict", str(path),
+                          example],
                          capture_output=True, text=True, env=env, timeout=60)
     doc = json.loads(out.stdout)
     errors = [f for f in doc["findings"] if f["level"] == "error"]
@@ -157,7 +161,8 @@ def test_status_reads_pool_json_only_through_the_store_reader(tmp_path):
     import os
 
     ipam = {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.77.0.0/24"}]],
-            "pool": {"name": "p", "blockSize": 28, "nodeName": "node-a", "etcd": {"endpoints": ["http://127.0.0.1:1"], "timeout": 0.5}}}
+            "pool": {"name": "p", "blockSize": 28, "nodeName": "node-a",
+                     "etcd": {"endpoints": ["http://127.0.0.1:1"], "timeout": 0.5}}}
     cfg = config.load({"cniVersion": "1.0.0", "name": "n", "ipam": ipam}, {})
     record = json.dumps({"v": 2, "pool": "p", "node": "node-a", "network": "n", "pending": [],
                          "blocks": [{"cidr": "10.77.0.16/28", "set": 0, "claim": "{}", "state": "held"}]})

@@ -6,11 +6,11 @@ Real etcd (tests/cluster/conftest.py fixtures); each test uses its own key prefi
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import pytest
 
-from tests.cluster.poolkit import addresses, call, call_inproc, check_invariants, etcd_blocks, local_record, pool_conf, reservations
+from tests.cluster.poolkit import (addresses, call, call_inproc, check_invariants, etcd_blocks, local_record, pool_conf,
+                                   reservations)
 
 
 @pytest.fixture
@@ -149,21 +149,23 @@ def test_gateway_and_excluded_never_handed_out(etcd_single, etcd_prefix, nodes):
             assert res["code"] == 107, res
             break
         got |= set(addresses(res))
-    bad = {ipaddress.ip_address(a) for a in ("10.79.0.0", "10.79.0.9", "10.79.0.4", "10.79.0.5", "10.79.0.6", "10.79.0.7",
-                                              "10.79.0.17", "10.79.0.31")}
+    bad = {ipaddress.ip_address(a) for a in ("10.79.0.0", "10.79.0.9", "10.79.0.4", "10.79.0.5", "10.79.0.6",
+                                              "10.79.0.7", "10.79.0.17", "10.79.0.31")}
     assert not got & bad
     assert len(got) == 32 - len(bad)
 
 
 def test_dual_stack_pool_claims_a_block_per_family(etcd_single, etcd_prefix, nodes):
-    ranges = [[{"subnet": "10.80.0.0/24"}], [{"subnet": "fd80::/64", "rangeStart": "fd80::10", "rangeEnd": "fd80::1:0"}]]
+    ranges = [[{"subnet": "10.80.0.0/24"}],
+              [{"subnet": "fd80::/64", "rangeStart": "fd80::10", "rangeEnd": "fd80::1:0"}]]
     conf = pool_conf(etcd_single, etcd_prefix, "node-a", nodes["node-a"], ranges=ranges, block=28, pool="ds")
     rc, res = call("ADD", conf, "c1")
     assert rc == 0, res
     v4, v6 = addresses(res)
     assert v4.version == 4 and v6.version == 6
     blocks = etcd_blocks(etcd_single, etcd_prefix, "ds")
-    assert sorted(blocks) == sorted([f"{ipaddress.ip_network(f'{v4}/28', strict=False)}", f"{ipaddress.ip_network(f'{v6}/124', strict=False)}"])
+    assert sorted(blocks) == sorted([f"{ipaddress.ip_network(f'{v4}/28', strict=False)}",
+                                     f"{ipaddress.ip_network(f'{v6}/124', strict=False)}"])
     assert v6 >= ipaddress.ip_address("fd80::10")
 
 
@@ -182,7 +184,8 @@ def test_dual_stack_pool_claims_a_block_per_family(etcd_single, etcd_prefix, nod
 ])
 def test_config_errors_are_code_7(tmp_path, pool, why):
     conf = {"cniVersion": "1.0.0", "name": "n", "type": "bridge",
-            "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.77.0.0/24"}]], "pool": pool}}
+            "ipam": {"type": "cni-ipam", "dataDir": str(tmp_path), "ranges": [[{"subnet": "10.77.0.0/24"}]],
+                     "pool": pool}}
     rc, res = call("ADD", conf, "c1")
     assert rc == 1 and res["code"] == 7 and why in res["msg"] + res.get("details", ""), res
 

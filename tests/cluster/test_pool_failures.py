@@ -130,7 +130,8 @@ def test_kill_9_mid_claim_loses_no_block(etcd_single, etcd_prefix, tmp_path):
         tries += 1
         if local_record(d).get("pending"):  # died between its intent and the claim's answer
             killed_with_intent += 1
-    print(f"killed {tries} ADDs, {killed_with_intent} with a claim in flight; etcd holds {len(etcd_blocks(etcd_single, etcd_prefix))} blocks")
+    held = len(etcd_blocks(etcd_single, etcd_prefix))
+    print(f"killed {tries} ADDs, {killed_with_intent} with a claim in flight; etcd holds {held} blocks")
     assert killed_with_intent >= 1, "never hit the claim window: the test exercised nothing"
     # recovery: the next ADD resolves intents (adopting what etcd applied)
     rc, res = call("ADD", conf, "recover")

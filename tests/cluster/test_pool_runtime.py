@@ -24,11 +24,19 @@ import time
 
 import pytest
 
-from tests.integration.netns import ping_until, runtime, sh  # noqa: F401
+from tests.helpers import real_runtime
+from tests.integration.netns import Runtime, ping_until, sh, skip_reason
 
 NET = "poolnet"
 SUBNET = ipaddress.ip_network("10.253.0.0/24")
 ETCD = "/usr/bin/etcd"
+
+
+# The fixture from tests/integration/netns.py, registered here under its own name: importing it would
+# leave a module-level name that the test's ``runtime`` parameter shadows.
+@pytest.fixture(name="runtime")
+def runtime_fixture():
+    yield from real_runtime(skip_reason, Runtime, Runtime.cleanup)
 
 
 def start_etcd(rt, ns: str) -> subprocess.Popen:
@@ -37,19 +45,23 @@ def start_etcd(rt, ns: str) -> subprocess.Popen:
     argv = ["ip", "netns", "exec", ns, ETCD, "--name", "cp", "--data-dir", data,
             "--listen-client-urls", "http://172.31.1.1:2379,http://172.31.2.1:2379",
             "--advertise-client-urls", "http://172.31.1.1:2379",
-            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--initial-cluster", "cp=http://127.0.0.1:2380", "--logger", "zap", "--log-level", "warn"]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     log.close()
     end = time.monotonic() + 20
     while True:
-        ok = subprocess.run(["ip", "netns", "exec", ns, "etcdctl", "--endpoints", "http://172.31.1.1:2379", "endpoint", "health"],
+        ok = subprocess.run(["ip", "netns", "exec", ns, "etcdctl", "--endpoints", "http://172.31.1.1:2379",
+                             "endpoint", "health"],
                             capture_output=True, timeout=10).returncode == 0
         if ok:
             return proc
         if proc.poll() is not None or time.monotonic() > end:
             with open(os.path.join(rt.dir, "etcd.log"), "rb") as fh:
-                raise AssertionError("etcd in the control-plane namespace did not start:\n" + fh.read()[-2000:].decode("utf-8", "replace"))
+                raise AssertionError("etcd in the control-plane namespace did not start:\n"
+                                     + fh.read()[-2000:].decode("utf-8", "replace"))
         time.sleep(0.1)
 
 
@@ -59,7 +71,8 @@ def node_conf(rt, node: str, endpoint: str) -> str:
     doc = {"cniVersion": "1.0.0", "name": NET, "plugins": [{
         "type": "macvlan", "master": "lan", "mode": "bridge",
         "ipam": {"type": "cni-ipam", "dataDir": os.path.join(rt.data_dir, node),
-                 "ranges": [[{"subnet": str(SUBNET), "rangeStart": "10.253.0.10", "rangeEnd": "10.253.0.250", "gateway": "10.253.0.1"}]],
+                 "ranges": [[{"subnet": str(SUBNET), "rangeStart": "10.253.0.10", "rangeEnd": "10.253.0.250",
+                              "gateway": "10.253.0.1"}]],
                  "pool": {"name": "lan", "blockSize": 28, "nodeName": node,
                           "etcd": {"endpoints": [endpoint], "prefix": "/cni-ipam", "timeout": 2}}},
     }]}
@@ -91,7 +104,8 @@ def test_macvlan_pool_two_nodes_one_l2(runtime):
         for tag, node in placement:
             host, netdir = confs[node]
             ctr = rt.netns(tag)
-            res = rt.driver("add", NET, ctr, host=host, container_id=f"pool-{tag}", ifname="net1", extra={"NETCONFPATH": netdir})
+            res = rt.driver("add", NET, ctr, host=host, container_id=f"pool-{tag}", ifname="net1",
+                            extra={"NETCONFPATH": netdir})
             assert res.rc == 0, res
             (ip,) = [ipaddress.ip_interface(i["address"]) for i in res.json["ips"]]
             assert ip.network == SUBNET, res.json
@@ -103,10 +117,11 @@ def test_macvlan_pool_two_nodes_one_l2(runtime):
             with open(os.path.join(rt.data_dir, node, NET, ".cni-ipam", "pool.json")) as fh:
                 held[node] = [ipaddress.ip_network(b["cidr"]) for b in json.load(fh)["blocks"]]
         assert not any(a.overlaps(b) for a in held["node-a"] for b in held["node-b"]), held
-        for ctr, node, ip in got.values():
+        for _ctr, node, ip in got.values():
             assert any(ip in b for b in held[node]), (ip, node, held)
-        out = subprocess.run(["ip", "netns", "exec", cp, "etcdctl", "--endpoints", "http://172.31.1.1:2379", "get", "--prefix",
-                              "--keys-only", "/cni-ipam/pools/lan/blocks/"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["ip", "netns", "exec", cp, "etcdctl", "--endpoints", "http://172.31.1.1:2379", "get",
+                              "--prefix", "--keys-only", "/cni-ipam/pools/lan/blocks/"],
+                             capture_output=True, text=True, timeout=10).stdout
         keys = sorted(line.rsplit("/blocks/", 1)[1] for line in out.split() if "/blocks/" in line)
         assert keys == sorted(str(b) for n in held.values() for b in n), (keys, held)
         # same L2 across the nodes: c1 (node-a) reaches c2 (node-b), c2 reaches c3 (node-a)
@@ -114,7 +129,8 @@ def test_macvlan_pool_two_nodes_one_l2(runtime):
         assert ping_until(got["c2"][0], str(got["c3"][2])), "node-b container to node-a container"
         for tag, node in placement:
             host, netdir = confs[node]
-            res = rt.driver("del", NET, got[tag][0], host=host, container_id=f"pool-{tag}", ifname="net1", extra={"NETCONFPATH": netdir})
+            res = rt.driver("del", NET, got[tag][0], host=host, container_id=f"pool-{tag}", ifname="net1",
+                            extra={"NETCONFPATH": netdir})
             assert res.rc == 0, res
         for node in confs:
             names = os.listdir(os.path.join(rt.data_dir, node, NET))

@@ -73,7 +73,7 @@ class Storm:
             by_addr.setdefault(addr, []).append((t0, t1, cid))
         for addr, spans in by_addr.items():
             spans.sort()
-            for (a0, a1, ca), (b0, b1, cb) in zip(spans, spans[1:]):
+            for (_a0, a1, ca), (b0, _b1, cb) in zip(spans, spans[1:]):
                 assert b0 >= a1, f"{addr} held by {ca} and {cb} at once"
 
 
