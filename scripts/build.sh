@@ -116,6 +116,7 @@ if [ "$ARCH" = arm64 ] && [ ! -f "$SRC/musl-arm64/usr/lib/aarch64-linux-musl/mus
 fi
 
 # ------------------------------------------------------------------ the static runtime (cached)
+# shellcheck disable=SC2010  # file names of our own cache (no odd characters), hashed as ls prints them
 KEY=$( { echo "$ARCH"; cat packaging/build_runtime.sh; sha256sum "$SRC"/python3.11_*.dsc "$SRC"/openssl_*.dsc \
          "$SRC"/libffi_*.dsc "$SRC"/zlib_*.dsc | cut -d' ' -f1; gcc --version | head -n1;
          dpkg-query -W -f='${Version}' musl-dev 2>/dev/null; ls "$SRC" | grep '_arm64.deb$' || true; } \
@@ -129,6 +130,7 @@ if [ ! -f "$RUNTIME/.complete" ]; then
   bash packaging/build_runtime.sh --arch "$ARCH" --src "$SRC" --out "$RUNTIME"
   echo "$(( $(date +%s) - t0 ))" >"$RUNTIME/.complete"
   # Runtimes of other inputs: keep the newest two per architecture.
+  # shellcheck disable=SC2012  # our own directory names (ARCH-hex); ls -t gives the age order
   ls -dt "$CACHE/runtime/$ARCH"-* 2>/dev/null | tail -n +3 | while IFS= read -r old; do rm -rf -- "$old"; done
 fi
 exec 8>&-
