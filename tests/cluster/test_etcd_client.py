@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cni_ipam.cluster import etcd as etcd_mod
+from cni_ipam.cluster import etcdwire
 from cni_ipam.cluster.etcd import (
     EtcdClient,
     EtcdError,
@@ -198,7 +199,7 @@ def test_big_int64_values_round_trip(client, etcd_prefix):
     # int64 beyond 2**53 travel as JSON strings: exact, not rounded through a float
     assert client.txn([cmp_mod(key, "<", INT64_MAX)], [], [])[0] is True
     assert client.txn([cmp_mod(key, "=", rev + (1 << 60))], [], [])[0] is False
-    assert etcd_mod._int("9223372036854775807") == INT64_MAX
+    assert etcdwire._int("9223372036854775807") == INT64_MAX
 
 
 def test_the_lease_api_is_gone():

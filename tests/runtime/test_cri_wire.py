@@ -1,4 +1,4 @@
-"""cni_ipam/admin/cri.py, the stdlib CRI client, against independent peers: a grpcio server serving
+"""cni_ipam/admin/cri.py and h2.py, the stdlib CRI client, against independent peers: a grpcio server serving
 a fake ListPodSandbox on a unix socket (HTTP/2, HPACK, gRPC as grpc-core speaks them), Google's
 protobuf runtime for the message encoding, the ``hpack`` package for header compression, and raw
 sockets that misbehave.  Every failure must be a CriError (the runtime cannot be asked), bounded by
@@ -17,7 +17,7 @@ from concurrent import futures
 
 import pytest
 
-from cni_ipam.admin import cri, runtimes
+from cni_ipam.admin import cri, h2, runtimes
 from tests.runtime import cri as cri_kit
 
 pytestmark = pytest.mark.skipif(cri_kit.grpc_missing() is not None, reason=str(cri_kit.grpc_missing()))
@@ -103,7 +103,7 @@ def test_big_answer_needs_window_updates(server, api, monkeypatch, window):
     pb, _ = api
     fake, path = server
     if window:
-        monkeypatch.setattr(cri, "_WINDOW", window)
+        monkeypatch.setattr(h2, "_WINDOW", window)
     fake.boxes = [_box(pb, i, big=1000) for i in range(2500)]
     started = time.monotonic()
     got = cri.list_pod_sandboxes(path, timeout=30)
@@ -211,11 +211,11 @@ def _read_request(conn) -> bytes:
     data = b""
     conn.settimeout(5)
     while True:
-        pos = len(cri.PREFACE) if data.startswith(cri.PREFACE) else None
+        pos = len(h2.PREFACE) if data.startswith(h2.PREFACE) else None
         if pos is not None:
             while pos + 9 <= len(data):
                 size = int.from_bytes(data[pos:pos + 3], "big")
-                if data[pos + 3] == cri.DATA and data[pos + 4] & cri.END_STREAM and pos + 9 + size <= len(data):
+                if data[pos + 3] == h2.DATA and data[pos + 4] & h2.END_STREAM and pos + 9 + size <= len(data):
                     return data
                 pos += 9 + size
         chunk = conn.recv(65536)
@@ -232,11 +232,11 @@ def _drain(conn) -> None:
 
 
 def _valid_answer(message: bytes) -> bytes:
-    hdr = b"".join(cri.hpack_literal(n, v) for n, v in ((":status", "200"), ("content-type", "application/grpc")))
-    trl = cri.hpack_literal("grpc-status", "0")
-    return (cri.frame(cri.SETTINGS, 0, 0) + cri.frame(cri.HEADERS, cri.END_HEADERS, 1, hdr)
-            + cri.frame(cri.DATA, 0, 1, b"\x00" + struct.pack(">I", len(message)) + message)
-            + cri.frame(cri.HEADERS, cri.END_HEADERS | cri.END_STREAM, 1, trl))
+    hdr = b"".join(h2.hpack_literal(n, v) for n, v in ((":status", "200"), ("content-type", "application/grpc")))
+    trl = h2.hpack_literal("grpc-status", "0")
+    return (h2.frame(h2.SETTINGS, 0, 0) + h2.frame(h2.HEADERS, h2.END_HEADERS, 1, hdr)
+            + h2.frame(h2.DATA, 0, 1, b"\x00" + struct.pack(">I", len(message)) + message)
+            + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 1, trl))
 
 
 @pytest.mark.parametrize("accept", [True, False], ids=["accepts-never-answers", "never-accepts"])
@@ -258,13 +258,13 @@ def test_silent_socket_does_not_hang(tmp_path, accept):
 @pytest.mark.parametrize("reply, match", [
     (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "HTTP/2|frame|closed"),
     (b"", "closed the connection"),
-    (cri.frame(cri.GOAWAY, 0, 0, struct.pack(">II", 0, 2) + b"overloaded"), "GOAWAY, error 2: overloaded"),
-    (cri.frame(cri.SETTINGS, 0, 0) + cri.frame(cri.RST_STREAM, 0, 1, struct.pack(">I", 7)), "RST_STREAM, error 7"),
-    (cri.frame(cri.HEADERS, cri.END_HEADERS | cri.END_STREAM, 1, cri.hpack_literal(":status", "404")),
+    (h2.frame(h2.GOAWAY, 0, 0, struct.pack(">II", 0, 2) + b"overloaded"), "GOAWAY, error 2: overloaded"),
+    (h2.frame(h2.SETTINGS, 0, 0) + h2.frame(h2.RST_STREAM, 0, 1, struct.pack(">I", 7)), "RST_STREAM, error 7"),
+    (h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 1, h2.hpack_literal(":status", "404")),
      "HTTP status 404"),
-    (cri.frame(cri.HEADERS, cri.END_HEADERS | cri.END_STREAM, 1, b"".join(cri.hpack_literal(n, v) for n, v in (
+    (h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 1, b"".join(h2.hpack_literal(n, v) for n, v in (
         (":status", "200"), ("content-type", "application/grpc")))), "no grpc-status"),
-    (cri.frame(cri.HEADERS, cri.END_HEADERS, 1, b"\xbf"), "neither table"),  # index 63: empty dynamic table
+    (h2.frame(h2.HEADERS, h2.END_HEADERS, 1, b"\xbf"), "neither table"),  # index 63: empty dynamic table
     (_valid_answer(b"\x0a\x05\x0a\x03a/b"), "not an ID"),
     (_valid_answer(b"\x0a\x02\x18\x01"), "without an id"),  # state = NOTREADY only
     (_valid_answer(b"\x0a\x02\x10\x01"), "metadata is not a message"),
@@ -328,7 +328,7 @@ def test_mutated_answers_never_raise_anything_else(tmp_path):
 # ------------------------------------------------------------------ HPACK and protobuf alone
 def test_hpack_rfc7541_examples():
     # C.4: three requests on one connection, Huffman-coded, filling the dynamic table
-    dec = cri.HpackDecoder()
+    dec = h2.HpackDecoder()
     assert dec.decode(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff")) == [
         (":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")]
     assert dec.decode(bytes.fromhex("828684be5886a8eb10649cbf")) == [
@@ -342,7 +342,7 @@ def test_hpack_against_an_independent_encoder():
 
     rng = random.Random(11)
     enc = hpack.Encoder()
-    dec = cri.HpackDecoder()
+    dec = h2.HpackDecoder()
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789-_/%:;.,= ~\x7f\t" + "".join(chr(c) for c in range(0x80, 0x100, 7))
     names = [":status", "content-type", "grpc-status", "grpc-message", "x-a", "x-b", "date", "server"]
     for round_ in range(300):
@@ -357,11 +357,11 @@ def test_hpack_against_an_independent_encoder():
 
 
 def test_huffman_rejects_bad_padding_and_eos():
-    assert cri.huffman_decode(bytes.fromhex("f1e3c2e5f23a6ba0ab90f4ff")) == b"www.example.com"
+    assert h2.huffman_decode(bytes.fromhex("f1e3c2e5f23a6ba0ab90f4ff")) == b"www.example.com"
     with pytest.raises(cri.CriError):
-        cri.huffman_decode(b"\x00")          # padding of zeros
+        h2.huffman_decode(b"\x00")          # padding of zeros
     with pytest.raises(cri.CriError):
-        cri.huffman_decode(b"\xff\xff\xff\xff")  # EOS
+        h2.huffman_decode(b"\xff\xff\xff\xff")  # EOS
 
 
 def test_protobuf_against_google_protobuf(api):
