@@ -251,7 +251,7 @@ class Plan:
         return "\n".join(out)
 
 
-# ---------------------------------------------------------------------------------- pools (issue 12)
+# ---------------------------------------------------------------------------------- cluster pools
 def pool_set_blocks(rset, prefixlen: int) -> tuple[int, int, int]:
     """(blocks that can hand out an address, fewest usable addresses in one, most) of a pool range
     set cut into /``prefixlen`` blocks, exact without walking the blocks (a /64 of /120 blocks has

@@ -20,7 +20,7 @@ a service range overlapping a cluster CIDR.  Exit status: ``options.EXIT_CODES["
 1 warnings, 2 errors; 64 usage).  Counts too long to read (an IPv6 /64 holds 2^64-3 addresses) are
 printed as powers of two in the table, exactly in ``--json``.
 
-Pools (issue 12): ``--pool-conf FILE`` (a netconf with ``ipam.pool``, parsed by the plugin's
+Cluster pools: ``--pool-conf FILE`` (a netconf with ``ipam.pool``, parsed by the plugin's
 ``netconf.load``) or ``--pool-subnet CIDR --block-size N`` plan a cluster pool instead
 (``PoolPlan``): per range set the blocks, usable addresses per block, blocks a node needs for
 --max-pods, the nodes that get that many; errors when not one node fits or fewer than --nodes fit

@@ -397,7 +397,7 @@ class NetworkStore(OwnerIndex):
         """Move the round-robin cursor; written at commit, so a failed ADD leaves it unchanged."""
         self._cursors[range_id] = str(addr)
 
-    # ----------------------------------------------------------------- side records (cluster pool, issue 12)
+    # ----------------------------------------------------------------- side records (cluster pool)
     def read_meta(self, name: str, limit: int = 16 << 20) -> bytes | None:
         """A file of ours in ``.cni-ipam/`` (e.g. the cluster pool's ``pool.json``), or None."""
         try:
