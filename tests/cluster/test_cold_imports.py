@@ -69,7 +69,7 @@ def test_pool_add_and_del_over_http_load_no_tls_http_client_or_idna(etcd_single,
     extra = ("threading", "email", "encodings.idna", "stringprep", "unicodedata")
     for command, cid in (("ADD", "imp-c1"), ("ADD", "imp-c2"), ("DEL", "imp-c2")):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-               "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+               "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", **bytecode_env()}
         proc, modules = loaded_by("from cni_ipam.__main__ import main; rc = main()", json.dumps(conf).encode(), env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "cni_ipam.cluster.etcd" in modules and "socket" in modules, (command, cid)
