@@ -25,6 +25,12 @@ def bytecode_env() -> dict:
     return {"PYTHONPYCACHEPREFIX": prefix} if prefix else {}
 
 
+def uncovered_env() -> dict:
+    """os.environ without coverage's start-up hook: for a child whose loaded modules a test counts
+    (coverage, started in every child under CNI_IPAM_COVERAGE=1, imports modules of its own)."""
+    return {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_START"}
+
+
 def plugin_argv() -> list:
     exe = os.environ.get("CNI_IPAM_EXE")
     if exe:

@@ -174,7 +174,7 @@ def test_table_output():
     assert "warning: ipv4: service CIDR 10.244.0.0/20 overlaps" in out and rc == 1
 
 
-# ---------------------------------------------------------------------------------- pools (issue 12)
+# ---------------------------------------------------------------------------------- cluster pools
 def pool_plan(capsys, *args):
     rc = plan.main(["--json", *args])
     out = capsys.readouterr().out

@@ -93,7 +93,7 @@ def test_pool_exhausted_names_the_pool(etcd_single, etcd_prefix, nodes):
     rc, res = call("ADD", a, "one-more")
     assert rc == 1 and res["code"] == 107, res
     assert "pool tiny" in res["msg"] and "exhausted" in res["msg"], res
-    # STATUS: a full pool does not take the node out of service by default (issue 11) ...
+    # STATUS: a full pool does not take the node out of service by default ...
     rc, res = call("STATUS", a, "x")
     assert rc == 0, res
     # ... and says so when the user opts in (CNI 1.1)

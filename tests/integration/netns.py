@@ -72,7 +72,13 @@ def write_plugin_exe(bin_dir: str) -> str:
     # sys.executable as it is: resolving a venv's python link would run the base interpreter without
     # the venv's packages (pyroute2 for CHECK)
     argv = exe if exe else f"{shlex.quote(os.path.abspath(sys.executable))} -m cni_ipam"
-    body = f'PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\nexport PYTHONPATH\nexec {argv} "$@"\n'
+    body = f'PYTHONPATH={shlex.quote(ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}\nexport PYTHONPATH\n'
+    # A runtime (podman, containerd) starts its plugins with an environment of its own: the bytecode
+    # prefix that keeps __pycache__/ out of the checkout is written into the wrapper.
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX")
+    if prefix:
+        body += f'PYTHONPYCACHEPREFIX=${{PYTHONPYCACHEPREFIX:-{shlex.quote(prefix)}}}\nexport PYTHONPYCACHEPREFIX\n'
+    body += f'exec {argv} "$@"\n'
     with open(path, "w") as fh:
         fh.write("#!/bin/sh\n" + body)
     os.chmod(path, 0o755)

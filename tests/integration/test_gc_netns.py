@@ -395,7 +395,7 @@ def test_gc_scale_timing(tmp_path, netns, capsys):
 
 
 def test_include_unknown_uses_boot_ids_not_file_times(tmp_path, netns):
-    """Issue 11 item 9: a live host-local file dated before this boot (no RTC before NTP, rsync -a) is
+    """A live host-local file dated before this boot (no RTC before NTP, rsync -a) is
     not "previous boot"; the boot id under which the owner index first saw the file is the evidence."""
     (ip,) = host_local_add(tmp_path, netns, "hlboot", "hlb1")[2:]
     os.utime(os.path.join(tmp_path, NET, ip), (86400, 86400))  # 1970-01-02: long before any boot

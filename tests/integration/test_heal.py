@@ -1,4 +1,4 @@
-"""The exhaustion heal (issue 11) with real network namespaces and real processes.
+"""The exhaustion heal with real network namespaces and real processes.
 
 Each scenario runs in the host's PID namespace (``hostworld``: the kernel answers for namespaces
 only there): a full range with one attachment whose namespace the kernel no longer has lets the

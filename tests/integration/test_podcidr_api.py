@@ -573,7 +573,7 @@ def test_real_runtime_bridge_gets_the_node_pod_cidr(pki):
         rt.cleanup()
 
 
-# ---------------------------------------------------------------------------------- hostile servers (issue 16)
+# ---------------------------------------------------------------------------------- hostile servers
 def cached_then(api, pki, work, **pod_extra):
     """A good cached answer, then an expired cache: the next resolution must ask the API again."""
     kc = write_kubeconfig(str(work / "kc"), api.url, ca_file=pki.ca_file, token=TOKEN)

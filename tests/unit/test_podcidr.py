@@ -14,6 +14,7 @@ from cni_ipam.plugin import netconf as config
 from cni_ipam.podcidr import kubeapi
 from cni_ipam.podcidr import sources as podcidr
 from cni_ipam.errors import INVALID_CONFIG, PODCIDR_UNAVAILABLE, CniError
+from tests.helpers import uncovered_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NET = ipaddress.ip_network
@@ -244,7 +245,7 @@ def test_cache_hit_imports_no_yaml_tls_or_http(tmp_path, data_dir):
         " if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, env=uncovered_env()
     ).stdout.split("\n")
     assert out[0] == "10.244.5.0/24"
     assert out[1] == "[]"

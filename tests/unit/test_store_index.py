@@ -1,4 +1,4 @@
-"""The owner index's own format (issue 14): bucket files of lines, the rebuild that writes them in
+"""The owner index's own format: bucket files of lines, the rebuild that writes them in
 one pass, the migration of the previous version's ``owners/`` index, and the fast paths the rebuild
 uses instead of the general parsers (checked against them)."""
 
