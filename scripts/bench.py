@@ -2,9 +2,10 @@
 """Benchmark cni-ipam against Debian's host-local, measured in the same run, and judge the performance goals.
 
 Not a test: it prints tables, the goals with MET / NOT MET, writes ``bench-results/bench-<time>.json``
-(and ``latest.json``).  Subjects: host-local, the PyInstaller build (``dist/cni-ipam/cni-ipam``, or
+(and ``latest.json``).  Subjects: host-local, the built executable (``dist/cni-ipam``, or
 ``--built``) and the source entry point (``python3 -m cni_ipam``); ``--extra name=command`` adds more
-(e.g. a onefile or stock build).  Every call is a fresh process, as a runtime makes it.
+(e.g. another build, or another checkout's ``python3 -m cni_ipam`` for an A/B).  Every call is a
+fresh process, as a runtime makes it.
 
 Scenarios (subjects are interleaved and their order rotates every repetition, so drift in machine
 load hits all of them alike; CPU time, user+sys from ``wait4``, is recorded beside wall time):
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--storm-reps", type=int, help="repetitions of every storm (default 5, quick 2)")
     ap.add_argument("--gc", type=int, help="reservations for the GC scenario (default 10000, quick 3000; 0 skips)")
     ap.add_argument(
-        "--built", default=BUILT_DEFAULT, help="the built binary under test (default dist/cni-ipam/cni-ipam)"
+        "--built", default=BUILT_DEFAULT, help="the built executable under test (default dist/cni-ipam)"
     )
     ap.add_argument("--no-source", action="store_true", help="leave out python3 -m cni_ipam")
     ap.add_argument("--no-built", action="store_true", help="leave out the built binary")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the binary (scripts/build.sh: the launcher bundle) if there is none or it is older than the
-# sources, then run the benchmark.  BUILD_ARGS="--pyinstaller" builds the PyInstaller form instead.
+# Build the executable (scripts/build.sh) if there is none or it is older than the sources, then run
+# the benchmark.  BUILD_ARGS is passed to scripts/build.sh.
 #   scripts/bench.sh --quick        # under two minutes
 #   scripts/bench.sh                # the full run (60,000 reservations, storms of 16/64/110, GC over 10,000; ~10 min)
 # Every option is passed to scripts/bench.py (see --help).
@@ -14,7 +14,7 @@ else  # the project virtual environment, never the machine's Python (scripts/ven
   ensure_venv base
   PY=$VENV_PY
 fi
-EXE=dist/cni-ipam/cni-ipam
+EXE=dist/cni-ipam
 if [ ! -x "$EXE" ] || [ -n "$(find cni_ipam packaging -newer "$EXE" -type f -print -quit)" ]; then
   # shellcheck disable=SC2086
   bash scripts/build.sh ${BUILD_ARGS:-} >&2

@@ -13,7 +13,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 HOST_LOCAL = os.environ.get("HOST_LOCAL", "/usr/lib/cni/host-local")
-BUILT_DEFAULT = os.path.join(ROOT, "dist", "cni-ipam", "cni-ipam")
+BUILT_DEFAULT = os.path.join(ROOT, "dist", "cni-ipam")
 NETNS = "/var/run/netns/bench-none"  # never exists: host-local ignores it, cni-ipam records it
 
 
