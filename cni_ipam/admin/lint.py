@@ -308,7 +308,7 @@ def add_lint_options(parser: options.Parser) -> None:
     parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
     parser.add_argument("--netns", metavar="NAME", help="compare with the networks of this named network namespace")
     parser.add_argument("--strict", action="store_true", help="warnings fail too")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="JSON for tools")
     parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
     parser.add_argument("--inventory", metavar="FILE",
                         help="check the ranges against an inventory file (see plan --inventory)")

@@ -1,10 +1,12 @@
 """What the admin commands share: the exit codes of every command in one table, a ``Command`` base
-that runs a command with the shared handling of usage errors and a missing input, and the option
-types and checks several commands use.
+that runs a command with the shared handling of ``--help``, usage errors and a missing input (and
+``CommandGroup`` for a command of subcommands, ``pool``), and the option types and checks several
+commands use.
 
 The same mistake has the same exit code in every command: a usage error (unknown option, a bad
 value) is 64 and a missing input (a ``--data-dir`` that does not exist or is not a directory, no
-conf file) is 66 (sysexits' EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``).
+conf file) is 66 (sysexits' EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``);
+the pool commands answer no pool found with a code of their own (``Command.no_input_exit``).
 The small codes 0-4 are each command's own answer.  ``EXIT_CODES`` is the one table: each command's
 ``--help`` prints its own rows, and the README's table is generated from it (scripts/readme_tables.py;
 a test keeps the two equal).  Admin code only: never imported on the plugin path.
@@ -90,13 +92,13 @@ EXIT_CODES: dict[str, dict[int, str]] = {
     "pool release-node": {
         0: "every block of the node released (or it holds none; `--dry-run`: nothing would be kept)",
         1: "a block kept (it holds address records and Kubernetes does not say the node is gone), "
-           "changed meanwhile, written to while releasing, or a pool could not be read",
+           "changed meanwhile, written to while releasing, a pool could not be read, or no pool was found",
         **_USAGE,
     },
     "pool gc": {
         0: "nothing left undecided (blocks of live nodes, and in-use blocks without Kubernetes access, are kept)",
         1: "a block kept for lack of evidence (no clear answer, a name Kubernetes never knew, a renamed node), "
-           "a release refused or failed, or a pool could not be read",
+           "a release refused or failed, a pool could not be read, or no pool was found",
         **_USAGE,
     },
 }

@@ -70,12 +70,10 @@ class PlanCommand(options.Command):
         options.add_cidr_option(
             parser, "--cluster-cidr", "kube-controller-manager --cluster-cidr (repeat once per family for dual stack)"
         )
-        parser.add_argument(
+        _add_prefix_length_option(
+            parser,
             "--node-mask",
-            action="append",
-            default=[],
-            metavar="N|ipv4=N|ipv6=N",
-            help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order",
+            "node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order",
         )
         options.add_cidr_option(
             parser,
@@ -93,12 +91,8 @@ class PlanCommand(options.Command):
         options.add_cidr_option(
             parser, "--pool-subnet", "plan a cluster pool over this subnet (once per family), with --block-size"
         )
-        parser.add_argument(
-            "--block-size",
-            action="append",
-            default=[],
-            metavar="N|ipv4=N|ipv6=N",
-            help="pool block prefix length; plain numbers pair with --pool-subnet in order",
+        _add_prefix_length_option(
+            parser, "--block-size", "pool block prefix length; plain numbers pair with --pool-subnet in order"
         )
         parser.add_argument(
             "--inventory", metavar="FILE", help="plan every cluster of an inventory file (YAML): overlaps, capacity"
@@ -139,6 +133,11 @@ class PlanCommand(options.Command):
             raise options.UsageError(str(exc)) from None
         print(json.dumps(plan.to_json(), indent=2) if args.json else plan.render())
         return plan.exit_code
+
+
+def _add_prefix_length_option(parser: options.Parser, flag: str, help: str) -> None:
+    """A prefix length per family (``--node-mask``, ``--block-size``), read by ``parse_masks``."""
+    parser.add_argument(flag, action="append", default=[], metavar="N|ipv4=N|ipv6=N", help=help)
 
 
 def main(argv: list[str]) -> int:

@@ -148,7 +148,7 @@ class PoolReleaseNode(PoolCommand):
     def add_options(self, parser: options.Parser) -> None:
         super().add_options(parser)
         _add_kube(parser, "optional; without it only blocks holding no address record are released")
-        parser.add_argument("node", metavar="NODE")
+        parser.add_argument("node", metavar="NODE", help="the node's name (as Kubernetes and its blocks know it)")
         parser.add_argument("--dry-run", action="store_true", help="say what would be released, release nothing")
         parser.add_argument("--instance", metavar="ID",
                             help="with --gone: release every claim, address record and the node record of this "
