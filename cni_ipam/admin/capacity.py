@@ -351,6 +351,14 @@ class PoolPlan:
             "warnings": self.warnings,
         }
 
+    def _served_text(self) -> str:
+        """Whose pods the capacity counts: the planned nodes, or as many of them as fit."""
+        if self.nodes is None:
+            return ""
+        if self.nodes_fit < self.nodes:
+            return f" ({count_text(self.nodes_fit)} of the {self.nodes} planned nodes fit)"
+        return f" (for {self.nodes} planned nodes)"
+
     def render(self) -> str:
         from cni_ipam.admin.output import table
 
@@ -377,8 +385,7 @@ class PoolPlan:
             table(rows, right=(3, 4, 5, 6, 7)),
             "",
             f"nodes that fit: {count_text(self.nodes_fit)}; pods per node: {self.max_pods} (--max-pods); "
-            f"pod capacity: {count_text(self.pod_capacity)}"
-            + ("" if self.nodes is None else f" (for {self.nodes} planned nodes)"),
+            f"pod capacity: {count_text(self.pod_capacity)}" + self._served_text(),
         ]
         out += [f"error: {e}" for e in self.errors]
         out += [f"warning: {w}" for w in self.warnings]

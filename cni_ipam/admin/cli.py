@@ -33,7 +33,7 @@ def usage() -> str:
 def cli_main(argv: list) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if argv else 2
+        return 0
     if argv[0] in ("version", "--version"):
         from cni_ipam import __version__
 

@@ -40,12 +40,126 @@ EXIT_PARTIAL = 3
 EXIT_FATAL = 4
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cni-ipam gc",
-        description="Find reservations whose container is gone (stranded), explain why, and release them with --apply.",
-        epilog=options.exit_text("gc"),
-    )
+class GcCommand(options.Command):
+    name = "gc"
+    description = "Find reservations whose container is gone (stranded), explain why, and release them with --apply."
+
+    def add_options(self, parser: options.Parser) -> None:
+        add_gc_options(parser)
+
+    def input_problem(self, args) -> str | None:
+        args.data_dir = os.path.abspath(args.data_dir)
+        return options.data_dir_problem(args.data_dir)  # a mistyped --data-dir is not "nothing stranded"
+
+    def fail(self, args, message: str, code: int) -> int:
+        """Stop: the reason on stderr, and with --json as a JSON document on stdout too."""
+        if args.json:
+            sys.stdout.write(json.dumps({"error": message, "exitCode": code}, indent=2) + "\n")
+        return super().fail(args, message, code)
+
+    def run(self, args) -> int:
+        """One pass over ``args.data_dir`` (an existing directory): classify, release with --apply, report."""
+        out = sys.stdout
+        try:
+            valid_ids = read_valid_ids(args)
+        except ValueError as exc:
+            return self.fail(args, str(exc), EXIT_FATAL)
+        runtime_ids, runtime_name = None, "the runtime"
+        runtime_answers: list = []
+        if args.runtime:
+            from cni_ipam.admin import runtimes  # admin-only; subprocess and sockets stay off the plugin path
+
+            try:
+                runtime_ids, runtime_name, runtime_answers = runtimes.evidence(args.runtime)
+            except ValueError as exc:
+                return self.fail(args, str(exc), EXIT_FATAL)
+            for answer in runtime_answers:
+                if not answer.ok:
+                    print(
+                        f"cni-ipam gc: runtime {answer.spec} not used (proves nothing): {answer.error}", file=sys.stderr
+                    )
+        data_dir = args.data_dir
+        if args.runtime_cache is not None and not os.path.isdir(args.runtime_cache):
+            why = "without it every reservation would look stranded"
+            return self.fail(args, f"runtime cache {args.runtime_cache} is not a directory; {why}", EXIT_FATAL)
+        if args.network:
+            bad = [n for n in args.network if not is_cni_name(n) or not os.path.isdir(os.path.join(data_dir, n))]
+            if bad:
+                return self.fail(args, f"no such network under {data_dir}: {', '.join(bad)}", EXIT_FATAL)
+            networks = list(dict.fromkeys(args.network))
+        else:
+            try:
+                networks = list_networks(data_dir)
+            except OSError as exc:
+                return self.fail(args, f"cannot list {data_dir}: {exc.strerror or exc}", EXIT_FATAL)
+
+        checker = liveness.Checker(
+            grace=args.grace,
+            netns_root=args.netns_root,
+            runtime_cache=args.runtime_cache,
+            valid_ids=valid_ids,
+            include_unknown=args.include_unknown,
+            previous_boot_only=args.previous_boot_only,
+            proc=args.proc,
+            node_pidns=args.pidns_is_node,
+            runtime_ids=runtime_ids,
+            runtime_name=runtime_name,
+        )
+        warnings = liveness.environment_warnings(args.netns_root, args.proc, args.pidns_is_node)
+        if args.runtime_cache is not None:
+            try:
+                checker.cache_names()
+            except OSError as exc:
+                reason = exc.strerror or exc
+                return self.fail(args, f"cannot read runtime cache {args.runtime_cache}: {reason}", EXIT_FATAL)
+        started = time.monotonic()
+        report = run_pass(data_dir, networks, checker, args.apply, args.lock_timeout)
+        elapsed = time.monotonic() - started
+        unsure = sum(
+            1
+            for net in report["networks"].values()
+            for f in net["findings"]
+            if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE)
+        )
+        if unsure:
+            why = checker.kernel.why_not() or "no kernel namespace id was recorded for them at ADD"
+            warnings.append(
+                f"the kernel cannot say whether their network namespaces are gone ({why}): "
+                f"{unsure} reservation(s) kept as unknown"
+            )
+        for warning in warnings:
+            print(f"cni-ipam gc: warning: {warning}", file=sys.stderr)
+
+        totals = {liveness.LIVE: 0, liveness.STRANDED: 0, liveness.UNKNOWN: 0, "released": 0, "errors": 0}
+        for net in report["networks"].values():
+            for key, value in _counts(net["findings"]).items():
+                totals[key] += value
+            totals["released"] += len(net["released"])
+            totals["errors"] += len(net["errors"])
+        if totals["errors"]:
+            code = EXIT_PARTIAL
+        elif totals[liveness.STRANDED] and not args.apply:
+            code = EXIT_STRANDED
+        else:
+            code = EXIT_OK
+
+        if args.json:
+            doc = _json_report(args, data_dir, checker, report, totals, elapsed, code)
+            doc["warnings"] = warnings
+            if args.runtime:
+                doc["runtimes"] = [a.to_json() for a in runtime_answers]
+            out.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            _print_table(out, args, data_dir, checker, report, totals, elapsed)
+        out.flush()
+        return code
+
+
+def main(argv: list) -> int:
+    return GcCommand().main(argv)
+
+
+def add_gc_options(p: options.Parser) -> None:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"IPAM data directory (default {DEFAULT_DATA_DIR})")
     p.add_argument("--network", action="append", default=[], metavar="NAME", help="only this network (repeatable)")
     p.add_argument("--grace", type=_seconds, default=liveness.DEFAULT_GRACE, metavar="SECONDS",
@@ -114,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait at most this long for each network lock",
     )
-    return p
 
 
 def _seconds(text: str) -> float:
@@ -198,116 +311,6 @@ def _counts(findings: list) -> dict:
     for f in findings:
         counts[f.verdict.state] = counts.get(f.verdict.state, 0) + 1
     return counts
-
-
-def main(argv: list) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    out = sys.stdout
-
-    def fatal(msg: str, code: int = EXIT_FATAL) -> int:
-        if args.json:
-            out.write(json.dumps({"error": msg, "exitCode": code}, indent=2) + "\n")
-        print(f"cni-ipam gc: {msg}", file=sys.stderr)
-        return code
-
-    try:
-        valid_ids = read_valid_ids(args)
-    except ValueError as exc:
-        return fatal(str(exc))
-    runtime_ids, runtime_name = None, "the runtime"
-    runtime_answers: list = []
-    if args.runtime:
-        from cni_ipam.admin import runtimes  # admin-only; subprocess and sockets stay off the plugin path
-
-        try:
-            runtime_ids, runtime_name, runtime_answers = runtimes.evidence(args.runtime)
-        except ValueError as exc:
-            return fatal(str(exc))
-        for answer in runtime_answers:
-            if not answer.ok:
-                print(f"cni-ipam gc: runtime {answer.spec} not used (proves nothing): {answer.error}", file=sys.stderr)
-    data_dir = os.path.abspath(args.data_dir)
-    problem = options.data_dir_problem(data_dir)  # a mistyped --data-dir is not "nothing stranded"
-    if problem:
-        return fatal(problem, options.EXIT_NO_DATA_DIR)
-    if args.runtime_cache is not None and not os.path.isdir(args.runtime_cache):
-        return fatal(
-            f"runtime cache {args.runtime_cache} is not a directory; without it every reservation would look stranded"
-        )
-    if args.network:
-        bad = [n for n in args.network if not is_cni_name(n) or not os.path.isdir(os.path.join(data_dir, n))]
-        if bad:
-            return fatal(f"no such network under {data_dir}: {', '.join(bad)}")
-        networks = list(dict.fromkeys(args.network))
-    else:
-        try:
-            networks = list_networks(data_dir)
-        except OSError as exc:
-            return fatal(f"cannot list {data_dir}: {exc.strerror or exc}")
-
-    checker = liveness.Checker(
-        grace=args.grace,
-        netns_root=args.netns_root,
-        runtime_cache=args.runtime_cache,
-        valid_ids=valid_ids,
-        include_unknown=args.include_unknown,
-        previous_boot_only=args.previous_boot_only,
-        proc=args.proc,
-        node_pidns=args.pidns_is_node,
-        runtime_ids=runtime_ids,
-        runtime_name=runtime_name,
-    )
-    warnings = liveness.environment_warnings(args.netns_root, args.proc, args.pidns_is_node)
-    if args.runtime_cache is not None:
-        try:
-            checker.cache_names()
-        except OSError as exc:
-            return fatal(f"cannot read runtime cache {args.runtime_cache}: {exc.strerror or exc}")
-    started = time.monotonic()
-    report = run_pass(data_dir, networks, checker, args.apply, args.lock_timeout)
-    elapsed = time.monotonic() - started
-    unsure = sum(
-        1
-        for net in report["networks"].values()
-        for f in net["findings"]
-        if f.verdict.reason in (liveness.NETNS_UNSURE, liveness.NETNS_UNREADABLE)
-    )
-    if unsure:
-        why = checker.kernel.why_not() or "no kernel namespace id was recorded for them at ADD"
-        warnings.append(
-            f"the kernel cannot say whether their network namespaces are gone ({why}): "
-            f"{unsure} reservation(s) kept as unknown"
-        )
-    for warning in warnings:
-        print(f"cni-ipam gc: warning: {warning}", file=sys.stderr)
-
-    totals = {liveness.LIVE: 0, liveness.STRANDED: 0, liveness.UNKNOWN: 0, "released": 0, "errors": 0}
-    for net in report["networks"].values():
-        for key, value in _counts(net["findings"]).items():
-            totals[key] += value
-        totals["released"] += len(net["released"])
-        totals["errors"] += len(net["errors"])
-    if totals["errors"]:
-        code = EXIT_PARTIAL
-    elif totals[liveness.STRANDED] and not args.apply:
-        code = EXIT_STRANDED
-    else:
-        code = EXIT_OK
-
-    if args.json:
-        doc = _json_report(args, data_dir, checker, report, totals, elapsed, code)
-        doc["warnings"] = warnings
-        if args.runtime:
-            doc["runtimes"] = [a.to_json() for a in runtime_answers]
-        out.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        _print_table(out, args, data_dir, checker, report, totals, elapsed)
-    out.flush()
-    return code
 
 
 def _json_report(

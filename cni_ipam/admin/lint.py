@@ -279,7 +279,7 @@ class Lint(options.Command):
 
     def check_args(self, args) -> None:
         if args.max_pods is not None and args.max_pods < 1:
-            raise options.UsageError("cni-ipam lint: --max-pods must be at least 1")
+            raise options.UsageError("--max-pods must be at least 1")
         args.inv = load_inventory(args)
 
     def input_problem(self, args) -> str | None:
@@ -296,51 +296,19 @@ def main(argv: list[str]) -> int:
 
 def add_lint_options(parser: options.Parser) -> None:
     parser.add_argument("paths", nargs="+", metavar="FILE|DIR", help="conf files, or directories of them")
-    parser.add_argument(
-        "--service-cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="the cluster's Service CIDR: no range may overlap it",
-    )
-    parser.add_argument(
-        "--cluster-cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="ranges must lie inside it or outside it, never across its edge",
-    )
-    parser.add_argument(
-        "--node-cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="the network the nodes live on",
-    )
-    parser.add_argument(
-        "--cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="any other network to keep clear of",
-    )
-    parser.add_argument(
-        "--pod-cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="the node's pod CIDR, used for usePodCidr ranges (one per family)",
-    )
+    for flag, text in (
+        ("--service-cidr", "the cluster's Service CIDR: no range may overlap it"),
+        ("--cluster-cidr", "ranges must lie inside it or outside it, never across its edge"),
+        ("--node-cidr", "the network the nodes live on"),
+        ("--cidr", "any other network to keep clear of"),
+        ("--pod-cidr", "the node's pod CIDR, used for usePodCidr ranges (one per family)"),
+    ):
+        options.add_cidr_option(parser, flag, text)
     parser.add_argument("--max-pods", type=int, metavar="N", help="every range set must hold at least N addresses")
     parser.add_argument("--no-host", action="store_true", help="do not compare with the host's addresses and routes")
     parser.add_argument("--netns", metavar="NAME", help="compare with the networks of this named network namespace")
     parser.add_argument("--strict", action="store_true", help="warnings fail too")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="JSON for tools")
     parser.add_argument("--quiet", "-q", action="store_true", help="errors and warnings only, no info lines")
     parser.add_argument("--inventory", metavar="FILE",
                         help="check the ranges against an inventory file (see plan --inventory)")
@@ -360,7 +328,7 @@ def load_inventory(args):
         if args.cluster is not None and inv.cluster(args.cluster) is None:
             raise inventory.InventoryError(args.inventory, 0, f"no cluster named {args.cluster!r}")
     except inventory.InventoryError as exc:
-        raise options.UsageError(f"cni-ipam lint: {exc}") from None
+        raise options.UsageError(str(exc)) from None
     return inv
 
 

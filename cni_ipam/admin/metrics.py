@@ -68,17 +68,14 @@ class IpamCollector:
             "Reserved / size of the range set (1 when it holds no address).",
             labels=set_labels,
         )
-        total = GaugeMetricFamily(
-            "cni_ipam_network_reservations", "Reservation files of the network.", labels=["network"]
+        def per_network(name: str, text: str):
+            return GaugeMetricFamily(name, text, labels=["network"])
+
+        total = per_network("cni_ipam_network_reservations", "Reservation files of the network.")
+        outside = per_network(
+            "cni_ipam_network_reservations_outside_ranges", "Reservations in no configured range set."
         )
-        outside = GaugeMetricFamily(
-            "cni_ipam_network_reservations_outside_ranges",
-            "Reservations in no configured range set.",
-            labels=["network"],
-        )
-        known = GaugeMetricFamily(
-            "cni_ipam_network_config_known", "1 when a conf file gives the network's range sets.", labels=["network"]
-        )
+        known = per_network("cni_ipam_network_config_known", "1 when a conf file gives the network's range sets.")
         states = GaugeMetricFamily(
             "cni_ipam_reservations_liveness",
             "Reservations by liveness state as the GC pass judges them.",
@@ -87,17 +84,11 @@ class IpamCollector:
         stranded = GaugeMetricFamily(
             "cni_ipam_stranded_reservations", "Stranded reservations by reason.", labels=["network", "reason"]
         )
-        gc_run = GaugeMetricFamily(
-            "cni_ipam_gc_last_run_timestamp_seconds", "When the last GC pass over the network ran.", labels=["network"]
+        gc_run = per_network("cni_ipam_gc_last_run_timestamp_seconds", "When the last GC pass over the network ran.")
+        gc_apply = per_network(
+            "cni_ipam_gc_last_apply_timestamp_seconds", "When the last releasing GC pass over the network ran."
         )
-        gc_apply = GaugeMetricFamily(
-            "cni_ipam_gc_last_apply_timestamp_seconds",
-            "When the last releasing GC pass over the network ran.",
-            labels=["network"],
-        )
-        gc_last = GaugeMetricFamily(
-            "cni_ipam_gc_last_reclaimed", "Addresses released by the last releasing GC pass.", labels=["network"]
-        )
+        gc_last = per_network("cni_ipam_gc_last_reclaimed", "Addresses released by the last releasing GC pass.")
         gc_total = CounterMetricFamily(
             "cni_ipam_gc_reclaimed", "Addresses released by GC over the life of the data directory.", labels=["network"]
         )

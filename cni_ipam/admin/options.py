@@ -1,10 +1,12 @@
 """What the admin commands share: the exit codes of every command in one table, a ``Command`` base
-that runs a command with the shared handling of usage errors and a missing input, and the option
-types and checks several commands use.
+that runs a command with the shared handling of ``--help``, usage errors and a missing input (and
+``CommandGroup`` for a command of subcommands, ``pool``), and the option types and checks several
+commands use.
 
 The same mistake has the same exit code in every command: a usage error (unknown option, a bad
 value) is 64 and a missing input (a ``--data-dir`` that does not exist or is not a directory, no
-conf file) is 66 (sysexits' EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``).
+conf file) is 66 (sysexits' EX_USAGE and EX_NOINPUT; argparse's usual 2 is a level in ``show``);
+the pool commands answer no pool found with a code of their own (``Command.no_input_exit``).
 The small codes 0-4 are each command's own answer.  ``EXIT_CODES`` is the one table: each command's
 ``--help`` prints its own rows, and the README's table is generated from it (scripts/readme_tables.py;
 a test keeps the two equal).  Admin code only: never imported on the plugin path.
@@ -90,13 +92,13 @@ EXIT_CODES: dict[str, dict[int, str]] = {
     "pool release-node": {
         0: "every block of the node released (or it holds none; `--dry-run`: nothing would be kept)",
         1: "a block kept (it holds address records and Kubernetes does not say the node is gone), "
-           "changed meanwhile, written to while releasing, or a pool could not be read",
+           "changed meanwhile, written to while releasing, a pool could not be read, or no pool was found",
         **_USAGE,
     },
     "pool gc": {
         0: "nothing left undecided (blocks of live nodes, and in-use blocks without Kubernetes access, are kept)",
         1: "a block kept for lack of evidence (no clear answer, a name Kubernetes never knew, a renamed node), "
-           "a release refused or failed, or a pool could not be read",
+           "a release refused or failed, a pool could not be read, or no pool was found",
         **_USAGE,
     },
 }
@@ -108,12 +110,12 @@ def exit_text(command: str) -> str:
 
 
 class UsageError(Exception):
-    """A usage error: the command prints it and exits EXIT_USAGE."""
+    """A usage error: the command prints its usage line and the message, and exits EXIT_USAGE."""
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would exit 2
-        raise UsageError(f"{self.prog}: {message}")
+    def error(self, message):  # argparse would print and exit 2, a level in ``show``
+        raise UsageError(message)
 
 
 def make_parser(command: str, description: str) -> Parser:
@@ -121,14 +123,16 @@ def make_parser(command: str, description: str) -> Parser:
 
 
 class Command:
-    """One admin command (pip's ``Command`` is the model): its name and description, its options
-    (``add_options``), the checks of their values beyond argparse (``check_args``: raise
-    UsageError), the check of its input (``input_problem``: a reason means EXIT_NO_INPUT) and the
-    work (``run``, which returns one of the command's EXIT_CODES).  ``main`` runs them in that order,
-    so every command answers a usage error and a missing input alike."""
+    """One admin command (pip's ``Command`` is the model): its name (the key of its EXIT_CODES row)
+    and description, its options (``add_options``), the checks of their values beyond argparse
+    (``check_args``: raise UsageError), the check of its input (``input_problem``: a reason means
+    ``no_input_exit``) and the work (``run``, which returns one of the command's EXIT_CODES; it may
+    raise UsageError before it writes anything).  ``main`` runs them in that order, so every command
+    answers ``--help``, a usage error and a missing input alike."""
 
     name = ""
     description = ""
+    no_input_exit = EXIT_NO_INPUT
 
     def add_options(self, parser: Parser) -> None:
         """Add the command's options to ``parser``."""
@@ -143,23 +147,56 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         raise NotImplementedError
 
+    def fail(self, args: argparse.Namespace, message: str, code: int) -> int:
+        """Say why the command stops and return ``code``: one line on stderr."""
+        print(f"cni-ipam {self.name}: {message}", file=sys.stderr)
+        return code
+
     def parser(self) -> Parser:
         parser = make_parser(self.name, self.description)
         self.add_options(parser)
         return parser
 
     def main(self, argv: list[str]) -> int:
+        parser = self.parser()
         try:
-            args = self.parser().parse_args(argv)
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # --help printed (argparse exits 0 only there)
+                return EXIT_USAGE if exc.code else 0
             self.check_args(args)
+            problem = self.input_problem(args)
+            if problem:
+                return self.fail(args, problem, self.no_input_exit)
+            return self.run(args)
         except UsageError as exc:
-            print(exc, file=sys.stderr)
+            print(f"{parser.format_usage()}{parser.prog}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        problem = self.input_problem(args)
-        if problem:
-            print(f"cni-ipam {self.name}: {problem}", file=sys.stderr)
-            return EXIT_NO_INPUT
-        return self.run(args)
+
+
+class CommandGroup:
+    """A command whose first argument names one of its ``subcommands`` (``pool show``), each a
+    Command named ``"<group> <subcommand>"``: no argument or an unknown one is a usage error, and
+    ``--help`` lists the subcommands."""
+
+    name = ""
+    subcommands: dict[str, tuple[type[Command], str]] = {}  # name -> (command, one line of help)
+
+    def usage(self) -> str:
+        lines = [f"usage: cni-ipam {self.name} <command> [options]", "", "commands:"]
+        width = max(map(len, self.subcommands))
+        lines += [f"  {name:<{width}}  {text}" for name, (_, text) in self.subcommands.items()]
+        return "\n".join(lines + ["", f"cni-ipam {self.name} <command> --help for the options"])
+
+    def main(self, argv: list[str]) -> int:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(self.usage())
+            return 0 if argv else EXIT_USAGE
+        entry = self.subcommands.get(argv[0])
+        if entry is None:
+            print(f"cni-ipam {self.name}: unknown command {argv[0]!r}\n\n{self.usage()}", file=sys.stderr)
+            return EXIT_USAGE
+        return entry[0]().main(argv[1:])
 
 
 def cidr_arg(text: str):
@@ -168,6 +205,12 @@ def cidr_arg(text: str):
         return ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a CIDR: {text!r}") from None
+
+
+def add_cidr_option(parser: Parser, flag: str, help: str) -> None:
+    """A repeatable CIDR option (``--service-cidr`` and the like of lint and plan): the list of the
+    networks given, empty without one."""
+    parser.add_argument(flag, action="append", type=cidr_arg, default=[], metavar="CIDR", help=help)
 
 
 def data_dir_problem(path: str) -> "str | None":

@@ -35,7 +35,6 @@ file, ``admin.inventory_plan`` plans).  The arithmetic all modes share is ``admi
 from __future__ import annotations
 
 import json
-import sys
 
 from cni_ipam.admin import options
 from cni_ipam.admin.capacity import (  # noqa: F401 - the names plan has always had
@@ -59,149 +58,137 @@ from cni_ipam.admin.capacity import (  # noqa: F401 - the names plan has always 
 )
 
 
-def _inventory_main(args, argv: list[str]) -> int:
-    """``--inventory FILE`` (with ``--propose NAME --nodes N``): see ``admin.inventory_plan``."""
-    from cni_ipam.admin import inventory, inventory_plan
+# The options of the inventory mode: any of them (or --inventory) selects it.
+_INVENTORY_ONLY = ("propose", "within", "growth", "services")
 
-    try:
-        if args.inventory is None:
-            raise PlanError("--propose, --within, --growth and --services go with --inventory FILE")
-        if (
-            args.cluster_cidr
-            or args.node_mask
-            or args.service_cidr
-            or args.pool_conf
-            or args.pool_subnet
-            or args.block_size
-        ):
-            raise PlanError(
-                "--inventory takes the clusters from the file: no --cluster-cidr/--node-mask/--service-cidr/--pool-*"
-            )
-        proposing = args.propose is not None
-        if not proposing and (
-            args.nodes is not None
-            or any(a == "--max-pods" or a.startswith("--max-pods=") for a in argv)
-            or args.within
-            or args.growth is not None
-            or args.services is not None
-        ):
-            raise PlanError("--nodes, --max-pods, --within, --growth and --services go with --propose NAME")
-        if proposing and args.nodes is None:
-            raise PlanError("--propose needs --nodes N")
-        inv = inventory.load(args.inventory)
-        report: inventory_plan.InventoryPlan | inventory_plan.Proposal
-        if proposing:
-            report = inventory_plan.Proposal(
-                inv,
-                args.propose,
-                args.nodes,
-                args.max_pods,
-                args.within,
-                inventory_plan.DEFAULT_GROWTH if args.growth is None else args.growth,
-                inventory_plan.DEFAULT_SERVICES if args.services is None else args.services,
-            )
+
+class PlanCommand(options.Command):
+    name = "plan"
+    description = "Capacity planning for cluster and node CIDRs."
+
+    def add_options(self, parser: options.Parser) -> None:
+        options.add_cidr_option(
+            parser, "--cluster-cidr", "kube-controller-manager --cluster-cidr (repeat once per family for dual stack)"
+        )
+        _add_prefix_length_option(
+            parser,
+            "--node-mask",
+            "node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order",
+        )
+        options.add_cidr_option(
+            parser,
+            "--service-cidr",
+            "the cluster's Service CIDR (kube-apiserver --service-cluster-ip-range): the node subnets it "
+            "touches go to no node (repeatable)",
+        )
+        parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
+        parser.add_argument(  # None: not given (the inventory mode takes it only with --propose)
+            "--max-pods", type=int, metavar="N", help=f"kubelet maxPods (default {DEFAULT_MAX_PODS})"
+        )
+        parser.add_argument(
+            "--pool-conf", metavar="FILE", help="plan a cluster pool: a network config with an ipam.pool section"
+        )
+        options.add_cidr_option(
+            parser, "--pool-subnet", "plan a cluster pool over this subnet (once per family), with --block-size"
+        )
+        _add_prefix_length_option(
+            parser, "--block-size", "pool block prefix length; plain numbers pair with --pool-subnet in order"
+        )
+        parser.add_argument(
+            "--inventory", metavar="FILE", help="plan every cluster of an inventory file (YAML): overlaps, capacity"
+        )
+        parser.add_argument(
+            "--propose", metavar="NAME", help="with --inventory and --nodes: free CIDRs for a new cluster"
+        )
+        options.add_cidr_option(
+            parser, "--within", "--propose: where to look (repeat; per family; default the RFC 1918 blocks)"
+        )
+        parser.add_argument("--growth", type=float, metavar="X", help="--propose: room for X times --nodes (default 2)")
+        parser.add_argument("--services", type=int, metavar="N", help="--propose: services to plan for (default 1000)")
+        parser.add_argument("--json", action="store_true", help="JSON for tools")
+
+    def check_args(self, args) -> None:
+        """The options of one mode only; the checks that need the plan's numbers are the plan's."""
+        args.inventory_mode = args.inventory is not None or any(
+            getattr(args, o) not in (None, []) for o in _INVENTORY_ONLY
+        )
+        if args.inventory_mode:
+            _check_inventory_args(args)
         else:
-            report = inventory_plan.InventoryPlan(inv)
-    except (PlanError, inventory.InventoryError) as exc:
-        print(f"cni-ipam plan: {exc}", file=sys.stderr)
-        return options.EXIT_USAGE
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
-    return report.exit_code
+            pooled = args.pool_conf is not None or args.pool_subnet or args.block_size
+            if pooled and args.cluster_cidr:
+                raise options.UsageError("plan either --cluster-cidr or a pool (--pool-conf / --pool-subnet), not both")
+            if not pooled and not args.cluster_cidr:
+                raise options.UsageError("give --cluster-cidr, --pool-conf or --pool-subnet")
+            for c in args.cluster_cidr:
+                if c.prefixlen > c.max_prefixlen - 2:
+                    raise options.UsageError(f"--cluster-cidr {c} is too small")
+        if args.max_pods is None:
+            args.max_pods = DEFAULT_MAX_PODS
+
+    def run(self, args) -> int:
+        try:
+            plan = _inventory_plan(args) if args.inventory_mode else _plan(args)
+        except PlanError as exc:  # the options cannot be a plan (or the file cannot be read): a usage error
+            raise options.UsageError(str(exc)) from None
+        print(json.dumps(plan.to_json(), indent=2) if args.json else plan.render())
+        return plan.exit_code
+
+
+def _add_prefix_length_option(parser: options.Parser, flag: str, help: str) -> None:
+    """A prefix length per family (``--node-mask``, ``--block-size``), read by ``parse_masks``."""
+    parser.add_argument(flag, action="append", default=[], metavar="N|ipv4=N|ipv6=N", help=help)
 
 
 def main(argv: list[str]) -> int:
-    parser = options.make_parser("plan", "Capacity planning for cluster and node CIDRs.")
-    parser.add_argument(
-        "--cluster-cidr",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="kube-controller-manager --cluster-cidr (repeat once per family for dual stack)",
-    )
-    parser.add_argument(
-        "--node-mask",
-        action="append",
-        default=[],
-        metavar="N|ipv4=N|ipv6=N",
-        help="node CIDR mask size (default ipv4=24, ipv6=64); plain numbers pair with --cluster-cidr in order",
-    )
-    parser.add_argument("--service-cidr", action="append", type=options.cidr_arg, default=[], metavar="CIDR")
-    parser.add_argument("--nodes", type=int, metavar="N", help="nodes the cluster has or will have")
-    parser.add_argument(
-        "--max-pods", type=int, default=DEFAULT_MAX_PODS, metavar="N", help="kubelet maxPods (default %(default)s)"
-    )
-    parser.add_argument(
-        "--pool-conf", metavar="FILE", help="plan a cluster pool: a network config with an ipam.pool section"
-    )
-    parser.add_argument(
-        "--pool-subnet",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="plan a cluster pool over this subnet (once per family), with --block-size",
-    )
-    parser.add_argument(
-        "--block-size",
-        action="append",
-        default=[],
-        metavar="N|ipv4=N|ipv6=N",
-        help="pool block prefix length; plain numbers pair with --pool-subnet in order",
-    )
-    parser.add_argument(
-        "--inventory", metavar="FILE", help="plan every cluster of an inventory file (YAML): overlaps, capacity"
-    )
-    parser.add_argument("--propose", metavar="NAME", help="with --inventory and --nodes: free CIDRs for a new cluster")
-    parser.add_argument(
-        "--within",
-        action="append",
-        type=options.cidr_arg,
-        default=[],
-        metavar="CIDR",
-        help="--propose: where to look (repeat; per family; default the RFC 1918 blocks)",
-    )
-    parser.add_argument("--growth", type=float, metavar="X", help="--propose: room for X times --nodes (default 2)")
-    parser.add_argument("--services", type=int, metavar="N", help="--propose: services to plan for (default 1000)")
-    parser.add_argument("--json", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    if (
-        args.inventory is not None
-        or args.propose is not None
+    return PlanCommand().main(argv)
+
+
+def _plan(args) -> Plan | PoolPlan:
+    if args.cluster_cidr:
+        masks = parse_masks(args.node_mask, args.cluster_cidr)
+        return Plan(args.cluster_cidr, masks, args.service_cidr, args.nodes, args.max_pods)
+    range_sets, block_sizes = load_pool(args.pool_conf, args.pool_subnet, args.block_size)
+    return PoolPlan(range_sets, block_sizes, args.nodes, args.max_pods)
+
+
+def _check_inventory_args(args) -> None:
+    """``--inventory FILE`` (with ``--propose NAME --nodes N``): see ``admin.inventory_plan``."""
+    if args.inventory is None:
+        raise options.UsageError("--propose, --within, --growth and --services go with --inventory FILE")
+    cluster_options = ("cluster_cidr", "node_mask", "service_cidr", "pool_conf", "pool_subnet", "block_size")
+    if any(getattr(args, o) for o in cluster_options):
+        raise options.UsageError(
+            "--inventory takes the clusters from the file: no --cluster-cidr/--node-mask/--service-cidr/--pool-*"
+        )
+    proposing = args.propose is not None
+    if not proposing and (
+        args.nodes is not None
+        or args.max_pods is not None
         or args.within
         or args.growth is not None
         or args.services is not None
     ):
-        return _inventory_main(args, argv)
-    pooled = args.pool_conf is not None or args.pool_subnet or args.block_size
+        raise options.UsageError("--nodes, --max-pods, --within, --growth and --services go with --propose NAME")
+    if proposing and args.nodes is None:
+        raise options.UsageError("--propose needs --nodes N")
+
+
+def _inventory_plan(args):
+    from cni_ipam.admin import inventory, inventory_plan
+
     try:
-        if pooled and args.cluster_cidr:
-            raise PlanError("plan either --cluster-cidr or a pool (--pool-conf / --pool-subnet), not both")
-        if not pooled and not args.cluster_cidr:
-            raise PlanError("give --cluster-cidr, --pool-conf or --pool-subnet")
-        if pooled:
-            range_sets, block_sizes = load_pool(args.pool_conf, args.pool_subnet, args.block_size)
-            plan: Plan | PoolPlan = PoolPlan(range_sets, block_sizes, args.nodes, args.max_pods)
-        for c in args.cluster_cidr:
-            if c.prefixlen > c.max_prefixlen - 2:
-                raise PlanError(f"--cluster-cidr {c} is too small")
-        if not pooled:
-            plan = Plan(
-                args.cluster_cidr,
-                parse_masks(args.node_mask, args.cluster_cidr),
-                args.service_cidr,
-                args.nodes,
-                args.max_pods,
-            )
-    except PlanError as exc:  # the options contradict each other or cannot be a plan: a usage error
-        print(f"cni-ipam plan: {exc}", file=sys.stderr)
-        return options.EXIT_USAGE
-    if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
-    else:
-        print(plan.render())
-    return plan.exit_code
+        inv = inventory.load(args.inventory)
+        if args.propose is None:
+            return inventory_plan.InventoryPlan(inv)
+        return inventory_plan.Proposal(
+            inv,
+            args.propose,
+            args.nodes,
+            args.max_pods,
+            args.within,
+            inventory_plan.DEFAULT_GROWTH if args.growth is None else args.growth,
+            inventory_plan.DEFAULT_SERVICES if args.services is None else args.services,
+        )
+    except inventory.InventoryError as exc:  # the file names the line
+        raise PlanError(str(exc)) from None

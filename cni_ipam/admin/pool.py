@@ -26,144 +26,184 @@ EXIT_OK, EXIT_FAILED = 0, 1
 SHOW_EXIT = {"ok": 0, "warning": 1, "critical": 2, "emergency": 3, output.UNKNOWN_LEVEL: 4}
 TEXTFILE_NAME = "cni_ipam_pool.prom"
 
-COMMANDS = {
-    "show": "per pool, range set and node: blocks, addresses in use, levels, identity conflicts",
-    "metrics": "the show numbers in the Prometheus text format",
-    "release-node": "release the blocks of a node that was removed (empty ones always, the rest on Kubernetes' "
-                    "word, or on the operator's with --instance ID --gone)",
-    "gc": "release the blocks of nodes Kubernetes says are gone, and empty blocks (dry run unless --apply)",
-}
-
 NO_CLOCK = ("No timestamp decides anything: a block goes only if it holds no address record, or if Kubernetes "
             "says the node that claimed it is gone.")
 OPERATOR = (" With --instance ID --gone, the operator is the authority: the blocks, address records and node "
             "record of that instance go on the operator's statement that it is gone (dry run unless --apply).")
 
 
-def usage() -> str:
-    lines = ["usage: cni-ipam pool <command> [options]", "", "commands:"]
-    lines += [f"  {name:<13} {text}" for name, text in COMMANDS.items()]
-    return "\n".join(lines + ["", "cni-ipam pool <command> --help for the options"])
+class PoolCommand(options.Command):
+    """What the pool subcommands share: which pools (the conf files) and how to reach their etcd.
+    No pool found is this command's missing input (``no_input_exit``)."""
+
+    sub = ""
+    summary = ""
+    no_input_exit = EXIT_FAILED
+    json_option = True  # --json
+    threshold_options = False  # --warning, --critical, --emergency
+
+    def __init__(self) -> None:
+        self.name = f"pool {self.sub}"
+        self.description = self.summary + "."
+
+    def add_options(self, parser: options.Parser) -> None:
+        parser.add_argument("--conf", action="append", metavar="FILE",
+                            help="a netconf (.conf/.conflist) with an ipam.pool section (repeatable)")
+        parser.add_argument("--conf-dir", default=conffiles.DEFAULT_CONF_DIR,
+                            help="every pool of the conf files here (default %(default)s)")
+        parser.add_argument("--pool", action="append", metavar="NAME", help="only this pool (repeatable)")
+        parser.add_argument("--endpoints", type=lambda s: [e.strip() for e in s.split(",") if e.strip()],
+                            metavar="URL,...", help="etcd endpoints instead of the conf's")
+        parser.add_argument("--ca-file", metavar="FILE", help="etcd CA instead of the conf's")
+        parser.add_argument("--cert-file", metavar="FILE", help="etcd client certificate instead of the conf's")
+        parser.add_argument("--key-file", metavar="FILE", help="etcd client key instead of the conf's")
+        parser.add_argument("--username", help="etcd user instead of the conf's (with --password-file)")
+        parser.add_argument("--password-file", metavar="FILE", help="the etcd user's password (first line)")
+        parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                            help="etcd timeout per endpoint (default: the conf's)")
+        if self.json_option:
+            parser.add_argument("--json", action="store_true", help="JSON for tools")
+        if self.threshold_options:
+            for name, default in zip(("warning", "critical", "emergency"), output.DEFAULT_THRESHOLDS):
+                parser.add_argument(f"--{name}", type=float, default=default, metavar="PERCENT",
+                                    help="default %(default)g")
+
+    def check_args(self, args) -> None:
+        if self.threshold_options:
+            args.thresholds = (args.warning, args.critical, args.emergency)
+            if not (0 <= args.warning <= args.critical <= args.emergency <= 100):
+                raise options.UsageError(
+                    "thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100"
+                )
+        if args.timeout is not None and not args.timeout > 0:
+            raise options.UsageError("--timeout must be positive")
+
+    def input_problem(self, args) -> str | None:
+        args.targets, problems = poolconf.load_pools(args.conf, args.conf_dir, args.pool)
+        for problem in problems:
+            print(f"cni-ipam {self.name}: {problem}", file=sys.stderr)
+        return None if args.targets else "no pool found (give --conf FILE or --conf-dir)"
+
+    def with_kube(self, args, default_kubeconfig: bool, work) -> int:
+        """``work(args, targets, kube)`` with the Kubernetes client of --kubeconfig/--in-cluster (None
+        without one), closed after; a usage error when it cannot be made."""
+        try:
+            kube = rel.kube_for(args, default_kubeconfig)
+        except poolconf.AdminError as exc:
+            raise options.UsageError(str(exc)) from None
+        try:
+            return work(args, args.targets, kube)
+        finally:
+            if kube is not None:
+                kube.close()
 
 
-def _common(p) -> None:
-    p.add_argument("--conf", action="append", metavar="FILE",
-                   help="a netconf (.conf/.conflist) with an ipam.pool section (repeatable)")
-    p.add_argument("--conf-dir", default=conffiles.DEFAULT_CONF_DIR,
-                   help="every pool of the conf files here (default %(default)s)")
-    p.add_argument("--pool", action="append", metavar="NAME", help="only this pool (repeatable)")
-    p.add_argument("--endpoints", type=lambda s: [e.strip() for e in s.split(",") if e.strip()], metavar="URL,...",
-                   help="etcd endpoints instead of the conf's")
-    p.add_argument("--ca-file", metavar="FILE", help="etcd CA instead of the conf's")
-    p.add_argument("--cert-file", metavar="FILE", help="etcd client certificate instead of the conf's")
-    p.add_argument("--key-file", metavar="FILE", help="etcd client key instead of the conf's")
-    p.add_argument("--username", help="etcd user instead of the conf's (with --password-file)")
-    p.add_argument("--password-file", metavar="FILE", help="the etcd user's password (first line)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="etcd timeout per endpoint (default: the conf's)")
+def _add_kube(parser: options.Parser, note: str) -> None:
+    parser.add_argument("--kubeconfig", metavar="FILE",
+                        help=f"ask this Kubernetes API server whether nodes are gone ({note})")
+    parser.add_argument("--in-cluster", nargs="?", const=True, metavar="SA_DIR",
+                        help=f"use the pod's service account (default {rel.DEFAULT_SA_DIR})")
+    parser.add_argument("--kube-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="per request (default %(default)g)")
 
 
-def _thresholds(p) -> None:
-    for name, default in zip(("warning", "critical", "emergency"), output.DEFAULT_THRESHOLDS):
-        p.add_argument(f"--{name}", type=float, default=default, metavar="PERCENT", help="default %(default)g")
+class PoolShow(PoolCommand):
+    sub = "show"
+    summary = "per pool, range set and node: blocks, addresses in use, levels, identity conflicts"
+    no_input_exit = SHOW_EXIT[output.UNKNOWN_LEVEL]
+    threshold_options = True
+
+    def add_options(self, parser: options.Parser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--summary", action="store_true", help="pools only, no per-node rows")
+
+    def run(self, args) -> int:
+        return cmd_show(args, args.targets, args.thresholds)
 
 
-def _kube(p, note: str) -> None:
-    p.add_argument("--kubeconfig", metavar="FILE",
-                   help=f"ask this Kubernetes API server whether nodes are gone ({note})")
-    p.add_argument("--in-cluster", nargs="?", const=True, metavar="SA_DIR",
-                   help=f"use the pod's service account (default {rel.DEFAULT_SA_DIR})")
-    p.add_argument("--kube-timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="per request (default %(default)g)")
+class PoolMetrics(PoolCommand):
+    sub = "metrics"
+    summary = "the show numbers in the Prometheus text format"
+    json_option = False
+    threshold_options = True
+
+    def add_options(self, parser: options.Parser) -> None:
+        super().add_options(parser)
+        parser.add_argument("--textfile-dir", metavar="DIR",
+                            help=f"write <DIR>/{TEXTFILE_NAME} atomically (the directory must exist)")
+
+    def run(self, args) -> int:
+        return cmd_metrics(args, args.targets, args.thresholds)
 
 
-def make_parser(command: str):
-    text = COMMANDS[command] + "." + (" " + NO_CLOCK if command in ("release-node", "gc") else "")
-    if command == "release-node":
-        text += OPERATOR
-    p = options.make_parser(f"pool {command}", text)
-    _common(p)
-    if command != "metrics":
-        p.add_argument("--json", action="store_true", help="JSON for tools")
-    if command in ("show", "metrics"):
-        _thresholds(p)
-    if command == "show":
-        p.add_argument("--summary", action="store_true", help="pools only, no per-node rows")
-    elif command == "metrics":
-        p.add_argument("--textfile-dir", metavar="DIR",
-                       help=f"write <DIR>/{TEXTFILE_NAME} atomically (the directory must exist)")
-    elif command == "release-node":
-        _kube(p, "optional; without it only blocks holding no address record are released")
-        p.add_argument("node", metavar="NODE")
-        p.add_argument("--dry-run", action="store_true", help="say what would be released, release nothing")
-        p.add_argument("--instance", metavar="ID",
-                       help="with --gone: release every claim, address record and the node record of this "
-                            "instance id of NODE (a machine reinstalled with a wiped data directory is refused "
-                            "under its name while nodes/NODE holds its former instance; the refusal names the id)")
-        p.add_argument("--gone", action="store_true",
-                       help="with --instance: YOU state that this instance is gone (the machine was reinstalled, "
-                            "replaced or destroyed). You are the authority here: no Kubernetes or etcd check can "
-                            "prove it; the command only checks that the id is the one in the records. Releasing "
-                            "an instance that still runs hands its pods' addresses to other pods")
-        p.add_argument("--apply", action="store_true",
-                       help="with --instance ID --gone: really release (a dry run without it)")
-    else:
-        _kube(p, "default $KUBECONFIG or ~/.kube/config when it exists; without one only empty blocks are released")
-        p.add_argument("--apply", action="store_true", help="really release")
-        p.add_argument("--force", action="store_true",
-                       help="release even when Kubernetes knows none of the pool's nodes "
-                            "(a wrong cluster looks like that)")
-    return p
+class PoolReleaseNode(PoolCommand):
+    sub = "release-node"
+    summary = ("release the blocks of a node that was removed (empty ones always, the rest on Kubernetes' "
+               "word, or on the operator's with --instance ID --gone)")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.description += " " + NO_CLOCK + OPERATOR
+
+    def add_options(self, parser: options.Parser) -> None:
+        super().add_options(parser)
+        _add_kube(parser, "optional; without it only blocks holding no address record are released")
+        parser.add_argument("node", metavar="NODE", help="the node's name (as Kubernetes and its blocks know it)")
+        parser.add_argument("--dry-run", action="store_true", help="say what would be released, release nothing")
+        parser.add_argument("--instance", metavar="ID",
+                            help="with --gone: release every claim, address record and the node record of this "
+                                 "instance id of NODE (a machine reinstalled with a wiped data directory is refused "
+                                 "under its name while nodes/NODE holds its former instance; the refusal names the "
+                                 "id)")
+        parser.add_argument("--gone", action="store_true",
+                            help="with --instance: YOU state that this instance is gone (the machine was "
+                                 "reinstalled, replaced or destroyed). You are the authority here: no Kubernetes or "
+                                 "etcd check can prove it; the command only checks that the id is the one in the "
+                                 "records. Releasing an instance that still runs hands its pods' addresses to other "
+                                 "pods")
+        parser.add_argument("--apply", action="store_true",
+                            help="with --instance ID --gone: really release (a dry run without it)")
+
+    def check_args(self, args) -> None:
+        if not is_node_name(args.node):
+            raise options.UsageError(f"{args.node!r} is not a Kubernetes node name")
+        _check_instance_options(args)
+        super().check_args(args)
+
+    def run(self, args) -> int:
+        if args.instance:
+            return cmd_release_instance(args, args.targets)
+        return self.with_kube(args, False, cmd_release_node)
+
+
+class PoolGc(PoolCommand):
+    sub = "gc"
+    summary = "release the blocks of nodes Kubernetes says are gone, and empty blocks (dry run unless --apply)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.description += " " + NO_CLOCK
+
+    def add_options(self, parser: options.Parser) -> None:
+        super().add_options(parser)
+        _add_kube(parser, "default $KUBECONFIG or ~/.kube/config when it exists; without one only empty blocks "
+                          "are released")
+        parser.add_argument("--apply", action="store_true", help="really release")
+        parser.add_argument("--force", action="store_true",
+                            help="release even when Kubernetes knows none of the pool's nodes "
+                                 "(a wrong cluster looks like that)")
+
+    def run(self, args) -> int:
+        return self.with_kube(args, True, cmd_gc)
+
+
+class Pool(options.CommandGroup):
+    name = "pool"
+    subcommands = {c.sub: (c, c.summary) for c in (PoolShow, PoolMetrics, PoolReleaseNode, PoolGc)}
 
 
 def main(argv: list) -> int:
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
-        return 0 if argv else options.EXIT_USAGE
-    command = argv[0]
-    if command not in COMMANDS:
-        print(f"cni-ipam pool: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
-        return options.EXIT_USAGE
-    try:
-        args = make_parser(command).parse_args(argv[1:])
-        thresholds = _thresholds_of(args) if command in ("show", "metrics") else None
-        if command == "release-node" and not is_node_name(args.node):
-            raise options.UsageError(f"cni-ipam pool release-node: {args.node!r} is not a Kubernetes node name")
-        if command == "release-node":
-            _check_instance_options(args)
-        if args.timeout is not None and not args.timeout > 0:
-            raise options.UsageError(f"cni-ipam pool {command}: --timeout must be positive")
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_USAGE
-    targets, problems = poolconf.load_pools(args.conf, args.conf_dir, args.pool)
-    for problem in problems:
-        print(f"cni-ipam pool {command}: {problem}", file=sys.stderr)
-    if not targets:
-        print(f"cni-ipam pool {command}: no pool found (give --conf FILE or --conf-dir)", file=sys.stderr)
-        return SHOW_EXIT[output.UNKNOWN_LEVEL] if command == "show" else EXIT_FAILED
-    if command == "show":
-        return cmd_show(args, targets, thresholds)
-    if command == "metrics":
-        return cmd_metrics(args, targets, thresholds)
-    if command == "release-node" and args.instance:
-        return cmd_release_instance(args, targets)
-    try:
-        kube = rel.kube_for(args, default_kubeconfig=command == "gc")
-    except poolconf.AdminError as exc:
-        print(f"cni-ipam pool {command}: {exc}", file=sys.stderr)
-        return options.EXIT_USAGE
-    try:
-        return cmd_release_node(args, targets, kube) if command == "release-node" else cmd_gc(args, targets, kube)
-    finally:
-        if kube is not None:
-            kube.close()
-
-
-def _thresholds_of(args) -> tuple:
-    t = (args.warning, args.critical, args.emergency)
-    if not (0 <= t[0] <= t[1] <= t[2] <= 100):
-        raise options.UsageError("thresholds must satisfy 0 <= --warning <= --critical <= --emergency <= 100")
-    return t
+    return Pool().main(argv)
 
 
 # ------------------------------------------------------------------------------------ show, metrics
@@ -247,20 +287,34 @@ def _failed(res: dict, undecided: bool) -> bool:
     return bool(res["changed"] or res["alive"] or undecided)
 
 
-def cmd_release_node(args, targets, kube) -> int:
-    rc, results = EXIT_OK, []
+def _each_pool(command: str, args, targets, work):
+    """``work(client, target)`` for each pool, on a client of its etcd that is closed after; yields
+    (target, what work returned, None), or (target, None, the error document) for a pool that failed
+    (etcd down or refusing, garbage from an endpoint: that pool only), whose error is printed."""
     for target in targets:
         try:
             client = poolconf.etcd_client(target, args)
             try:
-                snap = view.read_snapshot(client, target)
-                plan = rel.plan_node(snap, args.node, kube)
-                res = rel.apply_plan(client, target, plan, apply=not args.dry_run)
+                done = work(client, target)
             finally:
                 client.close()
-        except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
-            print(f"cni-ipam pool release-node: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
-            results.append({"pool": target.name, "error": poolconf.error_text(exc)})
+        except Exception as exc:
+            text = poolconf.error_text(exc)
+            print(f"cni-ipam pool {command}: pool {target.name}: {text}", file=sys.stderr)
+            yield target, None, {"pool": target.name, "error": text}
+            continue
+        yield target, done, None
+
+
+def cmd_release_node(args, targets, kube) -> int:
+    def work(client, target):
+        plan = rel.plan_node(view.read_snapshot(client, target), args.node, kube)
+        return rel.apply_plan(client, target, plan, apply=not args.dry_run)
+
+    rc, results = EXIT_OK, []
+    for target, res, error in _each_pool("release-node", args, targets, work):
+        if error:
+            results.append(error)
             rc = EXIT_FAILED
             continue
         res["node"] = args.node
@@ -278,49 +332,47 @@ def cmd_release_node(args, targets, kube) -> int:
 
 def _check_instance_options(args) -> None:
     if bool(args.instance) != bool(args.gone):
-        raise options.UsageError("cni-ipam pool release-node: --instance ID and --gone go together: the operator "
-                                 "states that this instance of the node is gone")
+        raise options.UsageError("--instance ID and --gone go together: the operator states that this instance "
+                                 "of the node is gone")
     if args.instance and (args.kubeconfig or args.in_cluster):
-        raise options.UsageError("cni-ipam pool release-node: --instance ID --gone is the operator's statement; "
-                                 "it asks no Kubernetes API (drop --kubeconfig/--in-cluster)")
+        raise options.UsageError("--instance ID --gone is the operator's statement; it asks no Kubernetes API "
+                                 "(drop --kubeconfig/--in-cluster)")
     if args.apply and not args.instance:
-        raise options.UsageError("cni-ipam pool release-node: --apply goes with --instance ID --gone "
-                                 "(release-node NODE releases unless --dry-run)")
+        raise options.UsageError("--apply goes with --instance ID --gone (release-node NODE releases unless "
+                                 "--dry-run)")
     if args.apply and args.dry_run:
-        raise options.UsageError("cni-ipam pool release-node: --apply and --dry-run contradict each other")
+        raise options.UsageError("--apply and --dry-run contradict each other")
     if args.instance and (len(args.instance) > 128 or not args.instance.isprintable() or " " in args.instance):
-        raise options.UsageError(f"cni-ipam pool release-node: {args.instance!r} is not an instance id")
+        raise options.UsageError(f"{args.instance!r} is not an instance id")
 
 
 def cmd_release_instance(args, targets) -> int:
     """(c): the operator states that instance ``--instance`` of NODE is gone; dry run unless --apply."""
     from cni_ipam.cluster import keys
 
-    rc, results = EXIT_OK, []
     apply = bool(args.apply)
-    for target in targets:
-        try:
-            client = poolconf.etcd_client(target, args)
-            try:
-                got = client.get(keys.node_key(target.prefix, target.name, args.node))
-                node_value = got[0] if got is not None else None
-                snap = view.read_snapshot(client, target)
-                plan, refusal = rel.plan_instance(snap, args.node, args.instance, node_value)
-                res = rel.apply_plan(client, target, plan, apply=apply and not refusal)
-                res["nodeRecord"] = "absent" if node_value is None else ("kept" if refusal else "would delete")
-                if refusal:
-                    res["refused"] = refusal
-                elif apply and node_value is not None:
-                    if res["changed"] or res["alive"] or res["kept"]:
-                        res["nodeRecord"] = "kept"
-                    else:
-                        done = rel.release_node_record(client, target, args.node, node_value)
-                        res["nodeRecord"] = "deleted" if done else "changed"
-            finally:
-                client.close()
-        except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
-            print(f"cni-ipam pool release-node: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
-            results.append({"pool": target.name, "error": poolconf.error_text(exc)})
+
+    def work(client, target):
+        got = client.get(keys.node_key(target.prefix, target.name, args.node))
+        node_value = got[0] if got is not None else None
+        snap = view.read_snapshot(client, target)
+        plan, refusal = rel.plan_instance(snap, args.node, args.instance, node_value)
+        res = rel.apply_plan(client, target, plan, apply=apply and not refusal)
+        res["nodeRecord"] = "absent" if node_value is None else ("kept" if refusal else "would delete")
+        if refusal:
+            res["refused"] = refusal
+        elif apply and node_value is not None:
+            if res["changed"] or res["alive"] or res["kept"]:
+                res["nodeRecord"] = "kept"
+            else:
+                done = rel.release_node_record(client, target, args.node, node_value)
+                res["nodeRecord"] = "deleted" if done else "changed"
+        return res
+
+    rc, results = EXIT_OK, []
+    for target, res, error in _each_pool("release-node", args, targets, work):
+        if error:
+            results.append(error)
             rc = EXIT_FAILED
             continue
         res["node"], res["instance"] = args.node, args.instance
@@ -375,22 +427,19 @@ def cmd_gc(args, targets, kube) -> int:
     if kube is None and not args.json:
         print("cni-ipam pool gc: no Kubernetes access (--kubeconfig, --in-cluster, $KUBECONFIG, ~/.kube/config): "
               "only blocks that hold no address record are released")
-    for target in targets:
-        try:
-            client = poolconf.etcd_client(target, args)
-            try:
-                snap = view.read_snapshot(client, target)
-                plan, undecided, refuse = gc_plan(snap, kube)
-                if refuse and not args.force:
-                    plan = [(c, "keep" if a == "records" else a, w) for c, a, w in plan]
-                res = rel.apply_plan(client, target, plan, apply=args.apply)
-            finally:
-                client.close()
-        except Exception as exc:  # etcd down or refusing, garbage from an endpoint: this pool only
-            print(f"cni-ipam pool gc: pool {target.name}: {poolconf.error_text(exc)}", file=sys.stderr)
-            doc.append({"pool": target.name, "error": poolconf.error_text(exc)})
+
+    def work(client, target):
+        plan, undecided, refuse = gc_plan(view.read_snapshot(client, target), kube)
+        if refuse and not args.force:
+            plan = [(c, "keep" if a == "records" else a, w) for c, a, w in plan]
+        return rel.apply_plan(client, target, plan, apply=args.apply), undecided, refuse
+
+    for target, done, error in _each_pool("gc", args, targets, work):
+        if error:
+            doc.append(error)
             rc = EXIT_FAILED
             continue
+        res, undecided, refuse = done
         if refuse and not args.force:
             res["refused"] = (f"pool {target.name}: Kubernetes knows none of the pool's claiming nodes: no block "
                               "with address records released (wrong kubeconfig or cluster? --force overrides)")

@@ -213,6 +213,15 @@ def test_pool_table(capsys):
     assert "pod capacity: 150" in lines[3] and rc == 0
 
 
+def test_pool_capacity_line_says_whose_pods_it_counts(capsys):
+    """The capacity counts the planned nodes that fit: 5 of 10 here, not the 10 planned."""
+    args = ["--pool-subnet", "10.0.0.0/24", "--block-size", "28", "--max-pods", "30"]
+    assert plan.main([*args, "--nodes", "10"]) == 2
+    assert "pod capacity: 150 (5 of the 10 planned nodes fit)" in capsys.readouterr().out
+    assert plan.main([*args, "--nodes", "4"]) == 0
+    assert "pod capacity: 120 (for 4 planned nodes)" in capsys.readouterr().out
+
+
 def test_pool_ipv6_64_with_120_blocks(capsys):
     """fd00::/64, /120 blocks: 2^(120-64) = 2^56 blocks of 256.  The default range drops ::0, the
     gateway ::1 and the last address: first block 254, last 255, total 2^64 - 3."""
