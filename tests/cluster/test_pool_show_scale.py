@@ -34,7 +34,8 @@ def addr_int(text: str) -> int:
 def big_pool(etcd_single, etcd_prefix, tmp_path):
     """A pool of 45 nodes x 3 scattered /28 blocks, plus what only a hand edit leaves: a /27 claim
     holding a /28 claim, records in no claim (IPv4 and IPv6), an IPv6 claim outside the grid,
-    malformed keys between and inside the claimed ranges and elsewhere under the pool."""
+    malformed keys between and inside the claimed ranges and elsewhere under the pool; an IPv6
+    claim at the end of the address space."""
     conf = pool_conf(etcd_single, etcd_prefix, "node-000", str(tmp_path / "data"), block=28,
                      ranges=[[{"subnet": SUBNET}]])
     path = tmp_path / "10-pool.conf"
@@ -47,6 +48,7 @@ def big_pool(etcd_single, etcd_prefix, tmp_path):
     seed(client, prefix, "outer", ["10.80.15.160/27"], used=20)
     seed(client, prefix, "inner", ["10.80.15.160/28"], used=0, record=False)
     seed(client, prefix, "six", ["fd00::/124"], used=5)
+    seed(client, prefix, "top", ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"], used=3)  # ends the key space
     head = keys.pool_prefix(prefix, "p").encode()
     a = keys.addrs_prefix(prefix, "p", 4)
     put_all(client, [
@@ -112,16 +114,17 @@ def test_paged_and_batched_read_equals_a_plain_listing(big_pool, monkeypatch):
     for snap in (whole, paged):
         assert counts_of(snap) == ref["counts"]
         assert snap.stray == ref["stray"] and sorted(snap.junk[:len(ref["junk"])]) == ref["junk"]
-    assert len(ref["counts"]) == 3 * NODES + 4 and ref["stray"][6] == [addr_int("fd00::99")]
+    assert len(ref["counts"]) == 3 * NODES + 5 and ref["stray"][6] == [addr_int("fd00::99")]
     assert ref["counts"][block(0)] == 1  # 0 records and the malformed key inside its range
     assert ref["counts"]["10.80.15.160/27"] == 20 and ref["counts"]["10.80.15.160/28"] == 16
+    assert ref["counts"]["ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124"] == 3
     assert whole.junk == paged.junk and len(whole.junk) == 8  # 6 listed, the node key, the claim
     assert whole.grid == paged.grid == {4: 28}
     views = [poolview.build_view(target, s) for s in (whole, paged)]
     assert views[0].to_json() == views[1].to_json()
     assert poolview.render(views[:1]) == poolview.render(views[1:])
     doc = views[0].to_json()
-    assert doc["addressRecordsOutsideClaims"] == 4 and doc["nodeCount"] == NODES + 3
+    assert doc["addressRecordsOutsideClaims"] == 4 and doc["nodeCount"] == NODES + 4
     used = sum(ref["counts"][b] for n in range(NODES) for b in (block(n), block(n + 80), block(n + 160)))
     assert doc["sets"][0]["usedAddresses"] == used + 16 and doc["sets"][0]["heldBlocks"] == 3 * NODES + 1
 
