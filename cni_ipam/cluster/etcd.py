@@ -47,6 +47,9 @@ run out is "not tried (out of time)".
 ``c.range_prefix(prefix, keys_only=False) -> [(key, value, mod_revision, create_revision), ...]``
     sorted by key; fetched in pages of ``PAGE_SIZE`` keys, all pages read at the revision of the
     first one (one consistent snapshot); ``keys_only`` gives ``b""`` values.
+``c.range_between(start, end, keys_only=False, revision=0) -> (kvs, revision)``
+    the same over [start, end), at ``revision`` (0: the first page's), which it returns: later
+    reads at that revision see the same snapshot.
 ``c.put(key, value) -> revision`` (the header revision of the write)
 ``c.delete(key) -> deleted count`` (0 or 1)
 ``c.txn(compares, success, failure) -> (succeeded, responses, header_revision)``
@@ -54,7 +57,8 @@ run out is "not tried (out of time)".
     ``cmp_value(key, op, value)``, ``cmp_version(key, op, version)`` with ``op`` one of
     ``= != < >``; all but ``cmp_value`` take ``range_end=`` to compare every key of a range
     (``cmp_version(start, "=", 0, range_end=end)``: no key in the range).  ``success``/``failure``
-    lists from ``op_put(key, value)``, ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``.
+    lists from ``op_put(key, value)``, ``op_delete(key, prefix=False)``, ``op_get(key, prefix=False)``,
+    ``op_range(key, range_end=None, revision=0, count_only=False, keys_only=False)``.
     ``responses`` are the responses of the branch that ran, in order, decoded:
     ``{"type": "range", "kvs": [(key, value, mod_revision, create_revision), ...], "count": n, "more": bool}``,
     ``{"type": "put", "revision": r}``, ``{"type": "delete", "deleted": n, "revision": r}``.
@@ -114,12 +118,14 @@ from cni_ipam.cluster.etcdwire import (
     op_delete,
     op_get,
     op_put,
+    op_range,
     prefix_end,
 )
 
 # the txn builders live in etcdwire; callers import them from here with the client
 __all__ = ["EtcdClient", "EtcdError", "EtcdUnavailable", "EtcdConfigError", "PAGE_SIZE", "MAX_RESPONSE",
-           "cmp_create", "cmp_mod", "cmp_value", "cmp_version", "op_delete", "op_get", "op_put", "prefix_end"]
+           "cmp_create", "cmp_mod", "cmp_value", "cmp_version", "op_delete", "op_get", "op_put", "op_range",
+           "prefix_end"]
 
 PAGE_SIZE = 1000  # keys per range request in range_prefix
 MAX_RESPONSE = 64 << 20  # bytes of one answer
@@ -266,19 +272,20 @@ class EtcdClient:
     def range_prefix(self, prefix: bytes, keys_only: bool = False) -> list:
         for attempt in (0, 1):
             try:
-                return self._range_pages(prefix, keys_only)
+                return self.range_between(prefix, prefix_end(prefix), keys_only)[0]
             except EtcdError as exc:  # the pinned revision was compacted between two pages: start again
                 if attempt or "compacted" not in str(exc):
                     raise
         return []  # pragma: no cover
 
-    def _range_pages(self, prefix: bytes, keys_only: bool) -> list:
-        end = _b64(prefix_end(prefix))
-        start = prefix
-        revision = 0
+    def range_between(self, start: bytes, end: bytes, keys_only: bool = False, revision: int = 0) -> tuple:
+        """Every key of [start, end) in pages of ``PAGE_SIZE``, all read at ``revision`` (0: the
+        revision of the first page): (kvs, that revision).  A compacted ``revision`` raises
+        ``EtcdError`` (its text says "compacted")."""
+        end_b64 = _b64(end)
         out: list = []
         while True:
-            req: dict = {"key": _b64(start), "range_end": end, "limit": str(PAGE_SIZE)}
+            req: dict = {"key": _b64(start), "range_end": end_b64, "limit": str(PAGE_SIZE)}
             if keys_only:
                 req["keys_only"] = True
             if revision:
@@ -288,7 +295,7 @@ class EtcdClient:
                 revision = head_revision
             out += page
             if not more or not page:
-                return out
+                return out, revision
             start = page[-1][0] + b"\0"
 
     def put(self, key: bytes, value: bytes) -> int:

@@ -106,6 +106,22 @@ def op_get(key: bytes, prefix: bool = False) -> dict:
     return {"request_range": req}
 
 
+def op_range(key: bytes, range_end: bytes | None = None, revision: int = 0, count_only: bool = False,
+             keys_only: bool = False) -> dict:
+    """A read of [key, range_end) (one key without ``range_end``) in a txn, at ``revision`` (0: the
+    txn's own); ``count_only`` answers only the number of keys (``count``), no key."""
+    req: dict = {"key": _b64(key)}
+    if range_end is not None:
+        req["range_end"] = _b64(range_end)
+    if revision:
+        req["revision"] = str(int(revision))
+    if count_only:
+        req["count_only"] = True
+    if keys_only:
+        req["keys_only"] = True
+    return {"request_range": req}
+
+
 def _decode_response(item: dict) -> dict:
     if "response_range" in item:
         r = item["response_range"] or {}
