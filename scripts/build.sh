@@ -14,8 +14,8 @@
 # extension modules are compiled in (OpenSSL, libffi, zlib included), followed by a zip of the
 # stdlib, cni_ipam and the third-party packages as .pyc (packaging/build_bundle.py).  It needs nothing
 # on the node: no libc, no loader, no Python.  The runtime (packaging/build_runtime.sh, from Debian's
-# source packages python3.11, openssl, libffi and zlib, fetched with apt-get source through a private
-# source list in the cache) takes about 10 minutes on 2 cores; it is kept in the cache under a hash
+# source packages python3.11, openssl, libffi, zlib and musl, fetched with apt-get source through a
+# private source list in the cache) takes 15-20 minutes on 2 cores; it is kept in the cache under a hash
 # of every input and rebuilt only when one changes.  The executable itself then takes about 10 s.
 # Build needs (installed with apt-get when missing and root): gcc, make, dpkg-dev, musl-tools,
 # python3.11, python3.11-venv; for arm64 also gcc-aarch64-linux-gnu, linux-libc-dev-arm64-cross,
