@@ -7,8 +7,8 @@
 #   packaging/build_runtime.sh --arch amd64|arm64 --src DIR --out DIR [--jobs N]
 #
 # --src holds the Debian source packages (.dsc + tarballs) of python3.11, openssl, libffi and zlib
-# (scripts/build.sh fetches them with apt-get source); for arm64 also musl-arm64/, Debian's musl,
-# musl-dev and musl-tools arm64 packages unpacked (the C library to link against).
+# and musl (scripts/build.sh fetches them with apt-get source); for arm64 also musl-arm64/, Debian's
+# musl, musl-dev and musl-tools arm64 packages unpacked (the headers and start files to build against).
 # --out receives (and nothing else is written outside a temporary work directory):
 #   bin/cc                      the compiler wrapper (gcc + musl specs + the kernel headers)
 #   lib/lib{python3.11,ssl,crypto,ffi,z}.a
@@ -16,6 +16,7 @@
 #   lib/python3.11/             the pure-Python stdlib of the same source, with this build's _sysconfigdata
 #   link-libs                   the libraries libpython needs, for the final link
 #   modules                     the built-in extension modules (sys.builtin_module_names of the build)
+#   lib/musl/libc.a             musl's C library with its older allocator (see the musl stage)
 # Needs: gcc (amd64) or gcc-aarch64-linux-gnu + linux-libc-dev-arm64-cross (arm64), musl-tools,
 # dpkg-dev (dpkg-source), make, python3.11 (the build Python of a cross build, and for freezing).
 set -euo pipefail
@@ -23,7 +24,7 @@ ARCH=
 SRC=
 OUT=
 JOBS=$(nproc)
-STAGES="zlib libffi openssl python3.11"
+STAGES="musl zlib libffi openssl python3.11"
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) ARCH=${2:-}; shift ;;
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=${2:-}; shift ;;
     --jobs) JOBS=${2:-}; shift ;;
     --stages) STAGES=${2:-}; shift ;;  # a subset, into an --out that has the others (development)
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "build_runtime.sh: unknown option $1" >&2; exit 2 ;;
   esac
   [ $# -gt 0 ] && shift
@@ -40,10 +41,10 @@ done
 SRC=$(realpath "$SRC")
 OUT=$(realpath -m "$OUT")
 case "$ARCH" in
-  amd64) TRIPLE=x86_64-linux-musl GCC=x86_64-linux-gnu-gcc AR=ar RANLIB=ranlib READELF=x86_64-linux-gnu-readelf SSLTARGET=linux-x86_64
+  amd64) TRIPLE=x86_64-linux-musl GCC=x86_64-linux-gnu-gcc AR=ar RANLIB=ranlib CROSS= READELF=x86_64-linux-gnu-readelf SSLTARGET=linux-x86_64
          MUSL=/usr/lib/x86_64-linux-musl SPECS=$MUSL/musl-gcc.specs
          KINC=(/usr/include/linux /usr/include/asm-generic /usr/include/x86_64-linux-gnu/asm) ;;
-  arm64) TRIPLE=aarch64-linux-musl GCC=aarch64-linux-gnu-gcc AR=aarch64-linux-gnu-ar RANLIB=aarch64-linux-gnu-ranlib
+  arm64) TRIPLE=aarch64-linux-musl GCC=aarch64-linux-gnu-gcc CROSS=aarch64-linux-gnu- AR=aarch64-linux-gnu-ar RANLIB=aarch64-linux-gnu-ranlib
          READELF=aarch64-linux-gnu-readelf
          SSLTARGET=linux-aarch64 MUSL=$SRC/musl-arm64/usr/lib/aarch64-linux-musl SPECS=
          KINC=(/usr/aarch64-linux-gnu/include/linux /usr/aarch64-linux-gnu/include/asm-generic
@@ -56,7 +57,7 @@ done
 
 WORK=$(mktemp -d /tmp/cni-ipam-runtime.XXXXXX)
 trap 'rm -rf -- "$WORK"' EXIT
-[ "$STAGES" = "zlib libffi openssl python3.11" ] && rm -rf -- "$OUT"
+[ "$STAGES" = "musl zlib libffi openssl python3.11" ] && rm -rf -- "$OUT"
 mkdir -p "$OUT/bin" "$OUT/lib" "$OUT/include"
 stage() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 P=$OUT
@@ -69,13 +70,13 @@ for d in "${KINC[@]}"; do
   [ -d "$d" ] || { echo "build_runtime.sh: $d missing (kernel headers)" >&2; exit 1; }
   cp -R "$d" "$OUT/include/kernel/$(basename "$d")"
 done
-if [ "$ARCH" = arm64 ]; then
-  [ -f "$MUSL/musl-gcc.specs" ] || { echo "build_runtime.sh: $MUSL/musl-gcc.specs missing (musl-arm64/)" >&2; exit 1; }
-  # Debian's arm64 specs name /usr/...; point them at the unpacked packages.
-  sed -e "s#/usr/include/aarch64-linux-musl#$SRC/musl-arm64/usr/include/aarch64-linux-musl#g" \
-      -e "s#/usr/lib/aarch64-linux-musl#$MUSL#g" "$MUSL/musl-gcc.specs" >"$OUT/musl-gcc.specs"
-  SPECS=$OUT/musl-gcc.specs
-fi
+[ -f "$MUSL/musl-gcc.specs" ] || { echo "build_runtime.sh: $MUSL/musl-gcc.specs missing" >&2; exit 1; }
+# Debian's specs, with our libc.a (lib/musl/, the musl stage) found before the package's.  Debian's
+# arm64 specs name /usr/...: pointed at the unpacked packages.
+sed -e "s#/usr/include/aarch64-linux-musl#$SRC/musl-arm64/usr/include/aarch64-linux-musl#g" \
+    -e "s#/usr/lib/aarch64-linux-musl#$MUSL#g" "$MUSL/musl-gcc.specs" \
+  | sed -e "/^\*link_libgcc:/{n;s#^#-L$OUT/lib/musl #}" >"$OUT/musl-gcc.specs"
+SPECS=$OUT/musl-gcc.specs
 cat >"$OUT/bin/cc" <<EOF
 #!/bin/sh
 exec $GCC "\$@" -specs "$SPECS" -isystem "$OUT/include/kernel"
@@ -94,6 +95,19 @@ unpack() {  # unpack NAME: the Debian source package NAME (with Debian's patches
 
 log() { echo "build_runtime [$ARCH]: $*" >&2; }
 t0=$(date +%s)
+
+if stage musl; then
+# musl's C library again, from Debian's source package of the same version, with the allocator musl
+# had before 1.2.1 (--with-malloc=oldmalloc): the default one (mallocng) maps and unmaps a page or
+# two at a time, about 130 mmap and 45 munmap calls per ADD against about 90 brk calls with this one;
+# measured in docs/performance.md.  Only libc.a: the headers and start files are the package's.
+log "musl"
+unpack musl
+(cd "$WORK/musl" && CC=$GCC CROSS_COMPILE=$CROSS CFLAGS="-O2" ./configure --target="$TRIPLE" --prefix="$P" \
+   --disable-shared --with-malloc=oldmalloc >/dev/null && make -j"$JOBS" lib/libc.a >/dev/null 2>&1)
+mkdir -p "$P/lib/musl"
+cp "$WORK/musl/lib/libc.a" "$P/lib/musl/"
+fi
 
 if stage zlib; then
 log "zlib"
@@ -122,6 +136,8 @@ fi
 if stage python3.11; then
 log "python3.11"
 unpack python3.11
+# No -O of ours: CPython's own -O3 (its OPT, which these CFLAGS follow) stands; -O2 here cost speed.
+PYFLAGS="-ffunction-sections -fdata-sections"
 # musl targets count as cross builds here: give configure the answers of the run tests it cannot run
 # (those of Linux with musl on amd64 and arm64; computed gotos matter for speed).
 cat >"$WORK/config.site" <<'EOF'
@@ -154,7 +170,7 @@ for m in "${disabled[@]}"; do off+=("py_cv_module_$m=n/a"); done
 (cd "$WORK/python3.11" \
   && env "${off[@]}" MODULE_BUILDTYPE=static CONFIG_SITE="$WORK/config.site" \
      PKG_CONFIG_LIBDIR="$P/lib/pkgconfig" PKG_CONFIG_PATH= \
-     CFLAGS="$CFLAGS_COMMON" CPPFLAGS="-I$P/include" LDFLAGS="-static -L$P/lib" \
+     CFLAGS="$PYFLAGS" CPPFLAGS="-I$P/include" LDFLAGS="-static -L$P/lib" \
      LIBFFI_CFLAGS="-I$P/include" LIBFFI_LIBS="-lffi" ZLIB_CFLAGS="-I$P/include" ZLIB_LIBS="-lz" \
      ./configure --host="$TRIPLE" --build=x86_64-linux-gnu --with-build-python=/usr/bin/python3.11 --prefix="$P" --disable-shared \
        --without-ensurepip --disable-test-modules --with-openssl="$P" --with-system-expat=no \

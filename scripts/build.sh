@@ -14,8 +14,8 @@
 # extension modules are compiled in (OpenSSL, libffi, zlib included), followed by a zip of the
 # stdlib, cni_ipam and the third-party packages as .pyc (packaging/build_bundle.py).  It needs nothing
 # on the node: no libc, no loader, no Python.  The runtime (packaging/build_runtime.sh, from Debian's
-# source packages python3.11, openssl, libffi and zlib, fetched with apt-get source through a private
-# source list in the cache) takes about 10 minutes on 2 cores; it is kept in the cache under a hash
+# source packages python3.11, openssl, libffi, zlib and musl, fetched with apt-get source through a
+# private source list in the cache) takes 15-20 minutes on 2 cores; it is kept in the cache under a hash
 # of every input and rebuilt only when one changes.  The executable itself then takes about 10 s.
 # Build needs (installed with apt-get when missing and root): gcc, make, dpkg-dev, musl-tools,
 # python3.11, python3.11-venv; for arm64 also gcc-aarch64-linux-gnu, linux-libc-dev-arm64-cross,
@@ -91,7 +91,7 @@ apt_private() {  # apt_private LISTNAME ARCH APT-ARGS...: apt-get with a source 
     -o APT::Sandbox::User=root "$@"
 }
 missing=()
-for p in python3.11 openssl libffi zlib; do
+for p in python3.11 openssl libffi zlib musl; do
   compgen -G "$SRC/${p}_*.dsc" >/dev/null || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ] && [ -z "$MIRROR" ]; then
@@ -118,7 +118,7 @@ fi
 # ------------------------------------------------------------------ the static runtime (cached)
 # shellcheck disable=SC2010  # file names of our own cache (no odd characters), hashed as ls prints them
 KEY=$( { echo "$ARCH"; cat packaging/build_runtime.sh; sha256sum "$SRC"/python3.11_*.dsc "$SRC"/openssl_*.dsc \
-         "$SRC"/libffi_*.dsc "$SRC"/zlib_*.dsc | cut -d' ' -f1; gcc --version | head -n1;
+         "$SRC"/libffi_*.dsc "$SRC"/zlib_*.dsc "$SRC"/musl_*.dsc | cut -d' ' -f1; gcc --version | head -n1;
          dpkg-query -W -f='${Version}' musl-dev 2>/dev/null; ls "$SRC" | grep '_arm64.deb$' || true; } \
        | sha256sum | cut -c1-16)
 RUNTIME=$CACHE/runtime/$ARCH-$KEY
