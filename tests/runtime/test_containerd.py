@@ -22,15 +22,20 @@ def test_add_on_start_del_on_task_delete(containerd_world):
     ip = w.wait_reserved("fg1", proc)
     assert w.in_subnet(ip)
     assert w.reservations()[ip] == f"{w.cni_id('fg1')}\r\neth0"
-    deadline = time.monotonic() + 20
-    while f"inet {ip}/24" not in (out := w.exec("fg1", "ip", "-4", "addr", "show", "eth0")).stdout:
-        assert time.monotonic() < deadline, out.stdout + out.stderr
-        time.sleep(0.2)
+    _wait_configured(w, "fg1", ip)
     w.kill("fg1")
     err = _wait_exit(proc)
     # ctr deleted the task (and, --rm, the container), then sent DEL: nothing is left
     assert w.held_by(w.cni_id("fg1")) == [], err
     assert "fg1" not in w.ctr("containers", "ls", "-q").stdout.split()
+
+
+def _wait_configured(w, name, ip):
+    """Until ``name``'s eth0 carries ``ip`` (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while f"inet {ip}/24" not in (out := w.exec(name, "ip", "-4", "addr", "show", "eth0")).stdout:
+        assert time.monotonic() < deadline, out.stdout + out.stderr
+        time.sleep(0.2)
 
 
 def test_parallel_containers_get_distinct_addresses(containerd_world):
@@ -40,7 +45,10 @@ def test_parallel_containers_get_distinct_addresses(containerd_world):
     ips = {name: w.wait_reserved(name, procs[name]) for name in names}
     assert len(set(ips.values())) == len(names), ips
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET) for ip in ips.values())
-    # containers reach each other across the test's bridge
+    # containers reach each other across the test's bridge, once the bridge plugin has put the
+    # addresses on (the reservation is written before: IPAM runs inside the bridge plugin's ADD)
+    _wait_configured(w, "par0", ips["par0"])
+    _wait_configured(w, "par3", ips["par3"])
     ping = w.exec("par0", "ping", "-c", "1", "-W", "3", ips["par3"])
     assert ping.returncode == 0, ping.stdout + ping.stderr
     for name in names:
