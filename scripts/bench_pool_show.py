@@ -140,7 +140,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, help="puts per txn (default 1000 in the etcd started here, else 100)")
     args = ap.parse_args()
 
-    from cni_ipam.admin import poolconf, poolview
+    from cni_ipam.admin import poolconf, poolread, poolview
     from cni_ipam.cluster.etcd import EtcdClient, op_delete
     from tests.cluster.conftest import Cluster, Member
 
@@ -201,7 +201,7 @@ def main() -> int:
         for _ in range(args.runs):
             t0 = time.monotonic()
             sets = poolview.set_views(target)
-            snap = poolview.read_snapshot(client, target)
+            snap = poolread.read_snapshot(client, target)
             t1 = time.monotonic()
             view = poolview.build_view(target, snap, sets=sets)
             t2 = time.monotonic()

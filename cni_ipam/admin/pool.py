@@ -5,8 +5,8 @@ Which pools: every network with an ``ipam.pool`` section in the conf files (``--
 repeatable, or every file of ``--conf-dir``), parsed by the plugin's own parser, so the commands see
 what the nodes see; ``--pool NAME`` selects.  The etcd settings come from the same section;
 ``--endpoints``, ``--ca-file``, ``--cert-file``, ``--key-file``, ``--username``/``--password-file``
-override them.  What is read and how it is counted: ``poolview``; what is released and on which
-proof: ``poolrelease``.  No clock decides anything.
+override them.  What is read and how it is counted: ``poolread`` and ``poolview``; what is
+released and on which proof: ``poolrelease``.  No clock decides anything.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cni_ipam.admin import options, output
 from cni_ipam.admin import conffiles, poolconf
 from cni_ipam.admin import poolrelease as rel
 from cni_ipam.admin import poolview as view
+from cni_ipam.admin.poolread import read_snapshot
 from cni_ipam.store import is_node_name
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -308,7 +309,7 @@ def _each_pool(command: str, args, targets, work):
 
 def cmd_release_node(args, targets, kube) -> int:
     def work(client, target):
-        plan = rel.plan_node(view.read_snapshot(client, target), args.node, kube)
+        plan = rel.plan_node(read_snapshot(client, target), args.node, kube)
         return rel.apply_plan(client, target, plan, apply=not args.dry_run)
 
     rc, results = EXIT_OK, []
@@ -355,7 +356,7 @@ def cmd_release_instance(args, targets) -> int:
     def work(client, target):
         got = client.get(keys.node_key(target.prefix, target.name, args.node))
         node_value = got[0] if got is not None else None
-        snap = view.read_snapshot(client, target)
+        snap = read_snapshot(client, target)
         plan, refusal = rel.plan_instance(snap, args.node, args.instance, node_value)
         res = rel.apply_plan(client, target, plan, apply=apply and not refusal)
         res["nodeRecord"] = "absent" if node_value is None else ("kept" if refusal else "would delete")
@@ -429,7 +430,7 @@ def cmd_gc(args, targets, kube) -> int:
               "only blocks that hold no address record are released")
 
     def work(client, target):
-        plan, undecided, refuse = gc_plan(view.read_snapshot(client, target), kube)
+        plan, undecided, refuse = gc_plan(read_snapshot(client, target), kube)
         if refuse and not args.force:
             plan = [(c, "keep" if a == "records" else a, w) for c, a, w in plan]
         return rel.apply_plan(client, target, plan, apply=args.apply), undecided, refuse

@@ -35,7 +35,7 @@ import base64
 import os
 
 from cni_ipam.admin.poolconf import AdminError, PoolTarget
-from cni_ipam.admin.poolview import Snapshot
+from cni_ipam.admin.poolread import Snapshot
 from cni_ipam.cluster import keys
 from cni_ipam.errors import CniError
 

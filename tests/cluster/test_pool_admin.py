@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cni_ipam.admin import pool as admin
-from cni_ipam.admin import poolconf, poolrelease, poolview
+from cni_ipam.admin import poolconf, poolread, poolrelease, poolview
 from cni_ipam.cluster import keys
 from cni_ipam.cluster.etcd import EtcdClient, op_put
 from tests.cluster.poolkit import pool_conf
@@ -60,13 +60,13 @@ def seed(client, prefix: str, node: str, blocks, used=0, instance=None, uid="", 
 
 
 def held(env, node: str) -> list:
-    snap = poolview.read_snapshot(env.etcd, env.target())
+    snap = poolread.read_snapshot(env.etcd, env.target())
     return [c.cidr for c in snap.node_claims(node)]  # in address order
 
 
 def records_in(env, cidr: str) -> int:
-    snap = poolview.read_snapshot(env.etcd, env.target())
-    v, first, last, _ = poolview.parse_cidr(cidr)
+    snap = poolread.read_snapshot(env.etcd, env.target())
+    v, first, last, _ = poolread.parse_cidr(cidr)
     return snap.count(v, first, last)
 
 
@@ -427,7 +427,7 @@ def test_gc_without_kubernetes_releases_only_empty_blocks(pool_env, capsys):
 def test_an_address_written_between_read_and_release_keeps_the_block(pool_env):
     """(a)'s txn compares the range: a node that allocates after the admin read the block keeps it."""
     claims = seed(pool_env.etcd, pool_env.prefix, "busy", [block(1)])
-    snap = poolview.read_snapshot(pool_env.etcd, pool_env.target())
+    snap = poolread.read_snapshot(pool_env.etcd, pool_env.target())
     (claim,) = snap.node_claims("busy")
     rec = keys.AddrRecord("busy", claim.instance, "x", "poolnet", "late", "eth0").encode()
     put_all(pool_env.etcd, [(keys.addr_key(pool_env.prefix, "p", 4, int(ipaddress.ip_address("10.77.0.20"))), rec)])

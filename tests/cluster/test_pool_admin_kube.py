@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from cni_ipam.admin import poolrelease, poolview
+from cni_ipam.admin import poolread, poolrelease
 from cni_ipam.cluster import keys
 from tests.cluster.test_pool_admin import block, held, pool_env, put_all, records_in, seed  # noqa: F401
 
@@ -183,7 +183,7 @@ def test_a_record_written_while_releasing_proves_the_node_alive(env, kube):
     api, kc = kube
     seed(env.etcd, env.prefix, "zombie", [block(3)], used=5, uid="0000-zombie")
     target = env.target()
-    (claim,) = poolview.read_snapshot(env.etcd, target).node_claims("zombie")
+    (claim,) = poolread.read_snapshot(env.etcd, target).node_claims("zombie")
     late = keys.addr_key(env.prefix, "p", 4, int(ipaddress.ip_address("10.77.0.60")))
 
     class NodeWakesUp:

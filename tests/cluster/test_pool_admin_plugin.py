@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from cni_ipam.admin import poolconf, poolview
+from cni_ipam.admin import poolconf, poolread
 from tests.cluster.poolkit import call, pool_conf
 from tests.cluster.test_pool_admin import pool_env  # noqa: F401
 
@@ -71,7 +71,7 @@ def test_admin_commands_over_what_the_plugin_wrote(env, capsys):
     assert nodes.get("node-a", {"usedAddresses": 0})["usedAddresses"] == 0
     rc, out, err = env.run("release-node", "node-a", capsys=capsys)
     assert rc == 0, out + err
-    snap = poolview.read_snapshot(env.etcd, poolconf.load_pools([env.conf_file], "")[0][0])
+    snap = poolread.read_snapshot(env.etcd, poolconf.load_pools([env.conf_file], "")[0][0])
     assert snap.node_claims("node-a") == [] and len(snap.node_claims("node-b")) == 1
     # both nodes go on working: node-a claims again, node-b keeps its block and addresses
     rc, res = call("ADD", a, "a-again")

@@ -1,4 +1,4 @@
-"""How ``pool show`` / ``pool metrics`` read a pool with many blocks (``poolview.read_snapshot``):
+"""How ``pool show`` / ``pool metrics`` read a pool with many blocks (``poolread.read_snapshot``):
 address records counted by etcd per claimed block in batched txns, never listed unless they lie
 outside every claim; paging and batching change nothing in the result.  Real etcd; the reference
 is a plain listing of every key of the pool."""
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from cni_ipam.admin import poolconf, poolview
+from cni_ipam.admin import poolconf, poolread, poolview
 from cni_ipam.cluster import etcd as etcdmod
 from cni_ipam.cluster import keys
 from cni_ipam.cluster.etcd import EtcdClient
@@ -105,11 +105,11 @@ def counts_of(snap) -> dict:
 def test_paged_and_batched_read_equals_a_plain_listing(big_pool, monkeypatch):
     client, target, head = big_pool
     ref = reference(client, target, head)
-    whole = poolview.read_snapshot(client, target)
+    whole = poolread.read_snapshot(client, target)
     monkeypatch.setattr(etcdmod, "PAGE_SIZE", 3)
-    monkeypatch.setattr(poolview, "TXN_OPS", 4)
+    monkeypatch.setattr(poolread, "TXN_OPS", 4)
     before = client.round_trips
-    paged = poolview.read_snapshot(client, target)
+    paged = poolread.read_snapshot(client, target)
     assert client.round_trips - before > 50  # pages of 3 keys, txns of 4 reads: really paged
     for snap in (whole, paged):
         assert counts_of(snap) == ref["counts"]
@@ -148,7 +148,7 @@ def test_address_records_in_claimed_blocks_are_counted_not_listed(big_pool):
 
     client._call = counting
     try:
-        snap = poolview.read_snapshot(client, target)
+        snap = poolread.read_snapshot(client, target)
     finally:
         client._call = call
     in_blocks = [k for k in received if any(s <= k < e for s, e in claimed)]
@@ -158,8 +158,8 @@ def test_address_records_in_claimed_blocks_are_counted_not_listed(big_pool):
 
 def test_txns_shrink_when_etcd_refuses_their_size(big_pool, monkeypatch):
     client, target, _head = big_pool
-    expected = counts_of(poolview.read_snapshot(client, target))
-    monkeypatch.setattr(poolview, "TXN_OPS", 200)  # etcd's --max-txn-ops is 128
+    expected = counts_of(poolread.read_snapshot(client, target))
+    monkeypatch.setattr(poolread, "TXN_OPS", 200)  # etcd's --max-txn-ops is 128
     txns = []
     call = client._call
 
@@ -169,14 +169,14 @@ def test_txns_shrink_when_etcd_refuses_their_size(big_pool, monkeypatch):
         return call(path, body)
 
     monkeypatch.setattr(client, "_call", counting)
-    assert counts_of(poolview.read_snapshot(client, target)) == expected
+    assert counts_of(poolread.read_snapshot(client, target)) == expected
     assert [n for n in txns if n > 128] == [len(expected) + 3]  # refused: too many operations
     assert sum(n for n in txns if n <= 128) == len(expected) + 3
 
 
 def test_count_of_a_range_is_exact_or_refused(big_pool):
     client, target, _head = big_pool
-    snap = poolview.read_snapshot(client, target)
+    snap = poolread.read_snapshot(client, target)
     v4 = sum(snap.count(c.version, c.first, c.last) for c in snap.outermost[4]) + len(snap.stray[4])
     assert snap.count(4, 0, 2**32 - 1) == v4
     first = addr_int("10.80.13.192")  # block 220: claimed by nobody, two stray records
@@ -211,7 +211,7 @@ def test_a_revision_compacted_during_the_read_is_read_again(etcd_prefix, tmp_pat
             return txn(compares, success, failure)
 
         client.txn = compact_first
-        snap = poolview.read_snapshot(client, target)
+        snap = poolread.read_snapshot(client, target)
         assert compacted and snap.revision >= compacted[0]
         assert counts_of(snap) == {block(1): 3, block(2): 3}
         client.close()
@@ -222,7 +222,7 @@ def test_a_revision_compacted_during_the_read_is_read_again(etcd_prefix, tmp_pat
 def test_nothing_but_the_pool_is_read(big_pool):
     """A key just past the pool's prefix (another pool named p + something) is not the pool's."""
     client, target, head = big_pool
-    before = poolview.read_snapshot(client, target)
+    before = poolread.read_snapshot(client, target)
     put_all(client, [(head[:-1] + b"x/addrs/4/0a500001", b"{}"), (head[:-1] + b"0", b"{}")])
-    after = poolview.read_snapshot(client, target)
+    after = poolread.read_snapshot(client, target)
     assert after.junk == before.junk and after.stray == before.stray and counts_of(after) == counts_of(before)
